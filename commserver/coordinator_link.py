@@ -1,0 +1,114 @@
+"""The comm server's control connection to the coordinator.
+
+It must survive coordinator restarts without touching client sessions: the
+link reconnects forever with capped exponential backoff (with jitter, so a
+fleet of servers does not reconnect in lockstep) and every new connection
+starts with a fresh WELCOME, which re-registers the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from urllib.parse import urlencode
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import WebSocketException
+
+log = logging.getLogger(__name__)
+
+FrameHandler = Callable[[bytes], Awaitable[None]]
+
+
+class Backoff:
+    """Capped exponential delays: min, 2*min, 4*min ... max, each with +-20% jitter."""
+
+    def __init__(self, minimum: float, maximum: float) -> None:
+        self._min = minimum
+        self._max = max(minimum, maximum)
+        self._next = minimum
+
+    def reset(self) -> None:
+        self._next = self._min
+
+    def next_delay(self) -> float:
+        delay = self._next
+        self._next = min(self._max, self._next * 2)
+        return delay * random.uniform(0.8, 1.2)
+
+
+class CoordinatorLink:
+    """Keeps one WebSocket to ``/discover`` open and hands every frame to ``on_frame``."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        role: str,
+        name: str,
+        secret: bytes,
+        on_frame: FrameHandler,
+        on_disconnect: Callable[[], None],
+        backoff: Backoff,
+        queue_frames: int = 1024,
+    ) -> None:
+        query = urlencode({"role": role, "name": name})
+        self.url = f"{base_url.rstrip('/')}/discover?{query}"
+        self._headers = {"Authorization": f"Bearer {secret.decode()}"} if secret else {}
+        self._on_frame = on_frame
+        self._on_disconnect = on_disconnect
+        self._backoff = backoff
+        self._outbox: asyncio.Queue[bytes] = asyncio.Queue(queue_frames)
+        self.connected = asyncio.Event()
+        self.connects = 0
+        self.dropped = 0
+
+    def send(self, frame: bytes) -> None:
+        """Queue a frame for the coordinator; dropped (and counted) while disconnected."""
+        if not self.connected.is_set():
+            self.dropped += 1
+            return
+        try:
+            self._outbox.put_nowait(frame)
+        except asyncio.QueueFull:
+            self.dropped += 1
+
+    async def run(self) -> None:
+        """Connect, serve, reconnect: forever, until cancelled."""
+        while True:
+            try:
+                async with connect(
+                    self.url, additional_headers=self._headers, max_size=1024 * 1024
+                ) as ws:
+                    self.connects += 1
+                    self._backoff.reset()
+                    log.info("connected to coordinator %s", self.url)
+                    await self._serve(ws)
+            except (TimeoutError, OSError, WebSocketException) as exc:
+                log.warning("coordinator connection failed: %s", exc)
+            finally:
+                self.connected.clear()
+                self._on_disconnect()
+            await asyncio.sleep(self._backoff.next_delay())
+
+    async def _serve(self, ws: ClientConnection) -> None:
+        while not self._outbox.empty():  # frames addressed to the previous connection
+            self._outbox.get_nowait()
+        self.connected.set()
+        writer = asyncio.create_task(self._write(ws), name="coordinator-writer")
+        try:
+            async for frame in ws:
+                if isinstance(frame, bytes):
+                    await self._on_frame(frame)
+        finally:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+
+    async def _write(self, ws: ClientConnection) -> None:
+        with contextlib.suppress(WebSocketException):
+            while True:
+                await ws.send(await self._outbox.get())

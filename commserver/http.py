@@ -1,0 +1,33 @@
+"""The comm server's own HTTP endpoint: liveness, readiness and a JSON status."""
+
+from __future__ import annotations
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from commserver.server import CommServer
+
+
+def create_http_app(server: CommServer) -> Starlette:
+    async def healthz(_: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(_: Request) -> JSONResponse:
+        """Ready while registered with the coordinator and not draining."""
+        ready = server.link.connected.is_set() and server.alias != 0 and not server.draining
+        return JSONResponse(
+            {"status": "ready" if ready else "not ready"}, status_code=200 if ready else 503
+        )
+
+    async def status(_: Request) -> JSONResponse:
+        return JSONResponse(server.status())
+
+    return Starlette(
+        routes=[
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            Route("/status", status),
+        ]
+    )

@@ -1,0 +1,42 @@
+"""A peer of the comm server: a client or another comm server, over one session."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from webrtc_broker.rtc import Session
+from webrtc_broker.wire import broker_pb2 as pb
+
+SERVER_ROLES = frozenset({pb.COMMUNICATION_SERVER, pb.COMMUNICATION_SERVER_HUB})
+
+
+@dataclass(eq=False, slots=True)
+class Peer:
+    """Identity and state of one session; hashed by identity so it can live in sets."""
+
+    alias: int
+    session: Session
+    initiated_by_us: bool
+    """True for a server we connected to from our WELCOME: we send AUTH first."""
+    role: pb.Role.ValueType = pb.UNKNOWN_ROLE
+    expected_role: pb.Role.ValueType = pb.UNKNOWN_ROLE
+    """The role the coordinator announced in CONNECT (0 when it did not say)."""
+    identity: bytes = b""
+    server_id: str = ""
+    authenticated: bool = False
+    sent_auth: bool = False
+    established: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def is_server(self) -> bool:
+        return self.role in SERVER_ROLES
+
+    @property
+    def role_name(self) -> str:
+        if self.role == pb.CLIENT:
+            return "client"
+        return "server" if self.is_server else "unauthenticated"
+
+    def send(self, frame: bytes, *, reliable: bool = True) -> None:
+        self.session.send(frame, reliable=reliable)

@@ -1,0 +1,252 @@
+"""What a comm server does with each frame that arrives on a data channel.
+
+The first reliable frame of every session is AUTH; after it, SUBSCRIPTION
+frames set what a peer wants and TOPIC frames fan out. Work per message is
+kept to one decode and one encode per audience: a TOPIC becomes one TOPIC_FW
+frame shared by all local subscribers and one TOPIC frame shared by all
+subscribed servers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from commserver.peer import SERVER_ROLES, Peer
+from commserver.stats import RelayStats
+from commserver.topics import TopicTable
+from webrtc_broker.auth import AuthError, ClientAuthenticator, ServerSecret
+from webrtc_broker.wire import FrameError, decode_as, frame_type
+from webrtc_broker.wire import broker_pb2 as pb
+from webrtc_broker.wire.subscription import subscription_frame, subscription_topics
+
+log = logging.getLogger(__name__)
+
+TYPE_NAMES = {value: name.lower() for name, value in pb.MessageType.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class ServerIdentity:
+    """How this comm server introduces itself to other servers."""
+
+    role: pb.Role.ValueType
+    server_id: str
+    name: str
+    secret: ServerSecret
+
+    def auth_frame(self) -> bytes:
+        body = {
+            "id": self.server_id,
+            "name": self.name,
+            "secret": self.secret.credentials().decode(),
+        }
+        return pb.AuthMessage(
+            type=pb.AUTH, role=self.role, body=json.dumps(body).encode()
+        ).SerializeToString()
+
+
+class Relay:
+    """Frame dispatch, subscriptions and fan-out for one comm server."""
+
+    def __init__(
+        self,
+        *,
+        me: ServerIdentity,
+        authenticator: ClientAuthenticator,
+        stats: RelayStats,
+        max_topics_bytes: int,
+        on_authenticated: Callable[[Peer], bool],
+        close_peer: Callable[[Peer, str], None],
+    ) -> None:
+        self.me = me
+        self.is_hub = me.role == pb.COMMUNICATION_SERVER_HUB
+        self._authenticator = authenticator
+        self.stats = stats
+        self._max_topics_bytes = max_topics_bytes
+        self._on_authenticated = on_authenticated
+        self._close_peer = close_peer
+        self.clients: TopicTable[Peer] = TopicTable()
+        self.servers: TopicTable[Peer] = TopicTable()
+        self.server_peers: set[Peer] = set()
+        self._advertised: frozenset[str] = frozenset()
+
+    # -- entry point ------------------------------------------------------
+
+    def handle(self, peer: Peer, data: bytes, reliable: bool) -> None:
+        """Handle one data-channel frame from ``peer``; never raises."""
+        stats = self.stats
+        stats.bytes_in += len(data)
+        try:
+            kind = frame_type(data)
+            stats.frames_in[f"{peer.role_name}/{TYPE_NAMES[kind]}"] += 1
+            if not peer.authenticated:
+                self._before_auth(peer, kind, data, reliable)
+            elif kind == pb.TOPIC:
+                self._topic(peer, decode_as(data, pb.TopicMessage), reliable)
+            elif kind == pb.TOPIC_IDENTITY:
+                self._topic_identity(peer, decode_as(data, pb.TopicIdentityMessage), reliable)
+            elif kind == pb.PING:
+                peer.send(data, reliable=reliable)
+                stats.frames_out += 1
+            elif kind == pb.SUBSCRIPTION:
+                self._subscription(peer, decode_as(data, pb.SubscriptionMessage))
+            else:
+                stats.drops["unexpected_type"] += 1
+        except FrameError as exc:
+            stats.drops["malformed"] += 1
+            log.debug("malformed frame from %s: %s", peer.alias, exc)
+        except Exception:
+            stats.drops["internal_error"] += 1
+            log.exception("error handling a frame from %s", peer.alias)
+
+    # -- authentication ---------------------------------------------------
+
+    def _before_auth(
+        self, peer: Peer, kind: pb.MessageType.ValueType, data: bytes, reliable: bool
+    ) -> None:
+        if not reliable:
+            self.stats.drops["before_auth"] += 1
+            return
+        if kind != pb.AUTH:
+            self._close_peer(peer, "first reliable frame was not AUTH")
+            return
+        message = decode_as(data, pb.AuthMessage)
+        try:
+            self._authenticate(peer, message)
+        except AuthError as exc:
+            self._close_peer(peer, f"authentication failed: {exc}")
+            return
+        peer.authenticated = True
+        if not self._on_authenticated(peer):
+            return
+        if peer.is_server:
+            self._start_server_peer(peer)
+
+    def _authenticate(self, peer: Peer, message: pb.AuthMessage) -> None:
+        if message.role == pb.CLIENT:
+            if peer.initiated_by_us or peer.expected_role in SERVER_ROLES:
+                raise AuthError("a server session cannot authenticate as a client")
+            peer.identity = self._authenticator.authenticate(message.body).value
+        elif message.role in SERVER_ROLES:
+            if peer.expected_role == pb.CLIENT:
+                raise AuthError("a client cannot authenticate as a server")
+            try:
+                body = json.loads(message.body)
+                secret, server_id = body["secret"], body["id"]
+            except (ValueError, KeyError, TypeError) as exc:
+                raise AuthError("malformed server credentials") from exc
+            self.me.secret.verify(str(secret))
+            peer.server_id = str(server_id)
+            if peer.server_id == self.me.server_id:
+                raise AuthError("a server cannot connect to itself")
+        else:
+            raise AuthError(f"unknown role {message.role}")
+        peer.role = message.role
+
+    def _start_server_peer(self, peer: Peer) -> None:
+        """A server peer authenticated: answer its AUTH if we have not sent ours, then subscribe."""
+        self.server_peers.add(peer)
+        if not peer.sent_auth:
+            peer.sent_auth = True
+            peer.send(self.me.auth_frame())
+        peer.send(subscription_frame(self._advertised))
+
+    # -- subscriptions ----------------------------------------------------
+
+    def _subscription(self, peer: Peer, message: pb.SubscriptionMessage) -> None:
+        topics = subscription_topics(message, max_bytes=self._max_topics_bytes)
+        if peer.is_server:
+            changed = self.servers.replace(peer, topics)
+            if self.is_hub and changed:
+                self._advertise()
+        elif self.clients.replace(peer, topics):
+            self._advertise()
+
+    def forget(self, peer: Peer) -> None:
+        """Drop a closed peer from every table."""
+        self.server_peers.discard(peer)
+        changed = self.clients.remove(peer)
+        changed |= self.servers.remove(peer) and self.is_hub
+        if changed:
+            self._advertise()
+
+    def _advertise(self) -> None:
+        """Tell every server the topics we want, when that set changed.
+
+        A hub also wants what any of its servers want, since it forwards.
+        """
+        wanted = self.clients.topics()
+        if self.is_hub:
+            wanted |= self.servers.topics()
+        if wanted == self._advertised:
+            return
+        self._advertised = wanted
+        frame = subscription_frame(wanted)
+        for server in self.server_peers:
+            server.send(frame)
+
+    # -- fan-out ----------------------------------------------------------
+
+    def _topic(self, peer: Peer, message: pb.TopicMessage, reliable: bool) -> None:
+        topic = message.topic
+        if peer.is_server:
+            sender = message.from_alias
+        else:
+            sender = peer.alias
+            message.from_alias = sender
+        local = self.clients.by_topic.get(topic)
+        if local:
+            frame = pb.TopicFWMessage(
+                type=pb.TOPIC_FW, from_alias=sender, body=message.body
+            ).SerializeToString()
+            self._deliver(local, peer, frame, reliable, "client")
+        self._forward(peer, topic, message, reliable)
+
+    def _topic_identity(self, peer: Peer, message: pb.TopicIdentityMessage, reliable: bool) -> None:
+        topic = message.topic
+        if not peer.is_server:  # stamp what the session proved, whatever the client claims
+            message.from_alias = peer.alias
+            message.identity = peer.identity
+            message.role = peer.role
+        local = self.clients.by_topic.get(topic)
+        if local:
+            frame = pb.TopicIdentityFWMessage(
+                type=pb.TOPIC_IDENTITY_FW,
+                from_alias=message.from_alias,
+                identity=message.identity,
+                role=message.role,
+                body=message.body,
+            ).SerializeToString()
+            self._deliver(local, peer, frame, reliable, "client")
+        self._forward(peer, topic, message, reliable)
+
+    def _forward(
+        self,
+        peer: Peer,
+        topic: str,
+        message: pb.TopicMessage | pb.TopicIdentityMessage,
+        reliable: bool,
+    ) -> None:
+        """Send a topic message to the servers that want it.
+
+        A message crosses at most one server-to-server hop, except through a
+        hub: a hub forwards what it got from a (non-hub) server.
+        """
+        if peer.is_server and not (self.is_hub and peer.role != pb.COMMUNICATION_SERVER_HUB):
+            return
+        remote = self.servers.by_topic.get(topic)
+        if remote:
+            self._deliver(remote, peer, message.SerializeToString(), reliable, "server")
+
+    def _deliver(
+        self, peers: set[Peer], source: Peer, frame: bytes, reliable: bool, audience: str
+    ) -> None:
+        count = 0
+        for target in peers:
+            if target is not source:
+                target.session.send(frame, reliable=reliable)
+                count += 1
+        self.stats.deliveries[audience] += count
+        self.stats.frames_out += count

@@ -1,0 +1,281 @@
+"""The comm server: sessions with clients and servers, driven by coordinator signalling.
+
+Lifecycle of a session, as PROTOCOL.md describes it:
+
+* someone sends us CONNECT through the coordinator: we refuse (SERVER_FULL)
+  or create the peer connection with both channels and send the OFFER;
+* the coordinator WELCOMEs us with the servers already registered: we send
+  each a CONNECT, answer their OFFER and send AUTH once ``reliable`` opens;
+* either way the session must be open and authenticated within the
+  establish timeout, or it is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Coroutine
+from typing import Any
+
+from commserver.coordinator_link import Backoff, CoordinatorLink
+from commserver.peer import Peer
+from commserver.relay import Relay, ServerIdentity
+from commserver.stats import RelayStats
+from webrtc_broker.auth import ClientAuthenticator, OpenClientAuthenticator, ServerSecret
+from webrtc_broker.config import CommServerConfig
+from webrtc_broker.rtc import Session, SignalingError
+from webrtc_broker.wire import FrameError, decode_as, frame_type
+from webrtc_broker.wire import broker_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+ROLE_BY_NAME: dict[str, pb.Role.ValueType] = {
+    "server": pb.COMMUNICATION_SERVER,
+    "hub": pb.COMMUNICATION_SERVER_HUB,
+}
+
+
+class CommServer:
+    def __init__(
+        self,
+        config: CommServerConfig,
+        *,
+        authenticator: ClientAuthenticator | None = None,
+    ) -> None:
+        self.config = config
+        self.role = ROLE_BY_NAME[config.role]
+        self.server_id = uuid.uuid4().hex
+        secret = ServerSecret(
+            config.server_secret.get_secret_value() if config.server_secret else None
+        )
+        self.stats = RelayStats()
+        self.relay = Relay(
+            me=ServerIdentity(self.role, self.server_id, config.name, secret),
+            authenticator=authenticator or OpenClientAuthenticator(),
+            stats=self.stats,
+            max_topics_bytes=config.max_topics_bytes,
+            on_authenticated=self._on_authenticated,
+            close_peer=self._close_peer,
+        )
+        self.link = CoordinatorLink(
+            base_url=config.coordinator_url,
+            role=pb.Role.Name(self.role),
+            name=config.name,
+            secret=secret.credentials(),
+            on_frame=self._on_coordinator_frame,
+            on_disconnect=self._on_coordinator_lost,
+            backoff=Backoff(config.reconnect_min, config.reconnect_max),
+        )
+        self.alias = 0
+        self.peers: dict[int, Peer] = {}
+        """Every live session, by the alias the coordinator gave the remote side."""
+        self.draining = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # -- bookkeeping ------------------------------------------------------
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
+        """Run a background task owned by this server (cancelled on shutdown)."""
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("task %s failed", task.get_name(), exc_info=task.exception())
+
+    @property
+    def client_count(self) -> int:
+        """Sessions that count against ``max_peers``: clients, and peers not yet known."""
+        return sum(1 for p in self.peers.values() if not p.is_server and not p.initiated_by_us)
+
+    def _new_peer(
+        self, alias: int, *, initiated_by_us: bool, expected_role: pb.Role.ValueType
+    ) -> Peer:
+        config = self.config
+        holder: list[Peer] = []
+        session = Session(
+            on_frame=lambda data, reliable: self.relay.handle(holder[0], data, reliable),
+            reliable_queue_frames=config.reliable_queue_frames,
+            unreliable_queue_frames=config.unreliable_queue_frames,
+            buffered_high_bytes=config.buffered_high_bytes,
+        )
+        peer = Peer(
+            alias=alias,
+            session=session,
+            initiated_by_us=initiated_by_us,
+            expected_role=expected_role,
+        )
+        holder.append(peer)
+        previous = self.peers.get(alias)
+        if previous is not None:
+            self._close_peer(previous, "replaced by a new session with the same alias")
+        self.peers[alias] = peer
+        session.on_close(lambda _session: self._forget(peer))
+        self._spawn(self._expire_unless_established(peer), f"establish-{alias}")
+        return peer
+
+    def _forget(self, peer: Peer) -> None:
+        if self.peers.get(peer.alias) is peer:
+            del self.peers[peer.alias]
+        if not peer.established.is_set():
+            self.stats.sessions[f"failed:{peer.session.close_reason.split(':')[0]}"] += 1
+        self.relay.forget(peer)
+        log.debug("session %s closed: %s", peer.alias, peer.session.close_reason)
+
+    def _close_peer(self, peer: Peer, reason: str) -> None:
+        log.info("closing session %s: %s", peer.alias, reason)
+        peer.session.close_soon(reason)
+
+    async def _expire_unless_established(self, peer: Peer) -> None:
+        try:
+            await asyncio.wait_for(peer.established.wait(), self.config.establish_timeout)
+        except TimeoutError:
+            await peer.session.close("establish timeout")
+
+    def _on_authenticated(self, peer: Peer) -> bool:
+        if peer.is_server:
+            for other in self.relay.server_peers:
+                if other.server_id == peer.server_id and not other.session.closed.is_set():
+                    # After a coordinator restart servers re-register under new aliases
+                    # and reconnect; the session they already have keeps working.
+                    self._close_peer(peer, "duplicate session with a connected server")
+                    return False
+        peer.established.set()
+        self.stats.sessions[f"established:{peer.role_name}"] += 1
+        return True
+
+    # -- coordinator signalling -------------------------------------------
+
+    async def _on_coordinator_frame(self, data: bytes) -> None:
+        try:
+            kind = frame_type(data)
+            if kind == pb.WELCOME:
+                self._welcome(decode_as(data, pb.WelcomeMessage))
+            elif kind == pb.CONNECT:
+                self._connect_requested(decode_as(data, pb.ConnectMessage))
+            elif kind in (pb.WEBRTC_OFFER, pb.WEBRTC_ANSWER, pb.WEBRTC_ICE_CANDIDATE):
+                await self._webrtc(kind, decode_as(data, pb.WebRtcMessage))
+            elif kind == pb.CONNECTION_REFUSED:
+                message = decode_as(data, pb.ConnectionRefusedMessage)
+                peer = self.peers.get(message.from_alias)
+                if peer is not None and not peer.established.is_set():
+                    await peer.session.close("refused by the remote server")
+        except (FrameError, SignalingError) as exc:
+            self.stats.drops["bad_signalling"] += 1
+            log.debug("bad frame from coordinator: %s", exc)
+
+    def _welcome(self, message: pb.WelcomeMessage) -> None:
+        self.alias = message.alias
+        self.stats.coordinator_connects += 1
+        log.info(
+            "registered as alias %d; %d servers to mesh with",
+            self.alias,
+            len(message.available_servers),
+        )
+        for alias in message.available_servers:
+            if alias == self.alias:
+                continue
+            self._new_peer(alias, initiated_by_us=True, expected_role=pb.COMMUNICATION_SERVER)
+            self.link.send(
+                pb.ConnectMessage(
+                    type=pb.CONNECT, from_alias=self.alias, to_alias=alias
+                ).SerializeToString()
+            )
+
+    def _connect_requested(self, message: pb.ConnectMessage) -> None:
+        alias = message.from_alias
+        if self.draining or self.client_count >= self.config.max_peers:
+            self.stats.sessions["refused:server_full"] += 1
+            self.link.send(
+                pb.ConnectionRefusedMessage(
+                    type=pb.CONNECTION_REFUSED,
+                    from_alias=self.alias,
+                    to_alias=alias,
+                    reason=pb.SERVER_FULL,
+                ).SerializeToString()
+            )
+            return
+        peer = self._new_peer(alias, initiated_by_us=False, expected_role=pb.UNKNOWN_ROLE)
+        self._spawn(self._offer(peer), f"offer-{alias}")
+
+    async def _offer(self, peer: Peer) -> None:
+        offer = await peer.session.create_offer()
+        self._signal(pb.WEBRTC_OFFER, peer.alias, offer)
+
+    def _signal(self, kind: pb.MessageType.ValueType, to_alias: int, data: bytes) -> None:
+        self.link.send(
+            pb.WebRtcMessage(
+                type=kind, from_alias=self.alias, to_alias=to_alias, data=data
+            ).SerializeToString()
+        )
+
+    async def _webrtc(self, kind: pb.MessageType.ValueType, message: pb.WebRtcMessage) -> None:
+        peer = self.peers.get(message.from_alias)
+        if peer is None or peer.session.closed.is_set():
+            self.stats.drops["signalling_unknown_peer"] += 1
+            return
+        if kind == pb.WEBRTC_ICE_CANDIDATE:
+            await peer.session.add_candidate(message.data)
+        elif kind == pb.WEBRTC_ANSWER and not peer.initiated_by_us:
+            await peer.session.accept_answer(message.data)
+        elif kind == pb.WEBRTC_OFFER and peer.initiated_by_us:
+            self._spawn(self._answer(peer, message.data), f"answer-{peer.alias}")
+        else:
+            self.stats.drops["signalling_out_of_order"] += 1
+
+    async def _answer(self, peer: Peer, offer: bytes) -> None:
+        answer = await peer.session.accept_offer(offer)
+        self._signal(pb.WEBRTC_ANSWER, peer.alias, answer)
+        await peer.session.wait_open(self.config.establish_timeout)
+        peer.sent_auth = True
+        peer.send(self.relay.me.auth_frame())
+
+    def _on_coordinator_lost(self) -> None:
+        # Sessions still being set up depend on signalling that is now gone.
+        for peer in list(self.peers.values()):
+            if not peer.established.is_set():
+                self._close_peer(peer, "coordinator connection lost during set-up")
+
+    # -- running ----------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        peers = list(self.peers.values())
+        return {
+            "name": self.config.name,
+            "alias": self.alias,
+            "role": self.config.role,
+            "server_id": self.server_id,
+            "registered": self.link.connected.is_set(),
+            "draining": self.draining,
+            "clients": sum(1 for p in peers if p.role == pb.CLIENT),
+            "servers": sum(1 for p in peers if p.is_server),
+            "pending": sum(1 for p in peers if not p.established.is_set()),
+            "topics": len(self.relay.clients.by_topic),
+            "server_topics": len(self.relay.servers.by_topic),
+            "queue_depth": sum(p.session.queue_depth for p in peers),
+            "stats": self.stats.as_dict(),
+        }
+
+    async def run(self) -> None:
+        """Serve until cancelled, then close every session."""
+        self._spawn(self.link.run(), "coordinator-link")
+        try:
+            await asyncio.Future()  # until cancelled
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task
+        await asyncio.gather(
+            *(peer.session.close("server shutting down") for peer in list(self.peers.values())),
+            return_exceptions=True,
+        )

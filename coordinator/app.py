@@ -1,0 +1,164 @@
+"""The coordinator's ASGI app: WebSocket entry points plus health and status.
+
+Credentials are checked before the WebSocket is accepted: closing a socket
+that was never accepted makes the server answer the upgrade with HTTP 403, so
+a refused peer gets no WebSocket, no alias, and no trace in the registry.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, WebSocket
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+import webrtc_broker
+from webrtc_broker.auth import AuthError, ClientAuthenticator, OpenClientAuthenticator, ServerSecret
+from webrtc_broker.config import CoordinatorConfig, ServerRole
+
+from .core import Coordinator
+from .counters import RefusalReason
+from .credentials import display_name, presented_token, server_role
+from .selector import ServerSelector
+
+logger = logging.getLogger(__name__)
+
+CLOSE_POLICY_VIOLATION = 1008
+
+
+class ServerStatus(BaseModel):
+    alias: int
+    name: str
+    role: ServerRole
+    clients: int
+
+
+class Status(BaseModel):
+    servers: list[ServerStatus]
+    clients: int
+    version: str
+
+
+def create_app(
+    config: CoordinatorConfig | None = None,
+    *,
+    authenticator: ClientAuthenticator | None = None,
+    selector: ServerSelector | None = None,
+) -> FastAPI:
+    """Build a coordinator app; its state is at ``app.state.coordinator``.
+
+    ``authenticator`` checks client credentials (default: accept everyone, as
+    the original broker did); ``selector`` overrides ``config.selector``.
+    ``app.state.counters`` holds the :class:`CoordinatorCounters`.
+    """
+    if config is None:
+        # Read from the environment. Ignored for mypy: without the pydantic
+        # plugin it does not see that every field has a default.
+        config = CoordinatorConfig()  # type: ignore[call-arg, unused-ignore]
+    coordinator = Coordinator(config, selector=selector)
+    client_auth: ClientAuthenticator = authenticator or OpenClientAuthenticator()
+    secret = config.server_secret
+    server_secret = ServerSecret(secret.get_secret_value() if secret is not None else None)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        coordinator.mark_started()
+        yield
+        coordinator.begin_shutdown()
+        await coordinator.close_sessions()
+
+    # No docs/OpenAPI routes: this is an infrastructure service, not a public API.
+    app = FastAPI(
+        title="webrtc-broker coordinator",
+        version=webrtc_broker.__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.state.coordinator = coordinator
+    app.state.counters = coordinator.counters
+    app.state.registry = coordinator.registry
+    _add_peer_routes(app, coordinator, client_auth, server_secret)
+    _add_http_routes(app, coordinator)
+    return app
+
+
+def _add_peer_routes(
+    app: FastAPI,
+    coordinator: Coordinator,
+    client_auth: ClientAuthenticator,
+    server_secret: ServerSecret,
+) -> None:
+    async def refuse(websocket: WebSocket, reason: RefusalReason) -> None:
+        coordinator.counters.connections_refused[reason] += 1
+        logger.info("refused %s connection: %s", websocket.url.path, reason.value)
+        await websocket.close(code=CLOSE_POLICY_VIOLATION)
+
+    @app.websocket("/discover")
+    async def discover(websocket: WebSocket) -> None:
+        """A comm server's control connection."""
+        role = server_role(websocket.query_params.get("role"))
+        if role is None:
+            await refuse(websocket, RefusalReason.BAD_ROLE)
+            return
+        try:
+            server_secret.verify(presented_token(websocket.headers, websocket.query_params))
+        except AuthError:
+            await refuse(websocket, RefusalReason.BAD_SERVER_SECRET)
+            return
+        if not coordinator.accepting:
+            await refuse(websocket, RefusalReason.SHUTTING_DOWN)
+            return
+        await websocket.accept()
+        name = display_name(websocket.query_params.get("name"))
+        await coordinator.serve_peer(websocket, role, name)
+
+    @app.websocket("/connect")
+    async def connect(websocket: WebSocket) -> None:
+        """A client's connection: it learns its alias and which server to use."""
+        token = presented_token(websocket.headers, websocket.query_params)
+        try:
+            client_auth.authenticate((token or "").encode())
+        except AuthError:
+            await refuse(websocket, RefusalReason.BAD_CLIENT_CREDENTIALS)
+            return
+        except Exception:
+            # A broken authenticator must fail closed, and loudly.
+            logger.exception("client authenticator failed")
+            await refuse(websocket, RefusalReason.BAD_CLIENT_CREDENTIALS)
+            return
+        if not coordinator.accepting:
+            await refuse(websocket, RefusalReason.SHUTTING_DOWN)
+            return
+        await websocket.accept()
+        await coordinator.serve_peer(websocket, "client")
+
+
+def _add_http_routes(app: FastAPI, coordinator: Coordinator) -> None:
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        """Liveness: the event loop answers."""
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        """Readiness: started and not shutting down, so new peers are welcome."""
+        if coordinator.ready:
+            return JSONResponse({"status": "ready"})
+        return JSONResponse({"status": "not ready"}, status_code=503)
+
+    @app.get("/status")
+    async def status() -> Status:
+        registry = coordinator.registry
+        return Status(
+            servers=[
+                ServerStatus(alias=s.alias, name=s.name, role=s.role, clients=s.clients)
+                for s in registry.servers()
+            ],
+            clients=registry.client_count,
+            version=webrtc_broker.__version__,
+        )

@@ -1,0 +1,118 @@
+"""The coordinator's state and the life of each accepted peer.
+
+Everything the endpoints share lives in one :class:`Coordinator` object, kept
+on ``app.state``, instead of module globals: two apps in one process (tests,
+``webrtc-broker up``) then never see each other's peers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from webrtc_broker.config import CoordinatorConfig
+from webrtc_broker.wire import broker_pb2 as pb
+from webrtc_broker.wire import codec
+
+from .counters import CoordinatorCounters
+from .outbox import Outbox
+from .registry import Peer, PeerRole, Registry
+from .relay import Relay
+from .selector import ServerSelector, make_selector
+from .session import CLOSE_GOING_AWAY, Session, SessionSocket
+from .topology import welcome_servers
+
+logger = logging.getLogger(__name__)
+
+
+class Coordinator:
+    """Registry, relay, counters and readiness of one coordinator app."""
+
+    def __init__(
+        self,
+        config: CoordinatorConfig,
+        *,
+        selector: ServerSelector | None = None,
+        registry: Registry | None = None,
+    ) -> None:
+        self.config = config
+        self.selector: ServerSelector = selector or make_selector(config.selector)
+        self.registry = registry or Registry()
+        self.counters = CoordinatorCounters()
+        self.relay = Relay(self.registry, self.counters)
+        self._sessions: set[Session] = set()
+        self._started = False
+        self._draining = False
+
+    @property
+    def ready(self) -> bool:
+        """True between lifespan startup and the start of shutdown."""
+        return self._started and not self._draining
+
+    @property
+    def accepting(self) -> bool:
+        return not self._draining
+
+    def mark_started(self) -> None:
+        self._started = True
+
+    def begin_shutdown(self) -> None:
+        """Report not-ready and refuse new peers; existing sessions keep running."""
+        if not self._draining:
+            logger.info("coordinator shutting down: refusing new connections")
+        self._draining = True
+
+    async def close_sessions(self, timeout: float = 5.0) -> None:
+        """End every session (close code 1001) and wait for their cleanup."""
+        sessions = list(self._sessions)
+        for session in sessions:
+            session.stop(CLOSE_GOING_AWAY)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                for session in sessions:
+                    await session.finished.wait()
+
+    def welcome(self, alias: int, role: PeerRole) -> pb.WelcomeMessage:
+        servers = welcome_servers(role, self.registry.servers(), self.selector)
+        return pb.WelcomeMessage(type=pb.WELCOME, alias=alias, available_servers=servers)
+
+    async def serve_peer(self, websocket: SessionSocket, role: PeerRole, name: str = "") -> None:
+        """Welcome an accepted peer, register it, relay its frames until it leaves."""
+        alias = self.registry.allocate_alias()
+        welcome = codec.encode(self.welcome(alias, role))
+        try:
+            # Sent before registering: the peer never finds itself in its own
+            # list, and nobody can signal to it before it knows its alias.
+            await websocket.send_bytes(welcome)
+        except Exception as exc:
+            logger.debug("peer left before its welcome: %r", exc)
+            return
+
+        outbox = Outbox(self.config.send_queue_frames)
+        peer = Peer(alias=alias, role=role, sink=outbox, name=name)
+        self.registry.add(peer)
+        self.counters.connections[role] += 1
+        session = Session(
+            websocket,
+            peer=peer,
+            outbox=outbox,
+            registry=self.registry,
+            relay=self.relay,
+            counters=self.counters,
+        )
+        self._sessions.add(session)
+        if role == "client":
+            logger.debug("client %d connected", alias)
+        else:
+            logger.info("%s %d (%r) registered", role, alias, name)
+        if self._draining:  # shutdown began while the welcome was in flight
+            session.stop(CLOSE_GOING_AWAY)
+        try:
+            await session.run()
+        finally:
+            self._sessions.discard(session)
+            if role == "client":
+                logger.debug("client %d disconnected", alias)
+            else:
+                logger.info("%s %d (%r) unregistered", role, alias, name)

@@ -1,0 +1,65 @@
+"""Plain-int counters of what the coordinator did, for a later Prometheus export.
+
+The relay path runs once per signalling frame, so it only does ``d[key] += 1``
+on dicts whose keys all exist from the start: no locks, no label lookups, no
+client library on the hot path. An exporter reads these dicts at scrape time
+and turns them into counter samples. Every key is present from construction so
+that a series reads 0 instead of being missing before its first event.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from webrtc_broker.wire import codec
+
+# The frame types the coordinator forwards, keyed by wire value; the names are
+# the protocol's names so that metric labels match PROTOCOL.md.
+RELAYED_TYPES: dict[int, str] = {
+    codec.MessageType.CONNECT: "CONNECT",
+    codec.MessageType.WEBRTC_OFFER: "WEBRTC_OFFER",
+    codec.MessageType.WEBRTC_ANSWER: "WEBRTC_ANSWER",
+    codec.MessageType.WEBRTC_ICE_CANDIDATE: "WEBRTC_ICE_CANDIDATE",
+    codec.MessageType.CONNECTION_REFUSED: "CONNECTION_REFUSED",
+}
+
+PEER_ROLES = ("client", "server", "hub")
+
+
+class DropReason(StrEnum):
+    """Why a received frame was not forwarded."""
+
+    MALFORMED = "malformed"  # not a decodable broker frame (codec.FrameError)
+    TEXT_FRAME = "text_frame"  # the protocol is binary-only
+    UNEXPECTED_TYPE = "unexpected_type"  # a valid frame the coordinator does not relay
+    UNKNOWN_ALIAS = "unknown_alias"  # nobody connected has that alias
+    FORBIDDEN_ROUTE = "forbidden_route"  # client to client, or a peer to itself
+    QUEUE_FULL = "queue_full"  # the receiver's outbound queue overflowed
+    INTERNAL_ERROR = "internal_error"  # a bug; logged, the connection survives
+
+
+class RefusalReason(StrEnum):
+    """Why a WebSocket was refused before its upgrade."""
+
+    BAD_ROLE = "bad_role"
+    BAD_SERVER_SECRET = "bad_server_secret"
+    BAD_CLIENT_CREDENTIALS = "bad_client_credentials"
+    SHUTTING_DOWN = "shutting_down"
+
+
+@dataclass(slots=True)
+class CoordinatorCounters:
+    """Monotonic counters; the current population is read from the registry instead."""
+
+    frames_relayed: dict[str, int] = field(
+        default_factory=lambda: {name: 0 for name in RELAYED_TYPES.values()}
+    )
+    frames_dropped: dict[str, int] = field(
+        default_factory=lambda: {reason.value: 0 for reason in DropReason}
+    )
+    connections: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PEER_ROLES, 0))
+    connections_refused: dict[str, int] = field(
+        default_factory=lambda: {reason.value: 0 for reason in RefusalReason}
+    )
+    slow_connections_closed: int = 0

@@ -1,0 +1,153 @@
+"""Who is connected to the coordinator: aliases, peers, comm servers, client counts.
+
+The registry is plain in-memory state touched only from the event loop, so it
+needs no locks; every method is synchronous and cheap. It does not know about
+WebSockets: a peer is reached through a :class:`FrameSink`, which keeps the
+registry testable without a network and keeps slow sockets out of its way.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from webrtc_broker.config import ServerRole
+
+PeerRole = Literal["client", "server", "hub"]
+
+
+class FrameSink(Protocol):
+    """Where frames for one peer go; must never block the caller."""
+
+    def send(self, frame: bytes) -> bool:
+        """Queue ``frame``; return False if it was not accepted (peer slow or closing)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ServerInfo:
+    """A snapshot of one registered comm server, as selectors and /status see it."""
+
+    alias: int
+    name: str
+    role: ServerRole
+    clients: int
+
+
+@dataclass(slots=True, eq=False)
+class Peer:
+    """One connected WebSocket: a client or a comm server."""
+
+    alias: int
+    role: PeerRole
+    sink: FrameSink
+    name: str = ""
+    # For a client: the server it last sent CONNECT to, which is where it is
+    # (or is about to be) served; that is what per-server client counts mean.
+    server: int | None = None
+
+    @property
+    def is_server(self) -> bool:
+        return self.role != "client"
+
+
+def _initial_alias() -> int:
+    # Milliseconds * 1000: a restarted coordinator starts above every alias the
+    # previous run could have handed out (unless it gave out more than 1000 per
+    # millisecond of its life), so comm servers that kept sessions across the
+    # restart do not see an old alias again. Stays below 2**53 until the year
+    # 2255, so JavaScript clients read it exactly.
+    return time.time_ns() // 1_000_000 * 1000
+
+
+class AliasAllocator:
+    """Hands out increasing aliases that are never reused in this process."""
+
+    def __init__(self, start: int | None = None) -> None:
+        self._next = _initial_alias() if start is None else start
+        if self._next <= 0:
+            raise ValueError("aliases must be positive: 0 means 'unset' on the wire")
+
+    def allocate(self) -> int:
+        alias = self._next
+        self._next += 1
+        return alias
+
+
+class Registry:
+    """Connected peers by alias, registered servers in registration order."""
+
+    def __init__(self, allocate_alias: Callable[[], int] | None = None) -> None:
+        self.allocate_alias: Callable[[], int] = allocate_alias or AliasAllocator().allocate
+        self._peers: dict[int, Peer] = {}
+        # Servers keep registration order (dicts are ordered), which is the
+        # order servers see in WELCOME and /status lists.
+        self._servers: dict[int, Peer] = {}
+        self._clients_per_server: dict[int, int] = {}
+        self._client_count = 0
+
+    def get(self, alias: int) -> Peer | None:
+        return self._peers.get(alias)
+
+    def add(self, peer: Peer) -> None:
+        if peer.alias in self._peers:
+            raise ValueError(f"alias {peer.alias} is already registered")
+        self._peers[peer.alias] = peer
+        if peer.is_server:
+            self._servers[peer.alias] = peer
+            self._clients_per_server[peer.alias] = 0
+        else:
+            self._client_count += 1
+
+    def remove(self, alias: int) -> Peer | None:
+        """Forget a peer; removing an unknown alias is a no-op (cleanup runs once per path)."""
+        peer = self._peers.pop(alias, None)
+        if peer is None:
+            return None
+        if peer.is_server:
+            del self._servers[alias]
+            del self._clients_per_server[alias]
+            # Clients still pointing at it keep the stale alias; aliases are
+            # never reused, so it can never be miscounted for another server.
+        else:
+            self._client_count -= 1
+            self._leave_server(peer)
+        return peer
+
+    def note_connect(self, client: Peer, server_alias: int) -> None:
+        """Record that ``client`` sent CONNECT to ``server_alias``."""
+        if client.server == server_alias:
+            return
+        self._leave_server(client)
+        client.server = server_alias
+        if server_alias in self._clients_per_server:
+            self._clients_per_server[server_alias] += 1
+
+    def _leave_server(self, client: Peer) -> None:
+        previous = client.server
+        if previous is not None and previous in self._clients_per_server:
+            self._clients_per_server[previous] -= 1
+
+    def servers(self) -> list[ServerInfo]:
+        return [
+            ServerInfo(
+                alias=alias,
+                name=peer.name,
+                role="hub" if peer.role == "hub" else "server",
+                clients=self._clients_per_server[alias],
+            )
+            for alias, peer in self._servers.items()
+        ]
+
+    def peers(self) -> list[Peer]:
+        return list(self._peers.values())
+
+    @property
+    def client_count(self) -> int:
+        return self._client_count
+
+    @property
+    def server_count(self) -> int:
+        return len(self._servers)

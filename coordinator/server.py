@@ -1,0 +1,86 @@
+"""Run the coordinator app under uvicorn, inside the caller's event loop.
+
+``serve`` is a coroutine rather than ``uvicorn.run`` so that ``webrtc-broker
+up`` and the tests can run the coordinator next to other services in one
+loop. Logging is left to the caller (``log_config=None``): uvicorn's default
+config would replace whatever logging the CLI set up.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import uvicorn
+from fastapi import FastAPI
+from uvicorn.config import LOG_LEVELS
+
+from webrtc_broker.auth import ClientAuthenticator
+from webrtc_broker.config import CoordinatorConfig
+
+from . import redact
+from .app import create_app
+from .core import Coordinator
+
+
+class CoordinatorServer(uvicorn.Server):
+    """A uvicorn server that reports not-ready before it stops accepting.
+
+    uvicorn closes its listeners and connections first and runs the app's
+    lifespan shutdown last; flipping readiness at the start of shutdown lets
+    /readyz and the WebSocket endpoints refuse during the whole drain.
+    """
+
+    def __init__(self, config: uvicorn.Config, coordinator: Coordinator) -> None:
+        super().__init__(config)
+        self.coordinator = coordinator
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self.coordinator.begin_shutdown()
+        await super().shutdown(sockets=sockets)
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful with ``port=0``); valid once ``started`` is True."""
+        for server in getattr(self, "servers", []):
+            for sock in server.sockets:
+                port: int = sock.getsockname()[1]
+                return port
+        raise RuntimeError("server is not listening yet")
+
+
+def build_server(
+    config: CoordinatorConfig,
+    *,
+    app: FastAPI | None = None,
+    authenticator: ClientAuthenticator | None = None,
+) -> CoordinatorServer:
+    """A ready-to-``serve()`` uvicorn server for ``config`` (and ``app``, if given)."""
+    if app is None:
+        app = create_app(config, authenticator=authenticator)
+    level = config.log_level.lower()
+    if level not in LOG_LEVELS:
+        raise ValueError(f"unknown log level {config.log_level!r}")
+    uvicorn_config = uvicorn.Config(
+        app,
+        host=config.host,
+        port=config.port,
+        lifespan="on",
+        log_config=None,
+        log_level=level,
+        # URLs may carry credentials (browsers cannot set WebSocket headers).
+        access_log=False,
+        server_header=False,
+        ws_ping_interval=config.ping_interval,
+        ws_ping_timeout=config.ping_timeout,
+        ws_max_size=config.max_message_bytes,
+    )
+    redact.install()
+    coordinator: Coordinator = app.state.coordinator
+    return CoordinatorServer(uvicorn_config, coordinator)
+
+
+async def serve(
+    config: CoordinatorConfig, *, authenticator: ClientAuthenticator | None = None
+) -> None:
+    """Serve the coordinator until SIGINT/SIGTERM (or ``should_exit``), then drain."""
+    await build_server(config, authenticator=authenticator).serve()

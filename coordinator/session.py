@@ -1,0 +1,132 @@
+"""One accepted WebSocket, from registration to cleanup.
+
+A session owns exactly two tasks: the reader, which hands every frame to the
+relay, and the outbox's writer. Whichever ends first (peer disconnect, send
+failure, outbox overflow, shutdown) ends the session: both tasks are cancelled,
+the peer is unregistered at once so nobody queues frames for it any more, and
+only then is the socket closed, because closing a stalled socket can take a
+while and nobody else should wait for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from .counters import CoordinatorCounters, DropReason
+from .outbox import BytesSender, Outbox
+from .registry import Peer, Registry
+from .relay import Relay
+
+logger = logging.getLogger(__name__)
+
+CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY_VIOLATION = 1008
+CLOSE_INTERNAL_ERROR = 1011
+# A close frame to a peer that stopped reading never leaves the buffer; give up
+# after this long and let the server drop the transport.
+CLOSE_TIMEOUT = 2.0
+
+
+class SessionSocket(BytesSender, Protocol):
+    """The part of a Starlette WebSocket a session uses."""
+
+    async def receive(self) -> Mapping[str, Any]: ...
+
+    async def close(self, code: int = 1000, reason: str | None = None) -> None: ...
+
+
+class Session:
+    """Runs one registered peer until either side ends it."""
+
+    def __init__(
+        self,
+        websocket: SessionSocket,
+        *,
+        peer: Peer,
+        outbox: Outbox,
+        registry: Registry,
+        relay: Relay,
+        counters: CoordinatorCounters,
+    ) -> None:
+        self.peer = peer
+        self._websocket = websocket
+        self._outbox = outbox
+        self._registry = registry
+        self._relay = relay
+        self._counters = counters
+        self._reader: asyncio.Task[None] | None = None
+        self._close_code = CLOSE_INTERNAL_ERROR
+        self._peer_disconnected = False
+        self.finished = asyncio.Event()
+
+    def stop(self, code: int = CLOSE_GOING_AWAY) -> None:
+        """Ask the session to end and close the socket with ``code`` (used at shutdown)."""
+        self._close_code = code
+        if self._reader is not None:
+            self._reader.cancel()
+        else:
+            self._outbox.close()
+
+    async def run(self) -> None:
+        """Relay until the session ends; the peer must already be registered."""
+        try:
+            if self._outbox.closed:  # stopped before it started
+                await self._close(self._close_code)
+                return
+            reader = asyncio.create_task(self._read(), name=f"coordinator-reader-{self.peer.alias}")
+            self._reader = reader
+            writer = self._outbox.start(self._websocket)
+            try:
+                await asyncio.wait((reader, writer), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                self._registry.remove(self.peer.alias)
+                self._outbox.close()
+                reader.cancel()
+                writer.cancel()
+                await asyncio.wait((reader, writer))
+            for task in (reader, writer):
+                if not task.cancelled() and task.exception() is not None:
+                    logger.error(
+                        "session %d task failed", self.peer.alias, exc_info=task.exception()
+                    )
+            if not self._peer_disconnected:
+                if self._outbox.overflowed:
+                    self._counters.slow_connections_closed += 1
+                    self._close_code = CLOSE_POLICY_VIOLATION
+                    logger.info("peer %d too slow: outbound queue full, closing", self.peer.alias)
+                await self._close(self._close_code)
+        finally:
+            self._registry.remove(self.peer.alias)
+            self.finished.set()
+
+    async def _read(self) -> None:
+        receive = self._websocket.receive
+        handle = self._relay.handle
+        dropped = self._counters.frames_dropped
+        peer = self.peer
+        while True:
+            message = await receive()
+            data = message.get("bytes")
+            if data is not None:
+                try:
+                    handle(peer, data)
+                except Exception:
+                    # A bug in the relay must not cost the peer its connection.
+                    dropped[DropReason.INTERNAL_ERROR] += 1
+                    logger.exception("relay failed on a frame from %d", peer.alias)
+            elif message.get("type") == "websocket.disconnect":
+                self._peer_disconnected = True
+                return
+            else:
+                dropped[DropReason.TEXT_FRAME] += 1
+
+    async def _close(self, code: int) -> None:
+        # The socket may already be closing (server shutdown) or stalled; any
+        # failure here only means there is nothing left to close.
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await self._websocket.close(code)

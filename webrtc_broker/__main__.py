@@ -1,0 +1,3 @@
+from webrtc_broker.cli import main
+
+main()

@@ -1,0 +1,111 @@
+"""The ``webrtc-broker`` command.
+
+Flags map onto the typed configuration in :mod:`webrtc_broker.config`: a flag
+that is not given leaves the environment variable or the default in force.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import click
+from pydantic import ValidationError
+
+from webrtc_broker import __version__, logs
+from webrtc_broker.config import CommServerConfig, CoordinatorConfig
+
+
+def _given(**flags: Any) -> dict[str, Any]:
+    """Only the flags the user actually passed, so env vars and defaults still apply."""
+    return {name: value for name, value in flags.items() if value is not None}
+
+
+def _load(model: type[CoordinatorConfig] | type[CommServerConfig], **flags: Any) -> Any:
+    try:
+        return model(**_given(**flags))
+    except ValidationError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
+@click.group()
+@click.version_option(__version__, prog_name="webrtc-broker")
+def main() -> None:
+    """A pub/sub message broker whose clients talk over WebRTC data channels."""
+
+
+@main.command()
+@click.option("--host", help="Address to bind [127.0.0.1]")
+@click.option("--port", type=int, help="Port to bind [9090]")
+@click.option("--server-secret", help="Secret comm servers must present [none]")
+@click.option("--selector", type=click.Choice(["random", "round-robin", "least-clients"]))
+@click.option("--log-level", help="Log level [info]")
+def coordinator(**flags: Any) -> None:
+    """Run the coordinator (WebSocket entry point and signalling relay)."""
+    from coordinator import serve  # noqa: PLC0415 - keep `webrtc-broker --help` fast
+
+    config: CoordinatorConfig = _load(CoordinatorConfig, **flags)
+    logs.configure(config.log_level)
+    asyncio.run(serve(config))
+
+
+@main.command()
+@click.option("--coordinator-url", help="Coordinator WebSocket URL [ws://127.0.0.1:9090]")
+@click.option("--name", help="Name shown in the coordinator's status [hostname]")
+@click.option("--role", type=click.Choice(["server", "hub"]), help="Mesh role [server]")
+@click.option("--server-secret", help="Shared server secret [none]")
+@click.option("--max-peers", type=int, help="Client sessions before SERVER_FULL [1000]")
+@click.option("--establish-timeout", type=float, help="Seconds to set up a session [15]")
+@click.option("--http-host", help="Address of the health/status endpoint [127.0.0.1]")
+@click.option("--http-port", type=int, help="Port of the health/status endpoint [9100]")
+@click.option("--log-level", help="Log level [info]")
+def commserver(**flags: Any) -> None:
+    """Run a comm server that relays topic messages over WebRTC."""
+    from commserver import serve  # noqa: PLC0415
+
+    config: CommServerConfig = _load(CommServerConfig, **flags)
+    logs.configure(config.log_level)
+    asyncio.run(serve(config))
+
+
+@main.command()
+@click.option("--servers", default=2, show_default=True, type=click.IntRange(1, 64))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind")
+@click.option("--port", default=9090, show_default=True, type=int, help="Coordinator port")
+@click.option(
+    "--http-port-base",
+    default=9101,
+    show_default=True,
+    type=int,
+    help="Comm server N gets the status port BASE+N-1",
+)
+@click.option("--max-peers", type=int, help="Client sessions per server [1000]")
+@click.option("--demo/--no-demo", default=False, help="Run a short demo once the cluster is up")
+def up(**options: Any) -> None:
+    """Run a local cluster: a coordinator and N comm servers, until Ctrl-C."""
+    from webrtc_broker.cluster import ClusterSpec, run_cluster  # noqa: PLC0415
+
+    logs.configure("info")
+    spec = ClusterSpec(
+        servers=options["servers"],
+        host=options["host"],
+        port=options["port"],
+        http_port_base=options["http_port_base"],
+        max_peers=options["max_peers"],
+    )
+    raise SystemExit(asyncio.run(run_cluster(spec, demo=options["demo"])))
+
+
+@main.command()
+@click.option("--coordinator-url", default="ws://127.0.0.1:9090", show_default=True)
+@click.option("--topic", "topics", multiple=True, required=True, help="Topic (repeatable)")
+@click.option("--credentials", default="", help="Credentials for the coordinator and server")
+@click.option("--unreliable", is_flag=True, help="Publish on the unreliable channel")
+@click.option("--identity", is_flag=True, help="Publish with the authenticated identity")
+@click.option("--no-stdin", is_flag=True, help="Only print what arrives; publish nothing")
+def client(**options: Any) -> None:
+    """Print what arrives on TOPIC and publish each line of stdin to it."""
+    from webrtc_broker.client.cli import run_client  # noqa: PLC0415
+
+    logs.configure("warning")
+    raise SystemExit(asyncio.run(run_client(**options)))

@@ -1,0 +1,27 @@
+"""Exceptions raised by the Python client SDK."""
+
+from __future__ import annotations
+
+
+class BrokerError(Exception):
+    """Base class of every error the SDK raises."""
+
+
+class NoServerAvailableError(BrokerError):
+    """The coordinator knows no comm server (or not the one asked for)."""
+
+
+class ServerFullError(BrokerError):
+    """The comm server refused the session: it has reached its peer limit."""
+
+
+class AuthenticationError(BrokerError):
+    """The coordinator or the comm server refused the credentials."""
+
+
+class ConnectTimeoutError(BrokerError):
+    """The session was not established in time."""
+
+
+class ClosedError(BrokerError):
+    """The client is closed (by :meth:`BrokerClient.close` or by the server)."""

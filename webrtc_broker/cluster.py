@@ -1,0 +1,147 @@
+"""``webrtc-broker up``: a coordinator and N comm servers as child processes.
+
+The children die with the parent (``PR_SET_PDEATHSIG``), so even a ``kill -9``
+of ``up`` leaves no orphans; Ctrl-C or SIGTERM stops them in order (servers,
+then the coordinator) and waits for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import ctypes.util
+import signal
+import sys
+from dataclasses import dataclass
+
+import httpx
+
+from webrtc_broker.client.errors import BrokerError
+
+_PR_SET_PDEATHSIG = 1
+STOP_GRACE = 10.0
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    servers: int = 2
+    host: str = "127.0.0.1"
+    port: int = 9090
+    http_port_base: int = 9101
+    max_peers: int | None = None
+
+    @property
+    def coordinator_url(self) -> str:
+        return f"ws://{self.host}:{self.port}"
+
+    @property
+    def coordinator_http(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def server_status_url(self, index: int) -> str:
+        return f"http://{self.host}:{self.http_port_base + index}/status"
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: get SIGTERM when the parent dies."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+async def spawn(*args: str) -> asyncio.subprocess.Process:
+    """Start ``webrtc-broker ARGS...`` with this interpreter, tied to this process."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "webrtc_broker", *args, preexec_fn=_die_with_parent
+    )
+
+
+async def wait_http_ok(url: str, timeout: float = 20.0) -> None:
+    """Poll ``url`` until it answers 200."""
+    async with httpx.AsyncClient() as http, asyncio.timeout(timeout):
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if (await http.get(url)).status_code == 200:
+                    return
+            await asyncio.sleep(0.1)
+
+
+async def wait_servers_registered(status_url: str, count: int, timeout: float = 30.0) -> list[int]:
+    """Poll the coordinator's ``/status`` until ``count`` servers are registered."""
+    async with httpx.AsyncClient() as http, asyncio.timeout(timeout):
+        while True:
+            with contextlib.suppress(httpx.HTTPError, ValueError):
+                servers = (await http.get(status_url)).json()["servers"]
+                if len(servers) >= count:
+                    return [int(server["alias"]) for server in servers]
+            await asyncio.sleep(0.1)
+
+
+async def stop(processes: list[asyncio.subprocess.Process]) -> None:
+    """SIGTERM every process still running, then SIGKILL what outlives the grace period."""
+    for process in processes:
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.terminate()
+    for process in processes:
+        try:
+            await asyncio.wait_for(process.wait(), STOP_GRACE)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+
+
+async def run_cluster(spec: ClusterSpec, *, demo: bool = False) -> int:
+    """Run the cluster until a signal (exit 0) or until a child dies (exit 1)."""
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopping.set)
+    coordinator = await spawn("coordinator", "--host", spec.host, "--port", str(spec.port))
+    servers: list[asyncio.subprocess.Process] = []
+    try:
+        await wait_http_ok(f"{spec.coordinator_http}/readyz")
+        for index in range(spec.servers):
+            args = [
+                "commserver",
+                "--coordinator-url", spec.coordinator_url,
+                "--name", f"commserver-{index + 1}",
+                "--http-host", spec.host,
+                "--http-port", str(spec.http_port_base + index),
+            ]  # fmt: skip
+            if spec.max_peers is not None:
+                args += ["--max-peers", str(spec.max_peers)]
+            servers.append(await spawn(*args))
+        aliases = await wait_servers_registered(f"{spec.coordinator_http}/status", spec.servers)
+        _print_urls(spec)
+        if demo:
+            from webrtc_broker.demo import run_demo  # noqa: PLC0415
+
+            try:
+                await run_demo(spec.coordinator_url, aliases)
+            except (BrokerError, TimeoutError) as exc:
+                print(f"demo failed: {exc}", flush=True)
+        print("cluster is up; Ctrl-C stops it", flush=True)
+        children = [asyncio.ensure_future(p.wait()) for p in (coordinator, *servers)]
+        stopper = asyncio.ensure_future(stopping.wait())
+        done, _ = await asyncio.wait({stopper, *children}, return_when=asyncio.FIRST_COMPLETED)
+        for future in (stopper, *children):
+            future.cancel()
+        if stopper not in done:
+            print("a cluster process exited; stopping the rest", flush=True)
+            return 1
+        return 0
+    except TimeoutError:
+        print("the cluster did not come up in time", flush=True)
+        return 1
+    finally:
+        await stop([*servers, coordinator])
+
+
+def _print_urls(spec: ClusterSpec) -> None:
+    print(f"coordinator  {spec.coordinator_url}  (status {spec.coordinator_http}/status)")
+    for index in range(spec.servers):
+        print(f"commserver-{index + 1} status {spec.server_status_url(index)}")
+    print(f"try: webrtc-broker client --coordinator-url {spec.coordinator_url} --topic chat")
+    print(flush=True)

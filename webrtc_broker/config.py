@@ -1,0 +1,81 @@
+"""Configuration of every service, in one typed place.
+
+Each service reads a pydantic-settings model: defaults here, overridden by
+environment variables (``WEBRTC_BROKER_COORDINATOR_PORT=9000``), overridden by
+command-line flags (the CLI passes the flags it was given as keyword
+arguments). Defaults are chosen so that ``webrtc-broker up`` works on a laptop
+with no configuration at all.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIB = 1024 * 1024
+
+SelectorName = Literal["random", "round-robin", "least-clients"]
+ServerRole = Literal["server", "hub"]
+
+
+class CoordinatorConfig(BaseSettings):
+    """The coordinator: WebSocket entry point for clients and comm servers."""
+
+    model_config = SettingsConfigDict(env_prefix="WEBRTC_BROKER_COORDINATOR_", frozen=True)
+
+    host: str = Field("127.0.0.1", description="Address to bind")
+    port: int = Field(9090, ge=0, le=65535, description="Port to bind (0 picks a free one)")
+    server_secret: SecretStr | None = Field(
+        None, description="Shared secret comm servers must present; unset accepts any server"
+    )
+    selector: SelectorName = Field("random", description="How servers are ordered for a client")
+    ping_interval: float = Field(20.0, gt=0, description="Seconds between WebSocket pings")
+    ping_timeout: float = Field(20.0, gt=0, description="Seconds to wait for a pong")
+    max_message_bytes: int = Field(
+        256 * 1024, ge=1024, description="Largest WebSocket message accepted"
+    )
+    send_queue_frames: int = Field(
+        1024, ge=1, description="Frames queued for one slow WebSocket before it is closed"
+    )
+    log_level: str = Field("info", description="Log level")
+
+
+class CommServerConfig(BaseSettings):
+    """A comm server: accepts client sessions and relays topic messages."""
+
+    model_config = SettingsConfigDict(env_prefix="WEBRTC_BROKER_COMMSERVER_", frozen=True)
+
+    coordinator_url: str = Field(
+        "ws://127.0.0.1:9090", description="Base WebSocket URL of the coordinator"
+    )
+    name: str = Field(
+        default_factory=socket.gethostname, description="Name shown in the coordinator's status"
+    )
+    role: ServerRole = Field("server", description="'server' (full mesh) or 'hub' (star centre)")
+    server_secret: SecretStr | None = Field(
+        None, description="Shared secret presented to the coordinator and to other servers"
+    )
+    max_peers: int = Field(1000, ge=1, description="Client sessions accepted before SERVER_FULL")
+    establish_timeout: float = Field(
+        15.0, gt=0, description="Seconds a new session has to connect and authenticate"
+    )
+    http_host: str = Field("127.0.0.1", description="Address of the health/status endpoint")
+    http_port: int = Field(9100, ge=0, le=65535, description="Port of the health/status endpoint")
+    reconnect_min: float = Field(0.25, gt=0, description="First coordinator reconnect delay (s)")
+    reconnect_max: float = Field(10.0, gt=0, description="Longest coordinator reconnect delay (s)")
+    reliable_queue_frames: int = Field(
+        4096, ge=1, description="Frames queued per peer on the reliable channel before closing it"
+    )
+    unreliable_queue_frames: int = Field(
+        256, ge=1, description="Frames queued per peer on the unreliable channel (oldest dropped)"
+    )
+    buffered_high_bytes: int = Field(
+        1 * MIB, ge=1024, description="Data channel buffered amount above which frames queue"
+    )
+    max_topics_bytes: int = Field(
+        64 * 1024, ge=256, description="Largest (decompressed) subscription topic list"
+    )
+    log_level: str = Field("info", description="Log level")

@@ -1,0 +1,196 @@
+"""One WebRTC peer connection carrying the broker's two data channels.
+
+PROTOCOL.md fixes the roles: the side that receives CONNECT creates the
+channels and the offer (:meth:`Session.create_offer`); the side that sent
+CONNECT answers (:meth:`Session.accept_offer`). aiortc gathers every
+candidate before it returns a local description, so this side never trickles;
+candidates trickled by the remote side (browsers do) are held until the remote
+description is set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+
+from aiortc import (
+    RTCConfiguration,
+    RTCDataChannel,
+    RTCIceServer,
+    RTCPeerConnection,
+)
+
+from webrtc_broker.rtc.signaling import (
+    candidate_from_json,
+    description_from_json,
+    description_to_json,
+)
+from webrtc_broker.rtc.writer import ChannelWriter, QueueOverflow
+
+log = logging.getLogger(__name__)
+
+RELIABLE = "reliable"
+UNRELIABLE = "unreliable"
+
+FrameHandler = Callable[[bytes, bool], None]
+"""Called with each received frame and whether it came on the reliable channel."""
+
+
+class SessionClosed(Exception):
+    """The session closed before it was established."""
+
+
+class Session:
+    """A peer connection, its two channel writers and its lifecycle."""
+
+    def __init__(
+        self,
+        *,
+        on_frame: FrameHandler,
+        ice_servers: Sequence[RTCIceServer] = (),
+        reliable_queue_frames: int = 4096,
+        unreliable_queue_frames: int = 256,
+        buffered_high_bytes: int = 1024 * 1024,
+    ) -> None:
+        self._on_frame = on_frame
+        self._queue_limits = (reliable_queue_frames, unreliable_queue_frames, buffered_high_bytes)
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=list(ice_servers) or None))
+        self.reliable: ChannelWriter | None = None
+        self.unreliable: ChannelWriter | None = None
+        loop = asyncio.get_running_loop()
+        self.opened: asyncio.Future[None] = loop.create_future()
+        self.closed = asyncio.Event()
+        self.close_reason = ""
+        self._close_callbacks: list[Callable[[Session], None]] = []
+        self._remote_set = False
+        self._held_candidates: list[bytes] = []
+        self._close_task: asyncio.Task[None] | None = None
+        self.pc.on("connectionstatechange", self._on_connection_state)
+        self.pc.on("datachannel", self._adopt_channel)
+
+    # -- set-up -----------------------------------------------------------
+
+    async def create_offer(self) -> bytes:
+        """Create both channels and return the offer's JSON (the CONNECT target's part)."""
+        self._adopt_channel(self.pc.createDataChannel(RELIABLE, ordered=True))
+        self._adopt_channel(self.pc.createDataChannel(UNRELIABLE, ordered=False, maxRetransmits=0))
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        return description_to_json(self.pc.localDescription)
+
+    async def accept_offer(self, offer: bytes) -> bytes:
+        """Apply the remote offer and return the answer's JSON (the CONNECT sender's part)."""
+        await self.pc.setRemoteDescription(description_from_json(offer, "offer"))
+        await self._remote_description_set()
+        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        return description_to_json(self.pc.localDescription)
+
+    async def accept_answer(self, answer: bytes) -> None:
+        await self.pc.setRemoteDescription(description_from_json(answer, "answer"))
+        await self._remote_description_set()
+
+    async def add_candidate(self, candidate: bytes) -> None:
+        """Add a trickled remote candidate, holding it until the remote description is set."""
+        if not self._remote_set:
+            self._held_candidates.append(candidate)
+            return
+        await self.pc.addIceCandidate(candidate_from_json(candidate))
+
+    async def _remote_description_set(self) -> None:
+        self._remote_set = True
+        held, self._held_candidates = self._held_candidates, []
+        for candidate in held:
+            await self.pc.addIceCandidate(candidate_from_json(candidate))
+
+    async def wait_open(self, timeout: float) -> None:
+        """Wait until both channels are open; raises on timeout or close."""
+        await asyncio.wait_for(asyncio.shield(self.opened), timeout)
+
+    def _adopt_channel(self, channel: RTCDataChannel) -> None:
+        reliable_frames, unreliable_frames, high = self._queue_limits
+        if channel.label == RELIABLE and self.reliable is None:
+            self.reliable = ChannelWriter(
+                channel, reliable=True, max_frames=reliable_frames, high_bytes=high
+            )
+            kind = True
+        elif channel.label == UNRELIABLE and self.unreliable is None:
+            self.unreliable = ChannelWriter(
+                channel, reliable=False, max_frames=unreliable_frames, high_bytes=high
+            )
+            kind = False
+        else:
+            log.debug("ignoring unexpected data channel %r", channel.label)
+            channel.close()
+            return
+
+        on_frame = self._on_frame
+
+        def on_message(data: bytes | str) -> None:
+            if isinstance(data, bytes):
+                on_frame(data, kind)
+            else:
+                on_frame(data.encode(), kind)
+
+        channel.on("message", on_message)
+        channel.on("open", self._check_open)
+        channel.on("close", lambda: self.close_soon(f"{channel.label} channel closed"))
+        self._check_open()
+
+    def _check_open(self) -> None:
+        if self.opened.done():
+            return
+        if self.reliable and self.unreliable and self.reliable.is_open and self.unreliable.is_open:
+            self.opened.set_result(None)
+
+    def _on_connection_state(self) -> None:
+        if self.pc.connectionState in ("failed", "closed"):
+            self.close_soon(f"connection {self.pc.connectionState}")
+
+    # -- traffic ----------------------------------------------------------
+
+    def send(self, frame: bytes, *, reliable: bool) -> None:
+        """Send a frame; a reliable queue overflow closes the session."""
+        writer = self.reliable if reliable else self.unreliable
+        if writer is None:
+            return
+        try:
+            writer.send(frame)
+        except QueueOverflow as exc:
+            self.close_soon(f"slow peer: {exc}")
+
+    @property
+    def queue_depth(self) -> int:
+        return sum(w.depth for w in (self.reliable, self.unreliable) if w is not None)
+
+    @property
+    def dropped(self) -> int:
+        return sum(w.dropped for w in (self.reliable, self.unreliable) if w is not None)
+
+    # -- teardown ---------------------------------------------------------
+
+    def on_close(self, callback: Callable[[Session], None]) -> None:
+        """Register ``callback(session)``, called once when the session closes."""
+        self._close_callbacks.append(callback)
+
+    def close_soon(self, reason: str) -> None:
+        """Close from synchronous code (event handlers); the session owns the task."""
+        if self._close_task is None and not self.closed.is_set():
+            self._close_task = asyncio.get_running_loop().create_task(self.close(reason))
+
+    async def close(self, reason: str = "closed") -> None:
+        if self.closed.is_set():
+            return
+        self.close_reason = reason
+        self.closed.set()
+        if not self.opened.done():
+            self.opened.set_exception(SessionClosed(reason))
+            self.opened.exception()  # mark retrieved: nobody may be waiting
+        for callback in self._close_callbacks:
+            try:
+                callback(self)
+            except Exception:
+                log.exception("session close callback failed")
+        self._close_callbacks.clear()
+        with contextlib.suppress(Exception):
+            await self.pc.close()

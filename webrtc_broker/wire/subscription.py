@@ -1,0 +1,50 @@
+"""SUBSCRIPTION payloads: a peer's complete topic set, space-separated, maybe gzipped."""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from collections.abc import Iterable
+
+from webrtc_broker.wire import broker_pb2 as pb
+from webrtc_broker.wire.codec import FrameError
+
+_GZIP_WBITS = 16 + zlib.MAX_WBITS
+
+
+def subscription_frame(topics: Iterable[str], *, compress: bool = False) -> bytes:
+    """Encode a SUBSCRIPTION frame announcing exactly ``topics``."""
+    names = sorted(set(topics))
+    for name in names:
+        if not name or any(ch.isspace() for ch in name):
+            raise ValueError(f"topic names are non-empty and contain no whitespace: {name!r}")
+    payload = " ".join(names).encode()
+    if compress:
+        payload = gzip.compress(payload)
+    return pb.SubscriptionMessage(
+        type=pb.SUBSCRIPTION, format=pb.GZIP if compress else pb.PLAIN, topics=payload
+    ).SerializeToString()
+
+
+def subscription_topics(message: pb.SubscriptionMessage, *, max_bytes: int) -> frozenset[str]:
+    """Decode the topic set of a SUBSCRIPTION, refusing lists larger than ``max_bytes``.
+
+    The size check happens while decompressing, so a small gzip bomb costs at
+    most ``max_bytes`` of memory.
+    """
+    payload = message.topics
+    if message.format == pb.GZIP:
+        inflater = zlib.decompressobj(_GZIP_WBITS)
+        try:
+            payload = inflater.decompress(payload, max_bytes + 1)
+        except zlib.error as exc:
+            raise FrameError(f"bad gzip topic list: {exc}") from exc
+    elif message.format not in (pb.PLAIN, pb.UNKNOWN_FORMAT):
+        raise FrameError(f"unknown subscription format {message.format}")
+    if len(payload) > max_bytes:
+        raise FrameError(f"topic list larger than {max_bytes} bytes")
+    try:
+        text = payload.decode()
+    except UnicodeDecodeError as exc:
+        raise FrameError("topic list is not UTF-8") from exc
+    return frozenset(text.split())
