@@ -59,6 +59,7 @@ class Relay:
         max_topics_bytes: int,
         on_authenticated: Callable[[Peer], bool],
         close_peer: Callable[[Peer, str], None],
+        reject_peer: Callable[[Peer, str], None],
     ) -> None:
         self.me = me
         self.is_hub = me.role == pb.COMMUNICATION_SERVER_HUB
@@ -67,6 +68,7 @@ class Relay:
         self._max_topics_bytes = max_topics_bytes
         self._on_authenticated = on_authenticated
         self._close_peer = close_peer
+        self._reject_peer = reject_peer
         self.clients: TopicTable[Peer] = TopicTable()
         self.servers: TopicTable[Peer] = TopicTable()
         self.server_peers: set[Peer] = set()
@@ -110,13 +112,14 @@ class Relay:
             self.stats.drops["before_auth"] += 1
             return
         if kind != pb.AUTH:
-            self._close_peer(peer, "first reliable frame was not AUTH")
+            self.stats.drops["before_auth"] += 1
+            self._reject_peer(peer, "the first reliable frame must be AUTH")
             return
         message = decode_as(data, pb.AuthMessage)
         try:
             self._authenticate(peer, message)
         except AuthError as exc:
-            self._close_peer(peer, f"authentication failed: {exc}")
+            self._reject_peer(peer, str(exc))
             return
         peer.authenticated = True
         if not self._on_authenticated(peer):

@@ -58,6 +58,7 @@ class CommServer:
             max_topics_bytes=config.max_topics_bytes,
             on_authenticated=self._on_authenticated,
             close_peer=self._close_peer,
+            reject_peer=self._reject_auth,
         )
         self.link = CoordinatorLink(
             base_url=config.coordinator_url,
@@ -129,6 +130,20 @@ class CommServer:
     def _close_peer(self, peer: Peer, reason: str) -> None:
         log.info("closing session %s: %s", peer.alias, reason)
         peer.session.close_soon(reason)
+
+    def _reject_auth(self, peer: Peer, reason: str) -> None:
+        """Refuse a session that failed AUTH, telling the peer why through the coordinator."""
+        self.stats.sessions["refused:auth_failed"] += 1
+        self.link.send(
+            pb.ConnectionRefusedMessage(
+                type=pb.CONNECTION_REFUSED,
+                from_alias=self.alias,
+                to_alias=peer.alias,
+                reason=pb.AUTH_FAILED,
+                data=reason.encode(),
+            ).SerializeToString()
+        )
+        self._close_peer(peer, f"authentication failed: {reason}")
 
     async def _expire_unless_established(self, peer: Peer) -> None:
         try:
