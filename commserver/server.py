@@ -20,7 +20,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from commserver.coordinator_link import Backoff, CoordinatorLink
-from commserver.peer import Peer
+from commserver.peer import SERVER_ROLES, Peer
 from commserver.relay import Relay, ServerIdentity
 from commserver.stats import RelayStats
 from webrtc_broker.auth import ClientAuthenticator, OpenClientAuthenticator, ServerSecret
@@ -91,7 +91,11 @@ class CommServer:
     @property
     def client_count(self) -> int:
         """Sessions that count against ``max_peers``: clients, and peers not yet known."""
-        return sum(1 for p in self.peers.values() if not p.is_server and not p.initiated_by_us)
+        return sum(
+            1
+            for p in self.peers.values()
+            if not p.is_server and p.expected_role not in SERVER_ROLES and not p.initiated_by_us
+        )
 
     def _new_peer(
         self, alias: int, *, initiated_by_us: bool, expected_role: pb.Role.ValueType
@@ -203,7 +207,8 @@ class CommServer:
 
     def _connect_requested(self, message: pb.ConnectMessage) -> None:
         alias = message.from_alias
-        if self.draining or self.client_count >= self.config.max_peers:
+        is_server = message.from_role in SERVER_ROLES
+        if self.draining or (not is_server and self.client_count >= self.config.max_peers):
             self.stats.sessions["refused:server_full"] += 1
             self.link.send(
                 pb.ConnectionRefusedMessage(
@@ -214,7 +219,7 @@ class CommServer:
                 ).SerializeToString()
             )
             return
-        peer = self._new_peer(alias, initiated_by_us=False, expected_role=pb.UNKNOWN_ROLE)
+        peer = self._new_peer(alias, initiated_by_us=False, expected_role=message.from_role)
         self._spawn(self._offer(peer), f"offer-{alias}")
 
     async def _offer(self, peer: Peer) -> None:

@@ -11,15 +11,18 @@ import uvicorn
 
 from commserver.http import create_http_app
 from commserver.server import CommServer
+from webrtc_broker.auth import ClientAuthenticator
 from webrtc_broker.config import CommServerConfig
 from webrtc_broker.httpserver import EmbeddedServer
 
 log = logging.getLogger(__name__)
 
 
-async def serve(config: CommServerConfig) -> None:
-    """Run a comm server until SIGINT or SIGTERM."""
-    server = CommServer(config)
+async def serve(
+    config: CommServerConfig, *, authenticator: ClientAuthenticator | None = None
+) -> None:
+    """Run a comm server until SIGINT or SIGTERM; ``authenticator`` checks clients' AUTH."""
+    server = CommServer(config, authenticator=authenticator)
     http = EmbeddedServer(
         uvicorn.Config(
             create_http_app(server),

@@ -27,6 +27,12 @@ _CLASSES: dict[int, type[SignallingMessage]] = {
     codec.MessageType.CONNECTION_REFUSED: pb.ConnectionRefusedMessage,
 }
 
+_WIRE_ROLES: dict[str, pb.Role.ValueType] = {
+    "client": pb.CLIENT,
+    "server": pb.COMMUNICATION_SERVER,
+    "hub": pb.COMMUNICATION_SERVER_HUB,
+}
+
 
 def route_allowed(sender: Peer, target: Peer) -> bool:
     """client->server, server->client and server->server; never client->client or to self."""
@@ -71,8 +77,12 @@ class Relay:
             return
 
         message.from_alias = sender.alias
-        if kind == codec.MessageType.CONNECT and not sender.is_server:
-            self._registry.note_connect(sender, target.alias)
+        if isinstance(message, pb.ConnectMessage):
+            # Addition (docs/protocol.md): the target learns who is asking before
+            # the session exists, so a full server can still accept other servers.
+            message.from_role = _WIRE_ROLES[sender.role]
+            if not sender.is_server:
+                self._registry.note_connect(sender, target.alias)
         if target.sink.send(codec.encode(message)):
             self._counters.frames_relayed[RELAYED_TYPES[kind]] += 1
         else:

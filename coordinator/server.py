@@ -2,8 +2,9 @@
 
 ``serve`` is a coroutine rather than ``uvicorn.run`` so that ``webrtc-broker
 up`` and the tests can run the coordinator next to other services in one
-loop. Logging is left to the caller (``log_config=None``): uvicorn's default
-config would replace whatever logging the CLI set up.
+loop. Logging is left entirely to the caller (``log_config=None``,
+``log_level=None``): uvicorn would otherwise replace the CLI's handlers and
+reset the levels it chose for uvicorn's loggers.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import socket
 
 import uvicorn
 from fastapi import FastAPI
-from uvicorn.config import LOG_LEVELS
 
 from webrtc_broker.auth import ClientAuthenticator
 from webrtc_broker.config import CoordinatorConfig
@@ -57,16 +57,13 @@ def build_server(
     """A ready-to-``serve()`` uvicorn server for ``config`` (and ``app``, if given)."""
     if app is None:
         app = create_app(config, authenticator=authenticator)
-    level = config.log_level.lower()
-    if level not in LOG_LEVELS:
-        raise ValueError(f"unknown log level {config.log_level!r}")
     uvicorn_config = uvicorn.Config(
         app,
         host=config.host,
         port=config.port,
         lifespan="on",
         log_config=None,
-        log_level=level,
+        log_level=None,
         # URLs may carry credentials (browsers cannot set WebSocket headers).
         access_log=False,
         server_header=False,

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 STARTUP_TIMEOUT = 30.0
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
@@ -38,7 +39,14 @@ async def eventually(
                         return last
                 await asyncio.sleep(interval)
     except TimeoutError:
-        raise AssertionError(f"condition not met within {timeout} s; last value: {last!r}") from None
+        raise AssertionError(
+            f"condition not met within {timeout} s; last value: {last!r}"
+        ) from None
+
+
+def _pythonpath() -> str:
+    """The repository first, so ``python -m tests.<launcher>`` works from any directory."""
+    return os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 
 
 @dataclass
@@ -48,6 +56,8 @@ class Proc:
     log_path: Path
     process: asyncio.subprocess.Process | None = None
     http_port: int = 0
+    module: str = "webrtc_broker"
+    """The module run with ``python -m`` (a test launcher may wrap the real CLI)."""
 
     @property
     def running(self) -> bool:
@@ -80,11 +90,11 @@ class Cluster:
         proc.process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "webrtc_broker",
+            proc.module,
             *proc.args,
             stdout=log,
             stderr=log,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": _pythonpath()},
         )
         log.close()
         return proc
@@ -100,7 +110,9 @@ class Cluster:
     async def _ready(self) -> bool:
         return (await self.http.get(f"{self.http_url}/readyz")).status_code == 200
 
-    async def start_server(self, name: str, *extra: str, wait: bool = True) -> Proc:
+    async def start_server(
+        self, name: str, *extra: str, wait: bool = True, module: str = "webrtc_broker"
+    ) -> Proc:
         """Start a comm server; with ``wait`` return once the coordinator lists it."""
         port = free_port()
         args = [
@@ -111,7 +123,8 @@ class Cluster:
             "--log-level", "debug",
             *extra,
         ]  # fmt: skip
-        proc = await self._spawn(Proc(name, args, self.workdir / f"{name}.log", http_port=port))
+        log_path = self.workdir / f"{name}.log"
+        proc = await self._spawn(Proc(name, args, log_path, http_port=port, module=module))
         self.servers[name] = proc
         if wait:
             await self.alias_of(name)
@@ -124,9 +137,7 @@ class Cluster:
         return result
 
     async def server_status(self, name: str) -> dict[str, Any]:
-        response = await self.http.get(
-            f"http://127.0.0.1:{self.servers[name].http_port}/status"
-        )
+        response = await self.http.get(f"http://127.0.0.1:{self.servers[name].http_port}/status")
         response.raise_for_status()
         result: dict[str, Any] = response.json()
         return result

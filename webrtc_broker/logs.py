@@ -11,5 +11,5 @@ def configure(level: str = "info") -> None:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
     )
     # aiortc and aioice log every packet-level event at INFO or DEBUG.
-    for noisy in ("aioice", "aiortc", "websockets", "uvicorn.error"):
+    for noisy in ("aioice", "aiortc", "websockets", "uvicorn.error", "httpx"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))

@@ -29,7 +29,7 @@ TIMEOUT = 5.0
 
 def make_config(**overrides: Any) -> CoordinatorConfig:
     """A config for tests: free port, no environment influence."""
-    values: dict[str, Any] = {"host": "127.0.0.1", "port": 0, "log_level": "warning"}
+    values: dict[str, Any] = {"host": "127.0.0.1", "port": 0}
     values.update(overrides)
     return CoordinatorConfig.model_validate(values)
 

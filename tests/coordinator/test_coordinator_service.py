@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from collections import Counter
@@ -157,6 +158,9 @@ async def test_relay_overwrites_spoofed_from_alias(
         if isinstance(sent, pb.WebRtcMessage | pb.ConnectionRefusedMessage):
             assert isinstance(got, pb.WebRtcMessage | pb.ConnectionRefusedMessage)
             assert got.data == sent.data
+        if isinstance(got, pb.ConnectMessage):  # the role addition is stamped, never trusted
+            expected = pb.CLIENT if sender is client else pb.COMMUNICATION_SERVER
+            assert got.from_role == expected
     relayed = coord.coordinator.counters.frames_relayed
     assert relayed[RELAYED_TYPES[kind]] == len(routes)
 
@@ -410,3 +414,16 @@ async def test_many_peers_relay_concurrently(coord: RunningCoordinator) -> None:
         senders.add(got.from_alias)
     assert senders == {c.alias for c in clients}
     assert (await coord.status())["servers"][0]["clients"] == 20
+
+
+async def test_credentials_in_urls_stay_out_of_logs(caplog: pytest.LogCaptureFixture) -> None:
+    config = make_config(server_secret="server-pass")
+    with caplog.at_level(logging.INFO, logger="uvicorn.error"):
+        async with running_coordinator(config) as coord:
+            await coord.client(token="client-pass")
+            await coord.comm_server(token="server-pass")
+            query = {"role": "COMMUNICATION_SERVER", "token": "wrong-pass"}
+            assert await _refused_status(coord, "/discover", query=query) == 403
+    assert "WebSocket /connect?<redacted>" in caplog.text  # uvicorn did log the upgrade
+    for secret in ("client-pass", "server-pass", "wrong-pass"):
+        assert secret not in caplog.text

@@ -24,21 +24,21 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0c\x62roker.proto\x12\x08protocol\"9\n\x12\x43oordinatorMessage\x12#\n\x04type\x18\x01 \x01(\x0e\x32\x15.protocol.MessageType\"4\n\rMessageHeader\x12#\n\x04type\x18\x01 \x01(\x0e\x32\x15.protocol.MessageType\"_\n\x0eWelcomeMessage\x12#\n\x04type\x18\x01 \x01(\x0e\x32\x15.protocol.MessageType\x12\r\n\x05\x61lias\x18\x02 \x01(\x04\x12\x19\n\x11\x61vailable_servers\x18\x03 \x03(\x04\"[\n\x0e\x43onnectMessage\x12#\n\x04type\x18\x01 \x01(\x0e\x32\x15.protocol.MessageType\x12\x12\n\nfrom_alias\x18\x02 \x01(\x04\x12\x10\n\x08to_alias\x18\x03 \x01(\x04\"h\n\rWebRtcMessage\x12#\n\x04type\x18\x01 \x01(\x0e\x32\x15.protocol.MessageType\x12\x12\n\nfrom_alias\x18\x02 \x01(\x04\x12\x10\n\x08to_alias\x18\x03 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"\xa6\x01\n\x18\x43onnectionRefusedMessage\x12#\n\x04type\x18\x01 \x01(\x0e\x32\x15.protocol.MessageType\x12\x12\n\nfrom_alias\x18\x02 \x01(\x04\x12\x10\n\x08to_alias\x18\x03 \x01(\x04\x12\x31\n\x06reason\x18\x04 \x01(\x0e\x32!.protocol.ConnectionRefusedReason\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\"@\n\x0bPingMessage\x12#\n\x04type\x18\x01 \x01(\x0e\x32\x15.protocol.MessageType\x12\x0c\n\x04time\x18\x02 \x01(\x01\"l\n\x13SubscriptionMessage\x12#\n\x04type\x18\x01 \x01(\x0e\x32\x15.protocol.MessageType\x12 \n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x10.protocol.Format\x12\x0e\n\x06topics\x18\x03 \x01(\x0c\"^\n\x0b\x41uthMessage\x12#\n\x04type\x18\x01 \x01(\x0e\x32\x15.protocol.MessageType\x12\x1c\n\x04role\x18\x02 \x01(\x0e\x32\x0e.protocol.Role\x12\x0c\n\x04\x62ody\x18\x03 \x01(\x0c\"d\n\x0cTopicMessage\x12#\n\x04type\x18\x01 \x01(\x0e\x32\x15.protocol.MessageType\x12\x12\n\nfrom_alias\x18\x02 \x01(\x04\x12\r\n\x05topic\x18\x03 \x01(\t\x12\x0c\n\x04\x62ody\x18\x04 \x01(\x0c\"W\n\x0eTopicFWMessage\x12#\n\x04type\x18\x01 \x01(\x0e\x32\x15.protocol.MessageType\x12\x12\n\nfrom_alias\x18\x02 \x01(\x04\x12\x0c\n\x04\x62ody\x18\x03 \x01(\x0c\"\x9c\x01\n\x14TopicIdentityMessage\x12#\n\x04type\x18\x01 \x01(\x0e\x32\x15.protocol.MessageType\x12\x12\n\nfrom_alias\x18\x02 \x01(\x04\x12\r\n\x05topic\x18\x03 \x01(\t\x12\x10\n\x08identity\x18\x04 \x01(\x0c\x12\x1c\n\x04role\x18\x05 \x01(\x0e\x32\x0e.protocol.Role\x12\x0c\n\x04\x62ody\x18\x06 \x01(\x0c\"\x8f\x01\n\x16TopicIdentityFWMessage\x12#\n\x04type\x18\x01 \x01(\x0e\x32\x15.protocol.MessageType\x12\x12\n\nfrom_alias\x18\x02 \x01(\x04\x12\x10\n\x08identity\x18\x03 \x01(\x0c\x12\x1c\n\x04role\x18\x04 \x01(\x0e\x32\x0e.protocol.Role\x12\x0c\n\x04\x62ody\x18\x05 \x01(\x0c*\x8d\x02\n\x0bMessageType\x12\x18\n\x14UNKNOWN_MESSAGE_TYPE\x10\x00\x12\x0b\n\x07WELCOME\x10\x01\x12\x0b\n\x07\x43ONNECT\x10\x02\x12\x10\n\x0cWEBRTC_OFFER\x10\x03\x12\x11\n\rWEBRTC_ANSWER\x10\x04\x12\x18\n\x14WEBRTC_ICE_CANDIDATE\x10\x05\x12\x08\n\x04PING\x10\x06\x12\x10\n\x0cSUBSCRIPTION\x10\x07\x12\x08\n\x04\x41UTH\x10\x08\x12\t\n\x05TOPIC\x10\t\x12\x0c\n\x08TOPIC_FW\x10\n\x12\x12\n\x0eTOPIC_IDENTITY\x10\x0b\x12\x15\n\x11TOPIC_IDENTITY_FW\x10\x0c\x12\x16\n\x12\x43ONNECTION_REFUSED\x10\r\x12\t\n\x05\x45RROR\x10\x0e*\\\n\x04Role\x12\x10\n\x0cUNKNOWN_ROLE\x10\x00\x12\n\n\x06\x43LIENT\x10\x01\x12\x18\n\x14\x43OMMUNICATION_SERVER\x10\x02\x12\x1c\n\x18\x43OMMUNICATION_SERVER_HUB\x10\x03*1\n\x06\x46ormat\x12\x12\n\x0eUNKNOWN_FORMAT\x10\x00\x12\t\n\x05PLAIN\x10\x01\x12\x08\n\x04GZIP\x10\x02*O\n\x17\x43onnectionRefusedReason\x12\x12\n\x0eUNKNOWN_REASON\x10\x00\x12\x0f\n\x0bSERVER_FULL\x10\x01\x12\x0f\n\x0b\x41UTH_FAILED\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0c\x62roker.proto\x12\x08protocol\"9\n\x12\x43oordinatorMessage\x12#\n\x04type\x18\x01 \x01(\x0e\x32\x15.protocol.MessageType\"4\n\rMessageHeader\x12#\n\x04type\x18\x01 \x01(\x0e\x32\x15.protocol.MessageType\"_\n\x0eWelcomeMessage\x12#\n\x04type\x18\x01 \x01(\x0e\x32\x15.protocol.MessageType\x12\r\n\x05\x61lias\x18\x02 \x01(\x04\x12\x19\n\x11\x61vailable_servers\x18\x03 \x03(\x04\"~\n\x0e\x43onnectMessage\x12#\n\x04type\x18\x01 \x01(\x0e\x32\x15.protocol.MessageType\x12\x12\n\nfrom_alias\x18\x02 \x01(\x04\x12\x10\n\x08to_alias\x18\x03 \x01(\x04\x12!\n\tfrom_role\x18\x04 \x01(\x0e\x32\x0e.protocol.Role\"h\n\rWebRtcMessage\x12#\n\x04type\x18\x01 \x01(\x0e\x32\x15.protocol.MessageType\x12\x12\n\nfrom_alias\x18\x02 \x01(\x04\x12\x10\n\x08to_alias\x18\x03 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"\xa6\x01\n\x18\x43onnectionRefusedMessage\x12#\n\x04type\x18\x01 \x01(\x0e\x32\x15.protocol.MessageType\x12\x12\n\nfrom_alias\x18\x02 \x01(\x04\x12\x10\n\x08to_alias\x18\x03 \x01(\x04\x12\x31\n\x06reason\x18\x04 \x01(\x0e\x32!.protocol.ConnectionRefusedReason\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\"@\n\x0bPingMessage\x12#\n\x04type\x18\x01 \x01(\x0e\x32\x15.protocol.MessageType\x12\x0c\n\x04time\x18\x02 \x01(\x01\"l\n\x13SubscriptionMessage\x12#\n\x04type\x18\x01 \x01(\x0e\x32\x15.protocol.MessageType\x12 \n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x10.protocol.Format\x12\x0e\n\x06topics\x18\x03 \x01(\x0c\"^\n\x0b\x41uthMessage\x12#\n\x04type\x18\x01 \x01(\x0e\x32\x15.protocol.MessageType\x12\x1c\n\x04role\x18\x02 \x01(\x0e\x32\x0e.protocol.Role\x12\x0c\n\x04\x62ody\x18\x03 \x01(\x0c\"d\n\x0cTopicMessage\x12#\n\x04type\x18\x01 \x01(\x0e\x32\x15.protocol.MessageType\x12\x12\n\nfrom_alias\x18\x02 \x01(\x04\x12\r\n\x05topic\x18\x03 \x01(\t\x12\x0c\n\x04\x62ody\x18\x04 \x01(\x0c\"W\n\x0eTopicFWMessage\x12#\n\x04type\x18\x01 \x01(\x0e\x32\x15.protocol.MessageType\x12\x12\n\nfrom_alias\x18\x02 \x01(\x04\x12\x0c\n\x04\x62ody\x18\x03 \x01(\x0c\"\x9c\x01\n\x14TopicIdentityMessage\x12#\n\x04type\x18\x01 \x01(\x0e\x32\x15.protocol.MessageType\x12\x12\n\nfrom_alias\x18\x02 \x01(\x04\x12\r\n\x05topic\x18\x03 \x01(\t\x12\x10\n\x08identity\x18\x04 \x01(\x0c\x12\x1c\n\x04role\x18\x05 \x01(\x0e\x32\x0e.protocol.Role\x12\x0c\n\x04\x62ody\x18\x06 \x01(\x0c\"\x8f\x01\n\x16TopicIdentityFWMessage\x12#\n\x04type\x18\x01 \x01(\x0e\x32\x15.protocol.MessageType\x12\x12\n\nfrom_alias\x18\x02 \x01(\x04\x12\x10\n\x08identity\x18\x03 \x01(\x0c\x12\x1c\n\x04role\x18\x04 \x01(\x0e\x32\x0e.protocol.Role\x12\x0c\n\x04\x62ody\x18\x05 \x01(\x0c*\x8d\x02\n\x0bMessageType\x12\x18\n\x14UNKNOWN_MESSAGE_TYPE\x10\x00\x12\x0b\n\x07WELCOME\x10\x01\x12\x0b\n\x07\x43ONNECT\x10\x02\x12\x10\n\x0cWEBRTC_OFFER\x10\x03\x12\x11\n\rWEBRTC_ANSWER\x10\x04\x12\x18\n\x14WEBRTC_ICE_CANDIDATE\x10\x05\x12\x08\n\x04PING\x10\x06\x12\x10\n\x0cSUBSCRIPTION\x10\x07\x12\x08\n\x04\x41UTH\x10\x08\x12\t\n\x05TOPIC\x10\t\x12\x0c\n\x08TOPIC_FW\x10\n\x12\x12\n\x0eTOPIC_IDENTITY\x10\x0b\x12\x15\n\x11TOPIC_IDENTITY_FW\x10\x0c\x12\x16\n\x12\x43ONNECTION_REFUSED\x10\r\x12\t\n\x05\x45RROR\x10\x0e*\\\n\x04Role\x12\x10\n\x0cUNKNOWN_ROLE\x10\x00\x12\n\n\x06\x43LIENT\x10\x01\x12\x18\n\x14\x43OMMUNICATION_SERVER\x10\x02\x12\x1c\n\x18\x43OMMUNICATION_SERVER_HUB\x10\x03*1\n\x06\x46ormat\x12\x12\n\x0eUNKNOWN_FORMAT\x10\x00\x12\t\n\x05PLAIN\x10\x01\x12\x08\n\x04GZIP\x10\x02*O\n\x17\x43onnectionRefusedReason\x12\x12\n\x0eUNKNOWN_REASON\x10\x00\x12\x0f\n\x0bSERVER_FULL\x10\x01\x12\x0f\n\x0b\x41UTH_FAILED\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'broker_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MESSAGETYPE']._serialized_start=1373
-  _globals['_MESSAGETYPE']._serialized_end=1642
-  _globals['_ROLE']._serialized_start=1644
-  _globals['_ROLE']._serialized_end=1736
-  _globals['_FORMAT']._serialized_start=1738
-  _globals['_FORMAT']._serialized_end=1787
-  _globals['_CONNECTIONREFUSEDREASON']._serialized_start=1789
-  _globals['_CONNECTIONREFUSEDREASON']._serialized_end=1868
+  _globals['_MESSAGETYPE']._serialized_start=1408
+  _globals['_MESSAGETYPE']._serialized_end=1677
+  _globals['_ROLE']._serialized_start=1679
+  _globals['_ROLE']._serialized_end=1771
+  _globals['_FORMAT']._serialized_start=1773
+  _globals['_FORMAT']._serialized_end=1822
+  _globals['_CONNECTIONREFUSEDREASON']._serialized_start=1824
+  _globals['_CONNECTIONREFUSEDREASON']._serialized_end=1903
   _globals['_COORDINATORMESSAGE']._serialized_start=26
   _globals['_COORDINATORMESSAGE']._serialized_end=83
   _globals['_MESSAGEHEADER']._serialized_start=85
@@ -46,23 +46,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WELCOMEMESSAGE']._serialized_start=139
   _globals['_WELCOMEMESSAGE']._serialized_end=234
   _globals['_CONNECTMESSAGE']._serialized_start=236
-  _globals['_CONNECTMESSAGE']._serialized_end=327
-  _globals['_WEBRTCMESSAGE']._serialized_start=329
-  _globals['_WEBRTCMESSAGE']._serialized_end=433
-  _globals['_CONNECTIONREFUSEDMESSAGE']._serialized_start=436
-  _globals['_CONNECTIONREFUSEDMESSAGE']._serialized_end=602
-  _globals['_PINGMESSAGE']._serialized_start=604
-  _globals['_PINGMESSAGE']._serialized_end=668
-  _globals['_SUBSCRIPTIONMESSAGE']._serialized_start=670
-  _globals['_SUBSCRIPTIONMESSAGE']._serialized_end=778
-  _globals['_AUTHMESSAGE']._serialized_start=780
-  _globals['_AUTHMESSAGE']._serialized_end=874
-  _globals['_TOPICMESSAGE']._serialized_start=876
-  _globals['_TOPICMESSAGE']._serialized_end=976
-  _globals['_TOPICFWMESSAGE']._serialized_start=978
-  _globals['_TOPICFWMESSAGE']._serialized_end=1065
-  _globals['_TOPICIDENTITYMESSAGE']._serialized_start=1068
-  _globals['_TOPICIDENTITYMESSAGE']._serialized_end=1224
-  _globals['_TOPICIDENTITYFWMESSAGE']._serialized_start=1227
-  _globals['_TOPICIDENTITYFWMESSAGE']._serialized_end=1370
+  _globals['_CONNECTMESSAGE']._serialized_end=362
+  _globals['_WEBRTCMESSAGE']._serialized_start=364
+  _globals['_WEBRTCMESSAGE']._serialized_end=468
+  _globals['_CONNECTIONREFUSEDMESSAGE']._serialized_start=471
+  _globals['_CONNECTIONREFUSEDMESSAGE']._serialized_end=637
+  _globals['_PINGMESSAGE']._serialized_start=639
+  _globals['_PINGMESSAGE']._serialized_end=703
+  _globals['_SUBSCRIPTIONMESSAGE']._serialized_start=705
+  _globals['_SUBSCRIPTIONMESSAGE']._serialized_end=813
+  _globals['_AUTHMESSAGE']._serialized_start=815
+  _globals['_AUTHMESSAGE']._serialized_end=909
+  _globals['_TOPICMESSAGE']._serialized_start=911
+  _globals['_TOPICMESSAGE']._serialized_end=1011
+  _globals['_TOPICFWMESSAGE']._serialized_start=1013
+  _globals['_TOPICFWMESSAGE']._serialized_end=1100
+  _globals['_TOPICIDENTITYMESSAGE']._serialized_start=1103
+  _globals['_TOPICIDENTITYMESSAGE']._serialized_end=1259
+  _globals['_TOPICIDENTITYFWMESSAGE']._serialized_start=1262
+  _globals['_TOPICIDENTITYFWMESSAGE']._serialized_end=1405
 # @@protoc_insertion_point(module_scope)

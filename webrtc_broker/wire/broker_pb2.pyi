@@ -187,19 +187,23 @@ class ConnectMessage(_message.Message):
     TYPE_FIELD_NUMBER: _builtins.int
     FROM_ALIAS_FIELD_NUMBER: _builtins.int
     TO_ALIAS_FIELD_NUMBER: _builtins.int
+    FROM_ROLE_FIELD_NUMBER: _builtins.int
     type: Global___MessageType.ValueType
     from_alias: _builtins.int
     to_alias: _builtins.int
+    from_role: Global___Role.ValueType
+    """Addition: the sender's role, set by the coordinator when it relays."""
     def __init__(
         self,
         *,
         type: Global___MessageType.ValueType = ...,
         from_alias: _builtins.int = ...,
         to_alias: _builtins.int = ...,
+        from_role: Global___Role.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_alias", b"from_alias", "to_alias", b"to_alias", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_alias", b"from_alias", "from_role", b"from_role", "to_alias", b"to_alias", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,141 @@
+"""Who gets a session: the peer limit, AUTH first, server secrets, client credentials."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.e2e.helpers import (
+    TIMEOUT,
+    connected,
+    counter,
+    receive,
+    subscribe,
+    wait_status,
+)
+from tests.rawpeer import RawPeer
+from tests.support import Cluster, eventually
+from webrtc_broker.client import AuthenticationError, BrokerClient, ServerFullError
+from webrtc_broker.wire import broker_pb2 as pb
+
+SECRET = "s3cret-for-tests"
+
+
+async def test_full_server_refuses_the_next_client(cluster: Cluster) -> None:
+    await cluster.start_coordinator()
+    await cluster.start_server("s1", "--max-peers", "1")
+    await cluster.start_server("s2")
+    await cluster.wait_mesh("s1", 1)
+    s1 = await cluster.alias_of("s1")
+    async with (
+        connected(cluster, "alice", server="s1") as (alice,),
+        connected(cluster, "bob", server="s2") as (bob,),
+    ):
+        with pytest.raises(ServerFullError):
+            await BrokerClient.connect(cluster.url, "carol", server=s1, timeout=TIMEOUT)
+        status = await cluster.server_status("s1")
+        assert counter(status, "sessions", "refused:server_full") == 1
+        assert (status["clients"], status["servers"], status["pending"]) == (1, 1, 0)
+
+        # The first client is undisturbed: it relays both ways with a client on s2.
+        assert await alice.ping() > 0
+        await subscribe(alice, ["room"])
+        await subscribe(bob, ["room"])
+        await wait_status(cluster, "s1", "server_topics", 1)
+        await wait_status(cluster, "s2", "server_topics", 1)
+        alice.publish("room", "still here")
+        assert (await receive(bob)).body == b"still here"
+        bob.publish("room", "hello alice")
+        assert (await receive(alice)).body == b"hello alice"
+
+    # A slot frees up when the client leaves.
+    await wait_status(cluster, "s1", "clients", 0)
+    async with connected(cluster, "carol", server="s1") as (carol,):
+        assert await carol.ping() > 0
+
+
+async def test_first_reliable_frame_must_be_auth(cluster: Cluster) -> None:
+    await cluster.start_coordinator()
+    await cluster.start_server("s1")
+    async with connected(cluster, "alice", "bob", server="s1") as (alice, bob):
+        await subscribe(alice, ["room"])
+        await subscribe(bob, ["room"])
+        rude = await RawPeer.connect(cluster.url)
+        try:
+            # Frames on the unreliable channel before AUTH are ignored, not fatal.
+            rude.send(pb.PingMessage(type=pb.PING, time=1.0).SerializeToString(), reliable=False)
+            topic = pb.TopicMessage(type=pb.TOPIC, topic="room", body=b"no auth")
+            rude.send(topic.SerializeToString())
+            refusal = await rude.refusal()
+            assert (refusal.reason, refusal.from_alias) == (pb.AUTH_FAILED, rude.server_alias)
+            assert b"AUTH" in refusal.data
+            await rude.wait_closed()
+        finally:
+            await rude.close()
+
+        status = await wait_status(cluster, "s1", "clients", 2)
+        assert counter(status, "sessions", "refused:auth_failed") == 1
+        assert counter(status, "drops", "before_auth") >= 1
+        assert counter(status, "deliveries", "client") == 0  # "no auth" reached nobody
+        assert status["pending"] == 0
+
+        alice.publish("room", "undisturbed")
+        got = await receive(bob)
+        assert (got.sender, got.body) == (alice.alias, b"undisturbed")
+        assert alice.session.closed.is_set() is False
+
+
+async def test_sdk_reports_refused_credentials(cluster: Cluster) -> None:
+    await cluster.start_coordinator()
+    await cluster.start_server("s1", "--allow", "alice", module="tests.allowlist_commserver")
+    with pytest.raises(AuthenticationError, match="unknown credentials"):
+        await BrokerClient.connect(cluster.url, "mallory", timeout=TIMEOUT)
+    async with connected(cluster, "alice") as (alice,):
+        assert await alice.ping() > 0
+    status = await cluster.server_status("s1")
+    assert counter(status, "sessions", "refused:auth_failed") == 1
+    assert counter(status, "sessions", "established:client") == 1
+
+
+async def test_server_secret_is_checked(cluster: Cluster) -> None:
+    await cluster.start_coordinator("--server-secret", SECRET)
+    await cluster.start_server("s1", "--server-secret", SECRET)
+    await cluster.start_server("s2", "--server-secret", SECRET)
+    await cluster.wait_mesh("s1", 1)
+    await cluster.wait_mesh("s2", 1)
+
+    # A comm server with the wrong secret is not even registered by the coordinator.
+    await cluster.start_server("wrong", "--server-secret", "guess", wait=False)
+
+    # An impostor that reaches a server as a client and claims to be a server is refused.
+    s1 = await cluster.alias_of("s1")
+    impostor = await RawPeer.connect(cluster.url, server=s1)
+    try:
+        impostor.send_server_auth("guess")
+        refusal = await impostor.refusal()
+        assert (refusal.reason, refusal.from_alias) == (pb.AUTH_FAILED, s1)
+        assert b"secret" in refusal.data
+        await impostor.wait_closed()
+    finally:
+        await impostor.close()
+    status = await cluster.server_status("s1")
+    assert counter(status, "sessions", "refused:auth_failed") == 1
+    assert status["servers"] == 1
+
+    wrong = cluster.servers["wrong"]
+
+    async def wrong_was_refused() -> bool:
+        return "HTTP 403" in wrong.log()
+
+    await eventually(wrong_was_refused)
+    coordinator = await cluster.coordinator_status()
+    assert sorted(server["name"] for server in coordinator["servers"]) == ["s1", "s2"]
+
+    # Clients need no server secret, and the mesh relays for them.
+    async with (
+        connected(cluster, "alice", server="s1") as (alice,),
+        connected(cluster, "bob", server="s2") as (bob,),
+    ):
+        await subscribe(bob, ["room"])
+        await wait_status(cluster, "s1", "server_topics", 1)
+        alice.publish("room", "through the authenticated mesh")
+        assert (await receive(bob)).body == b"through the authenticated mesh"
