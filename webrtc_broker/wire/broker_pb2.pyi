@@ -43,6 +43,8 @@ class _MessageTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MessageTy
     TOPIC_IDENTITY_FW: _MessageType.ValueType  # 12
     CONNECTION_REFUSED: _MessageType.ValueType  # 13
     ERROR: _MessageType.ValueType  # 14
+    BATCH: _MessageType.ValueType  # 15
+    """Addition: many frames in one data channel message (see BatchMessage)."""
 
 class MessageType(_MessageType, metaclass=_MessageTypeEnumTypeWrapper): ...
 
@@ -61,6 +63,8 @@ TOPIC_IDENTITY: MessageType.ValueType  # 11
 TOPIC_IDENTITY_FW: MessageType.ValueType  # 12
 CONNECTION_REFUSED: MessageType.ValueType  # 13
 ERROR: MessageType.ValueType  # 14
+BATCH: MessageType.ValueType  # 15
+"""Addition: many frames in one data channel message (see BatchMessage)."""
 Global___MessageType: _TypeAlias = MessageType  # noqa: Y015
 
 class _Role:
@@ -115,6 +119,28 @@ UNKNOWN_REASON: ConnectionRefusedReason.ValueType  # 0
 SERVER_FULL: ConnectionRefusedReason.ValueType  # 1
 AUTH_FAILED: ConnectionRefusedReason.ValueType  # 2
 Global___ConnectionRefusedReason: _TypeAlias = ConnectionRefusedReason  # noqa: Y015
+
+class _Capability:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CapabilityEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Capability.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    NO_CAPABILITY: _Capability.ValueType  # 0
+    CAPABILITY_BATCH: _Capability.ValueType  # 1
+    """accepts BATCH frames"""
+    CAPABILITY_TOPIC_NAMES: _Capability.ValueType  # 2
+    """wants the topic in TOPIC_FW and TOPIC_IDENTITY_FW"""
+
+class Capability(_Capability, metaclass=_CapabilityEnumTypeWrapper):
+    """Addition: bits of AuthMessage.capabilities."""
+
+NO_CAPABILITY: Capability.ValueType  # 0
+CAPABILITY_BATCH: Capability.ValueType  # 1
+"""accepts BATCH frames"""
+CAPABILITY_TOPIC_NAMES: Capability.ValueType  # 2
+"""wants the topic in TOPIC_FW and TOPIC_IDENTITY_FW"""
+Global___Capability: _TypeAlias = Capability  # noqa: Y015
 
 @_typing.final
 class CoordinatorMessage(_message.Message):
@@ -322,19 +348,25 @@ class AuthMessage(_message.Message):
     TYPE_FIELD_NUMBER: _builtins.int
     ROLE_FIELD_NUMBER: _builtins.int
     BODY_FIELD_NUMBER: _builtins.int
+    CAPABILITIES_FIELD_NUMBER: _builtins.int
     type: Global___MessageType.ValueType
     role: Global___Role.ValueType
     body: _builtins.bytes
+    capabilities: _builtins.int
+    """Addition: what the sender supports, a bit set of Capability values. A comm
+    server answers a client AUTH that sets it with an AUTH carrying its own.
+    """
     def __init__(
         self,
         *,
         type: Global___MessageType.ValueType = ...,
         role: Global___Role.ValueType = ...,
         body: _builtins.bytes = ...,
+        capabilities: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "role", b"role", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "capabilities", b"capabilities", "role", b"role", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -375,19 +407,23 @@ class TopicFWMessage(_message.Message):
     TYPE_FIELD_NUMBER: _builtins.int
     FROM_ALIAS_FIELD_NUMBER: _builtins.int
     BODY_FIELD_NUMBER: _builtins.int
+    TOPIC_FIELD_NUMBER: _builtins.int
     type: Global___MessageType.ValueType
     from_alias: _builtins.int
     body: _builtins.bytes
+    topic: _builtins.str
+    """Addition: only sent to peers with CAPABILITY_TOPIC_NAMES."""
     def __init__(
         self,
         *,
         type: Global___MessageType.ValueType = ...,
         from_alias: _builtins.int = ...,
         body: _builtins.bytes = ...,
+        topic: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "from_alias", b"from_alias", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "from_alias", b"from_alias", "topic", b"topic", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -436,11 +472,14 @@ class TopicIdentityFWMessage(_message.Message):
     IDENTITY_FIELD_NUMBER: _builtins.int
     ROLE_FIELD_NUMBER: _builtins.int
     BODY_FIELD_NUMBER: _builtins.int
+    TOPIC_FIELD_NUMBER: _builtins.int
     type: Global___MessageType.ValueType
     from_alias: _builtins.int
     identity: _builtins.bytes
     role: Global___Role.ValueType
     body: _builtins.bytes
+    topic: _builtins.str
+    """Addition: only sent to peers with CAPABILITY_TOPIC_NAMES."""
     def __init__(
         self,
         *,
@@ -449,11 +488,39 @@ class TopicIdentityFWMessage(_message.Message):
         identity: _builtins.bytes = ...,
         role: Global___Role.ValueType = ...,
         body: _builtins.bytes = ...,
+        topic: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "from_alias", b"from_alias", "identity", b"identity", "role", b"role", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "from_alias", b"from_alias", "identity", b"identity", "role", b"role", "topic", b"topic", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TopicIdentityFWMessage: _TypeAlias = TopicIdentityFWMessage  # noqa: Y015
+
+@_typing.final
+class BatchMessage(_message.Message):
+    """Addition: several complete frames in one data channel message, in order.
+    Only sent to peers that announced CAPABILITY_BATCH; never nested.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    FRAMES_FIELD_NUMBER: _builtins.int
+    type: Global___MessageType.ValueType
+    @_builtins.property
+    def frames(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]: ...
+    def __init__(
+        self,
+        *,
+        type: Global___MessageType.ValueType = ...,
+        frames: _abc.Iterable[_builtins.bytes] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["frames", b"frames", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchMessage: _TypeAlias = BatchMessage  # noqa: Y015

@@ -34,6 +34,7 @@ AnyMessage = (
     | pb.TopicFWMessage
     | pb.TopicIdentityMessage
     | pb.TopicIdentityFWMessage
+    | pb.BatchMessage
 )
 
 M = TypeVar("M", bound=Message)
@@ -53,6 +54,7 @@ MESSAGE_CLASSES: dict[pb.MessageType.ValueType, type[AnyMessage]] = {
     pb.TOPIC_IDENTITY_FW: pb.TopicIdentityFWMessage,
     pb.CONNECTION_REFUSED: pb.ConnectionRefusedMessage,
     pb.ERROR: pb.CoordinatorMessage,
+    pb.BATCH: pb.BatchMessage,
 }
 
 _TYPE_TAG = 0x08  # field 1, varint
