@@ -24,6 +24,8 @@ class Peer:
     """The role the coordinator announced in CONNECT (0 when it did not say)."""
     identity: bytes = b""
     server_id: str = ""
+    capabilities: int = 0
+    """Bit set of ``pb.Capability`` values the peer announced in its AUTH."""
     authenticated: bool = False
     sent_auth: bool = False
     established: asyncio.Event = field(default_factory=asyncio.Event)
@@ -37,6 +39,10 @@ class Peer:
         if self.role == pb.CLIENT:
             return "client"
         return "server" if self.is_server else "unauthenticated"
+
+    @property
+    def wants_topic(self) -> bool:
+        return bool(self.capabilities & pb.CAPABILITY_TOPIC_NAMES)
 
     def send(self, frame: bytes, *, reliable: bool = True) -> None:
         self.session.send(frame, reliable=reliable)

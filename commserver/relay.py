@@ -18,6 +18,7 @@ from commserver.peer import SERVER_ROLES, Peer
 from commserver.stats import RelayStats
 from commserver.topics import TopicTable
 from webrtc_broker.auth import AuthError, ClientAuthenticator, ServerSecret
+from webrtc_broker.rtc.writer import SCTP_PACKET_PAYLOAD, FlushScheduler
 from webrtc_broker.wire import FrameError, decode_as, frame_type
 from webrtc_broker.wire import broker_pb2 as pb
 from webrtc_broker.wire.subscription import subscription_frame, subscription_topics
@@ -35,6 +36,13 @@ class ServerIdentity:
     server_id: str
     name: str
     secret: ServerSecret
+    capabilities: int
+
+    def client_auth_reply(self) -> bytes:
+        """The AUTH a client that announced capabilities gets back: ours, no secrets."""
+        return pb.AuthMessage(
+            type=pb.AUTH, role=self.role, capabilities=self.capabilities
+        ).SerializeToString()
 
     def auth_frame(self) -> bytes:
         body = {
@@ -43,7 +51,10 @@ class ServerIdentity:
             "secret": self.secret.credentials().decode(),
         }
         return pb.AuthMessage(
-            type=pb.AUTH, role=self.role, body=json.dumps(body).encode()
+            type=pb.AUTH,
+            role=self.role,
+            body=json.dumps(body).encode(),
+            capabilities=self.capabilities,
         ).SerializeToString()
 
 
@@ -60,6 +71,8 @@ class Relay:
         on_authenticated: Callable[[Peer], bool],
         close_peer: Callable[[Peer, str], None],
         reject_peer: Callable[[Peer, str], None],
+        batching: FlushScheduler | None = None,
+        batch_max_bytes: int = SCTP_PACKET_PAYLOAD,
     ) -> None:
         self.me = me
         self.is_hub = me.role == pb.COMMUNICATION_SERVER_HUB
@@ -69,6 +82,8 @@ class Relay:
         self._on_authenticated = on_authenticated
         self._close_peer = close_peer
         self._reject_peer = reject_peer
+        self._batching = batching
+        self._batch_max_bytes = batch_max_bytes
         self.clients: TopicTable[Peer] = TopicTable()
         self.servers: TopicTable[Peer] = TopicTable()
         self.server_peers: set[Peer] = set()
@@ -77,9 +92,12 @@ class Relay:
     # -- entry point ------------------------------------------------------
 
     def handle(self, peer: Peer, data: bytes, reliable: bool) -> None:
-        """Handle one data-channel frame from ``peer``; never raises."""
+        """Handle one data-channel message from ``peer``; never raises."""
+        self.stats.bytes_in += len(data)
+        self._frame(peer, data, reliable, in_batch=False)
+
+    def _frame(self, peer: Peer, data: bytes, reliable: bool, *, in_batch: bool) -> None:
         stats = self.stats
-        stats.bytes_in += len(data)
         try:
             kind = frame_type(data)
             stats.frames_in[f"{peer.role_name}/{TYPE_NAMES[kind]}"] += 1
@@ -89,6 +107,9 @@ class Relay:
                 self._topic(peer, decode_as(data, pb.TopicMessage), reliable)
             elif kind == pb.TOPIC_IDENTITY:
                 self._topic_identity(peer, decode_as(data, pb.TopicIdentityMessage), reliable)
+            elif kind == pb.BATCH and not in_batch:
+                for frame in decode_as(data, pb.BatchMessage).frames:
+                    self._frame(peer, frame, reliable, in_batch=True)
             elif kind == pb.PING:
                 peer.send(data, reliable=reliable)
                 stats.frames_out += 1
@@ -124,8 +145,18 @@ class Relay:
         peer.authenticated = True
         if not self._on_authenticated(peer):
             return
+        # Our AUTH goes out before batching starts: the peer expects it as a frame of its own.
         if peer.is_server:
-            self._start_server_peer(peer)
+            self.server_peers.add(peer)
+            if not peer.sent_auth:
+                peer.sent_auth = True
+                peer.send(self.me.auth_frame())
+        elif peer.capabilities:
+            peer.send(self.me.client_auth_reply())
+        if self._batching is not None and peer.capabilities & pb.CAPABILITY_BATCH:
+            peer.session.enable_batching(self._batching, self._batch_max_bytes)
+        if peer.is_server:
+            peer.send(subscription_frame(self._advertised))
 
     def _authenticate(self, peer: Peer, message: pb.AuthMessage) -> None:
         if message.role == pb.CLIENT:
@@ -147,14 +178,7 @@ class Relay:
         else:
             raise AuthError(f"unknown role {message.role}")
         peer.role = message.role
-
-    def _start_server_peer(self, peer: Peer) -> None:
-        """A server peer authenticated: answer its AUTH if we have not sent ours, then subscribe."""
-        self.server_peers.add(peer)
-        if not peer.sent_auth:
-            peer.sent_auth = True
-            peer.send(self.me.auth_frame())
-        peer.send(subscription_frame(self._advertised))
+        peer.capabilities = message.capabilities
 
     # -- subscriptions ----------------------------------------------------
 
@@ -201,10 +225,8 @@ class Relay:
             message.from_alias = sender
         local = self.clients.by_topic.get(topic)
         if local:
-            frame = pb.TopicFWMessage(
-                type=pb.TOPIC_FW, from_alias=sender, body=message.body
-            ).SerializeToString()
-            self._deliver(local, peer, frame, reliable, "client")
+            fw = pb.TopicFWMessage(type=pb.TOPIC_FW, from_alias=sender, body=message.body)
+            self._deliver_to_clients(local, peer, fw, reliable, topic)
         self._forward(peer, topic, message, reliable)
 
     def _topic_identity(self, peer: Peer, message: pb.TopicIdentityMessage, reliable: bool) -> None:
@@ -215,14 +237,14 @@ class Relay:
             message.role = peer.role
         local = self.clients.by_topic.get(topic)
         if local:
-            frame = pb.TopicIdentityFWMessage(
+            fw = pb.TopicIdentityFWMessage(
                 type=pb.TOPIC_IDENTITY_FW,
                 from_alias=message.from_alias,
                 identity=message.identity,
                 role=message.role,
                 body=message.body,
-            ).SerializeToString()
-            self._deliver(local, peer, frame, reliable, "client")
+            )
+            self._deliver_to_clients(local, peer, fw, reliable, topic)
         self._forward(peer, topic, message, reliable)
 
     def _forward(
@@ -241,15 +263,40 @@ class Relay:
             return
         remote = self.servers.by_topic.get(topic)
         if remote:
-            self._deliver(remote, peer, message.SerializeToString(), reliable, "server")
+            self._deliver_to_servers(remote, peer, message.SerializeToString(), reliable)
 
-    def _deliver(
-        self, peers: set[Peer], source: Peer, frame: bytes, reliable: bool, audience: str
+    def _deliver_to_clients(
+        self,
+        peers: set[Peer],
+        source: Peer,
+        message: pb.TopicFWMessage | pb.TopicIdentityFWMessage,
+        reliable: bool,
+        topic: str,
+    ) -> None:
+        """Deliver a TOPIC_FW-like message, encoded at most twice: as the original
+        protocol has it, and with the topic for peers that asked for topic names."""
+        encoded: dict[bool, bytes] = {}
+        count = 0
+        for target in peers:
+            if target is source:
+                continue
+            named = target.wants_topic
+            frame = encoded.get(named)
+            if frame is None:
+                message.topic = topic if named else ""
+                frame = encoded[named] = message.SerializeToString()
+            target.session.send(frame, reliable=reliable)
+            count += 1
+        self.stats.deliveries["client"] += count
+        self.stats.frames_out += count
+
+    def _deliver_to_servers(
+        self, peers: set[Peer], source: Peer, frame: bytes, reliable: bool
     ) -> None:
         count = 0
         for target in peers:
             if target is not source:
                 target.session.send(frame, reliable=reliable)
                 count += 1
-        self.stats.deliveries[audience] += count
+        self.stats.deliveries["server"] += count
         self.stats.frames_out += count

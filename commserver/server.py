@@ -25,7 +25,7 @@ from commserver.relay import Relay, ServerIdentity
 from commserver.stats import RelayStats
 from webrtc_broker.auth import ClientAuthenticator, OpenClientAuthenticator, ServerSecret
 from webrtc_broker.config import CommServerConfig
-from webrtc_broker.rtc import Session, SignalingError
+from webrtc_broker.rtc import FlushScheduler, Session, SignalingError
 from webrtc_broker.wire import FrameError, decode_as, frame_type
 from webrtc_broker.wire import broker_pb2 as pb
 
@@ -51,14 +51,18 @@ class CommServer:
             config.server_secret.get_secret_value() if config.server_secret else None
         )
         self.stats = RelayStats()
+        self.batching = FlushScheduler(config.batch_window) if config.batch_window > 0 else None
+        capabilities = pb.CAPABILITY_TOPIC_NAMES | (pb.CAPABILITY_BATCH if self.batching else 0)
         self.relay = Relay(
-            me=ServerIdentity(self.role, self.server_id, config.name, secret),
+            me=ServerIdentity(self.role, self.server_id, config.name, secret, capabilities),
             authenticator=authenticator or OpenClientAuthenticator(),
             stats=self.stats,
             max_topics_bytes=config.max_topics_bytes,
             on_authenticated=self._on_authenticated,
             close_peer=self._close_peer,
             reject_peer=self._reject_auth,
+            batching=self.batching,
+            batch_max_bytes=config.batch_max_bytes,
         )
         self.link = CoordinatorLink(
             base_url=config.coordinator_url,
@@ -299,3 +303,5 @@ class CommServer:
             *(peer.session.close("server shutting down") for peer in list(self.peers.values())),
             return_exceptions=True,
         )
+        if self.batching is not None:
+            self.batching.close()

@@ -39,5 +39,5 @@ def _pop_allowed(argv: list[str]) -> set[bytes]:
 if __name__ == "__main__":
     authenticator = AllowList(_pop_allowed(sys.argv))
     # The CLI looks `serve` up when the command runs, so this is the one it calls.
-    commserver.serve = functools.partial(commserver.serve, authenticator=authenticator)  # type: ignore[assignment]
+    commserver.serve = functools.partial(commserver.serve, authenticator=authenticator)
     main()

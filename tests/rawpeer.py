@@ -48,10 +48,24 @@ class RawPeer:
         self._reader: asyncio.Task[None] | None = None
 
     @classmethod
-    async def open(cls, coordinator_url: str, token: str = "") -> RawPeer:
-        """Connect to the coordinator's ``/connect`` and read the WELCOME."""
-        query = f"?{urlencode({'token': token})}" if token else ""
-        ws = await connect(f"{coordinator_url}/connect{query}", max_size=1024 * 1024)
+    async def open(
+        cls, coordinator_url: str, token: str = "", *, server_secret: str = ""
+    ) -> RawPeer:
+        """Connect to the coordinator and read the WELCOME.
+
+        As a client (``/connect``) by default; with ``server_secret``, as a comm
+        server (``/discover``), which the coordinator then lists to clients too.
+        """
+        if server_secret:
+            query = urlencode({"role": "COMMUNICATION_SERVER", "name": "raw-peer"})
+            url = f"{coordinator_url}/discover?{query}"
+            headers = {"Authorization": f"Bearer {server_secret}"}
+        else:
+            url = f"{coordinator_url}/connect" + (
+                f"?{urlencode({'token': token})}" if token else ""
+            )
+            headers = {}
+        ws = await connect(url, additional_headers=headers, max_size=1024 * 1024)
         try:
             data = await asyncio.wait_for(ws.recv(decode=False), TIMEOUT)
             peer = cls(ws, decode_as(data, pb.WelcomeMessage))
@@ -63,10 +77,15 @@ class RawPeer:
 
     @classmethod
     async def connect(
-        cls, coordinator_url: str, *, server: int | None = None, token: str = ""
+        cls,
+        coordinator_url: str,
+        *,
+        server: int | None = None,
+        token: str = "",
+        server_secret: str = "",
     ) -> RawPeer:
         """:meth:`open` plus :meth:`establish`: a session whose channels are open, no AUTH sent."""
-        peer = await cls.open(coordinator_url, token)
+        peer = await cls.open(coordinator_url, token, server_secret=server_secret)
         try:
             await peer.establish(server)
         except BaseException:

@@ -158,7 +158,7 @@ class Cluster:
         """Wait until server ``name`` has ``servers`` authenticated server sessions."""
 
         async def probe() -> bool:
-            return (await self.server_status(name))["servers"] == servers
+            return bool((await self.server_status(name))["servers"] == servers)
 
         await eventually(probe, timeout=STARTUP_TIMEOUT)
 

@@ -75,6 +75,15 @@ class CommServerConfig(BaseSettings):
     buffered_high_bytes: int = Field(
         1 * MIB, ge=1024, description="Data channel buffered amount above which frames queue"
     )
+    batch_window: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description="Seconds frames for one peer may wait to share a message (0: no batching)",
+    )
+    batch_max_bytes: int = Field(
+        1160, ge=64, le=64 * 1024, description="Largest batch (1160 fits one SCTP packet)"
+    )
     max_topics_bytes: int = Field(
         64 * 1024, ge=256, description="Largest (decompressed) subscription topic list"
     )

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 from tests.support import Cluster, eventually
 from webrtc_broker.client import BrokerClient, ReceivedMessage
 
 TIMEOUT = 10.0
+
+T = TypeVar("T")
 
 
 @contextlib.asynccontextmanager
@@ -82,6 +84,22 @@ async def wait_status(
 
     result: dict[str, Any] = await eventually(probe, timeout=timeout)
     return result
+
+
+async def eventually_equal(
+    probe: Callable[[], Awaitable[T]], expected: T, *, timeout: float = 15.0
+) -> None:
+    """Poll ``probe`` until it returns ``expected``; the failure shows the last value."""
+    last: list[T] = []
+
+    async def check() -> bool:
+        last[:] = [await probe()]
+        return last[0] == expected
+
+    try:
+        await eventually(check, timeout=timeout)
+    except AssertionError:
+        raise AssertionError(f"wanted {expected!r} within {timeout} s, last got {last!r}") from None
 
 
 def counter(status: dict[str, Any], group: str, key: str) -> int:

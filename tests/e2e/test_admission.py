@@ -8,6 +8,7 @@ from tests.e2e.helpers import (
     TIMEOUT,
     connected,
     counter,
+    eventually_equal,
     receive,
     subscribe,
     wait_status,
@@ -106,9 +107,19 @@ async def test_server_secret_is_checked(cluster: Cluster) -> None:
     # A comm server with the wrong secret is not even registered by the coordinator.
     await cluster.start_server("wrong", "--server-secret", "guess", wait=False)
 
-    # An impostor that reaches a server as a client and claims to be a server is refused.
+    # A client that claims to be a server is refused (the coordinator told s1 its role).
     s1 = await cluster.alias_of("s1")
     impostor = await RawPeer.connect(cluster.url, server=s1)
+    try:
+        impostor.send_server_auth(SECRET)
+        refusal = await impostor.refusal()
+        assert (refusal.reason, refusal.from_alias) == (pb.AUTH_FAILED, s1)
+        await impostor.wait_closed()
+    finally:
+        await impostor.close()
+
+    # A peer registered as a server, whose AUTH to a comm server has the wrong secret.
+    impostor = await RawPeer.connect(cluster.url, server=s1, server_secret=SECRET)
     try:
         impostor.send_server_auth("guess")
         refusal = await impostor.refusal()
@@ -117,18 +128,22 @@ async def test_server_secret_is_checked(cluster: Cluster) -> None:
         await impostor.wait_closed()
     finally:
         await impostor.close()
+
     status = await cluster.server_status("s1")
-    assert counter(status, "sessions", "refused:auth_failed") == 1
-    assert status["servers"] == 1
+    assert counter(status, "sessions", "refused:auth_failed") == 2
+    assert (status["servers"], status["pending"]) == (1, 0)
 
     wrong = cluster.servers["wrong"]
 
     async def wrong_was_refused() -> bool:
         return "HTTP 403" in wrong.log()
 
+    async def registered() -> list[str]:
+        return sorted(server["name"] for server in (await cluster.coordinator_status())["servers"])
+
     await eventually(wrong_was_refused)
-    coordinator = await cluster.coordinator_status()
-    assert sorted(server["name"] for server in coordinator["servers"]) == ["s1", "s2"]
+    # The raw peer's registration ends with its WebSocket; "wrong" never had one.
+    await eventually_equal(registered, ["s1", "s2"])
 
     # Clients need no server secret, and the mesh relays for them.
     async with (

@@ -68,12 +68,12 @@ async def test_identity_and_sender_cannot_be_spoofed(cluster: Cluster) -> None:
             mallory.send(forged.SerializeToString())
             mallory.send(forged.SerializeToString(), reliable=False)
             for receiver in (alice, bob):
-                got = {
+                forged_got = {
                     (m.sender, m.identity, m.role, m.body, m.reliable)
                     for m in [await receive(receiver), await receive(receiver)]
                 }
                 stamped = (mallory.alias, b"mallory", pb.CLIENT, b"trust me")
-                assert got == {(*stamped, True), (*stamped, False)}
+                assert forged_got == {(*stamped, True), (*stamped, False)}
 
             plain = pb.TopicMessage(
                 type=pb.TOPIC, from_alias=alice.alias, topic="room", body=b"plain forged"

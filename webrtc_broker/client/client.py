@@ -31,7 +31,8 @@ from webrtc_broker.client.errors import (
     NoServerAvailableError,
     ServerFullError,
 )
-from webrtc_broker.rtc import Session, SessionClosed
+from webrtc_broker.rtc import FlushScheduler, Session, SessionClosed
+from webrtc_broker.rtc.writer import SCTP_PACKET_PAYLOAD
 from webrtc_broker.wire import FrameError, decode_as, frame_type
 from webrtc_broker.wire import broker_pb2 as pb
 from webrtc_broker.wire.subscription import subscription_frame
@@ -54,16 +55,29 @@ class ReceivedMessage:
     identity: bytes | None = None
     """The sender's authenticated identity, for messages published with identity."""
     role: int | None = None
+    topic: str | None = None
+    """The topic, when the server sends topic names (servers of this project do)."""
 
 
 _CLOSED = object()
+
+ALL_CAPABILITIES = pb.CAPABILITY_BATCH | pb.CAPABILITY_TOPIC_NAMES
+"""What this SDK announces by default: it accepts batches and wants topic names."""
+
+BATCH_WINDOW = 0.005
+"""Seconds the client's own frames may wait to share one data-channel message."""
 
 
 class BrokerClient:
     """A client session with one comm server."""
 
     def __init__(
-        self, ws: ClientConnection, alias: int, server_alias: int, inbox_size: int
+        self,
+        ws: ClientConnection,
+        alias: int,
+        server_alias: int,
+        inbox_size: int,
+        capabilities: int,
     ) -> None:
         self.alias = alias
         self.server_alias = server_alias
@@ -76,6 +90,10 @@ class BrokerClient:
         self.session.on_close(lambda _s: self._on_session_closed())
         self.dropped = 0
         """Messages dropped because the inbox was full (the oldest go first)."""
+        self.capabilities = capabilities
+        self.server_capabilities = 0
+        """What the server announced in its AUTH reply (0 for servers that do not)."""
+        self._batching: FlushScheduler | None = None
         self._coordinator_task: asyncio.Task[None] | None = None
 
     # -- connecting -------------------------------------------------------
@@ -89,24 +107,34 @@ class BrokerClient:
         server: int | None = None,
         timeout: float = 20.0,
         inbox_size: int = 10_000,
+        capabilities: int = ALL_CAPABILITIES,
     ) -> BrokerClient:
         """Connect through the coordinator at ``coordinator_url`` (``ws://host:port``).
 
         ``credentials`` go to the coordinator (``token`` query parameter) and to
         the comm server (AUTH body). ``server`` picks a server alias from the
-        coordinator's list instead of its first choice.
+        coordinator's list instead of its first choice. ``capabilities`` is what
+        the client announces in AUTH (protocol additions); 0 behaves exactly like
+        a client of the original protocol.
         """
         if isinstance(credentials, str):
             credentials = credentials.encode()
         try:
             async with asyncio.timeout(timeout):
-                return await cls._connect(coordinator_url, credentials, server, inbox_size)
+                return await cls._connect(
+                    coordinator_url, credentials, server, inbox_size, capabilities
+                )
         except TimeoutError as exc:
             raise ConnectTimeoutError(f"no session within {timeout} s") from exc
 
     @classmethod
     async def _connect(
-        cls, url: str, credentials: bytes, server: int | None, inbox_size: int
+        cls,
+        url: str,
+        credentials: bytes,
+        server: int | None,
+        inbox_size: int,
+        capabilities: int,
     ) -> BrokerClient:
         query = urlencode({"token": credentials.decode(errors="replace")}) if credentials else ""
         endpoint = f"{url.rstrip('/')}/connect" + (f"?{query}" if query else "")
@@ -125,7 +153,8 @@ class BrokerClient:
                 raise NoServerAvailableError("the coordinator has no comm server registered")
             if server is not None and server not in servers:
                 raise NoServerAvailableError(f"server {server} is not registered: {servers}")
-            client = cls(ws, welcome.alias, servers[0] if server is None else server, inbox_size)
+            target = servers[0] if server is None else server
+            client = cls(ws, welcome.alias, target, inbox_size, capabilities)
         except BaseException:
             await ws.close()
             raise
@@ -148,7 +177,12 @@ class BrokerClient:
         try:
             await self._first_of(self.session.opened)
             self.session.send(
-                pb.AuthMessage(type=pb.AUTH, role=pb.CLIENT, body=credentials).SerializeToString(),
+                pb.AuthMessage(
+                    type=pb.AUTH,
+                    role=pb.CLIENT,
+                    body=credentials,
+                    capabilities=self.capabilities,
+                ).SerializeToString(),
                 reliable=True,
             )
             await self._first_of(asyncio.ensure_future(self.ping()))
@@ -210,17 +244,31 @@ class BrokerClient:
 
     # -- traffic ----------------------------------------------------------
 
-    def _on_frame(self, data: bytes, reliable: bool) -> None:
+    def _on_frame(self, data: bytes, reliable: bool, *, in_batch: bool = False) -> None:
         try:
             kind = frame_type(data)
             if kind == pb.TOPIC_FW:
                 fw = decode_as(data, pb.TopicFWMessage)
-                self._deliver(ReceivedMessage(fw.from_alias, fw.body, reliable))
+                self._deliver(
+                    ReceivedMessage(fw.from_alias, fw.body, reliable, topic=fw.topic or None)
+                )
             elif kind == pb.TOPIC_IDENTITY_FW:
                 ifw = decode_as(data, pb.TopicIdentityFWMessage)
                 self._deliver(
-                    ReceivedMessage(ifw.from_alias, ifw.body, reliable, ifw.identity, ifw.role)
+                    ReceivedMessage(
+                        ifw.from_alias,
+                        ifw.body,
+                        reliable,
+                        ifw.identity,
+                        ifw.role,
+                        ifw.topic or None,
+                    )
                 )
+            elif kind == pb.BATCH and not in_batch:
+                for frame in decode_as(data, pb.BatchMessage).frames:
+                    self._on_frame(frame, reliable, in_batch=True)
+            elif kind == pb.AUTH:
+                self._server_announced(decode_as(data, pb.AuthMessage).capabilities)
             elif kind == pb.PING:
                 sent = decode_as(data, pb.PingMessage).time
                 waiter = self._pings.pop(sent, None)
@@ -228,6 +276,13 @@ class BrokerClient:
                     waiter.set_result(sent)
         except FrameError as exc:
             log.debug("ignoring a malformed frame: %s", exc)
+
+    def _server_announced(self, capabilities: int) -> None:
+        self.server_capabilities = capabilities
+        if capabilities & pb.CAPABILITY_BATCH and self.capabilities & pb.CAPABILITY_BATCH:
+            if self._batching is None:
+                self._batching = FlushScheduler(BATCH_WINDOW)
+            self.session.enable_batching(self._batching, SCTP_PACKET_PAYLOAD)
 
     def _deliver(self, message: ReceivedMessage) -> None:
         if self._inbox.full():
@@ -308,6 +363,9 @@ class BrokerClient:
 
     async def close(self) -> None:
         """Close the session and the coordinator connection."""
+        if self._batching is not None:
+            self._batching.flush()  # what was published before close() still goes out
+            self._batching.close()
         await self.session.close("closed by the client")
         if self._coordinator_task is not None:
             self._coordinator_task.cancel()

@@ -2,6 +2,13 @@
 
 from webrtc_broker.rtc.session import Session, SessionClosed
 from webrtc_broker.rtc.signaling import SignalingError
-from webrtc_broker.rtc.writer import ChannelWriter, QueueOverflow
+from webrtc_broker.rtc.writer import ChannelWriter, FlushScheduler, QueueOverflow
 
-__all__ = ["ChannelWriter", "QueueOverflow", "Session", "SessionClosed", "SignalingError"]
+__all__ = [
+    "ChannelWriter",
+    "FlushScheduler",
+    "QueueOverflow",
+    "Session",
+    "SessionClosed",
+    "SignalingError",
+]

@@ -27,7 +27,7 @@ from webrtc_broker.rtc.signaling import (
     description_from_json,
     description_to_json,
 )
-from webrtc_broker.rtc.writer import ChannelWriter, QueueOverflow
+from webrtc_broker.rtc.writer import ChannelWriter, FlushScheduler, QueueOverflow
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +158,12 @@ class Session:
             writer.send(frame)
         except QueueOverflow as exc:
             self.close_soon(f"slow peer: {exc}")
+
+    def enable_batching(self, scheduler: FlushScheduler, max_bytes: int) -> None:
+        """Batch outgoing frames on both channels (the peer accepts BATCH frames)."""
+        for writer in (self.reliable, self.unreliable):
+            if writer is not None:
+                writer.enable_batching(scheduler, max_bytes)
 
     @property
     def queue_depth(self) -> int:

@@ -1,25 +1,79 @@
-"""Per-channel writer with a bounded queue in front of aiortc's send buffer.
+"""Per-channel writer: optional batching, then a bounded queue before aiortc's buffer.
 
 Frames go straight to the data channel while its buffered amount is under a
 high-water mark; above it they wait in a bounded queue that drains when aiortc
 reports ``bufferedamountlow``. What happens when that queue is full depends on
 the channel: a reliable channel must not lose frames, so the peer is given up
-(:class:`QueueOverflow`); an unreliable channel drops its oldest frame, which
+(:class:`QueueOverflow`); an unreliable channel drops its oldest message, which
 is what a position update stream wants anyway.
+
+aiortc sends one SCTP packet per data-channel message and its cost is per
+packet, not per byte (DESIGN.md). For peers that accept BATCH frames the
+writer therefore collects the frames due within a short window and sends them
+as one message that fits one SCTP packet. One :class:`FlushScheduler` serves
+every writer of a process, so a busy server arms one timer per window, not
+one per peer.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from typing import Any
+
+from webrtc_broker.wire.codec import encode_batch
+
+SCTP_PACKET_PAYLOAD = 1160
+"""Largest message aiortc sends as a single DATA chunk (one SCTP packet)."""
+
+_BATCH_ENTRY_OVERHEAD = 3
+"""Tag and length bytes of one frame inside a batch (frames are under 16 kB)."""
 
 
 class QueueOverflow(Exception):
     """A reliable writer's queue is full: the peer cannot keep up."""
 
 
+class FlushScheduler:
+    """Flushes every writer holding a partial batch once per window, with one timer."""
+
+    def __init__(self, window: float) -> None:
+        self.window = window
+        self._dirty: set[ChannelWriter] = set()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def mark(self, writer: ChannelWriter) -> None:
+        self._dirty.add(writer)
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.window, self.flush)
+
+    def flush(self) -> None:
+        self._timer = None
+        dirty, self._dirty = self._dirty, set()
+        for writer in dirty:
+            writer.flush()
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._dirty.clear()
+
+
 class ChannelWriter:
-    __slots__ = ("_channel", "_high", "_max_frames", "_queue", "dropped", "reliable", "sent")
+    __slots__ = (
+        "_batch",
+        "_batch_bytes",
+        "_batch_limit",
+        "_channel",
+        "_high",
+        "_max_frames",
+        "_queue",
+        "_scheduler",
+        "dropped",
+        "reliable",
+        "sent",
+    )
 
     def __init__(self, channel: Any, *, reliable: bool, max_frames: int, high_bytes: int) -> None:
         self._channel = channel
@@ -27,14 +81,27 @@ class ChannelWriter:
         self.reliable = reliable
         self._queue: deque[bytes] = deque(maxlen=None if reliable else max_frames)
         self._max_frames = max_frames
+        self._scheduler: FlushScheduler | None = None
+        self._batch: list[bytes] = []
+        self._batch_bytes = 0
+        self._batch_limit = SCTP_PACKET_PAYLOAD
         self.sent = 0
+        """Data-channel messages handed to aiortc (a batch counts once)."""
         self.dropped = 0
+        """Messages dropped: evicted from a full unreliable queue or sent to a closed channel."""
         channel.bufferedAmountLowThreshold = high_bytes // 2
         channel.on("bufferedamountlow", self._drain)
 
+    def enable_batching(
+        self, scheduler: FlushScheduler, max_bytes: int = SCTP_PACKET_PAYLOAD
+    ) -> None:
+        """Batch from now on: the peer announced that it accepts BATCH frames."""
+        self._scheduler = scheduler
+        self._batch_limit = max_bytes
+
     @property
     def depth(self) -> int:
-        """Frames waiting in the queue (not yet handed to the data channel)."""
+        """Messages waiting in the queue (not yet handed to the data channel)."""
         return len(self._queue)
 
     @property
@@ -42,19 +109,47 @@ class ChannelWriter:
         return bool(self._channel.readyState == "open")
 
     def send(self, frame: bytes) -> None:
-        """Send or queue ``frame``; raises :class:`QueueOverflow` on a full reliable queue."""
-        if self._channel.readyState != "open":
+        """Send, batch or queue ``frame``.
+
+        Raises :class:`QueueOverflow` when a reliable queue is full.
+        """
+        if self._scheduler is None:
+            self._write(frame)
+            return
+        size = len(frame) + _BATCH_ENTRY_OVERHEAD
+        if self._batch_bytes + size > self._batch_limit:
+            self.flush()  # keep order: what is pending goes before this frame
+            if size > self._batch_limit:
+                self._write(frame)
+                return
+        self._batch.append(frame)
+        self._batch_bytes += size
+        if len(self._batch) == 1:
+            self._scheduler.mark(self)
+
+    def flush(self) -> None:
+        """Send the pending batch now (a lone frame goes out as itself)."""
+        batch = self._batch
+        if not batch:
+            return
+        self._batch = []
+        self._batch_bytes = 0
+        self._write(batch[0] if len(batch) == 1 else encode_batch(batch))
+
+    def _write(self, message: bytes) -> None:
+        channel = self._channel
+        if channel.readyState != "open":
             self.dropped += 1
             return
-        if not self._queue and self._channel.bufferedAmount < self._high:
-            self._channel.send(frame)
+        if not self._queue and channel.bufferedAmount < self._high:
+            channel.send(message)
             self.sent += 1
             return
         if len(self._queue) >= self._max_frames:
             if self.reliable:
-                raise QueueOverflow(f"{self._max_frames} frames queued on the reliable channel")
+                raise QueueOverflow(f"{self._max_frames} messages queued on the reliable channel")
             self.dropped += 1  # deque(maxlen) evicts the oldest on append
-        self._queue.append(frame)
+        self._queue.append(message)
 
     def _drain(self) -> None:
         channel = self._channel

@@ -1,0 +1,53 @@
+/**
+ * Errors the SDK raises. They mirror the Python SDK's exceptions so that code
+ * and docs can talk about both the same way; `name` is set explicitly so that
+ * it survives any minifier and reads well in a page (`${err.name}: ...`).
+ */
+
+/** Base class of every error the SDK raises. */
+export class BrokerError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "BrokerError";
+  }
+}
+
+/** The coordinator knows no comm server (or not the one asked for). */
+export class NoServerAvailableError extends BrokerError {
+  constructor(message: string) {
+    super(message);
+    this.name = "NoServerAvailableError";
+  }
+}
+
+/** The comm server refused the session: it has reached its peer limit. */
+export class ServerFullError extends BrokerError {
+  constructor(message: string) {
+    super(message);
+    this.name = "ServerFullError";
+  }
+}
+
+/** The coordinator or the comm server refused the credentials. */
+export class AuthenticationError extends BrokerError {
+  constructor(message: string) {
+    super(message);
+    this.name = "AuthenticationError";
+  }
+}
+
+/** The session was not established in time. */
+export class ConnectTimeoutError extends BrokerError {
+  constructor(message: string) {
+    super(message);
+    this.name = "ConnectTimeoutError";
+  }
+}
+
+/** The client is closed (by `close()` or by the server). */
+export class ClosedError extends BrokerError {
+  constructor(message: string) {
+    super(message);
+    this.name = "ClosedError";
+  }
+}
