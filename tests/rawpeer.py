@@ -144,8 +144,15 @@ class RawPeer:
         """Put ``frame`` on a data channel as is (a ``str`` goes as a text message)."""
         self._channels[reliable].send(frame)
 
-    def send_auth(self, body: bytes = b"raw", role: pb.Role.ValueType = pb.CLIENT) -> None:
-        self.send(pb.AuthMessage(type=pb.AUTH, role=role, body=body).SerializeToString())
+    def send_auth(
+        self, body: bytes = b"raw", role: pb.Role.ValueType = pb.CLIENT, capabilities: int = 0
+    ) -> None:
+        """AUTH; without ``capabilities`` exactly what a client of the original protocol sends."""
+        self.send(
+            pb.AuthMessage(
+                type=pb.AUTH, role=role, body=body, capabilities=capabilities
+            ).SerializeToString()
+        )
 
     def send_server_auth(self, secret: str, server_id: str = "impostor") -> None:
         """AUTH as a comm server, with the JSON body servers present to each other."""
