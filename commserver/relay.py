@@ -87,6 +87,7 @@ class Relay:
         self.clients: TopicTable[Peer] = TopicTable()
         self.servers: TopicTable[Peer] = TopicTable()
         self.server_peers: set[Peer] = set()
+        self.hub_peers: set[Peer] = set()
         self._advertised: frozenset[str] = frozenset()
 
     # -- entry point ------------------------------------------------------
@@ -148,6 +149,8 @@ class Relay:
         # Our AUTH goes out before batching starts: the peer expects it as a frame of its own.
         if peer.is_server:
             self.server_peers.add(peer)
+            if peer.role == pb.COMMUNICATION_SERVER_HUB:
+                self.hub_peers.add(peer)
             if not peer.sent_auth:
                 peer.sent_auth = True
                 peer.send(self.me.auth_frame())
@@ -194,6 +197,7 @@ class Relay:
     def forget(self, peer: Peer) -> None:
         """Drop a closed peer from every table."""
         self.server_peers.discard(peer)
+        self.hub_peers.discard(peer)
         changed = self.clients.remove(peer)
         changed |= self.servers.remove(peer) and self.is_hub
         if changed:
@@ -254,16 +258,29 @@ class Relay:
         message: pb.TopicMessage | pb.TopicIdentityMessage,
         reliable: bool,
     ) -> None:
-        """Send a topic message to the servers that want it.
+        """Send a topic message to the servers that must see it, each exactly once.
 
-        A message crosses at most one server-to-server hop, except through a
-        hub: a hub forwards what it got from a (non-hub) server.
+        In a mesh a message crosses at most one server-to-server hop: the
+        origin server sends it to every subscribed server and they deliver
+        locally. With hubs (a star) the origin sends it to one hub only, and
+        the hub forwards it to every other subscribed server, hubs included;
+        what a hub gets from a hub is delivered locally and goes no further.
         """
-        if peer.is_server and not (self.is_hub and peer.role != pb.COMMUNICATION_SERVER_HUB):
-            return
         remote = self.servers.by_topic.get(topic)
-        if remote:
-            self._deliver_to_servers(remote, peer, message.SerializeToString(), reliable)
+        if not remote:
+            return
+        if peer.is_server:
+            if not self.is_hub or peer.role == pb.COMMUNICATION_SERVER_HUB:
+                return
+            targets = remote
+        elif not self.is_hub and self.hub_peers:
+            # A hub wants every topic its servers want. Until its subscription
+            # arrives, servers linked to us directly get the message directly.
+            hub = min(self.hub_peers, key=lambda h: h.server_id)
+            targets = {hub} if hub in remote else remote
+        else:
+            targets = remote
+        self._deliver_to_servers(targets, peer, message.SerializeToString(), reliable)
 
     def _deliver_to_clients(
         self,
