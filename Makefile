@@ -2,8 +2,11 @@
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
+SDK    := sdk/js
+NODE_STAMP := $(SDK)/node_modules/.package-lock.json
+SUDO   := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: run test lint unit proto clean
+.PHONY: run test lint unit proto clean sdk sdk-check chromium deps-system
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -14,7 +17,7 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(VENV)/bin/webrtc-broker up --servers 2 --demo
 
-test: lint
+test: lint sdk-check chromium deps-system
 	$(VENV)/bin/pytest
 
 lint: $(STAMP)
@@ -26,5 +29,28 @@ proto: $(STAMP)
 	cd webrtc_broker/wire && PATH="$(abspath $(VENV))/bin:$$PATH" \
 		$(abspath $(PY)) -m grpc_tools.protoc -I. --python_out=. --mypy_out=. broker.proto
 
+# The browser SDK and the demo page's script, built from sdk/js into
+# webrtc_broker/static (committed, so installs need no Node.js). `sdk-check`
+# rebuilds and fails if the committed files were not current.
+sdk: $(STAMP) $(NODE_STAMP)
+	cd $(SDK) && PYTHON=$(abspath $(PY)) node scripts/build.mjs
+
+sdk-check: $(STAMP) $(NODE_STAMP)
+	cd $(SDK) && PYTHON=$(abspath $(PY)) node scripts/build.mjs --check
+
+$(NODE_STAMP): $(SDK)/package-lock.json
+	cd $(SDK) && npm ci --no-audit --no-fund
+	touch $@
+
+# Debian's Chromium drives the browser tests (Playwright never downloads a browser here).
+chromium:
+	@test -x /usr/bin/chromium || { $(SUDO) apt-get update && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }
+
+# Debian's Prometheus (prometheus, promtool) for the metrics tests; installed only when
+# missing. No recommends: prometheus-node-exporter would take port 9100 on hosts with systemd.
+deps-system:
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { 		$(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive 		apt-get install -y --no-install-recommends prometheus; }
+
 clean:
-	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache $(SDK)/node_modules $(SDK)/src/gen

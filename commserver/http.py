@@ -1,4 +1,4 @@
-"""The comm server's own HTTP endpoint: liveness, readiness and a JSON status."""
+"""The comm server's own HTTP endpoint: liveness, readiness, a JSON status and metrics."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from commserver.metrics import commserver_registry
 from commserver.server import CommServer
+from webrtc_broker.metrics import metrics_endpoint
 
 
 def create_http_app(server: CommServer) -> Starlette:
@@ -29,5 +31,6 @@ def create_http_app(server: CommServer) -> Starlette:
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/status", status),
+            Route("/metrics", metrics_endpoint(commserver_registry(server))),
         ]
     )

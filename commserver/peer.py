@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 
 from webrtc_broker.rtc import Session
@@ -29,6 +30,8 @@ class Peer:
     authenticated: bool = False
     sent_auth: bool = False
     established: asyncio.Event = field(default_factory=asyncio.Event)
+    created: float = field(default_factory=time.monotonic)
+    """When the session was created (``time.monotonic``), for the set-up time metric."""
 
     @property
     def is_server(self) -> bool:

@@ -13,6 +13,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from time import perf_counter
 
 from commserver.peer import SERVER_ROLES, Peer
 from commserver.stats import RelayStats
@@ -24,8 +25,6 @@ from webrtc_broker.wire import broker_pb2 as pb
 from webrtc_broker.wire.subscription import subscription_frame, subscription_topics
 
 log = logging.getLogger(__name__)
-
-TYPE_NAMES = {value: name.lower() for name, value in pb.MessageType.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,19 +100,25 @@ class Relay:
         stats = self.stats
         try:
             kind = frame_type(data)
-            stats.frames_in[f"{peer.role_name}/{TYPE_NAMES[kind]}"] += 1
+            key = (peer.role_name, kind, reliable)
+            stats.frames_in[key] += 1
+            stats.frame_bytes_in[key] += len(data)
             if not peer.authenticated:
                 self._before_auth(peer, kind, data, reliable)
             elif kind == pb.TOPIC:
+                start = perf_counter()
                 self._topic(peer, decode_as(data, pb.TopicMessage), reliable)
+                stats.relay_seconds.observe(perf_counter() - start)
             elif kind == pb.TOPIC_IDENTITY:
+                start = perf_counter()
                 self._topic_identity(peer, decode_as(data, pb.TopicIdentityMessage), reliable)
+                stats.relay_seconds.observe(perf_counter() - start)
             elif kind == pb.BATCH and not in_batch:
                 for frame in decode_as(data, pb.BatchMessage).frames:
                     self._frame(peer, frame, reliable, in_batch=True)
             elif kind == pb.PING:
                 peer.send(data, reliable=reliable)
-                stats.frames_out += 1
+                stats.sent(kind, reliable, 1, len(data))
             elif kind == pb.SUBSCRIPTION:
                 self._subscription(peer, decode_as(data, pb.SubscriptionMessage))
             else:
@@ -293,7 +298,7 @@ class Relay:
         """Deliver a TOPIC_FW-like message, encoded at most twice: as the original
         protocol has it, and with the topic for peers that asked for topic names."""
         encoded: dict[bool, bytes] = {}
-        count = 0
+        count = size = 0
         for target in peers:
             if target is source:
                 continue
@@ -304,8 +309,9 @@ class Relay:
                 frame = encoded[named] = message.SerializeToString()
             target.session.send(frame, reliable=reliable)
             count += 1
+            size += len(frame)
         self.stats.deliveries["client"] += count
-        self.stats.frames_out += count
+        self.stats.sent(message.type, reliable, count, size)
 
     def _deliver_to_servers(
         self, peers: set[Peer], source: Peer, frame: bytes, reliable: bool
@@ -316,4 +322,4 @@ class Relay:
                 target.session.send(frame, reliable=reliable)
                 count += 1
         self.stats.deliveries["server"] += count
-        self.stats.frames_out += count
+        self.stats.sent(frame_type(frame), reliable, count, count * len(frame))

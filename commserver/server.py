@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Coroutine
 from typing import Any
@@ -132,6 +133,9 @@ class CommServer:
             del self.peers[peer.alias]
         if not peer.established.is_set():
             self.stats.sessions[f"failed:{peer.session.close_reason.split(':')[0]}"] += 1
+        else:
+            self.stats.sessions[f"closed:{peer.session.close_reason.split(':')[0]}"] += 1
+        self.stats.retire(peer.session)
         self.relay.forget(peer)
         log.debug("session %s closed: %s", peer.alias, peer.session.close_reason)
 
@@ -169,6 +173,7 @@ class CommServer:
                     return False
         peer.established.set()
         self.stats.sessions[f"established:{peer.role_name}"] += 1
+        self.stats.setup_seconds[peer.role_name].observe(time.monotonic() - peer.created)
         return True
 
     # -- coordinator signalling -------------------------------------------

@@ -22,7 +22,9 @@ from webrtc_broker.config import CoordinatorConfig, ServerRole
 from .core import Coordinator
 from .counters import RefusalReason
 from .credentials import display_name, presented_token, server_role
+from .metrics import add_metrics_route
 from .selector import ServerSelector
+from .static import add_static_routes
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +86,8 @@ def create_app(
     app.state.registry = coordinator.registry
     _add_peer_routes(app, coordinator, client_auth, server_secret)
     _add_http_routes(app, coordinator)
+    app.state.metrics_registry = add_metrics_route(app, coordinator)  # GET /metrics
+    add_static_routes(app)  # the demo page at / and the browser SDK under /sdk/
     return app
 
 

@@ -99,10 +99,10 @@ class Cluster:
         log.close()
         return proc
 
-    async def start_coordinator(self, *extra: str) -> Proc:
+    async def start_coordinator(self, *extra: str, module: str = "webrtc_broker") -> Proc:
         args = ["coordinator", "--port", str(self.coordinator_port), *extra]
         self.coordinator = await self._spawn(
-            Proc("coordinator", args, self.workdir / "coordinator.log")
+            Proc("coordinator", args, self.workdir / "coordinator.log", module=module)
         )
         await eventually(self._ready, timeout=STARTUP_TIMEOUT)
         return self.coordinator

@@ -13,6 +13,7 @@ import click
 from pydantic import ValidationError
 
 from webrtc_broker import __version__, logs
+from webrtc_broker.bench.cli import bench
 from webrtc_broker.config import CommServerConfig, CoordinatorConfig
 
 
@@ -32,6 +33,9 @@ def _load(model: type[CoordinatorConfig] | type[CommServerConfig], **flags: Any)
 @click.version_option(__version__, prog_name="webrtc-broker")
 def main() -> None:
     """A pub/sub message broker whose clients talk over WebRTC data channels."""
+
+
+main.add_command(bench)
 
 
 @main.command()
@@ -111,3 +115,25 @@ def client(**options: Any) -> None:
 
     logs.configure("warning")
     raise SystemExit(asyncio.run(run_client(**options)))
+
+
+@main.command()
+@click.option(
+    "--coordinator-url",
+    default="http://127.0.0.1:9090",
+    show_default=True,
+    help="Coordinator URL (http:// or the ws:// URL clients use)",
+)
+@click.option(
+    "--server-status",
+    "server_urls",
+    multiple=True,
+    metavar="URL",
+    help="A comm server's HTTP URL (its --http-port), for topics and queues (repeatable)",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table")
+def status(coordinator_url: str, server_urls: tuple[str, ...], as_json: bool) -> None:
+    """Summarise a running cluster: servers, clients per server and topics."""
+    from webrtc_broker.status import run_status  # noqa: PLC0415
+
+    raise SystemExit(asyncio.run(run_status(coordinator_url, server_urls, as_json)))

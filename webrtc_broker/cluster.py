@@ -14,6 +14,7 @@ import ctypes.util
 import signal
 import sys
 from dataclasses import dataclass
+from typing import IO
 
 import httpx
 
@@ -49,10 +50,27 @@ def _die_with_parent() -> None:
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-async def spawn(*args: str) -> asyncio.subprocess.Process:
-    """Start ``webrtc-broker ARGS...`` with this interpreter, tied to this process."""
+async def spawn(
+    *args: str,
+    module: str = "webrtc_broker",
+    stdin: int | None = None,
+    stdout: int | IO[bytes] | None = None,
+    stderr: int | IO[bytes] | None = None,
+) -> asyncio.subprocess.Process:
+    """Start ``python -m MODULE ARGS...`` with this interpreter, tied to this process.
+
+    The streams default to this process's; the bench pipes its workers and sends
+    the servers' logs to a file so they do not tear its progress display.
+    """
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "webrtc_broker", *args, preexec_fn=_die_with_parent
+        sys.executable,
+        "-m",
+        module,
+        *args,
+        stdin=stdin,
+        stdout=stdout,
+        stderr=stderr,
+        preexec_fn=_die_with_parent,
     )
 
 
@@ -141,6 +159,7 @@ async def run_cluster(spec: ClusterSpec, *, demo: bool = False) -> int:
 
 def _print_urls(spec: ClusterSpec) -> None:
     print(f"coordinator  {spec.coordinator_url}  (status {spec.coordinator_http}/status)")
+    print(f"demo page    {spec.coordinator_http}/  (open it in two browser tabs)")
     for index in range(spec.servers):
         print(f"commserver-{index + 1} status {spec.server_status_url(index)}")
     print(f"try: webrtc-broker client --coordinator-url {spec.coordinator_url} --topic chat")

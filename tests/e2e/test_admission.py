@@ -24,13 +24,12 @@ SECRET = "s3cret-for-tests"
 async def test_full_server_refuses_the_next_client(cluster: Cluster) -> None:
     await cluster.start_coordinator()
     await cluster.start_server("s1", "--max-peers", "1")
-    await cluster.start_server("s2")
-    await cluster.wait_mesh("s1", 1)
     s1 = await cluster.alias_of("s1")
-    async with (
-        connected(cluster, "alice", server="s1") as (alice,),
-        connected(cluster, "bob", server="s2") as (bob,),
-    ):
+    async with connected(cluster, "alice", server="s1") as (alice,):
+        # A full server still meshes with a server that joins later.
+        await cluster.start_server("s2")
+        await cluster.wait_mesh("s1", 1)
+        await cluster.wait_mesh("s2", 1)
         with pytest.raises(ServerFullError):
             await BrokerClient.connect(cluster.url, "carol", server=s1, timeout=TIMEOUT)
         status = await cluster.server_status("s1")
@@ -38,15 +37,16 @@ async def test_full_server_refuses_the_next_client(cluster: Cluster) -> None:
         assert (status["clients"], status["servers"], status["pending"]) == (1, 1, 0)
 
         # The first client is undisturbed: it relays both ways with a client on s2.
-        assert await alice.ping() > 0
-        await subscribe(alice, ["room"])
-        await subscribe(bob, ["room"])
-        await wait_status(cluster, "s1", "server_topics", 1)
-        await wait_status(cluster, "s2", "server_topics", 1)
-        alice.publish("room", "still here")
-        assert (await receive(bob)).body == b"still here"
-        bob.publish("room", "hello alice")
-        assert (await receive(alice)).body == b"hello alice"
+        async with connected(cluster, "bob", server="s2") as (bob,):
+            assert await alice.ping() > 0
+            await subscribe(alice, ["room"])
+            await subscribe(bob, ["room"])
+            await wait_status(cluster, "s1", "server_topics", 1)
+            await wait_status(cluster, "s2", "server_topics", 1)
+            alice.publish("room", "still here")
+            assert (await receive(bob)).body == b"still here"
+            bob.publish("room", "hello alice")
+            assert (await receive(alice)).body == b"hello alice"
 
     # A slot frees up when the client leaves.
     await wait_status(cluster, "s1", "clients", 0)

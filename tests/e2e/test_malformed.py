@@ -21,8 +21,11 @@ from tests.rawpeer import RawPeer
 from tests.support import Cluster
 from webrtc_broker.wire import FrameError, decode
 from webrtc_broker.wire import broker_pb2 as pb
+from webrtc_broker.wire.codec import encode_batch
 
 HUGE = 200 * 1024
+MAX_MESSAGE = 256 * 1024
+"""The max-message-size aiortc announces: the largest data-channel message a peer takes."""
 
 
 def not_a_frame(data: bytes) -> bool:
@@ -79,24 +82,32 @@ async def test_garbage_on_data_channels(cluster: Cluster) -> None:
             malformed, unexpected = garbage_frames(rng)
             for frame in [*malformed, *unexpected]:
                 attacker.send(frame, reliable=True)
+            # A BATCH is unpacked frame by frame: its garbage is counted, a nested BATCH
+            # is refused, and the valid frame in it is relayed.
+            inner = pb.TopicMessage(type=pb.TOPIC, topic="room", body=b"batched")
+            nested = encode_batch([inner.SerializeToString()])
+            attacker.send(encode_batch([b"\x08\x63", nested, inner.SerializeToString()]))
             await attacker.ping()  # reliable barrier: the server handled all of the above
             status = await cluster.server_status("s1")
-            assert counter(status, "drops", "malformed") == len(malformed)
-            assert counter(status, "drops", "unexpected_type") == len(unexpected)
+            assert counter(status, "drops", "malformed") == len(malformed) + 1
+            assert counter(status, "drops", "unexpected_type") == len(unexpected) + 1
             assert counter(status, "drops", "internal_error") == 0
+            got = await receive(bob)
+            assert (got.sender, got.body) == (attacker.alias, b"batched")
 
-            # The same on the unreliable channel (small frames: none is lost on loopback).
+            # The same on the unreliable channel: small frames, paced by round trips so
+            # that no burst makes SCTP abandon one (the channel has no retransmissions).
             small = [frame for frame in malformed if len(frame) < 1000]
             for frame in [*small, *unexpected]:
                 attacker.send(frame, reliable=False)
+                await attacker.ping()
 
             async def drops() -> tuple[int, int]:
                 drops = (await cluster.server_status("s1"))["stats"]["drops"]
                 return drops.get("malformed", 0), drops.get("unexpected_type", 0)
 
-            await eventually_equal(
-                drops, (len(malformed) + len(small), 2 * len(unexpected)), timeout=TIMEOUT
-            )
+            expected = (len(malformed) + 1 + len(small), 2 * len(unexpected) + 1)
+            await eventually_equal(drops, expected, timeout=TIMEOUT)
 
             # The attacker's own session survives, and so does a huge valid frame.
             await subscribe(alice, ["room"])
@@ -156,3 +167,39 @@ async def test_garbage_on_the_coordinator_websocket(cluster: Cluster) -> None:
         await subscribe(bob, ["room"])
         alice.publish("room", "the coordinator still relays")
         assert (await receive(bob)).body == b"the coordinator still relays"
+
+
+async def test_frame_that_outgrows_the_peer_limit_when_relayed(cluster: Cluster) -> None:
+    """A TOPIC at aiortc's 256 KiB message limit becomes a TOPIC_FW a few bytes larger
+    (from_alias, topic name) that no subscriber can receive: it is dropped for them,
+    without breaking the fan-out or the server."""
+    await cluster.start_coordinator()
+    await cluster.start_server("s1")
+    async with connected(cluster, "alice", "bob", "carol") as (alice, bob, carol):
+        for client in (alice, bob, carol):
+            await subscribe(client, ["room"])
+        sender = await RawPeer.connect(cluster.url)
+        try:
+            sender.send_auth()
+            await sender.ping()
+            envelope = len(
+                pb.TopicMessage(type=pb.TOPIC, topic="room", body=b"").SerializeToString()
+            )
+            body = b"B" * (MAX_MESSAGE - envelope - 4)  # the body field's tag, 3-byte length
+            frame = pb.TopicMessage(type=pb.TOPIC, topic="room", body=body).SerializeToString()
+            assert len(frame) == MAX_MESSAGE
+            sender.send(frame)
+            sender.send(
+                pb.TopicMessage(type=pb.TOPIC, topic="room", body=b"next").SerializeToString()
+            )
+            for client in (alice, bob, carol):
+                assert (await receive(client)).body == b"next"  # the big one never arrives
+            await sender.ping()
+        finally:
+            await sender.close()
+        status = await cluster.server_status("s1")
+        assert counter(status, "frames_in", "client/topic") == 2
+        assert counter(status, "drops", "internal_error") == 0
+        alice.publish("room", "business as usual")
+        assert (await receive(bob)).body == b"business as usual"
+        assert (await receive(carol)).body == b"business as usual"

@@ -122,3 +122,9 @@ async def test_late_server_joins_the_mesh(cluster: Cluster) -> None:
             bob.publish("room", "from s2", reliable=False)
             got = {(m.sender, m.body) for m in [await receive(carol), await receive(carol)]}
             assert got == {(alice.alias, b"from s1"), (bob.alias, b"from s2")}
+
+        # carol's exit withdraws s3's subscriptions from the other servers.
+        await wait_status(cluster, "s3", "clients", 0)
+        await wait_status(cluster, "s3", "topics", 0)
+        await wait_status(cluster, "s1", "server_topics", 1)
+        await wait_status(cluster, "s2", "server_topics", 1)

@@ -88,7 +88,8 @@ class ChannelWriter:
         self.sent = 0
         """Data-channel messages handed to aiortc (a batch counts once)."""
         self.dropped = 0
-        """Messages dropped: evicted from a full unreliable queue or sent to a closed channel."""
+        """Messages dropped: evicted from a full unreliable queue, sent to a closed channel,
+        or larger than the peer's maximum message size."""
         channel.bufferedAmountLowThreshold = high_bytes // 2
         channel.on("bufferedamountlow", self._drain)
 
@@ -142,8 +143,7 @@ class ChannelWriter:
             self.dropped += 1
             return
         if not self._queue and channel.bufferedAmount < self._high:
-            channel.send(message)
-            self.sent += 1
+            self._send_now(message)
             return
         if len(self._queue) >= self._max_frames:
             if self.reliable:
@@ -154,5 +154,17 @@ class ChannelWriter:
     def _drain(self) -> None:
         channel = self._channel
         while self._queue and channel.readyState == "open" and channel.bufferedAmount < self._high:
-            channel.send(self._queue.popleft())
-            self.sent += 1
+            self._send_now(self._queue.popleft())
+
+    def _send_now(self, message: bytes) -> None:
+        try:
+            self._channel.send(message)
+        except ValueError:
+            # aiortc refuses a message above the peer's max-message-size. A relayed
+            # frame can outgrow the one that came in (the server adds from_alias and
+            # the topic), and this peer cannot take it at all: drop it for this peer
+            # rather than raise into a fan-out loop (starving the other subscribers)
+            # or into aiortc's bufferedamountlow callback.
+            self.dropped += 1
+            return
+        self.sent += 1

@@ -10,7 +10,8 @@ export function topicList(topics: Iterable<string>): string[] {
   const names = [...new Set(topics)].sort();
   for (const name of names) {
     if (name === "" || /\s/.test(name)) {
-      throw new TypeError(`topic names are non-empty and contain no whitespace: ${JSON.stringify(name)}`);
+      const shown = JSON.stringify(name);
+      throw new TypeError(`topic names are non-empty and contain no whitespace: ${shown}`);
     }
   }
   return names;

@@ -1,0 +1,32 @@
+/**
+ * webrtc-broker's browser SDK: publish and subscribe over WebRTC data
+ * channels through a webrtc-broker cluster.
+ *
+ * ```js
+ * import { BrokerClient } from "/sdk/webrtc-broker.js";
+ * const client = await BrokerClient.connect(`ws://${location.host}`, "alice");
+ * client.on("message", (m) => console.log(m.sender, m.text));
+ * await client.subscribe(["room/1"]);
+ * client.publish("room/1", "hello");
+ * ```
+ */
+
+export { BrokerClient, CLIENT_CAPABILITIES } from "./client.js";
+export type {
+  BrokerClientEvents,
+  ConnectOptions,
+  PublishOptions,
+  SubscribeOptions,
+} from "./client.js";
+export {
+  AuthenticationError,
+  BrokerError,
+  ClosedError,
+  ConnectTimeoutError,
+  NoServerAvailableError,
+  ServerFullError,
+} from "./errors.js";
+export type { Listener } from "./events.js";
+export { ReceivedMessage } from "./message.js";
+export { Capability, Role } from "./wire.js";
+

@@ -1,0 +1,160 @@
+/**
+ * One RTCPeerConnection carrying the broker's two data channels.
+ *
+ * The comm server is the side that received CONNECT, so it creates both
+ * channels (`reliable`, `unreliable`) and the offer; the browser answers and
+ * adopts the channels from `datachannel` events. aiortc puts its candidates
+ * in the SDP, while the browser trickles its own: they travel through the
+ * coordinator as the JSON of `RTCIceCandidate.toJSON()`. Remote candidates
+ * that arrive before the offer is applied are held, as the protocol asks.
+ */
+
+import { ChannelWriter, DEFAULT_LIMITS } from "./channel.js";
+import type { WriterLimits } from "./channel.js";
+
+export type FrameHandler = (frame: Uint8Array, reliable: boolean) => void;
+
+const RELIABLE = "reliable";
+const UNRELIABLE = "unreliable";
+
+const utf8 = new TextEncoder();
+
+export class Session {
+  readonly pc: RTCPeerConnection;
+  reliable: ChannelWriter | undefined;
+  unreliable: ChannelWriter | undefined;
+  /** Resolves when both channels are open; rejects if the session closes first. */
+  readonly opened: Promise<void>;
+  closed = false;
+  closeReason = "";
+  /** Called with each local candidate's JSON, to be sent to the server. */
+  onCandidate: (candidateJson: string) => void = () => {};
+  private readonly closeCallbacks: ((reason: string) => void)[] = [];
+  private resolveOpened!: () => void;
+  private rejectOpened!: (error: Error) => void;
+  private remoteSet = false;
+  private heldCandidates: string[] = [];
+
+  constructor(
+    private readonly onFrame: FrameHandler,
+    iceServers: RTCIceServer[] = [],
+    private readonly limits: WriterLimits = DEFAULT_LIMITS,
+  ) {
+    this.opened = new Promise<void>((resolve, reject) => {
+      this.resolveOpened = resolve;
+      this.rejectOpened = reject;
+    });
+    this.opened.catch(() => {}); // nobody may be waiting when it closes
+    this.pc = new RTCPeerConnection({ iceServers });
+    this.pc.addEventListener("datachannel", (event) => this.adopt(event.channel));
+    this.pc.addEventListener("icecandidate", (event) => {
+      // A null candidate (or an empty one) marks the end of gathering: nothing to send.
+      if (event.candidate !== null && event.candidate.candidate !== "") {
+        this.onCandidate(JSON.stringify(event.candidate.toJSON()));
+      }
+    });
+    this.pc.addEventListener("connectionstatechange", () => {
+      const state = this.pc.connectionState;
+      if (state === "failed" || state === "closed") {
+        this.close(`connection ${state}`);
+      }
+    });
+  }
+
+  /** Apply the server's offer (JSON `{type, sdp}`) and return our answer's JSON. */
+  async acceptOffer(offerJson: string): Promise<string> {
+    const offer = JSON.parse(offerJson) as RTCSessionDescriptionInit;
+    if (offer.type !== "offer" || typeof offer.sdp !== "string") {
+      throw new TypeError("the server's offer is not a session description of type offer");
+    }
+    await this.pc.setRemoteDescription(offer);
+    this.remoteSet = true;
+    const held = this.heldCandidates;
+    this.heldCandidates = [];
+    for (const candidate of held) {
+      await this.addCandidate(candidate);
+    }
+    const answer = await this.pc.createAnswer();
+    await this.pc.setLocalDescription(answer);
+    const local = this.pc.localDescription;
+    return JSON.stringify({ type: local?.type ?? answer.type, sdp: local?.sdp ?? answer.sdp });
+  }
+
+  /** Add a remote candidate (JSON), holding it until the offer is applied. */
+  async addCandidate(candidateJson: string): Promise<void> {
+    if (!this.remoteSet) {
+      this.heldCandidates.push(candidateJson);
+      return;
+    }
+    const init = JSON.parse(candidateJson) as RTCIceCandidateInit;
+    if (!init.candidate) {
+      return; // end of candidates
+    }
+    await this.pc.addIceCandidate(init);
+  }
+
+  private adopt(channel: RTCDataChannel): void {
+    const stuck = (reason: string): void => this.close(`slow connection: ${reason}`);
+    let writer: ChannelWriter;
+    if (channel.label === RELIABLE && this.reliable === undefined) {
+      writer = this.reliable = new ChannelWriter(channel, this.limits, stuck);
+    } else if (channel.label === UNRELIABLE && this.unreliable === undefined) {
+      writer = this.unreliable = new ChannelWriter(channel, this.limits, stuck);
+    } else {
+      channel.close();
+      return;
+    }
+    const reliable = writer.reliable;
+    channel.binaryType = "arraybuffer";
+    channel.addEventListener("message", (event: MessageEvent<ArrayBuffer | string>) => {
+      const data = event.data;
+      this.onFrame(typeof data === "string" ? utf8.encode(data) : new Uint8Array(data), reliable);
+    });
+    channel.addEventListener("open", () => this.checkOpen());
+    channel.addEventListener("close", () => this.close(`${channel.label} channel closed`));
+    this.checkOpen();
+  }
+
+  private checkOpen(): void {
+    if (this.reliable?.isOpen && this.unreliable?.isOpen) {
+      this.resolveOpened();
+    }
+  }
+
+  /** Send a frame; a stuck reliable channel closes the session. */
+  send(frame: Uint8Array, reliable: boolean): void {
+    (reliable ? this.reliable : this.unreliable)?.send(frame);
+  }
+
+  /** Send BATCH frames from now on (the server announced CAPABILITY_BATCH). */
+  enableBatching(): void {
+    this.reliable?.enableBatching();
+    this.unreliable?.enableBatching();
+  }
+
+  /** Frames dropped because the unreliable channel's buffer was full. */
+  get dropped(): number {
+    return this.unreliable?.dropped ?? 0;
+  }
+
+  onClose(callback: (reason: string) => void): void {
+    this.closeCallbacks.push(callback);
+  }
+
+  close(reason = "closed"): void {
+    if (this.closed) {
+      return;
+    }
+    this.closed = true;
+    this.closeReason = reason;
+    this.rejectOpened(new Error(reason));
+    for (const callback of this.closeCallbacks.splice(0)) {
+      try {
+        callback(reason);
+      } catch (error) {
+        console.error("webrtc-broker: session close callback failed", error);
+      }
+    }
+    this.pc.close();
+  }
+}

@@ -1,0 +1,100 @@
+"""Refusals reach the page as clear errors: a full server, and bad credentials."""
+
+from __future__ import annotations
+
+import pytest
+from playwright.async_api import Browser, Page
+
+from tests.browser.pages import (
+    TIMEOUT_MS,
+    BrowserClient,
+    ConnectFailed,
+    ConsoleLog,
+    PageHost,
+    load_sdk,
+    open_page,
+)
+from tests.browser.test_demo import open_demo, wait_connected
+from tests.e2e.helpers import connected, wait_status
+from tests.support import Cluster
+
+
+async def page_error(page: Page) -> str:
+    """Wait for the demo page's error box; returns its text."""
+    await page.wait_for_function(
+        "() => document.body.dataset.state === 'error'", timeout=TIMEOUT_MS
+    )
+    assert await page.is_visible("#error")
+    assert await page.is_visible("#retry")
+    return (await page.text_content("#error")) or ""
+
+
+async def test_a_full_server_shows_server_full(
+    cluster: Cluster, browser: Browser, console: ConsoleLog
+) -> None:
+    await cluster.start_coordinator()
+    await cluster.start_server("s1", "--max-peers", "1")
+    s1 = await cluster.alias_of("s1")
+    async with connected(cluster, "first", server="s1"):
+        page = await open_demo(browser, cluster, console, "second")
+        assert await page_error(page) == f"ServerFullError: server {s1} is full"
+    # Once the slot is free, the page's Reconnect button gets a session.
+    await wait_status(cluster, "s1", "clients", 0)
+    await page.click("#retry")
+    await wait_connected(page)
+
+
+async def test_credentials_the_comm_server_refuses(
+    cluster: Cluster, browser: Browser, console: ConsoleLog
+) -> None:
+    await cluster.start_coordinator()
+    await cluster.start_server("s1", "--allow", "alice", module="tests.allowlist_commserver")
+    s1 = await cluster.alias_of("s1")
+    mallory = await open_demo(browser, cluster, console, "mallory")
+    assert await page_error(mallory) == (
+        f"AuthenticationError: server {s1} refused: unknown credentials"
+    )
+    alice = await open_demo(browser, cluster, console, "alice")
+    await wait_connected(alice)
+
+
+async def test_credentials_the_coordinator_refuses(
+    cluster: Cluster, browser: Browser, page_host: PageHost, console: ConsoleLog
+) -> None:
+    await cluster.start_coordinator(
+        "--allow", "alice", module="tests.browser.allowlist_coordinator"
+    )
+    await cluster.start_server("s1")
+    # The demo page, served by the coordinator itself.
+    mallory = await open_demo(browser, cluster, console, "mallory")
+    assert await page_error(mallory) == (
+        "AuthenticationError: the coordinator refused the credentials"
+    )
+    alice = await open_demo(browser, cluster, console, "alice")
+    await wait_connected(alice)
+    # A page of another origin, which cannot read the coordinator's /readyz answer.
+    with pytest.raises(ConnectFailed, match=r"^AuthenticationError: the coordinator refused"):
+        await BrowserClient.connect(browser, page_host, cluster, console, "eve")
+
+
+async def test_an_unreachable_coordinator_is_not_a_credentials_problem(
+    cluster: Cluster, browser: Browser, page_host: PageHost, console: ConsoleLog
+) -> None:
+    await cluster.start_coordinator()
+    page = await open_page(browser, page_host.url, console, "alice")
+    await load_sdk(page, cluster)
+    assert cluster.coordinator is not None
+    await cluster.stop(cluster.coordinator)
+    with pytest.raises(ConnectFailed, match=r"^BrokerError: cannot reach the coordinator"):
+        await BrowserClient.connect(browser, page_host, cluster, console, "alice", page=page)
+
+
+async def test_a_comm_server_that_stops_shows_a_disconnect(
+    cluster: Cluster, browser: Browser, console: ConsoleLog
+) -> None:
+    await cluster.start_coordinator()
+    await cluster.start_server("s1")
+    page = await open_demo(browser, cluster, console, "alice")
+    await wait_connected(page)
+    await cluster.stop(cluster.servers["s1"])
+    assert (await page_error(page)).startswith("Error: disconnected: ")

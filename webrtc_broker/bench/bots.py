@@ -1,0 +1,249 @@
+"""A bot worker process: its share of the bots, on its own event loop.
+
+Run by the bench as ``python -m webrtc_broker.bench.bots --plan JSON``. The
+bots must not share a process with the comm server under test (they would
+steal its core) nor with each other's orchestrator (its progress display and
+sampling would disturb their timing), hence a process per worker.
+
+It speaks JSON lines with the orchestrator:
+
+* stdout ``{"event": "connect", "ok": true, "seconds": 0.8}`` once per bot
+  (``"ok": false, "error": "<exception type>"`` for a failure), then
+  ``{"event": "ready"}`` when every bot is connected and subscribed;
+* stdin ``{"start": T0, "window_start": T1, "window_end": T2}`` (wall-clock
+  ``time.time()`` values): publish from T0, count from T1 to T2;
+* stdout ``{"event": "result", ...}`` (:class:`WorkerResult`) after T2, then
+  it closes its bots and exits.
+
+Each bot publishes on a fixed schedule, phase-shifted by its index so the
+bots do not all fire in the same millisecond. A worker that falls more than a
+period behind skips ticks (and counts them) rather than bursting to catch up,
+so an overloaded load generator shows up as fewer publishes, not as a
+distorted burst pattern.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import struct
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from webrtc_broker.bench.latency import LatencyHistogram
+from webrtc_broker.bench.payload import decode_body, encode_body
+from webrtc_broker.client import BrokerClient, BrokerError, ClosedError
+
+CLOSE_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    coordinator_url: str
+    topic: str
+    bots: list[tuple[int, int | None]]
+    """(global bot index, alias of the server to pin it to, or ``None`` for any)."""
+    total_bots: int
+    rate: float
+    size: int
+    reliable: bool
+    connect_concurrency: int
+    connect_timeout: float
+
+    def to_argv(self) -> list[str]:
+        return ["--plan", json.dumps(asdict(self))]
+
+    @classmethod
+    def from_json(cls, text: str) -> WorkerPlan:
+        data = json.loads(text)
+        data["bots"] = [(int(index), server) for index, server in data["bots"]]
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    start: float
+    window_start: float
+    window_end: float
+
+
+@dataclass
+class WorkerResult:
+    published: int = 0
+    """Publishes inside the window."""
+    received: int = 0
+    """Messages received inside the window."""
+    skipped: int = 0
+    inbox_dropped: int = 0
+    sessions_lost: int = 0
+    undecodable: int = 0
+    latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["latency"] = self.latency.to_json()
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> WorkerResult:
+        counts = {k: int(v) for k, v in data.items() if k not in ("latency", "event")}
+        return cls(**counts, latency=LatencyHistogram.from_json(data["latency"]))
+
+
+@dataclass
+class _Bot:
+    index: int
+    client: BrokerClient
+
+
+def _emit(event: str, **fields: Any) -> None:
+    """One JSON line to the orchestrator (a short write to a pipe it always reads)."""
+    sys.stdout.write(json.dumps({"event": event, **fields}) + "\n")
+    sys.stdout.flush()
+
+
+async def _connect_all(plan: WorkerPlan) -> list[_Bot]:
+    gate = asyncio.Semaphore(plan.connect_concurrency)
+
+    async def connect(index: int, server: int | None) -> _Bot | None:
+        async with gate:
+            started = time.perf_counter()
+            try:
+                client = await BrokerClient.connect(
+                    plan.coordinator_url,
+                    f"bot-{index}",
+                    server=server,
+                    timeout=plan.connect_timeout,
+                )
+            except (BrokerError, OSError) as exc:
+                _emit("connect", ok=False, error=type(exc).__name__)
+                return None
+            seconds = time.perf_counter() - started
+            try:
+                client.subscribe([plan.topic])
+                # The echo of a PING sent after SUBSCRIPTION proves the server applied it.
+                await asyncio.wait_for(client.ping(), plan.connect_timeout)
+            except (BrokerError, TimeoutError) as exc:
+                await client.close()
+                _emit("connect", ok=False, error=f"subscribe:{type(exc).__name__}")
+                return None
+            _emit("connect", ok=True, seconds=seconds)
+            return _Bot(index, client)
+
+    bots = await asyncio.gather(*(connect(index, server) for index, server in plan.bots))
+    return [bot for bot in bots if bot is not None]
+
+
+async def _publish(bot: _Bot, plan: WorkerPlan, schedule: Schedule, result: WorkerResult) -> None:
+    period = 1.0 / plan.rate
+    next_at = schedule.start + period * bot.index / plan.total_bots
+    sequence = 0
+    while next_at < schedule.window_end:
+        delay = next_at - time.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        elif delay < -period:
+            missed = int(-delay / period)
+            if next_at >= schedule.window_start:
+                result.skipped += missed
+            next_at += missed * period
+            continue
+        now = time.time()
+        if now >= schedule.window_end:
+            return
+        body = encode_body(now, bot.index, sequence, plan.size)
+        try:
+            bot.client.publish(plan.topic, body, reliable=plan.reliable)
+        except ClosedError:
+            return
+        if now >= schedule.window_start:
+            result.published += 1
+        sequence += 1
+        next_at += period
+
+
+async def _receive(bot: _Bot, schedule: Schedule, result: WorkerResult) -> None:
+    client = bot.client
+    latency = result.latency
+    with contextlib.suppress(ClosedError):
+        while True:
+            message = await client.receive()
+            now = time.time()
+            if now < schedule.window_start:
+                continue
+            if now >= schedule.window_end:
+                return
+            try:
+                sent_at = decode_body(message.body)[0]
+            except struct.error:
+                result.undecodable += 1
+                continue
+            latency.add(now - sent_at)
+            result.received += 1
+
+
+async def _traffic(bots: list[_Bot], plan: WorkerPlan, schedule: Schedule) -> WorkerResult:
+    result = WorkerResult()
+    tasks = [
+        asyncio.create_task(job)
+        for bot in bots
+        for job in (_publish(bot, plan, schedule, result), _receive(bot, schedule, result))
+    ]
+    try:
+        await asyncio.sleep(max(0.0, schedule.window_end - time.time()))
+        # Receivers return at their first message after the window; idle ones wait here.
+        await asyncio.wait(tasks, timeout=0.2)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    result.inbox_dropped = sum(bot.client.dropped for bot in bots)
+    result.sessions_lost = sum(1 for bot in bots if bot.client.closed)
+    return result
+
+
+async def _stdin() -> asyncio.StreamReader:
+    reader = asyncio.StreamReader()
+    loop = asyncio.get_running_loop()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    return reader
+
+
+async def run_worker(plan: WorkerPlan) -> None:
+    commands = await _stdin()
+    bots = await _connect_all(plan)
+    try:
+        _emit("ready", connected=len(bots))
+        line = await commands.readline()
+        if not line:
+            return  # the orchestrator gave up
+        command = json.loads(line)
+        schedule = Schedule(
+            float(command["start"]), float(command["window_start"]), float(command["window_end"])
+        )
+        result = await _traffic(bots, plan, schedule)
+        _emit("result", **result.to_json())
+    finally:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await asyncio.gather(*(bot.client.close() for bot in bots), return_exceptions=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="A bench bot worker (started by the bench).")
+    parser.add_argument("--plan", required=True, help="WorkerPlan as JSON")
+    args = parser.parse_args(argv)
+    # Ctrl-C reaches the whole process group; the orchestrator stops workers itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    asyncio.run(run_worker(WorkerPlan.from_json(args.plan)))
+
+
+if __name__ == "__main__":
+    main()

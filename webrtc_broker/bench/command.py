@@ -1,0 +1,123 @@
+"""``webrtc-broker bench``: baseline, one run per bot count, then table, JSON and plot.
+
+Progress goes to stderr and disappears when done; the tables go to stdout.
+The JSON file is written even when a run fails or Ctrl-C stops the bench, with
+the runs that finished and the reason in ``error``, so a long sweep is never
+lost entirely.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import shutil
+import signal
+import sys
+import tempfile
+from dataclasses import asdict
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    Progress,
+    ProgressColumn,
+    SpinnerColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.text import Text
+
+from webrtc_broker.bench.localcluster import ClusterError
+from webrtc_broker.bench.options import BenchOptions
+from webrtc_broker.bench.plot import PlotUnavailable, plot_sweep
+from webrtc_broker.bench.report import print_report, write_json
+from webrtc_broker.bench.results import Machine, Report
+from webrtc_broker.bench.runner import BenchError, Runner
+from webrtc_broker.bench.workers import WorkerError
+
+DEFAULT_PLOT = Path("bench-sweep.png")
+
+
+class _CountColumn(ProgressColumn):
+    """``done/total`` plus the task's ``unit`` field; blank while the total is unknown."""
+
+    def render(self, task: Task) -> Text:
+        if task.total is None:
+            return Text("")
+        unit = str(task.fields.get("unit", ""))
+        return Text(f"{task.completed:.0f}/{task.total:.0f}{unit}")
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _machine() -> Machine:
+    return Machine(
+        cpus=os.cpu_count() or 1,
+        platform=platform.platform(),
+        python=platform.python_version(),
+        aiortc=version("aiortc"),
+        loadavg_1m=os.getloadavg()[0],
+    )
+
+
+async def run_bench(options: BenchOptions, argv: list[str]) -> int:
+    """Run everything ``options`` asks for; the exit code of the command."""
+    out = Console()
+    options_json = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()}
+    options_json["workers"] = options.worker_count
+    report = Report(argv, _now(), "", _machine(), options_json, None, [])
+    log_dir = options.log_dir or Path(tempfile.mkdtemp(prefix="webrtc-broker-bench-"))
+    log_dir.mkdir(parents=True, exist_ok=True)
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        _CountColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
+    # SIGTERM stops the bench like Ctrl-C does: cancelled, so every process is stopped.
+    main = asyncio.current_task()
+    if main is not None:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)
+    try:
+        with progress:
+            runner = Runner(options, progress, log_dir)
+            report.baseline = await runner.baseline()
+            for bots in options.bot_counts:
+                report.runs.append(await runner.run(bots, report.baseline))
+    except (BenchError, ClusterError, WorkerError) as exc:
+        report.error = f"{exc} (logs in {log_dir})"
+    except asyncio.CancelledError:
+        report.error = "interrupted"
+        _finish(report, options, out)
+        raise
+    code = _finish(report, options, out)
+    if report.error is None and options.log_dir is None:
+        shutil.rmtree(log_dir, ignore_errors=True)
+    return code
+
+
+def _finish(report: Report, options: BenchOptions, out: Console) -> int:
+    report.finished_at = _now()
+    print_report(out, report)
+    if options.json_path is not None:
+        write_json(options.json_path, report)
+        out.print(f"JSON written to {options.json_path}")
+    plot_path = options.plot_path or (DEFAULT_PLOT if options.sweep else None)
+    if plot_path is not None and report.runs:
+        try:
+            plot_sweep(report.runs, report.baseline, plot_path)
+            out.print(f"plot written to {plot_path}")
+        except PlotUnavailable as exc:
+            print(exc, file=sys.stderr)
+            return 1
+    return 0 if report.error is None else 1

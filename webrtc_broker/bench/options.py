@@ -1,0 +1,97 @@
+"""What a bench invocation runs, as one validated, immutable value."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from webrtc_broker.bench.payload import HEADER_SIZE
+
+DEFAULT_TOPIC = "bench/dense"
+
+
+def default_workers(servers: int, cpus: int | None = None) -> int:
+    """Bot worker processes that leave one core to each comm server under test.
+
+    Each comm server is one single-threaded Python process, so it can use at
+    most one core. The bots' work is as heavy as the server's (every delivery
+    the server sends, a bot has to decrypt, parse and count), so workers are
+    CPU-bound too: with ``servers + workers`` above the core count the kernel
+    time-slices the server with the load generator and the bench measures the
+    starvation, not the server. Hence ``cores - servers`` workers, but at least
+    one; beyond that the report's CPU table shows who got what.
+    """
+    cores = cpus if cpus is not None else (os.cpu_count() or 1)
+    return max(1, cores - servers)
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    bots: int = 50
+    rate: float = 10.0
+    """Messages each bot publishes per second."""
+    size: int = 100
+    """Body bytes of each message (at least :data:`HEADER_SIZE`)."""
+    reliable: bool = False
+    servers: int = 1
+    duration: float = 10.0
+    """Seconds of the measured window."""
+    warmup: float = 3.0
+    """Seconds of traffic before the window opens (subscriptions settle, queues fill)."""
+    batch_window: float = 0.01
+    """Passed to the comm servers this bench starts; 0 disables batching."""
+    workers: int | None = None
+    """Bot worker processes; ``None`` picks :func:`default_workers`."""
+    coordinator_url: str | None = None
+    """Use this running cluster instead of starting one."""
+    sweep: tuple[int, ...] = ()
+    """Bot counts to run one after the other (replaces ``bots``)."""
+    json_path: Path | None = None
+    plot_path: Path | None = None
+    baseline_seconds: float = 3.0
+    """Length of the raw aiortc measurement; 0 skips it."""
+    connect_concurrency: int = 8
+    """Connections each worker sets up at once."""
+    connect_timeout: float = 30.0
+    topic: str = DEFAULT_TOPIC
+    log_dir: Path | None = None
+    """Where the processes' logs go; a temporary folder when unset."""
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.bots < 2 and not self.sweep:
+            problems.append("--bots must be at least 2 (one publisher, one receiver)")
+        if any(count < 2 for count in self.sweep):
+            problems.append("every --sweep count must be at least 2")
+        if self.rate <= 0:
+            problems.append("--rate must be positive")
+        if self.size < HEADER_SIZE:
+            problems.append(f"--size must be at least {HEADER_SIZE} (timestamp and sequence)")
+        if self.servers < 1:
+            problems.append("--servers must be at least 1")
+        if self.duration <= 0 or self.warmup < 0:
+            problems.append("--duration must be positive and --warmup not negative")
+        if self.batch_window < 0:
+            problems.append("--batch-window must not be negative")
+        if self.workers is not None and self.workers < 1:
+            problems.append("--workers must be at least 1")
+        if self.baseline_seconds < 0:
+            problems.append("--baseline-seconds must not be negative")
+        if self.connect_concurrency < 1:
+            problems.append("--connect-concurrency must be at least 1")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    @property
+    def bot_counts(self) -> tuple[int, ...]:
+        """The bot count of each run: the sweep, or just ``bots``."""
+        return self.sweep or (self.bots,)
+
+    @property
+    def worker_count(self) -> int:
+        return self.workers if self.workers is not None else default_workers(self.servers)
+
+    def workers_for(self, bots: int) -> int:
+        """Never more workers than bots."""
+        return min(self.worker_count, bots)

@@ -1,0 +1,177 @@
+"""What a bench run produces: the values behind the table, the plot and ``--json``.
+
+Every dataclass here is written to the JSON file as-is (``dataclasses.asdict``),
+so the field names and their docstrings are the JSON schema. Rates are per
+second of the measured window; ``None`` (JSON ``null``) means "not measured"
+(no samples, no baseline, or a cluster the bench did not start and so cannot
+see into).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The raw aiortc ceiling: one peer-connection pair, one channel, as fast as it goes."""
+
+    size: int
+    reliable: bool
+    seconds: float
+    sent: int
+    """Messages handed to the data channel (including the warm-up)."""
+    received: int
+    """Messages that arrived during the measured seconds."""
+    messages_per_s: float
+    mb_per_s: float
+
+
+@dataclass(frozen=True)
+class LatencySummary:
+    """One-way latency (sender's ``time.time()`` in the body to the receiver's), in ms."""
+
+    p50: float | None
+    p95: float | None
+    p99: float | None
+    mean: float | None
+    max: float | None
+    samples: int
+
+
+@dataclass(frozen=True)
+class ConnectSummary:
+    """Duration of ``BrokerClient.connect`` (coordinator, WebRTC set-up, AUTH), in seconds."""
+
+    p50: float | None
+    p99: float | None
+    max: float | None
+    count: int
+    """Bots that connected."""
+    failures: int
+    errors: dict[str, int]
+    """Failed connects by exception type."""
+
+
+@dataclass(frozen=True)
+class ProcessUsage:
+    role: str
+    """``commserver``, ``coordinator``, ``worker`` or ``bench`` (the orchestrator)."""
+    name: str
+    pid: int
+    cpu_percent: float | None
+    """Average over the measured window, in % of one core."""
+    rss_mb_mean: float | None
+    rss_mb_max: float | None
+
+
+@dataclass(frozen=True)
+class ServerSummary:
+    """The comm servers under test, summed over all of them."""
+
+    cpu_percent: float | None
+    """Sum over the servers, in % of one core (each server can use at most 100)."""
+    rss_mb_max: float | None
+    rss_mb_before_clients: float | None
+    rss_mb_after_clients: float | None
+    """Right after every bot connected and subscribed, before traffic."""
+    memory_per_client_mb: float | None
+    """(after - before) / connected bots."""
+    deliveries_per_s: float | None
+    """Topic frames the servers handed to client writers (their ``/status`` counters)."""
+    cpu_us_per_delivery: float | None
+    """Server CPU time per message the bots received, in µs: a cost that stays
+    comparable when other load on the machine steals the servers' time."""
+    drops: dict[str, int]
+    """Frames the servers dropped during the window, by reason."""
+
+
+@dataclass(frozen=True)
+class CpuShare:
+    """How the machine's CPU was spent during the window, each in % of one core."""
+
+    cores: int
+    machine_percent: float
+    """Busy time of the whole machine (at most ``cores * 100``)."""
+    commservers_percent: float | None
+    workers_percent: float | None
+    coordinator_percent: float | None
+    workers_us_per_delivery: float | None
+    """Bot workers' CPU time per message received, in µs (the load generator's cost)."""
+    bench_percent: float | None
+    other_percent: float | None
+    """Machine busy time not spent by the bench's processes: other load, i.e. noise."""
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """One run of the dense scenario at one bot count."""
+
+    bots: int
+    bots_connected: int
+    servers: int
+    workers: int
+    rate: float
+    size: int
+    reliable: bool
+    batch_window: float | None
+    """The servers' flush window; ``None`` for a cluster the bench did not start."""
+    warmup: float
+    duration: float
+    """Length of the measured window, in seconds."""
+    offered_per_s: float
+    """bots_connected * rate * (bots_connected - 1): every bot receives every other bot."""
+    published_per_s: float
+    """Publishes the bots actually made in the window, times receivers per message."""
+    delivered_per_s: float
+    """Messages the bots received during the window."""
+    loss_percent: float
+    """100 * (1 - delivered / offered)."""
+    ceiling_ratio: float | None
+    """delivered_per_s / baseline.messages_per_s."""
+    published: int
+    delivered: int
+    skipped_publishes: int
+    """Publish ticks a bot skipped because its worker fell behind schedule."""
+    inbox_dropped: int
+    """Messages the SDK dropped because a bot's inbox was full (bot too slow)."""
+    sessions_lost: int
+    """Bot sessions that closed during traffic."""
+    latency_ms: LatencySummary
+    connect_s: ConnectSummary
+    server: ServerSummary
+    cpu: CpuShare
+    processes: list[ProcessUsage]
+    warnings: list[str] = field(default_factory=list)
+    """What may make the numbers unrepresentative (saturated workers, other load, ...)."""
+
+
+@dataclass(frozen=True)
+class Machine:
+    cpus: int
+    platform: str
+    python: str
+    aiortc: str
+    loadavg_1m: float
+    """Load average when the bench started: above zero means someone else is busy."""
+
+
+@dataclass
+class Report:
+    command: list[str]
+    started_at: str
+    """ISO 8601, UTC."""
+    finished_at: str
+    machine: Machine
+    options: dict[str, Any]
+    baseline: Baseline | None
+    runs: list[RunResult]
+    schema: int = SCHEMA_VERSION
+    error: str | None = None
+    """Why the bench stopped early; the runs before it are still reported."""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)

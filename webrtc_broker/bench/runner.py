@@ -1,0 +1,435 @@
+"""One run of the dense scenario, start to finish, and the baseline before it.
+
+A run: start (or find) the cluster, start the bot workers, wait until every
+bot is connected and subscribed, note the servers' memory, then give all
+workers the same wall-clock schedule: traffic from T0, warm-up until T1, the
+measured window until T2. CPU and memory of every process are sampled over
+the window and the servers' relay counters are read at both ends. Workers
+report counts and latency histograms, which are merged here.
+
+Everything started is stopped on the way out, whatever the way out is (an
+error, a timeout, Ctrl-C cancelling the task).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from rich.progress import Progress, TaskID
+
+from webrtc_broker.bench.baseline import SETUP_TIMEOUT
+from webrtc_broker.bench.bots import CLOSE_TIMEOUT, Schedule, WorkerResult
+from webrtc_broker.bench.latency import LatencyHistogram, percentile
+from webrtc_broker.bench.localcluster import (
+    ClusterHandle,
+    external_cluster,
+    fetch_json,
+    local_cluster,
+)
+from webrtc_broker.bench.options import BenchOptions
+from webrtc_broker.bench.results import (
+    Baseline,
+    ConnectSummary,
+    CpuShare,
+    LatencySummary,
+    ProcessUsage,
+    RunResult,
+    ServerSummary,
+)
+from webrtc_broker.bench.sampling import MB, Usage, Watched, WindowSampler, rss_bytes
+from webrtc_broker.bench.workers import (
+    ConnectLog,
+    Worker,
+    collect,
+    make_plans,
+    start_traffic,
+    start_workers,
+    stop_workers,
+    wait_ready,
+)
+from webrtc_broker.cluster import spawn, stop
+
+LEAD_IN = 0.5
+"""Seconds between sending the schedule and T0, so every worker has it in time."""
+SETTLE = 0.5
+"""Seconds after the last connect before the servers' memory is read."""
+SAMPLE_EVERY = 0.5
+SATURATED_PERCENT = 90.0
+NOISY_PERCENT = 25.0
+
+
+class BenchError(Exception):
+    """The run could not be completed."""
+
+
+class Runner:
+    def __init__(self, options: BenchOptions, progress: Progress, log_dir: Path) -> None:
+        self.options = options
+        self.progress = progress
+        self.log_dir = log_dir
+
+    # -- baseline ---------------------------------------------------------
+
+    async def baseline(self) -> Baseline | None:
+        """The raw aiortc pair, in its own process, before any cluster exists."""
+        options = self.options
+        if options.baseline_seconds == 0:
+            return None
+        task = self.progress.add_task("baseline: raw aiortc pair", total=None)
+        args = ["--size", str(options.size), "--seconds", str(options.baseline_seconds)]
+        if options.reliable:
+            args.append("--reliable")
+        with (self.log_dir / "baseline.log").open("ab") as log:
+            process = await spawn(
+                *args,
+                module="webrtc_broker.bench.baseline",
+                stdout=asyncio.subprocess.PIPE,
+                stderr=log,
+            )
+            try:
+                async with asyncio.timeout(SETUP_TIMEOUT + options.baseline_seconds + 30):
+                    output, _ = await process.communicate()
+            except TimeoutError as exc:
+                raise BenchError("the baseline measurement did not finish in time") from exc
+            finally:
+                await stop([process])
+                self.progress.remove_task(task)
+        if process.returncode != 0:
+            raise BenchError(f"the baseline failed (exit {process.returncode}); see {log.name}")
+        data: dict[str, Any] = json.loads(output.decode().strip().splitlines()[-1])
+        return Baseline(**data)
+
+    # -- one run ----------------------------------------------------------
+
+    async def run(self, bots: int, baseline: Baseline | None) -> RunResult:
+        options = self.options
+        log_path = self.log_dir / f"run-{bots}-bots.log"
+        task = self.progress.add_task(f"{bots} bots: starting the cluster", total=None)
+        try:
+            if options.coordinator_url is not None:
+                cluster = await external_cluster(options.coordinator_url, options.servers)
+                return await self._with_cluster(cluster, bots, baseline, log_path, task)
+            async with local_cluster(options.servers, options.batch_window, log_path) as cluster:
+                return await self._with_cluster(cluster, bots, baseline, log_path, task)
+        finally:
+            self.progress.remove_task(task)
+
+    async def _with_cluster(
+        self,
+        cluster: ClusterHandle,
+        bots: int,
+        baseline: Baseline | None,
+        log_path: Path,
+        task: TaskID,
+    ) -> RunResult:
+        options = self.options
+        worker_count = options.workers_for(bots)
+        plans = make_plans(
+            coordinator_url=cluster.coordinator_url,
+            topic=options.topic,
+            servers=[server.alias for server in cluster.servers],
+            bots=bots,
+            workers=worker_count,
+            rate=options.rate,
+            size=options.size,
+            reliable=options.reliable,
+            connect_concurrency=options.connect_concurrency,
+            connect_timeout=options.connect_timeout,
+        )
+        server_pids = [s.pid for s in cluster.servers if s.pid is not None]
+        memory_before = _total_rss(server_pids)
+        connects = ConnectLog()
+        workers: list[Worker] = []
+        finished = False
+        with log_path.open("ab") as log:
+            try:
+                workers = await start_workers(plans, log)
+                await self._connect(workers, bots, connects, task)
+                connected = sum(worker.connected for worker in workers)
+                if connected < 2:
+                    raise BenchError(
+                        f"only {connected} of {bots} bots connected: {connects.errors}"
+                    )
+                await asyncio.sleep(SETTLE)
+                memory_after = _total_rss(server_pids)
+                watched = _watched(cluster, workers)
+                start = time.time() + LEAD_IN
+                schedule = Schedule(
+                    start, start + options.warmup, start + options.warmup + options.duration
+                )
+                await start_traffic(workers, schedule)
+                usages, machine, status_delta = await self._window(
+                    cluster, watched, schedule, task, bots
+                )
+                self.progress.update(task, description=f"{bots} bots: collecting results")
+                async with asyncio.timeout(CLOSE_TIMEOUT + 20):
+                    results = await collect(workers)
+                finished = True
+            except TimeoutError as exc:
+                raise BenchError(
+                    f"the bot workers did not answer in time (log: {log_path})"
+                ) from exc
+            finally:
+                self.progress.update(task, description=f"{bots} bots: stopping")
+                await stop_workers(workers, graceful=finished)
+        return summarise(
+            options=options,
+            cluster=cluster,
+            bots=bots,
+            connected=connected,
+            workers=worker_count,
+            baseline=baseline,
+            connects=connects,
+            results=results,
+            usages=usages,
+            machine=machine,
+            memory=(memory_before, memory_after),
+            status_delta=status_delta,
+        )
+
+    async def _connect(
+        self, workers: list[Worker], bots: int, connects: ConnectLog, task: TaskID
+    ) -> None:
+        options = self.options
+        self.progress.update(
+            task, description=f"{bots} bots: connecting", total=bots, completed=0, unit=" bots"
+        )
+        rounds = math.ceil(bots / (options.connect_concurrency * len(workers)))
+        budget = 30.0 + options.connect_timeout * (rounds + 1)
+        try:
+            async with asyncio.timeout(budget):
+                await wait_ready(
+                    workers, connects, lambda: self.progress.update(task, completed=connects.done)
+                )
+        except TimeoutError as exc:
+            raise BenchError(f"bots still connecting after {budget:.0f} s") from exc
+
+    async def _window(
+        self,
+        cluster: ClusterHandle,
+        watched: list[Watched],
+        schedule: Schedule,
+        task: TaskID,
+        bots: int,
+    ) -> tuple[list[Usage], float, dict[str, Counter[str]]]:
+        """Warm up, then sample the processes and the servers' counters over the window."""
+        options = self.options
+        total = schedule.window_end - time.time()
+        self.progress.update(task, total=total, completed=0, unit=" s")
+
+        def show(phase: str) -> None:
+            self.progress.update(
+                task,
+                description=f"{bots} bots: {phase}",
+                completed=total - (schedule.window_end - time.time()),
+            )
+
+        while time.time() < schedule.window_start:
+            show("warm-up")
+            await asyncio.sleep(min(0.25, max(0.0, schedule.window_start - time.time())))
+        sampler = WindowSampler(watched)
+        sampler.start()
+        before = await _server_counters(cluster)
+        while time.time() < schedule.window_end:
+            show(f"measuring {options.duration:.0f} s")
+            await asyncio.sleep(min(SAMPLE_EVERY, max(0.0, schedule.window_end - time.time())))
+            sampler.sample()
+        usages, machine = sampler.stop()
+        after = await _server_counters(cluster)
+        delta = {key: after[key] - before[key] for key in after}
+        return usages, machine, delta
+
+
+def _total_rss(pids: list[int]) -> float | None:
+    sizes = [rss_bytes(pid) for pid in pids]
+    known = [size for size in sizes if size is not None]
+    return sum(known) / MB if known and len(known) == len(sizes) else None
+
+
+def _watched(cluster: ClusterHandle, workers: list[Worker]) -> list[Watched]:
+    watched = [Watched("commserver", s.name, s.pid) for s in cluster.servers if s.pid is not None]
+    if cluster.coordinator_pid is not None:
+        watched.append(Watched("coordinator", "coordinator", cluster.coordinator_pid))
+    watched += [Watched("worker", f"worker-{w.index + 1}", w.process.pid) for w in workers]
+    watched.append(Watched("bench", "bench", os.getpid()))
+    return watched
+
+
+async def _server_counters(cluster: ClusterHandle) -> dict[str, Counter[str]]:
+    """The servers' delivery and drop counters, summed (empty for servers we cannot see)."""
+    deliveries: Counter[str] = Counter()
+    drops: Counter[str] = Counter()
+    for server in cluster.servers:
+        if server.status_url is None:
+            continue
+        status = await fetch_json(server.status_url)
+        stats = (status or {}).get("stats", {})
+        for source, target in ((stats.get("deliveries"), deliveries), (stats.get("drops"), drops)):
+            if isinstance(source, dict):
+                target.update({str(k): int(v) for k, v in source.items()})
+    return {"deliveries": deliveries, "drops": drops}
+
+
+def _us_per(cpu_percent: float | None, seconds: float, count: int) -> float | None:
+    """Microseconds of CPU per item: ``cpu_percent`` of a core for ``seconds``, ``count`` items."""
+    if cpu_percent is None or count == 0:
+        return None
+    return cpu_percent / 100.0 * seconds / count * 1e6
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * 1000.0
+
+
+def summarise(
+    *,
+    options: BenchOptions,
+    cluster: ClusterHandle,
+    bots: int,
+    connected: int,
+    workers: int,
+    baseline: Baseline | None,
+    connects: ConnectLog,
+    results: list[WorkerResult],
+    usages: list[Usage],
+    machine: float,
+    memory: tuple[float | None, float | None],
+    status_delta: dict[str, Counter[str]],
+) -> RunResult:
+    duration = options.duration
+    latency = LatencyHistogram()
+    for result in results:
+        latency.merge(result.latency)
+    published = sum(r.published for r in results)
+    delivered = sum(r.received for r in results)
+    receivers = connected - 1
+    offered_per_s = connected * options.rate * receivers
+    delivered_per_s = delivered / duration
+    loss = 100.0 * (1.0 - delivered_per_s / offered_per_s) if offered_per_s else 0.0
+
+    def cpu_of(role: str) -> float | None:
+        values = [u.cpu_percent for u in usages if u.watched.role == role]
+        known = [v for v in values if v is not None]
+        return sum(known) if known else None
+
+    ours = sum(u.cpu_percent for u in usages if u.cpu_percent is not None)
+    share = CpuShare(
+        cores=os.cpu_count() or 1,
+        machine_percent=machine,
+        commservers_percent=cpu_of("commserver"),
+        workers_percent=cpu_of("worker"),
+        coordinator_percent=cpu_of("coordinator"),
+        workers_us_per_delivery=_us_per(cpu_of("worker"), duration, delivered),
+        bench_percent=cpu_of("bench"),
+        other_percent=max(0.0, machine - ours),
+    )
+    before, after = memory
+    server_usages = [u for u in usages if u.watched.role == "commserver"]
+    server_rss = [u.rss_mb_max for u in server_usages if u.rss_mb_max is not None]
+    server_deliveries = status_delta["deliveries"].get("client")
+    server = ServerSummary(
+        cpu_percent=share.commservers_percent,
+        rss_mb_max=sum(server_rss) if server_rss else None,
+        rss_mb_before_clients=before,
+        rss_mb_after_clients=after,
+        memory_per_client_mb=(
+            (after - before) / connected if before is not None and after is not None else None
+        ),
+        deliveries_per_s=(
+            server_deliveries / duration
+            if server_deliveries is not None and cluster.servers[0].status_url
+            else None
+        ),
+        cpu_us_per_delivery=_us_per(share.commservers_percent, duration, delivered),
+        drops={k: v for k, v in status_delta["drops"].items() if v},
+    )
+    run = RunResult(
+        bots=bots,
+        bots_connected=connected,
+        servers=len(cluster.servers),
+        workers=workers,
+        rate=options.rate,
+        size=options.size,
+        reliable=options.reliable,
+        batch_window=cluster.batch_window,
+        warmup=options.warmup,
+        duration=duration,
+        offered_per_s=offered_per_s,
+        published_per_s=published * receivers / duration,
+        delivered_per_s=delivered_per_s,
+        loss_percent=loss,
+        ceiling_ratio=delivered_per_s / baseline.messages_per_s
+        if baseline and baseline.messages_per_s
+        else None,
+        published=published,
+        delivered=delivered,
+        skipped_publishes=sum(r.skipped for r in results),
+        inbox_dropped=sum(r.inbox_dropped for r in results),
+        sessions_lost=sum(r.sessions_lost for r in results),
+        latency_ms=LatencySummary(
+            p50=_ms(latency.percentile(0.50)),
+            p95=_ms(latency.percentile(0.95)),
+            p99=_ms(latency.percentile(0.99)),
+            mean=_ms(latency.mean),
+            max=_ms(latency.maximum if latency.count else None),
+            samples=latency.count,
+        ),
+        connect_s=ConnectSummary(
+            p50=percentile(connects.seconds, 0.50),
+            p99=percentile(connects.seconds, 0.99),
+            max=max(connects.seconds, default=None),
+            count=len(connects.seconds),
+            failures=sum(connects.errors.values()),
+            errors=dict(connects.errors),
+        ),
+        server=server,
+        cpu=share,
+        processes=[
+            ProcessUsage(
+                u.watched.role,
+                u.watched.name,
+                u.watched.pid,
+                u.cpu_percent,
+                u.rss_mb_mean,
+                u.rss_mb_max,
+            )
+            for u in usages
+        ],
+    )
+    run.warnings.extend(_warnings(run))
+    return run
+
+
+def _warnings(run: RunResult) -> list[str]:
+    """What makes this run's numbers describe something other than the broker."""
+    found = []
+    for process in run.processes:
+        cpu = process.cpu_percent
+        if process.role == "worker" and cpu is not None and cpu >= SATURATED_PERCENT:
+            found.append(
+                f"{process.name} used {cpu:.0f}% of a core: the load generator was saturated, "
+                "so delivery and latency may understate the broker"
+            )
+        if process.role == "commserver" and cpu is not None and cpu >= SATURATED_PERCENT:
+            found.append(f"{process.name} used {cpu:.0f}% of a core: it was saturated")
+    if run.cpu.other_percent is not None and run.cpu.other_percent >= NOISY_PERCENT:
+        found.append(
+            f"other processes used {run.cpu.other_percent:.0f}% of a core during the window: "
+            "the machine was shared, numbers are noisy"
+        )
+    if run.connect_s.failures:
+        found.append(f"{run.connect_s.failures} bots failed to connect: {run.connect_s.errors}")
+    if run.skipped_publishes:
+        found.append(f"bots skipped {run.skipped_publishes} publishes (workers behind schedule)")
+    if run.inbox_dropped:
+        found.append(f"bots' inboxes dropped {run.inbox_dropped} messages (bots too slow)")
+    if run.sessions_lost:
+        found.append(f"{run.sessions_lost} bot sessions closed during traffic")
+    return found

@@ -1,0 +1,170 @@
+"""The orchestrator's side of the bot workers: start, pace and collect them.
+
+See :mod:`webrtc_broker.bench.bots` for the line protocol. Every wait here is
+bounded, and :func:`stop_workers` ends whatever is still running, so a stuck
+worker costs a timeout, never a hung bench.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from webrtc_broker.bench.bots import CLOSE_TIMEOUT, Schedule, WorkerPlan, WorkerResult
+from webrtc_broker.cluster import spawn, stop
+
+BOTS_MODULE = "webrtc_broker.bench.bots"
+
+
+class WorkerError(Exception):
+    """A worker died or broke the protocol."""
+
+
+@dataclass
+class ConnectLog:
+    """Every bot's connect outcome, as the workers report them."""
+
+    seconds: list[float] = field(default_factory=list)
+    errors: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def done(self) -> int:
+        return len(self.seconds) + sum(self.errors.values())
+
+
+@dataclass
+class Worker:
+    index: int
+    process: asyncio.subprocess.Process
+    connected: int = 0
+
+    async def event(self) -> dict[str, Any]:
+        """The next JSON event from the worker's stdout (other lines are skipped)."""
+        assert self.process.stdout is not None
+        while True:
+            line = await self.process.stdout.readline()
+            if not line:
+                code = await self.process.wait()
+                raise WorkerError(f"bot worker {self.index} exited with code {code}")
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict) and "event" in event:
+                return event
+
+    async def send(self, command: dict[str, Any]) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps(command).encode() + b"\n")
+        await self.process.stdin.drain()
+
+
+def make_plans(
+    *,
+    coordinator_url: str,
+    topic: str,
+    servers: list[int],
+    bots: int,
+    workers: int,
+    rate: float,
+    size: int,
+    reliable: bool,
+    connect_concurrency: int,
+    connect_timeout: float,
+) -> list[WorkerPlan]:
+    """Bot ``i`` goes to server ``i mod servers`` (even spread) and worker ``i mod workers``."""
+    shares: list[list[tuple[int, int | None]]] = [[] for _ in range(workers)]
+    for index in range(bots):
+        shares[index % workers].append((index, servers[index % len(servers)]))
+    return [
+        WorkerPlan(
+            coordinator_url=coordinator_url,
+            topic=topic,
+            bots=share,
+            total_bots=bots,
+            rate=rate,
+            size=size,
+            reliable=reliable,
+            connect_concurrency=connect_concurrency,
+            connect_timeout=connect_timeout,
+        )
+        for share in shares
+    ]
+
+
+async def start_workers(plans: list[WorkerPlan], log: IO[bytes]) -> list[Worker]:
+    workers = []
+    for index, plan in enumerate(plans):
+        process = await spawn(
+            *plan.to_argv(),
+            module=BOTS_MODULE,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=log,
+        )
+        workers.append(Worker(index, process))
+    return workers
+
+
+async def wait_ready(
+    workers: list[Worker], connects: ConnectLog, on_connect: Callable[[], None]
+) -> None:
+    """Until every worker connected its bots; ``on_connect`` after each bot's outcome."""
+
+    async def follow(worker: Worker) -> None:
+        while True:
+            event = await worker.event()
+            if event["event"] == "connect":
+                if event.get("ok"):
+                    connects.seconds.append(float(event["seconds"]))
+                else:
+                    connects.errors[str(event.get("error", "unknown"))] += 1
+                on_connect()
+            elif event["event"] == "ready":
+                worker.connected = int(event["connected"])
+                return
+
+    await asyncio.gather(*(follow(worker) for worker in workers))
+
+
+async def start_traffic(workers: list[Worker], schedule: Schedule) -> None:
+    command = {
+        "start": schedule.start,
+        "window_start": schedule.window_start,
+        "window_end": schedule.window_end,
+    }
+    await asyncio.gather(*(worker.send(command) for worker in workers))
+
+
+async def collect(workers: list[Worker]) -> list[WorkerResult]:
+    async def result(worker: Worker) -> WorkerResult:
+        while True:
+            event = await worker.event()
+            if event["event"] == "result":
+                return WorkerResult.from_json(event)
+
+    return list(await asyncio.gather(*(result(worker) for worker in workers)))
+
+
+async def stop_workers(workers: list[Worker], *, graceful: bool) -> None:
+    """Stop every worker: ``graceful`` lets them close their bots first (after a run).
+
+    Without it (an error, Ctrl-C) they are terminated at once; their sessions
+    die with them and the cluster is being stopped anyway.
+    """
+    processes = [worker.process for worker in workers]
+    if graceful:
+        for worker in workers:
+            stdin = worker.process.stdin
+            if stdin is not None and not stdin.is_closing():
+                stdin.close()
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT + 5):
+                await asyncio.gather(*(p.wait() for p in processes))
+        except TimeoutError:
+            pass
+    await stop(processes)
