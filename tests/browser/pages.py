@@ -169,9 +169,12 @@ class BrowserClient:
             raise ConnectFailed(info["error"])
         return cls(page, info)
 
-    async def subscribe(self, topics: list[str]) -> None:
+    async def subscribe(self, topics: list[str], *, compress: bool = False) -> None:
         """Resolves once the server applied it (the SDK waits for a PING echo)."""
-        await self.page.evaluate("(topics) => window.client.subscribe(topics)", topics)
+        await self.page.evaluate(
+            "([topics, compress]) => window.client.subscribe(topics, { compress })",
+            [topics, compress],
+        )
 
     async def publish(
         self, topic: str, text: str, *, reliable: bool = True, identity: bool = False

@@ -70,6 +70,8 @@ def _machine() -> Machine:
 async def run_bench(options: BenchOptions, argv: list[str]) -> int:
     """Run everything ``options`` asks for; the exit code of the command."""
     out = Console()
+    if not out.is_terminal:
+        out = Console(width=140)  # a file or a pipe: do not squeeze the tables into 80 columns
     options_json = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()}
     options_json["workers"] = options.worker_count
     report = Report(argv, _now(), "", _machine(), options_json, None, [])

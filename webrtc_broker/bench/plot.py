@@ -37,6 +37,7 @@ def plot_sweep(runs: list[RunResult], baseline: Baseline | None, path: Path) -> 
             baseline.messages_per_s, color="red", linestyle=":", label="raw aiortc pair ceiling"
         )
     rate_axes.set_ylabel("deliveries / s")
+    rate_axes.set_ylim(bottom=0)
     rate_axes.legend()
     rate_axes.grid(True, alpha=0.3)
     p99 = [r.latency_ms.p99 for r in runs]
@@ -48,6 +49,7 @@ def plot_sweep(runs: list[RunResult], baseline: Baseline | None, path: Path) -> 
         label="p99",
     )
     latency_axes.set_ylabel("one-way latency p99 (ms)")
+    latency_axes.set_ylim(bottom=0)
     latency_axes.set_xlabel("bots (all on one topic)")
     latency_axes.grid(True, alpha=0.3)
     first = runs[0]

@@ -129,7 +129,9 @@ class RunResult:
     delivered_per_s: float
     """Messages the bots received during the window."""
     loss_percent: float
-    """100 * (1 - delivered / offered)."""
+    """100 * (1 - delivered / offered). Counting by arrival time, a message sent just
+    before the window may count inside it: at a few hundred messages this can dip
+    slightly below zero."""
     ceiling_ratio: float | None
     """delivered_per_s / baseline.messages_per_s."""
     published: int

@@ -164,8 +164,10 @@ class Attempt {
     this.ws?.close();
   }
 
+  /** Throw (releasing what was made since) if the attempt was abandoned meanwhile. */
   check(): void {
     if (this.aborted) {
+      this.abort();
       throw new ConnectTimeoutError("the connect attempt was abandoned");
     }
   }
@@ -247,6 +249,19 @@ export class BrokerClient {
     credentials: string | Uint8Array = "",
     options: ConnectOptions = {},
   ): Promise<BrokerClient> {
+    try {
+      return await BrokerClient.connectWithin(coordinatorUrl, credentials, options);
+    } catch (error) {
+      // Whatever went wrong, callers get a BrokerError (a garbled frame is a FrameError).
+      throw error instanceof BrokerError ? error : new BrokerError(String(error));
+    }
+  }
+
+  private static async connectWithin(
+    coordinatorUrl: string,
+    credentials: string | Uint8Array,
+    options: ConnectOptions,
+  ): Promise<BrokerClient> {
     const timeout = options.timeout ?? 20_000;
     const attempt = new Attempt();
     let timer: ReturnType<typeof setTimeout> | undefined;
@@ -278,8 +293,12 @@ export class BrokerClient {
     const ws = await openCoordinator(coordinatorBase(url), credentials);
     attempt.ws = ws;
     attempt.check();
-    const welcome = decodeAs(WelcomeMessageSchema, await firstFrame(ws));
+    const frame = await firstFrame(ws);
     attempt.check();
+    if (frameType(frame) !== MessageType.WELCOME) {
+      throw new BrokerError(`the coordinator sent ${MessageType[frameType(frame)]}, not WELCOME`);
+    }
+    const welcome = decodeAs(WelcomeMessageSchema, frame);
     const servers = welcome.availableServers.map(aliasNumber);
     const first = servers[0];
     if (first === undefined) {
@@ -356,8 +375,13 @@ export class BrokerClient {
         }
         this.answered = true;
         const offer = decodeAs(WebRtcMessageSchema, frame);
-        const answer = await this.session.acceptOffer(utf8Decoder.decode(offer.data));
-        this.signal(MessageType.WEBRTC_ANSWER, utf8Encoder.encode(answer));
+        try {
+          const answer = await this.session.acceptOffer(utf8Decoder.decode(offer.data));
+          this.signal(MessageType.WEBRTC_ANSWER, utf8Encoder.encode(answer));
+        } catch (error) {
+          // Without an answer there is no session: fail the set-up now, not at the timeout.
+          this.session.close(`cannot answer the server's offer: ${String(error)}`);
+        }
       } else if (kind === MessageType.WEBRTC_ICE_CANDIDATE) {
         const candidate = decodeAs(WebRtcMessageSchema, frame);
         await this.session.addCandidate(utf8Decoder.decode(candidate.data));
@@ -365,7 +389,7 @@ export class BrokerClient {
         this.onRefused(decodeAs(ConnectionRefusedMessageSchema, frame));
       }
     } catch (error) {
-      // A bad frame or an SDP the browser rejects: the set-up times out or closes.
+      // A garbled frame, or a candidate the browser rejects: the rest may still work.
       console.warn("webrtc-broker: ignoring a coordinator frame:", error);
     }
   }

@@ -147,6 +147,7 @@ export declare class BrokerClient {
 	 * {@link ConnectTimeoutError} or another {@link BrokerError}.
 	 */
 	static connect(coordinatorUrl: string, credentials?: string | Uint8Array, options?: ConnectOptions): Promise<BrokerClient>;
+	private static connectWithin;
 	private static attempt;
 	private establish;
 	/** Wait for `step`, unless the server refuses first. */

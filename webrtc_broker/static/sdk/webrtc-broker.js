@@ -123,43 +123,59 @@ var ScalarType;
 
 // node_modules/@bufbuild/protobuf/dist/esm/wire/varint.js
 function varint64read() {
-  const buf = this.buf;
-  let pos = this.pos;
-  let lo = 0;
-  let hi = 0;
+  let lowBits = 0;
+  let highBits = 0;
   for (let shift = 0; shift < 28; shift += 7) {
-    const b = buf[pos++];
-    lo |= (b & 127) << shift;
+    let b = this.buf[this.pos++];
+    lowBits |= (b & 127) << shift;
     if ((b & 128) == 0) {
-      this.pos = pos;
       this.assertBounds();
-      this.varint64Lo = lo;
-      this.varint64Hi = hi;
-      return;
+      return [lowBits, highBits];
     }
   }
-  const middleByte = buf[pos++];
-  lo |= (middleByte & 15) << 28;
-  hi = (middleByte & 112) >> 4;
+  let middleByte = this.buf[this.pos++];
+  lowBits |= (middleByte & 15) << 28;
+  highBits = (middleByte & 112) >> 4;
   if ((middleByte & 128) == 0) {
-    this.pos = pos;
     this.assertBounds();
-    this.varint64Lo = lo;
-    this.varint64Hi = hi;
-    return;
+    return [lowBits, highBits];
   }
   for (let shift = 3; shift <= 31; shift += 7) {
-    const b = buf[pos++];
-    hi |= (b & 127) << shift;
+    let b = this.buf[this.pos++];
+    highBits |= (b & 127) << shift;
     if ((b & 128) == 0) {
-      this.pos = pos;
       this.assertBounds();
-      this.varint64Lo = lo;
-      this.varint64Hi = hi;
-      return;
+      return [lowBits, highBits];
     }
   }
   throw new Error("invalid varint");
+}
+function varint64write(lo, hi, bytes) {
+  for (let i = 0; i < 28; i = i + 7) {
+    const shift = lo >>> i;
+    const hasNext = !(shift >>> 7 == 0 && hi == 0);
+    const byte = (hasNext ? shift | 128 : shift) & 255;
+    bytes.push(byte);
+    if (!hasNext) {
+      return;
+    }
+  }
+  const splitBits = lo >>> 28 & 15 | (hi & 7) << 4;
+  const hasMoreBits = !(hi >> 3 == 0);
+  bytes.push((hasMoreBits ? splitBits | 128 : splitBits) & 255);
+  if (!hasMoreBits) {
+    return;
+  }
+  for (let i = 3; i < 31; i = i + 7) {
+    const shift = hi >>> i;
+    const hasNext = !(shift >>> 7 == 0);
+    const byte = (hasNext ? shift | 128 : shift) & 255;
+    bytes.push(byte);
+    if (!hasNext) {
+      return;
+    }
+  }
+  bytes.push(hi >>> 31 & 1);
 }
 var TWO_PWR_32_DBL = 4294967296;
 function int64FromString(dec) {
@@ -236,10 +252,6 @@ var decimalFrom1e7WithLeadingZeros = (digit1e7) => {
   return "0000000".slice(partial.length) + partial;
 };
 function varint32write(value, bytes) {
-  if (value >>> 0 < 128) {
-    bytes.push(value);
-    return;
-  }
   if (value >= 0) {
     while (value > 127) {
       bytes.push(value & 127 | 128);
@@ -256,26 +268,26 @@ function varint32write(value, bytes) {
 }
 function varint32read() {
   let b = this.buf[this.pos++];
-  if ((b & 128) === 0) {
-    this.assertBounds();
-    return b;
-  }
   let result = b & 127;
+  if ((b & 128) == 0) {
+    this.assertBounds();
+    return result;
+  }
   b = this.buf[this.pos++];
   result |= (b & 127) << 7;
-  if ((b & 128) === 0) {
+  if ((b & 128) == 0) {
     this.assertBounds();
     return result;
   }
   b = this.buf[this.pos++];
   result |= (b & 127) << 14;
-  if ((b & 128) === 0) {
+  if ((b & 128) == 0) {
     this.assertBounds();
     return result;
   }
   b = this.buf[this.pos++];
   result |= (b & 127) << 21;
-  if ((b & 128) === 0) {
+  if ((b & 128) == 0) {
     this.assertBounds();
     return result;
   }
@@ -283,7 +295,7 @@ function varint32read() {
   result |= (b & 15) << 28;
   for (let readBytes = 5; (b & 128) !== 0 && readBytes < 10; readBytes++)
     b = this.buf[this.pos++];
-  if ((b & 128) !== 0)
+  if ((b & 128) != 0)
     throw new Error("invalid varint");
   this.assertBounds();
   return result >>> 0;
@@ -414,21 +426,99 @@ function scalarZeroValue(type, longAsString) {
       return 0;
   }
 }
+function isScalarZeroValue(type, value) {
+  switch (type) {
+    case ScalarType.BOOL:
+      return value === false;
+    case ScalarType.STRING:
+      return value === "";
+    case ScalarType.BYTES:
+      return value instanceof Uint8Array && !value.byteLength;
+    case ScalarType.DOUBLE:
+    case ScalarType.FLOAT:
+      return Object.is(value, 0);
+    default:
+      return value == 0;
+  }
+}
 
 // node_modules/@bufbuild/protobuf/dist/esm/reflect/unsafe.js
+var IMPLICIT = 2;
+var unsafeLocal = /* @__PURE__ */ Symbol.for("reflect unsafe local");
+function unsafeOneofCase(target, oneof) {
+  const c = target[oneof.localName].case;
+  if (c === void 0) {
+    return c;
+  }
+  return oneof.fields.find((f) => f.localName === c);
+}
+function unsafeIsSet(target, field) {
+  const name = field.localName;
+  if (field.oneof) {
+    return target[field.oneof.localName].case === name;
+  }
+  if (field.presence != IMPLICIT) {
+    return target[name] !== void 0 && Object.prototype.hasOwnProperty.call(target, name);
+  }
+  switch (field.fieldKind) {
+    case "list":
+      return target[name].length > 0;
+    case "map":
+      return Object.keys(target[name]).length > 0;
+    case "scalar":
+      return !isScalarZeroValue(field.scalar, target[name]);
+    case "enum":
+      return target[name] !== field.enum.values[0].number;
+  }
+  throw new Error("message field with implicit presence");
+}
 function unsafeIsSetExplicit(target, localName) {
   return Object.prototype.hasOwnProperty.call(target, localName) && target[localName] !== void 0;
 }
-function setOwn(obj, key, value) {
-  if (key === "__proto__") {
-    Object.defineProperty(obj, "__proto__", {
-      value,
-      writable: true,
-      enumerable: true,
-      configurable: true
-    });
+function unsafeGet(target, field) {
+  if (field.oneof) {
+    const oneof = target[field.oneof.localName];
+    if (oneof.case === field.localName) {
+      return oneof.value;
+    }
+    return void 0;
+  }
+  return target[field.localName];
+}
+function unsafeSet(target, field, value) {
+  if (field.oneof) {
+    target[field.oneof.localName] = {
+      case: field.localName,
+      value
+    };
   } else {
-    obj[key] = value;
+    target[field.localName] = value;
+  }
+}
+function unsafeClear(target, field) {
+  const name = field.localName;
+  if (field.oneof) {
+    const oneofLocalName = field.oneof.localName;
+    if (target[oneofLocalName].case === name) {
+      target[oneofLocalName] = { case: void 0 };
+    }
+  } else if (field.presence != IMPLICIT) {
+    delete target[name];
+  } else {
+    switch (field.fieldKind) {
+      case "map":
+        target[name] = {};
+        break;
+      case "list":
+        target[name] = [];
+        break;
+      case "enum":
+        target[name] = field.enum.values[0].number;
+        break;
+      case "scalar":
+        target[name] = scalarZeroValue(field.scalar, field.longAsString);
+        break;
+    }
   }
 }
 
@@ -436,204 +526,213 @@ function setOwn(obj, key, value) {
 function isObject(arg) {
   return arg !== null && typeof arg == "object" && !Array.isArray(arg);
 }
+function isReflectList(arg, field) {
+  var _a, _b, _c, _d;
+  if (isObject(arg) && unsafeLocal in arg && "add" in arg && "field" in arg && typeof arg.field == "function") {
+    if (field !== void 0) {
+      const a = field;
+      const b = arg.field();
+      return a.listKind == b.listKind && a.scalar === b.scalar && ((_a = a.message) === null || _a === void 0 ? void 0 : _a.typeName) === ((_b = b.message) === null || _b === void 0 ? void 0 : _b.typeName) && ((_c = a.enum) === null || _c === void 0 ? void 0 : _c.typeName) === ((_d = b.enum) === null || _d === void 0 ? void 0 : _d.typeName);
+    }
+    return true;
+  }
+  return false;
+}
+function isReflectMap(arg, field) {
+  var _a, _b, _c, _d;
+  if (isObject(arg) && unsafeLocal in arg && "has" in arg && "field" in arg && typeof arg.field == "function") {
+    if (field !== void 0) {
+      const a = field, b = arg.field();
+      return a.mapKey === b.mapKey && a.mapKind == b.mapKind && a.scalar === b.scalar && ((_a = a.message) === null || _a === void 0 ? void 0 : _a.typeName) === ((_b = b.message) === null || _b === void 0 ? void 0 : _b.typeName) && ((_c = a.enum) === null || _c === void 0 ? void 0 : _c.typeName) === ((_d = b.enum) === null || _d === void 0 ? void 0 : _d.typeName);
+    }
+    return true;
+  }
+  return false;
+}
+function isReflectMessage(arg, messageDesc2) {
+  return isObject(arg) && unsafeLocal in arg && "desc" in arg && isObject(arg.desc) && arg.desc.kind === "message" && (messageDesc2 === void 0 || arg.desc.typeName == messageDesc2.typeName);
+}
 
 // node_modules/@bufbuild/protobuf/dist/esm/wkt/wrappers.js
+function isWrapper(arg) {
+  return isWrapperTypeName(arg.$typeName);
+}
 function isWrapperDesc(messageDesc2) {
   const f = messageDesc2.fields[0];
   return isWrapperTypeName(messageDesc2.typeName) && f !== void 0 && f.fieldKind == "scalar" && f.name == "value" && f.number == 1;
 }
-var wrapperTypeNames = /* @__PURE__ */ new Set([
-  "google.protobuf.DoubleValue",
-  "google.protobuf.FloatValue",
-  "google.protobuf.Int64Value",
-  "google.protobuf.UInt64Value",
-  "google.protobuf.Int32Value",
-  "google.protobuf.UInt32Value",
-  "google.protobuf.BoolValue",
-  "google.protobuf.StringValue",
-  "google.protobuf.BytesValue"
-]);
 function isWrapperTypeName(name) {
-  return wrapperTypeNames.has(name);
+  return name.startsWith("google.protobuf.") && [
+    "DoubleValue",
+    "FloatValue",
+    "Int64Value",
+    "UInt64Value",
+    "Int32Value",
+    "UInt32Value",
+    "BoolValue",
+    "StringValue",
+    "BytesValue"
+  ].includes(name.substring(16));
 }
 
 // node_modules/@bufbuild/protobuf/dist/esm/create.js
 var EDITION_PROTO3 = 999;
 var EDITION_PROTO2 = 998;
-var IMPLICIT = 2;
+var IMPLICIT2 = 2;
 function create(schema, init) {
   if (isMessage(init, schema)) {
     return init;
   }
-  return compiledCreate(schema)(init);
-}
-var compiledCreates = /* @__PURE__ */ new WeakMap();
-function compiledCreate(desc) {
-  let compiled = compiledCreates.get(desc);
-  if (compiled === void 0) {
-    compiled = compileCreate(desc);
-    compiledCreates.set(desc, compiled);
+  const message = createZeroMessage(schema);
+  if (init !== void 0) {
+    initMessage(schema, message, init);
   }
-  return compiled;
+  return message;
 }
-var INIT_SINGULAR = 0;
-var INIT_LIST = 1;
-var INIT_MAP = 2;
-var INIT_ONEOF = 3;
-function compileCreate(desc) {
-  const typeName = desc.typeName;
-  const { properties, prototype } = compileInitMessage(desc);
-  return (init) => {
-    let message;
-    if (prototype !== void 0) {
-      message = Object.create(prototype);
-      message.$typeName = typeName;
-    } else {
-      message = { $typeName: typeName };
-    }
-    for (let i = 0; i < properties.length; i++) {
-      const property = properties[i];
-      const name = property.name;
-      const initValue = init === null || init === void 0 ? void 0 : init[name];
-      switch (property.kind) {
-        case INIT_SINGULAR:
-          if (initValue != null) {
-            message[name] = property.convert !== void 0 ? property.convert(initValue) : initValue;
-          } else if (property.constant !== void 0) {
-            message[name] = property.constant;
-          }
-          break;
-        case INIT_LIST:
-          message[name] = property.convert !== void 0 && Array.isArray(initValue) ? initValue.map(property.convert) : initValue !== null && initValue !== void 0 ? initValue : [];
-          break;
-        case INIT_MAP:
-          if (property.convert === void 0 || !isObject(initValue)) {
-            message[name] = initValue !== null && initValue !== void 0 ? initValue : {};
-          } else {
-            const converted = {};
-            const keys = Object.keys(initValue);
-            for (let k = 0; k < keys.length; k++) {
-              setOwn(converted, keys[k], property.convert(initValue[keys[k]]));
-            }
-            message[name] = converted;
-          }
-          break;
-        case INIT_ONEOF: {
-          const oneofValue = initValue;
-          if ((oneofValue === null || oneofValue === void 0 ? void 0 : oneofValue.case) != null) {
-            const convert = property.convert.get(oneofValue.case);
-            if (convert !== void 0) {
-              message[name] = {
-                case: oneofValue.case,
-                value: convert(oneofValue.value)
-              };
-              break;
-            }
-          }
-          message[name] = { case: void 0 };
-          break;
-        }
-      }
-    }
-    return message;
-  };
-}
-function compileInitMessage(desc) {
-  var _a, _b;
-  const properties = [];
-  const prototype = {};
-  const usePrototype = needsPrototypeChain(desc);
-  for (const member of desc.members) {
-    const name = member.localName;
-    if (member.kind == "oneof") {
-      properties.push({
-        name,
-        kind: INIT_ONEOF,
-        constant: void 0,
-        convert: compileConvertOneof(member)
-      });
+function initMessage(messageDesc2, message, init) {
+  for (const member of messageDesc2.members) {
+    let value = init[member.localName];
+    if (value == null) {
       continue;
     }
-    switch (member.fieldKind) {
-      case "message": {
-        properties.push({
-          name,
-          kind: INIT_SINGULAR,
-          constant: void 0,
-          convert: compileConvertMessage(member)
-        });
-        break;
+    let field;
+    if (member.kind == "oneof") {
+      const oneofField = unsafeOneofCase(init, member);
+      if (!oneofField) {
+        continue;
       }
-      case "list": {
-        properties.push({
-          name,
-          kind: INIT_LIST,
-          constant: void 0,
-          convert: member.listKind == "message" ? (_a = compileConvertMessage(member)) !== null && _a !== void 0 ? _a : ((value) => value) : member.scalar == ScalarType.BYTES ? toU8Arr : void 0
-        });
+      field = oneofField;
+      value = unsafeGet(init, oneofField);
+    } else {
+      field = member;
+    }
+    switch (field.fieldKind) {
+      case "message":
+        value = toMessage(field, value);
         break;
-      }
-      case "map": {
-        properties.push({
-          name,
-          kind: INIT_MAP,
-          constant: void 0,
-          convert: member.mapKind == "message" ? (_b = compileConvertMessage(member)) !== null && _b !== void 0 ? _b : ((value) => value) : member.scalar == ScalarType.BYTES ? toU8Arr : void 0
-        });
+      case "scalar":
+        value = initScalar(field, value);
         break;
-      }
-      default: {
-        const zeroValue = createZeroValue(member);
-        properties.push({
-          name,
-          kind: INIT_SINGULAR,
-          constant: member.presence == IMPLICIT ? zeroValue : void 0,
-          convert: member.fieldKind == "scalar" && member.scalar == ScalarType.BYTES ? toU8Arr : void 0
-        });
-        if (usePrototype) {
-          prototype[name] = zeroValue;
-        }
+      case "list":
+        value = initList(field, value);
         break;
-      }
+      case "map":
+        value = initMap(field, value);
+        break;
+    }
+    unsafeSet(message, field, value);
+  }
+  return message;
+}
+function initScalar(field, value) {
+  if (field.scalar == ScalarType.BYTES) {
+    return toU8Arr(value);
+  }
+  return value;
+}
+function initMap(field, value) {
+  if (isObject(value)) {
+    if (field.scalar == ScalarType.BYTES) {
+      return convertObjectValues(value, toU8Arr);
+    }
+    if (field.mapKind == "message") {
+      return convertObjectValues(value, (val) => toMessage(field, val));
     }
   }
-  return {
-    properties,
-    prototype: usePrototype ? prototype : void 0
-  };
+  return value;
 }
-function compileConvertOneof(oneof) {
-  const converters = /* @__PURE__ */ new Map();
-  for (const field of oneof.fields) {
-    let convert;
-    if (field.fieldKind == "message") {
-      convert = compileConvertMessage(field);
-    } else if (field.fieldKind == "scalar" && field.scalar == ScalarType.BYTES) {
-      convert = toU8Arr;
+function initList(field, value) {
+  if (Array.isArray(value)) {
+    if (field.scalar == ScalarType.BYTES) {
+      return value.map(toU8Arr);
     }
-    converters.set(field.localName, convert !== null && convert !== void 0 ? convert : ((value) => value));
+    if (field.listKind == "message") {
+      return value.map((item) => toMessage(field, item));
+    }
   }
-  return converters;
+  return value;
 }
-function compileConvertMessage(field) {
+function toMessage(field, value) {
   if (field.fieldKind == "message" && !field.oneof && isWrapperDesc(field.message)) {
-    return field.message.fields[0].scalar == ScalarType.BYTES ? toU8Arr : void 0;
+    return initScalar(field.message.fields[0], value);
   }
-  if (field.message.typeName == "google.protobuf.Struct" && field.parent.typeName !== "google.protobuf.Value") {
-    return void 0;
-  }
-  const messageDesc2 = field.message;
-  let compiled;
-  return (value) => {
-    if (!isObject(value) || isMessage(value, messageDesc2)) {
+  if (isObject(value)) {
+    if (field.message.typeName == "google.protobuf.Struct" && field.parent.typeName !== "google.protobuf.Value") {
       return value;
     }
-    compiled !== null && compiled !== void 0 ? compiled : compiled = compiledCreate(messageDesc2);
-    return compiled(value);
-  };
+    if (!isMessage(value, field.message)) {
+      return create(field.message, value);
+    }
+  }
+  return value;
 }
 function toU8Arr(value) {
   return Array.isArray(value) ? new Uint8Array(value) : value;
+}
+function convertObjectValues(obj, fn) {
+  const ret = {};
+  for (const entry of Object.entries(obj)) {
+    ret[entry[0]] = fn(entry[1]);
+  }
+  return ret;
+}
+var tokenZeroMessageField = /* @__PURE__ */ Symbol();
+var messagePrototypes = /* @__PURE__ */ new WeakMap();
+function createZeroMessage(desc) {
+  let msg;
+  if (!needsPrototypeChain(desc)) {
+    msg = {
+      $typeName: desc.typeName
+    };
+    for (const member of desc.members) {
+      if (member.kind == "oneof" || member.presence == IMPLICIT2) {
+        msg[member.localName] = createZeroField(member);
+      }
+    }
+  } else {
+    const cached = messagePrototypes.get(desc);
+    let prototype;
+    let members;
+    if (cached) {
+      ({ prototype, members } = cached);
+    } else {
+      prototype = {};
+      members = /* @__PURE__ */ new Set();
+      for (const member of desc.members) {
+        if (member.kind == "oneof") {
+          continue;
+        }
+        if (member.fieldKind != "scalar" && member.fieldKind != "enum") {
+          continue;
+        }
+        if (member.presence == IMPLICIT2) {
+          continue;
+        }
+        members.add(member);
+        prototype[member.localName] = createZeroField(member);
+      }
+      messagePrototypes.set(desc, { prototype, members });
+    }
+    msg = Object.create(prototype);
+    msg.$typeName = desc.typeName;
+    for (const member of desc.members) {
+      if (members.has(member)) {
+        continue;
+      }
+      if (member.kind == "field") {
+        if (member.fieldKind == "message") {
+          continue;
+        }
+        if (member.fieldKind == "scalar" || member.fieldKind == "enum") {
+          if (member.presence != IMPLICIT2) {
+            continue;
+          }
+        }
+      }
+      msg[member.localName] = createZeroField(member);
+    }
+  }
+  return msg;
 }
 function needsPrototypeChain(desc) {
   switch (desc.file.edition) {
@@ -642,10 +741,22 @@ function needsPrototypeChain(desc) {
     case EDITION_PROTO2:
       return true;
     default:
-      return desc.fields.some((f) => f.presence != IMPLICIT && f.fieldKind != "message" && !f.oneof);
+      return desc.fields.some((f) => f.presence != IMPLICIT2 && f.fieldKind != "message" && !f.oneof);
   }
 }
-function createZeroValue(field) {
+function createZeroField(field) {
+  if (field.kind == "oneof") {
+    return { case: void 0 };
+  }
+  if (field.fieldKind == "list") {
+    return [];
+  }
+  if (field.fieldKind == "map") {
+    return {};
+  }
+  if (field.fieldKind == "message") {
+    return tokenZeroMessageField;
+  }
   const defaultValue = field.getDefaultValue();
   if (defaultValue !== void 0) {
     return field.fieldKind == "scalar" && field.longAsString ? defaultValue.toString() : defaultValue;
@@ -663,37 +774,24 @@ var FieldError = class extends Error {
 };
 
 // node_modules/@bufbuild/protobuf/dist/esm/wire/text-encoding.js
-var te;
-function configureTextEncoding(textEncoding) {
-  var _a;
-  te = Object.assign(Object.assign({}, textEncoding), { encodeUtf8Into: (_a = textEncoding.encodeUtf8Into) !== null && _a !== void 0 ? _a : emulateEncodeInto(textEncoding.encodeUtf8.bind(textEncoding)) });
-}
+var symbol = /* @__PURE__ */ Symbol.for("@bufbuild/protobuf/text-encoding");
 function getTextEncoding() {
-  if (!te) {
-    const globals = globalThis;
-    if (!globals.TextEncoder || !globals.TextDecoder) {
-      throw new Error("encoding API missing: install TextEncoder and TextDecoder on globalThis");
-    }
-    const textEncoder = new globals.TextEncoder();
-    const textDecoder = new globals.TextDecoder("utf-8", {
-      ignoreBOM: true
-    });
-    let textDecoderStrict;
-    const config = {
+  if (globalThis[symbol] == void 0) {
+    const te = new globalThis.TextEncoder();
+    const td = new globalThis.TextDecoder();
+    let tdStrict;
+    globalThis[symbol] = {
       encodeUtf8(text) {
-        return textEncoder.encode(text);
+        return te.encode(text);
       },
       decodeUtf8(bytes, strict) {
         if (strict) {
-          if (!textDecoderStrict) {
-            textDecoderStrict = new globals.TextDecoder("utf-8", {
-              fatal: true,
-              ignoreBOM: true
-            });
+          if (tdStrict === void 0) {
+            tdStrict = new globalThis.TextDecoder("utf-8", { fatal: true });
           }
-          return textDecoderStrict.decode(bytes);
+          return tdStrict.decode(bytes);
         }
-        return textDecoder.decode(bytes);
+        return td.decode(bytes);
       },
       checkUtf8(text) {
         try {
@@ -704,25 +802,8 @@ function getTextEncoding() {
         }
       }
     };
-    if (textEncoder.encodeInto) {
-      config.encodeUtf8Into = textEncoder.encodeInto.bind(textEncoder);
-    }
-    const nativeStringIsWellFormed = String.prototype.isWellFormed;
-    if (nativeStringIsWellFormed) {
-      config.checkUtf8 = (text) => {
-        return nativeStringIsWellFormed.call(text);
-      };
-    }
-    configureTextEncoding(config);
   }
-  return te;
-}
-function emulateEncodeInto(encodeUtf8) {
-  return (text, dest) => {
-    const bytes = encodeUtf8(text);
-    dest.set(bytes);
-    return { written: bytes.byteLength };
-  };
+  return globalThis[symbol];
 }
 
 // node_modules/@bufbuild/protobuf/dist/esm/wire/binary-encoding.js
@@ -735,50 +816,37 @@ var WireType;
   WireType2[WireType2["EndGroup"] = 4] = "EndGroup";
   WireType2[WireType2["Bit32"] = 5] = "Bit32";
 })(WireType || (WireType = {}));
+var FLOAT32_MAX = 34028234663852886e22;
+var FLOAT32_MIN = -34028234663852886e22;
 var UINT32_MAX = 4294967295;
 var INT32_MAX = 2147483647;
 var INT32_MIN = -2147483648;
 var BinaryWriter = class {
-  constructor(encodeUtf8) {
-    this.stackPos = [];
-    this.encodeUtf8Into = encodeUtf8 ? emulateEncodeInto(encodeUtf8) : getTextEncoding().encodeUtf8Into;
-    this.buffer = EMPTY_BUFFER;
-    this.viewCache = EMPTY_VIEW;
-    this.pos = 0;
-  }
-  ensureCapacity(size) {
-    const required = this.pos + size;
-    if (required > this.buffer.length) {
-      let newLen = this.buffer.length || INITIAL_SIZE;
-      while (newLen < required)
-        newLen *= 2;
-      const newBuf = new Uint8Array(newLen);
-      if (this.pos > 0)
-        newBuf.set(this.buffer);
-      this.buffer = newBuf;
-    }
-  }
-  /**
-   * The DataView over `buffer`, rebuilt only if the buffer has grown since it
-   * was last used.
-   */
-  view() {
-    const bytes = this.buffer;
-    const view = this.viewCache;
-    if (view.byteLength === bytes.byteLength)
-      return view;
-    const newView = new DataView(bytes.buffer);
-    this.viewCache = newView;
-    return newView;
+  constructor(encodeUtf8 = getTextEncoding().encodeUtf8) {
+    this.encodeUtf8 = encodeUtf8;
+    this.stack = [];
+    this.chunks = [];
+    this.buf = [];
   }
   /**
    * Return all bytes written and reset this writer.
    */
   finish() {
-    const result = this.buffer.slice(0, this.pos);
-    this.pos = 0;
-    this.stackPos = [];
-    return result;
+    if (this.buf.length) {
+      this.chunks.push(new Uint8Array(this.buf));
+      this.buf = [];
+    }
+    let len = 0;
+    for (let i = 0; i < this.chunks.length; i++)
+      len += this.chunks[i].length;
+    let bytes = new Uint8Array(len);
+    let offset = 0;
+    for (let i = 0; i < this.chunks.length; i++) {
+      bytes.set(this.chunks[i], offset);
+      offset += this.chunks[i].length;
+    }
+    this.chunks = [];
+    return bytes;
   }
   /**
    * Start a new fork for length-delimited data like a message
@@ -787,9 +855,9 @@ var BinaryWriter = class {
    * Must be joined later with `join()`.
    */
   fork() {
-    this.stackPos.push(this.pos);
-    this.ensureCapacity(DEFAULT_LEN_PREFIX_SIZE);
-    this.buffer[this.pos++] = 0;
+    this.stack.push({ chunks: this.chunks, buf: this.buf });
+    this.chunks = [];
+    this.buf = [];
     return this;
   }
   /**
@@ -797,19 +865,14 @@ var BinaryWriter = class {
    * return to the previous state.
    */
   join() {
-    const forkPos = this.stackPos.pop();
-    if (forkPos === void 0)
+    let chunk = this.finish();
+    let prev = this.stack.pop();
+    if (!prev)
       throw new Error("invalid state, fork stack empty");
-    const len = this.pos - forkPos - DEFAULT_LEN_PREFIX_SIZE;
-    const lenPrefixSize = varint32Size(len);
-    if (lenPrefixSize > DEFAULT_LEN_PREFIX_SIZE) {
-      this.ensureCapacity(lenPrefixSize - DEFAULT_LEN_PREFIX_SIZE);
-      this.buffer.copyWithin(forkPos + lenPrefixSize, forkPos + DEFAULT_LEN_PREFIX_SIZE, this.pos);
-    }
-    this.pos = forkPos;
-    this.uint32(len);
-    this.pos += len;
-    return this;
+    this.chunks = prev.chunks;
+    this.buf = prev.buf;
+    this.uint32(chunk.byteLength);
+    return this.raw(chunk);
   }
   /**
    * Writes a tag (field number and wire type).
@@ -825,9 +888,11 @@ var BinaryWriter = class {
    * Write a chunk of raw bytes.
    */
   raw(chunk) {
-    this.ensureCapacity(chunk.length);
-    this.buffer.set(chunk, this.pos);
-    this.pos += chunk.length;
+    if (this.buf.length) {
+      this.chunks.push(new Uint8Array(this.buf));
+      this.buf = [];
+    }
+    this.chunks.push(chunk);
     return this;
   }
   /**
@@ -835,16 +900,11 @@ var BinaryWriter = class {
    */
   uint32(value) {
     assertUInt32(value);
-    this.ensureCapacity(5);
-    if (value < 128) {
-      this.buffer[this.pos++] = value;
-      return this;
-    }
     while (value > 127) {
-      this.buffer[this.pos++] = value & 127 | 128;
-      value >>>= 7;
+      this.buf.push(value & 127 | 128);
+      value = value >>> 7;
     }
-    this.buffer[this.pos++] = value;
+    this.buf.push(value);
     return this;
   }
   /**
@@ -852,23 +912,14 @@ var BinaryWriter = class {
    */
   int32(value) {
     assertInt32(value);
-    if (value >= 0) {
-      return this.uint32(value);
-    }
-    this.ensureCapacity(10);
-    for (let i = 0; i < 9; i++) {
-      this.buffer[this.pos++] = value & 127 | 128;
-      value >>= 7;
-    }
-    this.buffer[this.pos++] = 1;
+    varint32write(value, this.buf);
     return this;
   }
   /**
    * Write a `bool` value, a varint.
    */
   bool(value) {
-    this.ensureCapacity(1);
-    this.buffer[this.pos++] = value ? 1 : 0;
+    this.buf.push(value ? 1 : 0);
     return this;
   }
   /**
@@ -882,193 +933,100 @@ var BinaryWriter = class {
    * Write a `string` value, length-delimited data converted to UTF-8 text.
    */
   string(value) {
-    if (typeof value !== "string") {
-      value = String(value);
-    }
-    const len = value.length;
-    if (len <= ASCII_MAX_LENGTH) {
-      this.ensureCapacity(len + 1);
-      const ascii = this.buffer;
-      let pos = this.pos;
-      ascii[pos++] = len;
-      let i = 0;
-      for (; i < len; i++) {
-        const code = value.charCodeAt(i);
-        if (code > 127)
-          break;
-        ascii[pos++] = code;
-      }
-      if (i == len) {
-        this.pos = pos;
-        return this;
-      }
-    }
-    this.ensureCapacity(len * 3 + 5);
-    const lenPrefixSizeGuess = varint32Size(len);
-    const buf = this.buffer;
-    const start = this.pos;
-    const { written } = this.encodeUtf8Into(value, buf.subarray(start + lenPrefixSizeGuess));
-    const lenPrefixSize = varint32Size(written);
-    if (lenPrefixSize != lenPrefixSizeGuess) {
-      buf.copyWithin(start + lenPrefixSize, start + lenPrefixSizeGuess, start + lenPrefixSizeGuess + written);
-    }
-    this.uint32(written);
-    this.pos += written;
-    return this;
+    let chunk = this.encodeUtf8(value);
+    this.uint32(chunk.byteLength);
+    return this.raw(chunk);
   }
   /**
    * Write a `float` value, 32-bit floating point number.
    */
   float(value) {
     assertFloat32(value);
-    this.ensureCapacity(4);
-    this.view().setFloat32(this.pos, value, true);
-    this.pos += 4;
-    return this;
+    let chunk = new Uint8Array(4);
+    new DataView(chunk.buffer).setFloat32(0, value, true);
+    return this.raw(chunk);
   }
   /**
    * Write a `double` value, a 64-bit floating point number.
    */
   double(value) {
-    this.ensureCapacity(8);
-    this.view().setFloat64(this.pos, value, true);
-    this.pos += 8;
-    return this;
+    let chunk = new Uint8Array(8);
+    new DataView(chunk.buffer).setFloat64(0, value, true);
+    return this.raw(chunk);
   }
   /**
    * Write a `fixed32` value, an unsigned, fixed-length 32-bit integer.
    */
   fixed32(value) {
     assertUInt32(value);
-    this.ensureCapacity(4);
-    this.view().setUint32(this.pos, value, true);
-    this.pos += 4;
-    return this;
+    let chunk = new Uint8Array(4);
+    new DataView(chunk.buffer).setUint32(0, value, true);
+    return this.raw(chunk);
   }
   /**
    * Write a `sfixed32` value, a signed, fixed-length 32-bit integer.
    */
   sfixed32(value) {
     assertInt32(value);
-    this.ensureCapacity(4);
-    this.view().setInt32(this.pos, value, true);
-    this.pos += 4;
-    return this;
+    let chunk = new Uint8Array(4);
+    new DataView(chunk.buffer).setInt32(0, value, true);
+    return this.raw(chunk);
   }
   /**
    * Write a `sint32` value, a signed, zigzag-encoded 32-bit varint.
    */
   sint32(value) {
     assertInt32(value);
-    return this.uint32((value << 1 ^ value >> 31) >>> 0);
+    value = (value << 1 ^ value >> 31) >>> 0;
+    varint32write(value, this.buf);
+    return this;
   }
   /**
    * Write a `sfixed64` value, a signed, fixed-length 64-bit integer.
    */
   sfixed64(value) {
-    const tc = protoInt64.enc(value);
-    this.ensureCapacity(8);
-    const view = this.view();
-    view.setInt32(this.pos, tc.lo, true);
-    view.setInt32(this.pos + 4, tc.hi, true);
-    this.pos += 8;
-    return this;
+    let chunk = new Uint8Array(8), view = new DataView(chunk.buffer), tc = protoInt64.enc(value);
+    view.setInt32(0, tc.lo, true);
+    view.setInt32(4, tc.hi, true);
+    return this.raw(chunk);
   }
   /**
    * Write a `fixed64` value, an unsigned, fixed-length 64 bit integer.
    */
   fixed64(value) {
-    const tc = protoInt64.uEnc(value);
-    this.ensureCapacity(8);
-    const view = this.view();
-    view.setInt32(this.pos, tc.lo, true);
-    view.setInt32(this.pos + 4, tc.hi, true);
-    this.pos += 8;
-    return this;
+    let chunk = new Uint8Array(8), view = new DataView(chunk.buffer), tc = protoInt64.uEnc(value);
+    view.setInt32(0, tc.lo, true);
+    view.setInt32(4, tc.hi, true);
+    return this.raw(chunk);
   }
   /**
    * Write a `int64` value, a signed 64-bit varint.
    */
   int64(value) {
-    const tc = protoInt64.enc(value);
-    return this.writeVarint64(tc.lo, tc.hi);
+    let tc = protoInt64.enc(value);
+    varint64write(tc.lo, tc.hi, this.buf);
+    return this;
   }
   /**
    * Write a `sint64` value, a signed, zig-zag-encoded 64-bit varint.
    */
   sint64(value) {
     const tc = protoInt64.enc(value), sign = tc.hi >> 31, lo = tc.lo << 1 ^ sign, hi = (tc.hi << 1 | tc.lo >>> 31) ^ sign;
-    return this.writeVarint64(lo, hi);
+    varint64write(lo, hi, this.buf);
+    return this;
   }
   /**
    * Write a `uint64` value, an unsigned 64-bit varint.
    */
   uint64(value) {
     const tc = protoInt64.uEnc(value);
-    return this.writeVarint64(tc.lo, tc.hi);
-  }
-  /**
-   * Write a 64-bit varint directly into the buffer. Accepts the value as
-   * split low/high 32-bit words.
-   *
-   * Ported from varint64write() to avoid the intermediate number[] buffer.
-   * See https://github.com/protocolbuffers/protobuf/blob/8a71927d74a4ce34efe2d8769fda198f52d20d12/js/experimental/runtime/kernel/writer.js#L344
-   */
-  writeVarint64(lo, hi) {
-    this.ensureCapacity(10);
-    const buf = this.buffer;
-    let pos = this.pos;
-    for (let i = 0; i < 28; i = i + 7) {
-      const shift = lo >>> i;
-      const hasNext = !(shift >>> 7 == 0 && hi == 0);
-      buf[pos++] = (hasNext ? shift | 128 : shift) & 255;
-      if (!hasNext) {
-        this.pos = pos;
-        return this;
-      }
-    }
-    const splitBits = lo >>> 28 & 15 | (hi & 7) << 4;
-    const hasMoreBits = !(hi >> 3 == 0);
-    buf[pos++] = (hasMoreBits ? splitBits | 128 : splitBits) & 255;
-    if (!hasMoreBits) {
-      this.pos = pos;
-      return this;
-    }
-    for (let i = 3; i < 31; i = i + 7) {
-      const shift = hi >>> i;
-      const hasNext = !(shift >>> 7 == 0);
-      buf[pos++] = (hasNext ? shift | 128 : shift) & 255;
-      if (!hasNext) {
-        this.pos = pos;
-        return this;
-      }
-    }
-    buf[pos++] = hi >>> 31 & 1;
-    this.pos = pos;
+    varint64write(tc.lo, tc.hi, this.buf);
     return this;
   }
 };
-var INITIAL_SIZE = 128;
-var DEFAULT_LEN_PREFIX_SIZE = 1;
-var EMPTY_BUFFER = new Uint8Array(0);
-var EMPTY_VIEW = new DataView(EMPTY_BUFFER.buffer);
-var ASCII_MAX_LENGTH = 32;
-function varint32Size(value) {
-  if (value < 128)
-    return 1;
-  if (value < 16384)
-    return 2;
-  if (value < 2097152)
-    return 3;
-  if (value < 268435456)
-    return 4;
-  return 5;
-}
 var BinaryReader = class {
   constructor(buf, decodeUtf8 = getTextEncoding().decodeUtf8) {
     this.decodeUtf8 = decodeUtf8;
-    this.varint64Lo = 0;
-    this.varint64Hi = 0;
     this.varint64 = varint64read;
     this.uint32 = varint32read;
     this.buf = buf;
@@ -1164,23 +1122,19 @@ var BinaryReader = class {
    * Read a `int64` field, a signed 64-bit varint.
    */
   int64() {
-    this.varint64();
-    return protoInt64.dec(this.varint64Lo, this.varint64Hi);
+    return protoInt64.dec(...this.varint64());
   }
   /**
    * Read a `uint64` field, an unsigned 64-bit varint.
    */
   uint64() {
-    this.varint64();
-    return protoInt64.uDec(this.varint64Lo, this.varint64Hi);
+    return protoInt64.uDec(...this.varint64());
   }
   /**
    * Read a `sint64` field, a signed, zig-zag-encoded 64-bit varint.
    */
   sint64() {
-    this.varint64();
-    let lo = this.varint64Lo;
-    let hi = this.varint64Hi;
+    let [lo, hi] = this.varint64();
     let s = -(lo & 1);
     lo = (lo >>> 1 | (hi & 1) << 31) ^ s;
     hi = hi >>> 1 ^ s;
@@ -1190,13 +1144,8 @@ var BinaryReader = class {
    * Read a `bool` field, a variant.
    */
   bool() {
-    const b = this.buf[this.pos];
-    if (b < 128) {
-      this.pos++;
-      return b !== 0;
-    }
-    this.varint64();
-    return this.varint64Lo !== 0 || this.varint64Hi !== 0;
+    let [lo, hi] = this.varint64();
+    return lo !== 0 || hi !== 0;
   }
   /**
    * Read a `fixed32` field, an unsigned, fixed-length 32-bit integer.
@@ -1248,23 +1197,7 @@ var BinaryReader = class {
    * `strict` is true, throw on invalid UTF-8 instead of substituting U+FFFD.
    */
   string(strict) {
-    const len = this.uint32();
-    const start = this.pos;
-    this.pos += len;
-    this.assertBounds();
-    const buf = this.buf;
-    if (len <= ASCII_MAX_LENGTH) {
-      const codes = new Array(len);
-      for (let i = 0; i < len; i++) {
-        const byte = buf[start + i];
-        if (byte > 127) {
-          return this.decodeUtf8(buf.subarray(start, this.pos), strict);
-        }
-        codes[i] = byte;
-      }
-      return String.fromCharCode.apply(String, codes);
-    }
-    return this.decodeUtf8(buf.subarray(start, this.pos), strict);
+    return this.decodeUtf8(this.bytes(), strict);
   }
 };
 function assertInt32(arg) {
@@ -1295,42 +1228,593 @@ function assertFloat32(arg) {
   } else if (typeof arg != "number") {
     throw new Error("invalid float32: " + typeof arg);
   }
-  if (!Number.isFinite(Math.fround(arg)) && Number.isFinite(arg)) {
+  if (Number.isFinite(arg) && (arg > FLOAT32_MAX || arg < FLOAT32_MIN))
     throw new Error("invalid float32: " + arg);
+}
+
+// node_modules/@bufbuild/protobuf/dist/esm/reflect/reflect-check.js
+function checkField(field, value) {
+  const check = field.fieldKind == "list" ? isReflectList(value, field) : field.fieldKind == "map" ? isReflectMap(value, field) : checkSingular(field, value);
+  if (check === true) {
+    return void 0;
+  }
+  let reason;
+  switch (field.fieldKind) {
+    case "list":
+      reason = `expected ${formatReflectList(field)}, got ${formatVal(value)}`;
+      break;
+    case "map":
+      reason = `expected ${formatReflectMap(field)}, got ${formatVal(value)}`;
+      break;
+    default: {
+      reason = reasonSingular(field, value, check);
+    }
+  }
+  return new FieldError(field, reason);
+}
+function checkListItem(field, index, value) {
+  const check = checkSingular(field, value);
+  if (check !== true) {
+    return new FieldError(field, `list item #${index + 1}: ${reasonSingular(field, value, check)}`);
+  }
+  return void 0;
+}
+function checkMapEntry(field, key, value) {
+  const checkKey = checkScalarValue(key, field.mapKey);
+  if (checkKey !== true) {
+    return new FieldError(field, `invalid map key: ${reasonSingular({ scalar: field.mapKey }, key, checkKey)}`);
+  }
+  const checkVal = checkSingular(field, value);
+  if (checkVal !== true) {
+    return new FieldError(field, `map entry ${formatVal(key)}: ${reasonSingular(field, value, checkVal)}`);
+  }
+  return void 0;
+}
+function checkSingular(field, value) {
+  if (field.scalar !== void 0) {
+    return checkScalarValue(value, field.scalar);
+  }
+  if (field.enum !== void 0) {
+    if (field.enum.open) {
+      return checkScalarValue(value, ScalarType.INT32);
+    }
+    return field.enum.values.some((v) => v.number === value);
+  }
+  return isReflectMessage(value, field.message);
+}
+function checkScalarValue(value, scalar) {
+  switch (scalar) {
+    case ScalarType.DOUBLE:
+      return typeof value == "number";
+    case ScalarType.FLOAT:
+      if (typeof value != "number") {
+        return false;
+      }
+      if (Number.isNaN(value) || !Number.isFinite(value)) {
+        return true;
+      }
+      if (value > FLOAT32_MAX || value < FLOAT32_MIN) {
+        return `${value.toFixed()} out of range`;
+      }
+      return true;
+    case ScalarType.INT32:
+    case ScalarType.SFIXED32:
+    case ScalarType.SINT32:
+      if (typeof value !== "number" || !Number.isInteger(value)) {
+        return false;
+      }
+      if (value > INT32_MAX || value < INT32_MIN) {
+        return `${value.toFixed()} out of range`;
+      }
+      return true;
+    case ScalarType.FIXED32:
+    case ScalarType.UINT32:
+      if (typeof value !== "number" || !Number.isInteger(value)) {
+        return false;
+      }
+      if (value > UINT32_MAX || value < 0) {
+        return `${value.toFixed()} out of range`;
+      }
+      return true;
+    case ScalarType.BOOL:
+      return typeof value == "boolean";
+    case ScalarType.STRING:
+      if (typeof value != "string") {
+        return false;
+      }
+      return getTextEncoding().checkUtf8(value) || "invalid UTF8";
+    case ScalarType.BYTES:
+      return value instanceof Uint8Array;
+    case ScalarType.INT64:
+    case ScalarType.SFIXED64:
+    case ScalarType.SINT64:
+      if (typeof value == "bigint" || typeof value == "number" || typeof value == "string" && value.length > 0) {
+        try {
+          protoInt64.parse(value);
+          return true;
+        } catch (_) {
+          return `${value} out of range`;
+        }
+      }
+      return false;
+    case ScalarType.FIXED64:
+    case ScalarType.UINT64:
+      if (typeof value == "bigint" || typeof value == "number" || typeof value == "string" && value.length > 0) {
+        try {
+          protoInt64.uParse(value);
+          return true;
+        } catch (_) {
+          return `${value} out of range`;
+        }
+      }
+      return false;
+  }
+}
+function reasonSingular(field, val, details) {
+  details = typeof details == "string" ? `: ${details}` : `, got ${formatVal(val)}`;
+  if (field.scalar !== void 0) {
+    return `expected ${scalarTypeDescription(field.scalar)}` + details;
+  }
+  if (field.enum !== void 0) {
+    return `expected ${field.enum.toString()}` + details;
+  }
+  return `expected ${formatReflectMessage(field.message)}` + details;
+}
+function formatVal(val) {
+  switch (typeof val) {
+    case "object":
+      if (val === null) {
+        return "null";
+      }
+      if (val instanceof Uint8Array) {
+        return `Uint8Array(${val.length})`;
+      }
+      if (Array.isArray(val)) {
+        return `Array(${val.length})`;
+      }
+      if (isReflectList(val)) {
+        return formatReflectList(val.field());
+      }
+      if (isReflectMap(val)) {
+        return formatReflectMap(val.field());
+      }
+      if (isReflectMessage(val)) {
+        return formatReflectMessage(val.desc);
+      }
+      if (isMessage(val)) {
+        return `message ${val.$typeName}`;
+      }
+      return "object";
+    case "string":
+      return val.length > 30 ? "string" : `"${val.split('"').join('\\"')}"`;
+    case "boolean":
+      return String(val);
+    case "number":
+      return String(val);
+    case "bigint":
+      return String(val) + "n";
+    default:
+      return typeof val;
+  }
+}
+function formatReflectMessage(desc) {
+  return `ReflectMessage (${desc.typeName})`;
+}
+function formatReflectList(field) {
+  switch (field.listKind) {
+    case "message":
+      return `ReflectList (${field.message.toString()})`;
+    case "enum":
+      return `ReflectList (${field.enum.toString()})`;
+    case "scalar":
+      return `ReflectList (${ScalarType[field.scalar]})`;
+  }
+}
+function formatReflectMap(field) {
+  switch (field.mapKind) {
+    case "message":
+      return `ReflectMap (${ScalarType[field.mapKey]}, ${field.message.toString()})`;
+    case "enum":
+      return `ReflectMap (${ScalarType[field.mapKey]}, ${field.enum.toString()})`;
+    case "scalar":
+      return `ReflectMap (${ScalarType[field.mapKey]}, ${ScalarType[field.scalar]})`;
+  }
+}
+function scalarTypeDescription(scalar) {
+  switch (scalar) {
+    case ScalarType.STRING:
+      return "string";
+    case ScalarType.BOOL:
+      return "boolean";
+    case ScalarType.INT64:
+    case ScalarType.SINT64:
+    case ScalarType.SFIXED64:
+      return "bigint (int64)";
+    case ScalarType.UINT64:
+    case ScalarType.FIXED64:
+      return "bigint (uint64)";
+    case ScalarType.BYTES:
+      return "Uint8Array";
+    case ScalarType.DOUBLE:
+      return "number (float64)";
+    case ScalarType.FLOAT:
+      return "number (float32)";
+    case ScalarType.FIXED32:
+    case ScalarType.UINT32:
+      return "number (uint32)";
+    case ScalarType.INT32:
+    case ScalarType.SFIXED32:
+    case ScalarType.SINT32:
+      return "number (int32)";
   }
 }
 
-// node_modules/@bufbuild/protobuf/dist/esm/reflect/message.js
+// node_modules/@bufbuild/protobuf/dist/esm/reflect/reflect.js
 var NULL_VALUE = 0;
-function localMessageMapper(field) {
-  if (usesJsonRepresentation(field)) {
-    return {
-      toMessage: (local) => wktStructToReflect(local),
-      toLocal: (message) => wktStructToLocal(message)
-    };
-  }
-  if (field.fieldKind == "message" && !field.oneof && isWrapperDesc(field.message)) {
-    const wrapperDesc = field.message;
-    const valueLocalName = wrapperDesc.fields[0].localName;
-    return {
-      toMessage: (local) => {
-        const message = create(wrapperDesc);
-        if (local !== void 0) {
-          message[valueLocalName] = local;
-        }
-        return message;
-      },
-      toLocal: (message) => message[valueLocalName]
-    };
-  }
-  const childDesc = field.message;
-  return {
-    toMessage: (local) => local === void 0 ? create(childDesc) : local,
-    toLocal: (message) => message
-  };
+function reflect(messageDesc2, message, check = true) {
+  return new ReflectMessageImpl(messageDesc2, message, check);
 }
-function usesJsonRepresentation(field) {
-  return field.message.typeName == "google.protobuf.Struct" && field.parent.typeName != "google.protobuf.Value";
+var messageSortedFields = /* @__PURE__ */ new WeakMap();
+var ReflectMessageImpl = class {
+  get sortedFields() {
+    const cached = messageSortedFields.get(this.desc);
+    if (cached) {
+      return cached;
+    }
+    const sortedFields = this.desc.fields.concat().sort((a, b) => a.number - b.number);
+    messageSortedFields.set(this.desc, sortedFields);
+    return sortedFields;
+  }
+  constructor(messageDesc2, message, check = true) {
+    this.lists = /* @__PURE__ */ new Map();
+    this.maps = /* @__PURE__ */ new Map();
+    this.check = check;
+    this.desc = messageDesc2;
+    this.message = this[unsafeLocal] = message !== null && message !== void 0 ? message : create(messageDesc2);
+    this.fields = messageDesc2.fields;
+    this.oneofs = messageDesc2.oneofs;
+    this.members = messageDesc2.members;
+  }
+  findNumber(number) {
+    if (!this._fieldsByNumber) {
+      this._fieldsByNumber = new Map(this.desc.fields.map((f) => [f.number, f]));
+    }
+    return this._fieldsByNumber.get(number);
+  }
+  oneofCase(oneof) {
+    assertOwn(this.message, oneof);
+    return unsafeOneofCase(this.message, oneof);
+  }
+  isSet(field) {
+    assertOwn(this.message, field);
+    return unsafeIsSet(this.message, field);
+  }
+  clear(field) {
+    assertOwn(this.message, field);
+    unsafeClear(this.message, field);
+  }
+  get(field) {
+    assertOwn(this.message, field);
+    const value = unsafeGet(this.message, field);
+    switch (field.fieldKind) {
+      case "list":
+        let list = this.lists.get(field);
+        if (!list || list[unsafeLocal] !== value) {
+          this.lists.set(
+            field,
+            // biome-ignore lint/suspicious/noAssignInExpressions: no
+            list = new ReflectListImpl(field, value, this.check)
+          );
+        }
+        return list;
+      case "map":
+        let map = this.maps.get(field);
+        if (!map || map[unsafeLocal] !== value) {
+          this.maps.set(
+            field,
+            // biome-ignore lint/suspicious/noAssignInExpressions: no
+            map = new ReflectMapImpl(field, value, this.check)
+          );
+        }
+        return map;
+      case "message":
+        return messageToReflect(field, value, this.check);
+      case "scalar":
+        return value === void 0 ? scalarZeroValue(field.scalar, false) : longToReflect(field, value);
+      case "enum":
+        return value !== null && value !== void 0 ? value : field.enum.values[0].number;
+    }
+  }
+  set(field, value) {
+    assertOwn(this.message, field);
+    if (this.check) {
+      const err = checkField(field, value);
+      if (err) {
+        throw err;
+      }
+    }
+    let local;
+    if (field.fieldKind == "message") {
+      local = messageToLocal(field, value);
+    } else if (isReflectMap(value) || isReflectList(value)) {
+      local = value[unsafeLocal];
+    } else {
+      local = longToLocal(field, value);
+    }
+    unsafeSet(this.message, field, local);
+  }
+  getUnknown() {
+    return this.message.$unknown;
+  }
+  setUnknown(value) {
+    this.message.$unknown = value;
+  }
+};
+function assertOwn(owner, member) {
+  if (member.parent.typeName !== owner.$typeName) {
+    throw new FieldError(member, `cannot use ${member.toString()} with message ${owner.$typeName}`, "ForeignFieldError");
+  }
+}
+var ReflectListImpl = class {
+  field() {
+    return this._field;
+  }
+  get size() {
+    return this._arr.length;
+  }
+  constructor(field, unsafeInput, check) {
+    this._field = field;
+    this._arr = this[unsafeLocal] = unsafeInput;
+    this.check = check;
+  }
+  get(index) {
+    const item = this._arr[index];
+    return item === void 0 ? void 0 : listItemToReflect(this._field, item, this.check);
+  }
+  set(index, item) {
+    if (index < 0 || index >= this._arr.length) {
+      throw new FieldError(this._field, `list item #${index + 1}: out of range`);
+    }
+    if (this.check) {
+      const err = checkListItem(this._field, index, item);
+      if (err) {
+        throw err;
+      }
+    }
+    this._arr[index] = listItemToLocal(this._field, item);
+  }
+  add(item) {
+    if (this.check) {
+      const err = checkListItem(this._field, this._arr.length, item);
+      if (err) {
+        throw err;
+      }
+    }
+    this._arr.push(listItemToLocal(this._field, item));
+    return void 0;
+  }
+  clear() {
+    this._arr.splice(0, this._arr.length);
+  }
+  [Symbol.iterator]() {
+    return this.values();
+  }
+  keys() {
+    return this._arr.keys();
+  }
+  *values() {
+    for (const item of this._arr) {
+      yield listItemToReflect(this._field, item, this.check);
+    }
+  }
+  *entries() {
+    for (let i = 0; i < this._arr.length; i++) {
+      yield [i, listItemToReflect(this._field, this._arr[i], this.check)];
+    }
+  }
+};
+var ReflectMapImpl = class {
+  constructor(field, unsafeInput, check = true) {
+    this.obj = this[unsafeLocal] = unsafeInput !== null && unsafeInput !== void 0 ? unsafeInput : {};
+    this.check = check;
+    this._field = field;
+  }
+  field() {
+    return this._field;
+  }
+  set(key, value) {
+    if (this.check) {
+      const err = checkMapEntry(this._field, key, value);
+      if (err) {
+        throw err;
+      }
+    }
+    this.obj[mapKeyToLocal(key)] = mapValueToLocal(this._field, value);
+    return this;
+  }
+  delete(key) {
+    const k = mapKeyToLocal(key);
+    const has = Object.prototype.hasOwnProperty.call(this.obj, k);
+    if (has) {
+      delete this.obj[k];
+    }
+    return has;
+  }
+  clear() {
+    for (const key of Object.keys(this.obj)) {
+      delete this.obj[key];
+    }
+  }
+  get(key) {
+    let val = this.obj[mapKeyToLocal(key)];
+    if (val !== void 0) {
+      val = mapValueToReflect(this._field, val, this.check);
+    }
+    return val;
+  }
+  has(key) {
+    return Object.prototype.hasOwnProperty.call(this.obj, mapKeyToLocal(key));
+  }
+  *keys() {
+    for (const objKey of Object.keys(this.obj)) {
+      yield mapKeyToReflect(objKey, this._field.mapKey);
+    }
+  }
+  *entries() {
+    for (const objEntry of Object.entries(this.obj)) {
+      yield [
+        mapKeyToReflect(objEntry[0], this._field.mapKey),
+        mapValueToReflect(this._field, objEntry[1], this.check)
+      ];
+    }
+  }
+  [Symbol.iterator]() {
+    return this.entries();
+  }
+  get size() {
+    return Object.keys(this.obj).length;
+  }
+  *values() {
+    for (const val of Object.values(this.obj)) {
+      yield mapValueToReflect(this._field, val, this.check);
+    }
+  }
+  forEach(callbackfn, thisArg) {
+    for (const mapEntry of this.entries()) {
+      callbackfn.call(thisArg, mapEntry[1], mapEntry[0], this);
+    }
+  }
+};
+function messageToLocal(field, value) {
+  if (!isReflectMessage(value)) {
+    return value;
+  }
+  if (isWrapper(value.message) && !field.oneof && field.fieldKind == "message") {
+    return value.message.value;
+  }
+  if (value.desc.typeName == "google.protobuf.Struct" && field.parent.typeName != "google.protobuf.Value") {
+    return wktStructToLocal(value.message);
+  }
+  return value.message;
+}
+function messageToReflect(field, value, check) {
+  if (value !== void 0) {
+    if (isWrapperDesc(field.message) && !field.oneof && field.fieldKind == "message") {
+      value = {
+        $typeName: field.message.typeName,
+        value: longToReflect(field.message.fields[0], value)
+      };
+    } else if (field.message.typeName == "google.protobuf.Struct" && field.parent.typeName != "google.protobuf.Value" && isObject(value)) {
+      value = wktStructToReflect(value);
+    }
+  }
+  return new ReflectMessageImpl(field.message, value, check);
+}
+function listItemToLocal(field, value) {
+  if (field.listKind == "message") {
+    return messageToLocal(field, value);
+  }
+  return longToLocal(field, value);
+}
+function listItemToReflect(field, value, check) {
+  if (field.listKind == "message") {
+    return messageToReflect(field, value, check);
+  }
+  return longToReflect(field, value);
+}
+function mapValueToLocal(field, value) {
+  if (field.mapKind == "message") {
+    return messageToLocal(field, value);
+  }
+  return longToLocal(field, value);
+}
+function mapValueToReflect(field, value, check) {
+  if (field.mapKind == "message") {
+    return messageToReflect(field, value, check);
+  }
+  return value;
+}
+function mapKeyToLocal(key) {
+  return typeof key == "string" || typeof key == "number" ? key : String(key);
+}
+function mapKeyToReflect(key, type) {
+  switch (type) {
+    case ScalarType.STRING:
+      return key;
+    case ScalarType.INT32:
+    case ScalarType.FIXED32:
+    case ScalarType.UINT32:
+    case ScalarType.SFIXED32:
+    case ScalarType.SINT32: {
+      const n = Number.parseInt(key);
+      if (Number.isFinite(n)) {
+        return n;
+      }
+      break;
+    }
+    case ScalarType.BOOL:
+      switch (key) {
+        case "true":
+          return true;
+        case "false":
+          return false;
+      }
+      break;
+    case ScalarType.UINT64:
+    case ScalarType.FIXED64:
+      try {
+        return protoInt64.uParse(key);
+      } catch (_a) {
+      }
+      break;
+    default:
+      try {
+        return protoInt64.parse(key);
+      } catch (_b) {
+      }
+      break;
+  }
+  return key;
+}
+function longToReflect(field, value) {
+  switch (field.scalar) {
+    case ScalarType.INT64:
+    case ScalarType.SFIXED64:
+    case ScalarType.SINT64:
+      if ("longAsString" in field && field.longAsString && typeof value == "string") {
+        value = protoInt64.parse(value);
+      }
+      break;
+    case ScalarType.FIXED64:
+    case ScalarType.UINT64:
+      if ("longAsString" in field && field.longAsString && typeof value == "string") {
+        value = protoInt64.uParse(value);
+      }
+      break;
+  }
+  return value;
+}
+function longToLocal(field, value) {
+  switch (field.scalar) {
+    case ScalarType.INT64:
+    case ScalarType.SFIXED64:
+    case ScalarType.SINT64:
+      if ("longAsString" in field && field.longAsString) {
+        value = String(value);
+      } else if (typeof value == "string" || typeof value == "number") {
+        value = protoInt64.parse(value);
+      }
+      break;
+    case ScalarType.FIXED64:
+    case ScalarType.UINT64:
+      if ("longAsString" in field && field.longAsString) {
+        value = String(value);
+      } else if (typeof value == "string" || typeof value == "number") {
+        value = protoInt64.uParse(value);
+      }
+      break;
+  }
+  return value;
 }
 function wktStructToReflect(json) {
   const struct = {
@@ -1338,16 +1822,16 @@ function wktStructToReflect(json) {
     fields: {}
   };
   if (isObject(json)) {
-    for (const k of Object.keys(json)) {
-      setOwn(struct.fields, k, wktValueToReflect(json[k]));
+    for (const [k, v] of Object.entries(json)) {
+      struct.fields[k] = wktValueToReflect(v);
     }
   }
   return struct;
 }
 function wktStructToLocal(val) {
   const json = {};
-  for (const k of Object.keys(val.fields)) {
-    setOwn(json, k, wktValueToLocal(val.fields[k]));
+  for (const [k, v] of Object.entries(val.fields)) {
+    json[k] = wktValueToLocal(v);
   }
   return json;
 }
@@ -1408,32 +1892,14 @@ function wktValueToReflect(json) {
 }
 
 // node_modules/@bufbuild/protobuf/dist/esm/wire/base64-encoding.js
-var nativeSetFromBase64 = Uint8Array.prototype.setFromBase64;
 function base64Decode(base64Str) {
-  const len = base64Str.length;
-  let size = len - (len + 3 >> 2);
-  if ((len & 3) == 0 && base64Str[len - 1] == "=") {
-    size -= base64Str[len - 2] == "=" ? 2 : 1;
-  }
-  const bytes = new Uint8Array(size);
-  let written = -1;
-  if (nativeSetFromBase64) {
-    try {
-      const result = nativeSetFromBase64.call(bytes, base64Str);
-      if (result.read == len) {
-        written = result.written;
-      }
-    } catch (_a) {
-    }
-  }
-  if (written < 0) {
-    written = setFromBase64(bytes, base64Str);
-  }
-  return written == size ? bytes : bytes.subarray(0, written);
-}
-function setFromBase64(bytes, base64Str) {
   const table = getDecodeTable();
-  let bytePos = 0, groupPos = 0, b, p = 0;
+  let es = base64Str.length * 3 / 4;
+  if (base64Str[base64Str.length - 2] == "=")
+    es -= 2;
+  else if (base64Str[base64Str.length - 1] == "=")
+    es -= 1;
+  let bytes = new Uint8Array(es), bytePos = 0, groupPos = 0, b, p = 0;
   for (let i = 0; i < base64Str.length; i++) {
     b = table[base64Str.charCodeAt(i)];
     if (b === void 0) {
@@ -1475,9 +1941,8 @@ function setFromBase64(bytes, base64Str) {
   }
   if (groupPos == 1)
     throw Error("invalid base64 string");
-  return bytePos;
+  return bytes.subarray(0, bytePos);
 }
-var nativeToBase64 = Uint8Array.prototype.toBase64;
 var encodeTableStd;
 var encodeTableUrl;
 var decodeTable;
@@ -1751,17 +2216,13 @@ function* nestedTypes(desc) {
 }
 
 // node_modules/@bufbuild/protobuf/dist/esm/registry.js
-function createEmbeddedFileRegistry(fileDescriptorProto, resolve) {
-  return buildFileRegistry([fileDescriptorProto, resolve]);
-}
-function buildFileRegistry(args, check) {
+function createFileRegistry(...args) {
   const registry = createBaseRegistry();
   if (!args.length) {
     return registry;
   }
   if ("$typeName" in args[0] && args[0].$typeName == "google.protobuf.FileDescriptorSet") {
     for (const file of args[0].file) {
-      check === null || check === void 0 ? void 0 : check(file);
       addFile(file, registry);
     }
     return registry;
@@ -1793,7 +2254,6 @@ function buildFileRegistry(args, check) {
     const resolve = args[1];
     const seen = /* @__PURE__ */ new Set();
     for (const file of [input, ...recurseDeps(input)].reverse()) {
-      check === null || check === void 0 ? void 0 : check(file);
       addFile(file, registry);
     }
   } else {
@@ -1887,13 +2347,13 @@ var LABEL_REQUIRED = 2;
 var JS_STRING = 1;
 var IDEMPOTENCY_UNKNOWN = 0;
 var EXPLICIT = 1;
-var IMPLICIT2 = 2;
+var IMPLICIT3 = 2;
 var LEGACY_REQUIRED = 3;
 var PACKED = 1;
 var DELIMITED = 2;
 var OPEN = 1;
 var VERIFY = 2;
-var maximumEdition = 1002;
+var maximumEdition = 1001;
 var featureDefaults = {
   // EDITION_PROTO2
   998: {
@@ -1911,10 +2371,8 @@ var featureDefaults = {
     // LEGACY_BEST_EFFORT,
     enforceNamingStyle: 2,
     // STYLE_LEGACY,
-    defaultSymbolVisibility: 1,
+    defaultSymbolVisibility: 1
     // EXPORT_ALL,
-    enforceProtoLimits: 1
-    // LEGACY_NO_EXPLICIT_LIMITS,
   },
   // EDITION_PROTO3
   999: {
@@ -1932,10 +2390,8 @@ var featureDefaults = {
     // ALLOW,
     enforceNamingStyle: 2,
     // STYLE_LEGACY,
-    defaultSymbolVisibility: 1,
+    defaultSymbolVisibility: 1
     // EXPORT_ALL,
-    enforceProtoLimits: 1
-    // LEGACY_NO_EXPLICIT_LIMITS,
   },
   // EDITION_2023
   1e3: {
@@ -1953,10 +2409,8 @@ var featureDefaults = {
     // ALLOW,
     enforceNamingStyle: 2,
     // STYLE_LEGACY,
-    defaultSymbolVisibility: 1,
+    defaultSymbolVisibility: 1
     // EXPORT_ALL,
-    enforceProtoLimits: 1
-    // LEGACY_NO_EXPLICIT_LIMITS,
   },
   // EDITION_2024
   1001: {
@@ -1974,31 +2428,8 @@ var featureDefaults = {
     // ALLOW,
     enforceNamingStyle: 1,
     // STYLE2024,
-    defaultSymbolVisibility: 2,
+    defaultSymbolVisibility: 2
     // EXPORT_TOP_LEVEL,
-    enforceProtoLimits: 1
-    // LEGACY_NO_EXPLICIT_LIMITS,
-  },
-  // EDITION_2026
-  1002: {
-    fieldPresence: 1,
-    // EXPLICIT,
-    enumType: 1,
-    // OPEN,
-    repeatedFieldEncoding: 1,
-    // PACKED,
-    utf8Validation: 2,
-    // VERIFY,
-    messageEncoding: 1,
-    // LENGTH_PREFIXED,
-    jsonFormat: 1,
-    // ALLOW,
-    enforceNamingStyle: 3,
-    // STYLE2026,
-    defaultSymbolVisibility: 4,
-    // STRICT,
-    enforceProtoLimits: 2
-    // PROTO_LIMITS2026,
   }
 };
 function addFile(proto, reg) {
@@ -2095,8 +2526,7 @@ function addFields(message, reg, mapEntries) {
   }
 }
 function addEnum(proto, file, parent, reg) {
-  var _a, _b, _c, _d, _e, _f, _g;
-  var _h, _j;
+  var _a, _b, _c, _d, _e;
   const sharedPrefix = findEnumSharedPrefix(proto.name, proto.value);
   const desc = {
     kind: "enum",
@@ -2118,23 +2548,23 @@ function addEnum(proto, file, parent, reg) {
   reg.add(desc);
   for (const p of proto.value) {
     const name = p.name;
-    const value = {
-      kind: "enum_value",
-      proto: p,
-      deprecated: (_d = (_c = p.options) === null || _c === void 0 ? void 0 : _c.deprecated) !== null && _d !== void 0 ? _d : false,
-      parent: desc,
-      name,
-      localName: safeObjectProperty(sharedPrefix == void 0 ? name : name.substring(sharedPrefix.length)),
-      number: p.number,
-      jsonName: (_e = findEnumValueJsonName(p)) !== null && _e !== void 0 ? _e : name,
-      toString() {
-        return `enum value ${desc.typeName}.${name}`;
+    desc.values.push(
+      // biome-ignore lint/suspicious/noAssignInExpressions: no
+      desc.value[p.number] = {
+        kind: "enum_value",
+        proto: p,
+        deprecated: (_d = (_c = p.options) === null || _c === void 0 ? void 0 : _c.deprecated) !== null && _d !== void 0 ? _d : false,
+        parent: desc,
+        name,
+        localName: safeObjectProperty(sharedPrefix == void 0 ? name : name.substring(sharedPrefix.length)),
+        number: p.number,
+        toString() {
+          return `enum value ${desc.typeName}.${name}`;
+        }
       }
-    };
-    desc.values.push(value);
-    (_f = (_h = desc.value)[_j = p.number]) !== null && _f !== void 0 ? _f : _h[_j] = value;
+    );
   }
-  ((_g = parent === null || parent === void 0 ? void 0 : parent.nestedEnums) !== null && _g !== void 0 ? _g : file.enums).push(desc);
+  ((_e = parent === null || parent === void 0 ? void 0 : parent.nestedEnums) !== null && _e !== void 0 ? _e : file.enums).push(desc);
 }
 function addMessage(proto, file, parent, reg, mapEntries) {
   var _a, _b, _c, _d;
@@ -2262,7 +2692,6 @@ function newField(proto, parentOrFile, reg, oneof, mapEntries) {
     longAsString: false,
     getDefaultValue: void 0
   };
-  let toStr;
   if (isExtension) {
     const file = parentOrFile.kind == "file" ? parentOrFile : parentOrFile.file;
     const parent = parentOrFile.kind == "file" ? void 0 : parentOrFile;
@@ -2273,7 +2702,7 @@ function newField(proto, parentOrFile, reg, oneof, mapEntries) {
     field.oneof = void 0;
     field.typeName = typeName;
     field.jsonName = `[${typeName}]`;
-    toStr = () => `extension ${typeName}`;
+    field.toString = () => `extension ${typeName}`;
     const extendee = reg.getMessage(trimLeadingDot(proto.extendee));
     assert(extendee, `invalid FieldDescriptorProto: extendee ${proto.extendee} not found`);
     field.extendee = extendee;
@@ -2284,14 +2713,8 @@ function newField(proto, parentOrFile, reg, oneof, mapEntries) {
     field.oneof = oneof;
     field.localName = oneof ? protoCamelCase(proto.name) : safeObjectProperty(protoCamelCase(proto.name));
     field.jsonName = proto.jsonName;
-    toStr = () => `field ${parent.typeName}.${proto.name}`;
+    field.toString = () => `field ${parent.typeName}.${proto.name}`;
   }
-  Object.defineProperty(field, "toString", {
-    value: toStr,
-    writable: true,
-    enumerable: true,
-    configurable: true
-  });
   const label = proto.label;
   const type = proto.type;
   const jstype = (_c = proto.options) === null || _c === void 0 ? void 0 : _c.jstype;
@@ -2406,27 +2829,6 @@ function findEnumSharedPrefix(enumName, values) {
   }
   return prefix;
 }
-function findEnumValueJsonName(proto) {
-  var _a, _b;
-  const extensionNumber = 998;
-  const fieldNumber = 1;
-  let jsonName;
-  for (const uf of (_b = (_a = proto.options) === null || _a === void 0 ? void 0 : _a.$unknown) !== null && _b !== void 0 ? _b : []) {
-    if (uf.no !== extensionNumber || uf.wireType !== WireType.LengthDelimited) {
-      continue;
-    }
-    const reader = new BinaryReader(new BinaryReader(uf.data).bytes());
-    while (reader.pos < reader.len) {
-      const [no, wireType] = reader.tag();
-      if (no === fieldNumber && wireType === WireType.LengthDelimited) {
-        jsonName = reader.string();
-      } else {
-        reader.skip(wireType, no);
-      }
-    }
-  }
-  return jsonName;
-}
 function camelToSnakeCase(camel) {
   return (camel.substring(0, 1) + camel.substring(1).replace(/[A-Z]/g, (c) => "_" + c)).toLowerCase();
 }
@@ -2460,7 +2862,7 @@ function getFieldPresence(proto, oneof, isExtension, parent) {
     return LEGACY_REQUIRED;
   }
   if (proto.label == LABEL_REPEATED) {
-    return IMPLICIT2;
+    return IMPLICIT3;
   }
   if (!!oneof || proto.proto3Optional) {
     return EXPLICIT;
@@ -2469,7 +2871,7 @@ function getFieldPresence(proto, oneof, isExtension, parent) {
     return EXPLICIT;
   }
   const resolved = resolveFeature("fieldPresence", { proto, parent });
-  if (resolved == IMPLICIT2 && (proto.type == TYPE_MESSAGE || proto.type == TYPE_GROUP)) {
+  if (resolved == IMPLICIT3 && (proto.type == TYPE_MESSAGE || proto.type == TYPE_GROUP)) {
     return EXPLICIT;
   }
   return resolved;
@@ -2553,7 +2955,7 @@ function assert(condition, msg) {
 function boot(boot2) {
   const root = bootFileDescriptorProto(boot2);
   root.messageType.forEach(restoreJsonNames);
-  const reg = createEmbeddedFileRegistry(root, () => void 0);
+  const reg = createFileRegistry(root, () => void 0);
   return reg.getFile(root.name);
 }
 function bootFileDescriptorProto(init) {
@@ -2626,8 +3028,8 @@ function messageDesc(file, path, ...paths) {
   return paths.reduce((acc, cur) => acc.nestedMessages[cur], file.messages[path]);
 }
 
-// node_modules/@bufbuild/protobuf/dist/esm/wkt/google/protobuf/descriptor_pb.js
-var file_google_protobuf_descriptor = /* @__PURE__ */ boot({ "name": "google/protobuf/descriptor.proto", "package": "google.protobuf", "messageType": [{ "name": "FileDescriptorSet", "field": [{ "name": "file", "number": 1, "type": 11, "label": 3, "typeName": ".google.protobuf.FileDescriptorProto" }], "extensionRange": [{ "start": 536e6, "end": 536000001 }] }, { "name": "FileDescriptorProto", "field": [{ "name": "name", "number": 1, "type": 9, "label": 1 }, { "name": "package", "number": 2, "type": 9, "label": 1 }, { "name": "dependency", "number": 3, "type": 9, "label": 3 }, { "name": "public_dependency", "number": 10, "type": 5, "label": 3 }, { "name": "weak_dependency", "number": 11, "type": 5, "label": 3 }, { "name": "option_dependency", "number": 15, "type": 9, "label": 3 }, { "name": "message_type", "number": 4, "type": 11, "label": 3, "typeName": ".google.protobuf.DescriptorProto" }, { "name": "enum_type", "number": 5, "type": 11, "label": 3, "typeName": ".google.protobuf.EnumDescriptorProto" }, { "name": "service", "number": 6, "type": 11, "label": 3, "typeName": ".google.protobuf.ServiceDescriptorProto" }, { "name": "extension", "number": 7, "type": 11, "label": 3, "typeName": ".google.protobuf.FieldDescriptorProto" }, { "name": "options", "number": 8, "type": 11, "label": 1, "typeName": ".google.protobuf.FileOptions" }, { "name": "source_code_info", "number": 9, "type": 11, "label": 1, "typeName": ".google.protobuf.SourceCodeInfo" }, { "name": "syntax", "number": 12, "type": 9, "label": 1 }, { "name": "edition", "number": 14, "type": 14, "label": 1, "typeName": ".google.protobuf.Edition" }] }, { "name": "DescriptorProto", "field": [{ "name": "name", "number": 1, "type": 9, "label": 1 }, { "name": "field", "number": 2, "type": 11, "label": 3, "typeName": ".google.protobuf.FieldDescriptorProto" }, { "name": "extension", "number": 6, "type": 11, "label": 3, "typeName": ".google.protobuf.FieldDescriptorProto" }, { "name": "nested_type", "number": 3, "type": 11, "label": 3, "typeName": ".google.protobuf.DescriptorProto" }, { "name": "enum_type", "number": 4, "type": 11, "label": 3, "typeName": ".google.protobuf.EnumDescriptorProto" }, { "name": "extension_range", "number": 5, "type": 11, "label": 3, "typeName": ".google.protobuf.DescriptorProto.ExtensionRange" }, { "name": "oneof_decl", "number": 8, "type": 11, "label": 3, "typeName": ".google.protobuf.OneofDescriptorProto" }, { "name": "options", "number": 7, "type": 11, "label": 1, "typeName": ".google.protobuf.MessageOptions" }, { "name": "reserved_range", "number": 9, "type": 11, "label": 3, "typeName": ".google.protobuf.DescriptorProto.ReservedRange" }, { "name": "reserved_name", "number": 10, "type": 9, "label": 3 }, { "name": "visibility", "number": 11, "type": 14, "label": 1, "typeName": ".google.protobuf.SymbolVisibility" }], "nestedType": [{ "name": "ExtensionRange", "field": [{ "name": "start", "number": 1, "type": 5, "label": 1 }, { "name": "end", "number": 2, "type": 5, "label": 1 }, { "name": "options", "number": 3, "type": 11, "label": 1, "typeName": ".google.protobuf.ExtensionRangeOptions" }] }, { "name": "ReservedRange", "field": [{ "name": "start", "number": 1, "type": 5, "label": 1 }, { "name": "end", "number": 2, "type": 5, "label": 1 }] }] }, { "name": "ExtensionRangeOptions", "field": [{ "name": "uninterpreted_option", "number": 999, "type": 11, "label": 3, "typeName": ".google.protobuf.UninterpretedOption" }, { "name": "declaration", "number": 2, "type": 11, "label": 3, "typeName": ".google.protobuf.ExtensionRangeOptions.Declaration", "options": { "retention": 2 } }, { "name": "features", "number": 50, "type": 11, "label": 1, "typeName": ".google.protobuf.FeatureSet" }, { "name": "verification", "number": 3, "type": 14, "label": 1, "typeName": ".google.protobuf.ExtensionRangeOptions.VerificationState", "defaultValue": "UNVERIFIED", "options": { "retention": 2 } }], "nestedType": [{ "name": "Declaration", "field": [{ "name": "number", "number": 1, "type": 5, "label": 1 }, { "name": "full_name", "number": 2, "type": 9, "label": 1 }, { "name": "type", "number": 3, "type": 9, "label": 1 }, { "name": "reserved", "number": 5, "type": 8, "label": 1 }, { "name": "repeated", "number": 6, "type": 8, "label": 1 }] }], "enumType": [{ "name": "VerificationState", "value": [{ "name": "DECLARATION", "number": 0 }, { "name": "UNVERIFIED", "number": 1 }] }], "extensionRange": [{ "start": 990, "end": 999 }, { "start": 1e3, "end": 536870912 }] }, { "name": "FieldDescriptorProto", "field": [{ "name": "name", "number": 1, "type": 9, "label": 1 }, { "name": "number", "number": 3, "type": 5, "label": 1 }, { "name": "label", "number": 4, "type": 14, "label": 1, "typeName": ".google.protobuf.FieldDescriptorProto.Label" }, { "name": "type", "number": 5, "type": 14, "label": 1, "typeName": ".google.protobuf.FieldDescriptorProto.Type" }, { "name": "type_name", "number": 6, "type": 9, "label": 1 }, { "name": "extendee", "number": 2, "type": 9, "label": 1 }, { "name": "default_value", "number": 7, "type": 9, "label": 1 }, { "name": "oneof_index", "number": 9, "type": 5, "label": 1 }, { "name": "json_name", "number": 10, "type": 9, "label": 1 }, { "name": "options", "number": 8, "type": 11, "label": 1, "typeName": ".google.protobuf.FieldOptions" }, { "name": "proto3_optional", "number": 17, "type": 8, "label": 1 }], "enumType": [{ "name": "Type", "value": [{ "name": "TYPE_DOUBLE", "number": 1 }, { "name": "TYPE_FLOAT", "number": 2 }, { "name": "TYPE_INT64", "number": 3 }, { "name": "TYPE_UINT64", "number": 4 }, { "name": "TYPE_INT32", "number": 5 }, { "name": "TYPE_FIXED64", "number": 6 }, { "name": "TYPE_FIXED32", "number": 7 }, { "name": "TYPE_BOOL", "number": 8 }, { "name": "TYPE_STRING", "number": 9 }, { "name": "TYPE_GROUP", "number": 10 }, { "name": "TYPE_MESSAGE", "number": 11 }, { "name": "TYPE_BYTES", "number": 12 }, { "name": "TYPE_UINT32", "number": 13 }, { "name": "TYPE_ENUM", "number": 14 }, { "name": "TYPE_SFIXED32", "number": 15 }, { "name": "TYPE_SFIXED64", "number": 16 }, { "name": "TYPE_SINT32", "number": 17 }, { "name": "TYPE_SINT64", "number": 18 }] }, { "name": "Label", "value": [{ "name": "LABEL_OPTIONAL", "number": 1 }, { "name": "LABEL_REPEATED", "number": 3 }, { "name": "LABEL_REQUIRED", "number": 2 }] }] }, { "name": "OneofDescriptorProto", "field": [{ "name": "name", "number": 1, "type": 9, "label": 1 }, { "name": "options", "number": 2, "type": 11, "label": 1, "typeName": ".google.protobuf.OneofOptions" }] }, { "name": "EnumDescriptorProto", "field": [{ "name": "name", "number": 1, "type": 9, "label": 1 }, { "name": "value", "number": 2, "type": 11, "label": 3, "typeName": ".google.protobuf.EnumValueDescriptorProto" }, { "name": "options", "number": 3, "type": 11, "label": 1, "typeName": ".google.protobuf.EnumOptions" }, { "name": "reserved_range", "number": 4, "type": 11, "label": 3, "typeName": ".google.protobuf.EnumDescriptorProto.EnumReservedRange" }, { "name": "reserved_name", "number": 5, "type": 9, "label": 3 }, { "name": "visibility", "number": 6, "type": 14, "label": 1, "typeName": ".google.protobuf.SymbolVisibility" }], "nestedType": [{ "name": "EnumReservedRange", "field": [{ "name": "start", "number": 1, "type": 5, "label": 1 }, { "name": "end", "number": 2, "type": 5, "label": 1 }] }] }, { "name": "EnumValueDescriptorProto", "field": [{ "name": "name", "number": 1, "type": 9, "label": 1 }, { "name": "number", "number": 2, "type": 5, "label": 1 }, { "name": "options", "number": 3, "type": 11, "label": 1, "typeName": ".google.protobuf.EnumValueOptions" }] }, { "name": "ServiceDescriptorProto", "field": [{ "name": "name", "number": 1, "type": 9, "label": 1 }, { "name": "method", "number": 2, "type": 11, "label": 3, "typeName": ".google.protobuf.MethodDescriptorProto" }, { "name": "options", "number": 3, "type": 11, "label": 1, "typeName": ".google.protobuf.ServiceOptions" }] }, { "name": "MethodDescriptorProto", "field": [{ "name": "name", "number": 1, "type": 9, "label": 1 }, { "name": "input_type", "number": 2, "type": 9, "label": 1 }, { "name": "output_type", "number": 3, "type": 9, "label": 1 }, { "name": "options", "number": 4, "type": 11, "label": 1, "typeName": ".google.protobuf.MethodOptions" }, { "name": "client_streaming", "number": 5, "type": 8, "label": 1, "defaultValue": "false" }, { "name": "server_streaming", "number": 6, "type": 8, "label": 1, "defaultValue": "false" }] }, { "name": "FileOptions", "field": [{ "name": "java_package", "number": 1, "type": 9, "label": 1 }, { "name": "java_outer_classname", "number": 8, "type": 9, "label": 1 }, { "name": "java_multiple_files", "number": 10, "type": 8, "label": 1, "defaultValue": "false", "options": {} }, { "name": "java_generate_equals_and_hash", "number": 20, "type": 8, "label": 1, "options": { "deprecated": true } }, { "name": "java_string_check_utf8", "number": 27, "type": 8, "label": 1, "defaultValue": "false" }, { "name": "optimize_for", "number": 9, "type": 14, "label": 1, "typeName": ".google.protobuf.FileOptions.OptimizeMode", "defaultValue": "SPEED" }, { "name": "go_package", "number": 11, "type": 9, "label": 1 }, { "name": "cc_generic_services", "number": 16, "type": 8, "label": 1, "defaultValue": "false" }, { "name": "java_generic_services", "number": 17, "type": 8, "label": 1, "defaultValue": "false" }, { "name": "py_generic_services", "number": 18, "type": 8, "label": 1, "defaultValue": "false" }, { "name": "deprecated", "number": 23, "type": 8, "label": 1, "defaultValue": "false" }, { "name": "cc_enable_arenas", "number": 31, "type": 8, "label": 1, "defaultValue": "true", "options": {} }, { "name": "objc_class_prefix", "number": 36, "type": 9, "label": 1 }, { "name": "csharp_namespace", "number": 37, "type": 9, "label": 1 }, { "name": "swift_prefix", "number": 39, "type": 9, "label": 1 }, { "name": "php_class_prefix", "number": 40, "type": 9, "label": 1 }, { "name": "php_namespace", "number": 41, "type": 9, "label": 1 }, { "name": "php_metadata_namespace", "number": 44, "type": 9, "label": 1 }, { "name": "ruby_package", "number": 45, "type": 9, "label": 1 }, { "name": "features", "number": 50, "type": 11, "label": 1, "typeName": ".google.protobuf.FeatureSet" }, { "name": "uninterpreted_option", "number": 999, "type": 11, "label": 3, "typeName": ".google.protobuf.UninterpretedOption" }], "enumType": [{ "name": "OptimizeMode", "value": [{ "name": "SPEED", "number": 1 }, { "name": "CODE_SIZE", "number": 2 }, { "name": "LITE_RUNTIME", "number": 3 }] }], "extensionRange": [{ "start": 990, "end": 999 }, { "start": 1e3, "end": 536870912 }] }, { "name": "MessageOptions", "field": [{ "name": "message_set_wire_format", "number": 1, "type": 8, "label": 1, "defaultValue": "false" }, { "name": "no_standard_descriptor_accessor", "number": 2, "type": 8, "label": 1, "defaultValue": "false" }, { "name": "deprecated", "number": 3, "type": 8, "label": 1, "defaultValue": "false" }, { "name": "map_entry", "number": 7, "type": 8, "label": 1 }, { "name": "deprecated_legacy_json_field_conflicts", "number": 11, "type": 8, "label": 1, "options": { "deprecated": true } }, { "name": "features", "number": 12, "type": 11, "label": 1, "typeName": ".google.protobuf.FeatureSet" }, { "name": "uninterpreted_option", "number": 999, "type": 11, "label": 3, "typeName": ".google.protobuf.UninterpretedOption" }], "extensionRange": [{ "start": 990, "end": 999 }, { "start": 1e3, "end": 536870912 }] }, { "name": "FieldOptions", "field": [{ "name": "ctype", "number": 1, "type": 14, "label": 1, "typeName": ".google.protobuf.FieldOptions.CType", "defaultValue": "STRING" }, { "name": "packed", "number": 2, "type": 8, "label": 1 }, { "name": "jstype", "number": 6, "type": 14, "label": 1, "typeName": ".google.protobuf.FieldOptions.JSType", "defaultValue": "JS_NORMAL" }, { "name": "lazy", "number": 5, "type": 8, "label": 1, "defaultValue": "false" }, { "name": "unverified_lazy", "number": 15, "type": 8, "label": 1, "defaultValue": "false" }, { "name": "deprecated", "number": 3, "type": 8, "label": 1, "defaultValue": "false" }, { "name": "weak", "number": 10, "type": 8, "label": 1, "defaultValue": "false", "options": { "deprecated": true } }, { "name": "debug_redact", "number": 16, "type": 8, "label": 1, "defaultValue": "false" }, { "name": "retention", "number": 17, "type": 14, "label": 1, "typeName": ".google.protobuf.FieldOptions.OptionRetention" }, { "name": "targets", "number": 19, "type": 14, "label": 3, "typeName": ".google.protobuf.FieldOptions.OptionTargetType" }, { "name": "edition_defaults", "number": 20, "type": 11, "label": 3, "typeName": ".google.protobuf.FieldOptions.EditionDefault" }, { "name": "features", "number": 21, "type": 11, "label": 1, "typeName": ".google.protobuf.FeatureSet" }, { "name": "feature_support", "number": 22, "type": 11, "label": 1, "typeName": ".google.protobuf.FieldOptions.FeatureSupport" }, { "name": "uninterpreted_option", "number": 999, "type": 11, "label": 3, "typeName": ".google.protobuf.UninterpretedOption" }], "nestedType": [{ "name": "EditionDefault", "field": [{ "name": "edition", "number": 3, "type": 14, "label": 1, "typeName": ".google.protobuf.Edition" }, { "name": "value", "number": 2, "type": 9, "label": 1 }] }, { "name": "FeatureSupport", "field": [{ "name": "edition_introduced", "number": 1, "type": 14, "label": 1, "typeName": ".google.protobuf.Edition" }, { "name": "edition_deprecated", "number": 2, "type": 14, "label": 1, "typeName": ".google.protobuf.Edition" }, { "name": "deprecation_warning", "number": 3, "type": 9, "label": 1 }, { "name": "edition_removed", "number": 4, "type": 14, "label": 1, "typeName": ".google.protobuf.Edition" }, { "name": "removal_error", "number": 5, "type": 9, "label": 1 }] }], "enumType": [{ "name": "CType", "value": [{ "name": "STRING", "number": 0 }, { "name": "CORD", "number": 1 }, { "name": "STRING_PIECE", "number": 2 }] }, { "name": "JSType", "value": [{ "name": "JS_NORMAL", "number": 0 }, { "name": "JS_STRING", "number": 1 }, { "name": "JS_NUMBER", "number": 2 }] }, { "name": "OptionRetention", "value": [{ "name": "RETENTION_UNKNOWN", "number": 0 }, { "name": "RETENTION_RUNTIME", "number": 1 }, { "name": "RETENTION_SOURCE", "number": 2 }] }, { "name": "OptionTargetType", "value": [{ "name": "TARGET_TYPE_UNKNOWN", "number": 0 }, { "name": "TARGET_TYPE_FILE", "number": 1 }, { "name": "TARGET_TYPE_EXTENSION_RANGE", "number": 2 }, { "name": "TARGET_TYPE_MESSAGE", "number": 3 }, { "name": "TARGET_TYPE_FIELD", "number": 4 }, { "name": "TARGET_TYPE_ONEOF", "number": 5 }, { "name": "TARGET_TYPE_ENUM", "number": 6 }, { "name": "TARGET_TYPE_ENUM_ENTRY", "number": 7 }, { "name": "TARGET_TYPE_SERVICE", "number": 8 }, { "name": "TARGET_TYPE_METHOD", "number": 9 }] }], "extensionRange": [{ "start": 990, "end": 999 }, { "start": 1e3, "end": 536870912 }] }, { "name": "OneofOptions", "field": [{ "name": "features", "number": 1, "type": 11, "label": 1, "typeName": ".google.protobuf.FeatureSet" }, { "name": "uninterpreted_option", "number": 999, "type": 11, "label": 3, "typeName": ".google.protobuf.UninterpretedOption" }], "extensionRange": [{ "start": 990, "end": 999 }, { "start": 1e3, "end": 536870912 }] }, { "name": "EnumOptions", "field": [{ "name": "allow_alias", "number": 2, "type": 8, "label": 1 }, { "name": "deprecated", "number": 3, "type": 8, "label": 1, "defaultValue": "false" }, { "name": "deprecated_legacy_json_field_conflicts", "number": 6, "type": 8, "label": 1, "options": { "deprecated": true } }, { "name": "features", "number": 7, "type": 11, "label": 1, "typeName": ".google.protobuf.FeatureSet" }, { "name": "uninterpreted_option", "number": 999, "type": 11, "label": 3, "typeName": ".google.protobuf.UninterpretedOption" }], "extensionRange": [{ "start": 990, "end": 999 }, { "start": 1e3, "end": 536870912 }] }, { "name": "EnumValueOptions", "field": [{ "name": "deprecated", "number": 1, "type": 8, "label": 1, "defaultValue": "false" }, { "name": "features", "number": 2, "type": 11, "label": 1, "typeName": ".google.protobuf.FeatureSet" }, { "name": "debug_redact", "number": 3, "type": 8, "label": 1, "defaultValue": "false" }, { "name": "feature_support", "number": 4, "type": 11, "label": 1, "typeName": ".google.protobuf.FieldOptions.FeatureSupport" }, { "name": "uninterpreted_option", "number": 999, "type": 11, "label": 3, "typeName": ".google.protobuf.UninterpretedOption" }], "extensionRange": [{ "start": 990, "end": 999 }, { "start": 1e3, "end": 536870912 }] }, { "name": "ServiceOptions", "field": [{ "name": "features", "number": 34, "type": 11, "label": 1, "typeName": ".google.protobuf.FeatureSet" }, { "name": "deprecated", "number": 33, "type": 8, "label": 1, "defaultValue": "false" }, { "name": "uninterpreted_option", "number": 999, "type": 11, "label": 3, "typeName": ".google.protobuf.UninterpretedOption" }], "extensionRange": [{ "start": 990, "end": 999 }, { "start": 1e3, "end": 536870912 }] }, { "name": "MethodOptions", "field": [{ "name": "deprecated", "number": 33, "type": 8, "label": 1, "defaultValue": "false" }, { "name": "idempotency_level", "number": 34, "type": 14, "label": 1, "typeName": ".google.protobuf.MethodOptions.IdempotencyLevel", "defaultValue": "IDEMPOTENCY_UNKNOWN" }, { "name": "features", "number": 35, "type": 11, "label": 1, "typeName": ".google.protobuf.FeatureSet" }, { "name": "uninterpreted_option", "number": 999, "type": 11, "label": 3, "typeName": ".google.protobuf.UninterpretedOption" }], "enumType": [{ "name": "IdempotencyLevel", "value": [{ "name": "IDEMPOTENCY_UNKNOWN", "number": 0 }, { "name": "NO_SIDE_EFFECTS", "number": 1 }, { "name": "IDEMPOTENT", "number": 2 }] }], "extensionRange": [{ "start": 990, "end": 999 }, { "start": 1e3, "end": 536870912 }] }, { "name": "UninterpretedOption", "field": [{ "name": "name", "number": 2, "type": 11, "label": 3, "typeName": ".google.protobuf.UninterpretedOption.NamePart" }, { "name": "identifier_value", "number": 3, "type": 9, "label": 1 }, { "name": "positive_int_value", "number": 4, "type": 4, "label": 1 }, { "name": "negative_int_value", "number": 5, "type": 3, "label": 1 }, { "name": "double_value", "number": 6, "type": 1, "label": 1 }, { "name": "string_value", "number": 7, "type": 12, "label": 1 }, { "name": "aggregate_value", "number": 8, "type": 9, "label": 1 }], "nestedType": [{ "name": "NamePart", "field": [{ "name": "name_part", "number": 1, "type": 9, "label": 2 }, { "name": "is_extension", "number": 2, "type": 8, "label": 2 }] }] }, { "name": "FeatureSet", "field": [{ "name": "field_presence", "number": 1, "type": 14, "label": 1, "typeName": ".google.protobuf.FeatureSet.FieldPresence", "options": { "retention": 1, "targets": [4, 1], "editionDefaults": [{ "value": "EXPLICIT", "edition": 900 }, { "value": "IMPLICIT", "edition": 999 }, { "value": "EXPLICIT", "edition": 1e3 }] } }, { "name": "enum_type", "number": 2, "type": 14, "label": 1, "typeName": ".google.protobuf.FeatureSet.EnumType", "options": { "retention": 1, "targets": [6, 1], "editionDefaults": [{ "value": "CLOSED", "edition": 900 }, { "value": "OPEN", "edition": 999 }] } }, { "name": "repeated_field_encoding", "number": 3, "type": 14, "label": 1, "typeName": ".google.protobuf.FeatureSet.RepeatedFieldEncoding", "options": { "retention": 1, "targets": [4, 1], "editionDefaults": [{ "value": "EXPANDED", "edition": 900 }, { "value": "PACKED", "edition": 999 }] } }, { "name": "utf8_validation", "number": 4, "type": 14, "label": 1, "typeName": ".google.protobuf.FeatureSet.Utf8Validation", "options": { "retention": 1, "targets": [4, 1], "editionDefaults": [{ "value": "NONE", "edition": 900 }, { "value": "VERIFY", "edition": 999 }] } }, { "name": "message_encoding", "number": 5, "type": 14, "label": 1, "typeName": ".google.protobuf.FeatureSet.MessageEncoding", "options": { "retention": 1, "targets": [4, 1], "editionDefaults": [{ "value": "LENGTH_PREFIXED", "edition": 900 }] } }, { "name": "json_format", "number": 6, "type": 14, "label": 1, "typeName": ".google.protobuf.FeatureSet.JsonFormat", "options": { "retention": 1, "targets": [3, 6, 1], "editionDefaults": [{ "value": "LEGACY_BEST_EFFORT", "edition": 900 }, { "value": "ALLOW", "edition": 999 }] } }, { "name": "enforce_naming_style", "number": 7, "type": 14, "label": 1, "typeName": ".google.protobuf.FeatureSet.EnforceNamingStyle", "options": { "retention": 2, "targets": [1, 2, 3, 4, 5, 6, 7, 8, 9], "editionDefaults": [{ "value": "STYLE_LEGACY", "edition": 900 }, { "value": "STYLE2024", "edition": 1001 }, { "value": "STYLE2026", "edition": 1002 }] } }, { "name": "default_symbol_visibility", "number": 8, "type": 14, "label": 1, "typeName": ".google.protobuf.FeatureSet.VisibilityFeature.DefaultSymbolVisibility", "options": { "retention": 2, "targets": [1], "editionDefaults": [{ "value": "EXPORT_ALL", "edition": 900 }, { "value": "EXPORT_TOP_LEVEL", "edition": 1001 }, { "value": "STRICT", "edition": 1002 }] } }, { "name": "enforce_proto_limits", "number": 9, "type": 14, "label": 1, "typeName": ".google.protobuf.FeatureSet.ProtoLimitsFeature.EnforceProtoLimits", "options": { "retention": 2, "targets": [6, 3, 4, 5], "editionDefaults": [{ "value": "LEGACY_NO_EXPLICIT_LIMITS", "edition": 900 }, { "value": "PROTO_LIMITS2026", "edition": 1002 }] } }], "nestedType": [{ "name": "VisibilityFeature", "enumType": [{ "name": "DefaultSymbolVisibility", "value": [{ "name": "DEFAULT_SYMBOL_VISIBILITY_UNKNOWN", "number": 0 }, { "name": "EXPORT_ALL", "number": 1 }, { "name": "EXPORT_TOP_LEVEL", "number": 2 }, { "name": "LOCAL_ALL", "number": 3 }, { "name": "STRICT", "number": 4 }] }] }, { "name": "ProtoLimitsFeature", "enumType": [{ "name": "EnforceProtoLimits", "value": [{ "name": "PROTO_LIMITS_UNKNOWN", "number": 0 }, { "name": "LEGACY_NO_EXPLICIT_LIMITS", "number": 1 }, { "name": "PROTO_LIMITS2026", "number": 2 }] }] }], "enumType": [{ "name": "FieldPresence", "value": [{ "name": "FIELD_PRESENCE_UNKNOWN", "number": 0 }, { "name": "EXPLICIT", "number": 1 }, { "name": "IMPLICIT", "number": 2 }, { "name": "LEGACY_REQUIRED", "number": 3 }] }, { "name": "EnumType", "value": [{ "name": "ENUM_TYPE_UNKNOWN", "number": 0 }, { "name": "OPEN", "number": 1 }, { "name": "CLOSED", "number": 2 }] }, { "name": "RepeatedFieldEncoding", "value": [{ "name": "REPEATED_FIELD_ENCODING_UNKNOWN", "number": 0 }, { "name": "PACKED", "number": 1 }, { "name": "EXPANDED", "number": 2 }] }, { "name": "Utf8Validation", "value": [{ "name": "UTF8_VALIDATION_UNKNOWN", "number": 0 }, { "name": "VERIFY", "number": 2 }, { "name": "NONE", "number": 3 }] }, { "name": "MessageEncoding", "value": [{ "name": "MESSAGE_ENCODING_UNKNOWN", "number": 0 }, { "name": "LENGTH_PREFIXED", "number": 1 }, { "name": "DELIMITED", "number": 2 }] }, { "name": "JsonFormat", "value": [{ "name": "JSON_FORMAT_UNKNOWN", "number": 0 }, { "name": "ALLOW", "number": 1 }, { "name": "LEGACY_BEST_EFFORT", "number": 2 }] }, { "name": "EnforceNamingStyle", "value": [{ "name": "ENFORCE_NAMING_STYLE_UNKNOWN", "number": 0 }, { "name": "STYLE2024", "number": 1 }, { "name": "STYLE_LEGACY", "number": 2 }, { "name": "STYLE2026", "number": 3 }] }], "extensionRange": [{ "start": 1e3, "end": 9995 }, { "start": 9995, "end": 1e4 }, { "start": 1e4, "end": 10001 }] }, { "name": "FeatureSetDefaults", "field": [{ "name": "defaults", "number": 1, "type": 11, "label": 3, "typeName": ".google.protobuf.FeatureSetDefaults.FeatureSetEditionDefault" }, { "name": "minimum_edition", "number": 4, "type": 14, "label": 1, "typeName": ".google.protobuf.Edition" }, { "name": "maximum_edition", "number": 5, "type": 14, "label": 1, "typeName": ".google.protobuf.Edition" }], "nestedType": [{ "name": "FeatureSetEditionDefault", "field": [{ "name": "edition", "number": 3, "type": 14, "label": 1, "typeName": ".google.protobuf.Edition" }, { "name": "overridable_features", "number": 4, "type": 11, "label": 1, "typeName": ".google.protobuf.FeatureSet" }, { "name": "fixed_features", "number": 5, "type": 11, "label": 1, "typeName": ".google.protobuf.FeatureSet" }] }] }, { "name": "SourceCodeInfo", "field": [{ "name": "location", "number": 1, "type": 11, "label": 3, "typeName": ".google.protobuf.SourceCodeInfo.Location" }], "nestedType": [{ "name": "Location", "field": [{ "name": "path", "number": 1, "type": 5, "label": 3, "options": { "packed": true } }, { "name": "span", "number": 2, "type": 5, "label": 3, "options": { "packed": true } }, { "name": "leading_comments", "number": 3, "type": 9, "label": 1 }, { "name": "trailing_comments", "number": 4, "type": 9, "label": 1 }, { "name": "leading_detached_comments", "number": 6, "type": 9, "label": 3 }] }], "extensionRange": [{ "start": 536e6, "end": 536000001 }] }, { "name": "GeneratedCodeInfo", "field": [{ "name": "annotation", "number": 1, "type": 11, "label": 3, "typeName": ".google.protobuf.GeneratedCodeInfo.Annotation" }], "nestedType": [{ "name": "Annotation", "field": [{ "name": "path", "number": 1, "type": 5, "label": 3, "options": { "packed": true } }, { "name": "source_file", "number": 2, "type": 9, "label": 1 }, { "name": "begin", "number": 3, "type": 5, "label": 1 }, { "name": "end", "number": 4, "type": 5, "label": 1 }, { "name": "semantic", "number": 5, "type": 14, "label": 1, "typeName": ".google.protobuf.GeneratedCodeInfo.Annotation.Semantic" }], "enumType": [{ "name": "Semantic", "value": [{ "name": "NONE", "number": 0 }, { "name": "SET", "number": 1 }, { "name": "ALIAS", "number": 2 }] }] }] }], "enumType": [{ "name": "Edition", "value": [{ "name": "EDITION_UNKNOWN", "number": 0 }, { "name": "EDITION_LEGACY", "number": 900 }, { "name": "EDITION_PROTO2", "number": 998 }, { "name": "EDITION_PROTO3", "number": 999 }, { "name": "EDITION_2023", "number": 1e3 }, { "name": "EDITION_2024", "number": 1001 }, { "name": "EDITION_2026", "number": 1002 }, { "name": "EDITION_UNSTABLE", "number": 9999 }, { "name": "EDITION_1_TEST_ONLY", "number": 1 }, { "name": "EDITION_2_TEST_ONLY", "number": 2 }, { "name": "EDITION_99997_TEST_ONLY", "number": 99997 }, { "name": "EDITION_99998_TEST_ONLY", "number": 99998 }, { "name": "EDITION_99999_TEST_ONLY", "number": 99999 }, { "name": "EDITION_MAX", "number": 2147483647 }] }, { "name": "SymbolVisibility", "value": [{ "name": "VISIBILITY_UNSET", "number": 0 }, { "name": "VISIBILITY_LOCAL", "number": 1 }, { "name": "VISIBILITY_EXPORT", "number": 2 }] }] });
+// node_modules/@bufbuild/protobuf/dist/esm/wkt/gen/google/protobuf/descriptor_pb.js
+var file_google_protobuf_descriptor = /* @__PURE__ */ boot({ "name": "google/protobuf/descriptor.proto", "package": "google.protobuf", "messageType": [{ "name": "FileDescriptorSet", "field": [{ "name": "file", "number": 1, "type": 11, "label": 3, "typeName": ".google.protobuf.FileDescriptorProto" }], "extensionRange": [{ "start": 536e6, "end": 536000001 }] }, { "name": "FileDescriptorProto", "field": [{ "name": "name", "number": 1, "type": 9, "label": 1 }, { "name": "package", "number": 2, "type": 9, "label": 1 }, { "name": "dependency", "number": 3, "type": 9, "label": 3 }, { "name": "public_dependency", "number": 10, "type": 5, "label": 3 }, { "name": "weak_dependency", "number": 11, "type": 5, "label": 3 }, { "name": "option_dependency", "number": 15, "type": 9, "label": 3 }, { "name": "message_type", "number": 4, "type": 11, "label": 3, "typeName": ".google.protobuf.DescriptorProto" }, { "name": "enum_type", "number": 5, "type": 11, "label": 3, "typeName": ".google.protobuf.EnumDescriptorProto" }, { "name": "service", "number": 6, "type": 11, "label": 3, "typeName": ".google.protobuf.ServiceDescriptorProto" }, { "name": "extension", "number": 7, "type": 11, "label": 3, "typeName": ".google.protobuf.FieldDescriptorProto" }, { "name": "options", "number": 8, "type": 11, "label": 1, "typeName": ".google.protobuf.FileOptions" }, { "name": "source_code_info", "number": 9, "type": 11, "label": 1, "typeName": ".google.protobuf.SourceCodeInfo" }, { "name": "syntax", "number": 12, "type": 9, "label": 1 }, { "name": "edition", "number": 14, "type": 14, "label": 1, "typeName": ".google.protobuf.Edition" }] }, { "name": "DescriptorProto", "field": [{ "name": "name", "number": 1, "type": 9, "label": 1 }, { "name": "field", "number": 2, "type": 11, "label": 3, "typeName": ".google.protobuf.FieldDescriptorProto" }, { "name": "extension", "number": 6, "type": 11, "label": 3, "typeName": ".google.protobuf.FieldDescriptorProto" }, { "name": "nested_type", "number": 3, "type": 11, "label": 3, "typeName": ".google.protobuf.DescriptorProto" }, { "name": "enum_type", "number": 4, "type": 11, "label": 3, "typeName": ".google.protobuf.EnumDescriptorProto" }, { "name": "extension_range", "number": 5, "type": 11, "label": 3, "typeName": ".google.protobuf.DescriptorProto.ExtensionRange" }, { "name": "oneof_decl", "number": 8, "type": 11, "label": 3, "typeName": ".google.protobuf.OneofDescriptorProto" }, { "name": "options", "number": 7, "type": 11, "label": 1, "typeName": ".google.protobuf.MessageOptions" }, { "name": "reserved_range", "number": 9, "type": 11, "label": 3, "typeName": ".google.protobuf.DescriptorProto.ReservedRange" }, { "name": "reserved_name", "number": 10, "type": 9, "label": 3 }, { "name": "visibility", "number": 11, "type": 14, "label": 1, "typeName": ".google.protobuf.SymbolVisibility" }], "nestedType": [{ "name": "ExtensionRange", "field": [{ "name": "start", "number": 1, "type": 5, "label": 1 }, { "name": "end", "number": 2, "type": 5, "label": 1 }, { "name": "options", "number": 3, "type": 11, "label": 1, "typeName": ".google.protobuf.ExtensionRangeOptions" }] }, { "name": "ReservedRange", "field": [{ "name": "start", "number": 1, "type": 5, "label": 1 }, { "name": "end", "number": 2, "type": 5, "label": 1 }] }] }, { "name": "ExtensionRangeOptions", "field": [{ "name": "uninterpreted_option", "number": 999, "type": 11, "label": 3, "typeName": ".google.protobuf.UninterpretedOption" }, { "name": "declaration", "number": 2, "type": 11, "label": 3, "typeName": ".google.protobuf.ExtensionRangeOptions.Declaration", "options": { "retention": 2 } }, { "name": "features", "number": 50, "type": 11, "label": 1, "typeName": ".google.protobuf.FeatureSet" }, { "name": "verification", "number": 3, "type": 14, "label": 1, "typeName": ".google.protobuf.ExtensionRangeOptions.VerificationState", "defaultValue": "UNVERIFIED", "options": { "retention": 2 } }], "nestedType": [{ "name": "Declaration", "field": [{ "name": "number", "number": 1, "type": 5, "label": 1 }, { "name": "full_name", "number": 2, "type": 9, "label": 1 }, { "name": "type", "number": 3, "type": 9, "label": 1 }, { "name": "reserved", "number": 5, "type": 8, "label": 1 }, { "name": "repeated", "number": 6, "type": 8, "label": 1 }] }], "enumType": [{ "name": "VerificationState", "value": [{ "name": "DECLARATION", "number": 0 }, { "name": "UNVERIFIED", "number": 1 }] }], "extensionRange": [{ "start": 1e3, "end": 536870912 }] }, { "name": "FieldDescriptorProto", "field": [{ "name": "name", "number": 1, "type": 9, "label": 1 }, { "name": "number", "number": 3, "type": 5, "label": 1 }, { "name": "label", "number": 4, "type": 14, "label": 1, "typeName": ".google.protobuf.FieldDescriptorProto.Label" }, { "name": "type", "number": 5, "type": 14, "label": 1, "typeName": ".google.protobuf.FieldDescriptorProto.Type" }, { "name": "type_name", "number": 6, "type": 9, "label": 1 }, { "name": "extendee", "number": 2, "type": 9, "label": 1 }, { "name": "default_value", "number": 7, "type": 9, "label": 1 }, { "name": "oneof_index", "number": 9, "type": 5, "label": 1 }, { "name": "json_name", "number": 10, "type": 9, "label": 1 }, { "name": "options", "number": 8, "type": 11, "label": 1, "typeName": ".google.protobuf.FieldOptions" }, { "name": "proto3_optional", "number": 17, "type": 8, "label": 1 }], "enumType": [{ "name": "Type", "value": [{ "name": "TYPE_DOUBLE", "number": 1 }, { "name": "TYPE_FLOAT", "number": 2 }, { "name": "TYPE_INT64", "number": 3 }, { "name": "TYPE_UINT64", "number": 4 }, { "name": "TYPE_INT32", "number": 5 }, { "name": "TYPE_FIXED64", "number": 6 }, { "name": "TYPE_FIXED32", "number": 7 }, { "name": "TYPE_BOOL", "number": 8 }, { "name": "TYPE_STRING", "number": 9 }, { "name": "TYPE_GROUP", "number": 10 }, { "name": "TYPE_MESSAGE", "number": 11 }, { "name": "TYPE_BYTES", "number": 12 }, { "name": "TYPE_UINT32", "number": 13 }, { "name": "TYPE_ENUM", "number": 14 }, { "name": "TYPE_SFIXED32", "number": 15 }, { "name": "TYPE_SFIXED64", "number": 16 }, { "name": "TYPE_SINT32", "number": 17 }, { "name": "TYPE_SINT64", "number": 18 }] }, { "name": "Label", "value": [{ "name": "LABEL_OPTIONAL", "number": 1 }, { "name": "LABEL_REPEATED", "number": 3 }, { "name": "LABEL_REQUIRED", "number": 2 }] }] }, { "name": "OneofDescriptorProto", "field": [{ "name": "name", "number": 1, "type": 9, "label": 1 }, { "name": "options", "number": 2, "type": 11, "label": 1, "typeName": ".google.protobuf.OneofOptions" }] }, { "name": "EnumDescriptorProto", "field": [{ "name": "name", "number": 1, "type": 9, "label": 1 }, { "name": "value", "number": 2, "type": 11, "label": 3, "typeName": ".google.protobuf.EnumValueDescriptorProto" }, { "name": "options", "number": 3, "type": 11, "label": 1, "typeName": ".google.protobuf.EnumOptions" }, { "name": "reserved_range", "number": 4, "type": 11, "label": 3, "typeName": ".google.protobuf.EnumDescriptorProto.EnumReservedRange" }, { "name": "reserved_name", "number": 5, "type": 9, "label": 3 }, { "name": "visibility", "number": 6, "type": 14, "label": 1, "typeName": ".google.protobuf.SymbolVisibility" }], "nestedType": [{ "name": "EnumReservedRange", "field": [{ "name": "start", "number": 1, "type": 5, "label": 1 }, { "name": "end", "number": 2, "type": 5, "label": 1 }] }] }, { "name": "EnumValueDescriptorProto", "field": [{ "name": "name", "number": 1, "type": 9, "label": 1 }, { "name": "number", "number": 2, "type": 5, "label": 1 }, { "name": "options", "number": 3, "type": 11, "label": 1, "typeName": ".google.protobuf.EnumValueOptions" }] }, { "name": "ServiceDescriptorProto", "field": [{ "name": "name", "number": 1, "type": 9, "label": 1 }, { "name": "method", "number": 2, "type": 11, "label": 3, "typeName": ".google.protobuf.MethodDescriptorProto" }, { "name": "options", "number": 3, "type": 11, "label": 1, "typeName": ".google.protobuf.ServiceOptions" }] }, { "name": "MethodDescriptorProto", "field": [{ "name": "name", "number": 1, "type": 9, "label": 1 }, { "name": "input_type", "number": 2, "type": 9, "label": 1 }, { "name": "output_type", "number": 3, "type": 9, "label": 1 }, { "name": "options", "number": 4, "type": 11, "label": 1, "typeName": ".google.protobuf.MethodOptions" }, { "name": "client_streaming", "number": 5, "type": 8, "label": 1, "defaultValue": "false" }, { "name": "server_streaming", "number": 6, "type": 8, "label": 1, "defaultValue": "false" }] }, { "name": "FileOptions", "field": [{ "name": "java_package", "number": 1, "type": 9, "label": 1 }, { "name": "java_outer_classname", "number": 8, "type": 9, "label": 1 }, { "name": "java_multiple_files", "number": 10, "type": 8, "label": 1, "defaultValue": "false", "options": {} }, { "name": "java_generate_equals_and_hash", "number": 20, "type": 8, "label": 1, "options": { "deprecated": true } }, { "name": "java_string_check_utf8", "number": 27, "type": 8, "label": 1, "defaultValue": "false" }, { "name": "optimize_for", "number": 9, "type": 14, "label": 1, "typeName": ".google.protobuf.FileOptions.OptimizeMode", "defaultValue": "SPEED" }, { "name": "go_package", "number": 11, "type": 9, "label": 1 }, { "name": "cc_generic_services", "number": 16, "type": 8, "label": 1, "defaultValue": "false" }, { "name": "java_generic_services", "number": 17, "type": 8, "label": 1, "defaultValue": "false" }, { "name": "py_generic_services", "number": 18, "type": 8, "label": 1, "defaultValue": "false" }, { "name": "deprecated", "number": 23, "type": 8, "label": 1, "defaultValue": "false" }, { "name": "cc_enable_arenas", "number": 31, "type": 8, "label": 1, "defaultValue": "true" }, { "name": "objc_class_prefix", "number": 36, "type": 9, "label": 1 }, { "name": "csharp_namespace", "number": 37, "type": 9, "label": 1 }, { "name": "swift_prefix", "number": 39, "type": 9, "label": 1 }, { "name": "php_class_prefix", "number": 40, "type": 9, "label": 1 }, { "name": "php_namespace", "number": 41, "type": 9, "label": 1 }, { "name": "php_metadata_namespace", "number": 44, "type": 9, "label": 1 }, { "name": "ruby_package", "number": 45, "type": 9, "label": 1 }, { "name": "features", "number": 50, "type": 11, "label": 1, "typeName": ".google.protobuf.FeatureSet" }, { "name": "uninterpreted_option", "number": 999, "type": 11, "label": 3, "typeName": ".google.protobuf.UninterpretedOption" }], "enumType": [{ "name": "OptimizeMode", "value": [{ "name": "SPEED", "number": 1 }, { "name": "CODE_SIZE", "number": 2 }, { "name": "LITE_RUNTIME", "number": 3 }] }], "extensionRange": [{ "start": 1e3, "end": 536870912 }] }, { "name": "MessageOptions", "field": [{ "name": "message_set_wire_format", "number": 1, "type": 8, "label": 1, "defaultValue": "false" }, { "name": "no_standard_descriptor_accessor", "number": 2, "type": 8, "label": 1, "defaultValue": "false" }, { "name": "deprecated", "number": 3, "type": 8, "label": 1, "defaultValue": "false" }, { "name": "map_entry", "number": 7, "type": 8, "label": 1 }, { "name": "deprecated_legacy_json_field_conflicts", "number": 11, "type": 8, "label": 1, "options": { "deprecated": true } }, { "name": "features", "number": 12, "type": 11, "label": 1, "typeName": ".google.protobuf.FeatureSet" }, { "name": "uninterpreted_option", "number": 999, "type": 11, "label": 3, "typeName": ".google.protobuf.UninterpretedOption" }], "extensionRange": [{ "start": 1e3, "end": 536870912 }] }, { "name": "FieldOptions", "field": [{ "name": "ctype", "number": 1, "type": 14, "label": 1, "typeName": ".google.protobuf.FieldOptions.CType", "defaultValue": "STRING" }, { "name": "packed", "number": 2, "type": 8, "label": 1 }, { "name": "jstype", "number": 6, "type": 14, "label": 1, "typeName": ".google.protobuf.FieldOptions.JSType", "defaultValue": "JS_NORMAL" }, { "name": "lazy", "number": 5, "type": 8, "label": 1, "defaultValue": "false" }, { "name": "unverified_lazy", "number": 15, "type": 8, "label": 1, "defaultValue": "false" }, { "name": "deprecated", "number": 3, "type": 8, "label": 1, "defaultValue": "false" }, { "name": "weak", "number": 10, "type": 8, "label": 1, "defaultValue": "false", "options": { "deprecated": true } }, { "name": "debug_redact", "number": 16, "type": 8, "label": 1, "defaultValue": "false" }, { "name": "retention", "number": 17, "type": 14, "label": 1, "typeName": ".google.protobuf.FieldOptions.OptionRetention" }, { "name": "targets", "number": 19, "type": 14, "label": 3, "typeName": ".google.protobuf.FieldOptions.OptionTargetType" }, { "name": "edition_defaults", "number": 20, "type": 11, "label": 3, "typeName": ".google.protobuf.FieldOptions.EditionDefault" }, { "name": "features", "number": 21, "type": 11, "label": 1, "typeName": ".google.protobuf.FeatureSet" }, { "name": "feature_support", "number": 22, "type": 11, "label": 1, "typeName": ".google.protobuf.FieldOptions.FeatureSupport" }, { "name": "uninterpreted_option", "number": 999, "type": 11, "label": 3, "typeName": ".google.protobuf.UninterpretedOption" }], "nestedType": [{ "name": "EditionDefault", "field": [{ "name": "edition", "number": 3, "type": 14, "label": 1, "typeName": ".google.protobuf.Edition" }, { "name": "value", "number": 2, "type": 9, "label": 1 }] }, { "name": "FeatureSupport", "field": [{ "name": "edition_introduced", "number": 1, "type": 14, "label": 1, "typeName": ".google.protobuf.Edition" }, { "name": "edition_deprecated", "number": 2, "type": 14, "label": 1, "typeName": ".google.protobuf.Edition" }, { "name": "deprecation_warning", "number": 3, "type": 9, "label": 1 }, { "name": "edition_removed", "number": 4, "type": 14, "label": 1, "typeName": ".google.protobuf.Edition" }, { "name": "removal_error", "number": 5, "type": 9, "label": 1 }] }], "enumType": [{ "name": "CType", "value": [{ "name": "STRING", "number": 0 }, { "name": "CORD", "number": 1 }, { "name": "STRING_PIECE", "number": 2 }] }, { "name": "JSType", "value": [{ "name": "JS_NORMAL", "number": 0 }, { "name": "JS_STRING", "number": 1 }, { "name": "JS_NUMBER", "number": 2 }] }, { "name": "OptionRetention", "value": [{ "name": "RETENTION_UNKNOWN", "number": 0 }, { "name": "RETENTION_RUNTIME", "number": 1 }, { "name": "RETENTION_SOURCE", "number": 2 }] }, { "name": "OptionTargetType", "value": [{ "name": "TARGET_TYPE_UNKNOWN", "number": 0 }, { "name": "TARGET_TYPE_FILE", "number": 1 }, { "name": "TARGET_TYPE_EXTENSION_RANGE", "number": 2 }, { "name": "TARGET_TYPE_MESSAGE", "number": 3 }, { "name": "TARGET_TYPE_FIELD", "number": 4 }, { "name": "TARGET_TYPE_ONEOF", "number": 5 }, { "name": "TARGET_TYPE_ENUM", "number": 6 }, { "name": "TARGET_TYPE_ENUM_ENTRY", "number": 7 }, { "name": "TARGET_TYPE_SERVICE", "number": 8 }, { "name": "TARGET_TYPE_METHOD", "number": 9 }] }], "extensionRange": [{ "start": 1e3, "end": 536870912 }] }, { "name": "OneofOptions", "field": [{ "name": "features", "number": 1, "type": 11, "label": 1, "typeName": ".google.protobuf.FeatureSet" }, { "name": "uninterpreted_option", "number": 999, "type": 11, "label": 3, "typeName": ".google.protobuf.UninterpretedOption" }], "extensionRange": [{ "start": 1e3, "end": 536870912 }] }, { "name": "EnumOptions", "field": [{ "name": "allow_alias", "number": 2, "type": 8, "label": 1 }, { "name": "deprecated", "number": 3, "type": 8, "label": 1, "defaultValue": "false" }, { "name": "deprecated_legacy_json_field_conflicts", "number": 6, "type": 8, "label": 1, "options": { "deprecated": true } }, { "name": "features", "number": 7, "type": 11, "label": 1, "typeName": ".google.protobuf.FeatureSet" }, { "name": "uninterpreted_option", "number": 999, "type": 11, "label": 3, "typeName": ".google.protobuf.UninterpretedOption" }], "extensionRange": [{ "start": 1e3, "end": 536870912 }] }, { "name": "EnumValueOptions", "field": [{ "name": "deprecated", "number": 1, "type": 8, "label": 1, "defaultValue": "false" }, { "name": "features", "number": 2, "type": 11, "label": 1, "typeName": ".google.protobuf.FeatureSet" }, { "name": "debug_redact", "number": 3, "type": 8, "label": 1, "defaultValue": "false" }, { "name": "feature_support", "number": 4, "type": 11, "label": 1, "typeName": ".google.protobuf.FieldOptions.FeatureSupport" }, { "name": "uninterpreted_option", "number": 999, "type": 11, "label": 3, "typeName": ".google.protobuf.UninterpretedOption" }], "extensionRange": [{ "start": 1e3, "end": 536870912 }] }, { "name": "ServiceOptions", "field": [{ "name": "features", "number": 34, "type": 11, "label": 1, "typeName": ".google.protobuf.FeatureSet" }, { "name": "deprecated", "number": 33, "type": 8, "label": 1, "defaultValue": "false" }, { "name": "uninterpreted_option", "number": 999, "type": 11, "label": 3, "typeName": ".google.protobuf.UninterpretedOption" }], "extensionRange": [{ "start": 1e3, "end": 536870912 }] }, { "name": "MethodOptions", "field": [{ "name": "deprecated", "number": 33, "type": 8, "label": 1, "defaultValue": "false" }, { "name": "idempotency_level", "number": 34, "type": 14, "label": 1, "typeName": ".google.protobuf.MethodOptions.IdempotencyLevel", "defaultValue": "IDEMPOTENCY_UNKNOWN" }, { "name": "features", "number": 35, "type": 11, "label": 1, "typeName": ".google.protobuf.FeatureSet" }, { "name": "uninterpreted_option", "number": 999, "type": 11, "label": 3, "typeName": ".google.protobuf.UninterpretedOption" }], "enumType": [{ "name": "IdempotencyLevel", "value": [{ "name": "IDEMPOTENCY_UNKNOWN", "number": 0 }, { "name": "NO_SIDE_EFFECTS", "number": 1 }, { "name": "IDEMPOTENT", "number": 2 }] }], "extensionRange": [{ "start": 1e3, "end": 536870912 }] }, { "name": "UninterpretedOption", "field": [{ "name": "name", "number": 2, "type": 11, "label": 3, "typeName": ".google.protobuf.UninterpretedOption.NamePart" }, { "name": "identifier_value", "number": 3, "type": 9, "label": 1 }, { "name": "positive_int_value", "number": 4, "type": 4, "label": 1 }, { "name": "negative_int_value", "number": 5, "type": 3, "label": 1 }, { "name": "double_value", "number": 6, "type": 1, "label": 1 }, { "name": "string_value", "number": 7, "type": 12, "label": 1 }, { "name": "aggregate_value", "number": 8, "type": 9, "label": 1 }], "nestedType": [{ "name": "NamePart", "field": [{ "name": "name_part", "number": 1, "type": 9, "label": 2 }, { "name": "is_extension", "number": 2, "type": 8, "label": 2 }] }] }, { "name": "FeatureSet", "field": [{ "name": "field_presence", "number": 1, "type": 14, "label": 1, "typeName": ".google.protobuf.FeatureSet.FieldPresence", "options": { "retention": 1, "targets": [4, 1], "editionDefaults": [{ "value": "EXPLICIT", "edition": 900 }, { "value": "IMPLICIT", "edition": 999 }, { "value": "EXPLICIT", "edition": 1e3 }] } }, { "name": "enum_type", "number": 2, "type": 14, "label": 1, "typeName": ".google.protobuf.FeatureSet.EnumType", "options": { "retention": 1, "targets": [6, 1], "editionDefaults": [{ "value": "CLOSED", "edition": 900 }, { "value": "OPEN", "edition": 999 }] } }, { "name": "repeated_field_encoding", "number": 3, "type": 14, "label": 1, "typeName": ".google.protobuf.FeatureSet.RepeatedFieldEncoding", "options": { "retention": 1, "targets": [4, 1], "editionDefaults": [{ "value": "EXPANDED", "edition": 900 }, { "value": "PACKED", "edition": 999 }] } }, { "name": "utf8_validation", "number": 4, "type": 14, "label": 1, "typeName": ".google.protobuf.FeatureSet.Utf8Validation", "options": { "retention": 1, "targets": [4, 1], "editionDefaults": [{ "value": "NONE", "edition": 900 }, { "value": "VERIFY", "edition": 999 }] } }, { "name": "message_encoding", "number": 5, "type": 14, "label": 1, "typeName": ".google.protobuf.FeatureSet.MessageEncoding", "options": { "retention": 1, "targets": [4, 1], "editionDefaults": [{ "value": "LENGTH_PREFIXED", "edition": 900 }] } }, { "name": "json_format", "number": 6, "type": 14, "label": 1, "typeName": ".google.protobuf.FeatureSet.JsonFormat", "options": { "retention": 1, "targets": [3, 6, 1], "editionDefaults": [{ "value": "LEGACY_BEST_EFFORT", "edition": 900 }, { "value": "ALLOW", "edition": 999 }] } }, { "name": "enforce_naming_style", "number": 7, "type": 14, "label": 1, "typeName": ".google.protobuf.FeatureSet.EnforceNamingStyle", "options": { "retention": 2, "targets": [1, 2, 3, 4, 5, 6, 7, 8, 9], "editionDefaults": [{ "value": "STYLE_LEGACY", "edition": 900 }, { "value": "STYLE2024", "edition": 1001 }] } }, { "name": "default_symbol_visibility", "number": 8, "type": 14, "label": 1, "typeName": ".google.protobuf.FeatureSet.VisibilityFeature.DefaultSymbolVisibility", "options": { "retention": 2, "targets": [1], "editionDefaults": [{ "value": "EXPORT_ALL", "edition": 900 }, { "value": "EXPORT_TOP_LEVEL", "edition": 1001 }] } }], "nestedType": [{ "name": "VisibilityFeature", "enumType": [{ "name": "DefaultSymbolVisibility", "value": [{ "name": "DEFAULT_SYMBOL_VISIBILITY_UNKNOWN", "number": 0 }, { "name": "EXPORT_ALL", "number": 1 }, { "name": "EXPORT_TOP_LEVEL", "number": 2 }, { "name": "LOCAL_ALL", "number": 3 }, { "name": "STRICT", "number": 4 }] }] }], "enumType": [{ "name": "FieldPresence", "value": [{ "name": "FIELD_PRESENCE_UNKNOWN", "number": 0 }, { "name": "EXPLICIT", "number": 1 }, { "name": "IMPLICIT", "number": 2 }, { "name": "LEGACY_REQUIRED", "number": 3 }] }, { "name": "EnumType", "value": [{ "name": "ENUM_TYPE_UNKNOWN", "number": 0 }, { "name": "OPEN", "number": 1 }, { "name": "CLOSED", "number": 2 }] }, { "name": "RepeatedFieldEncoding", "value": [{ "name": "REPEATED_FIELD_ENCODING_UNKNOWN", "number": 0 }, { "name": "PACKED", "number": 1 }, { "name": "EXPANDED", "number": 2 }] }, { "name": "Utf8Validation", "value": [{ "name": "UTF8_VALIDATION_UNKNOWN", "number": 0 }, { "name": "VERIFY", "number": 2 }, { "name": "NONE", "number": 3 }] }, { "name": "MessageEncoding", "value": [{ "name": "MESSAGE_ENCODING_UNKNOWN", "number": 0 }, { "name": "LENGTH_PREFIXED", "number": 1 }, { "name": "DELIMITED", "number": 2 }] }, { "name": "JsonFormat", "value": [{ "name": "JSON_FORMAT_UNKNOWN", "number": 0 }, { "name": "ALLOW", "number": 1 }, { "name": "LEGACY_BEST_EFFORT", "number": 2 }] }, { "name": "EnforceNamingStyle", "value": [{ "name": "ENFORCE_NAMING_STYLE_UNKNOWN", "number": 0 }, { "name": "STYLE2024", "number": 1 }, { "name": "STYLE_LEGACY", "number": 2 }] }], "extensionRange": [{ "start": 1e3, "end": 9995 }, { "start": 9995, "end": 1e4 }, { "start": 1e4, "end": 10001 }] }, { "name": "FeatureSetDefaults", "field": [{ "name": "defaults", "number": 1, "type": 11, "label": 3, "typeName": ".google.protobuf.FeatureSetDefaults.FeatureSetEditionDefault" }, { "name": "minimum_edition", "number": 4, "type": 14, "label": 1, "typeName": ".google.protobuf.Edition" }, { "name": "maximum_edition", "number": 5, "type": 14, "label": 1, "typeName": ".google.protobuf.Edition" }], "nestedType": [{ "name": "FeatureSetEditionDefault", "field": [{ "name": "edition", "number": 3, "type": 14, "label": 1, "typeName": ".google.protobuf.Edition" }, { "name": "overridable_features", "number": 4, "type": 11, "label": 1, "typeName": ".google.protobuf.FeatureSet" }, { "name": "fixed_features", "number": 5, "type": 11, "label": 1, "typeName": ".google.protobuf.FeatureSet" }] }] }, { "name": "SourceCodeInfo", "field": [{ "name": "location", "number": 1, "type": 11, "label": 3, "typeName": ".google.protobuf.SourceCodeInfo.Location" }], "nestedType": [{ "name": "Location", "field": [{ "name": "path", "number": 1, "type": 5, "label": 3, "options": { "packed": true } }, { "name": "span", "number": 2, "type": 5, "label": 3, "options": { "packed": true } }, { "name": "leading_comments", "number": 3, "type": 9, "label": 1 }, { "name": "trailing_comments", "number": 4, "type": 9, "label": 1 }, { "name": "leading_detached_comments", "number": 6, "type": 9, "label": 3 }] }], "extensionRange": [{ "start": 536e6, "end": 536000001 }] }, { "name": "GeneratedCodeInfo", "field": [{ "name": "annotation", "number": 1, "type": 11, "label": 3, "typeName": ".google.protobuf.GeneratedCodeInfo.Annotation" }], "nestedType": [{ "name": "Annotation", "field": [{ "name": "path", "number": 1, "type": 5, "label": 3, "options": { "packed": true } }, { "name": "source_file", "number": 2, "type": 9, "label": 1 }, { "name": "begin", "number": 3, "type": 5, "label": 1 }, { "name": "end", "number": 4, "type": 5, "label": 1 }, { "name": "semantic", "number": 5, "type": 14, "label": 1, "typeName": ".google.protobuf.GeneratedCodeInfo.Annotation.Semantic" }], "enumType": [{ "name": "Semantic", "value": [{ "name": "NONE", "number": 0 }, { "name": "SET", "number": 1 }, { "name": "ALIAS", "number": 2 }] }] }] }], "enumType": [{ "name": "Edition", "value": [{ "name": "EDITION_UNKNOWN", "number": 0 }, { "name": "EDITION_LEGACY", "number": 900 }, { "name": "EDITION_PROTO2", "number": 998 }, { "name": "EDITION_PROTO3", "number": 999 }, { "name": "EDITION_2023", "number": 1e3 }, { "name": "EDITION_2024", "number": 1001 }, { "name": "EDITION_UNSTABLE", "number": 9999 }, { "name": "EDITION_1_TEST_ONLY", "number": 1 }, { "name": "EDITION_2_TEST_ONLY", "number": 2 }, { "name": "EDITION_99997_TEST_ONLY", "number": 99997 }, { "name": "EDITION_99998_TEST_ONLY", "number": 99998 }, { "name": "EDITION_99999_TEST_ONLY", "number": 99999 }, { "name": "EDITION_MAX", "number": 2147483647 }] }, { "name": "SymbolVisibility", "value": [{ "name": "VISIBILITY_UNSET", "number": 0 }, { "name": "VISIBILITY_LOCAL", "number": 1 }, { "name": "VISIBILITY_EXPORT", "number": 2 }] }] });
 var FileDescriptorProtoSchema = /* @__PURE__ */ messageDesc(file_google_protobuf_descriptor, 1);
 var ExtensionRangeOptions_VerificationState;
 (function(ExtensionRangeOptions_VerificationState2) {
@@ -2712,12 +3114,6 @@ var FeatureSet_VisibilityFeature_DefaultSymbolVisibility;
   FeatureSet_VisibilityFeature_DefaultSymbolVisibility2[FeatureSet_VisibilityFeature_DefaultSymbolVisibility2["LOCAL_ALL"] = 3] = "LOCAL_ALL";
   FeatureSet_VisibilityFeature_DefaultSymbolVisibility2[FeatureSet_VisibilityFeature_DefaultSymbolVisibility2["STRICT"] = 4] = "STRICT";
 })(FeatureSet_VisibilityFeature_DefaultSymbolVisibility || (FeatureSet_VisibilityFeature_DefaultSymbolVisibility = {}));
-var FeatureSet_ProtoLimitsFeature_EnforceProtoLimits;
-(function(FeatureSet_ProtoLimitsFeature_EnforceProtoLimits2) {
-  FeatureSet_ProtoLimitsFeature_EnforceProtoLimits2[FeatureSet_ProtoLimitsFeature_EnforceProtoLimits2["PROTO_LIMITS_UNKNOWN"] = 0] = "PROTO_LIMITS_UNKNOWN";
-  FeatureSet_ProtoLimitsFeature_EnforceProtoLimits2[FeatureSet_ProtoLimitsFeature_EnforceProtoLimits2["LEGACY_NO_EXPLICIT_LIMITS"] = 1] = "LEGACY_NO_EXPLICIT_LIMITS";
-  FeatureSet_ProtoLimitsFeature_EnforceProtoLimits2[FeatureSet_ProtoLimitsFeature_EnforceProtoLimits2["PROTO_LIMITS2026"] = 2] = "PROTO_LIMITS2026";
-})(FeatureSet_ProtoLimitsFeature_EnforceProtoLimits || (FeatureSet_ProtoLimitsFeature_EnforceProtoLimits = {}));
 var FeatureSet_FieldPresence;
 (function(FeatureSet_FieldPresence2) {
   FeatureSet_FieldPresence2[FeatureSet_FieldPresence2["FIELD_PRESENCE_UNKNOWN"] = 0] = "FIELD_PRESENCE_UNKNOWN";
@@ -2760,7 +3156,6 @@ var FeatureSet_EnforceNamingStyle;
   FeatureSet_EnforceNamingStyle2[FeatureSet_EnforceNamingStyle2["ENFORCE_NAMING_STYLE_UNKNOWN"] = 0] = "ENFORCE_NAMING_STYLE_UNKNOWN";
   FeatureSet_EnforceNamingStyle2[FeatureSet_EnforceNamingStyle2["STYLE2024"] = 1] = "STYLE2024";
   FeatureSet_EnforceNamingStyle2[FeatureSet_EnforceNamingStyle2["STYLE_LEGACY"] = 2] = "STYLE_LEGACY";
-  FeatureSet_EnforceNamingStyle2[FeatureSet_EnforceNamingStyle2["STYLE2026"] = 3] = "STYLE2026";
 })(FeatureSet_EnforceNamingStyle || (FeatureSet_EnforceNamingStyle = {}));
 var GeneratedCodeInfo_Annotation_Semantic;
 (function(GeneratedCodeInfo_Annotation_Semantic2) {
@@ -2776,7 +3171,6 @@ var Edition;
   Edition2[Edition2["EDITION_PROTO3"] = 999] = "EDITION_PROTO3";
   Edition2[Edition2["EDITION_2023"] = 1e3] = "EDITION_2023";
   Edition2[Edition2["EDITION_2024"] = 1001] = "EDITION_2024";
-  Edition2[Edition2["EDITION_2026"] = 1002] = "EDITION_2026";
   Edition2[Edition2["EDITION_UNSTABLE"] = 9999] = "EDITION_UNSTABLE";
   Edition2[Edition2["EDITION_1_TEST_ONLY"] = 1] = "EDITION_1_TEST_ONLY";
   Edition2[Edition2["EDITION_2_TEST_ONLY"] = 2] = "EDITION_2_TEST_ONLY";
@@ -2797,324 +3191,184 @@ function makeReadContext(options) {
   return Object.assign(Object.assign({ readUnknownFields: true, recursionLimit: 100 }, options), { depth: 0 });
 }
 function fromBinary(schema, bytes, options) {
-  const message = create(schema);
-  compiledReader(schema).read(message, new BinaryReader(bytes), makeReadContext(options), bytes.byteLength);
-  return message;
+  const msg = reflect(schema, void 0, false);
+  readMessage(msg, new BinaryReader(bytes), makeReadContext(options), false, bytes.byteLength);
+  return msg.message;
 }
-var compiledReaders = /* @__PURE__ */ new WeakMap();
-function compiledReader(desc) {
-  let compiled = compiledReaders.get(desc);
-  if (compiled === void 0) {
-    compiled = compileMessage(desc);
+function readMessage(message, reader, ctx, delimited, lengthOrDelimitedFieldNo) {
+  var _a;
+  if (++ctx.depth > ctx.recursionLimit) {
+    throw new Error(`cannot decode ${message.desc} from binary: maximum recursion depth of ${ctx.recursionLimit} reached`);
   }
-  return compiled;
-}
-function compileMessage(desc) {
-  const descString = String(desc);
-  const fieldReaders = /* @__PURE__ */ new Map();
-  const compiled = {
-    read: compileMessageReader(descString, fieldReaders),
-    readGroup: compileGroupReader(descString, fieldReaders)
-  };
-  compiledReaders.set(desc, compiled);
-  for (const field of desc.fields) {
-    fieldReaders.set(field.number, compileFieldReader(field));
+  const end = delimited ? reader.len : reader.pos + lengthOrDelimitedFieldNo;
+  let fieldNo;
+  let wireType;
+  const unknownFields = (_a = message.getUnknown()) !== null && _a !== void 0 ? _a : [];
+  while (reader.pos < end) {
+    [fieldNo, wireType] = reader.tag();
+    if (delimited && wireType == WireType.EndGroup) {
+      break;
+    }
+    const field = message.findNumber(fieldNo);
+    if (!field) {
+      const recursionLimit = ctx.recursionLimit - ctx.depth;
+      const data = reader.skip(wireType, fieldNo, recursionLimit);
+      if (ctx.readUnknownFields) {
+        unknownFields.push({ no: fieldNo, wireType, data });
+      }
+      continue;
+    }
+    readField(message, reader, field, wireType, ctx);
   }
-  return compiled;
-}
-function compileMessageReader(descString, fieldReaders) {
-  return (message, reader, ctx, length) => {
-    var _a;
-    if (++ctx.depth > ctx.recursionLimit) {
-      throw new Error(`cannot decode ${descString} from binary: maximum recursion depth of ${ctx.recursionLimit} reached`);
-    }
-    const end = reader.pos + length;
-    const unknownFields = (_a = message.$unknown) !== null && _a !== void 0 ? _a : [];
-    while (reader.pos < end) {
-      const [fieldNo, wireType] = reader.tag();
-      const fieldReader = fieldReaders.get(fieldNo);
-      if (fieldReader === void 0) {
-        const data = reader.skip(wireType, fieldNo, ctx.recursionLimit - ctx.depth);
-        if (ctx.readUnknownFields) {
-          unknownFields.push({ no: fieldNo, wireType, data });
-        }
-        continue;
-      }
-      fieldReader(message, reader, ctx, wireType);
-    }
-    if (unknownFields.length > 0) {
-      message.$unknown = unknownFields;
-    }
-    ctx.depth--;
-  };
-}
-function compileGroupReader(descString, fieldReaders) {
-  return (message, reader, ctx, fieldNo) => {
-    var _a;
-    if (++ctx.depth > ctx.recursionLimit) {
-      throw new Error(`cannot decode ${descString} from binary: maximum recursion depth of ${ctx.recursionLimit} reached`);
-    }
-    let recordFieldNo;
-    let wireType;
-    const unknownFields = (_a = message.$unknown) !== null && _a !== void 0 ? _a : [];
-    while (reader.pos < reader.len) {
-      [recordFieldNo, wireType] = reader.tag();
-      if (wireType == WireType.EndGroup) {
-        break;
-      }
-      const fieldReader = fieldReaders.get(recordFieldNo);
-      if (fieldReader === void 0) {
-        const data = reader.skip(wireType, recordFieldNo, ctx.recursionLimit - ctx.depth);
-        if (ctx.readUnknownFields) {
-          unknownFields.push({ no: recordFieldNo, wireType, data });
-        }
-        continue;
-      }
-      fieldReader(message, reader, ctx, wireType);
-    }
-    if (wireType != WireType.EndGroup || recordFieldNo !== fieldNo) {
+  if (delimited) {
+    if (wireType != WireType.EndGroup || fieldNo !== lengthOrDelimitedFieldNo) {
       throw new Error("invalid end group tag");
     }
-    if (unknownFields.length > 0) {
-      message.$unknown = unknownFields;
-    }
-    ctx.depth--;
-  };
+  }
+  if (unknownFields.length > 0) {
+    message.setUnknown(unknownFields);
+  }
+  ctx.depth--;
 }
-function compileFieldReader(field) {
+function readField(message, reader, field, wireType, ctx) {
+  var _a;
   switch (field.fieldKind) {
     case "scalar":
-      return compileScalarFieldReader(field);
+      message.set(field, readScalar(reader, field.scalar, field.utf8Validation));
+      break;
     case "enum":
-      return compileEnumFieldReader(field);
+      const val = readScalar(reader, ScalarType.INT32);
+      if (field.enum.open) {
+        message.set(field, val);
+      } else {
+        const ok = field.enum.values.some((v) => v.number === val);
+        if (ok) {
+          message.set(field, val);
+        } else if (ctx.readUnknownFields) {
+          const bytes = [];
+          varint32write(val, bytes);
+          const unknownFields = (_a = message.getUnknown()) !== null && _a !== void 0 ? _a : [];
+          unknownFields.push({
+            no: field.number,
+            wireType,
+            data: new Uint8Array(bytes)
+          });
+          message.setUnknown(unknownFields);
+        }
+      }
+      break;
     case "message":
-      return compileMessageFieldReader(field);
+      message.set(field, readMessageField(reader, ctx, field, message.get(field)));
+      break;
     case "list":
-      return compileListFieldReader(field);
+      readListField(reader, wireType, message.get(field), ctx);
+      break;
     case "map":
-      return compileMapFieldReader(field);
+      readMapEntry(reader, message.get(field), ctx);
+      break;
   }
 }
-function compileScalarFieldReader(field) {
-  const readScalar = compileScalarReader(field.scalar, field.utf8Validation, field.longAsString);
-  const localName = field.localName;
-  if (field.oneof) {
-    const oneofLocalName = field.oneof.localName;
-    return (message, reader) => {
-      message[oneofLocalName] = {
-        case: localName,
-        value: readScalar(reader)
-      };
-    };
+function readMapEntry(reader, map, ctx) {
+  const field = map.field();
+  let key;
+  let val;
+  const len = reader.uint32();
+  const end = reader.pos + len;
+  while (reader.pos < end) {
+    const [fieldNo] = reader.tag();
+    switch (fieldNo) {
+      case 1:
+        key = readScalar(reader, field.mapKey, field.utf8Validation);
+        break;
+      case 2:
+        switch (field.mapKind) {
+          case "scalar":
+            val = readScalar(reader, field.scalar, field.utf8Validation);
+            break;
+          case "enum":
+            val = reader.int32();
+            break;
+          case "message":
+            val = readMessageField(reader, ctx, field);
+            break;
+        }
+        break;
+    }
   }
-  return (message, reader) => {
-    message[localName] = readScalar(reader);
-  };
+  if (key === void 0) {
+    key = scalarZeroValue(field.mapKey, false);
+  }
+  if (val === void 0) {
+    switch (field.mapKind) {
+      case "scalar":
+        val = scalarZeroValue(field.scalar, false);
+        break;
+      case "enum":
+        val = field.enum.values[0].number;
+        break;
+      case "message":
+        val = reflect(field.message, void 0, false);
+        break;
+    }
+  }
+  map.set(key, val);
 }
-function compileEnumFieldReader(field) {
+function readListField(reader, wireType, list, ctx) {
   var _a;
-  const localName = field.localName;
-  const oneofLocalName = (_a = field.oneof) === null || _a === void 0 ? void 0 : _a.localName;
-  if (field.enum.open) {
-    if (oneofLocalName !== void 0) {
-      return (message, reader) => {
-        message[oneofLocalName] = { case: localName, value: reader.int32() };
-      };
-    }
-    return (message, reader) => {
-      message[localName] = reader.int32();
-    };
+  const field = list.field();
+  if (field.listKind === "message") {
+    list.add(readMessageField(reader, ctx, field));
+    return;
   }
-  const values = field.enum.values;
-  const fieldNo = field.number;
-  return (message, reader, ctx, wireType) => {
-    var _a2;
-    const val = reader.int32();
-    if (values.some((v) => v.number === val)) {
-      if (oneofLocalName !== void 0) {
-        message[oneofLocalName] = { case: localName, value: val };
-      } else {
-        message[localName] = val;
-      }
-    } else if (ctx.readUnknownFields) {
-      const bytes = [];
-      varint32write(val, bytes);
-      const unknownFields = (_a2 = message.$unknown) !== null && _a2 !== void 0 ? _a2 : [];
-      unknownFields.push({
-        no: fieldNo,
-        wireType,
-        data: new Uint8Array(bytes)
-      });
-      message.$unknown = unknownFields;
-    }
-  };
-}
-function compileMessageFieldReader(field) {
-  const localName = field.localName;
-  const { toMessage, toLocal } = localMessageMapper(field);
-  const readChild = compileChildReader(field);
-  if (field.oneof) {
-    const oneofLocalName = field.oneof.localName;
-    return (message, reader, ctx) => {
-      const oneof = message[oneofLocalName];
-      const child = toMessage(oneof.case === localName ? oneof.value : void 0);
-      readChild(child, reader, ctx);
-      message[oneofLocalName] = { case: localName, value: toLocal(child) };
-    };
+  const scalarType = (_a = field.scalar) !== null && _a !== void 0 ? _a : ScalarType.INT32;
+  const packed = wireType == WireType.LengthDelimited && scalarType != ScalarType.STRING && scalarType != ScalarType.BYTES;
+  if (!packed) {
+    list.add(readScalar(reader, scalarType, field.utf8Validation));
+    return;
   }
-  return (message, reader, ctx) => {
-    const child = toMessage(message[localName]);
-    readChild(child, reader, ctx);
-    message[localName] = toLocal(child);
-  };
-}
-function compileChildReader(field) {
-  const compiledChild = compiledReader(field.message);
-  if (field.delimitedEncoding) {
-    const fieldNo = field.number;
-    return (child, reader, ctx) => compiledChild.readGroup(child, reader, ctx, fieldNo);
+  const e = reader.uint32() + reader.pos;
+  while (reader.pos < e) {
+    list.add(readScalar(reader, scalarType, field.utf8Validation));
   }
-  return (child, reader, ctx) => compiledChild.read(child, reader, ctx, reader.uint32());
 }
-function compileListFieldReader(field) {
-  const localName = field.localName;
-  if (field.listKind == "message") {
-    const { toMessage, toLocal } = localMessageMapper(field);
-    const readChild = compileChildReader(field);
-    return (message, reader, ctx) => {
-      const child = toMessage(void 0);
-      readChild(child, reader, ctx);
-      message[localName].push(toLocal(child));
-    };
-  }
-  const scalarType = field.listKind == "enum" ? ScalarType.INT32 : field.scalar;
-  const longAsString = field.listKind == "scalar" ? field.longAsString : false;
-  const readScalar = compileScalarReader(scalarType, field.utf8Validation, longAsString);
-  const packedPossible = scalarType != ScalarType.STRING && scalarType != ScalarType.BYTES;
-  return (message, reader, ctx, wireType) => {
-    const items = message[localName];
-    if (wireType == WireType.LengthDelimited && packedPossible) {
-      const end = reader.uint32() + reader.pos;
-      while (reader.pos < end) {
-        items.push(readScalar(reader));
-      }
-    } else {
-      items.push(readScalar(reader));
-    }
-  };
+function readMessageField(reader, ctx, field, mergeMessage) {
+  const delimited = field.delimitedEncoding;
+  const message = mergeMessage !== null && mergeMessage !== void 0 ? mergeMessage : reflect(field.message, void 0, false);
+  readMessage(message, reader, ctx, delimited, delimited ? field.number : reader.uint32());
+  return message;
 }
-function compileMapFieldReader(field) {
-  const localName = field.localName;
-  const readKey = compileScalarReader(field.mapKey, field.utf8Validation, false);
-  const keyZero = scalarZeroValue(field.mapKey, false);
-  let readValue;
-  let valueDefault;
-  switch (field.mapKind) {
-    case "scalar": {
-      const scalar = field.scalar;
-      const readScalar = compileScalarReader(scalar, field.utf8Validation, false);
-      readValue = (reader) => readScalar(reader);
-      if (scalar == ScalarType.BYTES) {
-        valueDefault = () => new Uint8Array(0);
-      } else {
-        const zero = scalarZeroValue(scalar, false);
-        valueDefault = () => zero;
-      }
-      break;
-    }
-    case "enum": {
-      const zero = field.enum.values[0].number;
-      readValue = (reader) => reader.int32();
-      valueDefault = () => zero;
-      break;
-    }
-    case "message": {
-      const { toMessage, toLocal } = localMessageMapper(field);
-      const readChild = compiledReader(field.message).read;
-      readValue = (reader, ctx, existing) => {
-        const child = toMessage(existing);
-        readChild(child, reader, ctx, reader.uint32());
-        return toLocal(child);
-      };
-      valueDefault = () => toLocal(toMessage(void 0));
-      break;
-    }
-  }
-  return (message, reader, ctx) => {
-    const record = message[localName];
-    let key;
-    let val;
-    const len = reader.uint32();
-    const end = reader.pos + len;
-    while (reader.pos < end) {
-      const [fieldNo, wireType] = reader.tag();
-      switch (fieldNo) {
-        case 1:
-          key = readKey(reader);
-          break;
-        case 2:
-          val = readValue(reader, ctx, val);
-          break;
-        default:
-          reader.skip(wireType, fieldNo, ctx.recursionLimit - ctx.depth);
-      }
-    }
-    if (key === void 0) {
-      key = keyZero;
-    }
-    if (val === void 0) {
-      val = valueDefault();
-    }
-    setOwn(record, key, val);
-  };
-}
-function compileScalarReader(type, utf8Validation, longAsString) {
+function readScalar(reader, type, validateUtf8 = false) {
   switch (type) {
     case ScalarType.STRING:
-      return (reader) => reader.string(utf8Validation);
+      return reader.string(validateUtf8);
     case ScalarType.BOOL:
-      return (reader) => reader.bool();
+      return reader.bool();
     case ScalarType.DOUBLE:
-      return (reader) => reader.double();
+      return reader.double();
     case ScalarType.FLOAT:
-      return (reader) => reader.float();
+      return reader.float();
     case ScalarType.INT32:
-      return (reader) => reader.int32();
+      return reader.int32();
     case ScalarType.INT64:
-      if (longAsString) {
-        return (reader) => String(reader.int64());
-      }
-      return (reader) => reader.int64();
+      return reader.int64();
     case ScalarType.UINT64:
-      if (longAsString) {
-        return (reader) => String(reader.uint64());
-      }
-      return (reader) => reader.uint64();
+      return reader.uint64();
     case ScalarType.FIXED64:
-      if (longAsString) {
-        return (reader) => String(reader.fixed64());
-      }
-      return (reader) => reader.fixed64();
+      return reader.fixed64();
     case ScalarType.BYTES:
-      return (reader) => reader.bytes();
+      return reader.bytes();
     case ScalarType.FIXED32:
-      return (reader) => reader.fixed32();
+      return reader.fixed32();
     case ScalarType.SFIXED32:
-      return (reader) => reader.sfixed32();
+      return reader.sfixed32();
     case ScalarType.SFIXED64:
-      if (longAsString) {
-        return (reader) => String(reader.sfixed64());
-      }
-      return (reader) => reader.sfixed64();
+      return reader.sfixed64();
     case ScalarType.SINT64:
-      if (longAsString) {
-        return (reader) => String(reader.sint64());
-      }
-      return (reader) => reader.sint64();
+      return reader.sint64();
     case ScalarType.UINT32:
-      return (reader) => reader.uint32();
+      return reader.uint32();
     case ScalarType.SINT32:
-      return (reader) => reader.sint32();
+      return reader.sint32();
   }
 }
 
@@ -3124,12 +3378,11 @@ function fileDesc(b64, imports) {
   const root = fromBinary(FileDescriptorProtoSchema, base64Decode(b64));
   root.messageType.forEach(restoreJsonNames);
   root.dependency = (_a = imports === null || imports === void 0 ? void 0 : imports.map((f) => f.proto.name)) !== null && _a !== void 0 ? _a : [];
-  const reg = createEmbeddedFileRegistry(root, (protoFileName) => imports === null || imports === void 0 ? void 0 : imports.find((f) => f.proto.name === protoFileName));
+  const reg = createFileRegistry(root, (protoFileName) => imports === null || imports === void 0 ? void 0 : imports.find((f) => f.proto.name === protoFileName));
   return reg.getFile(root.name);
 }
 
 // node_modules/@bufbuild/protobuf/dist/esm/to-binary.js
-var IMPLICIT3 = 2;
 var LEGACY_REQUIRED2 = 3;
 var writeDefaults = {
   writeUnknownFields: true
@@ -3138,331 +3391,150 @@ function makeWriteOptions(options) {
   return options ? Object.assign(Object.assign({}, writeDefaults), options) : writeDefaults;
 }
 function toBinary(schema, message, options) {
-  const writer = new BinaryWriter();
-  compiledWriter(schema)(writer, makeWriteOptions(options), message);
-  return writer.finish();
+  return writeFields(new BinaryWriter(), makeWriteOptions(options), reflect(schema, message)).finish();
 }
-var compiledWriters = /* @__PURE__ */ new WeakMap();
-function compiledWriter(desc) {
-  let compiled = compiledWriters.get(desc);
-  if (compiled === void 0) {
-    compiled = compileMessage2(desc);
-  }
-  return compiled;
-}
-function compileMessage2(desc) {
-  const typeName = desc.typeName;
-  const sortedFields = desc.fields.concat().sort((a, b) => a.number - b.number);
-  const foreignField = sortedFields[0];
-  const fieldWriters = [];
-  const compiled = (writer, opts, message) => {
-    if (message.$typeName !== typeName && foreignField !== void 0) {
-      throw new FieldError(foreignField, `cannot use ${foreignField} with message ${message.$typeName}`, "ForeignFieldError");
-    }
-    for (let i = 0; i < fieldWriters.length; i++) {
-      fieldWriters[i](writer, opts, message);
-    }
-    const unknown = message.$unknown;
-    if (unknown !== void 0 && opts.writeUnknownFields) {
-      for (let i = 0; i < unknown.length; i++) {
-        const { no, wireType, data } = unknown[i];
-        writer.tag(no, wireType).raw(data);
+function writeFields(writer, opts, msg) {
+  var _a;
+  for (const f of msg.sortedFields) {
+    if (!msg.isSet(f)) {
+      if (f.presence == LEGACY_REQUIRED2) {
+        throw new Error(`cannot encode ${f} to binary: required field not set`);
       }
+      continue;
     }
-  };
-  compiledWriters.set(desc, compiled);
-  for (const field of sortedFields) {
-    fieldWriters.push(compileField(field));
+    writeField(writer, opts, msg, f);
   }
-  return compiled;
+  if (opts.writeUnknownFields) {
+    for (const { no, wireType, data } of (_a = msg.getUnknown()) !== null && _a !== void 0 ? _a : []) {
+      writer.tag(no, wireType).raw(data);
+    }
+  }
+  return writer;
 }
-function compileField(field) {
+function writeField(writer, opts, msg, field) {
+  var _a;
   switch (field.fieldKind) {
-    case "message":
     case "scalar":
     case "enum":
-      return compileSingularField(field);
+      writeScalar(writer, msg.desc.typeName, field.name, (_a = field.scalar) !== null && _a !== void 0 ? _a : ScalarType.INT32, field.number, msg.get(field));
+      break;
     case "list":
-      return compileListField(field);
+      writeListField(writer, opts, field, msg.get(field));
+      break;
+    case "message":
+      writeMessageField(writer, opts, field, msg.get(field));
+      break;
     case "map":
-      return compileMapField(field);
-  }
-}
-function compileSingularField(field) {
-  const writeValue = compileSingularValue(field);
-  const localName = field.localName;
-  if (field.oneof) {
-    const oneofLocalName = field.oneof.localName;
-    return (writer, opts, message) => {
-      const oneof = message[oneofLocalName];
-      if (oneof.case === localName) {
-        writeValue(writer, opts, oneof.value);
+      for (const [key, val] of msg.get(field)) {
+        writeMapEntry(writer, opts, field, key, val);
       }
-    };
-  }
-  if (field.presence != IMPLICIT3) {
-    const requiredError = field.presence == LEGACY_REQUIRED2 ? `cannot encode ${field} to binary: required field not set` : void 0;
-    return (writer, opts, message) => {
-      const value = message[localName];
-      if (value !== void 0 && Object.prototype.hasOwnProperty.call(message, localName)) {
-        writeValue(writer, opts, value);
-      } else if (requiredError !== void 0) {
-        throw new Error(requiredError);
-      }
-    };
-  }
-  if (field.fieldKind == "enum") {
-    const zero = field.enum.values[0].number;
-    return (writer, opts, message) => {
-      const value = message[localName];
-      if (value !== zero) {
-        writeValue(writer, opts, value);
-      }
-    };
-  }
-  switch (field.scalar) {
-    case ScalarType.BOOL:
-      return (writer, opts, message) => {
-        const value = message[localName];
-        if (value !== false) {
-          writeValue(writer, opts, value);
-        }
-      };
-    case ScalarType.STRING:
-      return (writer, opts, message) => {
-        const value = message[localName];
-        if (value !== "") {
-          writeValue(writer, opts, value);
-        }
-      };
-    case ScalarType.BYTES:
-      return (writer, opts, message) => {
-        const value = message[localName];
-        if (!(value instanceof Uint8Array) || value.byteLength > 0) {
-          writeValue(writer, opts, value);
-        }
-      };
-    case ScalarType.DOUBLE:
-    case ScalarType.FLOAT:
-      return (writer, opts, message) => {
-        const value = message[localName];
-        if (!Object.is(value, 0)) {
-          writeValue(writer, opts, value);
-        }
-      };
-    default:
-      return (writer, opts, message) => {
-        const value = message[localName];
-        if (value != 0) {
-          writeValue(writer, opts, value);
-        }
-      };
+      break;
   }
 }
-function compileSingularValue(field) {
-  switch (field.fieldKind) {
-    case "message": {
-      const { toMessage } = localMessageMapper(field);
-      const writeChild = compileChildWriter(field);
-      return (writer, opts, value) => {
-        writeChild(writer, opts, toMessage(value));
-      };
-    }
-    case "scalar":
-    case "enum": {
-      const scalarType = field.fieldKind == "enum" ? ScalarType.INT32 : field.scalar;
-      const fieldNo = field.number;
-      const wireType = writeTypeOfScalar(scalarType);
-      const writeScalar = compileScalarValue(scalarType, field.parent.typeName, field.name);
-      return (writer, opts, value) => {
-        writer.tag(fieldNo, wireType);
-        writeScalar(writer, value);
-      };
-    }
-  }
+function writeScalar(writer, msgName, fieldName, scalarType, fieldNo, value) {
+  writeScalarValue(writer.tag(fieldNo, writeTypeOfScalar(scalarType)), msgName, fieldName, scalarType, value);
 }
-function compileListField(field) {
-  const localName = field.localName;
-  const fieldNo = field.number;
-  switch (field.listKind) {
-    case "message": {
-      const { toMessage } = localMessageMapper(field);
-      const writeChild = compileChildWriter(field);
-      return (writer, opts, message) => {
-        const items = message[localName];
-        for (let i = 0; i < items.length; i++) {
-          writeChild(writer, opts, toMessage(items[i]));
-        }
-      };
-    }
-    case "scalar":
-    case "enum": {
-      const scalarType = field.listKind == "enum" ? ScalarType.INT32 : field.scalar;
-      const writeScalar = compileScalarValue(scalarType, field.parent.typeName, field.name);
-      if (field.packed) {
-        return (writer, opts, message) => {
-          const items = message[localName];
-          if (items.length == 0) {
-            return;
-          }
-          writer.tag(fieldNo, WireType.LengthDelimited).fork();
-          for (let i = 0; i < items.length; i++) {
-            writeScalar(writer, items[i]);
-          }
-          writer.join();
-        };
-      }
-      const wireType = writeTypeOfScalar(scalarType);
-      return (writer, opts, message) => {
-        const items = message[localName];
-        for (let i = 0; i < items.length; i++) {
-          writer.tag(fieldNo, wireType);
-          writeScalar(writer, items[i]);
-        }
-      };
-    }
-  }
-}
-function compileMapField(field) {
-  const localName = field.localName;
-  const fieldNo = field.number;
-  const writeKey = compileMapKey(field);
-  if (field.mapKind == "message") {
-    const { toMessage } = localMessageMapper(field);
-    const writeMessage = compiledWriter(field.message);
-    return (writer, opts, message) => {
-      const record = message[localName];
-      const keys = Object.keys(record);
-      for (let i = 0; i < keys.length; i++) {
-        const key = keys[i];
-        writer.tag(fieldNo, WireType.LengthDelimited).fork();
-        writeKey(writer, key);
-        writer.tag(2, WireType.LengthDelimited).fork();
-        writeMessage(writer, opts, toMessage(record[key]));
-        writer.join();
-        writer.join();
-      }
-    };
-  }
-  const scalarType = field.mapKind == "enum" ? ScalarType.INT32 : field.scalar;
-  const valueWireType = writeTypeOfScalar(scalarType);
-  const writeScalar = compileScalarValue(scalarType, field.parent.typeName, field.name);
-  return (writer, opts, message) => {
-    const record = message[localName];
-    const keys = Object.keys(record);
-    for (let i = 0; i < keys.length; i++) {
-      const key = keys[i];
-      writer.tag(fieldNo, WireType.LengthDelimited).fork();
-      writeKey(writer, key);
-      writer.tag(2, valueWireType);
-      writeScalar(writer, record[key]);
-      writer.join();
-    }
-  };
-}
-function compileMapKey(field) {
-  const wireType = writeTypeOfScalar(field.mapKey);
-  const writeScalar = compileScalarValue(field.mapKey, field.parent.typeName, field.name);
-  const convertKey = compileMapKeyConverter(field.mapKey);
-  return (writer, key) => {
-    writer.tag(1, wireType);
-    writeScalar(writer, convertKey(key));
-  };
-}
-function compileMapKeyConverter(type) {
-  switch (type) {
-    case ScalarType.STRING:
-      return (key) => key;
-    case ScalarType.BOOL:
-      return (key) => key === "true" ? true : key === "false" ? false : key;
-    case ScalarType.UINT64:
-    case ScalarType.FIXED64:
-      return (key) => {
-        try {
-          return protoInt64.uParse(key);
-        } catch (_a) {
-          return key;
-        }
-      };
-    case ScalarType.INT64:
-    case ScalarType.SFIXED64:
-    case ScalarType.SINT64:
-      return (key) => {
-        try {
-          return protoInt64.parse(key);
-        } catch (_a) {
-          return key;
-        }
-      };
-    default:
-      return (key) => {
-        const n = Number.parseInt(key);
-        return Number.isFinite(n) ? n : key;
-      };
-  }
-}
-function compileScalarValue(type, messageName, fieldName) {
-  const writeScalar = compileScalarWrite(type);
-  return (writer, value) => {
-    try {
-      writeScalar(writer, value);
-    } catch (e) {
-      if (e instanceof Error) {
-        throw new Error(`cannot encode field ${messageName}.${fieldName} to binary: ${e.message}`);
-      }
-      throw e;
-    }
-  };
-}
-function compileScalarWrite(type) {
-  switch (type) {
-    case ScalarType.STRING:
-      return (writer, value) => writer.string(value);
-    case ScalarType.BOOL:
-      return (writer, value) => writer.bool(value);
-    case ScalarType.DOUBLE:
-      return (writer, value) => writer.double(value);
-    case ScalarType.FLOAT:
-      return (writer, value) => writer.float(value);
-    case ScalarType.INT32:
-      return (writer, value) => writer.int32(value);
-    case ScalarType.INT64:
-      return (writer, value) => writer.int64(value);
-    case ScalarType.UINT64:
-      return (writer, value) => writer.uint64(value);
-    case ScalarType.FIXED64:
-      return (writer, value) => writer.fixed64(value);
-    case ScalarType.BYTES:
-      return (writer, value) => writer.bytes(value);
-    case ScalarType.FIXED32:
-      return (writer, value) => writer.fixed32(value);
-    case ScalarType.SFIXED32:
-      return (writer, value) => writer.sfixed32(value);
-    case ScalarType.SFIXED64:
-      return (writer, value) => writer.sfixed64(value);
-    case ScalarType.SINT64:
-      return (writer, value) => writer.sint64(value);
-    case ScalarType.UINT32:
-      return (writer, value) => writer.uint32(value);
-    case ScalarType.SINT32:
-      return (writer, value) => writer.sint32(value);
-  }
-}
-function compileChildWriter(field) {
-  const fieldNo = field.number;
-  const writeMessage = compiledWriter(field.message);
+function writeMessageField(writer, opts, field, message) {
   if (field.delimitedEncoding) {
-    return (writer, opts, child) => {
-      writer.tag(fieldNo, WireType.StartGroup);
-      writeMessage(writer, opts, child);
-      writer.tag(fieldNo, WireType.EndGroup);
-    };
+    writeFields(writer.tag(field.number, WireType.StartGroup), opts, message).tag(field.number, WireType.EndGroup);
+  } else {
+    writeFields(writer.tag(field.number, WireType.LengthDelimited).fork(), opts, message).join();
   }
-  return (writer, opts, child) => {
-    writer.tag(fieldNo, WireType.LengthDelimited).fork();
-    writeMessage(writer, opts, child);
+}
+function writeListField(writer, opts, field, list) {
+  var _a;
+  if (field.listKind == "message") {
+    for (const item of list) {
+      writeMessageField(writer, opts, field, item);
+    }
+    return;
+  }
+  const scalarType = (_a = field.scalar) !== null && _a !== void 0 ? _a : ScalarType.INT32;
+  if (field.packed) {
+    if (!list.size) {
+      return;
+    }
+    writer.tag(field.number, WireType.LengthDelimited).fork();
+    for (const item of list) {
+      writeScalarValue(writer, field.parent.typeName, field.name, scalarType, item);
+    }
     writer.join();
-  };
+    return;
+  }
+  for (const item of list) {
+    writeScalar(writer, field.parent.typeName, field.name, scalarType, field.number, item);
+  }
+}
+function writeMapEntry(writer, opts, field, key, value) {
+  var _a;
+  writer.tag(field.number, WireType.LengthDelimited).fork();
+  writeScalar(writer, field.parent.typeName, field.name, field.mapKey, 1, key);
+  switch (field.mapKind) {
+    case "scalar":
+    case "enum":
+      writeScalar(writer, field.parent.typeName, field.name, (_a = field.scalar) !== null && _a !== void 0 ? _a : ScalarType.INT32, 2, value);
+      break;
+    case "message":
+      writeFields(writer.tag(2, WireType.LengthDelimited).fork(), opts, value).join();
+      break;
+  }
+  writer.join();
+}
+function writeScalarValue(writer, msgName, fieldName, type, value) {
+  try {
+    switch (type) {
+      case ScalarType.STRING:
+        writer.string(value);
+        break;
+      case ScalarType.BOOL:
+        writer.bool(value);
+        break;
+      case ScalarType.DOUBLE:
+        writer.double(value);
+        break;
+      case ScalarType.FLOAT:
+        writer.float(value);
+        break;
+      case ScalarType.INT32:
+        writer.int32(value);
+        break;
+      case ScalarType.INT64:
+        writer.int64(value);
+        break;
+      case ScalarType.UINT64:
+        writer.uint64(value);
+        break;
+      case ScalarType.FIXED64:
+        writer.fixed64(value);
+        break;
+      case ScalarType.BYTES:
+        writer.bytes(value);
+        break;
+      case ScalarType.FIXED32:
+        writer.fixed32(value);
+        break;
+      case ScalarType.SFIXED32:
+        writer.sfixed32(value);
+        break;
+      case ScalarType.SFIXED64:
+        writer.sfixed64(value);
+        break;
+      case ScalarType.SINT64:
+        writer.sint64(value);
+        break;
+      case ScalarType.UINT32:
+        writer.uint32(value);
+        break;
+      case ScalarType.SINT32:
+        writer.sint32(value);
+        break;
+    }
+  } catch (e) {
+    if (e instanceof Error) {
+      throw new Error(`cannot encode field ${msgName}.${fieldName} to binary: ${e.message}`);
+    }
+    throw e;
+  }
 }
 function writeTypeOfScalar(type) {
   switch (type) {
@@ -3497,6 +3569,25 @@ var TopicFWMessageSchema = /* @__PURE__ */ messageDesc(file_broker, 10);
 var TopicIdentityMessageSchema = /* @__PURE__ */ messageDesc(file_broker, 11);
 var TopicIdentityFWMessageSchema = /* @__PURE__ */ messageDesc(file_broker, 12);
 var BatchMessageSchema = /* @__PURE__ */ messageDesc(file_broker, 13);
+var MessageType = /* @__PURE__ */ ((MessageType3) => {
+  MessageType3[MessageType3["UNKNOWN_MESSAGE_TYPE"] = 0] = "UNKNOWN_MESSAGE_TYPE";
+  MessageType3[MessageType3["WELCOME"] = 1] = "WELCOME";
+  MessageType3[MessageType3["CONNECT"] = 2] = "CONNECT";
+  MessageType3[MessageType3["WEBRTC_OFFER"] = 3] = "WEBRTC_OFFER";
+  MessageType3[MessageType3["WEBRTC_ANSWER"] = 4] = "WEBRTC_ANSWER";
+  MessageType3[MessageType3["WEBRTC_ICE_CANDIDATE"] = 5] = "WEBRTC_ICE_CANDIDATE";
+  MessageType3[MessageType3["PING"] = 6] = "PING";
+  MessageType3[MessageType3["SUBSCRIPTION"] = 7] = "SUBSCRIPTION";
+  MessageType3[MessageType3["AUTH"] = 8] = "AUTH";
+  MessageType3[MessageType3["TOPIC"] = 9] = "TOPIC";
+  MessageType3[MessageType3["TOPIC_FW"] = 10] = "TOPIC_FW";
+  MessageType3[MessageType3["TOPIC_IDENTITY"] = 11] = "TOPIC_IDENTITY";
+  MessageType3[MessageType3["TOPIC_IDENTITY_FW"] = 12] = "TOPIC_IDENTITY_FW";
+  MessageType3[MessageType3["CONNECTION_REFUSED"] = 13] = "CONNECTION_REFUSED";
+  MessageType3[MessageType3["ERROR"] = 14] = "ERROR";
+  MessageType3[MessageType3["BATCH"] = 15] = "BATCH";
+  return MessageType3;
+})(MessageType || {});
 var Role = /* @__PURE__ */ ((Role2) => {
   Role2[Role2["UNKNOWN_ROLE"] = 0] = "UNKNOWN_ROLE";
   Role2[Role2["CLIENT"] = 1] = "CLIENT";
@@ -3892,8 +3983,10 @@ var Attempt = class {
     this.client?.close();
     this.ws?.close();
   }
+  /** Throw (releasing what was made since) if the attempt was abandoned meanwhile. */
   check() {
     if (this.aborted) {
+      this.abort();
       throw new ConnectTimeoutError("the connect attempt was abandoned");
     }
   }
@@ -3957,6 +4050,13 @@ var BrokerClient = class _BrokerClient {
    * {@link ConnectTimeoutError} or another {@link BrokerError}.
    */
   static async connect(coordinatorUrl, credentials = "", options = {}) {
+    try {
+      return await _BrokerClient.connectWithin(coordinatorUrl, credentials, options);
+    } catch (error) {
+      throw error instanceof BrokerError ? error : new BrokerError(String(error));
+    }
+  }
+  static async connectWithin(coordinatorUrl, credentials, options) {
     const timeout = options.timeout ?? 2e4;
     const attempt = new Attempt();
     let timer;
@@ -3982,8 +4082,12 @@ var BrokerClient = class _BrokerClient {
     const ws = await openCoordinator(coordinatorBase(url), credentials);
     attempt.ws = ws;
     attempt.check();
-    const welcome = decodeAs(WelcomeMessageSchema, await firstFrame(ws));
+    const frame = await firstFrame(ws);
     attempt.check();
+    if (frameType(frame) !== 1 /* WELCOME */) {
+      throw new BrokerError(`the coordinator sent ${MessageType[frameType(frame)]}, not WELCOME`);
+    }
+    const welcome = decodeAs(WelcomeMessageSchema, frame);
     const servers = welcome.availableServers.map(aliasNumber);
     const first = servers[0];
     if (first === void 0) {
@@ -4056,8 +4160,12 @@ var BrokerClient = class _BrokerClient {
         }
         this.answered = true;
         const offer = decodeAs(WebRtcMessageSchema, frame);
-        const answer = await this.session.acceptOffer(utf8Decoder.decode(offer.data));
-        this.signal(4 /* WEBRTC_ANSWER */, utf8Encoder2.encode(answer));
+        try {
+          const answer = await this.session.acceptOffer(utf8Decoder.decode(offer.data));
+          this.signal(4 /* WEBRTC_ANSWER */, utf8Encoder2.encode(answer));
+        } catch (error) {
+          this.session.close(`cannot answer the server's offer: ${String(error)}`);
+        }
       } else if (kind === 5 /* WEBRTC_ICE_CANDIDATE */) {
         const candidate = decodeAs(WebRtcMessageSchema, frame);
         await this.session.addCandidate(utf8Decoder.decode(candidate.data));
