@@ -12,6 +12,7 @@ from tests.e2e.helpers import (
     subscribe,
 )
 from tests.support import Cluster
+from webrtc_broker.client import MessageTooLargeError
 
 
 @pytest.fixture
@@ -130,3 +131,14 @@ async def test_client_subscribed_to_several_topics_gets_each(one_server: Cluster
         assert all(m.sender == alice.alias for m in got)
         assert (await receive(carol)).body == b"c1"
         await assert_nothing_received(carol)
+
+
+async def test_too_large_publish_is_refused_and_the_session_goes_on(cluster: Cluster) -> None:
+    await cluster.start_coordinator()
+    await cluster.start_server("s1")
+    async with connected(cluster, "alice", "bob") as (alice, bob):
+        await subscribe(bob, ["room"])
+        with pytest.raises(MessageTooLargeError):
+            alice.publish("room", b"x" * (300 * 1024))
+        alice.publish("room", b"small enough")
+        assert (await receive(bob)).body == b"small enough"

@@ -6,6 +6,7 @@ from webrtc_broker.client.errors import (
     BrokerError,
     ClosedError,
     ConnectTimeoutError,
+    MessageTooLargeError,
     NoServerAvailableError,
     ServerFullError,
 )
@@ -16,6 +17,7 @@ __all__ = [
     "BrokerError",
     "ClosedError",
     "ConnectTimeoutError",
+    "MessageTooLargeError",
     "NoServerAvailableError",
     "ReceivedMessage",
     "ServerFullError",

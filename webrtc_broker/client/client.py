@@ -28,6 +28,7 @@ from webrtc_broker.client.errors import (
     BrokerError,
     ClosedError,
     ConnectTimeoutError,
+    MessageTooLargeError,
     NoServerAvailableError,
     ServerFullError,
 )
@@ -63,6 +64,9 @@ _CLOSED = object()
 
 ALL_CAPABILITIES = pb.CAPABILITY_BATCH | pb.CAPABILITY_TOPIC_NAMES
 """What this SDK announces by default: it accepts batches and wants topic names."""
+
+MAX_FRAME_BYTES = 255 * 1024
+"""Data channels carry 256 KiB messages; the relay adds the sender's alias and the topic."""
 
 BATCH_WINDOW = 0.005
 """Seconds the client's own frames may wait to share one data-channel message."""
@@ -293,6 +297,10 @@ class BrokerClient:
     def _send(self, frame: bytes, reliable: bool) -> None:
         if self.session.closed.is_set():
             raise ClosedError(f"session closed: {self.session.close_reason}")
+        if len(frame) > MAX_FRAME_BYTES:
+            raise MessageTooLargeError(
+                f"{len(frame)} bytes encoded; at most {MAX_FRAME_BYTES} can be relayed"
+            )
         self.session.send(frame, reliable=reliable)
 
     def subscribe(self, topics: Iterable[str], *, compress: bool = False) -> None:

@@ -25,3 +25,7 @@ class ConnectTimeoutError(BrokerError):
 
 class ClosedError(BrokerError):
     """The client is closed (by :meth:`BrokerClient.close` or by the server)."""
+
+
+class MessageTooLargeError(BrokerError, ValueError):
+    """A frame is larger than data channels carry once the server has relayed it."""
