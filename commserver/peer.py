@@ -30,6 +30,11 @@ class Peer:
     authenticated: bool = False
     sent_auth: bool = False
     established: asyncio.Event = field(default_factory=asyncio.Event)
+    received: int = 0
+    """Data-channel messages received; the keepalive watches it move."""
+    liveness: tuple[int, int, float] = (0, 0, 0.0)
+    """Keepalive bookkeeping: messages received and sent at the last check, and when
+    something was last heard (``time.monotonic``)."""
     created: float = field(default_factory=time.monotonic)
     """When the session was created (``time.monotonic``), for the set-up time metric."""
 

@@ -93,6 +93,7 @@ class Relay:
 
     def handle(self, peer: Peer, data: bytes, reliable: bool) -> None:
         """Handle one data-channel message from ``peer``; never raises."""
+        peer.received += 1
         self.stats.bytes_in += len(data)
         self._frame(peer, data, reliable, in_batch=False)
 
@@ -117,8 +118,11 @@ class Relay:
                 for frame in decode_as(data, pb.BatchMessage).frames:
                     self._frame(peer, frame, reliable, in_batch=True)
             elif kind == pb.PING:
-                peer.send(data, reliable=reliable)
-                stats.sent(kind, reliable, 1, len(data))
+                # Servers ping each other as a keepalive that is heard, not echoed:
+                # echoing would bounce a probe between two servers forever.
+                if not peer.is_server:
+                    peer.send(data, reliable=reliable)
+                    stats.sent(kind, reliable, 1, len(data))
             elif kind == pb.SUBSCRIPTION:
                 self._subscription(peer, decode_as(data, pb.SubscriptionMessage))
             else:

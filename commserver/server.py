@@ -79,14 +79,16 @@ class CommServer:
         """Every live session, by the alias the coordinator gave the remote side."""
         self.draining = False
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._link_task: asyncio.Task[None] | None = None
 
     # -- bookkeeping ------------------------------------------------------
 
-    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         """Run a background task owned by this server (cancelled on shutdown)."""
         task = asyncio.get_running_loop().create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
+        return task
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
@@ -263,6 +265,56 @@ class CommServer:
         peer.sent_auth = True
         peer.send(self.relay.me.auth_frame())
 
+    # -- liveness ----------------------------------------------------------
+
+    async def _keepalive(self) -> None:
+        """Detect dead server links within ``peer_timeout`` instead of ICE's ~30 s.
+
+        Every interval each server link that carried nothing from us gets a PING,
+        so a live server is never silent for long; a link silent for longer than
+        ``peer_timeout`` is closed, which withdraws its subscriptions at once.
+        """
+        ping = pb.PingMessage(type=pb.PING).SerializeToString()
+        while True:
+            await asyncio.sleep(self.config.keepalive_interval)
+            now = time.monotonic()
+            for peer in list(self.relay.server_peers):
+                received, sent, heard = peer.liveness
+                sent_now = peer.session.sent
+                if peer.received != received or heard == 0.0:
+                    heard = now
+                elif now - heard > self.config.peer_timeout:
+                    self._close_peer(peer, "server link silent; peer presumed dead")
+                    continue
+                if sent_now == sent:
+                    peer.send(ping)
+                    sent_now = peer.session.sent
+                peer.liveness = (peer.received, sent_now, heard)
+
+    # -- draining ----------------------------------------------------------
+
+    async def drain(self, seconds: float) -> None:
+        """Hand clients over to other servers before exiting (SIGTERM in Kubernetes).
+
+        The server leaves the coordinator first, so no new client is sent here,
+        then closes its client sessions spread over half the grace period (the
+        SDKs reconnect through the coordinator; spreading avoids a stampede of
+        DTLS handshakes on the other servers), and waits for them to be gone.
+        """
+        self.draining = True
+        if self._link_task is not None:
+            self._link_task.cancel()
+        clients = [p for p in self.peers.values() if not p.is_server and not p.initiated_by_us]
+        log.info("draining: handing %d clients over within %.1f s", len(clients), seconds)
+        if clients:
+            pause = seconds / 2 / len(clients)
+            for peer in clients:
+                peer.session.close_soon("server draining; reconnect through the coordinator")
+                await asyncio.sleep(pause)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds / 2):
+                await asyncio.gather(*(peer.session.closed.wait() for peer in clients))
+
     def _on_coordinator_lost(self) -> None:
         # Sessions still being set up depend on signalling that is now gone.
         for peer in list(self.peers.values()):
@@ -291,7 +343,8 @@ class CommServer:
 
     async def run(self) -> None:
         """Serve until cancelled, then close every session."""
-        self._spawn(self.link.run(), "coordinator-link")
+        self._link_task = self._spawn(self.link.run(), "coordinator-link")
+        self._spawn(self._keepalive(), "keepalive")
         try:
             await asyncio.Future()  # until cancelled
         finally:

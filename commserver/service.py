@@ -48,6 +48,8 @@ async def serve(
     )
     stopper = asyncio.create_task(stop.wait())
     await asyncio.wait({relay_task, http_task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    if stopper.done() and config.drain_seconds > 0:
+        await server.drain(config.drain_seconds)
     log.info("comm server %s stopping", config.name)
     http.should_exit = True
     for task in (relay_task, stopper):

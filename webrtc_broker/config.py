@@ -84,6 +84,15 @@ class CommServerConfig(BaseSettings):
     batch_max_bytes: int = Field(
         1160, ge=64, le=64 * 1024, description="Largest batch (1160 fits one SCTP packet)"
     )
+    keepalive_interval: float = Field(
+        1.0, gt=0, description="Seconds between keepalive checks of server links"
+    )
+    peer_timeout: float = Field(
+        5.0, gt=0, description="Seconds of silence after which a server link is dead"
+    )
+    drain_seconds: float = Field(
+        10.0, ge=0, description="On SIGTERM, seconds to hand clients over before exiting"
+    )
     max_topics_bytes: int = Field(
         64 * 1024, ge=256, description="Largest (decompressed) subscription topic list"
     )

@@ -166,6 +166,11 @@ class Session:
                 writer.enable_batching(scheduler, max_bytes)
 
     @property
+    def sent(self) -> int:
+        """Data-channel messages handed to aiortc on both channels."""
+        return sum(w.sent for w in (self.reliable, self.unreliable) if w is not None)
+
+    @property
     def queue_depth(self) -> int:
         return sum(w.depth for w in (self.reliable, self.unreliable) if w is not None)
 
