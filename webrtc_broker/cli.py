@@ -64,6 +64,7 @@ def coordinator(**flags: Any) -> None:
 @click.option("--http-port", type=int, help="Port of the health/status endpoint [9100]")
 @click.option("--batch-window", type=float, help="Seconds frames wait to be batched, 0=off [0.01]")
 @click.option("--batch-max-bytes", type=int, help="Largest batch message [1160]")
+@click.option("--drain-seconds", type=float, help="On SIGTERM, seconds to hand clients over [10]")
 @click.option("--log-level", help="Log level [info]")
 def commserver(**flags: Any) -> None:
     """Run a comm server that relays topic messages over WebRTC."""

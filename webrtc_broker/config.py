@@ -12,13 +12,27 @@ from __future__ import annotations
 import socket
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIB = 1024 * 1024
 
 SelectorName = Literal["random", "round-robin", "least-clients"]
 ServerRole = Literal["server", "hub"]
+
+
+class IceServer(BaseModel):
+    """A STUN or TURN server, shaped like WebRTC's ``RTCIceServer`` dictionary.
+
+    Environment variables carry a JSON list of these
+    (``[{"urls": ["turn:turn.example.org:3478"], "username": "u", "credential": "c"}]``).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    urls: list[str] = Field(min_length=1, description="stun:, stuns:, turn: or turns: URLs")
+    username: str | None = Field(None, description="TURN username")
+    credential: SecretStr | None = Field(None, description="TURN password")
 
 
 class CoordinatorConfig(BaseSettings):
@@ -39,6 +53,10 @@ class CoordinatorConfig(BaseSettings):
     )
     send_queue_frames: int = Field(
         1024, ge=1, description="Frames queued for one slow WebSocket before it is closed"
+    )
+    ice_servers: list[IceServer] = Field(
+        default_factory=list,
+        description="STUN/TURN servers meant for clients (read, not yet sent to them)",
     )
     log_level: str = Field("info", description="Log level")
 
@@ -95,5 +113,32 @@ class CommServerConfig(BaseSettings):
     )
     max_topics_bytes: int = Field(
         64 * 1024, ge=256, description="Largest (decompressed) subscription topic list"
+    )
+    ice_servers: list[IceServer] = Field(
+        default_factory=list,
+        description="STUN/TURN servers for this server's own peer connections (not used yet)",
+    )
+    log_level: str = Field("info", description="Log level")
+
+
+class OperatorConfig(BaseSettings):
+    """The Kubernetes operator that reconciles ``BrokerCluster`` resources."""
+
+    model_config = SettingsConfigDict(env_prefix="WEBRTC_BROKER_OPERATOR_", frozen=True)
+
+    namespaces: list[str] = Field(
+        default_factory=list, description="Namespaces to serve (JSON list); empty serves all"
+    )
+    metrics_host: str = Field("127.0.0.1", description="Address of the /metrics endpoint")
+    metrics_port: int = Field(8080, ge=0, le=65535, description="Port of /metrics and /healthz")
+    health_port: int = Field(
+        8081, ge=0, le=65535, description="Port of kopf's liveness probe (/healthz); 0: off"
+    )
+    resync_seconds: float = Field(
+        10.0, gt=0, description="Seconds between level-based re-reconciles, status and autoscaling"
+    )
+    status_url: str = Field(
+        "http://{service}.{namespace}.svc:{port}/status",
+        description="Coordinator /status URL the autoscaler reads ({service}, {namespace}, {port})",
     )
     log_level: str = Field("info", description="Log level")

@@ -82,6 +82,7 @@ async def test_first_reliable_frame_must_be_auth(cluster: Cluster) -> None:
         alice.publish("room", "undisturbed")
         got = await receive(bob)
         assert (got.sender, got.body) == (alice.alias, b"undisturbed")
+        assert alice.session is not None
         assert alice.session.closed.is_set() is False
 
 

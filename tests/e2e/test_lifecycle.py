@@ -16,7 +16,7 @@ from tests.e2e.helpers import (
     subscribe,
     wait_status,
 )
-from tests.support import Cluster, free_port
+from tests.support import Cluster, eventually, free_port
 from webrtc_broker.client import BrokerClient, BrokerError, ClosedError, NoServerAvailableError
 
 
@@ -33,12 +33,14 @@ async def test_sdk_connect_errors(cluster: Cluster) -> None:
         assert alice.server_alias == await cluster.alias_of("s1")
 
 
-async def test_comm_server_sigterm_ends_its_sessions(cluster: Cluster) -> None:
-    await start_mesh(cluster, "s1", "s2")
+async def test_comm_server_sigterm_drains_clients_to_another_server(cluster: Cluster) -> None:
+    await start_mesh(cluster, "s1", "s2", "s3")
+    s1_alias = await cluster.alias_of("s1")
     async with (
         connected(cluster, "alice", server="s1") as (alice,),
         connected(cluster, "bob", server="s2") as (bob,),
     ):
+        ended = await BrokerClient.connect(cluster.url, "eve", server=s1_alias, reconnect=None)
         await subscribe(alice, ["room"])
         await subscribe(bob, ["room"])
         await wait_status(cluster, "s2", "server_topics", 1)
@@ -46,25 +48,38 @@ async def test_comm_server_sigterm_ends_its_sessions(cluster: Cluster) -> None:
         s1 = cluster.servers["s1"]
         assert s1.process is not None
         s1.process.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(s1.process.wait(), TIMEOUT) == 0
+        assert await asyncio.wait_for(s1.process.wait(), TIMEOUT + 10) == 0
 
-        # alice's session ends: her reader sees the end instead of waiting forever.
+        # A client that does not reconnect sees the end instead of waiting forever.
         with pytest.raises(ClosedError):
-            await receive(alice)
+            await receive(ended)
         with pytest.raises(ClosedError):
-            alice.publish("room", "too late")
+            ended.publish("room", "too late")
 
-        # The survivors forget s1: the coordinator, s2's mesh and s2's subscriptions.
+        # alice was handed over: another server, her subscription restored there.
+        async def moved() -> bool:
+            return alice.reconnects == 1 and alice.server_alias not in (0, s1_alias)
+
+        await eventually(moved, timeout=TIMEOUT)
+        await subscribe(alice, ["room"])  # a barrier: her new server has applied it
+        await wait_status(cluster, "s2", "servers", 1)  # s2 forgot s1
+        if alice.server_alias != await cluster.alias_of("s2"):
+            await wait_status(cluster, "s2", "server_topics", 1)  # and learned alice's server
+        bob.publish("room", "still there, alice?")
+        assert (await receive(alice)).body == b"still there, alice?"
+        alice.publish("room", "yes")
+        assert (await receive(bob)).body == b"yes"
+
+        # The survivors forget s1.
         async def registered() -> list[str]:
-            return [s["name"] for s in (await cluster.coordinator_status())["servers"]]
+            return sorted(s["name"] for s in (await cluster.coordinator_status())["servers"])
 
-        await eventually_equal(registered, ["s2"])
-        await wait_status(cluster, "s2", "servers", 0)
-        await wait_status(cluster, "s2", "server_topics", 0)
+        await eventually_equal(registered, ["s2", "s3"])
+        await ended.close()
 
         # bob is undisturbed, and a newcomer reaches him.
         assert await bob.ping() > 0
         async with connected(cluster, "carol") as (carol,):
-            assert carol.server_alias == await cluster.alias_of("s2")
+            assert carol.server_alias != s1_alias
             carol.publish("room", "hello bob")
             assert (await receive(bob)).body == b"hello bob"

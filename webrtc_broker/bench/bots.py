@@ -2,8 +2,8 @@
 
 Run by the bench as ``python -m webrtc_broker.bench.bots --plan JSON``. The
 bots must not share a process with the comm server under test (they would
-steal its core) nor with each other's orchestrator (its progress display and
-sampling would disturb their timing), hence a process per worker.
+steal its core) nor with the orchestrator (its progress display and sampling
+would disturb their timing), hence worker processes.
 
 It speaks JSON lines with the orchestrator:
 

@@ -1,11 +1,12 @@
 """Python client SDK: connect through a coordinator, subscribe, publish, receive."""
 
-from webrtc_broker.client.client import BrokerClient, ReceivedMessage
+from webrtc_broker.client.client import BrokerClient, Keepalive, ReceivedMessage, Reconnect
 from webrtc_broker.client.errors import (
     AuthenticationError,
     BrokerError,
     ClosedError,
     ConnectTimeoutError,
+    DisconnectedError,
     MessageTooLargeError,
     NoServerAvailableError,
     ServerFullError,
@@ -17,8 +18,11 @@ __all__ = [
     "BrokerError",
     "ClosedError",
     "ConnectTimeoutError",
+    "DisconnectedError",
+    "Keepalive",
     "MessageTooLargeError",
     "NoServerAvailableError",
     "ReceivedMessage",
+    "Reconnect",
     "ServerFullError",
 ]

@@ -1,11 +1,15 @@
 """The asyncio client.
 
-Connecting follows PROTOCOL.md: WebSocket to the coordinator's ``/connect``,
-WELCOME, CONNECT to the chosen server, answer its offer, AUTH on the reliable
-channel. The protocol has no AUTH acknowledgement, so the client follows AUTH
-with a PING on the same ordered channel: the echo can only come back once the
-server accepted the AUTH, which makes :meth:`BrokerClient.connect` return only
-for a session that really works.
+:meth:`BrokerClient.connect` returns only for a session that works: it follows
+AUTH with a PING on the same ordered channel, whose echo proves the server
+accepted the AUTH (the protocol has no acknowledgement).
+
+A client keeps working when its comm server goes away. A keepalive notices a
+silent server within seconds (aiortc alone takes about half a minute); the
+client then goes back to the coordinator, which points it to a live server,
+and restores its subscriptions there. Its alias changes, since the
+coordinator hands out a new one; messages published while it is
+reconnecting raise :class:`DisconnectedError`.
 """
 
 from __future__ import annotations
@@ -17,31 +21,23 @@ import logging
 import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
-from typing import Any
-from urllib.parse import urlencode
-
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import InvalidStatus, WebSocketException
 
 from webrtc_broker.client.errors import (
     AuthenticationError,
     BrokerError,
     ClosedError,
     ConnectTimeoutError,
+    DisconnectedError,
     MessageTooLargeError,
-    NoServerAvailableError,
-    ServerFullError,
 )
-from webrtc_broker.rtc import FlushScheduler, Session, SessionClosed
+from webrtc_broker.client.link import Link
+from webrtc_broker.rtc import FlushScheduler, Session
 from webrtc_broker.rtc.writer import SCTP_PACKET_PAYLOAD
 from webrtc_broker.wire import FrameError, decode_as, frame_type
 from webrtc_broker.wire import broker_pb2 as pb
 from webrtc_broker.wire.subscription import subscription_frame
 
 log = logging.getLogger(__name__)
-
-_REFUSAL_GRACE = 1.0
-"""Seconds to wait, after a session closed during set-up, for the server's reason."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +56,26 @@ class ReceivedMessage:
     """The topic, when the server sends topic names (servers of this project do)."""
 
 
+@dataclass(frozen=True, slots=True)
+class Keepalive:
+    """How the client tells a live server from a dead one."""
+
+    interval: float = 1.0
+    """Seconds of not sending anything after which the client sends a PING."""
+    timeout: float = 4.0
+    """Seconds of hearing nothing after which the server is presumed dead."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reconnect:
+    """Capped exponential backoff between attempts to get back to a server."""
+
+    first_delay: float = 0.1
+    max_delay: float = 5.0
+    attempt_timeout: float = 20.0
+    """Seconds one attempt (coordinator, WebRTC set-up, AUTH) may take."""
+
+
 _CLOSED = object()
 
 ALL_CAPABILITIES = pb.CAPABILITY_BATCH | pb.CAPABILITY_TOPIC_NAMES
@@ -73,32 +89,37 @@ BATCH_WINDOW = 0.005
 
 
 class BrokerClient:
-    """A client session with one comm server."""
+    """A client of the broker: one session with one comm server at a time."""
 
     def __init__(
         self,
-        ws: ClientConnection,
-        alias: int,
-        server_alias: int,
+        url: str,
+        credentials: bytes,
+        *,
         inbox_size: int,
         capabilities: int,
+        keepalive: Keepalive | None,
+        reconnect: Reconnect | None,
     ) -> None:
-        self.alias = alias
-        self.server_alias = server_alias
-        self._ws = ws
+        self._url = url
+        self._credentials = credentials
+        self._keepalive = keepalive
+        self._reconnect = reconnect
         self._inbox: asyncio.Queue[ReceivedMessage | object] = asyncio.Queue(inbox_size)
         self._pings: dict[float, asyncio.Future[float]] = {}
         self._ping_ids = itertools.count(1)
-        self._refusal: asyncio.Future[BrokerError] = asyncio.get_running_loop().create_future()
-        self.session = Session(on_frame=self._on_frame)
-        self.session.on_close(lambda _s: self._on_session_closed())
-        self.dropped = 0
-        """Messages dropped because the inbox was full (the oldest go first)."""
+        self._link: Link | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._subscription: bytes | None = None
+        self._closed_reason = ""
         self.capabilities = capabilities
         self.server_capabilities = 0
         """What the server announced in its AUTH reply (0 for servers that do not)."""
-        self._batching: FlushScheduler | None = None
-        self._coordinator_task: asyncio.Task[None] | None = None
+        self._batching = FlushScheduler(BATCH_WINDOW)
+        self.dropped = 0
+        """Messages dropped because the inbox was full (the oldest go first)."""
+        self.reconnects = 0
+        """Times the client moved to another server after losing one."""
 
     # -- connecting -------------------------------------------------------
 
@@ -112,139 +133,135 @@ class BrokerClient:
         timeout: float = 20.0,
         inbox_size: int = 10_000,
         capabilities: int = ALL_CAPABILITIES,
+        keepalive: Keepalive | None = Keepalive(),
+        reconnect: Reconnect | None = Reconnect(),
     ) -> BrokerClient:
         """Connect through the coordinator at ``coordinator_url`` (``ws://host:port``).
 
         ``credentials`` go to the coordinator (``token`` query parameter) and to
         the comm server (AUTH body). ``server`` picks a server alias from the
-        coordinator's list instead of its first choice. ``capabilities`` is what
-        the client announces in AUTH (protocol additions); 0 behaves exactly like
-        a client of the original protocol.
+        coordinator's list instead of its first choice (for the first session
+        only). ``capabilities`` is what the client announces in AUTH (protocol
+        additions); 0 behaves exactly like a client of the original protocol.
+        ``keepalive=None`` relies on WebRTC alone to notice a dead server;
+        ``reconnect=None`` makes the client end (iteration stops, calls raise
+        :class:`ClosedError`) when its session ends.
         """
         if isinstance(credentials, str):
             credentials = credentials.encode()
+        client = cls(
+            coordinator_url,
+            credentials,
+            inbox_size=inbox_size,
+            capabilities=capabilities,
+            keepalive=keepalive,
+            reconnect=reconnect,
+        )
         try:
             async with asyncio.timeout(timeout):
-                return await cls._connect(
-                    coordinator_url, credentials, server, inbox_size, capabilities
-                )
+                await client._open_link(server)
         except TimeoutError as exc:
+            await client.close()
             raise ConnectTimeoutError(f"no session within {timeout} s") from exc
-
-    @classmethod
-    async def _connect(
-        cls,
-        url: str,
-        credentials: bytes,
-        server: int | None,
-        inbox_size: int,
-        capabilities: int,
-    ) -> BrokerClient:
-        query = urlencode({"token": credentials.decode(errors="replace")}) if credentials else ""
-        endpoint = f"{url.rstrip('/')}/connect" + (f"?{query}" if query else "")
-        try:
-            ws = await connect(endpoint, max_size=1024 * 1024)
-        except InvalidStatus as exc:
-            if exc.response.status_code in (401, 403):
-                raise AuthenticationError("the coordinator refused the credentials") from exc
-            raise BrokerError(f"coordinator answered HTTP {exc.response.status_code}") from exc
-        except (OSError, WebSocketException) as exc:
-            raise BrokerError(f"cannot reach the coordinator at {url}: {exc}") from exc
-        try:
-            welcome = decode_as(await ws.recv(decode=False), pb.WelcomeMessage)
-            servers = list(welcome.available_servers)
-            if not servers:
-                raise NoServerAvailableError("the coordinator has no comm server registered")
-            if server is not None and server not in servers:
-                raise NoServerAvailableError(f"server {server} is not registered: {servers}")
-            target = servers[0] if server is None else server
-            client = cls(ws, welcome.alias, target, inbox_size, capabilities)
-        except BaseException:
-            await ws.close()
-            raise
-        try:
-            await client._establish(credentials)
         except BaseException:
             await client.close()
             raise
+        client._supervisor = asyncio.get_running_loop().create_task(
+            client._supervise(), name="broker-client-supervisor"
+        )
         return client
 
-    async def _establish(self, credentials: bytes) -> None:
-        self._coordinator_task = asyncio.get_running_loop().create_task(
-            self._read_coordinator(), name=f"client-{self.alias}-coordinator"
-        )
-        await self._ws.send(
-            pb.ConnectMessage(
-                type=pb.CONNECT, from_alias=self.alias, to_alias=self.server_alias
-            ).SerializeToString()
-        )
+    async def _open_link(self, server: int | None) -> None:
+        link = await Link.open(self._url, self._credentials, server=server, on_frame=self._on_frame)
+        self._link = link
+        self.server_capabilities = 0
+        auth = pb.AuthMessage(
+            type=pb.AUTH, role=pb.CLIENT, body=self._credentials, capabilities=self.capabilities
+        ).SerializeToString()
         try:
-            await self._first_of(self.session.opened)
-            self.session.send(
-                pb.AuthMessage(
-                    type=pb.AUTH,
-                    role=pb.CLIENT,
-                    body=credentials,
-                    capabilities=self.capabilities,
-                ).SerializeToString(),
-                reliable=True,
-            )
-            await self._first_of(asyncio.ensure_future(self.ping()))
-        except (SessionClosed, ClosedError) as exc:
-            # The server closes a refused session; its reason travels via the coordinator.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(_REFUSAL_GRACE):
-                    raise await asyncio.shield(self._refusal) from exc
-            raise BrokerError(f"session closed during set-up: {exc}") from exc
+            await link.establish(auth, self.ping)
+        except BaseException:
+            self._link = None
+            await link.close("set-up failed")
+            raise
+        link.session.on_close(lambda _s: self._fail_pings())
+        if self._subscription is not None:
+            link.session.send(self._subscription, reliable=True)
 
-    async def _first_of(self, step: asyncio.Future[Any]) -> None:
-        """Wait for ``step``, unless the server refuses first."""
-        done, _ = await asyncio.wait({step, self._refusal}, return_when=asyncio.FIRST_COMPLETED)
-        if self._refusal in done:
-            if not step.done():
-                step.cancel()
-            raise self._refusal.result()
-        step.result()
+    @property
+    def alias(self) -> int:
+        """This client's alias (it changes when the client reconnects)."""
+        return self._link.alias if self._link is not None else 0
 
-    async def _read_coordinator(self) -> None:
-        with contextlib.suppress(WebSocketException):
-            async for frame in self._ws:
-                if isinstance(frame, bytes):
-                    await self._on_coordinator_frame(frame)
+    @property
+    def server_alias(self) -> int:
+        return self._link.server_alias if self._link is not None else 0
 
-    async def _on_coordinator_frame(self, data: bytes) -> None:
-        try:
-            kind = frame_type(data)
-            if kind == pb.WEBRTC_OFFER:
-                message = decode_as(data, pb.WebRtcMessage)
-                answer = await self.session.accept_offer(message.data)
-                await self._ws.send(
-                    pb.WebRtcMessage(
-                        type=pb.WEBRTC_ANSWER,
-                        from_alias=self.alias,
-                        to_alias=self.server_alias,
-                        data=answer,
-                    ).SerializeToString()
-                )
-            elif kind == pb.WEBRTC_ICE_CANDIDATE:
-                await self.session.add_candidate(decode_as(data, pb.WebRtcMessage).data)
-            elif kind == pb.CONNECTION_REFUSED:
-                self._refused(decode_as(data, pb.ConnectionRefusedMessage))
-        except (FrameError, ValueError) as exc:
-            log.warning("ignoring a bad frame from the coordinator: %s", exc)
+    @property
+    def session(self) -> Session | None:
+        """The current WebRTC session (for diagnostics)."""
+        return self._link.session if self._link is not None else None
 
-    def _refused(self, message: pb.ConnectionRefusedMessage) -> None:
-        if self._refusal.done():
+    # -- staying connected -------------------------------------------------
+
+    async def _supervise(self) -> None:
+        """Keep the session alive; replace it when it dies, if reconnecting is on."""
+        while self._link is not None:
+            link = self._link
+            await self._watch(link)
+            reason = link.session.close_reason
+            await link.close(reason)
+            if self._reconnect is None:
+                self._end(reason)
+                return
+            log.info("session with server %d lost (%s); reconnecting", link.server_alias, reason)
+            self._link = None
+            if not await self._reestablish(self._reconnect):
+                return
+
+    async def _watch(self, link: Link) -> None:
+        """Return when ``link``'s session has closed or its server went silent."""
+        closed = link.session.closed
+        if self._keepalive is None:
+            await closed.wait()
             return
-        detail = message.data.decode(errors="replace")
-        error: BrokerError
-        if message.reason == pb.SERVER_FULL:
-            error = ServerFullError(f"server {self.server_alias} is full")
-        elif message.reason == pb.AUTH_FAILED:
-            error = AuthenticationError(f"server {self.server_alias} refused: {detail or 'auth'}")
-        else:
-            error = BrokerError(f"server {self.server_alias} refused the session: {detail}")
-        self._refusal.set_result(error)
+        interval, timeout = self._keepalive.interval, self._keepalive.timeout
+        received, sent, heard = link.received, link.session.sent, time.monotonic()
+        while not closed.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(closed.wait(), interval)
+                return
+            now = time.monotonic()
+            if link.received != received:
+                received, heard = link.received, now
+            elif now - heard > timeout:
+                await link.session.close("server silent; presumed dead")
+                return
+            if link.session.sent == sent:
+                self._send_ping_probe(link)
+            sent = link.session.sent
+
+    def _send_ping_probe(self, link: Link) -> None:
+        """An unawaited PING: its echo is something heard, which is all the keepalive needs."""
+        probe = pb.PingMessage(type=pb.PING, time=-1.0).SerializeToString()
+        link.session.send(probe, reliable=True)
+
+    async def _reestablish(self, policy: Reconnect) -> bool:
+        delay = policy.first_delay
+        while True:
+            try:
+                async with asyncio.timeout(policy.attempt_timeout):
+                    await self._open_link(None)
+            except AuthenticationError as exc:
+                self._end(f"credentials refused on reconnect: {exc}")
+                return False
+            except (BrokerError, OSError, TimeoutError) as exc:
+                log.info("reconnect failed (%s); next try in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(policy.max_delay, delay * 2)
+                continue
+            self.reconnects += 1
+            return True
 
     # -- traffic ----------------------------------------------------------
 
@@ -283,10 +300,9 @@ class BrokerClient:
 
     def _server_announced(self, capabilities: int) -> None:
         self.server_capabilities = capabilities
-        if capabilities & pb.CAPABILITY_BATCH and self.capabilities & pb.CAPABILITY_BATCH:
-            if self._batching is None:
-                self._batching = FlushScheduler(BATCH_WINDOW)
-            self.session.enable_batching(self._batching, SCTP_PACKET_PAYLOAD)
+        both = capabilities & self.capabilities
+        if both & pb.CAPABILITY_BATCH and self._link is not None:
+            self._link.session.enable_batching(self._batching, SCTP_PACKET_PAYLOAD)
 
     def _deliver(self, message: ReceivedMessage) -> None:
         if self._inbox.full():
@@ -295,17 +311,25 @@ class BrokerClient:
         self._inbox.put_nowait(message)
 
     def _send(self, frame: bytes, reliable: bool) -> None:
-        if self.session.closed.is_set():
-            raise ClosedError(f"session closed: {self.session.close_reason}")
+        link = self._link
+        if link is None or link.session.closed.is_set():
+            if self._closed_reason:
+                raise ClosedError(f"client closed: {self._closed_reason}")
+            raise DisconnectedError("the client is reconnecting to another server")
         if len(frame) > MAX_FRAME_BYTES:
             raise MessageTooLargeError(
                 f"{len(frame)} bytes encoded; at most {MAX_FRAME_BYTES} can be relayed"
             )
-        self.session.send(frame, reliable=reliable)
+        link.session.send(frame, reliable=reliable)
 
     def subscribe(self, topics: Iterable[str], *, compress: bool = False) -> None:
-        """Replace this client's subscriptions with ``topics`` (empty: unsubscribe all)."""
-        self._send(subscription_frame(topics, compress=compress), True)
+        """Replace this client's subscriptions with ``topics`` (empty: unsubscribe all).
+
+        They are restored on whatever server the client reconnects to.
+        """
+        frame = subscription_frame(topics, compress=compress)
+        self._subscription = frame
+        self._send(frame, True)
 
     def publish(self, topic: str, body: bytes | str, *, reliable: bool = True) -> None:
         """Publish ``body`` to every other subscriber of ``topic``."""
@@ -338,11 +362,11 @@ class BrokerClient:
         return time.perf_counter() - started
 
     async def receive(self) -> ReceivedMessage:
-        """The next message; raises :class:`ClosedError` once the session is closed."""
+        """The next message; raises :class:`ClosedError` once the client has ended."""
         item = await self._inbox.get()
         if item is _CLOSED:
             self._inbox.put_nowait(_CLOSED)  # let other readers see the end too
-            raise ClosedError(f"session closed: {self.session.close_reason}")
+            raise ClosedError(f"client closed: {self._closed_reason}")
         assert isinstance(item, ReceivedMessage)
         return item
 
@@ -355,31 +379,38 @@ class BrokerClient:
 
     # -- closing ----------------------------------------------------------
 
-    def _on_session_closed(self) -> None:
-        error = ClosedError(f"session closed: {self.session.close_reason}")
+    def _fail_pings(self) -> None:
+        error = DisconnectedError("the session with the server ended")
         for waiter in self._pings.values():
             if not waiter.done():
                 waiter.set_exception(error)
         self._pings.clear()
+
+    def _end(self, reason: str) -> None:
+        """The client is over: wake readers and fail whatever waits."""
+        if self._closed_reason:
+            return
+        self._closed_reason = reason or "closed"
+        self._fail_pings()
+        self._batching.close()
         if self._inbox.full():
             self._inbox.get_nowait()
         self._inbox.put_nowait(_CLOSED)
 
     @property
     def closed(self) -> bool:
-        return self.session.closed.is_set()
+        return bool(self._closed_reason)
 
     async def close(self) -> None:
-        """Close the session and the coordinator connection."""
-        if self._batching is not None:
-            self._batching.flush()  # what was published before close() still goes out
-            self._batching.close()
-        await self.session.close("closed by the client")
-        if self._coordinator_task is not None:
-            self._coordinator_task.cancel()
+        """Close the session and the coordinator connection; no reconnect follows."""
+        self._batching.flush()  # what was published before close() still goes out
+        self._end("closed by the client")
+        if self._supervisor is not None:
+            self._supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._coordinator_task
-        await self._ws.close()
+                await self._supervisor
+        if self._link is not None:
+            await self._link.close("closed by the client")
 
     async def __aenter__(self) -> BrokerClient:
         return self

@@ -27,5 +27,9 @@ class ClosedError(BrokerError):
     """The client is closed (by :meth:`BrokerClient.close` or by the server)."""
 
 
+class DisconnectedError(ClosedError):
+    """The session ended and the client is reconnecting to another server; try again."""
+
+
 class MessageTooLargeError(BrokerError, ValueError):
     """A frame is larger than data channels carry once the server has relayed it."""

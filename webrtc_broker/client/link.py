@@ -1,0 +1,170 @@
+"""One attempt at being connected: a coordinator WebSocket plus a session with one server.
+
+A :class:`BrokerClient` owns one link at a time and replaces it when the
+server goes away; everything here is about getting a single link up, as
+PROTOCOL.md describes: ``/connect``, WELCOME, CONNECT, answer the server's
+offer, open channels, AUTH.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import urlencode
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import InvalidStatus, WebSocketException
+
+from webrtc_broker.client.errors import (
+    AuthenticationError,
+    BrokerError,
+    ClosedError,
+    NoServerAvailableError,
+    ServerFullError,
+)
+from webrtc_broker.rtc import FrameHandler, Session, SessionClosed
+from webrtc_broker.wire import FrameError, decode_as, frame_type
+from webrtc_broker.wire import broker_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+REFUSAL_GRACE = 1.0
+"""Seconds to wait, after a session closed during set-up, for the server's reason."""
+
+
+class Link:
+    """A coordinator WebSocket and the session with the server it pointed us to."""
+
+    def __init__(
+        self, ws: ClientConnection, alias: int, server_alias: int, on_frame: FrameHandler
+    ) -> None:
+        self.ws = ws
+        self.alias = alias
+        self.server_alias = server_alias
+        self.received = 0
+        """Data-channel messages received; the client's keepalive watches it move."""
+
+        def counted(data: bytes, reliable: bool) -> None:
+            self.received += 1
+            on_frame(data, reliable)
+
+        self.session = Session(on_frame=counted)
+        self.refusal: asyncio.Future[BrokerError] = asyncio.get_running_loop().create_future()
+        self._reader: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def open(
+        cls,
+        url: str,
+        credentials: bytes,
+        *,
+        server: int | None,
+        on_frame: FrameHandler,
+    ) -> Link:
+        """Connect to the coordinator and create the session object (not yet connected)."""
+        query = urlencode({"token": credentials.decode(errors="replace")}) if credentials else ""
+        endpoint = f"{url.rstrip('/')}/connect" + (f"?{query}" if query else "")
+        try:
+            ws = await connect(endpoint, max_size=1024 * 1024)
+        except InvalidStatus as exc:
+            if exc.response.status_code in (401, 403):
+                raise AuthenticationError("the coordinator refused the credentials") from exc
+            raise BrokerError(f"coordinator answered HTTP {exc.response.status_code}") from exc
+        except (OSError, WebSocketException) as exc:
+            raise BrokerError(f"cannot reach the coordinator at {url}: {exc}") from exc
+        try:
+            welcome = decode_as(await ws.recv(decode=False), pb.WelcomeMessage)
+            servers = list(welcome.available_servers)
+            if not servers:
+                raise NoServerAvailableError("the coordinator has no comm server registered")
+            if server is not None and server not in servers:
+                raise NoServerAvailableError(f"server {server} is not registered: {servers}")
+            return cls(ws, welcome.alias, servers[0] if server is None else server, on_frame)
+        except BaseException:
+            await ws.close()
+            raise
+
+    async def establish(self, auth: bytes, confirm: Callable[[], Awaitable[Any]]) -> None:
+        """CONNECT, set up WebRTC, send ``auth`` and wait for ``confirm()`` (a PING echo).
+
+        The protocol has no AUTH acknowledgement; the PING that follows AUTH on
+        the same ordered channel can only be echoed once the AUTH was accepted.
+        """
+        self._reader = asyncio.get_running_loop().create_task(
+            self._read_coordinator(), name=f"client-{self.alias}-coordinator"
+        )
+        await self.ws.send(
+            pb.ConnectMessage(
+                type=pb.CONNECT, from_alias=self.alias, to_alias=self.server_alias
+            ).SerializeToString()
+        )
+        try:
+            await self._unless_refused(self.session.opened)
+            self.session.send(auth, reliable=True)
+            await self._unless_refused(asyncio.ensure_future(confirm()))
+        except (SessionClosed, ClosedError) as exc:
+            # The server closes a refused session; its reason travels via the coordinator.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(REFUSAL_GRACE):
+                    raise await asyncio.shield(self.refusal) from exc
+            raise BrokerError(f"session closed during set-up: {exc}") from exc
+
+    async def _unless_refused(self, step: asyncio.Future[Any]) -> None:
+        """Wait for ``step``, unless the server refuses first."""
+        done, _ = await asyncio.wait({step, self.refusal}, return_when=asyncio.FIRST_COMPLETED)
+        if self.refusal in done:
+            if not step.done():
+                step.cancel()
+            raise self.refusal.result()
+        step.result()
+
+    async def _read_coordinator(self) -> None:
+        with contextlib.suppress(WebSocketException):
+            async for frame in self.ws:
+                if isinstance(frame, bytes):
+                    await self._on_coordinator_frame(frame)
+
+    async def _on_coordinator_frame(self, data: bytes) -> None:
+        try:
+            kind = frame_type(data)
+            if kind == pb.WEBRTC_OFFER:
+                message = decode_as(data, pb.WebRtcMessage)
+                answer = await self.session.accept_offer(message.data)
+                await self.ws.send(
+                    pb.WebRtcMessage(
+                        type=pb.WEBRTC_ANSWER,
+                        from_alias=self.alias,
+                        to_alias=self.server_alias,
+                        data=answer,
+                    ).SerializeToString()
+                )
+            elif kind == pb.WEBRTC_ICE_CANDIDATE:
+                await self.session.add_candidate(decode_as(data, pb.WebRtcMessage).data)
+            elif kind == pb.CONNECTION_REFUSED:
+                self._refused(decode_as(data, pb.ConnectionRefusedMessage))
+        except (FrameError, ValueError) as exc:
+            log.warning("ignoring a bad frame from the coordinator: %s", exc)
+
+    def _refused(self, message: pb.ConnectionRefusedMessage) -> None:
+        if self.refusal.done():
+            return
+        detail = message.data.decode(errors="replace")
+        error: BrokerError
+        if message.reason == pb.SERVER_FULL:
+            error = ServerFullError(f"server {self.server_alias} is full")
+        elif message.reason == pb.AUTH_FAILED:
+            error = AuthenticationError(f"server {self.server_alias} refused: {detail or 'auth'}")
+        else:
+            error = BrokerError(f"server {self.server_alias} refused the session: {detail}")
+        self.refusal.set_result(error)
+
+    async def close(self, reason: str) -> None:
+        await self.session.close(reason)
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        await self.ws.close()
