@@ -61,7 +61,7 @@ class Keepalive:
     """How the client tells a live server from a dead one."""
 
     interval: float = 1.0
-    """Seconds of not sending anything after which the client sends a PING."""
+    """Seconds of hearing nothing after which the client sends a PING."""
     timeout: float = 4.0
     """Seconds of hearing nothing after which the server is presumed dead."""
 
@@ -226,7 +226,7 @@ class BrokerClient:
             await closed.wait()
             return
         interval, timeout = self._keepalive.interval, self._keepalive.timeout
-        received, sent, heard = link.received, link.session.sent, time.monotonic()
+        received, heard = link.received, time.monotonic()
         while not closed.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(closed.wait(), interval)
@@ -237,9 +237,9 @@ class BrokerClient:
             elif now - heard > timeout:
                 await link.session.close("server silent; presumed dead")
                 return
-            if link.session.sent == sent:
+            else:
+                # Quiet for a while (a publisher hears nothing): ask for an echo.
                 self._send_ping_probe(link)
-            sent = link.session.sent
 
     def _send_ping_probe(self, link: Link) -> None:
         """An unawaited PING: its echo is something heard, which is all the keepalive needs."""
