@@ -114,6 +114,7 @@ class CommServer:
             reliable_queue_frames=config.reliable_queue_frames,
             unreliable_queue_frames=config.unreliable_queue_frames,
             buffered_high_bytes=config.buffered_high_bytes,
+            unreliable_high_bytes=config.unreliable_buffered_high_bytes,
         )
         peer = Peer(
             alias=alias,

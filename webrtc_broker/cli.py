@@ -12,6 +12,7 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
+from broker_operator.cli import operator
 from webrtc_broker import __version__, logs
 from webrtc_broker.bench.cli import bench
 from webrtc_broker.config import CommServerConfig, CoordinatorConfig
@@ -36,6 +37,7 @@ def main() -> None:
 
 
 main.add_command(bench)
+main.add_command(operator)
 
 
 @main.command()

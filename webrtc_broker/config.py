@@ -111,6 +111,12 @@ class CommServerConfig(BaseSettings):
     drain_seconds: float = Field(
         10.0, ge=0, description="On SIGTERM, seconds to hand clients over before exiting"
     )
+    unreliable_buffered_high_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        description="Same for the unreliable channel: kept small so that an overloaded "
+        "peer loses old updates instead of receiving them seconds late",
+    )
     max_topics_bytes: int = Field(
         64 * 1024, ge=256, description="Largest (decompressed) subscription topic list"
     )

@@ -90,6 +90,8 @@ RUN = {
     "ceiling_ratio": OPTIONAL_NUMBER,
     "published": int,
     "delivered": int,
+    "arrived": int,
+    "late_after_s": NUMBER,
     "skipped_publishes": int,
     "inbox_dropped": int,
     "sessions_lost": int,
@@ -167,6 +169,8 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert run["servers"] == 2
     assert run["published"] > 0
     assert run["delivered"] > 0
+    assert 0 < run["arrived"] <= run["published"] * 3
+    assert 0.0 <= run["loss_percent"] < 100.0
     assert run["latency_ms"]["samples"] == run["delivered"]
     assert run["offered_per_s"] == 4 * 5.0 * 3
     assert report["baseline"]["received"] > 0

@@ -131,7 +131,7 @@ def test_proc_sampling_sees_this_process() -> None:
     assert cpu_seconds(2**22 + 1) is None  # above pid_max's default: no such process
 
 
-def _summary(latencies: list[float], *, received: int, published: int) -> RunResult:
+def _summary(latencies: list[float], *, received: int, published: int, arrived: int) -> RunResult:
     histogram = LatencyHistogram()
     for value in latencies:
         histogram.add(value)
@@ -154,7 +154,13 @@ def _summary(latencies: list[float], *, received: int, published: int) -> RunRes
         baseline=Baseline(100, False, 1.0, 1000, 1000, 50.0, 0.005),
         connects=ConnectLog([0.1, 0.2, 0.3], Counter({"ServerFullError": 2})),
         results=[
-            WorkerResult(published=published, received=received, skipped=3, latency=histogram)
+            WorkerResult(
+                published=published,
+                received=received,
+                arrived=arrived,
+                skipped=3,
+                latency=histogram,
+            )
         ],
         usages=usages,
         machine=190.0,
@@ -164,12 +170,12 @@ def _summary(latencies: list[float], *, received: int, published: int) -> RunRes
 
 
 def test_summary_math() -> None:
-    run = _summary([0.010] * 300 + [0.100] * 60, received=360, published=100)
+    run = _summary([0.010] * 300 + [0.100] * 60, received=360, published=100, arrived=360)
     # 5 bots x 10 Hz x 4 receivers, over a 2 s window.
     assert run.offered_per_s == 200.0
     assert run.published_per_s == 100 * 4 / 2.0
     assert run.delivered_per_s == 180.0
-    assert run.loss_percent == pytest.approx(10.0)
+    assert run.loss_percent == pytest.approx(10.0)  # 360 of 100 x 4 arrived
     assert run.ceiling_ratio == pytest.approx(180.0 / 50.0)
     assert run.latency_ms.samples == 360
     assert run.latency_ms.p50 == pytest.approx(10.0, rel=0.02)
@@ -193,8 +199,8 @@ def test_summary_math() -> None:
 
 def test_report_and_plot_render(tmp_path: Path) -> None:
     runs = [
-        _summary([0.01] * 10, received=10, published=10),
-        _summary([], received=0, published=10),  # nothing arrived: no latency at all
+        _summary([0.01] * 10, received=10, published=10, arrived=10),
+        _summary([], received=0, published=10, arrived=0),  # nothing arrived: no latency at all
     ]
     report = Report(
         ["webrtc-broker", "bench"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from playwright.async_api import Browser, Page
 
+from tests.browser.demo_page import open_demo, wait_connected
 from tests.browser.pages import (
     TIMEOUT_MS,
     BrowserClient,
@@ -14,7 +15,6 @@ from tests.browser.pages import (
     load_sdk,
     open_page,
 )
-from tests.browser.test_demo import open_demo, wait_connected
 from tests.e2e.helpers import connected, wait_status
 from tests.support import Cluster
 

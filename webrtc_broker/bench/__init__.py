@@ -7,9 +7,11 @@ cluster), runs the bots in separate worker processes, measures a raw aiortc
 pair as the ceiling to compare with, and reports throughput, loss, latency,
 connect time, CPU and memory.
 
-Modules: :mod:`.options` (what to run), :mod:`.localcluster` (the processes
-under test), :mod:`.bots` and :mod:`.workers` (the load generator, each side
-of its pipe), :mod:`.baseline` (the ceiling), :mod:`.sampling` (/proc),
-:mod:`.latency` (histograms and percentiles), :mod:`.runner` (one run and a
-sweep), :mod:`.results`, :mod:`.report` and :mod:`.plot` (the output).
+Modules: :mod:`.cli` and :mod:`.command` (the command), :mod:`.options`
+(what to run), :mod:`.localcluster` (the processes under test), :mod:`.bots`
+and :mod:`.workers` (the load generator, each side of its pipe),
+:mod:`.payload` (timestamped bodies), :mod:`.baseline` (the ceiling),
+:mod:`.sampling` (/proc), :mod:`.latency` (histograms and percentiles),
+:mod:`.runner` (one run), :mod:`.results`, :mod:`.report` and :mod:`.plot`
+(the output).
 """

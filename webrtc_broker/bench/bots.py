@@ -10,10 +10,19 @@ It speaks JSON lines with the orchestrator:
 * stdout ``{"event": "connect", "ok": true, "seconds": 0.8}`` once per bot
   (``"ok": false, "error": "<exception type>"`` for a failure), then
   ``{"event": "ready"}`` when every bot is connected and subscribed;
-* stdin ``{"start": T0, "window_start": T1, "window_end": T2}`` (wall-clock
-  ``time.time()`` values): publish from T0, count from T1 to T2;
-* stdout ``{"event": "result", ...}`` (:class:`WorkerResult`) after T2, then
+* stdin ``{"start": T0, "window_start": T1, "window_end": T2, "traffic_end":
+  T3}`` (wall-clock ``time.time()`` values): publish from T0 to T3, measure
+  T1 to T2;
+* stdout ``{"event": "result", ...}`` (:class:`WorkerResult`) after T3, then
   it closes its bots and exits.
+
+Two counts come out of the window. ``received`` counts arrivals between T1
+and T2: the throughput, and the latency samples. ``arrived`` counts the
+messages *sent* between T1 and T2 that arrived before T3: compared with what
+was published in the window it gives the loss, unaffected by a backlog that
+drains into the window or out of it (counting arrivals alone can even yield a
+negative loss). Traffic goes on until T3 so that those last messages travel
+through a loaded broker like the others.
 
 Each bot publishes on a fixed schedule, phase-shifted by its index so the
 bots do not all fire in the same millisecond. A worker that falls more than a
@@ -71,6 +80,11 @@ class Schedule:
     start: float
     window_start: float
     window_end: float
+    traffic_end: float
+    """Publishing stops here; a message sent in the window and arriving later is lost."""
+
+    def to_json(self) -> dict[str, float]:
+        return asdict(self)
 
 
 @dataclass
@@ -79,6 +93,8 @@ class WorkerResult:
     """Publishes inside the window."""
     received: int = 0
     """Messages received inside the window."""
+    arrived: int = 0
+    """Messages sent inside the window that arrived before ``traffic_end``."""
     skipped: int = 0
     inbox_dropped: int = 0
     sessions_lost: int = 0
@@ -115,11 +131,14 @@ async def _connect_all(plan: WorkerPlan) -> list[_Bot]:
         async with gate:
             started = time.perf_counter()
             try:
+                # No reconnect: a lost session must show in ``sessions_lost``, not
+                # silently move the bot to another server.
                 client = await BrokerClient.connect(
                     plan.coordinator_url,
                     f"bot-{index}",
                     server=server,
                     timeout=plan.connect_timeout,
+                    reconnect=None,
                 )
             except (BrokerError, OSError) as exc:
                 _emit("connect", ok=False, error=type(exc).__name__)
@@ -144,25 +163,25 @@ async def _publish(bot: _Bot, plan: WorkerPlan, schedule: Schedule, result: Work
     period = 1.0 / plan.rate
     next_at = schedule.start + period * bot.index / plan.total_bots
     sequence = 0
-    while next_at < schedule.window_end:
+    while next_at < schedule.traffic_end:
         delay = next_at - time.time()
         if delay > 0:
             await asyncio.sleep(delay)
         elif delay < -period:
             missed = int(-delay / period)
-            if next_at >= schedule.window_start:
+            if schedule.window_start <= next_at < schedule.window_end:
                 result.skipped += missed
             next_at += missed * period
             continue
         now = time.time()
-        if now >= schedule.window_end:
+        if now >= schedule.traffic_end:
             return
         body = encode_body(now, bot.index, sequence, plan.size)
         try:
             bot.client.publish(plan.topic, body, reliable=plan.reliable)
         except ClosedError:
             return
-        if now >= schedule.window_start:
+        if schedule.window_start <= now < schedule.window_end:
             result.published += 1
         sequence += 1
         next_at += period
@@ -175,17 +194,18 @@ async def _receive(bot: _Bot, schedule: Schedule, result: WorkerResult) -> None:
         while True:
             message = await client.receive()
             now = time.time()
-            if now < schedule.window_start:
-                continue
-            if now >= schedule.window_end:
+            if now >= schedule.traffic_end:
                 return
             try:
                 sent_at = decode_body(message.body)[0]
             except struct.error:
                 result.undecodable += 1
                 continue
-            latency.add(now - sent_at)
-            result.received += 1
+            if schedule.window_start <= sent_at < schedule.window_end:
+                result.arrived += 1
+            if schedule.window_start <= now < schedule.window_end:
+                latency.add(now - sent_at)
+                result.received += 1
 
 
 async def _traffic(bots: list[_Bot], plan: WorkerPlan, schedule: Schedule) -> WorkerResult:
@@ -196,7 +216,7 @@ async def _traffic(bots: list[_Bot], plan: WorkerPlan, schedule: Schedule) -> Wo
         for job in (_publish(bot, plan, schedule, result), _receive(bot, schedule, result))
     ]
     try:
-        await asyncio.sleep(max(0.0, schedule.window_end - time.time()))
+        await asyncio.sleep(max(0.0, schedule.traffic_end - time.time()))
         # Receivers return at their first message after the window; idle ones wait here.
         await asyncio.wait(tasks, timeout=0.2)
     finally:
@@ -223,10 +243,7 @@ async def run_worker(plan: WorkerPlan) -> None:
         line = await commands.readline()
         if not line:
             return  # the orchestrator gave up
-        command = json.loads(line)
-        schedule = Schedule(
-            float(command["start"]), float(command["window_start"]), float(command["window_end"])
-        )
+        schedule = Schedule(**{k: float(v) for k, v in json.loads(line).items()})
         result = await _traffic(bots, plan, schedule)
         _emit("result", **result.to_json())
     finally:

@@ -63,7 +63,12 @@ def run_table(run: RunResult, baseline: Baseline | None) -> Table:
         ("offered deliveries/s", _num(run.offered_per_s), _ratio(run.offered_per_s, baseline)),
         ("published x receivers /s", _num(run.published_per_s), ""),
         ("delivered/s", _num(run.delivered_per_s), _ratio(run.delivered_per_s, baseline)),
-        ("loss", _num(run.loss_percent, 2, " %"), ""),
+        (
+            "loss",
+            _num(run.loss_percent, 2, " %"),
+            f"{run.arrived:,} of {run.published * (run.bots_connected - 1):,} arrived "
+            f"by {run.late_after_s:g} s after the window",
+        ),
         ("latency p50", _num(latency.p50, 1, " ms"), f"{latency.samples:,} samples"),
         ("latency p95", _num(latency.p95, 1, " ms"), ""),
         ("latency p99", _num(latency.p99, 1, " ms"), f"max {_num(latency.max, 1, ' ms')}"),

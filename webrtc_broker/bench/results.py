@@ -127,15 +127,22 @@ class RunResult:
     published_per_s: float
     """Publishes the bots actually made in the window, times receivers per message."""
     delivered_per_s: float
-    """Messages the bots received during the window."""
+    """Messages the bots received during the window (arrival time in the window)."""
     loss_percent: float
-    """100 * (1 - delivered / offered). Counting by arrival time, a message sent just
-    before the window may count inside it: at a few hundred messages this can dip
-    slightly below zero."""
+    """100 * (1 - arrived / (published * receivers)): of the messages published in the
+    window, the share that did not reach a subscriber within ``late_after_s`` of the
+    window's end. Messages are matched by their send time, so a backlog that drains
+    into or out of the window does not distort it."""
     ceiling_ratio: float | None
     """delivered_per_s / baseline.messages_per_s."""
     published: int
+    """Publishes in the window (each one is due at bots_connected - 1 receivers)."""
     delivered: int
+    """Arrivals in the window (the latency samples)."""
+    arrived: int
+    """Messages published in the window that arrived at a receiver before the cut-off."""
+    late_after_s: float
+    """Traffic goes on this long after the window; later arrivals count as lost."""
     skipped_publishes: int
     """Publish ticks a bot skipped because its worker fell behind schedule."""
     inbox_dropped: int

@@ -59,6 +59,8 @@ from webrtc_broker.cluster import spawn, stop
 LEAD_IN = 0.5
 """Seconds between sending the schedule and T0, so every worker has it in time."""
 SETTLE = 0.5
+LATE_AFTER = 2.0
+"""Seconds after the window during which its messages may still arrive (traffic goes on)."""
 """Seconds after the last connect before the servers' memory is read."""
 SAMPLE_EVERY = 0.5
 SATURATED_PERCENT = 90.0
@@ -161,8 +163,9 @@ class Runner:
                 memory_after = _total_rss(server_pids)
                 watched = _watched(cluster, workers)
                 start = time.time() + LEAD_IN
+                window_end = start + options.warmup + options.duration
                 schedule = Schedule(
-                    start, start + options.warmup, start + options.warmup + options.duration
+                    start, start + options.warmup, window_end, window_end + LATE_AFTER
                 )
                 await start_traffic(workers, schedule)
                 usages, machine, status_delta = await self._window(
@@ -221,14 +224,14 @@ class Runner:
     ) -> tuple[list[Usage], float, dict[str, Counter[str]]]:
         """Warm up, then sample the processes and the servers' counters over the window."""
         options = self.options
-        total = schedule.window_end - time.time()
+        total = schedule.traffic_end - time.time()
         self.progress.update(task, total=total, completed=0, unit=" s")
 
         def show(phase: str) -> None:
             self.progress.update(
                 task,
                 description=f"{bots} bots: {phase}",
-                completed=total - (schedule.window_end - time.time()),
+                completed=total - (schedule.traffic_end - time.time()),
             )
 
         while time.time() < schedule.window_start:
@@ -243,6 +246,9 @@ class Runner:
             sampler.sample()
         usages, machine = sampler.stop()
         after = await _server_counters(cluster)
+        while time.time() < schedule.traffic_end:
+            show("late arrivals")
+            await asyncio.sleep(min(0.25, max(0.0, schedule.traffic_end - time.time())))
         delta = {key: after[key] - before[key] for key in after}
         return usages, machine, delta
 
@@ -309,10 +315,12 @@ def summarise(
         latency.merge(result.latency)
     published = sum(r.published for r in results)
     delivered = sum(r.received for r in results)
+    arrived = sum(r.arrived for r in results)
     receivers = connected - 1
     offered_per_s = connected * options.rate * receivers
     delivered_per_s = delivered / duration
-    loss = 100.0 * (1.0 - delivered_per_s / offered_per_s) if offered_per_s else 0.0
+    expected = published * receivers
+    loss = 100.0 * (1.0 - arrived / expected) if expected else 0.0
 
     def cpu_of(role: str) -> float | None:
         values = [u.cpu_percent for u in usages if u.watched.role == role]
@@ -370,6 +378,8 @@ def summarise(
         else None,
         published=published,
         delivered=delivered,
+        arrived=arrived,
+        late_after_s=LATE_AFTER,
         skipped_publishes=sum(r.skipped for r in results),
         inbox_dropped=sum(r.inbox_dropped for r in results),
         sessions_lost=sum(r.sessions_lost for r in results),

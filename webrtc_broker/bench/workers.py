@@ -132,12 +132,7 @@ async def wait_ready(
 
 
 async def start_traffic(workers: list[Worker], schedule: Schedule) -> None:
-    command = {
-        "start": schedule.start,
-        "window_start": schedule.window_start,
-        "window_end": schedule.window_end,
-    }
-    await asyncio.gather(*(worker.send(command) for worker in workers))
+    await asyncio.gather(*(worker.send(schedule.to_json()) for worker in workers))
 
 
 async def collect(workers: list[Worker]) -> list[WorkerResult]:

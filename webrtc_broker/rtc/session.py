@@ -53,10 +53,18 @@ class Session:
         reliable_queue_frames: int = 4096,
         unreliable_queue_frames: int = 256,
         buffered_high_bytes: int = 1024 * 1024,
+        unreliable_high_bytes: int = 64 * 1024,
     ) -> None:
         self._on_frame = on_frame
-        self._queue_limits = (reliable_queue_frames, unreliable_queue_frames, buffered_high_bytes)
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=list(ice_servers) or None))
+        self._queue_limits = (
+            reliable_queue_frames,
+            unreliable_queue_frames,
+            buffered_high_bytes,
+            unreliable_high_bytes,
+        )
+        # An explicit list, even empty: given None, aiortc falls back to a public
+        # STUN server, which a broker must never contact unasked.
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=list(ice_servers)))
         self.reliable: ChannelWriter | None = None
         self.unreliable: ChannelWriter | None = None
         loop = asyncio.get_running_loop()
@@ -108,7 +116,7 @@ class Session:
         await asyncio.wait_for(asyncio.shield(self.opened), timeout)
 
     def _adopt_channel(self, channel: RTCDataChannel) -> None:
-        reliable_frames, unreliable_frames, high = self._queue_limits
+        reliable_frames, unreliable_frames, high, unreliable_high = self._queue_limits
         if channel.label == RELIABLE and self.reliable is None:
             self.reliable = ChannelWriter(
                 channel, reliable=True, max_frames=reliable_frames, high_bytes=high
@@ -116,7 +124,7 @@ class Session:
             kind = True
         elif channel.label == UNRELIABLE and self.unreliable is None:
             self.unreliable = ChannelWriter(
-                channel, reliable=False, max_frames=unreliable_frames, high_bytes=high
+                channel, reliable=False, max_frames=unreliable_frames, high_bytes=unreliable_high
             )
             kind = False
         else:

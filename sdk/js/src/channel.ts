@@ -5,7 +5,8 @@
  * in JavaScript once `bufferedAmount` passes a high-water mark and drain on
  * `bufferedamountlow`. The unreliable channel carries positions and similar
  * state that a newer frame replaces, so there a full buffer drops the frame
- * (and counts it) instead of queueing it, as the comm servers do.
+ * (and counts it) instead of queueing it: a queue would only deliver stale
+ * positions late.
  *
  * Each data channel message costs the comm server about the same whatever
  * its size (DESIGN.md), so once the server announced CAPABILITY_BATCH the

@@ -183,13 +183,10 @@ export class BrokerClient {
   readonly servers: readonly number[];
   /** What this client announced in its AUTH. */
   readonly capabilities: number;
-  /** What the server announced in its AUTH (0 for servers that announce nothing). */
-  serverCapabilities = 0;
-  /** Topic messages received (including those from BATCH frames). */
-  received = 0;
-  /** Topic messages published. */
-  sent = 0;
   private readonly session: Session;
+  private announced = 0;
+  private receivedCount = 0;
+  private sentCount = 0;
 
   private readonly ws: WebSocket;
   private readonly events = new Emitter<BrokerClientEvents>();
@@ -475,8 +472,8 @@ export class BrokerClient {
         }
         case MessageType.AUTH: {
           // A server that knows capabilities answers ours with its own.
-          this.serverCapabilities = decodeAs(AuthMessageSchema, frame).capabilities;
-          if (this.serverCapabilities & this.capabilities & Capability.CAPABILITY_BATCH) {
+          this.announced = decodeAs(AuthMessageSchema, frame).capabilities;
+          if (this.announced & this.capabilities & Capability.CAPABILITY_BATCH) {
             this.session.enableBatching();
           }
           break;
@@ -493,7 +490,7 @@ export class BrokerClient {
   }
 
   private deliver(message: ReceivedMessage): void {
-    this.received += 1;
+    this.receivedCount += 1;
     this.events.emit("message", message);
   }
 
@@ -526,7 +523,7 @@ export class BrokerClient {
       body: toBytes(body),
     });
     this.send(frame, options.reliable ?? true);
-    this.sent += 1;
+    this.sentCount += 1;
   }
 
   /** Publish `body` stamped by the server with this client's authenticated identity. */
@@ -537,7 +534,7 @@ export class BrokerClient {
       body: toBytes(body),
     });
     this.send(frame, options.reliable ?? true);
-    this.sent += 1;
+    this.sentCount += 1;
   }
 
   /** Round-trip time to the comm server, in milliseconds. */
@@ -574,6 +571,21 @@ export class BrokerClient {
     listener: Listener<BrokerClientEvents[K]>,
   ): void {
     this.events.off(type, listener);
+  }
+
+  /** What the server announced in its AUTH (0 for servers that announce nothing). */
+  get serverCapabilities(): number {
+    return this.announced;
+  }
+
+  /** Topic messages received (those inside BATCH frames included). */
+  get received(): number {
+    return this.receivedCount;
+  }
+
+  /** Topic messages published. */
+  get sent(): number {
+    return this.sentCount;
   }
 
   /** Whether the session is closed. */

@@ -119,13 +119,10 @@ export declare class BrokerClient {
 	readonly servers: readonly number[];
 	/** What this client announced in its AUTH. */
 	readonly capabilities: number;
-	/** What the server announced in its AUTH (0 for servers that announce nothing). */
-	serverCapabilities: number;
-	/** Topic messages received (including those from BATCH frames). */
-	received: number;
-	/** Topic messages published. */
-	sent: number;
 	private readonly session;
+	private announced;
+	private receivedCount;
+	private sentCount;
 	private readonly ws;
 	private readonly events;
 	private readonly pings;
@@ -173,6 +170,12 @@ export declare class BrokerClient {
 	/** Listen to `message` or `close` events; returns a function that stops listening. */
 	on<K extends keyof BrokerClientEvents>(type: K, listener: Listener<BrokerClientEvents[K]>): () => void;
 	off<K extends keyof BrokerClientEvents>(type: K, listener: Listener<BrokerClientEvents[K]>): void;
+	/** What the server announced in its AUTH (0 for servers that announce nothing). */
+	get serverCapabilities(): number;
+	/** Topic messages received (those inside BATCH frames included). */
+	get received(): number;
+	/** Topic messages published. */
+	get sent(): number;
 	/** Whether the session is closed. */
 	get closed(): boolean;
 	/** Why the session closed ("" while it is open). */

@@ -4000,13 +4000,10 @@ var BrokerClient = class _BrokerClient {
   servers;
   /** What this client announced in its AUTH. */
   capabilities;
-  /** What the server announced in its AUTH (0 for servers that announce nothing). */
-  serverCapabilities = 0;
-  /** Topic messages received (including those from BATCH frames). */
-  received = 0;
-  /** Topic messages published. */
-  sent = 0;
   session;
+  announced = 0;
+  receivedCount = 0;
+  sentCount = 0;
   ws;
   events = new Emitter();
   pings = /* @__PURE__ */ new Map();
@@ -4252,8 +4249,8 @@ var BrokerClient = class _BrokerClient {
           break;
         }
         case 8 /* AUTH */: {
-          this.serverCapabilities = decodeAs(AuthMessageSchema, frame).capabilities;
-          if (this.serverCapabilities & this.capabilities & 1 /* CAPABILITY_BATCH */) {
+          this.announced = decodeAs(AuthMessageSchema, frame).capabilities;
+          if (this.announced & this.capabilities & 1 /* CAPABILITY_BATCH */) {
             this.session.enableBatching();
           }
           break;
@@ -4269,7 +4266,7 @@ var BrokerClient = class _BrokerClient {
     }
   }
   deliver(message) {
-    this.received += 1;
+    this.receivedCount += 1;
     this.events.emit("message", message);
   }
   send(frame, reliable) {
@@ -4296,7 +4293,7 @@ var BrokerClient = class _BrokerClient {
       body: toBytes(body)
     });
     this.send(frame, options.reliable ?? true);
-    this.sent += 1;
+    this.sentCount += 1;
   }
   /** Publish `body` stamped by the server with this client's authenticated identity. */
   publishIdentity(topic, body, options = {}) {
@@ -4306,7 +4303,7 @@ var BrokerClient = class _BrokerClient {
       body: toBytes(body)
     });
     this.send(frame, options.reliable ?? true);
-    this.sent += 1;
+    this.sentCount += 1;
   }
   /** Round-trip time to the comm server, in milliseconds. */
   async ping(options = {}) {
@@ -4332,6 +4329,18 @@ var BrokerClient = class _BrokerClient {
   }
   off(type, listener) {
     this.events.off(type, listener);
+  }
+  /** What the server announced in its AUTH (0 for servers that announce nothing). */
+  get serverCapabilities() {
+    return this.announced;
+  }
+  /** Topic messages received (those inside BATCH frames included). */
+  get received() {
+    return this.receivedCount;
+  }
+  /** Topic messages published. */
+  get sent() {
+    return this.sentCount;
   }
   /** Whether the session is closed. */
   get closed() {

@@ -1,0 +1,218 @@
+"""The ``status`` of a ``BrokerCluster``, derived from what the workloads report.
+
+Pure functions of the live objects, so the status always describes the
+cluster as it is rather than what the operator last asked for: the counts
+come from the StatefulSets' and the Deployment's own ``status``, and a
+workload counts as rolled out only once its controller has seen its latest
+generation. Conditions follow the Kubernetes API conventions (``Ready``,
+``Progressing``, ``Degraded``; ``lastTransitionTime`` moves only when the
+condition's status flips).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+Obj = Mapping[str, Any]
+
+RUNNING = "Running"
+PROGRESSING = "Progressing"
+DEGRADED = "Degraded"
+
+
+@dataclass(frozen=True)
+class Observed:
+    """The live objects the status is computed from (``None``: not there)."""
+
+    coordinator: Obj | None = None
+    servers: Obj | None = None
+    hubs: Obj | None = None
+    coordinator_service: Obj | None = None
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Why the operator could not do its job this time (spec or API errors)."""
+
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Workload:
+    """Replica counts of one Deployment or StatefulSet."""
+
+    desired: int = 0
+    ready: int = 0
+    current: int = 0
+    rolled_out: bool = False
+
+    @classmethod
+    def of(cls, obj: Obj | None) -> Workload:
+        if obj is None:
+            return cls()
+        spec, status = obj.get("spec", {}), obj.get("status", {})
+        desired = int(spec.get("replicas", 1))
+        ready = int(status.get("readyReplicas", 0))
+        updated = int(status.get("updatedReplicas", 0))
+        seen = int(status.get("observedGeneration", 0)) >= int(
+            obj.get("metadata", {}).get("generation", 1)
+        )
+        revisions_match = status.get("currentRevision") == status.get("updateRevision")
+        return cls(
+            desired=desired,
+            ready=ready,
+            current=int(status.get("replicas", 0)),
+            rolled_out=seen and updated >= desired and ready >= desired and revisions_match,
+        )
+
+    @property
+    def all_ready(self) -> bool:
+        return self.ready >= self.desired
+
+
+@dataclass(frozen=True)
+class Summary:
+    coordinator: Workload = field(default_factory=Workload)
+    servers: Workload = field(default_factory=Workload)
+    hubs: Workload | None = None
+
+    @classmethod
+    def of(cls, observed: Observed) -> Summary:
+        return cls(
+            coordinator=Workload.of(observed.coordinator)
+            if observed.coordinator is not None
+            else Workload(desired=1),
+            servers=Workload.of(observed.servers),
+            hubs=Workload.of(observed.hubs) if observed.hubs is not None else None,
+        )
+
+    @property
+    def workloads(self) -> list[Workload]:
+        return [self.coordinator, self.servers, *([self.hubs] if self.hubs else [])]
+
+    @property
+    def ready(self) -> bool:
+        return all(w.all_ready for w in self.workloads)
+
+    @property
+    def rolled_out(self) -> bool:
+        return all(w.rolled_out for w in self.workloads)
+
+    def describe(self) -> str:
+        coordinator = "ready" if self.coordinator.all_ready else "not ready"
+        servers = self.servers
+        text = f"coordinator {coordinator}; {servers.ready}/{servers.desired} comm servers ready"
+        if self.hubs is not None:
+            text += f"; {self.hubs.ready}/{self.hubs.desired} hubs ready"
+        return text
+
+
+def condition(
+    kind: str,
+    *,
+    status: bool,
+    reason: str,
+    message: str,
+    generation: int,
+    now: str,
+    previous: Sequence[Obj],
+) -> dict[str, Any]:
+    """One condition; keeps the previous ``lastTransitionTime`` unless the status flipped."""
+    value = "True" if status else "False"
+    since = now
+    for old in previous:
+        if old.get("type") == kind and old.get("status") == value:
+            since = str(old.get("lastTransitionTime") or now)
+    return {
+        "type": kind,
+        "status": value,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": since,
+        "observedGeneration": generation,
+    }
+
+
+def external_endpoint(service: Obj | None, port: int) -> str | None:
+    """``ws://<address>:<port>`` of a LoadBalancer Service once it has an address."""
+    if service is None:
+        return None
+    for ingress in service.get("status", {}).get("loadBalancer", {}).get("ingress", []) or []:
+        host = ingress.get("hostname") or ingress.get("ip")
+        if host:
+            return f"ws://{host}:{port}"
+    return None
+
+
+def compute_status(
+    *,
+    generation: int,
+    observed: Observed,
+    problem: Problem | None,
+    previous: Obj,
+    now: str,
+    endpoint: str,
+    selector: str,
+    port: int,
+) -> dict[str, Any]:
+    """The whole ``status`` to write (it replaces the operator's previous one)."""
+    summary = Summary.of(observed)
+    old_conditions = list(previous.get("conditions") or [])
+    progressing = not summary.rolled_out
+    if problem is not None:
+        phase = DEGRADED
+    elif summary.ready and not progressing:
+        phase = RUNNING
+    else:
+        phase = PROGRESSING
+    conditions = [
+        condition(
+            "Ready",
+            status=summary.ready,
+            reason="AllReady" if summary.ready else "NotReady",
+            message=summary.describe(),
+            generation=generation,
+            now=now,
+            previous=old_conditions,
+        ),
+        condition(
+            "Progressing",
+            status=progressing,
+            reason="RollingOut" if progressing else "Stable",
+            message="workloads are rolling out: " + summary.describe()
+            if progressing
+            else "every workload runs the latest spec",
+            generation=generation,
+            now=now,
+            previous=old_conditions,
+        ),
+        condition(
+            "Degraded",
+            status=problem is not None,
+            reason=problem.reason if problem else "AsExpected",
+            message=problem.message if problem else "the spec is valid and applied",
+            generation=generation,
+            now=now,
+            previous=old_conditions,
+        ),
+    ]
+    status: dict[str, Any] = {
+        "observedGeneration": generation,
+        "phase": phase,
+        "replicas": summary.servers.current,
+        "servers": summary.servers.desired,
+        "readyServers": summary.servers.ready,
+        "coordinatorReady": summary.coordinator.all_ready and observed.coordinator is not None,
+        "coordinatorEndpoint": endpoint,
+        "selector": selector,
+        "conditions": conditions,
+    }
+    if summary.hubs is not None:
+        status["readyHubs"] = summary.hubs.ready
+    external = external_endpoint(observed.coordinator_service, port)
+    if external:
+        status["externalEndpoint"] = external
+    return status

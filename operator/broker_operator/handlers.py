@@ -1,0 +1,86 @@
+"""kopf's side: which events trigger a reconcile, and with which settings kopf runs.
+
+The handlers are thin on purpose; every one of them calls the same
+:meth:`Reconciler.reconcile`, because the operator is level-based: whatever
+happened (the resource was created, its spec changed, the operator
+restarted, or the resync timer fired), the answer is to bring the cluster to
+the spec. The timer is what makes drift (someone edited the StatefulSet, a
+pod became ready) show up without a spec change; it also runs the
+autoscaler.
+
+Handlers are registered on an explicit registry (not kopf's global one) so
+that the intervals come from the configuration and tests can build as many
+operators as they like.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from broker_operator import GROUP, PLURAL, VERSION
+from broker_operator.reconcile import EventSink, Reconciler
+
+STORAGE_PREFIX = "kopf.webrtc-broker.io"
+
+
+def operator_settings() -> kopf.OperatorSettings:
+    """kopf's settings for a single, standalone operator replica.
+
+    * standalone: no peering objects (the operator Deployment runs one
+      replica with the ``Recreate`` strategy);
+    * no scanning: the served resource is known, so no RBAC to list CRDs or
+      namespaces is needed;
+    * kopf's bookkeeping lives in annotations under our own prefix, so the
+      status holds only what users read;
+    * only warnings become Events: the reconciler posts the meaningful
+      ones itself.
+    """
+    settings = kopf.OperatorSettings()
+    settings.peering.standalone = True
+    settings.scanning.disabled = True
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=STORAGE_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=STORAGE_PREFIX, key="last-handled-configuration"
+    )
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.networking.request_timeout = 60
+    return settings
+
+
+def event_sink(body: kopf.Body) -> EventSink:
+    def post(type: str, reason: str, message: str) -> None:
+        kopf.event(body, type=type, reason=reason, message=message[:1024])
+
+    return post
+
+
+def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, resync: float) -> None:
+    """Register the operator's handlers for ``BrokerCluster`` on ``registry``."""
+
+    async def reconcile_now(body: kopf.Body, **_: Any) -> None:
+        outcome = await reconciler.reconcile(body, event_sink(body))
+        if outcome.retry and outcome.problem is not None:
+            raise kopf.TemporaryError(outcome.problem.message, delay=resync)
+
+    async def resync_now(body: kopf.Body, **_: Any) -> None:
+        await reconciler.reconcile(body, event_sink(body), autoscale=True)
+
+    async def forget(name: str | None, namespace: str | None, **_: Any) -> None:
+        if name and namespace:
+            reconciler.forget(namespace, name)
+
+    resource = (GROUP, VERSION, PLURAL)
+    kopf.on.resume(*resource, registry=registry, id="reconcile")(reconcile_now)
+    kopf.on.create(*resource, registry=registry, id="reconcile")(reconcile_now)
+    kopf.on.update(*resource, registry=registry, id="reconcile", field="spec")(reconcile_now)
+    kopf.timer(*resource, registry=registry, id="resync", interval=resync, initial_delay=resync)(
+        resync_now
+    )
+    # Optional: no finalizer. Owner references let Kubernetes delete the objects,
+    # even when the operator is not running.
+    kopf.on.delete(*resource, registry=registry, id="forget", optional=True)(forget)

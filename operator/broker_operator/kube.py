@@ -1,0 +1,193 @@
+"""A small asynchronous Kubernetes client for the handful of calls the operator makes.
+
+kopf watches and patches the ``BrokerCluster`` itself; everything else
+(get, create, merge-patch, delete of the objects it owns, status and scale of
+the resource) goes through here. It logs in exactly as kopf does
+(``kopf.login_via_client``: in-cluster service account, else kubeconfig), so
+both always talk to the same server with the same identity, and it speaks
+plain HTTP+JSON through aiohttp (already kopf's transport) instead of the
+``kubernetes`` package's generated, thread-bound API classes. Only the kinds
+in :data:`RESOURCES` are known: the operator never needs discovery.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import kopf
+
+from broker_operator import API_VERSION, KIND, PLURAL
+from broker_operator.manifests import ObjectKey, key_of
+
+logger = logging.getLogger(__name__)
+
+MERGE_PATCH = "application/merge-patch+json"
+REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=30, sock_connect=10)
+
+
+@dataclass(frozen=True)
+class ResourceType:
+    api_version: str
+    plural: str
+
+    def path(self, namespace: str, name: str | None = None, subresource: str | None = None) -> str:
+        root = "/api/v1" if self.api_version == "v1" else f"/apis/{self.api_version}"
+        path = f"{root}/namespaces/{namespace}/{self.plural}"
+        if name is not None:
+            path += f"/{name}"
+            if subresource is not None:
+                path += f"/{subresource}"
+        return path
+
+
+RESOURCES: dict[tuple[str, str], ResourceType] = {
+    (api_version, kind): ResourceType(api_version, plural)
+    for api_version, kind, plural in [
+        ("v1", "Service", "services"),
+        ("apps/v1", "Deployment", "deployments"),
+        ("apps/v1", "StatefulSet", "statefulsets"),
+        ("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets"),
+        ("monitoring.coreos.com/v1", "ServiceMonitor", "servicemonitors"),
+        (API_VERSION, KIND, PLURAL),
+    ]
+}
+
+
+def resource_of(key: ObjectKey) -> ResourceType:
+    return RESOURCES[(key.api_version, key.kind)]
+
+
+class ApiError(Exception):
+    """The API server refused a request; ``status`` is the HTTP status."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+    @property
+    def not_found(self) -> bool:
+        return self.status == 404
+
+    @property
+    def conflict(self) -> bool:
+        return self.status == 409
+
+
+class KubeClient:
+    """JSON over HTTP to one API server; :meth:`close` when done."""
+
+    def __init__(self, info: kopf.ConnectionInfo) -> None:
+        self._info = info
+        self._session: aiohttp.ClientSession | None = None
+
+    @classmethod
+    async def login(cls, settings: kopf.OperatorSettings | None = None) -> KubeClient:
+        """Credentials the way kopf finds them: in-cluster first, then kubeconfig."""
+        info = kopf.login_via_client(logger=logger, settings=settings or kopf.OperatorSettings())
+        if info is None:
+            raise kopf.LoginError("the kubernetes client library is not installed")
+        return cls(info)
+
+    def _ssl(self) -> ssl.SSLContext | bool:
+        info = self._info
+        if not info.server.startswith("https"):
+            return False
+        if info.insecure:
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            return context
+        context = ssl.create_default_context(cafile=info.ca_path)
+        if info.certificate_path and info.private_key_path:
+            context.load_cert_chain(info.certificate_path, info.private_key_path)
+        return context
+
+    def _headers(self) -> dict[str, str]:
+        info = self._info
+        headers = {"Accept": "application/json"}
+        if info.token:
+            headers["Authorization"] = f"{info.scheme or 'Bearer'} {info.token}"
+        return headers
+
+    def _session_for_requests(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            auth = None
+            if self._info.username and self._info.password:
+                auth = aiohttp.BasicAuth(self._info.username, self._info.password)
+            self._session = aiohttp.ClientSession(
+                base_url=self._info.server.rstrip("/"),
+                auth=auth,
+                timeout=REQUEST_TIMEOUT,
+                connector=aiohttp.TCPConnector(ssl=self._ssl()),
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        content_type: str = "application/json",
+        params: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """One call; the decoded JSON answer, or :class:`ApiError`."""
+        session = self._session_for_requests()
+        headers = self._headers()
+        if body is not None:
+            headers["Content-Type"] = content_type
+        async with session.request(
+            method, path, json=body, headers=headers, params=params
+        ) as response:
+            try:
+                data = await response.json(content_type=None)
+            except ValueError:
+                data = None
+            if response.status >= 400:
+                status = data if isinstance(data, dict) else {}
+                raise ApiError(
+                    response.status,
+                    str(status.get("reason") or response.reason or ""),
+                    str(status.get("message") or (await response.text())[:200]),
+                )
+            return data if isinstance(data, dict) else {}
+
+    async def get(self, key: ObjectKey, subresource: str | None = None) -> dict[str, Any] | None:
+        try:
+            path = resource_of(key).path(key.namespace, key.name, subresource)
+            return await self.request("GET", path)
+        except ApiError as exc:
+            if exc.not_found:
+                return None
+            raise
+
+    async def create(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        key = key_of(manifest)
+        return await self.request("POST", resource_of(key).path(key.namespace), manifest)
+
+    async def merge_patch(
+        self, key: ObjectKey, patch: dict[str, Any], subresource: str | None = None
+    ) -> dict[str, Any]:
+        path = resource_of(key).path(key.namespace, key.name, subresource)
+        return await self.request("PATCH", path, patch, content_type=MERGE_PATCH)
+
+    async def delete(self, key: ObjectKey) -> bool:
+        """Delete with background propagation (dependents go too); False if it was absent."""
+        body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
+        try:
+            await self.request("DELETE", resource_of(key).path(key.namespace, key.name), body)
+        except ApiError as exc:
+            if exc.not_found:
+                return False
+            raise
+        return True

@@ -1,0 +1,348 @@
+"""One reconcile of one ``BrokerCluster``: parse, apply, observe, autoscale, report.
+
+Level-based and idempotent: every run computes the whole desired state from
+the spec alone, brings each owned object to it (create if missing, patch if
+different, nothing if equal) and writes the status from what the workloads
+report. Running it again changes nothing, which is what makes operator
+restarts, retries and the periodic resync safe.
+
+Two rules keep it from doing harm:
+
+* an invalid spec changes nothing in the cluster: the status says
+  ``Degraded`` and why, and the objects keep running as they were;
+* an object it did not create (no owner reference to this resource) is
+  never patched or deleted, even if its name matches.
+
+kopf is not imported here: events go to an :data:`EventSink`, so the whole
+sequence can run (and be tested) against any API server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import aiohttp
+import httpx
+
+from broker_operator import API_VERSION, KIND
+from broker_operator.applying import merge_patch, patch_for, with_last_applied
+from broker_operator.autoscaler import Recommendation, decide, read_load
+from broker_operator.conditions import Observed, Problem, compute_status
+from broker_operator.kube import ApiError, KubeClient
+from broker_operator.manifests import Manifest, ObjectKey, desired_objects, key_of, optional_objects
+from broker_operator.metrics import OperatorStats
+from broker_operator.naming import COMMSERVER, COORDINATOR, COORDINATOR_PORT, HUB, ClusterRef
+from broker_operator.spec import BrokerClusterSpec, SpecError, parse_spec
+from webrtc_broker.config import OperatorConfig
+
+logger = logging.getLogger(__name__)
+
+TRANSIENT = (ApiError, aiohttp.ClientError, asyncio.TimeoutError)
+"""Failures worth retrying: the API server refused or could not be reached."""
+
+
+class EventSink(Protocol):
+    """Posts a Kubernetes Event about the resource being reconciled."""
+
+    def __call__(self, type: str, reason: str, message: str) -> None: ...
+
+
+def no_events(type: str, reason: str, message: str) -> None:
+    """An :class:`EventSink` that drops everything."""
+
+
+@dataclass
+class Outcome:
+    """What one reconcile did, for the caller (kopf handler, tests)."""
+
+    status: dict[str, Any]
+    changes: list[str] = field(default_factory=list)
+    problem: Problem | None = None
+
+    @property
+    def retry(self) -> bool:
+        """True when the failure was the API's, not the spec's: worth trying again soon."""
+        return self.problem is not None and self.problem.reason == "ApplyFailed"
+
+
+def owned_by(obj: Mapping[str, Any], uid: str) -> bool:
+    refs = obj.get("metadata", {}).get("ownerReferences") or []
+    return any(ref.get("uid") == uid for ref in refs)
+
+
+def rfc3339(now: float) -> str:
+    moment = datetime.datetime.fromtimestamp(now, tz=datetime.UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class NotOwnedError(Exception):
+    """An object with the name the operator wants exists and belongs to someone else."""
+
+
+class Reconciler:
+    """Reconciles ``BrokerCluster`` bodies; one instance per operator process."""
+
+    def __init__(
+        self,
+        client: KubeClient,
+        stats: OperatorStats,
+        config: OperatorConfig,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.client = client
+        self.stats = stats
+        self.config = config
+        self.clock = clock
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._history: dict[tuple[str, str], tuple[Recommendation, ...]] = {}
+
+    def forget(self, namespace: str, name: str) -> None:
+        """Drop what is kept in memory about a deleted resource."""
+        self._locks.pop((namespace, name), None)
+        self._history.pop((namespace, name), None)
+        self.stats.forget(namespace, name)
+
+    async def reconcile(
+        self, body: Mapping[str, Any], events: EventSink = no_events, *, autoscale: bool = False
+    ) -> Outcome:
+        meta = body["metadata"]
+        ref = ClusterRef(meta["name"], meta["namespace"], meta["uid"])
+        lock = self._locks.setdefault((ref.namespace, ref.name), asyncio.Lock())
+        async with lock:
+            return await self._reconcile(ref, body, events, autoscale)
+
+    async def _reconcile(
+        self, ref: ClusterRef, body: Mapping[str, Any], events: EventSink, autoscale: bool
+    ) -> Outcome:
+        generation = int(body["metadata"].get("generation", 1))
+        spec: BrokerClusterSpec | None = None
+        problem: Problem | None = None
+        changes: list[str] = []
+        try:
+            spec = parse_spec(ref.name, body.get("spec"))
+        except SpecError as exc:
+            problem = Problem("InvalidSpec", f"spec refused, nothing changed: {exc}")
+        if spec is not None:
+            try:
+                changes = await self._apply_all(ref, spec, events)
+            except NotOwnedError as exc:
+                problem = Problem("NameConflict", str(exc))
+            except TRANSIENT as exc:
+                problem = Problem("ApplyFailed", f"could not apply the spec: {exc}")
+        autoscaling: dict[str, Any] | None = None
+        previous = dict(body.get("status") or {})
+        if autoscale and spec is not None and problem is None and spec.autoscaling.enabled:
+            autoscaling = await self._autoscale(ref, spec, previous, events)
+        status = await self._report(
+            ref,
+            spec=spec,
+            generation=generation,
+            problem=problem,
+            previous=previous,
+            autoscaling=autoscaling,
+        )
+        self._count(ref, status, problem, changes, events)
+        return Outcome(status=status, changes=changes, problem=problem)
+
+    def _count(
+        self,
+        ref: ClusterRef,
+        status: Mapping[str, Any],
+        problem: Problem | None,
+        changes: list[str],
+        events: EventSink,
+    ) -> None:
+        self.stats.phases[(ref.namespace, ref.name)] = str(status["phase"])
+        if problem is None:
+            self.stats.reconciles["ok"] += 1
+        elif problem.reason == "ApplyFailed":
+            self.stats.reconciles["error"] += 1
+        else:
+            self.stats.reconciles["invalid"] += 1
+        if problem is not None:
+            events("Warning", problem.reason, problem.message)
+        for change in changes:
+            events("Normal", "Applied", change)
+
+    # -- applying ---------------------------------------------------------------------------
+
+    async def _apply_all(
+        self, ref: ClusterRef, spec: BrokerClusterSpec, events: EventSink
+    ) -> list[str]:
+        changes: list[str] = []
+        wanted = desired_objects(ref, spec)
+        for manifest in wanted:
+            change = await self._apply(ref, manifest, events)
+            if change:
+                changes.append(change)
+        wanted_keys = {key_of(manifest) for manifest in wanted}
+        for key in optional_objects(ref):
+            if key not in wanted_keys and await self._delete_if_owned(ref, key):
+                changes.append(f"deleted {key}")
+        return changes
+
+    async def _apply(self, ref: ClusterRef, manifest: Manifest, events: EventSink) -> str | None:
+        key = key_of(manifest)
+        desired = with_last_applied(manifest)
+        live = await self.client.get(key)
+        if live is None:
+            try:
+                await self.client.create(desired)
+            except ApiError as exc:
+                if exc.not_found and key.kind == "ServiceMonitor":
+                    events(
+                        "Warning",
+                        "ServiceMonitorUnavailable",
+                        "metrics.serviceMonitor.enabled is set but the ServiceMonitor API "
+                        "(Prometheus operator) is not installed; skipped",
+                    )
+                    return None
+                if not exc.conflict:
+                    raise
+                live = await self.client.get(key)  # made concurrently: patch it instead
+                if live is None:
+                    raise
+            else:
+                self.stats.applied["created"] += 1
+                return f"created {key}"
+        if not owned_by(live, ref.uid):
+            raise NotOwnedError(
+                f"{key} exists but is not owned by this {KIND}; rename or delete it"
+            )
+        patch = patch_for(desired, live)
+        if not patch:
+            return None
+        await self.client.merge_patch(key, patch)
+        self.stats.applied["updated"] += 1
+        return f"updated {key}"
+
+    async def _delete_if_owned(self, ref: ClusterRef, key: ObjectKey) -> bool:
+        try:
+            live = await self.client.get(key)
+        except ApiError as exc:
+            if exc.not_found:  # the kind itself is unknown (no ServiceMonitor CRD)
+                return False
+            raise
+        if live is None or not owned_by(live, ref.uid):
+            return False
+        deleted = await self.client.delete(key)
+        if deleted:
+            self.stats.applied["deleted"] += 1
+        return deleted
+
+    # -- observing and reporting -------------------------------------------------------------
+
+    async def _observe(self, ref: ClusterRef, spec: BrokerClusterSpec | None) -> Observed:
+        ns = ref.namespace
+
+        async def get(api_version: str, kind: str, name: str) -> dict[str, Any] | None:
+            try:
+                return await self.client.get(ObjectKey(api_version, kind, ns, name))
+            except TRANSIENT:
+                return None
+
+        hubs = await get("apps/v1", "StatefulSet", ref.object_name(HUB))
+        if spec is not None and spec.topology.mode != "Hub":
+            hubs = None
+        return Observed(
+            coordinator=await get("apps/v1", "Deployment", ref.object_name(COORDINATOR)),
+            servers=await get("apps/v1", "StatefulSet", ref.object_name(COMMSERVER)),
+            hubs=hubs,
+            coordinator_service=await get("v1", "Service", ref.coordinator_service),
+        )
+
+    async def _report(
+        self,
+        ref: ClusterRef,
+        *,
+        spec: BrokerClusterSpec | None,
+        generation: int,
+        problem: Problem | None,
+        previous: dict[str, Any],
+        autoscaling: dict[str, Any] | None,
+    ) -> dict[str, Any]:
+        observed = await self._observe(ref, spec)
+        status = compute_status(
+            generation=generation,
+            observed=observed,
+            problem=problem,
+            previous=previous,
+            now=rfc3339(self.clock()),
+            endpoint=ref.coordinator_endpoint(),
+            selector=ref.label_selector(COMMSERVER),
+            port=COORDINATOR_PORT,
+        )
+        if autoscaling is not None:
+            status["autoscaler"] = autoscaling
+        elif spec is not None and spec.autoscaling.enabled and "autoscaler" in previous:
+            status["autoscaler"] = previous["autoscaler"]
+        # The operator owns the whole status: keys it no longer reports are removed.
+        mine = {k: v for k, v in previous.items() if k != "kopf"}
+        patch = merge_patch(status, mine, mine)
+        if patch:
+            key = ObjectKey(API_VERSION, KIND, ref.namespace, ref.name)
+            try:
+                await self.client.merge_patch(key, {"status": patch}, subresource="status")
+            except TRANSIENT as exc:
+                logger.warning(
+                    "could not write the status of %s/%s: %s", ref.namespace, ref.name, exc
+                )
+        return status
+
+    # -- autoscaling ------------------------------------------------------------------------------
+
+    def status_url(self, ref: ClusterRef) -> str:
+        return self.config.status_url.format(
+            service=ref.coordinator_service, namespace=ref.namespace, port=COORDINATOR_PORT
+        )
+
+    async def _autoscale(
+        self,
+        ref: ClusterRef,
+        spec: BrokerClusterSpec,
+        previous: Mapping[str, Any],
+        events: EventSink,
+    ) -> dict[str, Any]:
+        before = dict(previous.get("autoscaler") or {})
+        url = self.status_url(ref)
+        try:
+            load = await read_load(url)
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+            before["lastError"] = f"cannot read the coordinator's load from {url}: {exc}"[:300]
+            return before
+        now = self.clock()
+        current = spec.comm_servers.replicas
+        memory_key = (ref.namespace, ref.name)
+        decision = decide(current, load, spec.autoscaling, self._history.get(memory_key, ()), now)
+        self._history[memory_key] = decision.history
+        result: dict[str, Any] = {
+            "clients": load.clients,
+            "wantedReplicas": decision.wanted,
+            "lastDecision": decision.reason,
+        }
+        if "lastScaleTime" in before:
+            result["lastScaleTime"] = before["lastScaleTime"]
+        if decision.replicas != current:
+            key = ObjectKey(API_VERSION, KIND, ref.namespace, ref.name)
+            try:
+                await self.client.merge_patch(
+                    key, {"spec": {"replicas": decision.replicas}}, subresource="scale"
+                )
+            except TRANSIENT as exc:
+                result["lastError"] = f"cannot scale: {exc}"[:300]
+                return result
+            direction = "up" if decision.replicas > current else "down"
+            self.stats.scalings[direction] += 1
+            result["lastScaleTime"] = rfc3339(now)
+            events(
+                "Normal",
+                "Scaled",
+                f"comm servers {current} -> {decision.replicas}: {decision.reason}",
+            )
+        return result

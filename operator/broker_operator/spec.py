@@ -1,0 +1,219 @@
+"""The ``BrokerCluster`` spec as typed models, with the CRD's defaults and rules.
+
+The API server validates and defaults a resource against the CRD's schema
+before the operator sees it, so on a real cluster most of these checks never
+fail. They are repeated here for two reasons: a spec can still be impossible
+in ways a schema cannot say (or that only CEL rules say, which older API
+servers skip), and the operator must never act on a spec it does not fully
+understand. Whatever fails here becomes a ``Degraded`` condition with the
+messages below, and the operator changes nothing in the cluster.
+
+The models mirror ``deploy/crd.yaml`` field for field; a test walks both and
+fails if a field, default, enum or bound differs.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.alias_generators import to_camel
+
+MAX_NAME_LENGTH = 40
+"""Longest ``BrokerCluster`` name: ``<name>-coordinator`` must stay a valid
+StatefulSet/Deployment name whose pods' ``controller-revision-hash`` label
+(``<statefulset>-<10 chars>``) fits in 63 characters."""
+
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+SECRET_KEY = r"^[-._a-zA-Z0-9]+$"
+ICE_URL = r"^(stun|stuns|turn|turns):[^\s]+$"
+DURATION = r"^[0-9]+(ms|s|m|h)$"
+QUANTITY = (
+    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+
+LogLevel = Literal["debug", "info", "warning", "error"]
+Quantity = int | Annotated[str, Field(pattern=QUANTITY)]
+
+
+class Model(BaseModel):
+    """camelCase on the wire, snake_case in Python, unknown fields refused."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+
+class LocalObjectReference(Model):
+    name: str = Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)
+
+
+class SecretKeyRef(Model):
+    name: str = Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)
+    key: str = Field("secret", min_length=1, max_length=253, pattern=SECRET_KEY)
+
+
+class IceCredentialsRef(Model):
+    name: str = Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)
+    username_key: str = Field("username", min_length=1, max_length=253, pattern=SECRET_KEY)
+    credential_key: str = Field("credential", min_length=1, max_length=253, pattern=SECRET_KEY)
+
+
+class Resources(Model):
+    """Container resources; quantities are checked by the API server when pods are made."""
+
+    requests: dict[str, Quantity] = Field(default_factory=dict)
+    limits: dict[str, Quantity] = Field(default_factory=dict)
+
+    def as_manifest(self) -> dict[str, dict[str, str]]:
+        out: dict[str, dict[str, str]] = {}
+        if self.requests:
+            out["requests"] = {k: str(v) for k, v in self.requests.items()}
+        if self.limits:
+            out["limits"] = {k: str(v) for k, v in self.limits.items()}
+        return out
+
+
+COORDINATOR_RESOURCES = Resources(
+    requests={"cpu": "100m", "memory": "128Mi"}, limits={"memory": "256Mi"}
+)
+COMMSERVER_RESOURCES = Resources(
+    requests={"cpu": "500m", "memory": "256Mi"}, limits={"memory": "1Gi"}
+)
+
+
+class CoordinatorSpec(Model):
+    selector: Literal["random", "round-robin", "least-clients"] = "least-clients"
+    service_type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "ClusterIP"
+    service_annotations: dict[str, str] = Field(default_factory=dict)
+    resources: Resources = COORDINATOR_RESOURCES
+    log_level: LogLevel = "info"
+
+
+class NetworkSpec(Model):
+    mode: Literal["PodIP", "HostNetwork"] = "PodIP"
+
+
+class CommServersSpec(Model):
+    replicas: int = Field(2, ge=0, le=256)
+    max_peers: int = Field(1000, ge=1, le=100000)
+    batch_window_milliseconds: int = Field(10, ge=0, le=1000)
+    drain_seconds: int = Field(10, ge=0, le=3600)
+    http_port: int = Field(9100, ge=1024, le=65535)
+    network: NetworkSpec = NetworkSpec()
+    resources: Resources = COMMSERVER_RESOURCES
+    log_level: LogLevel = "info"
+
+
+class TopologySpec(Model):
+    mode: Literal["Mesh", "Hub"] = "Mesh"
+    hubs: int = Field(1, ge=1, le=16)
+
+
+class AuthSpec(Model):
+    mode: Literal["None", "SharedSecret"] = "None"
+    secret_ref: SecretKeyRef | None = None
+
+    @model_validator(mode="after")
+    def _secret_needs_ref(self) -> AuthSpec:
+        if self.mode == "SharedSecret" and self.secret_ref is None:
+            raise ValueError("auth.secretRef is required when auth.mode is SharedSecret")
+        return self
+
+
+class IceServerSpec(Model):
+    urls: list[str] = Field(min_length=1, max_length=8)
+    credentials_secret_ref: IceCredentialsRef | None = None
+
+    @model_validator(mode="after")
+    def _url_schemes(self) -> IceServerSpec:
+        bad = [url for url in self.urls if not re.match(ICE_URL, url)]
+        if bad:
+            raise ValueError(f"URLs must start with stun:, stuns:, turn: or turns: {bad}")
+        return self
+
+
+class ServiceMonitorSpec(Model):
+    enabled: bool = False
+    interval: str = Field("30s", pattern=DURATION)
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class MetricsSpec(Model):
+    enabled: bool = True
+    service_monitor: ServiceMonitorSpec = ServiceMonitorSpec()
+
+
+class AutoscalingSpec(Model):
+    enabled: bool = False
+    min_replicas: int = Field(1, ge=1, le=256)
+    max_replicas: int = Field(10, ge=1, le=256)
+    target_clients_per_server: int = Field(500, ge=1, le=100000)
+    scale_down_delay_seconds: int = Field(300, ge=0, le=86400)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> AutoscalingSpec:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"autoscaling.minReplicas ({self.min_replicas}) must not exceed "
+                f"maxReplicas ({self.max_replicas})"
+            )
+        return self
+
+
+class BrokerClusterSpec(Model):
+    image: str = Field(min_length=1, max_length=512)
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    image_pull_secrets: list[LocalObjectReference] = Field(default_factory=list, max_length=16)
+    coordinator: CoordinatorSpec = CoordinatorSpec()
+    comm_servers: CommServersSpec = CommServersSpec()
+    topology: TopologySpec = TopologySpec()
+    auth: AuthSpec = AuthSpec()
+    ice_servers: list[IceServerSpec] = Field(default_factory=list, max_length=8)
+    metrics: MetricsSpec = MetricsSpec()
+    autoscaling: AutoscalingSpec = AutoscalingSpec()
+
+
+class SpecError(Exception):
+    """The resource cannot be acted on; ``messages`` say why, one per problem."""
+
+    def __init__(self, messages: list[str]) -> None:
+        super().__init__("; ".join(messages))
+        self.messages = messages
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    path = "spec"
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return path
+
+
+def format_errors(error: ValidationError) -> list[str]:
+    """pydantic's errors as ``spec.commServers.replicas: Input should be ...`` lines."""
+    messages = []
+    for item in error.errors(include_url=False):
+        message = str(item["msg"]).removeprefix("Value error, ")
+        messages.append(f"{_location(tuple(item['loc']))}: {message}")
+    return messages
+
+
+def parse_spec(name: str, spec: Mapping[str, Any] | None) -> BrokerClusterSpec:
+    """The typed spec of the resource called ``name``, or :class:`SpecError`."""
+    problems: list[str] = []
+    if len(name) > MAX_NAME_LENGTH:
+        problems.append(
+            f"metadata.name: {name!r} is longer than {MAX_NAME_LENGTH} characters, "
+            "too long for the names of the objects made from it"
+        )
+    try:
+        parsed = BrokerClusterSpec.model_validate(dict(spec or {}))
+    except ValidationError as exc:
+        raise SpecError(problems + format_errors(exc)) from None
+    if problems:
+        raise SpecError(problems)
+    return parsed
