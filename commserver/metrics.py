@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator
 from prometheus_client.core import Metric
 from prometheus_client.registry import CollectorRegistry
 
+from commserver.limits import LIMIT_DROPS
 from commserver.server import CommServer
 from webrtc_broker.metrics import counter, gauge, histogram, reason_label, service_registry
 from webrtc_broker.wire import broker_pb2 as pb
@@ -38,6 +39,7 @@ KNOWN_DROPS = (
     "signalling_unknown_peer",
     "signalling_out_of_order",
     "coordinator_unavailable",
+    *LIMIT_DROPS,
 )
 """Drop reasons exported from the start, so their series read 0 instead of missing."""
 

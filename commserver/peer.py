@@ -37,6 +37,12 @@ class Peer:
     something was last heard (``time.monotonic``)."""
     created: float = field(default_factory=time.monotonic)
     """When the session was created (``time.monotonic``), for the set-up time metric."""
+    publish_rate: float = 0.0
+    """Publishes per second this peer may make (0: unlimited; set for clients at AUTH)."""
+    tokens: float = 0.0
+    """Publish token bucket (see :mod:`commserver.limits`): publishes it may make now..."""
+    refilled: float = 0.0
+    """...as of this ``time.perf_counter()`` reading."""
 
     @property
     def is_server(self) -> bool:

@@ -4,7 +4,8 @@ The first reliable frame of every session is AUTH; after it, SUBSCRIPTION
 frames set what a peer wants and TOPIC frames fan out. Work per message is
 kept to one decode and one encode per audience: a TOPIC becomes one TOPIC_FW
 frame shared by all local subscribers and one TOPIC frame shared by all
-subscribed servers.
+subscribed servers. The per-client limits of :mod:`commserver.limits` cost an
+integer comparison per frame and a few float operations per publish.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from time import perf_counter
 
+from commserver.limits import FRAME_TOO_LARGE, RATE_LIMITED, TOPIC_TOO_LONG, PeerLimits
 from commserver.peer import SERVER_ROLES, Peer
 from commserver.stats import RelayStats
 from commserver.topics import TopicTable
@@ -66,7 +68,7 @@ class Relay:
         me: ServerIdentity,
         authenticator: ClientAuthenticator,
         stats: RelayStats,
-        max_topics_bytes: int,
+        limits: PeerLimits,
         on_authenticated: Callable[[Peer], bool],
         close_peer: Callable[[Peer, str], None],
         reject_peer: Callable[[Peer, str], None],
@@ -77,7 +79,11 @@ class Relay:
         self.is_hub = me.role == pb.COMMUNICATION_SERVER_HUB
         self._authenticator = authenticator
         self.stats = stats
-        self._max_topics_bytes = max_topics_bytes
+        self.limits = limits
+        # Read on every frame: plain attributes, not lookups through ``limits``.
+        self._max_frame_bytes = limits.max_frame_bytes
+        self._max_topic_bytes = limits.max_topic_bytes
+        self._burst = float(limits.publish_burst)
         self._on_authenticated = on_authenticated
         self._close_peer = close_peer
         self._reject_peer = reject_peer
@@ -94,7 +100,12 @@ class Relay:
     def handle(self, peer: Peer, data: bytes, reliable: bool) -> None:
         """Handle one data-channel message from ``peer``; never raises."""
         peer.received += 1
-        self.stats.bytes_in += len(data)
+        size = len(data)
+        self.stats.bytes_in += size
+        if size > self._max_frame_bytes and not peer.is_server:
+            self.stats.drops[FRAME_TOO_LARGE] += 1
+            log.debug("dropped a %d-byte frame from %s: above max_frame_bytes", size, peer.alias)
+            return
         self._frame(peer, data, reliable, in_batch=False)
 
     def _frame(self, peer: Peer, data: bytes, reliable: bool, *, in_batch: bool) -> None:
@@ -106,13 +117,22 @@ class Relay:
             stats.frame_bytes_in[key] += len(data)
             if not peer.authenticated:
                 self._before_auth(peer, kind, data, reliable)
-            elif kind == pb.TOPIC:
+            elif kind in (pb.TOPIC, pb.TOPIC_IDENTITY):
                 start = perf_counter()
-                self._topic(peer, decode_as(data, pb.TopicMessage), reliable)
-                stats.relay_seconds.observe(perf_counter() - start)
-            elif kind == pb.TOPIC_IDENTITY:
-                start = perf_counter()
-                self._topic_identity(peer, decode_as(data, pb.TopicIdentityMessage), reliable)
+                rate = peer.publish_rate
+                if rate:
+                    # Token bucket, refilled from the clock read the histogram needs anyway.
+                    tokens = min(self._burst, peer.tokens + (start - peer.refilled) * rate)
+                    peer.refilled = start
+                    if tokens < 1.0:
+                        peer.tokens = tokens
+                        stats.drops[RATE_LIMITED] += 1
+                        return
+                    peer.tokens = tokens - 1.0
+                if kind == pb.TOPIC:
+                    self._topic(peer, decode_as(data, pb.TopicMessage), reliable)
+                else:
+                    self._topic_identity(peer, decode_as(data, pb.TopicIdentityMessage), reliable)
                 stats.relay_seconds.observe(perf_counter() - start)
             elif kind == pb.BATCH and not in_batch:
                 for frame in decode_as(data, pb.BatchMessage).frames:
@@ -153,6 +173,10 @@ class Relay:
             self._reject_peer(peer, str(exc))
             return
         peer.authenticated = True
+        if not peer.is_server and self.limits.publish_rate:
+            peer.publish_rate = self.limits.publish_rate
+            peer.tokens = self._burst
+            peer.refilled = perf_counter()
         if not self._on_authenticated(peer):
             return
         # Our AUTH goes out before batching starts: the peer expects it as a frame of its own.
@@ -195,7 +219,13 @@ class Relay:
     # -- subscriptions ----------------------------------------------------
 
     def _subscription(self, peer: Peer, message: pb.SubscriptionMessage) -> None:
-        topics = subscription_topics(message, max_bytes=self._max_topics_bytes)
+        topics = subscription_topics(message, max_bytes=self.limits.max_topics_bytes)
+        if not peer.is_server:
+            problem = self.limits.subscription_problem(topics)
+            if problem is not None:
+                self.stats.drops[problem] += 1
+                log.debug("refused a subscription of %d topics from %s", len(topics), peer.alias)
+                return
         if peer.is_server:
             changed = self.servers.replace(peer, topics)
             if self.is_hub and changed:
@@ -231,6 +261,11 @@ class Relay:
 
     def _topic(self, peer: Peer, message: pb.TopicMessage, reliable: bool) -> None:
         topic = message.topic
+        if len(topic) > self._max_topic_bytes and not peer.is_server:
+            # At least that many bytes. A name longer in bytes only can match no
+            # subscription (they are checked in bytes), so it goes nowhere anyway.
+            self.stats.drops[TOPIC_TOO_LONG] += 1
+            return
         if peer.is_server:
             sender = message.from_alias
         else:
@@ -244,6 +279,9 @@ class Relay:
 
     def _topic_identity(self, peer: Peer, message: pb.TopicIdentityMessage, reliable: bool) -> None:
         topic = message.topic
+        if len(topic) > self._max_topic_bytes and not peer.is_server:
+            self.stats.drops[TOPIC_TOO_LONG] += 1
+            return
         if not peer.is_server:  # stamp what the session proved, whatever the client claims
             message.from_alias = peer.alias
             message.identity = peer.identity

@@ -21,12 +21,14 @@ from collections.abc import Coroutine
 from typing import Any
 
 from commserver.coordinator_link import Backoff, CoordinatorLink
+from commserver.limits import PeerLimits
 from commserver.peer import SERVER_ROLES, Peer
 from commserver.relay import Relay, ServerIdentity
 from commserver.stats import RelayStats
-from webrtc_broker.auth import ClientAuthenticator, OpenClientAuthenticator, ServerSecret
+from webrtc_broker.auth import ClientAuthenticator, ServerSecret
 from webrtc_broker.config import CommServerConfig
 from webrtc_broker.rtc import FlushScheduler, Session, SignalingError
+from webrtc_broker.tokens import client_authenticator
 from webrtc_broker.wire import FrameError, decode_as, frame_type
 from webrtc_broker.wire import broker_pb2 as pb
 
@@ -54,11 +56,15 @@ class CommServer:
         self.stats = RelayStats()
         self.batching = FlushScheduler(config.batch_window) if config.batch_window > 0 else None
         capabilities = pb.CAPABILITY_TOPIC_NAMES | (pb.CAPABILITY_BATCH if self.batching else 0)
+        jwt_secret = config.client_jwt_secret
         self.relay = Relay(
             me=ServerIdentity(self.role, self.server_id, config.name, secret, capabilities),
-            authenticator=authenticator or OpenClientAuthenticator(),
+            authenticator=authenticator
+            or client_authenticator(
+                config.client_auth, jwt_secret.get_secret_value() if jwt_secret else None
+            ),
             stats=self.stats,
-            max_topics_bytes=config.max_topics_bytes,
+            limits=PeerLimits.from_config(config),
             on_authenticated=self._on_authenticated,
             close_peer=self._close_peer,
             reject_peer=self._reject_auth,

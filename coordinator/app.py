@@ -16,8 +16,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 import webrtc_broker
-from webrtc_broker.auth import AuthError, ClientAuthenticator, OpenClientAuthenticator, ServerSecret
+from webrtc_broker.auth import AuthError, ClientAuthenticator, ServerSecret
 from webrtc_broker.config import CoordinatorConfig, ServerRole
+from webrtc_broker.tokens import client_authenticator
 
 from .core import Coordinator
 from .counters import RefusalReason
@@ -52,8 +53,9 @@ def create_app(
 ) -> FastAPI:
     """Build a coordinator app; its state is at ``app.state.coordinator``.
 
-    ``authenticator`` checks client credentials (default: accept everyone, as
-    the original broker did); ``selector`` overrides ``config.selector``.
+    ``authenticator`` checks client credentials (default: what
+    ``config.client_auth`` names; out of the box everyone is accepted, as the
+    original broker did); ``selector`` overrides ``config.selector``.
     ``app.state.counters`` holds the :class:`CoordinatorCounters`.
     """
     if config is None:
@@ -61,7 +63,10 @@ def create_app(
         # plugin it does not see that every field has a default.
         config = CoordinatorConfig()  # type: ignore[call-arg, unused-ignore]
     coordinator = Coordinator(config, selector=selector)
-    client_auth: ClientAuthenticator = authenticator or OpenClientAuthenticator()
+    jwt_secret = config.client_jwt_secret
+    client_auth: ClientAuthenticator = authenticator or client_authenticator(
+        config.client_auth, jwt_secret.get_secret_value() if jwt_secret is not None else None
+    )
     secret = config.server_secret
     server_secret = ServerSecret(secret.get_secret_value() if secret is not None else None)
 

@@ -40,7 +40,9 @@ class Coordinator:
         self.selector: ServerSelector = selector or make_selector(config.selector)
         self.registry = registry or Registry()
         self.counters = CoordinatorCounters()
-        self.relay = Relay(self.registry, self.counters)
+        self.relay = Relay(
+            self.registry, self.counters, max_pending_connects=config.max_pending_connects
+        )
         self._sessions: set[Session] = set()
         self._started = False
         self._draining = False

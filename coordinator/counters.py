@@ -36,6 +36,8 @@ class DropReason(StrEnum):
     UNKNOWN_ALIAS = "unknown_alias"  # nobody connected has that alias
     FORBIDDEN_ROUTE = "forbidden_route"  # client to client, or a peer to itself
     QUEUE_FULL = "queue_full"  # the receiver's outbound queue overflowed
+    TOO_MANY_PENDING = "too_many_pending"  # a client's CONNECT above max_pending_connects
+    TOO_LARGE = "too_large"  # a message above max_message_bytes; the socket is closed (1009)
     INTERNAL_ERROR = "internal_error"  # a bug; logged, the connection survives
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from webrtc_broker.config import ServerRole
@@ -47,6 +47,9 @@ class Peer:
     # For a client: the server it last sent CONNECT to, which is where it is
     # (or is about to be) served; that is what per-server client counts mean.
     server: int | None = None
+    # For a client: CONNECTs it sent that their server has not answered yet
+    # (with an offer or a refusal), by server alias; bounded by the relay.
+    pending: dict[int, int] = field(default_factory=dict)
 
     @property
     def is_server(self) -> bool:

@@ -7,6 +7,11 @@ has no business signalling another client, and allowing it would turn the
 coordinator into a free peer-to-peer rendezvous. Everything else is dropped and
 counted; a bad frame never costs the sender its connection, because one buggy
 message from a browser should not disconnect it from the broker.
+
+Each CONNECT makes a comm server build a peer connection and gather ICE
+candidates, so a client connection may have only a few CONNECTs that their
+server has not answered yet (with an offer or a refusal); further ones are
+dropped. An SDK sends one per connection, so only a flood is affected.
 """
 
 from __future__ import annotations
@@ -44,9 +49,12 @@ def route_allowed(sender: Peer, target: Peer) -> bool:
 class Relay:
     """Applies the relay rules to every binary frame a peer sends."""
 
-    def __init__(self, registry: Registry, counters: CoordinatorCounters) -> None:
+    def __init__(
+        self, registry: Registry, counters: CoordinatorCounters, *, max_pending_connects: int = 4
+    ) -> None:
         self._registry = registry
         self._counters = counters
+        self._max_pending = max_pending_connects
 
     def drop(self, reason: DropReason) -> None:
         self._counters.frames_dropped[reason] += 1
@@ -78,12 +86,44 @@ class Relay:
 
         message.from_alias = sender.alias
         if isinstance(message, pb.ConnectMessage):
+            if not sender.is_server and not self._may_connect(sender):
+                self.drop(DropReason.TOO_MANY_PENDING)
+                return
             # Addition (docs/protocol.md): the target learns who is asking before
             # the session exists, so a full server can still accept other servers.
             message.from_role = _WIRE_ROLES[sender.role]
             if not sender.is_server:
                 self._registry.note_connect(sender, target.alias)
+        elif kind in _ANSWERS and not target.is_server:
+            _answered(target, sender.alias)
         if target.sink.send(codec.encode(message)):
             self._counters.frames_relayed[RELAYED_TYPES[kind]] += 1
+            if isinstance(message, pb.ConnectMessage) and not sender.is_server:
+                sender.pending[target.alias] = sender.pending.get(target.alias, 0) + 1
         else:
             self.drop(DropReason.QUEUE_FULL)
+
+    def _may_connect(self, client: Peer) -> bool:
+        """Whether ``client`` is below its limit of unanswered CONNECTs.
+
+        At the limit, CONNECTs to servers that have gone since are forgotten
+        first: a dead server never answers, and must not hold the slot forever.
+        """
+        pending = client.pending
+        if sum(pending.values()) < self._max_pending:
+            return True
+        for alias in [a for a in pending if self._registry.get(a) is None]:
+            del pending[alias]
+        return sum(pending.values()) < self._max_pending
+
+
+_ANSWERS = frozenset({codec.MessageType.WEBRTC_OFFER, codec.MessageType.CONNECTION_REFUSED})
+"""What a server sends a client in answer to its CONNECT, one per CONNECT."""
+
+
+def _answered(client: Peer, server_alias: int) -> None:
+    count = client.pending.get(server_alias, 0)
+    if count > 1:
+        client.pending[server_alias] = count - 1
+    elif count:
+        del client.pending[server_alias]

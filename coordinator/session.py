@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 
 CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY_VIOLATION = 1008
+CLOSE_MESSAGE_TOO_BIG = 1009
 CLOSE_INTERNAL_ERROR = 1011
 # A close frame to a peer that stopped reading never leaves the buffer; give up
 # after this long and let the server drop the transport.
@@ -119,6 +120,10 @@ class Session:
                     dropped[DropReason.INTERNAL_ERROR] += 1
                     logger.exception("relay failed on a frame from %d", peer.alias)
             elif message.get("type") == "websocket.disconnect":
+                if message.get("code") == CLOSE_MESSAGE_TOO_BIG:
+                    # The server closed it for a message above max_message_bytes.
+                    dropped[DropReason.TOO_LARGE] += 1
+                    logger.info("peer %d sent a message above the size limit, closed", peer.alias)
                 self._peer_disconnected = True
                 return
             else:

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from broker_operator.cli import operator
 from webrtc_broker import __version__, logs
-from webrtc_broker.bench.cli import bench
+from webrtc_broker.bench.cli import bench, soak
 from webrtc_broker.config import CommServerConfig, CoordinatorConfig
 
 
@@ -27,7 +27,10 @@ def _load(model: type[CoordinatorConfig] | type[CommServerConfig], **flags: Any)
     try:
         return model(**_given(**flags))
     except ValidationError as exc:
-        raise click.UsageError(str(exc)) from exc
+        # Without the input values: pydantic would echo every setting, secrets included.
+        problems = exc.errors(include_url=False, include_input=False)
+        lines = [f"{'.'.join(map(str, p['loc'])) or model.__name__}: {p['msg']}" for p in problems]
+        raise click.UsageError("; ".join(lines)) from exc
 
 
 @click.group()
@@ -37,6 +40,7 @@ def main() -> None:
 
 
 main.add_command(bench)
+main.add_command(soak)
 main.add_command(operator)
 
 
@@ -44,6 +48,10 @@ main.add_command(operator)
 @click.option("--host", help="Address to bind [127.0.0.1]")
 @click.option("--port", type=int, help="Port to bind [9090]")
 @click.option("--server-secret", help="Secret comm servers must present [none]")
+@click.option("--client-auth", type=click.Choice(["none", "jwt"]), help="Client check [none]")
+@click.option("--client-jwt-secret", help="HS256 key of client tokens, 32+ bytes (for jwt)")
+@click.option("--max-pending-connects", type=int, help="Unanswered CONNECTs per client [4]")
+@click.option("--max-message-bytes", type=int, help="Largest WebSocket message [262144]")
 @click.option("--selector", type=click.Choice(["random", "round-robin", "least-clients"]))
 @click.option("--log-level", help="Log level [info]")
 def coordinator(**flags: Any) -> None:
@@ -60,7 +68,14 @@ def coordinator(**flags: Any) -> None:
 @click.option("--name", help="Name shown in the coordinator's status [hostname]")
 @click.option("--role", type=click.Choice(["server", "hub"]), help="Mesh role [server]")
 @click.option("--server-secret", help="Shared server secret [none]")
+@click.option("--client-auth", type=click.Choice(["none", "jwt"]), help="Client check [none]")
+@click.option("--client-jwt-secret", help="HS256 key of client tokens, 32+ bytes (for jwt)")
 @click.option("--max-peers", type=int, help="Client sessions before SERVER_FULL [1000]")
+@click.option("--max-frame-bytes", type=int, help="Largest message from a client [261120]")
+@click.option("--max-topics-per-peer", type=int, help="Topics one client may subscribe to [1000]")
+@click.option("--max-topic-bytes", type=int, help="Longest topic name [256]")
+@click.option("--publish-rate", type=float, help="Publishes/s per client, 0=unlimited [1000]")
+@click.option("--publish-burst", type=int, help="Publishes a client may burst [5000]")
 @click.option("--establish-timeout", type=float, help="Seconds to set up a session [15]")
 @click.option("--http-host", help="Address of the health/status endpoint [127.0.0.1]")
 @click.option("--http-port", type=int, help="Port of the health/status endpoint [9100]")
@@ -140,3 +155,22 @@ def status(coordinator_url: str, server_urls: tuple[str, ...], as_json: bool) ->
     from webrtc_broker.status import run_status  # noqa: PLC0415
 
     raise SystemExit(asyncio.run(run_status(coordinator_url, server_urls, as_json)))
+
+
+@main.command()
+@click.option(
+    "--secret",
+    envvar="WEBRTC_BROKER_CLIENT_JWT_SECRET",
+    required=True,
+    help="The HS256 key the broker checks tokens with (env WEBRTC_BROKER_CLIENT_JWT_SECRET)",
+)
+@click.option("--subject", required=True, help="Who the token identifies (its 'sub' claim)")
+@click.option("--ttl", default=3600.0, show_default=True, help="Seconds until it expires")
+def token(secret: str, subject: str, ttl: float) -> None:
+    """Print a client token for ``--client-auth jwt`` (pass it as the client's credentials)."""
+    from webrtc_broker.tokens import issue_token  # noqa: PLC0415
+
+    try:
+        click.echo(issue_token(secret, subject, ttl))
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc

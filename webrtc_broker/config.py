@@ -12,13 +12,30 @@ from __future__ import annotations
 import socket
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from webrtc_broker.tokens import check_secret
+
 MIB = 1024 * 1024
+KIB = 1024
+
+MAX_FRAME_BYTES = 255 * KIB
+"""Largest data-channel message a comm server takes from a client by default: the same
+bound as the Python SDK's ``MAX_FRAME_BYTES``, so nothing the SDK sends is refused. Data
+channels carry 256 KiB; the relay adds the sender's alias and the topic to what it forwards."""
 
 SelectorName = Literal["random", "round-robin", "least-clients"]
 ServerRole = Literal["server", "hub"]
+ClientAuth = Literal["none", "jwt"]
+
+
+def _check_client_auth(kind: ClientAuth, secret: SecretStr | None) -> None:
+    """JWT client auth needs a key long enough for HS256 (see :mod:`webrtc_broker.tokens`)."""
+    if kind == "jwt":
+        if secret is None:
+            raise ValueError("client_auth 'jwt' needs client_jwt_secret")
+        check_secret(secret.get_secret_value())
 
 
 class IceServer(BaseModel):
@@ -45,6 +62,12 @@ class CoordinatorConfig(BaseSettings):
     server_secret: SecretStr | None = Field(
         None, description="Shared secret comm servers must present; unset accepts any server"
     )
+    client_auth: ClientAuth = Field(
+        "none", description="How /connect checks clients: 'none' (anyone) or 'jwt' (signed tokens)"
+    )
+    client_jwt_secret: SecretStr | None = Field(
+        None, description="Shared HS256 key of client tokens (at least 32 bytes) for 'jwt'"
+    )
     selector: SelectorName = Field("random", description="How servers are ordered for a client")
     ping_interval: float = Field(20.0, gt=0, description="Seconds between WebSocket pings")
     ping_timeout: float = Field(20.0, gt=0, description="Seconds to wait for a pong")
@@ -54,11 +77,22 @@ class CoordinatorConfig(BaseSettings):
     send_queue_frames: int = Field(
         1024, ge=1, description="Frames queued for one slow WebSocket before it is closed"
     )
+    max_pending_connects: int = Field(
+        4,
+        ge=1,
+        description="CONNECTs one client connection may have unanswered by their servers; "
+        "more are dropped",
+    )
     ice_servers: list[IceServer] = Field(
         default_factory=list,
         description="STUN/TURN servers meant for clients (read, not yet sent to them)",
     )
     log_level: str = Field("info", description="Log level")
+
+    @model_validator(mode="after")
+    def _client_auth_is_complete(self) -> CoordinatorConfig:
+        _check_client_auth(self.client_auth, self.client_jwt_secret)
+        return self
 
 
 class CommServerConfig(BaseSettings):
@@ -75,6 +109,12 @@ class CommServerConfig(BaseSettings):
     role: ServerRole = Field("server", description="'server' (full mesh) or 'hub' (star centre)")
     server_secret: SecretStr | None = Field(
         None, description="Shared secret presented to the coordinator and to other servers"
+    )
+    client_auth: ClientAuth = Field(
+        "none", description="How AUTH is checked for clients: 'none' or 'jwt' (signed tokens)"
+    )
+    client_jwt_secret: SecretStr | None = Field(
+        None, description="Shared HS256 key of client tokens (at least 32 bytes) for 'jwt'"
     )
     max_peers: int = Field(1000, ge=1, description="Client sessions accepted before SERVER_FULL")
     establish_timeout: float = Field(
@@ -120,11 +160,36 @@ class CommServerConfig(BaseSettings):
     max_topics_bytes: int = Field(
         64 * 1024, ge=256, description="Largest (decompressed) subscription topic list"
     )
+    max_frame_bytes: int = Field(
+        MAX_FRAME_BYTES,
+        ge=1024,
+        description="Largest data-channel message taken from a client; larger ones are dropped",
+    )
+    max_topics_per_peer: int = Field(
+        1000, ge=1, description="Topics one client may subscribe to; a larger set is refused"
+    )
+    max_topic_bytes: int = Field(
+        256, ge=1, description="Longest topic name (UTF-8 bytes) in a subscription or publish"
+    )
+    publish_rate: float = Field(
+        1000.0,
+        ge=0,
+        description="Topic messages per second one client may publish, sustained (0: no limit); "
+        "excess messages are dropped",
+    )
+    publish_burst: int = Field(
+        5000, ge=1, description="Topic messages a client may publish at once above that rate"
+    )
     ice_servers: list[IceServer] = Field(
         default_factory=list,
         description="STUN/TURN servers for this server's own peer connections (not used yet)",
     )
     log_level: str = Field("info", description="Log level")
+
+    @model_validator(mode="after")
+    def _client_auth_is_complete(self) -> CommServerConfig:
+        _check_client_auth(self.client_auth, self.client_jwt_secret)
+        return self
 
 
 class OperatorConfig(BaseSettings):

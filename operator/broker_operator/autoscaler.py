@@ -80,7 +80,10 @@ def decide(
     immediate scale-down.
     """
     window = policy.scale_down_delay_seconds
-    kept = [r for r in history if now - r.at <= window] or [Recommendation(now, current)]
+    if history:
+        kept = [r for r in history if now - r.at <= window]
+    else:
+        kept = [Recommendation(now, current)]
     wanted = wanted_replicas(load, policy)
     kept.append(Recommendation(now, wanted))
     per = policy.target_clients_per_server

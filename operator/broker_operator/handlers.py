@@ -3,14 +3,16 @@
 The handlers are thin on purpose; every one of them calls the same
 :meth:`Reconciler.reconcile`, because the operator is level-based: whatever
 happened (the resource was created, its spec changed, the operator
-restarted, or the resync timer fired), the answer is to bring the cluster to
-the spec. The timer is what makes drift (someone edited the StatefulSet, a
-pod became ready) show up without a spec change; it also runs the
-autoscaler.
+restarted), the answer is to bring the cluster to the spec.
+
+What kopf does not do here is the periodic resync (drift, readiness in the
+status, autoscaling): kopf timers put a finalizer on every resource, and a
+finalizer makes ``kubectl delete`` hang whenever the operator is down. The
+resync is a plain loop instead (:mod:`.resync`), and deletion is left to
+Kubernetes' garbage collector through owner references.
 
 Handlers are registered on an explicit registry (not kopf's global one) so
-that the intervals come from the configuration and tests can build as many
-operators as they like.
+that tests can build as many operators as they like.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 import kopf
 
 from broker_operator import GROUP, PLURAL, VERSION
-from broker_operator.reconcile import EventSink, Reconciler
+from broker_operator.reconcile import Reconciler
 
 STORAGE_PREFIX = "kopf.webrtc-broker.io"
 
@@ -52,35 +54,25 @@ def operator_settings() -> kopf.OperatorSettings:
     return settings
 
 
-def event_sink(body: kopf.Body) -> EventSink:
-    def post(type: str, reason: str, message: str) -> None:
-        kopf.event(body, type=type, reason=reason, message=message[:1024])
-
-    return post
-
-
-def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, resync: float) -> None:
+def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, retry: float) -> None:
     """Register the operator's handlers for ``BrokerCluster`` on ``registry``."""
 
     async def reconcile_now(body: kopf.Body, **_: Any) -> None:
-        outcome = await reconciler.reconcile(body, event_sink(body))
+        outcome = await reconciler.reconcile(body)
         if outcome.retry and outcome.problem is not None:
-            raise kopf.TemporaryError(outcome.problem.message, delay=resync)
-
-    async def resync_now(body: kopf.Body, **_: Any) -> None:
-        await reconciler.reconcile(body, event_sink(body), autoscale=True)
+            raise kopf.TemporaryError(outcome.problem.message, delay=retry)
 
     async def forget(name: str | None, namespace: str | None, **_: Any) -> None:
         if name and namespace:
             reconciler.forget(namespace, name)
 
+    # Credentials as the kubernetes library finds them (in-cluster, then kubeconfig);
+    # an explicit registry gets none of kopf's default login handlers.
+    kopf.on.login(registry=registry, id="login")(kopf.login_via_client)
     resource = (GROUP, VERSION, PLURAL)
     kopf.on.resume(*resource, registry=registry, id="reconcile")(reconcile_now)
     kopf.on.create(*resource, registry=registry, id="reconcile")(reconcile_now)
     kopf.on.update(*resource, registry=registry, id="reconcile", field="spec")(reconcile_now)
-    kopf.timer(*resource, registry=registry, id="resync", interval=resync, initial_delay=resync)(
-        resync_now
-    )
     # Optional: no finalizer. Owner references let Kubernetes delete the objects,
     # even when the operator is not running.
     kopf.on.delete(*resource, registry=registry, id="forget", optional=True)(forget)

@@ -21,7 +21,7 @@ import aiohttp
 import kopf
 
 from broker_operator import API_VERSION, KIND, PLURAL
-from broker_operator.manifests import ObjectKey, key_of
+from broker_operator.manifests import ObjectKey
 
 logger = logging.getLogger(__name__)
 
@@ -34,8 +34,13 @@ class ResourceType:
     api_version: str
     plural: str
 
-    def path(self, namespace: str, name: str | None = None, subresource: str | None = None) -> str:
+    def path(
+        self, namespace: str | None, name: str | None = None, subresource: str | None = None
+    ) -> str:
+        """The URL path; ``namespace=None`` lists across all namespaces."""
         root = "/api/v1" if self.api_version == "v1" else f"/apis/{self.api_version}"
+        if namespace is None:
+            return f"{root}/{self.plural}"
         path = f"{root}/namespaces/{namespace}/{self.plural}"
         if name is not None:
             path += f"/{name}"
@@ -52,6 +57,7 @@ RESOURCES: dict[tuple[str, str], ResourceType] = {
         ("apps/v1", "StatefulSet", "statefulsets"),
         ("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets"),
         ("monitoring.coreos.com/v1", "ServiceMonitor", "servicemonitors"),
+        ("v1", "Event", "events"),
         (API_VERSION, KIND, PLURAL),
     ]
 }
@@ -172,14 +178,27 @@ class KubeClient:
             raise
 
     async def create(self, manifest: dict[str, Any]) -> dict[str, Any]:
-        key = key_of(manifest)
-        return await self.request("POST", resource_of(key).path(key.namespace), manifest)
+        """Create; the name may come from ``metadata.generateName``."""
+        resource = RESOURCES[(manifest["apiVersion"], manifest["kind"])]
+        path = resource.path(manifest["metadata"]["namespace"])
+        return await self.request("POST", path, manifest)
 
     async def merge_patch(
         self, key: ObjectKey, patch: dict[str, Any], subresource: str | None = None
     ) -> dict[str, Any]:
         path = resource_of(key).path(key.namespace, key.name, subresource)
         return await self.request("PATCH", path, patch, content_type=MERGE_PATCH)
+
+    async def list_objects(
+        self, api_version: str, kind: str, namespace: str | None
+    ) -> list[dict[str, Any]]:
+        """Every object of a kind in ``namespace`` (``None``: all namespaces)."""
+        answer = await self.request("GET", RESOURCES[(api_version, kind)].path(namespace))
+        items = answer.get("items") or []
+        for item in items:  # lists leave apiVersion and kind out of their items
+            item.setdefault("apiVersion", api_version)
+            item.setdefault("kind", kind)
+        return list(items)
 
     async def delete(self, key: ObjectKey) -> bool:
         """Delete with background propagation (dependents go too); False if it was absent."""

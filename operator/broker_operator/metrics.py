@@ -31,6 +31,7 @@ class OperatorStats:
     reconciles: Counter[str] = field(default_factory=Counter)
     applied: Counter[str] = field(default_factory=Counter)
     scalings: Counter[str] = field(default_factory=Counter)
+    resyncs: int = 0
     phases: dict[tuple[str, str], str] = field(default_factory=dict)
 
     def forget(self, namespace: str, name: str) -> None:
@@ -63,6 +64,12 @@ class OperatorCollector:
             "Replica changes made by the autoscaler.",
             [((d,), stats.scalings[d]) for d in DIRECTIONS],
             ("direction",),
+        )
+        yield counter(
+            SERVICE,
+            "resyncs_total",
+            "Rounds of the periodic resync over every BrokerCluster.",
+            stats.resyncs,
         )
         phases = Counter(stats.phases.values())
         yield gauge(

@@ -13,8 +13,10 @@ Two rules keep it from doing harm:
 * an object it did not create (no owner reference to this resource) is
   never patched or deleted, even if its name matches.
 
-kopf is not imported here: events go to an :data:`EventSink`, so the whole
-sequence can run (and be tested) against any API server.
+kopf is not imported here: the same sequence runs from kopf's handlers
+(on create, spec change and operator start) and from the periodic resync
+(:mod:`.resync`), and Events are posted through :class:`KubeClient` in both
+cases.
 """
 
 from __future__ import annotations
@@ -22,10 +24,11 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+import socket
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import aiohttp
 import httpx
@@ -37,7 +40,14 @@ from broker_operator.conditions import Observed, Problem, compute_status
 from broker_operator.kube import ApiError, KubeClient
 from broker_operator.manifests import Manifest, ObjectKey, desired_objects, key_of, optional_objects
 from broker_operator.metrics import OperatorStats
-from broker_operator.naming import COMMSERVER, COORDINATOR, COORDINATOR_PORT, HUB, ClusterRef
+from broker_operator.naming import (
+    COMMSERVER,
+    COORDINATOR,
+    COORDINATOR_PORT,
+    HUB,
+    MANAGED_BY,
+    ClusterRef,
+)
 from broker_operator.spec import BrokerClusterSpec, SpecError, parse_spec
 from webrtc_broker.config import OperatorConfig
 
@@ -47,28 +57,36 @@ TRANSIENT = (ApiError, aiohttp.ClientError, asyncio.TimeoutError)
 """Failures worth retrying: the API server refused or could not be reached."""
 
 
-class EventSink(Protocol):
-    """Posts a Kubernetes Event about the resource being reconciled."""
+@dataclass(frozen=True)
+class Note:
+    """A Kubernetes Event to post about the resource: ``Normal``/``Warning``, reason, message."""
 
-    def __call__(self, type: str, reason: str, message: str) -> None: ...
-
-
-def no_events(type: str, reason: str, message: str) -> None:
-    """An :class:`EventSink` that drops everything."""
+    type: str
+    reason: str
+    message: str
 
 
 @dataclass
 class Outcome:
-    """What one reconcile did, for the caller (kopf handler, tests)."""
+    """What one reconcile did, for the caller (kopf handler, resync loop, tests)."""
 
     status: dict[str, Any]
     changes: list[str] = field(default_factory=list)
     problem: Problem | None = None
+    notes: list[Note] = field(default_factory=list)
 
     @property
     def retry(self) -> bool:
         """True when the failure was the API's, not the spec's: worth trying again soon."""
         return self.problem is not None and self.problem.reason == "ApplyFailed"
+
+
+def _degraded_message(status: Mapping[str, Any]) -> str | None:
+    """The message of a ``Degraded=True`` condition already reported (not repeated as an Event)."""
+    for item in status.get("conditions") or []:
+        if item.get("type") == "Degraded" and item.get("status") == "True":
+            return str(item.get("message"))
+    return None
 
 
 def owned_by(obj: Mapping[str, Any], uid: str) -> bool:
@@ -102,23 +120,46 @@ class Reconciler:
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._history: dict[tuple[str, str], tuple[Recommendation, ...]] = {}
 
+    def retain(self, existing: set[tuple[str, str]]) -> None:
+        """Forget every resource not in ``existing`` (``(namespace, name)`` pairs)."""
+        for namespace, name in set(self.stats.phases) | set(self._history):
+            if (namespace, name) not in existing:
+                self.forget(namespace, name)
+
     def forget(self, namespace: str, name: str) -> None:
         """Drop what is kept in memory about a deleted resource."""
         self._locks.pop((namespace, name), None)
         self._history.pop((namespace, name), None)
         self.stats.forget(namespace, name)
 
-    async def reconcile(
-        self, body: Mapping[str, Any], events: EventSink = no_events, *, autoscale: bool = False
-    ) -> Outcome:
+    async def reconcile(self, body: Mapping[str, Any], *, autoscale: bool = False) -> Outcome:
+        """Bring the cluster to ``body``'s spec; with ``autoscale``, run the autoscaler too.
+
+        Reconciles of one resource never overlap (kopf's handlers and the
+        resync loop may both ask at once).
+        """
         meta = body["metadata"]
-        ref = ClusterRef(meta["name"], meta["namespace"], meta["uid"])
-        lock = self._locks.setdefault((ref.namespace, ref.name), asyncio.Lock())
+        lock = self._locks.setdefault((meta["namespace"], meta["name"]), asyncio.Lock())
         async with lock:
-            return await self._reconcile(ref, body, events, autoscale)
+            # The caller's copy may predate the previous reconcile's status write (or the
+            # resource may be gone): work from the API server's current object.
+            key = ObjectKey(API_VERSION, KIND, meta["namespace"], meta["name"])
+            try:
+                current = await self.client.get(key)
+            except TRANSIENT:
+                current = dict(body)
+            if current is None:
+                return Outcome(status={})
+            current_meta = current["metadata"]
+            ref = ClusterRef(current_meta["name"], current_meta["namespace"], current_meta["uid"])
+            notes: list[Note] = []
+            outcome = await self._reconcile(ref, current, notes, autoscale)
+            outcome.notes = notes
+        await self._post(ref, notes)
+        return outcome
 
     async def _reconcile(
-        self, ref: ClusterRef, body: Mapping[str, Any], events: EventSink, autoscale: bool
+        self, ref: ClusterRef, body: Mapping[str, Any], notes: list[Note], autoscale: bool
     ) -> Outcome:
         generation = int(body["metadata"].get("generation", 1))
         spec: BrokerClusterSpec | None = None
@@ -130,7 +171,7 @@ class Reconciler:
             problem = Problem("InvalidSpec", f"spec refused, nothing changed: {exc}")
         if spec is not None:
             try:
-                changes = await self._apply_all(ref, spec, events)
+                changes = await self._apply_all(ref, spec, notes)
             except NotOwnedError as exc:
                 problem = Problem("NameConflict", str(exc))
             except TRANSIENT as exc:
@@ -138,7 +179,7 @@ class Reconciler:
         autoscaling: dict[str, Any] | None = None
         previous = dict(body.get("status") or {})
         if autoscale and spec is not None and problem is None and spec.autoscaling.enabled:
-            autoscaling = await self._autoscale(ref, spec, previous, events)
+            autoscaling = await self._autoscale(ref, spec, previous, notes)
         status = await self._report(
             ref,
             spec=spec,
@@ -147,16 +188,20 @@ class Reconciler:
             previous=previous,
             autoscaling=autoscaling,
         )
-        self._count(ref, status, problem, changes, events)
+        self._count(
+            ref, status=status, problem=problem, changes=changes, notes=notes, previous=previous
+        )
         return Outcome(status=status, changes=changes, problem=problem)
 
     def _count(
         self,
         ref: ClusterRef,
+        *,
         status: Mapping[str, Any],
         problem: Problem | None,
         changes: list[str],
-        events: EventSink,
+        notes: list[Note],
+        previous: Mapping[str, Any],
     ) -> None:
         self.stats.phases[(ref.namespace, ref.name)] = str(status["phase"])
         if problem is None:
@@ -165,20 +210,19 @@ class Reconciler:
             self.stats.reconciles["error"] += 1
         else:
             self.stats.reconciles["invalid"] += 1
-        if problem is not None:
-            events("Warning", problem.reason, problem.message)
-        for change in changes:
-            events("Normal", "Applied", change)
+        if problem is not None and _degraded_message(previous) != problem.message:
+            notes.append(Note("Warning", problem.reason, problem.message))
+        notes.extend(Note("Normal", "Applied", change) for change in changes)
 
     # -- applying ---------------------------------------------------------------------------
 
     async def _apply_all(
-        self, ref: ClusterRef, spec: BrokerClusterSpec, events: EventSink
+        self, ref: ClusterRef, spec: BrokerClusterSpec, notes: list[Note]
     ) -> list[str]:
         changes: list[str] = []
         wanted = desired_objects(ref, spec)
         for manifest in wanted:
-            change = await self._apply(ref, manifest, events)
+            change = await self._apply(ref, manifest, notes)
             if change:
                 changes.append(change)
         wanted_keys = {key_of(manifest) for manifest in wanted}
@@ -187,7 +231,7 @@ class Reconciler:
                 changes.append(f"deleted {key}")
         return changes
 
-    async def _apply(self, ref: ClusterRef, manifest: Manifest, events: EventSink) -> str | None:
+    async def _apply(self, ref: ClusterRef, manifest: Manifest, notes: list[Note]) -> str | None:
         key = key_of(manifest)
         desired = with_last_applied(manifest)
         live = await self.client.get(key)
@@ -196,11 +240,13 @@ class Reconciler:
                 await self.client.create(desired)
             except ApiError as exc:
                 if exc.not_found and key.kind == "ServiceMonitor":
-                    events(
-                        "Warning",
-                        "ServiceMonitorUnavailable",
-                        "metrics.serviceMonitor.enabled is set but the ServiceMonitor API "
-                        "(Prometheus operator) is not installed; skipped",
+                    notes.append(
+                        Note(
+                            "Warning",
+                            "ServiceMonitorUnavailable",
+                            "metrics.serviceMonitor.enabled is set but the ServiceMonitor API "
+                            "(Prometheus operator) is not installed; skipped",
+                        )
                     )
                     return None
                 if not exc.conflict:
@@ -307,7 +353,7 @@ class Reconciler:
         ref: ClusterRef,
         spec: BrokerClusterSpec,
         previous: Mapping[str, Any],
-        events: EventSink,
+        notes: list[Note],
     ) -> dict[str, Any]:
         before = dict(previous.get("autoscaler") or {})
         url = self.status_url(ref)
@@ -340,9 +386,43 @@ class Reconciler:
             direction = "up" if decision.replicas > current else "down"
             self.stats.scalings[direction] += 1
             result["lastScaleTime"] = rfc3339(now)
-            events(
-                "Normal",
-                "Scaled",
-                f"comm servers {current} -> {decision.replicas}: {decision.reason}",
+            notes.append(
+                Note(
+                    "Normal",
+                    "Scaled",
+                    f"comm servers {current} -> {decision.replicas}: {decision.reason}",
+                )
             )
         return result
+
+    # -- events -------------------------------------------------------------------------------
+
+    async def _post(self, ref: ClusterRef, notes: list[Note]) -> None:
+        """Post ``notes`` as core/v1 Events about the resource; failures only get logged."""
+        for note in notes:
+            now = rfc3339(self.clock())
+            event = {
+                "apiVersion": "v1",
+                "kind": "Event",
+                "metadata": {"generateName": f"{ref.name}.", "namespace": ref.namespace},
+                "involvedObject": {
+                    "apiVersion": API_VERSION,
+                    "kind": KIND,
+                    "name": ref.name,
+                    "namespace": ref.namespace,
+                    "uid": ref.uid,
+                },
+                "type": note.type,
+                "reason": note.reason,
+                "message": note.message[:1024],
+                "source": {"component": MANAGED_BY},
+                "reportingComponent": MANAGED_BY,
+                "reportingInstance": socket.gethostname(),
+                "firstTimestamp": now,
+                "lastTimestamp": now,
+                "count": 1,
+            }
+            try:
+                await self.client.create(event)
+            except TRANSIENT as exc:
+                logger.warning("cannot post an event about %s/%s: %s", ref.namespace, ref.name, exc)

@@ -1,4 +1,4 @@
-"""``webrtc-broker operator``: kopf, the reconciler and the metrics endpoint in one loop.
+"""``webrtc-broker operator``: kopf, the resync loop and the metrics endpoint in one loop.
 
 Three HTTP faces, each with one job: kopf's liveness endpoint
 (``--health-port``, ``/healthz``) answers only while kopf's own machinery
@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Any
 
 import kopf
 
@@ -19,19 +20,23 @@ from broker_operator.handlers import operator_settings, register
 from broker_operator.kube import KubeClient
 from broker_operator.metrics import OperatorStats, operator_registry
 from broker_operator.reconcile import Reconciler
+from broker_operator.resync import resync_forever
 from webrtc_broker.config import OperatorConfig
 from webrtc_broker.metrics import serve_metrics
 
 logger = logging.getLogger(__name__)
 
 
-def _set(flag: asyncio.Future[None]) -> None:
-    if not flag.done():
-        flag.set_result(None)
+async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
-async def run_operator(config: OperatorConfig, stop: asyncio.Event | None = None) -> None:
-    """Run until SIGINT/SIGTERM (kopf handles both) or until ``stop`` is set."""
+async def run_operator(config: OperatorConfig) -> None:
+    """Run until SIGINT or SIGTERM (kopf handles both)."""
     settings = operator_settings()
     client = await KubeClient.login(settings)
     stats = OperatorStats()
@@ -41,14 +46,20 @@ async def run_operator(config: OperatorConfig, stop: asyncio.Event | None = None
     liveness = (
         f"http://{config.metrics_host}:{config.health_port}/healthz" if config.health_port else None
     )
-    stop_flag: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    waiter = None
-    if stop is not None:
-        waiter = asyncio.create_task(stop.wait())
-        waiter.add_done_callback(lambda _: _set(stop_flag))
-    metrics = asyncio.create_task(
-        serve_metrics(operator_registry(stats), config.metrics_host, config.metrics_port)
-    )
+    side_tasks = [
+        asyncio.create_task(
+            serve_metrics(operator_registry(stats), config.metrics_host, config.metrics_port)
+        ),
+        asyncio.create_task(
+            resync_forever(client, reconciler, list(config.namespaces), config.resync_seconds)
+        ),
+    ]
+
+    async def stop_side_tasks(**_: Any) -> None:
+        # On the way out, before kopf waits (5 s) for tasks it did not start to end.
+        await _cancel(side_tasks)
+
+    kopf.on.cleanup(registry=registry, id="stop-side-tasks")(stop_side_tasks)
     logger.info(
         "operator serving %s; metrics on %s:%d",
         ", ".join(config.namespaces) or "all namespaces",
@@ -63,12 +74,7 @@ async def run_operator(config: OperatorConfig, stop: asyncio.Event | None = None
             clusterwide=not config.namespaces,
             namespaces=config.namespaces,
             liveness_endpoint=liveness,
-            stop_flag=stop_flag,
         )
     finally:
-        for task in (metrics, waiter):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await _cancel(side_tasks)
         await client.close()

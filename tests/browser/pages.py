@@ -32,6 +32,7 @@ async ([sdkUrl, url, credentials, options]) => {
   window.sdk = sdk;
   window.inbox = [];
   window.closeReason = null;
+  window.reconnects = [];
   try {
     const client = await sdk.BrokerClient.connect(url, credentials, options);
     window.client = client;
@@ -44,6 +45,11 @@ async ([sdkUrl, url, credentials, options]) => {
       role: m.role ?? null,
     }));
     client.on("close", (reason) => { window.closeReason = reason; });
+    client.on("reconnecting", (reason) => { window.reconnects.push({ reason }); });
+    client.on("reconnected", (c) => {
+      window.reconnects.at(-1).server = c.serverAlias;
+      window.reconnects.at(-1).alias = c.alias;
+    });
     return {
       alias: client.alias,
       server: client.serverAlias,
@@ -216,6 +222,16 @@ class BrowserClient:
         """Wait for the SDK's ``close`` event; returns its reason."""
         await self.page.wait_for_function("() => window.closeReason !== null", timeout=timeout_ms)
         return str(await self.page.evaluate("() => window.closeReason"))
+
+    async def wait_reconnected(self, timeout_ms: float = TIMEOUT_MS) -> dict[str, Any]:
+        """Wait until the SDK has moved to a new session; returns the last move."""
+        await self.page.wait_for_function(
+            "() => window.reconnects.length > 0 && window.reconnects.at(-1).server !== undefined",
+            timeout=timeout_ms,
+        )
+        move: dict[str, Any] = await self.page.evaluate("() => window.reconnects.at(-1)")
+        self.alias, self.server = int(move["alias"]), int(move["server"])
+        return move
 
     async def close(self) -> None:
         await self.page.evaluate("() => window.client.close()")

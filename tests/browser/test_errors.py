@@ -89,12 +89,20 @@ async def test_an_unreachable_coordinator_is_not_a_credentials_problem(
         await BrowserClient.connect(browser, page_host, cluster, console, "alice", page=page)
 
 
-async def test_a_comm_server_that_stops_shows_a_disconnect(
+async def test_the_demo_moves_to_another_server_when_its_server_stops(
     cluster: Cluster, browser: Browser, console: ConsoleLog
 ) -> None:
     await cluster.start_coordinator()
     await cluster.start_server("s1")
-    page = await open_demo(browser, cluster, console, "alice")
+    s1 = await cluster.alias_of("s1")
+    page = await open_demo(browser, cluster, console, "alice", server=s1)
     await wait_connected(page)
+    await cluster.start_server("s2")
+    s2 = await cluster.alias_of("s2")
     await cluster.stop(cluster.servers["s1"])
-    assert (await page_error(page)).startswith("Error: disconnected: ")
+    await page.wait_for_function(
+        "(s2) => document.body.dataset.server === String(s2)", arg=s2, timeout=30_000
+    )
+    assert await page.text_content("#server") == str(s2)
+    assert await page.text_content("#status") == "connected"
+    assert await page.is_hidden("#error")

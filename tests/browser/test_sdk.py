@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from playwright.async_api import Browser
 
 from tests.browser.pages import BrowserClient, ConsoleLog, PageHost, assert_nothing_received
@@ -159,17 +160,61 @@ async def test_an_original_protocol_page_gets_no_topic_names(
     assert (got["text"], got["topic"]) == ("hi", "t")
 
 
-async def test_close_is_seen_by_the_server_and_a_server_exit_by_the_page(
+async def test_close_is_seen_by_the_server(
     cluster: Cluster, browser: Browser, page_host: PageHost, console: ConsoleLog
 ) -> None:
     await start_mesh(cluster, "s1")
     leaving = await BrowserClient.connect(browser, page_host, cluster, console, "leaving")
     staying = await BrowserClient.connect(browser, page_host, cluster, console, "staying")
+    await staying.subscribe(["t"])
     await wait_status(cluster, "s1", "clients", 2)
-    await leaving.close()
+    await leaving.page.evaluate(
+        "() => { window.client.publish('t', 'last words'); window.client.close(); }"
+    )
+    # What was published right before close() still went out.
+    [got] = await staying.receive()
+    assert got["text"] == "last words"
     await wait_status(cluster, "s1", "clients", 1)
-    assert "closed by the client" in await leaving.wait_closed()
+    assert await leaving.wait_closed() == "closed by the client"
+    error = await leaving.page.evaluate(
+        "() => { try { window.client.publish('t', 'x'); } catch (e) { return e.name; } }"
+    )
+    assert error == "ClosedError"
 
+
+@pytest.mark.parametrize("kill", [False, True], ids=["sigterm", "sigkill"])
+async def test_a_page_moves_to_another_server_when_its_server_stops(
+    cluster: Cluster, browser: Browser, page_host: PageHost, console: ConsoleLog, kill: bool
+) -> None:
+    """SIGTERM: the server drains its clients. SIGKILL: the SDK's keepalive notices silence."""
+    aliases = await start_mesh(cluster, "s1", "s2")
+    page = await BrowserClient.connect(
+        browser, page_host, cluster, console, "mover", server=aliases["s1"]
+    )
+    await page.subscribe(["news"])
+    first_alias = page.alias
+    await cluster.stop(cluster.servers["s1"], kill=kill)
+    move = await page.wait_reconnected(timeout_ms=30_000)
+    if kill:
+        assert move["reason"] == "server silent; presumed dead"
+    assert (page.server, page.alias != first_alias) == (aliases["s2"], True)
+    # The subscription was restored on the new server.
+    async with await BrokerClient.connect(cluster.url, "reporter", timeout=TIMEOUT) as reporter:
+        await wait_status(cluster, "s2", "topics", 1)
+        reporter.publish("news", "still subscribed")
+        [got] = await page.receive()
+        assert (got["text"], got["sender"]) == ("still subscribed", reporter.alias)
+    assert await page.ping() > 0
+
+
+async def test_without_reconnect_a_lost_server_ends_the_client(
+    cluster: Cluster, browser: Browser, page_host: PageHost, console: ConsoleLog
+) -> None:
+    await start_mesh(cluster, "s1")
+    page = await BrowserClient.connect(
+        browser, page_host, cluster, console, "alice", reconnect=False
+    )
     await cluster.stop(cluster.servers["s1"])
-    reason = await staying.wait_closed(timeout_ms=40_000)
-    assert "closed" in reason or "failed" in reason
+    reason = await page.wait_closed(timeout_ms=30_000)
+    assert reason
+    assert await page.page.evaluate("() => window.reconnects.length") == 0

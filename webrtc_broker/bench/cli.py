@@ -83,3 +83,31 @@ def bench(**flags: Any) -> None:
     except (KeyboardInterrupt, asyncio.CancelledError):  # Ctrl-C, or SIGTERM (command.py)
         code = 130
     raise SystemExit(code)
+
+
+@click.command()
+@click.option("--duration", default=60.0, show_default=True, help="Seconds of traffic")
+@click.option("--bots", default=20, show_default=True, help="Bot clients, all on one topic")
+@click.option("--rate", default=10.0, show_default=True, help="Messages per second per bot")
+@click.option("--size", default=100, show_default=True, help="Body bytes per message")
+@click.option("--reliable/--unreliable", default=True, show_default=True, help="Channel kind")
+@click.option("--servers", default=2, show_default=True, help="Comm servers; bots spread evenly")
+@click.option("--interval", default=5.0, show_default=True, help="Seconds between report lines")
+@click.option(
+    "--log-dir",
+    type=click.Path(path_type=Path),
+    help="Where soak.log (the processes' output) goes [current directory]",
+)
+def soak(**flags: Any) -> None:
+    """Steady traffic on a local cluster; comm-server memory and delivery rate over time.
+
+    Exits 1 if a bot lost its session or (reliable) a message was lost.
+    """
+    from webrtc_broker.bench.soak import SoakOptions, soak_main  # noqa: PLC0415
+
+    try:
+        options = SoakOptions(**flags)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    logs.configure("warning")
+    raise SystemExit(soak_main(options))

@@ -1,7 +1,7 @@
 // The demo page's script. Generated from sdk/js/demo by `make sdk`.
 
 // demo/demo.ts
-import { BrokerClient } from "/sdk/webrtc-broker.js";
+import { BrokerClient, DisconnectedError } from "/sdk/webrtc-broker.js";
 var SEND_INTERVAL_MS = 33;
 var HEARTBEAT_MS = 1e3;
 var STALE_MS = 5e3;
@@ -65,7 +65,13 @@ function send(body, reliable) {
   if (client === void 0 || client.closed) {
     return;
   }
-  client.publishIdentity(topic, JSON.stringify(body), { reliable });
+  try {
+    client.publishIdentity(topic, JSON.stringify(body), { reliable });
+  } catch (error) {
+    if (!(error instanceof DisconnectedError)) {
+      throw error;
+    }
+  }
 }
 function place(alias, name, x, y) {
   let avatar = avatars.get(alias);
@@ -171,6 +177,14 @@ function onMessage(message) {
     forget(message.sender);
   }
 }
+function showSession(session) {
+  panel.server.textContent = String(session.serverAlias);
+  panel.alias.textContent = String(session.alias);
+  panel.status.textContent = "connected";
+  document.body.dataset.state = "connected";
+  document.body.dataset.alias = String(session.alias);
+  document.body.dataset.server = String(session.serverAlias);
+}
 async function connect() {
   errorBox.hidden = true;
   retry.hidden = true;
@@ -186,13 +200,13 @@ async function connect() {
         showError(new Error(`disconnected: ${reason}`));
       }
     });
+    session.on("reconnecting", (reason) => {
+      panel.status.textContent = `reconnecting (${reason})`;
+      document.body.dataset.state = "reconnecting";
+    });
+    session.on("reconnected", showSession);
     await session.subscribe([topic]);
-    panel.server.textContent = String(session.serverAlias);
-    panel.alias.textContent = String(session.alias);
-    panel.status.textContent = "connected";
-    document.body.dataset.state = "connected";
-    document.body.dataset.alias = String(session.alias);
-    document.body.dataset.server = String(session.serverAlias);
+    showSession(session);
   } catch (error) {
     showError(error);
   }

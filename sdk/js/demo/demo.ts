@@ -14,7 +14,7 @@
  * default: the coordinator that served this page).
  */
 
-import { BrokerClient } from "/sdk/webrtc-broker.js";
+import { BrokerClient, DisconnectedError } from "/sdk/webrtc-broker.js";
 import type { ReceivedMessage } from "/sdk/webrtc-broker.js";
 
 type Body =
@@ -103,7 +103,14 @@ function send(body: Body, reliable: boolean): void {
   if (client === undefined || client.closed) {
     return;
   }
-  client.publishIdentity(topic, JSON.stringify(body), { reliable });
+  try {
+    client.publishIdentity(topic, JSON.stringify(body), { reliable });
+  } catch (error) {
+    if (!(error instanceof DisconnectedError)) {
+      throw error;
+    }
+    // Reconnecting to another server: this update is lost, the next one will go.
+  }
 }
 
 // -- avatars --------------------------------------------------------------
@@ -226,6 +233,15 @@ function onMessage(message: ReceivedMessage): void {
 
 // -- the session ----------------------------------------------------------
 
+function showSession(session: BrokerClient): void {
+  panel.server.textContent = String(session.serverAlias);
+  panel.alias.textContent = String(session.alias);
+  panel.status.textContent = "connected";
+  document.body.dataset.state = "connected";
+  document.body.dataset.alias = String(session.alias);
+  document.body.dataset.server = String(session.serverAlias);
+}
+
 async function connect(): Promise<void> {
   errorBox.hidden = true;
   retry.hidden = true;
@@ -241,13 +257,14 @@ async function connect(): Promise<void> {
         showError(new Error(`disconnected: ${reason}`));
       }
     });
+    // The SDK moves to another server by itself when this one goes away.
+    session.on("reconnecting", (reason) => {
+      panel.status.textContent = `reconnecting (${reason})`;
+      document.body.dataset.state = "reconnecting";
+    });
+    session.on("reconnected", showSession);
     await session.subscribe([topic]);
-    panel.server.textContent = String(session.serverAlias);
-    panel.alias.textContent = String(session.alias);
-    panel.status.textContent = "connected";
-    document.body.dataset.state = "connected";
-    document.body.dataset.alias = String(session.alias);
-    document.body.dataset.server = String(session.serverAlias);
+    showSession(session);
   } catch (error) {
     showError(error);
   }

@@ -1,34 +1,34 @@
 /**
- * The browser client: one session with one comm server.
+ * The browser client, which mirrors the Python SDK.
  *
- * Connecting follows docs/protocol.md, as the Python SDK does: WebSocket to
- * the coordinator's `/connect`, WELCOME, CONNECT to the chosen server, answer
- * its offer, trickle our ICE candidates, AUTH on the reliable channel. The
- * protocol has no AUTH acknowledgement, so AUTH is followed by a PING on the
- * same ordered channel: its echo can only come back once the server accepted
- * the AUTH, so `connect` resolves only for a session that really works.
+ * `BrokerClient.connect` resolves only for a session that works: it follows
+ * AUTH with a PING on the same ordered channel, whose echo proves the server
+ * accepted the AUTH (the protocol has no acknowledgement).
+ *
+ * A client keeps working when its comm server goes away. A keepalive notices
+ * a silent server within seconds (WebRTC alone takes about half a minute);
+ * the client then goes back to the coordinator, which points it to a live
+ * server, and restores its subscriptions there. Its alias changes, since the
+ * coordinator hands out a new one; publishing while it is reconnecting
+ * throws {@link DisconnectedError}.
  */
 
-import { Emitter } from "./events.js";
-import type { Listener } from "./events.js";
 import {
   AuthenticationError,
-  BrokerError,
   ClosedError,
-  ConnectTimeoutError,
-  NoServerAvailableError,
-  ServerFullError,
+  DisconnectedError,
+  MessageTooLargeError,
 } from "./errors.js";
+import { Emitter } from "./events.js";
+import type { Listener } from "./events.js";
+import { Link, withinTimeout } from "./link.js";
+import type { Attempt } from "./link.js";
 import { ReceivedMessage } from "./message.js";
-import { Session } from "./session.js";
 import { compressedSubscriptionFrame, subscriptionFrame } from "./subscription.js";
 import {
   AuthMessageSchema,
   BatchMessageSchema,
   Capability,
-  ConnectMessageSchema,
-  ConnectionRefusedMessageSchema,
-  ConnectionRefusedReason,
   FrameError,
   MessageType,
   PingMessageSchema,
@@ -37,9 +37,6 @@ import {
   TopicIdentityFWMessageSchema,
   TopicIdentityMessageSchema,
   TopicMessageSchema,
-  WebRtcMessageSchema,
-  WelcomeMessageSchema,
-  aliasBigint,
   aliasNumber,
   decodeAs,
   encode,
@@ -50,13 +47,29 @@ import {
 /** What this SDK announces in its AUTH: it unpacks BATCH frames and reads topic names. */
 export const CLIENT_CAPABILITIES = Capability.CAPABILITY_BATCH | Capability.CAPABILITY_TOPIC_NAMES;
 
-/** Milliseconds to wait, after a session closed during set-up, for the server's reason. */
-const REFUSAL_GRACE_MS = 1000;
+/** Data channels carry 256 KiB messages; the relay adds the sender's alias and the topic. */
+export const MAX_FRAME_BYTES = 255 * 1024;
+
+/** How the client tells a live server from a dead one (milliseconds). */
+export interface KeepaliveOptions {
+  /** Hearing nothing for this long, the client sends a PING (default 1000). */
+  interval?: number;
+  /** Hearing nothing for this long, the server is presumed dead (default 4000). */
+  timeout?: number;
+}
+
+/** Capped exponential backoff between attempts to get back to a server (milliseconds). */
+export interface ReconnectOptions {
+  firstDelay?: number;
+  maxDelay?: number;
+  /** How long one attempt (coordinator, WebRTC set-up, AUTH) may take (default 20000). */
+  attemptTimeout?: number;
+}
 
 export interface ConnectOptions {
-  /** A server alias from the coordinator's list, instead of its first choice. */
+  /** A server alias from the coordinator's list, instead of its first choice (first session). */
   server?: number;
-  /** Milliseconds the whole set-up may take (default 20000). */
+  /** Milliseconds the first set-up may take (default 20000). */
   timeout?: number;
   /** STUN/TURN servers for the peer connection (default: none, host candidates only). */
   iceServers?: RTCIceServer[];
@@ -65,6 +78,10 @@ export interface ConnectOptions {
    * 0 makes the session look like an original-protocol client.
    */
   capabilities?: number;
+  /** `false` relies on WebRTC alone to notice a dead server. */
+  keepalive?: KeepaliveOptions | false;
+  /** `false` ends the client (a `close` event) when its session ends. */
+  reconnect?: ReconnectOptions | false;
 }
 
 export interface PublishOptions {
@@ -80,154 +97,60 @@ export interface SubscribeOptions {
 export interface BrokerClientEvents extends Record<string, unknown> {
   /** A topic message arrived. */
   message: ReceivedMessage;
-  /** The session closed (by `close()` or by the server); the value is the reason. */
+  /** The session with the server was lost and the client is looking for another; the reason. */
+  reconnecting: string;
+  /** A new session works again (new alias, maybe another server); subscriptions are restored. */
+  reconnected: BrokerClient;
+  /** The client has ended (closed, or reconnecting off or refused); the reason. */
   close: string;
 }
 
-const utf8Decoder = new TextDecoder();
-const utf8Encoder = new TextEncoder();
+/** A PING whose echo only proves the server alive (no ping() waits for time -1). */
+const KEEPALIVE_FRAME = encode(PingMessageSchema, { type: MessageType.PING, time: -1 });
 
-/** The coordinator's base URL as a WebSocket URL without a trailing slash. */
-export function coordinatorBase(url: string): string {
-  const base = url.replace(/\/+$/, "");
-  return base.replace(/^http(s?):\/\//, "ws$1://");
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
-/**
- * Opens the coordinator WebSocket. Browsers hide why an upgrade failed, so
- * after a failure the coordinator's `/readyz` tells an unreachable or
- * draining coordinator from one that refused these credentials (HTTP 403).
- */
-async function openCoordinator(base: string, credentials: Uint8Array): Promise<WebSocket> {
-  const token = utf8Decoder.decode(credentials);
-  const url = `${base}/connect${token ? `?token=${encodeURIComponent(token)}` : ""}`;
-  const ws = new WebSocket(url);
-  ws.binaryType = "arraybuffer";
-  const opened = await new Promise<boolean>((resolve) => {
-    ws.addEventListener("open", () => resolve(true), { once: true });
-    ws.addEventListener("close", () => resolve(false), { once: true });
-  });
-  if (opened) {
-    return ws;
-  }
-  throw await diagnoseRefusal(base.replace(/^ws/, "http"));
-}
-
-async function diagnoseRefusal(httpBase: string): Promise<BrokerError> {
-  const refused = new AuthenticationError("the coordinator refused the credentials");
-  try {
-    const response = await fetch(`${httpBase}/readyz`, { cache: "no-store" });
-    if (response.status === 503) {
-      return new BrokerError("the coordinator is shutting down");
-    }
-    return refused;
-  } catch {
-    // Cross-origin without CORS headers: an opaque answer still proves it is up.
-    try {
-      await fetch(`${httpBase}/readyz`, { cache: "no-store", mode: "no-cors" });
-      return refused;
-    } catch {
-      return new BrokerError(`cannot reach the coordinator at ${httpBase}`);
-    }
-  }
-}
-
-/** The first binary frame on `ws`, or an error if it closes first. */
-function firstFrame(ws: WebSocket): Promise<Uint8Array> {
-  return new Promise((resolve, reject) => {
-    const onMessage = (event: MessageEvent<ArrayBuffer | string>): void => {
-      if (typeof event.data === "string") {
-        return;
-      }
-      ws.removeEventListener("close", onClose);
-      ws.removeEventListener("message", onMessage);
-      resolve(new Uint8Array(event.data));
-    };
-    const onClose = (): void => {
-      ws.removeEventListener("message", onMessage);
-      reject(new BrokerError("the coordinator closed the connection before WELCOME"));
-    };
-    ws.addEventListener("message", onMessage);
-    ws.addEventListener("close", onClose, { once: true });
-  });
-}
-
-/** Resources of a connect attempt, so a timeout can release whatever exists so far. */
-class Attempt {
-  ws: WebSocket | undefined;
-  client: BrokerClient | undefined;
-  aborted = false;
-
-  abort(): void {
-    this.aborted = true;
-    this.client?.close();
-    this.ws?.close();
-  }
-
-  /** Throw (releasing what was made since) if the attempt was abandoned meanwhile. */
-  check(): void {
-    if (this.aborted) {
-      this.abort();
-      throw new ConnectTimeoutError("the connect attempt was abandoned");
-    }
-  }
-}
-
-/** A client session with one comm server. */
+/** A client of the broker: one session with one comm server at a time. */
 export class BrokerClient {
-  /** This client's alias: receivers see it as the sender of what it publishes. */
-  readonly alias: number;
-  /** The comm server this session is with. */
-  readonly serverAlias: number;
-  /** The coordinator's list of servers, in its order of preference. */
-  readonly servers: readonly number[];
-  /** What this client announced in its AUTH. */
+  /** What this client announces in its AUTH. */
   readonly capabilities: number;
-  private readonly session: Session;
+  private readonly events = new Emitter<BrokerClientEvents>();
+  private readonly pings = new Map<number, (error?: Error) => void>();
+  private readonly keepalive: Required<KeepaliveOptions> | false;
+  private readonly reconnect: Required<ReconnectOptions> | false;
+  private nextPing = 1;
+  private link: Link | undefined;
+  private pending: Link | undefined;
+  private subscription: Uint8Array | undefined;
+  private endReason = "";
   private announced = 0;
   private receivedCount = 0;
   private sentCount = 0;
-
-  private readonly ws: WebSocket;
-  private readonly events = new Emitter<BrokerClientEvents>();
-  private readonly pings = new Map<number, (error?: Error) => void>();
-  private nextPing = 1;
-  private readonly refusal: Promise<BrokerError>;
-  private refuse!: (error: BrokerError) => void;
-  private refused = false;
-  private signalling: Promise<void> = Promise.resolve();
-  private answered = false;
-  private established = false;
+  private reconnectCount = 0;
+  /** A page that goes away closes its client, so that the server frees the session at once. */
+  private readonly onPageHide = (event: PageTransitionEvent): void => {
+    if (!event.persisted) {
+      this.close();
+    }
+  };
 
   private constructor(
-    ws: WebSocket,
-    alias: number,
-    serverAlias: number,
-    servers: readonly number[],
-    options: ConnectOptions,
+    private readonly url: string,
+    private readonly credentials: Uint8Array,
+    private readonly options: ConnectOptions,
   ) {
-    this.ws = ws;
     this.capabilities = options.capabilities ?? CLIENT_CAPABILITIES;
-    this.alias = alias;
-    this.serverAlias = serverAlias;
-    this.servers = servers;
-    this.refusal = new Promise((resolve) => {
-      this.refuse = resolve;
-    });
-    this.session = new Session(
-      (frame, reliable) => this.onFrame(frame, reliable),
-      options.iceServers ?? [],
-    );
-    this.session.onCandidate = (candidate) =>
-      this.signal(MessageType.WEBRTC_ICE_CANDIDATE, utf8Encoder.encode(candidate));
-    this.session.onClose((reason) => this.onSessionClosed(reason));
-    ws.addEventListener("message", (event: MessageEvent<ArrayBuffer | string>) => {
-      if (typeof event.data !== "string") {
-        const frame = new Uint8Array(event.data);
-        // One at a time and in order: an ICE candidate must not overtake the offer.
-        this.signalling = this.signalling.then(() => this.onCoordinatorFrame(frame));
-      }
-    });
+    const keepalive = options.keepalive ?? {};
+    this.keepalive = keepalive && { interval: 1000, timeout: 4000, ...keepalive };
+    const reconnect = options.reconnect ?? {};
+    this.reconnect = reconnect && {
+      firstDelay: 100,
+      maxDelay: 5000,
+      attemptTimeout: 20_000,
+      ...reconnect,
+    };
   }
 
   // -- connecting -------------------------------------------------------
@@ -246,199 +169,150 @@ export class BrokerClient {
     credentials: string | Uint8Array = "",
     options: ConnectOptions = {},
   ): Promise<BrokerClient> {
-    try {
-      return await BrokerClient.connectWithin(coordinatorUrl, credentials, options);
-    } catch (error) {
-      // Whatever went wrong, callers get a BrokerError (a garbled frame is a FrameError).
-      throw error instanceof BrokerError ? error : new BrokerError(String(error));
-    }
-  }
-
-  private static async connectWithin(
-    coordinatorUrl: string,
-    credentials: string | Uint8Array,
-    options: ConnectOptions,
-  ): Promise<BrokerClient> {
-    const timeout = options.timeout ?? 20_000;
-    const attempt = new Attempt();
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const expired = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () => reject(new ConnectTimeoutError(`no session within ${timeout / 1000} s`)),
-        timeout,
-      );
-    });
-    try {
-      return await Promise.race([
-        BrokerClient.attempt(coordinatorUrl, toBytes(credentials), options, attempt),
-        expired,
-      ]);
-    } catch (error) {
-      attempt.abort();
-      throw error;
-    } finally {
-      clearTimeout(timer);
-    }
-  }
-
-  private static async attempt(
-    url: string,
-    credentials: Uint8Array,
-    options: ConnectOptions,
-    attempt: Attempt,
-  ): Promise<BrokerClient> {
-    const ws = await openCoordinator(coordinatorBase(url), credentials);
-    attempt.ws = ws;
-    attempt.check();
-    const frame = await firstFrame(ws);
-    attempt.check();
-    if (frameType(frame) !== MessageType.WELCOME) {
-      throw new BrokerError(`the coordinator sent ${MessageType[frameType(frame)]}, not WELCOME`);
-    }
-    const welcome = decodeAs(WelcomeMessageSchema, frame);
-    const servers = welcome.availableServers.map(aliasNumber);
-    const first = servers[0];
-    if (first === undefined) {
-      throw new NoServerAvailableError("the coordinator has no comm server registered");
-    }
-    if (options.server !== undefined && !servers.includes(options.server)) {
-      throw new NoServerAvailableError(
-        `server ${options.server} is not registered: ${servers.join(", ")}`,
-      );
-    }
-    const client = new BrokerClient(
-      ws,
-      aliasNumber(welcome.alias),
-      options.server ?? first,
-      servers,
-      options,
+    const client = new BrokerClient(coordinatorUrl, toBytes(credentials), options);
+    await withinTimeout(options.timeout ?? 20_000, (attempt) =>
+      client.openLink(options.server, attempt),
     );
-    attempt.client = client;
-    await client.establish(credentials);
+    globalThis.addEventListener?.("pagehide", client.onPageHide);
+    void client.supervise();
     return client;
   }
 
-  private async establish(credentials: Uint8Array): Promise<void> {
-    this.sendCoordinator(
-      encode(ConnectMessageSchema, {
-        type: MessageType.CONNECT,
-        fromAlias: aliasBigint(this.alias),
-        toAlias: aliasBigint(this.serverAlias),
-      }),
-    );
-    try {
-      await this.firstOf(this.session.opened);
-      this.session.send(
-        encode(AuthMessageSchema, {
-          type: MessageType.AUTH,
-          role: Role.CLIENT,
-          body: credentials,
-          capabilities: this.capabilities,
-        }),
-        true,
-      );
-      await this.firstOf(this.ping());
-      this.established = true;
-    } catch (error) {
-      const refusal = error instanceof BrokerError && !(error instanceof ClosedError);
-      if (refusal || !this.session.closed) {
-        throw error;
+  private async openLink(server: number | undefined, attempt: Attempt): Promise<void> {
+    let opened: Link | undefined;
+    const onFrame = (frame: Uint8Array, reliable: boolean): void => {
+      if (opened !== undefined) {
+        this.onFrame(opened, frame, reliable);
       }
-      // The server closes a refused session; its reason travels via the coordinator.
-      const grace = new Promise<undefined>((resolve) =>
-        setTimeout(() => resolve(undefined), REFUSAL_GRACE_MS),
-      );
-      const reason = await Promise.race([this.refusal, grace]);
-      throw reason ?? new BrokerError(`session closed during set-up: ${this.session.closeReason}`);
-    }
-  }
-
-  /** Wait for `step`, unless the server refuses first. */
-  private async firstOf<T>(step: Promise<T>): Promise<T> {
-    return Promise.race([
-      step,
-      this.refusal.then((error) => {
-        throw error;
-      }),
-    ]);
-  }
-
-  private async onCoordinatorFrame(frame: Uint8Array): Promise<void> {
+    };
+    const options = { server, iceServers: this.options.iceServers ?? [] };
+    const link = await Link.open(this.url, this.credentials, options, onFrame, attempt);
+    opened = link;
+    this.pending = link;
+    this.announced = 0;
+    link.session.onClose(() => this.failPings(new DisconnectedError("the session ended")));
+    const auth = encode(AuthMessageSchema, {
+      type: MessageType.AUTH,
+      role: Role.CLIENT,
+      body: this.credentials,
+      capabilities: this.capabilities,
+    });
     try {
-      const kind = frameType(frame);
-      if (kind === MessageType.WEBRTC_OFFER) {
-        if (this.answered || this.session.closed) {
-          return;
-        }
-        this.answered = true;
-        const offer = decodeAs(WebRtcMessageSchema, frame);
-        try {
-          const answer = await this.session.acceptOffer(utf8Decoder.decode(offer.data));
-          this.signal(MessageType.WEBRTC_ANSWER, utf8Encoder.encode(answer));
-        } catch (error) {
-          // Without an answer there is no session: fail the set-up now, not at the timeout.
-          this.session.close(`cannot answer the server's offer: ${String(error)}`);
-        }
-      } else if (kind === MessageType.WEBRTC_ICE_CANDIDATE) {
-        const candidate = decodeAs(WebRtcMessageSchema, frame);
-        await this.session.addCandidate(utf8Decoder.decode(candidate.data));
-      } else if (kind === MessageType.CONNECTION_REFUSED) {
-        this.onRefused(decodeAs(ConnectionRefusedMessageSchema, frame));
+      await link.establish(auth, () => this.pingOn(link, true));
+    } finally {
+      this.pending = undefined;
+    }
+    if (this.endReason) {
+      link.close("closed by the client");
+      throw new ClosedError(`client closed: ${this.endReason}`);
+    }
+    this.link = link;
+    if (this.subscription !== undefined) {
+      link.session.send(this.subscription, true);
+    }
+  }
+
+  /** This client's alias (it changes when the client reconnects; 0 while it does). */
+  get alias(): number {
+    return this.link?.alias ?? 0;
+  }
+
+  /** The comm server of the current session (0 while reconnecting). */
+  get serverAlias(): number {
+    return this.link?.serverAlias ?? 0;
+  }
+
+  /** The coordinator's list of servers when the current session was made, best first. */
+  get servers(): readonly number[] {
+    return this.link?.servers ?? [];
+  }
+
+  // -- staying connected -------------------------------------------------
+
+  /** Keep the session alive; replace it when it dies, if reconnecting is on. */
+  private async supervise(): Promise<void> {
+    while (this.link !== undefined && !this.endReason) {
+      const link = this.link;
+      await this.watch(link);
+      if (this.endReason) {
+        return;
       }
-    } catch (error) {
-      // A garbled frame, or a candidate the browser rejects: the rest may still work.
-      console.warn("webrtc-broker: ignoring a coordinator frame:", error);
+      const reason = link.session.closeReason;
+      link.close(reason);
+      this.link = undefined;
+      if (this.reconnect === false) {
+        this.end(reason);
+        return;
+      }
+      this.events.emit("reconnecting", reason);
+      if (!(await this.reestablish(this.reconnect))) {
+        return;
+      }
+      this.events.emit("reconnected", this);
     }
   }
 
-  private onRefused(message: { reason: ConnectionRefusedReason; data: Uint8Array }): void {
-    if (this.refused) {
-      return;
-    }
-    this.refused = true;
-    const detail = utf8Decoder.decode(message.data);
-    const server = this.serverAlias;
-    if (message.reason === ConnectionRefusedReason.SERVER_FULL) {
-      this.refuse(new ServerFullError(`server ${server} is full`));
-    } else if (message.reason === ConnectionRefusedReason.AUTH_FAILED) {
-      this.refuse(new AuthenticationError(`server ${server} refused: ${detail || "auth"}`));
-    } else {
-      this.refuse(new BrokerError(`server ${server} refused the session: ${detail}`));
-    }
+  /** Resolve when `link`'s session has closed or its server went silent. */
+  private watch(link: Link): Promise<void> {
+    return new Promise((resolve) => {
+      const keepalive = this.keepalive;
+      let timer: ReturnType<typeof setInterval> | undefined;
+      link.session.onClose(() => {
+        clearInterval(timer);
+        resolve();
+      });
+      if (keepalive === false || link.session.closed) {
+        return;
+      }
+      let received = link.received;
+      let heard = performance.now();
+      timer = setInterval(() => {
+        const now = performance.now();
+        if (link.received !== received) {
+          received = link.received;
+          heard = now;
+        } else if (now - heard > keepalive.timeout) {
+          link.session.close("server silent; presumed dead");
+        } else {
+          // Quiet for a while (a publisher hears nothing): ask for an echo.
+          link.session.send(KEEPALIVE_FRAME, true);
+        }
+      }, keepalive.interval);
+    });
   }
 
-  private signal(type: MessageType, data: Uint8Array): void {
-    this.sendCoordinator(
-      encode(WebRtcMessageSchema, {
-        type,
-        fromAlias: aliasBigint(this.alias),
-        toAlias: aliasBigint(this.serverAlias),
-        data,
-      }),
-    );
-  }
-
-  private sendCoordinator(frame: Uint8Array): void {
-    if (this.ws.readyState === WebSocket.OPEN) {
-      this.ws.send(frame as Uint8Array<ArrayBuffer>);
+  private async reestablish(policy: Required<ReconnectOptions>): Promise<boolean> {
+    let wait = policy.firstDelay;
+    while (!this.endReason) {
+      try {
+        await withinTimeout(policy.attemptTimeout, (attempt) => this.openLink(undefined, attempt));
+        this.reconnectCount += 1;
+        return true;
+      } catch (error) {
+        if (this.endReason) {
+          return false;
+        }
+        if (error instanceof AuthenticationError) {
+          this.end(`credentials refused on reconnect: ${error.message}`);
+          return false;
+        }
+        console.info(`webrtc-broker: reconnect failed (${String(error)}); next try in ${wait} ms`);
+        await delay(wait);
+        wait = Math.min(policy.maxDelay, wait * 2);
+      }
     }
+    return false;
   }
 
   // -- traffic ----------------------------------------------------------
 
-  private onFrame(frame: Uint8Array, reliable: boolean, inBatch = false): void {
+  private onFrame(link: Link, frame: Uint8Array, reliable: boolean, inBatch = false): void {
     try {
       switch (frameType(frame)) {
         case MessageType.TOPIC_FW: {
           const fw = decodeAs(TopicFWMessageSchema, frame);
-          this.deliver(
-            new ReceivedMessage(
-              aliasNumber(fw.fromAlias),
-              fw.body,
-              reliable,
-              fw.topic || undefined,
-            ),
-          );
+          const sender = aliasNumber(fw.fromAlias);
+          this.deliver(new ReceivedMessage(sender, fw.body, reliable, fw.topic || undefined));
           break;
         }
         case MessageType.TOPIC_IDENTITY_FW: {
@@ -455,17 +329,10 @@ export class BrokerClient {
           );
           break;
         }
-        case MessageType.PING: {
-          const probe = decodeAs(PingMessageSchema, frame).time;
-          const waiter = this.pings.get(probe);
-          this.pings.delete(probe);
-          waiter?.();
-          break;
-        }
         case MessageType.BATCH: {
           if (!inBatch) {
             for (const inner of decodeAs(BatchMessageSchema, frame).frames) {
-              this.onFrame(inner, reliable, true);
+              this.onFrame(link, inner, reliable, true);
             }
           }
           break;
@@ -474,8 +341,15 @@ export class BrokerClient {
           // A server that knows capabilities answers ours with its own.
           this.announced = decodeAs(AuthMessageSchema, frame).capabilities;
           if (this.announced & this.capabilities & Capability.CAPABILITY_BATCH) {
-            this.session.enableBatching();
+            link.session.enableBatching();
           }
+          break;
+        }
+        case MessageType.PING: {
+          const probe = decodeAs(PingMessageSchema, frame).time;
+          const waiter = this.pings.get(probe);
+          this.pings.delete(probe);
+          waiter?.();
           break;
         }
         default:
@@ -494,22 +368,39 @@ export class BrokerClient {
     this.events.emit("message", message);
   }
 
-  private send(frame: Uint8Array, reliable: boolean): void {
-    if (this.session.closed) {
-      throw new ClosedError(`session closed: ${this.session.closeReason}`);
+  /** The working link, or the error that says why there is none. */
+  private current(): Link {
+    const link = this.link;
+    if (link === undefined || link.session.closed) {
+      if (this.endReason) {
+        throw new ClosedError(`client closed: ${this.endReason}`);
+      }
+      throw new DisconnectedError("the client is reconnecting to another server");
     }
-    this.session.send(frame, reliable);
+    return link;
+  }
+
+  private send(frame: Uint8Array, reliable: boolean): void {
+    const link = this.current();
+    if (frame.length > MAX_FRAME_BYTES) {
+      throw new MessageTooLargeError(
+        `${frame.length} bytes encoded; at most ${MAX_FRAME_BYTES} can be relayed`,
+      );
+    }
+    link.session.send(frame, reliable);
   }
 
   /**
    * Replace this client's subscriptions with `topics` (empty: unsubscribe
-   * from everything). Resolves once the server has applied them.
+   * from everything). Resolves once the server has applied them. They are
+   * restored on whatever server the client reconnects to.
    */
   async subscribe(topics: Iterable<string>, options: SubscribeOptions = {}): Promise<void> {
     const list = [...topics];
     const frame = options.compress
       ? await compressedSubscriptionFrame(list)
       : subscriptionFrame(list);
+    this.subscription = frame;
     this.send(frame, true);
     // The server handles reliable frames in order, so this echo follows the change.
     await this.ping();
@@ -539,26 +430,24 @@ export class BrokerClient {
 
   /** Round-trip time to the comm server, in milliseconds. */
   async ping(options: PublishOptions = {}): Promise<number> {
+    return this.pingOn(this.current(), options.reliable ?? true);
+  }
+
+  private async pingOn(link: Link, reliable: boolean): Promise<number> {
     // The echo comes back unchanged, so a unique value doubles as the probe's id.
     const probe = this.nextPing++;
     const echoed = new Promise<void>((resolve, reject) => {
       this.pings.set(probe, (error) => (error ? reject(error) : resolve()));
     });
     const started = performance.now();
-    try {
-      const frame = encode(PingMessageSchema, { type: MessageType.PING, time: probe });
-      this.send(frame, options.reliable ?? true);
-    } catch (error) {
-      this.pings.delete(probe);
-      throw error;
-    }
+    link.session.send(encode(PingMessageSchema, { type: MessageType.PING, time: probe }), reliable);
     await echoed;
     return performance.now() - started;
   }
 
   // -- events and closing -----------------------------------------------
 
-  /** Listen to `message` or `close` events; returns a function that stops listening. */
+  /** Listen to an event (see {@link BrokerClientEvents}); returns a function that stops it. */
   on<K extends keyof BrokerClientEvents>(
     type: K,
     listener: Listener<BrokerClientEvents[K]>,
@@ -588,37 +477,51 @@ export class BrokerClient {
     return this.sentCount;
   }
 
-  /** Whether the session is closed. */
-  get closed(): boolean {
-    return this.session.closed;
+  /** Times the client moved to another session after losing one. */
+  get reconnects(): number {
+    return this.reconnectCount;
   }
 
-  /** Why the session closed ("" while it is open). */
-  get closeReason(): string {
-    return this.session.closeReason;
-  }
-
-  /** Unreliable frames dropped because the channel's buffer was full. */
+  /** Unreliable frames dropped because the channel's buffer was full (current session). */
   get dropped(): number {
-    return this.session.dropped;
+    return this.link?.session.dropped ?? 0;
   }
 
-  private onSessionClosed(reason: string): void {
-    const error = new ClosedError(`session closed: ${reason}`);
+  /** Whether the client has ended (it does not while it reconnects). */
+  get closed(): boolean {
+    return this.endReason !== "";
+  }
+
+  /** Why the client ended ("" while it has not). */
+  get closeReason(): string {
+    return this.endReason;
+  }
+
+  private failPings(error: Error): void {
     for (const waiter of this.pings.values()) {
       waiter(error);
     }
     this.pings.clear();
-    if (this.established) {
-      // During set-up the coordinator connection stays: the server's reason may follow.
-      this.ws.close();
-    }
-    this.events.emit("close", reason);
   }
 
-  /** Close the session and the coordinator connection. */
+  /** The client is over: fail whatever waits and tell the listeners. */
+  private end(reason: string): void {
+    if (this.endReason) {
+      return;
+    }
+    this.endReason = reason || "closed";
+    globalThis.removeEventListener?.("pagehide", this.onPageHide);
+    this.failPings(new ClosedError(`client closed: ${this.endReason}`));
+    this.events.emit("close", this.endReason);
+  }
+
+  /**
+   * Close the session and the coordinator connection; no reconnect follows.
+   * What was published before still goes out.
+   */
   close(): void {
-    this.session.close("closed by the client");
-    this.ws.close();
+    this.end("closed by the client");
+    this.pending?.close("closed by the client");
+    this.link?.close("closed by the client");
   }
 }

@@ -44,10 +44,26 @@ export class ConnectTimeoutError extends BrokerError {
   }
 }
 
-/** The client is closed (by `close()` or by the server). */
+/** The client has ended (closed by `close()`, or its session lost with reconnecting off). */
 export class ClosedError extends BrokerError {
   constructor(message: string) {
     super(message);
     this.name = "ClosedError";
+  }
+}
+
+/** The session ended and the client is reconnecting to another server; try again. */
+export class DisconnectedError extends ClosedError {
+  constructor(message: string) {
+    super(message);
+    this.name = "DisconnectedError";
+  }
+}
+
+/** A frame is larger than data channels carry once the server has relayed it. */
+export class MessageTooLargeError extends BrokerError {
+  constructor(message: string) {
+    super(message);
+    this.name = "MessageTooLargeError";
   }
 }

@@ -11,11 +11,13 @@
  * ```
  */
 
-export { BrokerClient, CLIENT_CAPABILITIES } from "./client.js";
+export { BrokerClient, CLIENT_CAPABILITIES, MAX_FRAME_BYTES } from "./client.js";
 export type {
   BrokerClientEvents,
   ConnectOptions,
+  KeepaliveOptions,
   PublishOptions,
+  ReconnectOptions,
   SubscribeOptions,
 } from "./client.js";
 export {
@@ -23,6 +25,8 @@ export {
   BrokerError,
   ClosedError,
   ConnectTimeoutError,
+  DisconnectedError,
+  MessageTooLargeError,
   NoServerAvailableError,
   ServerFullError,
 } from "./errors.js";

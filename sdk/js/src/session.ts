@@ -15,6 +15,8 @@ import type { WriterLimits } from "./channel.js";
 export type FrameHandler = (frame: Uint8Array, reliable: boolean) => void;
 
 const RELIABLE = "reliable";
+/** Milliseconds a closing session waits for reliable frames to leave. */
+const DRAIN_MS = 500;
 const UNRELIABLE = "unreliable";
 
 const utf8 = new TextEncoder();
@@ -107,6 +109,9 @@ export class Session {
     const reliable = writer.reliable;
     channel.binaryType = "arraybuffer";
     channel.addEventListener("message", (event: MessageEvent<ArrayBuffer | string>) => {
+      if (this.closed) {
+        return;
+      }
       const data = event.data;
       this.onFrame(typeof data === "string" ? utf8.encode(data) : new Uint8Array(data), reliable);
     });
@@ -137,10 +142,19 @@ export class Session {
     return this.unreliable?.dropped ?? 0;
   }
 
+  /** Call `callback(reason)` once the session closes (soon, if it already has). */
   onClose(callback: (reason: string) => void): void {
-    this.closeCallbacks.push(callback);
+    if (this.closed) {
+      queueMicrotask(() => callback(this.closeReason));
+    } else {
+      this.closeCallbacks.push(callback);
+    }
   }
 
+  /**
+   * Close at once for this side (nothing more is sent or delivered), but let
+   * the frames already handed to the channels leave first, for a while.
+   */
   close(reason = "closed"): void {
     if (this.closed) {
       return;
@@ -152,9 +166,25 @@ export class Session {
       try {
         callback(reason);
       } catch (error) {
-        console.error("webrtc-broker: session close callback failed", error);
+        reportError(error);
       }
     }
-    this.pc.close();
+    this.reliable?.flush();
+    this.unreliable?.flush();
+    // Closing a channel sends what it buffered first, then tells the server at once
+    // (the page may be going away: a closed page would leave the server to time out).
+    this.reliable?.channel.close();
+    this.unreliable?.channel.close();
+    void this.drained(DRAIN_MS).then(() => this.pc.close());
+  }
+
+  /** Resolves once the reliable channel has closed (sent what it held), or after `ms`. */
+  private async drained(ms: number): Promise<void> {
+    const channel = this.reliable?.channel;
+    const deadline = performance.now() + ms;
+    const open = (): boolean => channel !== undefined && channel.readyState !== "closed";
+    while (open() && performance.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
   }
 }

@@ -82,10 +82,26 @@ export declare class ReceivedMessage {
 }
 /** What this SDK announces in its AUTH: it unpacks BATCH frames and reads topic names. */
 export declare const CLIENT_CAPABILITIES: number;
+/** Data channels carry 256 KiB messages; the relay adds the sender's alias and the topic. */
+export declare const MAX_FRAME_BYTES: number;
+/** How the client tells a live server from a dead one (milliseconds). */
+export interface KeepaliveOptions {
+	/** Hearing nothing for this long, the client sends a PING (default 1000). */
+	interval?: number;
+	/** Hearing nothing for this long, the server is presumed dead (default 4000). */
+	timeout?: number;
+}
+/** Capped exponential backoff between attempts to get back to a server (milliseconds). */
+export interface ReconnectOptions {
+	firstDelay?: number;
+	maxDelay?: number;
+	/** How long one attempt (coordinator, WebRTC set-up, AUTH) may take (default 20000). */
+	attemptTimeout?: number;
+}
 export interface ConnectOptions {
-	/** A server alias from the coordinator's list, instead of its first choice. */
+	/** A server alias from the coordinator's list, instead of its first choice (first session). */
 	server?: number;
-	/** Milliseconds the whole set-up may take (default 20000). */
+	/** Milliseconds the first set-up may take (default 20000). */
 	timeout?: number;
 	/** STUN/TURN servers for the peer connection (default: none, host candidates only). */
 	iceServers?: RTCIceServer[];
@@ -94,6 +110,10 @@ export interface ConnectOptions {
 	 * 0 makes the session look like an original-protocol client.
 	 */
 	capabilities?: number;
+	/** `false` relies on WebRTC alone to notice a dead server. */
+	keepalive?: KeepaliveOptions | false;
+	/** `false` ends the client (a `close` event) when its session ends. */
+	reconnect?: ReconnectOptions | false;
 }
 export interface PublishOptions {
 	/** The reliable ordered channel (default) or the unreliable unordered one. */
@@ -106,33 +126,35 @@ export interface SubscribeOptions {
 export interface BrokerClientEvents extends Record<string, unknown> {
 	/** A topic message arrived. */
 	message: ReceivedMessage;
-	/** The session closed (by `close()` or by the server); the value is the reason. */
+	/** The session with the server was lost and the client is looking for another; the reason. */
+	reconnecting: string;
+	/** A new session works again (new alias, maybe another server); subscriptions are restored. */
+	reconnected: BrokerClient;
+	/** The client has ended (closed, or reconnecting off or refused); the reason. */
 	close: string;
 }
-/** A client session with one comm server. */
+/** A client of the broker: one session with one comm server at a time. */
 export declare class BrokerClient {
-	/** This client's alias: receivers see it as the sender of what it publishes. */
-	readonly alias: number;
-	/** The comm server this session is with. */
-	readonly serverAlias: number;
-	/** The coordinator's list of servers, in its order of preference. */
-	readonly servers: readonly number[];
-	/** What this client announced in its AUTH. */
+	private readonly url;
+	private readonly credentials;
+	private readonly options;
+	/** What this client announces in its AUTH. */
 	readonly capabilities: number;
-	private readonly session;
+	private readonly events;
+	private readonly pings;
+	private readonly keepalive;
+	private readonly reconnect;
+	private nextPing;
+	private link;
+	private pending;
+	private subscription;
+	private endReason;
 	private announced;
 	private receivedCount;
 	private sentCount;
-	private readonly ws;
-	private readonly events;
-	private readonly pings;
-	private nextPing;
-	private readonly refusal;
-	private refuse;
-	private refused;
-	private signalling;
-	private answered;
-	private established;
+	private reconnectCount;
+	/** A page that goes away closes its client, so that the server frees the session at once. */
+	private readonly onPageHide;
 	private constructor();
 	/**
 	 * Connect through the coordinator at `coordinatorUrl` (`ws://host:port`,
@@ -144,21 +166,27 @@ export declare class BrokerClient {
 	 * {@link ConnectTimeoutError} or another {@link BrokerError}.
 	 */
 	static connect(coordinatorUrl: string, credentials?: string | Uint8Array, options?: ConnectOptions): Promise<BrokerClient>;
-	private static connectWithin;
-	private static attempt;
-	private establish;
-	/** Wait for `step`, unless the server refuses first. */
-	private firstOf;
-	private onCoordinatorFrame;
-	private onRefused;
-	private signal;
-	private sendCoordinator;
+	private openLink;
+	/** This client's alias (it changes when the client reconnects; 0 while it does). */
+	get alias(): number;
+	/** The comm server of the current session (0 while reconnecting). */
+	get serverAlias(): number;
+	/** The coordinator's list of servers when the current session was made, best first. */
+	get servers(): readonly number[];
+	/** Keep the session alive; replace it when it dies, if reconnecting is on. */
+	private supervise;
+	/** Resolve when `link`'s session has closed or its server went silent. */
+	private watch;
+	private reestablish;
 	private onFrame;
 	private deliver;
+	/** The working link, or the error that says why there is none. */
+	private current;
 	private send;
 	/**
 	 * Replace this client's subscriptions with `topics` (empty: unsubscribe
-	 * from everything). Resolves once the server has applied them.
+	 * from everything). Resolves once the server has applied them. They are
+	 * restored on whatever server the client reconnects to.
 	 */
 	subscribe(topics: Iterable<string>, options?: SubscribeOptions): Promise<void>;
 	/** Publish `body` to every other subscriber of `topic`. */
@@ -167,7 +195,8 @@ export declare class BrokerClient {
 	publishIdentity(topic: string, body: string | Uint8Array, options?: PublishOptions): void;
 	/** Round-trip time to the comm server, in milliseconds. */
 	ping(options?: PublishOptions): Promise<number>;
-	/** Listen to `message` or `close` events; returns a function that stops listening. */
+	private pingOn;
+	/** Listen to an event (see {@link BrokerClientEvents}); returns a function that stops it. */
 	on<K extends keyof BrokerClientEvents>(type: K, listener: Listener<BrokerClientEvents[K]>): () => void;
 	off<K extends keyof BrokerClientEvents>(type: K, listener: Listener<BrokerClientEvents[K]>): void;
 	/** What the server announced in its AUTH (0 for servers that announce nothing). */
@@ -176,14 +205,21 @@ export declare class BrokerClient {
 	get received(): number;
 	/** Topic messages published. */
 	get sent(): number;
-	/** Whether the session is closed. */
-	get closed(): boolean;
-	/** Why the session closed ("" while it is open). */
-	get closeReason(): string;
-	/** Unreliable frames dropped because the channel's buffer was full. */
+	/** Times the client moved to another session after losing one. */
+	get reconnects(): number;
+	/** Unreliable frames dropped because the channel's buffer was full (current session). */
 	get dropped(): number;
-	private onSessionClosed;
-	/** Close the session and the coordinator connection. */
+	/** Whether the client has ended (it does not while it reconnects). */
+	get closed(): boolean;
+	/** Why the client ended ("" while it has not). */
+	get closeReason(): string;
+	private failPings;
+	/** The client is over: fail whatever waits and tell the listeners. */
+	private end;
+	/**
+	 * Close the session and the coordinator connection; no reconnect follows.
+	 * What was published before still goes out.
+	 */
 	close(): void;
 }
 /**
@@ -211,8 +247,16 @@ export declare class AuthenticationError extends BrokerError {
 export declare class ConnectTimeoutError extends BrokerError {
 	constructor(message: string);
 }
-/** The client is closed (by `close()` or by the server). */
+/** The client has ended (closed by `close()`, or its session lost with reconnecting off). */
 export declare class ClosedError extends BrokerError {
+	constructor(message: string);
+}
+/** The session ended and the client is reconnecting to another server; try again. */
+export declare class DisconnectedError extends ClosedError {
+	constructor(message: string);
+}
+/** A frame is larger than data channels carry once the server has relayed it. */
+export declare class MessageTooLargeError extends BrokerError {
 	constructor(message: string);
 }
 

@@ -1,29 +1,5 @@
 // webrtc-broker browser SDK. Generated from sdk/js by `make sdk`: edit the sources there.
 
-// src/events.ts
-var Emitter = class {
-  listeners = {};
-  /** Call `listener` for every `type` event; returns a function that removes it. */
-  on(type, listener) {
-    const set = this.listeners[type] ??= /* @__PURE__ */ new Set();
-    set.add(listener);
-    return () => this.off(type, listener);
-  }
-  off(type, listener) {
-    this.listeners[type]?.delete(listener);
-  }
-  /** Call every listener; one that throws is reported and does not stop the others. */
-  emit(type, value) {
-    for (const listener of [...this.listeners[type] ?? []]) {
-      try {
-        listener(value);
-      } catch (error) {
-        reportError(error);
-      }
-    }
-  }
-};
-
 // src/errors.ts
 var BrokerError = class extends Error {
   constructor(message) {
@@ -61,31 +37,40 @@ var ClosedError = class extends BrokerError {
     this.name = "ClosedError";
   }
 };
+var DisconnectedError = class extends ClosedError {
+  constructor(message) {
+    super(message);
+    this.name = "DisconnectedError";
+  }
+};
+var MessageTooLargeError = class extends BrokerError {
+  constructor(message) {
+    super(message);
+    this.name = "MessageTooLargeError";
+  }
+};
 
-// src/message.ts
-var utf8 = new TextDecoder();
-var ReceivedMessage = class {
-  constructor(sender, body, reliable, topic, identity, role) {
-    this.sender = sender;
-    this.body = body;
-    this.reliable = reliable;
-    this.topic = topic;
-    this.identity = identity;
-    this.role = role;
+// src/events.ts
+var Emitter = class {
+  listeners = {};
+  /** Call `listener` for every `type` event; returns a function that removes it. */
+  on(type, listener) {
+    const set = this.listeners[type] ??= /* @__PURE__ */ new Set();
+    set.add(listener);
+    return () => this.off(type, listener);
   }
-  sender;
-  body;
-  reliable;
-  topic;
-  identity;
-  role;
-  /** The body decoded as UTF-8. */
-  get text() {
-    return utf8.decode(this.body);
+  off(type, listener) {
+    this.listeners[type]?.delete(listener);
   }
-  /** The identity decoded as UTF-8 (`undefined` for messages without identity). */
-  get identityText() {
-    return this.identity === void 0 ? void 0 : utf8.decode(this.identity);
+  /** Call every listener; one that throws is reported and does not stop the others. */
+  emit(type, value) {
+    for (const listener of [...this.listeners[type] ?? []]) {
+      try {
+        listener(value);
+      } catch (error) {
+        reportError(error);
+      }
+    }
   }
 };
 
@@ -3753,8 +3738,9 @@ function batchEntrySize(length) {
 
 // src/session.ts
 var RELIABLE = "reliable";
+var DRAIN_MS = 500;
 var UNRELIABLE = "unreliable";
-var utf82 = new TextEncoder();
+var utf8 = new TextEncoder();
 var Session = class {
   constructor(onFrame, iceServers = [], limits = DEFAULT_LIMITS) {
     this.onFrame = onFrame;
@@ -3840,8 +3826,11 @@ var Session = class {
     const reliable = writer.reliable;
     channel.binaryType = "arraybuffer";
     channel.addEventListener("message", (event) => {
+      if (this.closed) {
+        return;
+      }
       const data = event.data;
-      this.onFrame(typeof data === "string" ? utf82.encode(data) : new Uint8Array(data), reliable);
+      this.onFrame(typeof data === "string" ? utf8.encode(data) : new Uint8Array(data), reliable);
     });
     channel.addEventListener("open", () => this.checkOpen());
     channel.addEventListener("close", () => this.close(`${channel.label} channel closed`));
@@ -3865,9 +3854,18 @@ var Session = class {
   get dropped() {
     return this.unreliable?.dropped ?? 0;
   }
+  /** Call `callback(reason)` once the session closes (soon, if it already has). */
   onClose(callback) {
-    this.closeCallbacks.push(callback);
+    if (this.closed) {
+      queueMicrotask(() => callback(this.closeReason));
+    } else {
+      this.closeCallbacks.push(callback);
+    }
   }
+  /**
+   * Close at once for this side (nothing more is sent or delivered), but let
+   * the frames already handed to the channels leave first, for a while.
+   */
   close(reason = "closed") {
     if (this.closed) {
       return;
@@ -3879,45 +3877,27 @@ var Session = class {
       try {
         callback(reason);
       } catch (error) {
-        console.error("webrtc-broker: session close callback failed", error);
+        reportError(error);
       }
     }
-    this.pc.close();
+    this.reliable?.flush();
+    this.unreliable?.flush();
+    this.reliable?.channel.close();
+    this.unreliable?.channel.close();
+    void this.drained(DRAIN_MS).then(() => this.pc.close());
+  }
+  /** Resolves once the reliable channel has closed (sent what it held), or after `ms`. */
+  async drained(ms) {
+    const channel = this.reliable?.channel;
+    const deadline = performance.now() + ms;
+    const open = () => channel !== void 0 && channel.readyState !== "closed";
+    while (open() && performance.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
   }
 };
 
-// src/subscription.ts
-function topicList(topics) {
-  const names = [...new Set(topics)].sort();
-  for (const name of names) {
-    if (name === "" || /\s/.test(name)) {
-      const shown = JSON.stringify(name);
-      throw new TypeError(`topic names are non-empty and contain no whitespace: ${shown}`);
-    }
-  }
-  return names;
-}
-function subscriptionFrame(topics) {
-  const payload = new TextEncoder().encode(topicList(topics).join(" "));
-  return encode(SubscriptionMessageSchema, {
-    type: 7 /* SUBSCRIPTION */,
-    format: 1 /* PLAIN */,
-    topics: payload
-  });
-}
-async function compressedSubscriptionFrame(topics) {
-  const payload = new TextEncoder().encode(topicList(topics).join(" "));
-  const stream = new Blob([payload]).stream().pipeThrough(new CompressionStream("gzip"));
-  const compressed = new Uint8Array(await new Response(stream).arrayBuffer());
-  return encode(SubscriptionMessageSchema, {
-    type: 7 /* SUBSCRIPTION */,
-    format: 2 /* GZIP */,
-    topics: compressed
-  });
-}
-
-// src/client.ts
-var CLIENT_CAPABILITIES = 1 /* CAPABILITY_BATCH */ | 2 /* CAPABILITY_TOPIC_NAMES */;
+// src/link.ts
 var REFUSAL_GRACE_MS = 1e3;
 var utf8Decoder = new TextDecoder();
 var utf8Encoder2 = new TextEncoder();
@@ -3925,110 +3905,26 @@ function coordinatorBase(url) {
   const base = url.replace(/\/+$/, "");
   return base.replace(/^http(s?):\/\//, "ws$1://");
 }
-async function openCoordinator(base, credentials) {
-  const token = utf8Decoder.decode(credentials);
-  const url = `${base}/connect${token ? `?token=${encodeURIComponent(token)}` : ""}`;
-  const ws = new WebSocket(url);
-  ws.binaryType = "arraybuffer";
-  const opened = await new Promise((resolve) => {
-    ws.addEventListener("open", () => resolve(true), { once: true });
-    ws.addEventListener("close", () => resolve(false), { once: true });
-  });
-  if (opened) {
-    return ws;
-  }
-  throw await diagnoseRefusal(base.replace(/^ws/, "http"));
-}
-async function diagnoseRefusal(httpBase) {
-  const refused = new AuthenticationError("the coordinator refused the credentials");
-  try {
-    const response = await fetch(`${httpBase}/readyz`, { cache: "no-store" });
-    if (response.status === 503) {
-      return new BrokerError("the coordinator is shutting down");
-    }
-    return refused;
-  } catch {
-    try {
-      await fetch(`${httpBase}/readyz`, { cache: "no-store", mode: "no-cors" });
-      return refused;
-    } catch {
-      return new BrokerError(`cannot reach the coordinator at ${httpBase}`);
-    }
-  }
-}
-function firstFrame(ws) {
-  return new Promise((resolve, reject) => {
-    const onMessage = (event) => {
-      if (typeof event.data === "string") {
-        return;
-      }
-      ws.removeEventListener("close", onClose);
-      ws.removeEventListener("message", onMessage);
-      resolve(new Uint8Array(event.data));
-    };
-    const onClose = () => {
-      ws.removeEventListener("message", onMessage);
-      reject(new BrokerError("the coordinator closed the connection before WELCOME"));
-    };
-    ws.addEventListener("message", onMessage);
-    ws.addEventListener("close", onClose, { once: true });
-  });
-}
-var Attempt = class {
-  ws;
-  client;
-  aborted = false;
-  abort() {
-    this.aborted = true;
-    this.client?.close();
-    this.ws?.close();
-  }
-  /** Throw (releasing what was made since) if the attempt was abandoned meanwhile. */
-  check() {
-    if (this.aborted) {
-      this.abort();
-      throw new ConnectTimeoutError("the connect attempt was abandoned");
-    }
-  }
-};
-var BrokerClient = class _BrokerClient {
-  /** This client's alias: receivers see it as the sender of what it publishes. */
-  alias;
-  /** The comm server this session is with. */
-  serverAlias;
-  /** The coordinator's list of servers, in its order of preference. */
-  servers;
-  /** What this client announced in its AUTH. */
-  capabilities;
-  session;
-  announced = 0;
-  receivedCount = 0;
-  sentCount = 0;
-  ws;
-  events = new Emitter();
-  pings = /* @__PURE__ */ new Map();
-  nextPing = 1;
-  refusal;
-  refuse;
-  refused = false;
-  signalling = Promise.resolve();
-  answered = false;
-  established = false;
-  constructor(ws, alias, serverAlias, servers, options) {
+var Link = class _Link {
+  constructor(ws, alias, serverAlias, servers, onFrame, options) {
     this.ws = ws;
-    this.capabilities = options.capabilities ?? CLIENT_CAPABILITIES;
     this.alias = alias;
     this.serverAlias = serverAlias;
     this.servers = servers;
     this.refusal = new Promise((resolve) => {
       this.refuse = resolve;
     });
-    this.session = new Session(
-      (frame, reliable) => this.onFrame(frame, reliable),
-      options.iceServers ?? []
-    );
+    const counted = (frame, reliable) => {
+      this.received += 1;
+      onFrame(frame, reliable);
+    };
+    this.session = new Session(counted, options.iceServers);
     this.session.onCandidate = (candidate) => this.signal(5 /* WEBRTC_ICE_CANDIDATE */, utf8Encoder2.encode(candidate));
-    this.session.onClose((reason) => this.onSessionClosed(reason));
+    this.session.onClose(() => {
+      if (this.established) {
+        this.ws.close();
+      }
+    });
     ws.addEventListener("message", (event) => {
       if (typeof event.data !== "string") {
         const frame = new Uint8Array(event.data);
@@ -4036,46 +3932,24 @@ var BrokerClient = class _BrokerClient {
       }
     });
   }
-  // -- connecting -------------------------------------------------------
+  ws;
+  alias;
+  serverAlias;
+  servers;
+  session;
+  /** Data-channel messages received; the client's keepalive watches it move. */
+  received = 0;
+  refusal;
+  refuse;
+  refused = false;
+  signalling = Promise.resolve();
+  answered = false;
+  established = false;
   /**
-   * Connect through the coordinator at `coordinatorUrl` (`ws://host:port`,
-   * `wss://...`, or the `http(s)://` equivalent).
-   *
-   * `credentials` go to the coordinator (`token` query parameter) and to the
-   * comm server (AUTH body). Rejects with {@link ServerFullError},
-   * {@link AuthenticationError}, {@link NoServerAvailableError},
-   * {@link ConnectTimeoutError} or another {@link BrokerError}.
+   * Connect to the coordinator and make the link (its session not yet
+   * connected). `attempt` lets a timeout release what exists so far.
    */
-  static async connect(coordinatorUrl, credentials = "", options = {}) {
-    try {
-      return await _BrokerClient.connectWithin(coordinatorUrl, credentials, options);
-    } catch (error) {
-      throw error instanceof BrokerError ? error : new BrokerError(String(error));
-    }
-  }
-  static async connectWithin(coordinatorUrl, credentials, options) {
-    const timeout = options.timeout ?? 2e4;
-    const attempt = new Attempt();
-    let timer;
-    const expired = new Promise((_, reject) => {
-      timer = setTimeout(
-        () => reject(new ConnectTimeoutError(`no session within ${timeout / 1e3} s`)),
-        timeout
-      );
-    });
-    try {
-      return await Promise.race([
-        _BrokerClient.attempt(coordinatorUrl, toBytes(credentials), options, attempt),
-        expired
-      ]);
-    } catch (error) {
-      attempt.abort();
-      throw error;
-    } finally {
-      clearTimeout(timer);
-    }
-  }
-  static async attempt(url, credentials, options, attempt) {
+  static async open(url, credentials, options, onFrame, attempt) {
     const ws = await openCoordinator(coordinatorBase(url), credentials);
     attempt.ws = ws;
     attempt.check();
@@ -4095,18 +3969,23 @@ var BrokerClient = class _BrokerClient {
         `server ${options.server} is not registered: ${servers.join(", ")}`
       );
     }
-    const client = new _BrokerClient(
+    const link = new _Link(
       ws,
       aliasNumber(welcome.alias),
       options.server ?? first,
       servers,
+      onFrame,
       options
     );
-    attempt.client = client;
-    await client.establish(credentials);
-    return client;
+    attempt.link = link;
+    return link;
   }
-  async establish(credentials) {
+  /**
+   * CONNECT, set up WebRTC, send `auth` and wait for `confirm()` (a PING
+   * echo): the protocol has no AUTH acknowledgement, but the PING that follows
+   * AUTH on the same ordered channel can only be echoed once it was accepted.
+   */
+  async establish(auth, confirm) {
     this.sendCoordinator(
       encode(ConnectMessageSchema, {
         type: 2 /* CONNECT */,
@@ -4115,17 +3994,9 @@ var BrokerClient = class _BrokerClient {
       })
     );
     try {
-      await this.firstOf(this.session.opened);
-      this.session.send(
-        encode(AuthMessageSchema, {
-          type: 8 /* AUTH */,
-          role: 1 /* CLIENT */,
-          body: credentials,
-          capabilities: this.capabilities
-        }),
-        true
-      );
-      await this.firstOf(this.ping());
+      await this.unlessRefused(this.session.opened);
+      this.session.send(auth, true);
+      await this.unlessRefused(confirm());
       this.established = true;
     } catch (error) {
       const refusal = error instanceof BrokerError && !(error instanceof ClosedError);
@@ -4140,7 +4011,7 @@ var BrokerClient = class _BrokerClient {
     }
   }
   /** Wait for `step`, unless the server refuses first. */
-  async firstOf(step) {
+  async unlessRefused(step) {
     return Promise.race([
       step,
       this.refusal.then((error) => {
@@ -4203,20 +4074,345 @@ var BrokerClient = class _BrokerClient {
       this.ws.send(frame);
     }
   }
+  close(reason) {
+    this.session.close(reason);
+    this.ws.close();
+  }
+};
+var Attempt = class {
+  ws;
+  link;
+  aborted = false;
+  abort() {
+    this.aborted = true;
+    this.link?.close("set-up abandoned");
+    this.ws?.close();
+  }
+  /** Throw (releasing what was made since) if the attempt was abandoned meanwhile. */
+  check() {
+    if (this.aborted) {
+      this.abort();
+      throw new ConnectTimeoutError("the connect attempt was abandoned");
+    }
+  }
+};
+async function withinTimeout(timeoutMs, work) {
+  const attempt = new Attempt();
+  let timer;
+  const expired = new Promise((_, reject) => {
+    timer = setTimeout(
+      () => reject(new ConnectTimeoutError(`no session within ${timeoutMs / 1e3} s`)),
+      timeoutMs
+    );
+  });
+  try {
+    return await Promise.race([work(attempt), expired]);
+  } catch (error) {
+    attempt.abort();
+    throw error instanceof BrokerError ? error : new BrokerError(String(error));
+  } finally {
+    clearTimeout(timer);
+  }
+}
+async function openCoordinator(base, credentials) {
+  const token = utf8Decoder.decode(credentials);
+  const url = `${base}/connect${token ? `?token=${encodeURIComponent(token)}` : ""}`;
+  const ws = new WebSocket(url);
+  ws.binaryType = "arraybuffer";
+  const opened = await new Promise((resolve) => {
+    ws.addEventListener("open", () => resolve(true), { once: true });
+    ws.addEventListener("close", () => resolve(false), { once: true });
+  });
+  if (opened) {
+    return ws;
+  }
+  throw await diagnoseRefusal(base.replace(/^ws/, "http"));
+}
+async function diagnoseRefusal(httpBase) {
+  const refused = new AuthenticationError("the coordinator refused the credentials");
+  try {
+    const response = await fetch(`${httpBase}/readyz`, { cache: "no-store" });
+    if (response.status === 503) {
+      return new BrokerError("the coordinator is shutting down");
+    }
+    return refused;
+  } catch {
+    try {
+      await fetch(`${httpBase}/readyz`, { cache: "no-store", mode: "no-cors" });
+      return refused;
+    } catch {
+      return new BrokerError(`cannot reach the coordinator at ${httpBase}`);
+    }
+  }
+}
+function firstFrame(ws) {
+  return new Promise((resolve, reject) => {
+    const onMessage = (event) => {
+      if (typeof event.data === "string") {
+        return;
+      }
+      ws.removeEventListener("close", onClose);
+      ws.removeEventListener("message", onMessage);
+      resolve(new Uint8Array(event.data));
+    };
+    const onClose = () => {
+      ws.removeEventListener("message", onMessage);
+      reject(new BrokerError("the coordinator closed the connection before WELCOME"));
+    };
+    ws.addEventListener("message", onMessage);
+    ws.addEventListener("close", onClose, { once: true });
+  });
+}
+
+// src/message.ts
+var utf82 = new TextDecoder();
+var ReceivedMessage = class {
+  constructor(sender, body, reliable, topic, identity, role) {
+    this.sender = sender;
+    this.body = body;
+    this.reliable = reliable;
+    this.topic = topic;
+    this.identity = identity;
+    this.role = role;
+  }
+  sender;
+  body;
+  reliable;
+  topic;
+  identity;
+  role;
+  /** The body decoded as UTF-8. */
+  get text() {
+    return utf82.decode(this.body);
+  }
+  /** The identity decoded as UTF-8 (`undefined` for messages without identity). */
+  get identityText() {
+    return this.identity === void 0 ? void 0 : utf82.decode(this.identity);
+  }
+};
+
+// src/subscription.ts
+function topicList(topics) {
+  const names = [...new Set(topics)].sort();
+  for (const name of names) {
+    if (name === "" || /\s/.test(name)) {
+      const shown = JSON.stringify(name);
+      throw new TypeError(`topic names are non-empty and contain no whitespace: ${shown}`);
+    }
+  }
+  return names;
+}
+function subscriptionFrame(topics) {
+  const payload = new TextEncoder().encode(topicList(topics).join(" "));
+  return encode(SubscriptionMessageSchema, {
+    type: 7 /* SUBSCRIPTION */,
+    format: 1 /* PLAIN */,
+    topics: payload
+  });
+}
+async function compressedSubscriptionFrame(topics) {
+  const payload = new TextEncoder().encode(topicList(topics).join(" "));
+  const stream = new Blob([payload]).stream().pipeThrough(new CompressionStream("gzip"));
+  const compressed = new Uint8Array(await new Response(stream).arrayBuffer());
+  return encode(SubscriptionMessageSchema, {
+    type: 7 /* SUBSCRIPTION */,
+    format: 2 /* GZIP */,
+    topics: compressed
+  });
+}
+
+// src/client.ts
+var CLIENT_CAPABILITIES = 1 /* CAPABILITY_BATCH */ | 2 /* CAPABILITY_TOPIC_NAMES */;
+var MAX_FRAME_BYTES = 255 * 1024;
+var KEEPALIVE_FRAME = encode(PingMessageSchema, { type: 6 /* PING */, time: -1 });
+function delay(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+var BrokerClient = class _BrokerClient {
+  constructor(url, credentials, options) {
+    this.url = url;
+    this.credentials = credentials;
+    this.options = options;
+    this.capabilities = options.capabilities ?? CLIENT_CAPABILITIES;
+    const keepalive = options.keepalive ?? {};
+    this.keepalive = keepalive && { interval: 1e3, timeout: 4e3, ...keepalive };
+    const reconnect = options.reconnect ?? {};
+    this.reconnect = reconnect && {
+      firstDelay: 100,
+      maxDelay: 5e3,
+      attemptTimeout: 2e4,
+      ...reconnect
+    };
+  }
+  url;
+  credentials;
+  options;
+  /** What this client announces in its AUTH. */
+  capabilities;
+  events = new Emitter();
+  pings = /* @__PURE__ */ new Map();
+  keepalive;
+  reconnect;
+  nextPing = 1;
+  link;
+  pending;
+  subscription;
+  endReason = "";
+  announced = 0;
+  receivedCount = 0;
+  sentCount = 0;
+  reconnectCount = 0;
+  /** A page that goes away closes its client, so that the server frees the session at once. */
+  onPageHide = (event) => {
+    if (!event.persisted) {
+      this.close();
+    }
+  };
+  // -- connecting -------------------------------------------------------
+  /**
+   * Connect through the coordinator at `coordinatorUrl` (`ws://host:port`,
+   * `wss://...`, or the `http(s)://` equivalent).
+   *
+   * `credentials` go to the coordinator (`token` query parameter) and to the
+   * comm server (AUTH body). Rejects with {@link ServerFullError},
+   * {@link AuthenticationError}, {@link NoServerAvailableError},
+   * {@link ConnectTimeoutError} or another {@link BrokerError}.
+   */
+  static async connect(coordinatorUrl, credentials = "", options = {}) {
+    const client = new _BrokerClient(coordinatorUrl, toBytes(credentials), options);
+    await withinTimeout(
+      options.timeout ?? 2e4,
+      (attempt) => client.openLink(options.server, attempt)
+    );
+    globalThis.addEventListener?.("pagehide", client.onPageHide);
+    void client.supervise();
+    return client;
+  }
+  async openLink(server, attempt) {
+    let opened;
+    const onFrame = (frame, reliable) => {
+      if (opened !== void 0) {
+        this.onFrame(opened, frame, reliable);
+      }
+    };
+    const options = { server, iceServers: this.options.iceServers ?? [] };
+    const link = await Link.open(this.url, this.credentials, options, onFrame, attempt);
+    opened = link;
+    this.pending = link;
+    this.announced = 0;
+    link.session.onClose(() => this.failPings(new DisconnectedError("the session ended")));
+    const auth = encode(AuthMessageSchema, {
+      type: 8 /* AUTH */,
+      role: 1 /* CLIENT */,
+      body: this.credentials,
+      capabilities: this.capabilities
+    });
+    try {
+      await link.establish(auth, () => this.pingOn(link, true));
+    } finally {
+      this.pending = void 0;
+    }
+    if (this.endReason) {
+      link.close("closed by the client");
+      throw new ClosedError(`client closed: ${this.endReason}`);
+    }
+    this.link = link;
+    if (this.subscription !== void 0) {
+      link.session.send(this.subscription, true);
+    }
+  }
+  /** This client's alias (it changes when the client reconnects; 0 while it does). */
+  get alias() {
+    return this.link?.alias ?? 0;
+  }
+  /** The comm server of the current session (0 while reconnecting). */
+  get serverAlias() {
+    return this.link?.serverAlias ?? 0;
+  }
+  /** The coordinator's list of servers when the current session was made, best first. */
+  get servers() {
+    return this.link?.servers ?? [];
+  }
+  // -- staying connected -------------------------------------------------
+  /** Keep the session alive; replace it when it dies, if reconnecting is on. */
+  async supervise() {
+    while (this.link !== void 0 && !this.endReason) {
+      const link = this.link;
+      await this.watch(link);
+      if (this.endReason) {
+        return;
+      }
+      const reason = link.session.closeReason;
+      link.close(reason);
+      this.link = void 0;
+      if (this.reconnect === false) {
+        this.end(reason);
+        return;
+      }
+      this.events.emit("reconnecting", reason);
+      if (!await this.reestablish(this.reconnect)) {
+        return;
+      }
+      this.events.emit("reconnected", this);
+    }
+  }
+  /** Resolve when `link`'s session has closed or its server went silent. */
+  watch(link) {
+    return new Promise((resolve) => {
+      const keepalive = this.keepalive;
+      let timer;
+      link.session.onClose(() => {
+        clearInterval(timer);
+        resolve();
+      });
+      if (keepalive === false || link.session.closed) {
+        return;
+      }
+      let received = link.received;
+      let heard = performance.now();
+      timer = setInterval(() => {
+        const now = performance.now();
+        if (link.received !== received) {
+          received = link.received;
+          heard = now;
+        } else if (now - heard > keepalive.timeout) {
+          link.session.close("server silent; presumed dead");
+        } else {
+          link.session.send(KEEPALIVE_FRAME, true);
+        }
+      }, keepalive.interval);
+    });
+  }
+  async reestablish(policy) {
+    let wait = policy.firstDelay;
+    while (!this.endReason) {
+      try {
+        await withinTimeout(policy.attemptTimeout, (attempt) => this.openLink(void 0, attempt));
+        this.reconnectCount += 1;
+        return true;
+      } catch (error) {
+        if (this.endReason) {
+          return false;
+        }
+        if (error instanceof AuthenticationError) {
+          this.end(`credentials refused on reconnect: ${error.message}`);
+          return false;
+        }
+        console.info(`webrtc-broker: reconnect failed (${String(error)}); next try in ${wait} ms`);
+        await delay(wait);
+        wait = Math.min(policy.maxDelay, wait * 2);
+      }
+    }
+    return false;
+  }
   // -- traffic ----------------------------------------------------------
-  onFrame(frame, reliable, inBatch = false) {
+  onFrame(link, frame, reliable, inBatch = false) {
     try {
       switch (frameType(frame)) {
         case 10 /* TOPIC_FW */: {
           const fw = decodeAs(TopicFWMessageSchema, frame);
-          this.deliver(
-            new ReceivedMessage(
-              aliasNumber(fw.fromAlias),
-              fw.body,
-              reliable,
-              fw.topic || void 0
-            )
-          );
+          const sender = aliasNumber(fw.fromAlias);
+          this.deliver(new ReceivedMessage(sender, fw.body, reliable, fw.topic || void 0));
           break;
         }
         case 12 /* TOPIC_IDENTITY_FW */: {
@@ -4233,17 +4429,10 @@ var BrokerClient = class _BrokerClient {
           );
           break;
         }
-        case 6 /* PING */: {
-          const probe = decodeAs(PingMessageSchema, frame).time;
-          const waiter = this.pings.get(probe);
-          this.pings.delete(probe);
-          waiter?.();
-          break;
-        }
         case 15 /* BATCH */: {
           if (!inBatch) {
             for (const inner of decodeAs(BatchMessageSchema, frame).frames) {
-              this.onFrame(inner, reliable, true);
+              this.onFrame(link, inner, reliable, true);
             }
           }
           break;
@@ -4251,8 +4440,15 @@ var BrokerClient = class _BrokerClient {
         case 8 /* AUTH */: {
           this.announced = decodeAs(AuthMessageSchema, frame).capabilities;
           if (this.announced & this.capabilities & 1 /* CAPABILITY_BATCH */) {
-            this.session.enableBatching();
+            link.session.enableBatching();
           }
+          break;
+        }
+        case 6 /* PING */: {
+          const probe = decodeAs(PingMessageSchema, frame).time;
+          const waiter = this.pings.get(probe);
+          this.pings.delete(probe);
+          waiter?.();
           break;
         }
         default:
@@ -4269,19 +4465,35 @@ var BrokerClient = class _BrokerClient {
     this.receivedCount += 1;
     this.events.emit("message", message);
   }
-  send(frame, reliable) {
-    if (this.session.closed) {
-      throw new ClosedError(`session closed: ${this.session.closeReason}`);
+  /** The working link, or the error that says why there is none. */
+  current() {
+    const link = this.link;
+    if (link === void 0 || link.session.closed) {
+      if (this.endReason) {
+        throw new ClosedError(`client closed: ${this.endReason}`);
+      }
+      throw new DisconnectedError("the client is reconnecting to another server");
     }
-    this.session.send(frame, reliable);
+    return link;
+  }
+  send(frame, reliable) {
+    const link = this.current();
+    if (frame.length > MAX_FRAME_BYTES) {
+      throw new MessageTooLargeError(
+        `${frame.length} bytes encoded; at most ${MAX_FRAME_BYTES} can be relayed`
+      );
+    }
+    link.session.send(frame, reliable);
   }
   /**
    * Replace this client's subscriptions with `topics` (empty: unsubscribe
-   * from everything). Resolves once the server has applied them.
+   * from everything). Resolves once the server has applied them. They are
+   * restored on whatever server the client reconnects to.
    */
   async subscribe(topics, options = {}) {
     const list = [...topics];
     const frame = options.compress ? await compressedSubscriptionFrame(list) : subscriptionFrame(list);
+    this.subscription = frame;
     this.send(frame, true);
     await this.ping();
   }
@@ -4307,23 +4519,20 @@ var BrokerClient = class _BrokerClient {
   }
   /** Round-trip time to the comm server, in milliseconds. */
   async ping(options = {}) {
+    return this.pingOn(this.current(), options.reliable ?? true);
+  }
+  async pingOn(link, reliable) {
     const probe = this.nextPing++;
     const echoed = new Promise((resolve, reject) => {
       this.pings.set(probe, (error) => error ? reject(error) : resolve());
     });
     const started = performance.now();
-    try {
-      const frame = encode(PingMessageSchema, { type: 6 /* PING */, time: probe });
-      this.send(frame, options.reliable ?? true);
-    } catch (error) {
-      this.pings.delete(probe);
-      throw error;
-    }
+    link.session.send(encode(PingMessageSchema, { type: 6 /* PING */, time: probe }), reliable);
     await echoed;
     return performance.now() - started;
   }
   // -- events and closing -----------------------------------------------
-  /** Listen to `message` or `close` events; returns a function that stops listening. */
+  /** Listen to an event (see {@link BrokerClientEvents}); returns a function that stops it. */
   on(type, listener) {
     return this.events.on(type, listener);
   }
@@ -4342,33 +4551,46 @@ var BrokerClient = class _BrokerClient {
   get sent() {
     return this.sentCount;
   }
-  /** Whether the session is closed. */
-  get closed() {
-    return this.session.closed;
+  /** Times the client moved to another session after losing one. */
+  get reconnects() {
+    return this.reconnectCount;
   }
-  /** Why the session closed ("" while it is open). */
-  get closeReason() {
-    return this.session.closeReason;
-  }
-  /** Unreliable frames dropped because the channel's buffer was full. */
+  /** Unreliable frames dropped because the channel's buffer was full (current session). */
   get dropped() {
-    return this.session.dropped;
+    return this.link?.session.dropped ?? 0;
   }
-  onSessionClosed(reason) {
-    const error = new ClosedError(`session closed: ${reason}`);
+  /** Whether the client has ended (it does not while it reconnects). */
+  get closed() {
+    return this.endReason !== "";
+  }
+  /** Why the client ended ("" while it has not). */
+  get closeReason() {
+    return this.endReason;
+  }
+  failPings(error) {
     for (const waiter of this.pings.values()) {
       waiter(error);
     }
     this.pings.clear();
-    if (this.established) {
-      this.ws.close();
-    }
-    this.events.emit("close", reason);
   }
-  /** Close the session and the coordinator connection. */
+  /** The client is over: fail whatever waits and tell the listeners. */
+  end(reason) {
+    if (this.endReason) {
+      return;
+    }
+    this.endReason = reason || "closed";
+    globalThis.removeEventListener?.("pagehide", this.onPageHide);
+    this.failPings(new ClosedError(`client closed: ${this.endReason}`));
+    this.events.emit("close", this.endReason);
+  }
+  /**
+   * Close the session and the coordinator connection; no reconnect follows.
+   * What was published before still goes out.
+   */
   close() {
-    this.session.close("closed by the client");
-    this.ws.close();
+    this.end("closed by the client");
+    this.pending?.close("closed by the client");
+    this.link?.close("closed by the client");
   }
 };
 export {
@@ -4379,6 +4601,9 @@ export {
   Capability,
   ClosedError,
   ConnectTimeoutError,
+  DisconnectedError,
+  MAX_FRAME_BYTES,
+  MessageTooLargeError,
   NoServerAvailableError,
   ReceivedMessage,
   Role,

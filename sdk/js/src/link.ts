@@ -1,0 +1,349 @@
+/**
+ * One attempt at being connected: a coordinator WebSocket plus a session with
+ * one comm server. A BrokerClient owns one link at a time and replaces it
+ * when the server goes away; everything here is about getting one link up,
+ * as docs/protocol.md describes: `/connect`, WELCOME, CONNECT, answer the
+ * server's offer, trickle our ICE candidates, open channels, AUTH.
+ */
+
+import {
+  AuthenticationError,
+  BrokerError,
+  ClosedError,
+  ConnectTimeoutError,
+  NoServerAvailableError,
+  ServerFullError,
+} from "./errors.js";
+import { Session } from "./session.js";
+import type { FrameHandler } from "./session.js";
+import {
+  ConnectMessageSchema,
+  ConnectionRefusedMessageSchema,
+  ConnectionRefusedReason,
+  MessageType,
+  WebRtcMessageSchema,
+  WelcomeMessageSchema,
+  aliasBigint,
+  aliasNumber,
+  decodeAs,
+  encode,
+  frameType,
+} from "./wire.js";
+
+/** Milliseconds to wait, after a session closed during set-up, for the server's reason. */
+const REFUSAL_GRACE_MS = 1000;
+
+const utf8Decoder = new TextDecoder();
+const utf8Encoder = new TextEncoder();
+
+export interface LinkOptions {
+  /** A server alias from the coordinator's list, instead of its first choice. */
+  server?: number | undefined;
+  iceServers: RTCIceServer[];
+}
+
+/** The coordinator's base URL as a WebSocket URL without a trailing slash. */
+export function coordinatorBase(url: string): string {
+  const base = url.replace(/\/+$/, "");
+  return base.replace(/^http(s?):\/\//, "ws$1://");
+}
+
+/** A coordinator WebSocket and the session with the server it pointed us to. */
+export class Link {
+  readonly session: Session;
+  /** Data-channel messages received; the client's keepalive watches it move. */
+  received = 0;
+  private readonly refusal: Promise<BrokerError>;
+  private refuse!: (error: BrokerError) => void;
+  private refused = false;
+  private signalling: Promise<void> = Promise.resolve();
+  private answered = false;
+  private established = false;
+
+  private constructor(
+    private readonly ws: WebSocket,
+    readonly alias: number,
+    readonly serverAlias: number,
+    readonly servers: readonly number[],
+    onFrame: FrameHandler,
+    options: LinkOptions,
+  ) {
+    this.refusal = new Promise((resolve) => {
+      this.refuse = resolve;
+    });
+    const counted: FrameHandler = (frame, reliable) => {
+      this.received += 1;
+      onFrame(frame, reliable);
+    };
+    this.session = new Session(counted, options.iceServers);
+    this.session.onCandidate = (candidate) =>
+      this.signal(MessageType.WEBRTC_ICE_CANDIDATE, utf8Encoder.encode(candidate));
+    this.session.onClose(() => {
+      if (this.established) {
+        // During set-up the coordinator connection stays: the server's reason may follow.
+        this.ws.close();
+      }
+    });
+    ws.addEventListener("message", (event: MessageEvent<ArrayBuffer | string>) => {
+      if (typeof event.data !== "string") {
+        const frame = new Uint8Array(event.data);
+        // One at a time and in order: an ICE candidate must not overtake the offer.
+        this.signalling = this.signalling.then(() => this.onCoordinatorFrame(frame));
+      }
+    });
+  }
+
+  /**
+   * Connect to the coordinator and make the link (its session not yet
+   * connected). `attempt` lets a timeout release what exists so far.
+   */
+  static async open(
+    url: string,
+    credentials: Uint8Array,
+    options: LinkOptions,
+    onFrame: FrameHandler,
+    attempt: Attempt,
+  ): Promise<Link> {
+    const ws = await openCoordinator(coordinatorBase(url), credentials);
+    attempt.ws = ws;
+    attempt.check();
+    const frame = await firstFrame(ws);
+    attempt.check();
+    if (frameType(frame) !== MessageType.WELCOME) {
+      throw new BrokerError(`the coordinator sent ${MessageType[frameType(frame)]}, not WELCOME`);
+    }
+    const welcome = decodeAs(WelcomeMessageSchema, frame);
+    const servers = welcome.availableServers.map(aliasNumber);
+    const first = servers[0];
+    if (first === undefined) {
+      throw new NoServerAvailableError("the coordinator has no comm server registered");
+    }
+    if (options.server !== undefined && !servers.includes(options.server)) {
+      throw new NoServerAvailableError(
+        `server ${options.server} is not registered: ${servers.join(", ")}`,
+      );
+    }
+    const link = new Link(
+      ws,
+      aliasNumber(welcome.alias),
+      options.server ?? first,
+      servers,
+      onFrame,
+      options,
+    );
+    attempt.link = link;
+    return link;
+  }
+
+  /**
+   * CONNECT, set up WebRTC, send `auth` and wait for `confirm()` (a PING
+   * echo): the protocol has no AUTH acknowledgement, but the PING that follows
+   * AUTH on the same ordered channel can only be echoed once it was accepted.
+   */
+  async establish(auth: Uint8Array, confirm: () => Promise<unknown>): Promise<void> {
+    this.sendCoordinator(
+      encode(ConnectMessageSchema, {
+        type: MessageType.CONNECT,
+        fromAlias: aliasBigint(this.alias),
+        toAlias: aliasBigint(this.serverAlias),
+      }),
+    );
+    try {
+      await this.unlessRefused(this.session.opened);
+      this.session.send(auth, true);
+      await this.unlessRefused(confirm());
+      this.established = true;
+    } catch (error) {
+      const refusal = error instanceof BrokerError && !(error instanceof ClosedError);
+      if (refusal || !this.session.closed) {
+        throw error;
+      }
+      // The server closes a refused session; its reason travels via the coordinator.
+      const grace = new Promise<undefined>((resolve) =>
+        setTimeout(() => resolve(undefined), REFUSAL_GRACE_MS),
+      );
+      const reason = await Promise.race([this.refusal, grace]);
+      throw reason ?? new BrokerError(`session closed during set-up: ${this.session.closeReason}`);
+    }
+  }
+
+  /** Wait for `step`, unless the server refuses first. */
+  private async unlessRefused<T>(step: Promise<T>): Promise<T> {
+    return Promise.race([
+      step,
+      this.refusal.then((error) => {
+        throw error;
+      }),
+    ]);
+  }
+
+  private async onCoordinatorFrame(frame: Uint8Array): Promise<void> {
+    try {
+      const kind = frameType(frame);
+      if (kind === MessageType.WEBRTC_OFFER) {
+        if (this.answered || this.session.closed) {
+          return;
+        }
+        this.answered = true;
+        const offer = decodeAs(WebRtcMessageSchema, frame);
+        try {
+          const answer = await this.session.acceptOffer(utf8Decoder.decode(offer.data));
+          this.signal(MessageType.WEBRTC_ANSWER, utf8Encoder.encode(answer));
+        } catch (error) {
+          // Without an answer there is no session: fail the set-up now, not at the timeout.
+          this.session.close(`cannot answer the server's offer: ${String(error)}`);
+        }
+      } else if (kind === MessageType.WEBRTC_ICE_CANDIDATE) {
+        const candidate = decodeAs(WebRtcMessageSchema, frame);
+        await this.session.addCandidate(utf8Decoder.decode(candidate.data));
+      } else if (kind === MessageType.CONNECTION_REFUSED) {
+        this.onRefused(decodeAs(ConnectionRefusedMessageSchema, frame));
+      }
+    } catch (error) {
+      // A garbled frame, or a candidate the browser rejects: the rest may still work.
+      console.warn("webrtc-broker: ignoring a coordinator frame:", error);
+    }
+  }
+
+  private onRefused(message: { reason: ConnectionRefusedReason; data: Uint8Array }): void {
+    if (this.refused) {
+      return;
+    }
+    this.refused = true;
+    const detail = utf8Decoder.decode(message.data);
+    const server = this.serverAlias;
+    if (message.reason === ConnectionRefusedReason.SERVER_FULL) {
+      this.refuse(new ServerFullError(`server ${server} is full`));
+    } else if (message.reason === ConnectionRefusedReason.AUTH_FAILED) {
+      this.refuse(new AuthenticationError(`server ${server} refused: ${detail || "auth"}`));
+    } else {
+      this.refuse(new BrokerError(`server ${server} refused the session: ${detail}`));
+    }
+  }
+
+  private signal(type: MessageType, data: Uint8Array): void {
+    this.sendCoordinator(
+      encode(WebRtcMessageSchema, {
+        type,
+        fromAlias: aliasBigint(this.alias),
+        toAlias: aliasBigint(this.serverAlias),
+        data,
+      }),
+    );
+  }
+
+  private sendCoordinator(frame: Uint8Array): void {
+    if (this.ws.readyState === WebSocket.OPEN) {
+      this.ws.send(frame as Uint8Array<ArrayBuffer>);
+    }
+  }
+
+  close(reason: string): void {
+    this.session.close(reason);
+    this.ws.close();
+  }
+}
+
+/** Resources of a connect attempt, so that a timeout can release whatever exists so far. */
+export class Attempt {
+  ws: WebSocket | undefined;
+  link: Link | undefined;
+  aborted = false;
+
+  abort(): void {
+    this.aborted = true;
+    this.link?.close("set-up abandoned");
+    this.ws?.close();
+  }
+
+  /** Throw (releasing what was made since) if the attempt was abandoned meanwhile. */
+  check(): void {
+    if (this.aborted) {
+      this.abort();
+      throw new ConnectTimeoutError("the connect attempt was abandoned");
+    }
+  }
+}
+
+/** Run `work` within `timeoutMs`, releasing what it made if it fails or runs out of time. */
+export async function withinTimeout<T>(
+  timeoutMs: number,
+  work: (attempt: Attempt) => Promise<T>,
+): Promise<T> {
+  const attempt = new Attempt();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const expired = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new ConnectTimeoutError(`no session within ${timeoutMs / 1000} s`)),
+      timeoutMs,
+    );
+  });
+  try {
+    return await Promise.race([work(attempt), expired]);
+  } catch (error) {
+    attempt.abort();
+    // Whatever went wrong, callers get a BrokerError (a garbled frame is a FrameError).
+    throw error instanceof BrokerError ? error : new BrokerError(String(error));
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * Opens the coordinator WebSocket. Browsers hide why an upgrade failed, so
+ * after a failure the coordinator's `/readyz` tells an unreachable or
+ * draining coordinator from one that refused these credentials (HTTP 403).
+ */
+async function openCoordinator(base: string, credentials: Uint8Array): Promise<WebSocket> {
+  const token = utf8Decoder.decode(credentials);
+  const url = `${base}/connect${token ? `?token=${encodeURIComponent(token)}` : ""}`;
+  const ws = new WebSocket(url);
+  ws.binaryType = "arraybuffer";
+  const opened = await new Promise<boolean>((resolve) => {
+    ws.addEventListener("open", () => resolve(true), { once: true });
+    ws.addEventListener("close", () => resolve(false), { once: true });
+  });
+  if (opened) {
+    return ws;
+  }
+  throw await diagnoseRefusal(base.replace(/^ws/, "http"));
+}
+
+async function diagnoseRefusal(httpBase: string): Promise<BrokerError> {
+  const refused = new AuthenticationError("the coordinator refused the credentials");
+  try {
+    const response = await fetch(`${httpBase}/readyz`, { cache: "no-store" });
+    if (response.status === 503) {
+      return new BrokerError("the coordinator is shutting down");
+    }
+    return refused;
+  } catch {
+    // Cross-origin without CORS headers: an opaque answer still proves it is up.
+    try {
+      await fetch(`${httpBase}/readyz`, { cache: "no-store", mode: "no-cors" });
+      return refused;
+    } catch {
+      return new BrokerError(`cannot reach the coordinator at ${httpBase}`);
+    }
+  }
+}
+
+/** The first binary frame on `ws`, or an error if it closes first. */
+function firstFrame(ws: WebSocket): Promise<Uint8Array> {
+  return new Promise((resolve, reject) => {
+    const onMessage = (event: MessageEvent<ArrayBuffer | string>): void => {
+      if (typeof event.data === "string") {
+        return;
+      }
+      ws.removeEventListener("close", onClose);
+      ws.removeEventListener("message", onMessage);
+      resolve(new Uint8Array(event.data));
+    };
+    const onClose = (): void => {
+      ws.removeEventListener("message", onMessage);
+      reject(new BrokerError("the coordinator closed the connection before WELCOME"));
+    };
+    ws.addEventListener("message", onMessage);
+    ws.addEventListener("close", onClose, { once: true });
+  });
+}

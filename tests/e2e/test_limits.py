@@ -1,0 +1,97 @@
+"""A comm server's per-client limits, set by flags, exceeded by real clients.
+
+Every limit drops the offending frame, counts it (``/status`` and
+``/metrics``) and leaves the session up; the frames around it go through.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from tests.e2e.helpers import (
+    TIMEOUT,
+    assert_nothing_received,
+    connected,
+    counter,
+    receive,
+    receive_bodies,
+    subscribe,
+)
+from tests.rawpeer import RawPeer
+from tests.support import Cluster
+from webrtc_broker.wire import broker_pb2 as pb
+
+LIMITS = (
+    "--max-frame-bytes", "4096",
+    "--max-topics-per-peer", "3",
+    "--max-topic-bytes", "16",
+    "--publish-rate", "0.5",
+    "--publish-burst", "10",
+)  # fmt: skip
+
+
+async def test_limits_drop_count_and_keep_the_session(cluster: Cluster) -> None:
+    await cluster.start_coordinator()
+    await cluster.start_server("s1", *LIMITS)
+    async with connected(cluster, "alice", "bob", "carol") as (alice, bob, carol):
+        await subscribe(bob, ["room", "other"])
+
+        # Frame size: the SDK would send it (its limit is 255 KiB); this server will not.
+        alice.publish("room", b"x" * 5000)
+        alice.publish("room", "small")
+        assert (await receive(bob)).body == b"small"
+
+        # Topics per peer and topic length: the subscription is refused whole.
+        await subscribe(bob, ["room", "a", "b", "c"])
+        await subscribe(bob, ["room", "t" * 17])
+        alice.publish("room", "still subscribed to room")
+        assert (await receive(bob)).body == b"still subscribed to room"
+        alice.publish("t" * 17, "to a topic nobody may subscribe to")
+        alice.publish("other", "other stays subscribed")
+        assert (await receive(bob)).body == b"other stays subscribed"
+        await assert_nothing_received(bob, after=alice)
+
+        # Publish rate: carol's bucket holds 10 and refills at 0.5/s.
+        for index in range(30):
+            carol.publish("room", f"{index}")
+        await asyncio.wait_for(carol.ping(), TIMEOUT)  # the server handled all 30
+        got = await receive_bodies(bob, 10)
+        assert got == [f"{index}".encode() for index in range(10)]
+        await assert_nothing_received(bob, after=carol)
+
+        status = await cluster.server_status("s1")
+        drops = status["stats"]["drops"]
+        assert drops.get("frame_too_large") == 1
+        assert drops.get("too_many_topics") == 1
+        assert drops.get("topic_too_long") == 2
+        assert drops.get("rate_limited") == 20
+        assert counter(status, "drops", "internal_error") == 0
+        assert status["clients"] == 3  # nobody was closed
+
+        metrics = (
+            await cluster.http.get(f"http://127.0.0.1:{cluster.servers['s1'].http_port}/metrics")
+        ).text
+        for reason, value in drops.items():
+            if reason in ("frame_too_large", "too_many_topics", "topic_too_long", "rate_limited"):
+                line = (
+                    f'webrtc_broker_commserver_frames_dropped_total{{reason="{reason}"}} {value}.0'
+                )
+                assert line in metrics
+
+
+async def test_frame_limit_applies_before_auth(cluster: Cluster) -> None:
+    """A peer cannot make the server parse a huge first frame: it is dropped unread,
+    and the session, which never authenticated, expires."""
+    await cluster.start_coordinator()
+    await cluster.start_server("s1", "--max-frame-bytes", "2048", "--establish-timeout", "2")
+    peer = await RawPeer.connect(cluster.url)
+    try:
+        auth = pb.AuthMessage(type=pb.AUTH, role=pb.CLIENT, body=b"x" * 4096)
+        peer.send(auth.SerializeToString())
+        await peer.wait_closed()
+    finally:
+        await peer.close()
+    status = await cluster.server_status("s1")
+    assert counter(status, "drops", "frame_too_large") == 1
+    assert counter(status, "sessions", "failed:establish timeout") == 1
+    assert counter(status, "sessions", "established:client") == 0

@@ -1,0 +1,180 @@
+"""The CRD: structural, valid for Kubernetes, in step with the operator's spec model.
+
+The CRD's schema accepts the example and rejects bad resources with
+readable messages (JSON-schema validation of the structural subset, unknown
+fields refused as ``kubectl --validate=strict`` does). Its CEL rules are not
+evaluated here, so each one is checked to have a twin in the operator's own
+validation, which turns a violation into a ``Degraded`` condition.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from broker_operator.spec import BrokerClusterSpec, SpecError, parse_spec
+from tests.operator import schemas
+from tests.operator.support import IMAGE, broker_cluster, crd, crd_schema, example
+
+
+def spec_schema() -> dict[str, Any]:
+    spec: dict[str, Any] = crd_schema()["properties"]["spec"]
+    return spec
+
+
+def validate(body: dict[str, Any]) -> list[str]:
+    return schemas.validate_custom(crd_schema(), body)
+
+
+def test_crd_is_structural_and_valid_for_kubernetes() -> None:
+    assert schemas.structural_problems(crd_schema()) == []
+    assert schemas.validate_official(crd()) == []
+    version = crd()["spec"]["versions"][0]
+    assert version["subresources"]["scale"] == {
+        "specReplicasPath": ".spec.commServers.replicas",
+        "statusReplicasPath": ".status.replicas",
+        "labelSelectorPath": ".status.selector",
+    }
+    columns = [c["name"] for c in version["additionalPrinterColumns"]]
+    assert columns == ["Servers", "Ready", "Phase", "Endpoint", "Age"]
+
+
+def test_example_is_accepted_and_defaulted() -> None:
+    body = example()
+    assert validate(body) == []
+    defaulted = schemas.apply_defaults(crd_schema(), copy.deepcopy(body))
+    spec = defaulted["spec"]
+    assert spec["commServers"]["httpPort"] == 9100
+    assert spec["auth"] == {"mode": "None"}
+    assert spec["coordinator"]["resources"]["requests"] == {"cpu": "100m", "memory": "128Mi"}
+    parse_spec("demo", spec)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"image": None}, "spec: 'image' is a required property"),
+        (
+            {"commServers": {"replicas": -1}},
+            "spec.commServers.replicas: -1 is less than the minimum of 0",
+        ),
+        (
+            {"commServers": {"replicas": "two"}},
+            "spec.commServers.replicas: 'two' is not of type 'integer'",
+        ),
+        (
+            {"topology": {"mode": "Ring"}},
+            "spec.topology.mode: 'Ring' is not one of ['Mesh', 'Hub']",
+        ),
+        (
+            {"iceServers": [{"urls": ["http://example.org"]}]},
+            "spec.iceServers.0.urls.0: 'http://example.org' does not match",
+        ),
+        (
+            {"commServers": {"resources": {"limits": {"memory": "lots"}}}},
+            "spec.commServers.resources.limits.memory: 'lots' does not match",
+        ),
+        ({"comServers": {"replicas": 2}}, 'spec.comServers: unknown field "comServers"'),
+        (
+            {"metrics": {"serviceMonitor": {"interval": "soon"}}},
+            "spec.metrics.serviceMonitor.interval: 'soon' does not match",
+        ),
+    ],
+)
+def test_bad_resources_are_rejected_readably(change: dict[str, Any], message: str) -> None:
+    body = broker_cluster(**{k: v for k, v in change.items() if v is not None})
+    if change.get("image", "") is None:
+        del body["spec"]["image"]
+    problems = validate(body)
+    assert any(p.startswith(message) for p in problems), problems
+
+
+def _model_schema() -> dict[str, Any]:
+    """pydantic's JSON schema of the spec with ``$ref``s inlined."""
+    raw = BrokerClusterSpec.model_json_schema(by_alias=True)
+    defs = raw.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return inline(defs[node["$ref"].split("/")[-1]])
+            return {k: inline(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [inline(v) for v in node]
+        return node
+
+    schema: dict[str, Any] = inline(raw)
+    return schema
+
+
+def _unwrap(node: dict[str, Any]) -> dict[str, Any]:
+    """``X | None`` in pydantic is ``anyOf: [X, null]``; the CRD just omits the field."""
+    branches = [b for b in node.get("anyOf", []) if b.get("type") != "null"]
+    if len(branches) == 1 and "type" not in node:
+        return {**branches[0], **{k: v for k, v in node.items() if k != "anyOf"}}
+    return node
+
+
+def _compare(crd_node: dict[str, Any], model_node: dict[str, Any], path: str) -> list[str]:
+    model_node = _unwrap(model_node)
+    problems = []
+    for keyword in ("enum", "minimum", "maximum", "minItems", "maxItems", "minLength", "maxLength"):
+        if crd_node.get(keyword) != model_node.get(keyword):
+            problems.append(
+                f"{path}: {keyword} {crd_node.get(keyword)} != {model_node.get(keyword)}"
+            )
+    if "pattern" in model_node and crd_node.get("pattern") != model_node["pattern"]:
+        problems.append(f"{path}: pattern differs")
+    if crd_node.get("type") == "object" and "properties" in crd_node:
+        crd_props = crd_node["properties"]
+        model_props = model_node.get("properties", {})
+        if set(crd_props) != set(model_props):
+            problems.append(f"{path}: fields {sorted(crd_props)} != {sorted(model_props)}")
+        for name in set(crd_props) & set(model_props):
+            problems += _compare(crd_props[name], model_props[name], f"{path}.{name}")
+    if crd_node.get("type") == "array" and "items" in crd_node:
+        problems += _compare(crd_node["items"], model_node.get("items", {}), f"{path}[]")
+    return problems
+
+
+def test_crd_schema_and_operator_model_agree() -> None:
+    assert _compare(spec_schema(), _model_schema(), "spec") == []
+    # Same defaults: the API server's defaulting and the model's produce the same spec.
+    defaulted = schemas.apply_defaults(crd_schema(), broker_cluster())["spec"]
+    modelled = parse_spec("demo", {"image": IMAGE}).model_dump(by_alias=True, exclude_none=True)
+    assert defaulted == _without_empty(modelled)
+
+
+def _without_empty(node: Any) -> Any:
+    """The model's empty maps and lists are absent fields in the API server's view."""
+    if isinstance(node, dict):
+        return {k: _without_empty(v) for k, v in node.items() if v not in ({}, [])}
+    return node
+
+
+CEL_TWINS: dict[str, tuple[str, dict[str, Any], str]] = {
+    "self.metadata.name.size() <= 40": ("x" * 41, {}, "longer than 40 characters"),
+    "self.mode != 'SharedSecret' || has(self.secretRef)": (
+        "demo",
+        {"auth": {"mode": "SharedSecret"}},
+        "auth.secretRef is required",
+    ),
+    "self.minReplicas <= self.maxReplicas": (
+        "demo",
+        {"autoscaling": {"minReplicas": 3, "maxReplicas": 2}},
+        "minReplicas (3) must not exceed maxReplicas (2)",
+    ),
+}
+
+
+def test_every_cel_rule_is_enforced_by_the_operator_too() -> None:
+    rules = {rule for _, rule, _ in schemas.cel_rules(crd_schema())}
+    assert rules == set(CEL_TWINS)
+    for name, spec, message in CEL_TWINS.values():
+        body = broker_cluster(**spec)
+        assert validate(body) == [], "the OpenAPI part accepts it: only CEL refuses"
+        with pytest.raises(SpecError) as caught:
+            parse_spec(name, body["spec"])
+        assert message in str(caught.value)

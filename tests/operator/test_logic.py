@@ -1,0 +1,229 @@
+"""The operator's pure functions: spec parsing, patches, status, autoscaling decisions."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from prometheus_client.exposition import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from broker_operator.applying import (
+    LAST_APPLIED,
+    contains,
+    last_applied,
+    merge_patch,
+    patch_for,
+    with_last_applied,
+)
+from broker_operator.autoscaler import Load, Recommendation, decide
+from broker_operator.conditions import Observed, Problem, compute_status
+from broker_operator.metrics import OperatorStats, operator_registry
+from broker_operator.spec import AutoscalingSpec, SpecError, parse_spec
+from tests.operator.apiserver.store import merge_patch as apply_merge_patch
+from tests.support import ROOT
+
+# -- spec -------------------------------------------------------------------------------------
+
+
+def test_spec_defaults_match_the_documented_ones() -> None:
+    spec = parse_spec("demo", {"image": "img"})
+    assert spec.comm_servers.replicas == 2
+    assert spec.comm_servers.drain_seconds == 10
+    assert spec.topology.mode == "Mesh"
+    assert spec.metrics.enabled is True
+    assert spec.autoscaling.enabled is False
+
+
+def test_spec_errors_name_the_field() -> None:
+    with pytest.raises(SpecError) as caught:
+        parse_spec("demo", {"image": "", "commServers": {"replicas": -1, "extra": 1}})
+    messages = caught.value.messages
+    assert "spec.image: String should have at least 1 character" in messages
+    assert "spec.commServers.replicas: Input should be greater than or equal to 0" in messages
+    assert "spec.commServers.extra: Extra inputs are not permitted" in messages
+
+
+# -- applying ---------------------------------------------------------------------------------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=2), inner, max_size=3)
+    ),
+    max_leaves=10,
+)
+objects = st.dictionaries(st.text(max_size=2), json_values, max_size=4)
+
+
+def _no_nulls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _no_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_no_nulls(v) for v in value]
+    return value
+
+
+@given(desired=objects, live=objects, previous=objects)
+def test_patch_brings_live_to_desired(
+    desired: dict[str, Any], live: dict[str, Any], previous: dict[str, Any]
+) -> None:
+    desired, live = _no_nulls(desired), _no_nulls(live)
+    patched = apply_merge_patch(live, merge_patch(desired, live, previous))
+    assert contains(desired, patched)
+    assert merge_patch(desired, patched, previous) == {}, "a second patch changes nothing"
+
+
+def test_three_way_patch_removes_only_what_the_operator_set() -> None:
+    previous = {"metadata": {"annotations": {"ours": "1", "gone": "x"}}}
+    desired = with_last_applied({"metadata": {"annotations": {"ours": "1"}}})
+    live = {"metadata": {"annotations": {"ours": "1", "gone": "x", "theirs": "y"}}}
+    live["metadata"]["annotations"][LAST_APPLIED] = with_last_applied(previous)["metadata"][
+        "annotations"
+    ][LAST_APPLIED]
+    patch = patch_for(desired, live)
+    annotations = patch["metadata"]["annotations"]
+    assert annotations["gone"] is None
+    assert "theirs" not in annotations
+    assert last_applied(apply_merge_patch(live, patch)) == {
+        "metadata": {"annotations": {"ours": "1"}}
+    }
+
+
+def test_server_defaults_are_not_drift() -> None:
+    desired = {"spec": {"ports": [{"name": "http", "port": 80}]}}
+    live = {"spec": {"ports": [{"name": "http", "port": 80, "protocol": "TCP"}], "clusterIP": "1"}}
+    assert merge_patch(desired, live, None) == {}
+
+
+# -- status -----------------------------------------------------------------------------------
+
+
+def workload(replicas: int, ready: int, generation: int = 1, seen: int = 1) -> dict[str, Any]:
+    return {
+        "metadata": {"generation": generation},
+        "spec": {"replicas": replicas},
+        "status": {
+            "observedGeneration": seen,
+            "replicas": replicas,
+            "readyReplicas": ready,
+            "updatedReplicas": replicas,
+        },
+    }
+
+
+def status(
+    observed: Observed, previous: dict[str, Any], now: str, problem: Problem | None = None
+) -> dict[str, Any]:
+    return compute_status(
+        generation=3,
+        observed=observed,
+        problem=problem,
+        previous=previous,
+        now=now,
+        endpoint="ws://x",
+        selector="a=b",
+        port=9090,
+    )
+
+
+def conditions(result: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    return {c["type"]: (c["status"], c["lastTransitionTime"]) for c in result["conditions"]}
+
+
+def test_status_phases_and_transition_times() -> None:
+    starting = status(Observed(coordinator=workload(1, 0), servers=workload(2, 1)), {}, "t1")
+    assert starting["phase"] == "Progressing"
+    assert starting["readyServers"] == 1
+    assert conditions(starting)["Ready"] == ("False", "t1")
+
+    running = status(Observed(coordinator=workload(1, 1), servers=workload(2, 2)), starting, "t2")
+    assert running["phase"] == "Running"
+    assert conditions(running)["Ready"] == ("True", "t2")
+    assert conditions(running)["Degraded"] == ("False", "t1"), "unchanged: time kept"
+
+    rolling = status(
+        Observed(coordinator=workload(1, 1), servers=workload(2, 2, generation=2, seen=1)),
+        running,
+        "t3",
+    )
+    assert rolling["phase"] == "Progressing", "the controller has not seen the new generation"
+
+    broken = status(
+        Observed(coordinator=workload(1, 1), servers=workload(2, 2)),
+        running,
+        "t4",
+        Problem("InvalidSpec", "bad"),
+    )
+    assert broken["phase"] == "Degraded"
+    assert conditions(broken)["Degraded"] == ("True", "t4")
+    assert conditions(broken)["Ready"] == ("True", "t2"), "still serving with the old spec"
+    assert broken["observedGeneration"] == 3
+
+
+def test_load_balancer_address_becomes_the_external_endpoint() -> None:
+    service = {"status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.7"}]}}}
+    result = status(Observed(coordinator_service=service), {}, "t")
+    assert result["externalEndpoint"] == "ws://203.0.113.7:9090"
+
+
+# -- autoscaler -------------------------------------------------------------------------------
+
+POLICY = AutoscalingSpec(
+    enabled=True,
+    min_replicas=2,
+    max_replicas=6,
+    target_clients_per_server=100,
+    scale_down_delay_seconds=60,
+)
+
+
+def test_load_from_the_coordinators_status() -> None:
+    load = Load.from_status(
+        {
+            "servers": [
+                {"alias": 1, "role": "server", "clients": 40},
+                {"alias": 2, "role": "hub", "clients": 0},
+                {"alias": 3, "role": "server", "clients": 75},
+            ],
+            "clients": 110,
+        }
+    )
+    assert load == Load(clients=115, per_server=(40, 75))
+
+
+def test_scale_up_at_once_and_within_bounds() -> None:
+    assert decide(2, Load(450), POLICY, (), 0.0).replicas == 5
+    assert decide(2, Load(10_000), POLICY, (), 0.0).replicas == 6
+    assert decide(4, Load(0), POLICY, [Recommendation(-100.0, 4)], 0.0).replicas == 2
+
+
+def test_scale_down_waits_for_the_delay() -> None:
+    history: tuple[Recommendation, ...] = ()
+    replicas = 5
+    for now in (0.0, 30.0, 59.0):
+        decision = decide(replicas, Load(150), POLICY, history, now)
+        history = decision.history
+        assert decision.replicas == 5, "a fresh operator never scales down at once"
+        assert decision.reason.startswith("hold")
+    decision = decide(replicas, Load(150), POLICY, history, 61.0)
+    assert decision.replicas == 2
+    assert decision.reason.startswith("scale down")
+
+
+# -- metrics ----------------------------------------------------------------------------------
+
+
+def test_docs_list_every_operator_metric() -> None:
+    text = generate_latest(operator_registry(OperatorStats())).decode()
+    exposed = {
+        family.name + ("_total" if family.type == "counter" else "")
+        for family in text_string_to_metric_families(text)
+        if family.name.startswith("webrtc_broker_operator_")
+    }
+    doc = (ROOT / "docs" / "metrics.md").read_text()
+    documented = set(re.findall(r"^- `(webrtc_broker_operator_[a-z_]+)`", doc, re.MULTILINE))
+    assert documented == exposed

@@ -1,0 +1,254 @@
+"""Every object the operator makes, and everything in deploy/, against the official schemas.
+
+The schemas are ``kubernetes-validate``'s strict ones (unknown fields are
+errors) for the newest Kubernetes version it ships. Spec variants cover
+every branch of :mod:`broker_operator.manifests`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from broker_operator.manifests import desired_objects, key_of
+from broker_operator.naming import ClusterRef
+from broker_operator.spec import parse_spec
+from tests.operator import schemas
+from tests.operator.support import DEPLOY, IMAGE, crd_schema, example, load_yaml
+from tests.support import ROOT
+
+REF = ClusterRef("demo", "team-a", "0b5e7a3c-1111-2222-3333-444455556666")
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "everything": {
+        "imagePullPolicy": "Always",
+        "imagePullSecrets": [{"name": "registry"}],
+        "coordinator": {
+            "selector": "round-robin",
+            "serviceType": "LoadBalancer",
+            "serviceAnnotations": {"service.beta.kubernetes.io/aws-load-balancer-type": "nlb"},
+            "resources": {"requests": {"cpu": 1, "memory": "1Gi"}},
+            "logLevel": "debug",
+        },
+        "commServers": {
+            "replicas": 5,
+            "maxPeers": 2000,
+            "batchWindowMilliseconds": 0,
+            "drainSeconds": 30,
+            "httpPort": 9200,
+            "network": {"mode": "HostNetwork"},
+            "resources": {"limits": {"cpu": "2", "memory": "2Gi"}},
+        },
+        "topology": {"mode": "Hub", "hubs": 2},
+        "auth": {"mode": "SharedSecret", "secretRef": {"name": "broker", "key": "token"}},
+        "iceServers": [
+            {"urls": ["stun:stun.example.org:3478"]},
+            {
+                "urls": ["turn:turn.example.org:3478?transport=udp", "turns:turn.example.org:5349"],
+                "credentialsSecretRef": {"name": "turn"},
+            },
+        ],
+        "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}},
+        "autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 4},
+    },
+    "no-metrics": {"metrics": {"enabled": False}, "commServers": {"replicas": 0}},
+}
+
+
+def objects(variant: str) -> list[dict[str, Any]]:
+    return desired_objects(REF, parse_spec(REF.name, {"image": IMAGE, **VARIANTS[variant]}))
+
+
+def by_kind(items: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
+    for item in items:
+        if item["kind"] == kind and (name is None or item["metadata"]["name"] == name):
+            return item
+    raise KeyError((kind, name))
+
+
+def test_validates_against_kubernetes_version() -> None:
+    major, minor, _ = (int(p) for p in schemas.kubernetes_version().split("."))
+    assert (major, minor) >= (1, 33)
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_every_object_is_valid_and_owned(variant: str) -> None:
+    items = objects(variant)
+    assert len({key_of(item) for item in items}) == len(items)
+    for item in items:
+        if item["kind"] == "ServiceMonitor":
+            assert service_monitor_problems(item) == []
+        else:
+            assert schemas.validate_official(item) == [], item["kind"]
+        meta = item["metadata"]
+        assert meta["namespace"] == "team-a"
+        assert meta["ownerReferences"] == [REF.owner_reference()]
+        assert meta["labels"]["app.kubernetes.io/managed-by"] == "webrtc-broker-operator"
+        assert meta["labels"]["app.kubernetes.io/instance"] == "demo"
+        assert len(meta["name"]) <= 63
+
+
+def service_monitor_problems(item: dict[str, Any]) -> list[str]:
+    """No official schema ships for the Prometheus operator's CRD: check the fields it needs."""
+    problems = []
+    if item["apiVersion"] != "monitoring.coreos.com/v1":
+        problems.append("apiVersion")
+    if not item["spec"]["selector"].get("matchLabels"):
+        problems.append("selector")
+    for endpoint in item["spec"]["endpoints"]:
+        if set(endpoint) - {"port", "path", "interval"} or not re.match(
+            r"^\d+(ms|s|m|h)$", endpoint["interval"]
+        ):
+            problems.append(f"endpoint {endpoint}")
+    return problems
+
+
+def test_pods_are_hardened_and_probed() -> None:
+    for item in objects("everything"):
+        if item["kind"] not in ("Deployment", "StatefulSet"):
+            continue
+        pod = item["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["automountServiceAccountToken"] is False
+        (container,) = pod["containers"]
+        security = container["securityContext"]
+        assert security["readOnlyRootFilesystem"] is True
+        assert security["allowPrivilegeEscalation"] is False
+        assert security["capabilities"] == {"drop": ["ALL"]}
+        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        assert container["command"] == ["webrtc-broker"]
+        assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+        # Selectors are immutable: only the three fixed labels, which the pods carry.
+        selector = item["spec"]["selector"]["matchLabels"]
+        assert set(selector) == {
+            "app.kubernetes.io/name",
+            "app.kubernetes.io/instance",
+            "app.kubernetes.io/component",
+        }
+        assert selector.items() <= item["spec"]["template"]["metadata"]["labels"].items()
+
+
+def env_of(workload: dict[str, Any]) -> dict[str, Any]:
+    (container,) = workload["spec"]["template"]["spec"]["containers"]
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+def test_comm_servers_follow_the_spec() -> None:
+    items = objects("everything")
+    servers = by_kind(items, "StatefulSet", "demo-commserver")
+    hubs = by_kind(items, "StatefulSet", "demo-hub")
+    assert servers["spec"]["replicas"] == 4, "clamped to autoscaling.maxReplicas"
+    assert hubs["spec"]["replicas"] == 2
+    pod = servers["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] == 35, "drainSeconds + 5"
+    assert pod["hostNetwork"] is True
+    assert pod["dnsPolicy"] == "ClusterFirstWithHostNet"
+    assert "requiredDuringSchedulingIgnoredDuringExecution" in pod["affinity"]["podAntiAffinity"]
+    (container,) = pod["containers"]
+    assert container["args"] == [
+        "commserver",
+        "--coordinator-url",
+        "ws://demo-coordinator:9090",
+        "--name",
+        "$(POD_NAME)",
+        "--http-host",
+        "0.0.0.0",
+        "--http-port",
+        "9200",
+    ]
+    env = env_of(servers)
+    assert env["WEBRTC_BROKER_COMMSERVER_ROLE"] == "server"
+    assert env_of(hubs)["WEBRTC_BROKER_COMMSERVER_ROLE"] == "hub"
+    assert env["WEBRTC_BROKER_COMMSERVER_MAX_PEERS"] == "2000"
+    assert env["WEBRTC_BROKER_COMMSERVER_BATCH_WINDOW"] == "0"
+    assert env["WEBRTC_BROKER_COMMSERVER_DRAIN_SECONDS"] == "30"
+    assert env["WEBRTC_BROKER_COMMSERVER_SERVER_SECRET"] == {
+        "secretKeyRef": {"name": "broker", "key": "token"}
+    }
+    assert env["ICE_SERVER_1_USERNAME"] == {"secretKeyRef": {"name": "turn", "key": "username"}}
+    assert "$(ICE_SERVER_1_CREDENTIAL)" in env["WEBRTC_BROKER_COMMSERVER_ICE_SERVERS"]
+    headless = by_kind(items, "Service", "demo-commserver")
+    assert headless["spec"]["clusterIP"] == "None"
+    labels = servers["spec"]["template"]["metadata"]["labels"]
+    assert headless["spec"]["selector"].items() <= labels.items()
+    assert (
+        headless["spec"]["selector"].items()
+        <= hubs["spec"]["template"]["metadata"]["labels"].items()
+    )
+    monitor = by_kind(items, "ServiceMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+
+
+def test_metrics_off_removes_scrape_annotations() -> None:
+    items = objects("no-metrics")
+    for item in items:
+        if item["kind"] in ("Deployment", "StatefulSet"):
+            assert "annotations" not in item["spec"]["template"]["metadata"]
+    assert not any(item["kind"] == "ServiceMonitor" for item in items)
+    assert (
+        by_kind(objects("defaults"), "Deployment")["spec"]["template"]["metadata"]["annotations"][
+            "prometheus.io/port"
+        ]
+        == "9090"
+    )
+
+
+def deploy_documents() -> list[dict[str, Any]]:
+    return [doc for path in sorted(DEPLOY.glob("*.yaml")) for doc in load_yaml(path)]
+
+
+def test_everything_in_deploy_is_valid() -> None:
+    documents = deploy_documents()
+    kinds = sorted(doc["kind"] for doc in documents)
+    assert kinds == [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "CustomResourceDefinition",
+        "Deployment",
+        "Namespace",
+        "ServiceAccount",
+    ]
+    for doc in documents:
+        assert schemas.validate_official(doc) == [], doc["kind"]
+    assert schemas.validate_custom(crd_schema(), example()) == []
+
+
+def test_rbac_is_least_privilege() -> None:
+    role = next(doc for doc in deploy_documents() if doc["kind"] == "ClusterRole")
+    granted = {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    assert not any(verb in ("*", "escalate", "bind", "impersonate") for _, _, verb in granted)
+    assert not any(resource in ("secrets", "pods", "*") for _, resource, _ in granted)
+    assert ("", "services", "delete") not in granted
+    for needed in [
+        ("webrtc-broker.io", "brokerclusters", "watch"),
+        ("webrtc-broker.io", "brokerclusters/status", "patch"),
+        ("webrtc-broker.io", "brokerclusters/scale", "patch"),
+        ("apps", "statefulsets", "create"),
+        ("apps", "statefulsets", "delete"),
+        ("policy", "poddisruptionbudgets", "patch"),
+        ("", "events", "create"),
+    ]:
+        assert needed in granted
+
+
+def test_operator_deployment_matches_the_image() -> None:
+    deployment = next(doc for doc in deploy_documents() if doc["kind"] == "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["command"] == ["webrtc-broker"]
+    assert container["args"][0] == "operator"
+    assert pod["securityContext"]["runAsUser"] == 10001
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert len(re.findall(r"^FROM ", dockerfile, re.MULTILINE)) >= 2, "multi-stage"
+    assert re.search(r"^USER 10001:10001$", dockerfile, re.MULTILINE)
+    assert 'ENTRYPOINT ["webrtc-broker"]' in dockerfile
