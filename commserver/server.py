@@ -34,6 +34,9 @@ from webrtc_broker.wire import broker_pb2 as pb
 
 log = logging.getLogger(__name__)
 
+DRAIN_STEP = 0.05
+"""Longest pause between two client sessions closed by a draining server (seconds)."""
+
 ROLE_BY_NAME: dict[str, pb.Role.ValueType] = {
     "server": pb.COMMUNICATION_SERVER,
     "hub": pb.COMMUNICATION_SERVER_HUB,
@@ -314,10 +317,13 @@ class CommServer:
         clients = [p for p in self.peers.values() if not p.is_server and not p.initiated_by_us]
         log.info("draining: handing %d clients over within %.1f s", len(clients), seconds)
         if clients:
-            pause = seconds / 2 / len(clients)
-            for peer in clients:
+            # A few clients go at once; many are spread so that at most one
+            # per DRAIN_STEP leaves, within half the grace period.
+            pause = min(seconds / 2 / len(clients), DRAIN_STEP)
+            for index, peer in enumerate(clients):
+                if index:
+                    await asyncio.sleep(pause)
                 peer.session.close_soon("server draining; reconnect through the coordinator")
-                await asyncio.sleep(pause)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds / 2):
                 await asyncio.gather(*(peer.session.closed.wait() for peer in clients))
