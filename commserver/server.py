@@ -28,11 +28,21 @@ from commserver.stats import RelayStats
 from webrtc_broker.auth import ClientAuthenticator, ServerSecret
 from webrtc_broker.config import CommServerConfig
 from webrtc_broker.rtc import FlushScheduler, Session, SignalingError
+from webrtc_broker.rtc.writer import MAX_QUEUE_BYTES
 from webrtc_broker.tokens import client_authenticator
 from webrtc_broker.wire import FrameError, decode_as, frame_type
 from webrtc_broker.wire import broker_pb2 as pb
 
 log = logging.getLogger(__name__)
+
+RELINK_ATTEMPTS = 5
+RELINK_DELAY = 1.0
+"""Seconds before relinking a closed server link, times the attempt number."""
+NO_RELINK_REASONS = ("duplicate", "server shutting down", "refused", "authentication failed")
+"""Close reasons after which a server link is not remade."""
+
+SERVER_QUEUE_FACTOR = 16
+"""A server link carries many clients' traffic: its writer queue is this much larger."""
 
 DRAIN_STEP = 0.05
 """Longest pause between two client sessions closed by a draining server (seconds)."""
@@ -89,6 +99,7 @@ class CommServer:
         self.draining = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._link_task: asyncio.Task[None] | None = None
+        self._relink_attempts: dict[int, int] = {}
 
     # -- bookkeeping ------------------------------------------------------
 
@@ -118,9 +129,11 @@ class CommServer:
     ) -> Peer:
         config = self.config
         holder: list[Peer] = []
+        factor = SERVER_QUEUE_FACTOR if expected_role in SERVER_ROLES else 1
         session = Session(
             on_frame=lambda data, reliable: self.relay.handle(holder[0], data, reliable),
-            reliable_queue_frames=config.reliable_queue_frames,
+            reliable_queue_frames=config.reliable_queue_frames * factor,
+            max_queue_bytes=MAX_QUEUE_BYTES * factor,
             unreliable_queue_frames=config.unreliable_queue_frames,
             buffered_high_bytes=config.buffered_high_bytes,
             unreliable_high_bytes=config.unreliable_buffered_high_bytes,
@@ -150,6 +163,14 @@ class CommServer:
         self.stats.retire(peer.session)
         self.relay.forget(peer)
         log.debug("session %s closed: %s", peer.alias, peer.session.close_reason)
+        attempt = self._relink_attempts.pop(peer.alias, 0) + 1
+        if (
+            peer.initiated_by_us
+            and not self.draining
+            and attempt <= RELINK_ATTEMPTS
+            and not peer.session.close_reason.startswith(NO_RELINK_REASONS)
+        ):
+            self._spawn(self._relink(peer.alias, attempt), f"relink-{peer.alias}")
 
     def _close_peer(self, peer: Peer, reason: str) -> None:
         log.info("closing session %s: %s", peer.alias, reason)
@@ -184,6 +205,7 @@ class CommServer:
                     self._close_peer(peer, "duplicate session with a connected server")
                     return False
         peer.established.set()
+        self._relink_attempts.pop(peer.alias, None)
         self.stats.sessions[f"established:{peer.role_name}"] += 1
         self.stats.setup_seconds[peer.role_name].observe(time.monotonic() - peer.created)
         return True
@@ -217,14 +239,30 @@ class CommServer:
             len(message.available_servers),
         )
         for alias in message.available_servers:
-            if alias == self.alias:
-                continue
-            self._new_peer(alias, initiated_by_us=True, expected_role=pb.COMMUNICATION_SERVER)
-            self.link.send(
-                pb.ConnectMessage(
-                    type=pb.CONNECT, from_alias=self.alias, to_alias=alias
-                ).SerializeToString()
-            )
+            if alias != self.alias:
+                self._connect_to_server(alias)
+
+    def _connect_to_server(self, alias: int) -> None:
+        self._new_peer(alias, initiated_by_us=True, expected_role=pb.COMMUNICATION_SERVER)
+        self.link.send(
+            pb.ConnectMessage(
+                type=pb.CONNECT, from_alias=self.alias, to_alias=alias
+            ).SerializeToString()
+        )
+
+    async def _relink(self, alias: int, attempt: int) -> None:
+        """Reconnect a server link that closed while both ends may still be alive.
+
+        Only the side that made the link remakes it; a server that really died
+        re-registers under a new alias and links to us from its WELCOME, so the
+        old alias is retried a few times only.
+        """
+        await asyncio.sleep(RELINK_DELAY * attempt)
+        if alias in self.peers or self.draining or not self.link.connected.is_set():
+            return
+        log.info("relinking to server %d (attempt %d)", alias, attempt)
+        self._relink_attempts[alias] = attempt
+        self._connect_to_server(alias)
 
     def _connect_requested(self, message: pb.ConnectMessage) -> None:
         alias = message.from_alias

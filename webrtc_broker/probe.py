@@ -3,10 +3,10 @@
 A health check that only asks ``/readyz`` proves little: the coordinator can
 be up while no comm server is registered, or servers can be registered while
 WebRTC between clients and servers is blocked. The probe does what a user
-does. Two SDK clients connect through the coordinator (the coordinator's
-selector usually puts them on different comm servers, so the server mesh is
-crossed too); the first publishes a request on a fresh topic, the second
-answers on a reply topic, and the first waits for that answer.
+does. Two SDK clients connect through the coordinator, on two different
+comm servers when it lists more than one (read from its ``/status``), so the
+server mesh is crossed too; the first publishes a request on a fresh topic,
+the second answers on a reply topic, and the first waits for that answer.
 
 Requests are repeated until the answer arrives: a subscription is applied on
 the subscriber's server at once but reaches the other servers of the mesh a
@@ -22,10 +22,13 @@ import contextlib
 import secrets
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+import httpx
 
 from webrtc_broker.client.client import BrokerClient
 from webrtc_broker.client.errors import BrokerError
+from webrtc_broker.status import http_url
 
 REPEAT_SECONDS = 0.5
 """How often an unanswered request is published again."""
@@ -86,19 +89,39 @@ async def _request(requester: BrokerClient, request_topic: str) -> float:
             await repeater
 
 
+async def client_servers(coordinator_url: str) -> list[int]:
+    """Aliases of the comm servers that take clients (not hubs); [] if ``/status`` fails.
+
+    Only a hint for spreading the two clients: without it the coordinator picks.
+    """
+    try:
+        async with httpx.AsyncClient(timeout=5) as http:
+            response = await http.get(f"{http_url(coordinator_url)}/status")
+            response.raise_for_status()
+            servers = response.json()["servers"]
+            return [int(s["alias"]) for s in servers if s.get("role") == "server"]
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        return []
+
+
 async def round_trip_once(coordinator_url: str, credentials: str, timeout: float) -> ProbeResult:
     """Connect two clients and round-trip one message within ``timeout`` seconds."""
     topic = f"webrtc-broker-probe/{secrets.token_hex(8)}"
     request_topic, reply_topic = f"{topic}/request", f"{topic}/reply"
     async with contextlib.AsyncExitStack() as stack, asyncio.timeout(timeout):
-        clients = []
-        for _ in range(2):
-            client = await BrokerClient.connect(
-                coordinator_url, credentials, timeout=timeout, reconnect=None
-            )
-            stack.push_async_callback(client.close)
-            clients.append(client)
-        requester, responder = clients
+        requester = await BrokerClient.connect(
+            coordinator_url, credentials, timeout=timeout, reconnect=None
+        )
+        stack.push_async_callback(requester.close)
+        others = [a for a in await client_servers(coordinator_url) if a != requester.server_alias]
+        responder = await BrokerClient.connect(
+            coordinator_url,
+            credentials,
+            server=others[0] if others else None,
+            timeout=timeout,
+            reconnect=None,
+        )
+        stack.push_async_callback(responder.close)
         requester.subscribe([reply_topic])
         responder.subscribe([request_topic])
         # The PING echo comes back after the server applied the subscription.
@@ -143,7 +166,7 @@ async def probe(
                 raise
             await asyncio.sleep(RETRY_SECONDS)
             continue
-        return ProbeResult(result.requester, result.responder, result.round_trip, attempt)
+        return replace(result, attempts=attempt)
 
 
 async def run_probe(

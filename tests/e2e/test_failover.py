@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import time
 
 from tests.e2e.helpers import TIMEOUT, connected, receive, start_mesh, subscribe, wait_status
@@ -77,3 +78,26 @@ async def test_kill_9_moves_clients_and_leaves_others_undisturbed(cluster: Clust
             f"routes to the dead server gone after {routes_gone_in:.1f} s, "
             f"{len(sent)} messages between survivors, none lost"
         )
+
+
+async def test_server_link_lost_while_both_live_is_remade(cluster: Cluster) -> None:
+    """A frozen server (SIGSTOP past the keepalive timeout) loses its link; once it
+    runs again the server that made the link makes it again."""
+    await start_mesh(cluster, "s1", "s2")
+    s2 = cluster.servers["s2"]
+    assert s2.process is not None
+    s2.process.send_signal(signal.SIGSTOP)
+    try:
+        await wait_status(cluster, "s1", "servers", 0, timeout=RECOVERY_LIMIT)
+    finally:
+        s2.process.send_signal(signal.SIGCONT)
+    await cluster.wait_mesh("s1", 1)
+    await cluster.wait_mesh("s2", 1)
+    async with (
+        connected(cluster, "alice", server="s1") as (alice,),
+        connected(cluster, "bob", server="s2") as (bob,),
+    ):
+        await subscribe(bob, ["room"])
+        await wait_status(cluster, "s1", "server_topics", 1)
+        alice.publish("room", "across the new link")
+        assert (await receive(bob)).body == b"across the new link"

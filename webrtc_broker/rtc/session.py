@@ -27,7 +27,7 @@ from webrtc_broker.rtc.signaling import (
     description_from_json,
     description_to_json,
 )
-from webrtc_broker.rtc.writer import ChannelWriter, FlushScheduler, QueueOverflow
+from webrtc_broker.rtc.writer import MAX_QUEUE_BYTES, ChannelWriter, FlushScheduler, QueueOverflow
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,7 @@ class Session:
         unreliable_queue_frames: int = 256,
         buffered_high_bytes: int = 1024 * 1024,
         unreliable_high_bytes: int = 64 * 1024,
+        max_queue_bytes: int = MAX_QUEUE_BYTES,
     ) -> None:
         self._on_frame = on_frame
         self._queue_limits = (
@@ -61,6 +62,7 @@ class Session:
             unreliable_queue_frames,
             buffered_high_bytes,
             unreliable_high_bytes,
+            max_queue_bytes,
         )
         # An explicit list, even empty: given None, aiortc falls back to a public
         # STUN server, which a broker must never contact unasked.
@@ -116,10 +118,14 @@ class Session:
         await asyncio.wait_for(asyncio.shield(self.opened), timeout)
 
     def _adopt_channel(self, channel: RTCDataChannel) -> None:
-        reliable_frames, unreliable_frames, high, unreliable_high = self._queue_limits
+        reliable_frames, unreliable_frames, high, unreliable_high, queue_bytes = self._queue_limits
         if channel.label == RELIABLE and self.reliable is None:
             self.reliable = ChannelWriter(
-                channel, reliable=True, max_frames=reliable_frames, high_bytes=high
+                channel,
+                reliable=True,
+                max_frames=reliable_frames,
+                high_bytes=high,
+                max_queue_bytes=queue_bytes,
             )
             kind = True
         elif channel.label == UNRELIABLE and self.unreliable is None:
