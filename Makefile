@@ -49,8 +49,13 @@ chromium:
 
 # Debian's Prometheus (prometheus, promtool) for the metrics tests; installed only when
 # missing. No recommends: prometheus-node-exporter would take port 9100 on hosts with systemd.
+# On such hosts the package also starts a Prometheus service on :9090, the coordinator's
+# default port: `systemctl disable --now prometheus` frees it (the tests run their own).
 deps-system:
-	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { 		$(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive 		apt-get install -y --no-install-recommends prometheus; }
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
+		$(SUDO) apt-get update && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y --no-install-recommends prometheus; }
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache $(SDK)/node_modules $(SDK)/src/gen
