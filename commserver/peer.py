@@ -58,5 +58,5 @@ class Peer:
     def wants_topic(self) -> bool:
         return bool(self.capabilities & pb.CAPABILITY_TOPIC_NAMES)
 
-    def send(self, frame: bytes, *, reliable: bool = True) -> None:
-        self.session.send(frame, reliable=reliable)
+    def send(self, frame: bytes, *, reliable: bool = True, immediate: bool = False) -> None:
+        self.session.send(frame, reliable=reliable, immediate=immediate)

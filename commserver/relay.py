@@ -144,7 +144,7 @@ class Relay:
                 # Servers ping each other as a keepalive that is heard, not echoed:
                 # echoing would bounce a probe between two servers forever.
                 if not peer.is_server:
-                    peer.send(data, reliable=reliable)
+                    peer.send(data, reliable=reliable, immediate=True)
                     stats.sent(kind, reliable, 1, len(data))
             elif kind == pb.SUBSCRIPTION:
                 self._subscription(peer, decode_as(data, pb.SubscriptionMessage))

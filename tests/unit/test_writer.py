@@ -135,3 +135,14 @@ def test_closed_channel_counts_drops() -> None:
     writer = ChannelWriter(channel, reliable=True, max_frames=10, high_bytes=1 << 20)
     writer.send(_topic(1))
     assert (writer.dropped, channel.sent) == (1, [])
+
+
+async def test_send_now_skips_the_window_and_keeps_order() -> None:
+    channel = FakeChannel()
+    writer = ChannelWriter(channel, reliable=True, max_frames=100, high_bytes=1 << 20)
+    writer.enable_batching(FlushScheduler(10.0), max_bytes=1000)  # a window never reached
+    pending, probe = _topic(1), pb.PingMessage(type=pb.PING, time=1.0).SerializeToString()
+    writer.send(pending)
+    assert channel.sent == []
+    writer.send_now(probe)
+    assert _frames(channel.sent) == [pending, probe]

@@ -19,7 +19,7 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 
 from webrtc_broker.client.errors import (
@@ -31,6 +31,7 @@ from webrtc_broker.client.errors import (
     MessageTooLargeError,
 )
 from webrtc_broker.client.link import Link
+from webrtc_broker.config import IceServer
 from webrtc_broker.rtc import FlushScheduler, Session
 from webrtc_broker.rtc.writer import SCTP_PACKET_PAYLOAD
 from webrtc_broker.wire import FrameError, decode_as, frame_type
@@ -100,8 +101,10 @@ class BrokerClient:
         capabilities: int,
         keepalive: Keepalive | None,
         reconnect: Reconnect | None,
+        ice_servers: Sequence[IceServer] | None = None,
     ) -> None:
         self._url = url
+        self._ice_servers = None if ice_servers is None else list(ice_servers)
         self._credentials = credentials
         self._keepalive = keepalive
         self._reconnect = reconnect
@@ -135,6 +138,7 @@ class BrokerClient:
         capabilities: int = ALL_CAPABILITIES,
         keepalive: Keepalive | None = Keepalive(),
         reconnect: Reconnect | None = Reconnect(),
+        ice_servers: Sequence[IceServer] | None = None,
     ) -> BrokerClient:
         """Connect through the coordinator at ``coordinator_url`` (``ws://host:port``).
 
@@ -145,7 +149,9 @@ class BrokerClient:
         additions); 0 behaves exactly like a client of the original protocol.
         ``keepalive=None`` relies on WebRTC alone to notice a dead server;
         ``reconnect=None`` makes the client end (iteration stops, calls raise
-        :class:`ClosedError`) when its session ends.
+        :class:`ClosedError`) when its session ends. ``ice_servers`` (STUN/TURN)
+        replaces those the coordinator hands out at ``/ice-servers`` (none if it
+        has no such endpoint).
         """
         if isinstance(credentials, str):
             credentials = credentials.encode()
@@ -156,6 +162,7 @@ class BrokerClient:
             capabilities=capabilities,
             keepalive=keepalive,
             reconnect=reconnect,
+            ice_servers=ice_servers,
         )
         try:
             async with asyncio.timeout(timeout):
@@ -172,7 +179,13 @@ class BrokerClient:
         return client
 
     async def _open_link(self, server: int | None) -> None:
-        link = await Link.open(self._url, self._credentials, server=server, on_frame=self._on_frame)
+        link = await Link.open(
+            self._url,
+            self._credentials,
+            server=server,
+            on_frame=self._on_frame,
+            ice_servers=self._ice_servers,
+        )
         self._link = link
         self.server_capabilities = 0
         auth = pb.AuthMessage(
@@ -192,6 +205,11 @@ class BrokerClient:
     def alias(self) -> int:
         """This client's alias (it changes when the client reconnects)."""
         return self._link.alias if self._link is not None else 0
+
+    @property
+    def ice_servers(self) -> list[IceServer]:
+        """The STUN/TURN servers of the current session (empty when there is none)."""
+        return list(self._link.ice_servers) if self._link is not None else []
 
     @property
     def server_alias(self) -> int:
@@ -310,7 +328,7 @@ class BrokerClient:
             self.dropped += 1
         self._inbox.put_nowait(message)
 
-    def _send(self, frame: bytes, reliable: bool) -> None:
+    def _send(self, frame: bytes, reliable: bool, *, immediate: bool = False) -> None:
         link = self._link
         if link is None or link.session.closed.is_set():
             if self._closed_reason:
@@ -320,7 +338,7 @@ class BrokerClient:
             raise MessageTooLargeError(
                 f"{len(frame)} bytes encoded; at most {MAX_FRAME_BYTES} can be relayed"
             )
-        link.session.send(frame, reliable=reliable)
+        link.session.send(frame, reliable=reliable, immediate=immediate)
 
     def subscribe(self, topics: Iterable[str], *, compress: bool = False) -> None:
         """Replace this client's subscriptions with ``topics`` (empty: unsubscribe all).
@@ -355,7 +373,8 @@ class BrokerClient:
         self._pings[probe] = waiter
         started = time.perf_counter()
         try:
-            self._send(pb.PingMessage(type=pb.PING, time=probe).SerializeToString(), reliable)
+            frame = pb.PingMessage(type=pb.PING, time=probe).SerializeToString()
+            self._send(frame, reliable, immediate=True)
             await waiter
         finally:
             self._pings.pop(probe, None)

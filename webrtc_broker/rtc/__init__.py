@@ -1,5 +1,6 @@
 """WebRTC sessions with the broker's two data channels, shared by servers and clients."""
 
+from webrtc_broker.rtc.ice import rtc_ice_servers
 from webrtc_broker.rtc.session import FrameHandler, Session, SessionClosed
 from webrtc_broker.rtc.signaling import SignalingError
 from webrtc_broker.rtc.writer import ChannelWriter, FlushScheduler, QueueOverflow
@@ -12,4 +13,5 @@ __all__ = [
     "Session",
     "SessionClosed",
     "SignalingError",
+    "rtc_ice_servers",
 ]

@@ -163,13 +163,19 @@ class Session:
 
     # -- traffic ----------------------------------------------------------
 
-    def send(self, frame: bytes, *, reliable: bool) -> None:
-        """Send a frame; a reliable queue overflow closes the session."""
+    def send(self, frame: bytes, *, reliable: bool, immediate: bool = False) -> None:
+        """Send a frame; a reliable queue overflow closes the session.
+
+        ``immediate`` skips the batch window: an RTT probe must not wait in it.
+        """
         writer = self.reliable if reliable else self.unreliable
         if writer is None:
             return
         try:
-            writer.send(frame)
+            if immediate:
+                writer.send_now(frame)
+            else:
+                writer.send(frame)
         except QueueOverflow as exc:
             self.close_soon(f"slow peer: {exc}")
 

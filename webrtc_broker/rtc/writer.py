@@ -144,6 +144,14 @@ class ChannelWriter:
         if len(self._batch) == 1:
             self._scheduler.mark(self)
 
+    def send_now(self, frame: bytes) -> None:
+        """Send ``frame`` without waiting for the batch window (RTT probes).
+
+        What is pending goes first, in the same batch, so order is kept.
+        """
+        self.send(frame)
+        self.flush()
+
     def flush(self) -> None:
         """Send the pending batch now (a lone frame goes out as itself)."""
         batch = self._batch
