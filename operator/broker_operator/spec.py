@@ -114,9 +114,21 @@ class TopologySpec(Model):
     hubs: int = Field(1, ge=1, le=16)
 
 
+class ClientAuthSpec(Model):
+    mode: Literal["None", "JWT"] = "None"
+    secret_ref: SecretKeyRef | None = None
+
+    @model_validator(mode="after")
+    def _jwt_needs_ref(self) -> ClientAuthSpec:
+        if self.mode == "JWT" and self.secret_ref is None:
+            raise ValueError("auth.clients.secretRef is required when auth.clients.mode is JWT")
+        return self
+
+
 class AuthSpec(Model):
     mode: Literal["None", "SharedSecret"] = "None"
     secret_ref: SecretKeyRef | None = None
+    clients: ClientAuthSpec = ClientAuthSpec()
 
     @model_validator(mode="after")
     def _secret_needs_ref(self) -> AuthSpec:

@@ -221,6 +221,15 @@ def test_autoscaling_leaves_replicas_to_the_operator() -> None:
     assert manual["spec"]["commServers"]["replicas"] == 2
 
 
+def test_client_auth_is_passed_to_the_broker_cluster() -> None:
+    cluster = find(render([VALUES_ALL]), "BrokerCluster")
+    assert cluster["spec"]["auth"]["clients"] == {
+        "mode": "JWT",
+        "secretRef": {"name": "client-tokens", "key": "jwt"},
+    }
+    assert find(render(), "BrokerCluster")["spec"]["auth"]["clients"] == {"mode": "None"}
+
+
 def test_notes_tell_how_to_reach_the_coordinator_and_the_demo_page() -> None:
     text = notes()
     for line in [

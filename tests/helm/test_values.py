@@ -91,6 +91,16 @@ def default_values() -> dict[str, Any]:
         ),
         (
             "--set",
+            "brokerCluster.spec.auth.clients.mode=JWT",
+            "at '/brokerCluster/spec/auth/clients': missing property 'secretRef'",
+        ),
+        (
+            "--set",
+            "brokerCluster.spec.auth.clients.mode=Token",
+            "at '/brokerCluster/spec/auth/clients/mode': value must be one of 'None', 'JWT'",
+        ),
+        (
+            "--set",
             "brokerCluster.name=" + "x" * 41,
             "at '/brokerCluster/name': maxLength: got 41, want 40",
         ),
@@ -136,6 +146,7 @@ def test_wrong_type_in_a_values_file_is_refused(tmp_path: Path) -> None:
         "brokerCluster.spec.commServers.replicas=0",
         "brokerCluster.spec.commServers.replicas=256",
         "brokerCluster.spec.commServers.network.mode=HostNetwork",
+        "brokerCluster.spec.auth.clients.mode=None",
         "brokerCluster.name=" + "x" * 40,
         "global.anything=1",
     ],

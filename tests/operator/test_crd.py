@@ -47,7 +47,7 @@ def test_example_is_accepted_and_defaulted() -> None:
     defaulted = schemas.apply_defaults(crd_schema(), copy.deepcopy(body))
     spec = defaulted["spec"]
     assert spec["commServers"]["httpPort"] == 9100
-    assert spec["auth"] == {"mode": "None"}
+    assert spec["auth"] == {"mode": "None", "clients": {"mode": "None"}}
     assert spec["coordinator"]["resources"]["requests"] == {"cpu": "100m", "memory": "128Mi"}
     parse_spec("demo", spec)
 
@@ -77,6 +77,14 @@ def test_example_is_accepted_and_defaulted() -> None:
             "spec.commServers.resources.limits.memory: 'lots' does not match",
         ),
         ({"comServers": {"replicas": 2}}, 'spec.comServers: unknown field "comServers"'),
+        (
+            {"auth": {"clients": {"mode": "Token"}}},
+            "spec.auth.clients.mode: 'Token' is not one of ['None', 'JWT']",
+        ),
+        (
+            {"auth": {"clients": {"mode": "JWT", "secretRef": {"key": "jwt"}}}},
+            "spec.auth.clients.secretRef: 'name' is a required property",
+        ),
         (
             {"metrics": {"serviceMonitor": {"interval": "soon"}}},
             "spec.metrics.serviceMonitor.interval: 'soon' does not match",
@@ -161,6 +169,11 @@ CEL_TWINS: dict[str, tuple[str, dict[str, Any], str]] = {
         {"auth": {"mode": "SharedSecret"}},
         "auth.secretRef is required",
     ),
+    "self.mode != 'JWT' || has(self.secretRef)": (
+        "demo",
+        {"auth": {"clients": {"mode": "JWT"}}},
+        "spec.auth.clients: auth.clients.secretRef is required when auth.clients.mode is JWT",
+    ),
     "self.minReplicas <= self.maxReplicas": (
         "demo",
         {"autoscaling": {"minReplicas": 3, "maxReplicas": 2}},
@@ -178,3 +191,16 @@ def test_every_cel_rule_is_enforced_by_the_operator_too() -> None:
         with pytest.raises(SpecError) as caught:
             parse_spec(name, body["spec"])
         assert message in str(caught.value)
+
+
+def test_client_jwt_auth_is_accepted_and_defaulted() -> None:
+    body = broker_cluster(auth={"clients": {"mode": "JWT", "secretRef": {"name": "tokens"}}})
+    assert validate(body) == []
+    defaulted = schemas.apply_defaults(crd_schema(), copy.deepcopy(body))
+    assert defaulted["spec"]["auth"] == {
+        "mode": "None",
+        "clients": {"mode": "JWT", "secretRef": {"name": "tokens", "key": "secret"}},
+    }
+    parsed = parse_spec("demo", defaulted["spec"])
+    assert parsed.auth.clients.secret_ref is not None
+    assert parsed.auth.clients.secret_ref.key == "secret"

@@ -18,6 +18,7 @@ from broker_operator.spec import parse_spec
 from tests.operator import schemas
 from tests.operator.support import DEPLOY, IMAGE, crd_schema, example, load_yaml
 from tests.support import ROOT
+from webrtc_broker.config import CommServerConfig, CoordinatorConfig
 
 REF = ClusterRef("demo", "team-a", "0b5e7a3c-1111-2222-3333-444455556666")
 
@@ -43,7 +44,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
             "resources": {"limits": {"cpu": "2", "memory": "2Gi"}},
         },
         "topology": {"mode": "Hub", "hubs": 2},
-        "auth": {"mode": "SharedSecret", "secretRef": {"name": "broker", "key": "token"}},
+        "auth": {
+            "mode": "SharedSecret",
+            "secretRef": {"name": "broker", "key": "token"},
+            "clients": {"mode": "JWT", "secretRef": {"name": "client-tokens", "key": "jwt"}},
+        },
         "iceServers": [
             {"urls": ["stun:stun.example.org:3478"]},
             {
@@ -181,6 +186,31 @@ def test_comm_servers_follow_the_spec() -> None:
     )
     monitor = by_kind(items, "ServiceMonitor")
     assert monitor["metadata"]["labels"]["release"] == "prometheus"
+
+
+def test_client_jwt_auth_takes_the_key_from_the_secret() -> None:
+    items = objects("everything")
+    workloads = [
+        (by_kind(items, "Deployment", "demo-coordinator"), "WEBRTC_BROKER_COORDINATOR_"),
+        (by_kind(items, "StatefulSet", "demo-commserver"), "WEBRTC_BROKER_COMMSERVER_"),
+        (by_kind(items, "StatefulSet", "demo-hub"), "WEBRTC_BROKER_COMMSERVER_"),
+    ]
+    for config in (CoordinatorConfig, CommServerConfig):
+        assert {"client_auth", "client_jwt_secret"} <= set(config.model_fields)
+    assert {p for _, p in workloads} == {
+        CoordinatorConfig.model_config["env_prefix"],
+        CommServerConfig.model_config["env_prefix"],
+    }
+    for workload, prefix in workloads:
+        env = env_of(workload)
+        assert env[f"{prefix}CLIENT_AUTH"] == "jwt", workload["metadata"]["name"]
+        assert env[f"{prefix}CLIENT_JWT_SECRET"] == {
+            "secretKeyRef": {"name": "client-tokens", "key": "jwt"}
+        }
+    # None (the default) sets neither variable: the services accept any client.
+    for item in objects("defaults"):
+        if item["kind"] in ("Deployment", "StatefulSet"):
+            assert not [name for name in env_of(item) if "CLIENT_AUTH" in name or "JWT" in name]
 
 
 def test_metrics_off_removes_scrape_annotations() -> None:

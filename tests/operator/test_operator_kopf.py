@@ -191,15 +191,28 @@ async def test_invalid_spec_sets_degraded_and_deletes_nothing(
     await until(lambda: condition_status(cluster(store), "Degraded") == "False")
 
 
+@pytest.mark.parametrize(
+    ("auth", "message"),
+    [
+        (
+            {"mode": "SharedSecret"},
+            "spec.auth: auth.secretRef is required when auth.mode is SharedSecret",
+        ),
+        (
+            {"clients": {"mode": "JWT"}},
+            "spec.auth.clients: auth.clients.secretRef is required when auth.clients.mode is JWT",
+        ),
+    ],
+)
 async def test_invalid_new_cluster_creates_nothing(
-    apiserver: ApiServer, operator: OperatorProcess
+    apiserver: ApiServer, operator: OperatorProcess, auth: dict[str, Any], message: str
 ) -> None:
     store = apiserver.store
-    body = broker_cluster(auth={"mode": "SharedSecret"})
+    body = broker_cluster(auth=auth)
     uid = create_cluster(store, body)["metadata"]["uid"]
     found = await until(lambda: condition(cluster(store), "Degraded"))
     assert found["status"] == "True"
-    assert "auth.secretRef is required when auth.mode is SharedSecret" in found["message"]
+    assert message in found["message"]
     assert owned(store, uid) == []
 
 

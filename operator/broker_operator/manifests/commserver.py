@@ -43,6 +43,7 @@ def container(ref: ClusterRef, spec: BrokerClusterSpec, role: str) -> Manifest:
         pods.env_value(f"{PREFIX}DRAIN_SECONDS", str(servers.drain_seconds)),
         pods.env_value(f"{PREFIX}LOG_LEVEL", servers.log_level),
         *pods.server_secret_env(spec, f"{PREFIX}SERVER_SECRET"),
+        *pods.client_auth_env(spec, PREFIX),
         *pods.ice_servers_env(spec, f"{PREFIX}ICE_SERVERS"),
     ]
     return {

@@ -84,6 +84,21 @@ def server_secret_env(spec: BrokerClusterSpec, variable: str) -> list[Manifest]:
     return [env_secret(variable, ref.name, ref.key)]
 
 
+def client_auth_env(spec: BrokerClusterSpec, prefix: str) -> list[Manifest]:
+    """``<prefix>CLIENT_AUTH=jwt`` and the token key from its Secret, for ``JWT`` only.
+
+    ``None`` sets nothing: the services' default is to accept any client.
+    """
+    clients = spec.auth.clients
+    ref = clients.secret_ref
+    if clients.mode != "JWT" or ref is None:
+        return []
+    return [
+        env_value(f"{prefix}CLIENT_AUTH", "jwt"),
+        env_secret(f"{prefix}CLIENT_JWT_SECRET", ref.name, ref.key),
+    ]
+
+
 def _ice_entry(index: int, server: IceServerSpec) -> dict[str, Any]:
     entry: dict[str, Any] = {"urls": list(server.urls)}
     if server.credentials_secret_ref is not None:
