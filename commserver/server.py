@@ -27,7 +27,7 @@ from commserver.relay import Relay, ServerIdentity
 from commserver.stats import RelayStats
 from webrtc_broker.auth import ClientAuthenticator, ServerSecret
 from webrtc_broker.config import CommServerConfig
-from webrtc_broker.rtc import FlushScheduler, Session, SignalingError
+from webrtc_broker.rtc import FlushScheduler, Session, SignalingError, rtc_ice_servers
 from webrtc_broker.rtc.writer import MAX_QUEUE_BYTES
 from webrtc_broker.tokens import client_authenticator
 from webrtc_broker.wire import FrameError, decode_as, frame_type
@@ -62,6 +62,7 @@ class CommServer:
     ) -> None:
         self.config = config
         self.role = ROLE_BY_NAME[config.role]
+        self.ice_servers = rtc_ice_servers(config.ice_servers)
         self.server_id = uuid.uuid4().hex
         secret = ServerSecret(
             config.server_secret.get_secret_value() if config.server_secret else None
@@ -132,6 +133,7 @@ class CommServer:
         factor = SERVER_QUEUE_FACTOR if expected_role in SERVER_ROLES else 1
         session = Session(
             on_frame=lambda data, reliable: self.relay.handle(holder[0], data, reliable),
+            ice_servers=self.ice_servers,
             reliable_queue_frames=config.reliable_queue_frames * factor,
             max_queue_bytes=MAX_QUEUE_BYTES * factor,
             unreliable_queue_frames=config.unreliable_queue_frames,

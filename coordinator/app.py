@@ -160,6 +160,13 @@ def _add_http_routes(app: FastAPI, coordinator: Coordinator) -> None:
             return JSONResponse({"status": "ready"})
         return JSONResponse({"status": "not ready"}, status_code=503)
 
+    @app.get("/ice-servers")
+    async def ice_servers() -> JSONResponse:
+        """STUN/TURN servers for clients, TURN credentials included (clients need them)."""
+        body = [server.to_json() for server in coordinator.config.ice_servers]
+        headers = {"Access-Control-Allow-Origin": "*", "Cache-Control": "no-store"}
+        return JSONResponse(body, headers=headers)
+
     @app.get("/status")
     async def status() -> Status:
         registry = coordinator.registry

@@ -34,7 +34,7 @@ class FakeSession:
         self.last: deque[tuple[bytes, bool]] = deque(maxlen=8)
         self.close_reason = ""
 
-    def send(self, frame: bytes, *, reliable: bool) -> None:
+    def send(self, frame: bytes, *, reliable: bool, immediate: bool = False) -> None:
         self.sent += 1
         self.sent_bytes += len(frame)
         self.last.append((frame, reliable))

@@ -8,7 +8,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +58,8 @@ class Proc:
     http_port: int = 0
     module: str = "webrtc_broker"
     """The module run with ``python -m`` (a test launcher may wrap the real CLI)."""
+    env: dict[str, str] = field(default_factory=dict)
+    """Extra environment variables (settings without a command-line flag)."""
 
     @property
     def running(self) -> bool:
@@ -94,15 +96,23 @@ class Cluster:
             *proc.args,
             stdout=log,
             stderr=log,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": _pythonpath()},
+            env={
+                **os.environ,
+                "PYTHONUNBUFFERED": "1",
+                "PYTHONPATH": _pythonpath(),
+                **proc.env,
+            },
         )
         log.close()
         return proc
 
-    async def start_coordinator(self, *extra: str, module: str = "webrtc_broker") -> Proc:
+    async def start_coordinator(
+        self, *extra: str, module: str = "webrtc_broker", env: Mapping[str, str] | None = None
+    ) -> Proc:
         args = ["coordinator", "--port", str(self.coordinator_port), *extra]
+        log_path = self.workdir / "coordinator.log"
         self.coordinator = await self._spawn(
-            Proc("coordinator", args, self.workdir / "coordinator.log", module=module)
+            Proc("coordinator", args, log_path, module=module, env=dict(env or {}))
         )
         await eventually(self._ready, timeout=STARTUP_TIMEOUT)
         return self.coordinator
@@ -111,7 +121,12 @@ class Cluster:
         return (await self.http.get(f"{self.http_url}/readyz")).status_code == 200
 
     async def start_server(
-        self, name: str, *extra: str, wait: bool = True, module: str = "webrtc_broker"
+        self,
+        name: str,
+        *extra: str,
+        wait: bool = True,
+        module: str = "webrtc_broker",
+        env: Mapping[str, str] | None = None,
     ) -> Proc:
         """Start a comm server; with ``wait`` return once the coordinator lists it."""
         port = free_port()
@@ -124,7 +139,8 @@ class Cluster:
             *extra,
         ]  # fmt: skip
         log_path = self.workdir / f"{name}.log"
-        proc = await self._spawn(Proc(name, args, log_path, http_port=port, module=module))
+        proc = Proc(name, args, log_path, http_port=port, module=module, env=dict(env or {}))
+        proc = await self._spawn(proc)
         self.servers[name] = proc
         if wait:
             await self.alias_of(name)

@@ -10,7 +10,7 @@ with no configuration at all.
 from __future__ import annotations
 
 import socket
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -51,6 +51,15 @@ class IceServer(BaseModel):
     username: str | None = Field(None, description="TURN username")
     credential: SecretStr | None = Field(None, description="TURN password")
 
+    def to_json(self) -> dict[str, Any]:
+        """The browser's ``RTCIceServer`` shape, credential revealed, null fields omitted."""
+        body: dict[str, Any] = {"urls": list(self.urls)}
+        if self.username is not None:
+            body["username"] = self.username
+        if self.credential is not None:
+            body["credential"] = self.credential.get_secret_value()
+        return body
+
 
 class CoordinatorConfig(BaseSettings):
     """The coordinator: WebSocket entry point for clients and comm servers."""
@@ -85,7 +94,7 @@ class CoordinatorConfig(BaseSettings):
     )
     ice_servers: list[IceServer] = Field(
         default_factory=list,
-        description="STUN/TURN servers meant for clients (read, not yet sent to them)",
+        description="STUN/TURN servers handed to clients at GET /ice-servers",
     )
     log_level: str = Field("info", description="Log level")
 
@@ -182,7 +191,7 @@ class CommServerConfig(BaseSettings):
     )
     ice_servers: list[IceServer] = Field(
         default_factory=list,
-        description="STUN/TURN servers for this server's own peer connections (not used yet)",
+        description="STUN/TURN servers for this server's own peer connections",
     )
     log_level: str = Field("info", description="Log level")
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 from urllib.parse import urlencode
 
+import httpx
+from pydantic import TypeAdapter
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus, WebSocketException
 
@@ -25,7 +27,8 @@ from webrtc_broker.client.errors import (
     NoServerAvailableError,
     ServerFullError,
 )
-from webrtc_broker.rtc import FrameHandler, Session, SessionClosed
+from webrtc_broker.config import IceServer
+from webrtc_broker.rtc import FrameHandler, Session, SessionClosed, rtc_ice_servers
 from webrtc_broker.wire import FrameError, decode_as, frame_type
 from webrtc_broker.wire import broker_pb2 as pb
 
@@ -34,14 +37,47 @@ log = logging.getLogger(__name__)
 REFUSAL_GRACE = 1.0
 """Seconds to wait, after a session closed during set-up, for the server's reason."""
 
+ICE_SERVERS_TIMEOUT = 3.0
+"""Seconds the coordinator's ``/ice-servers`` may take to answer."""
+
+_ICE_SERVER_LIST = TypeAdapter(list[IceServer])
+
+
+def ice_servers_url(url: str) -> str:
+    """The coordinator's ``/ice-servers`` URL, from its ``ws(s)://`` (or ``http(s)://``) URL."""
+    base = url.rstrip("/")
+    if base.startswith("ws"):
+        base = "http" + base[2:]
+    return f"{base}/ice-servers"
+
+
+async def fetch_ice_servers(url: str) -> list[IceServer]:
+    """The coordinator's STUN/TURN servers; none if it cannot say (an old coordinator)."""
+    try:
+        async with httpx.AsyncClient(timeout=ICE_SERVERS_TIMEOUT) as http:
+            response = await http.get(ice_servers_url(url))
+            response.raise_for_status()
+            return _ICE_SERVER_LIST.validate_python(response.json())
+    except (httpx.HTTPError, ValueError) as exc:  # ValueError: bad JSON, bad entries
+        # Never log the body: it carries TURN credentials.
+        log.debug("no ICE servers from the coordinator: %s", type(exc).__name__)
+        return []
+
 
 class Link:
     """A coordinator WebSocket and the session with the server it pointed us to."""
 
     def __init__(
-        self, ws: ClientConnection, alias: int, server_alias: int, on_frame: FrameHandler
+        self,
+        ws: ClientConnection,
+        alias: int,
+        server_alias: int,
+        on_frame: FrameHandler,
+        ice_servers: Sequence[IceServer] = (),
     ) -> None:
         self.ws = ws
+        self.ice_servers = list(ice_servers)
+        """The STUN/TURN servers of this link's session."""
         self.alias = alias
         self.server_alias = server_alias
         self.received = 0
@@ -51,7 +87,7 @@ class Link:
             self.received += 1
             on_frame(data, reliable)
 
-        self.session = Session(on_frame=counted)
+        self.session = Session(on_frame=counted, ice_servers=rtc_ice_servers(self.ice_servers))
         self.refusal: asyncio.Future[BrokerError] = asyncio.get_running_loop().create_future()
         self._reader: asyncio.Task[None] | None = None
 
@@ -63,8 +99,14 @@ class Link:
         *,
         server: int | None,
         on_frame: FrameHandler,
+        ice_servers: Sequence[IceServer] | None = None,
     ) -> Link:
-        """Connect to the coordinator and create the session object (not yet connected)."""
+        """Connect to the coordinator and create the session object (not yet connected).
+
+        Without ``ice_servers`` the session uses those the coordinator hands out.
+        """
+        if ice_servers is None:
+            ice_servers = await fetch_ice_servers(url)
         query = urlencode({"token": credentials.decode(errors="replace")}) if credentials else ""
         endpoint = f"{url.rstrip('/')}/connect" + (f"?{query}" if query else "")
         try:
@@ -82,7 +124,8 @@ class Link:
                 raise NoServerAvailableError("the coordinator has no comm server registered")
             if server is not None and server not in servers:
                 raise NoServerAvailableError(f"server {server} is not registered: {servers}")
-            return cls(ws, welcome.alias, servers[0] if server is None else server, on_frame)
+            chosen = servers[0] if server is None else server
+            return cls(ws, welcome.alias, chosen, on_frame, ice_servers)
         except BaseException:
             await ws.close()
             raise

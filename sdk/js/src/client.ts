@@ -21,7 +21,7 @@ import {
 } from "./errors.js";
 import { Emitter } from "./events.js";
 import type { Listener } from "./events.js";
-import { Link, withinTimeout } from "./link.js";
+import { Link, fetchIceServers, withinTimeout } from "./link.js";
 import type { Attempt } from "./link.js";
 import { ReceivedMessage } from "./message.js";
 import { compressedSubscriptionFrame, subscriptionFrame } from "./subscription.js";
@@ -71,7 +71,10 @@ export interface ConnectOptions {
   server?: number;
   /** Milliseconds the first set-up may take (default 20000). */
   timeout?: number;
-  /** STUN/TURN servers for the peer connection (default: none, host candidates only). */
+  /**
+   * STUN/TURN servers for the peer connection (default: those the coordinator
+   * hands out at `/ice-servers`; none if it has no such endpoint).
+   */
   iceServers?: RTCIceServer[];
   /**
    * Capability bits announced in AUTH (default {@link CLIENT_CAPABILITIES});
@@ -185,7 +188,9 @@ export class BrokerClient {
         this.onFrame(opened, frame, reliable);
       }
     };
-    const options = { server, iceServers: this.options.iceServers ?? [] };
+    const iceServers = this.options.iceServers ?? (await fetchIceServers(this.url));
+    attempt.check();
+    const options = { server, iceServers };
     const link = await Link.open(this.url, this.credentials, options, onFrame, attempt);
     opened = link;
     this.pending = link;

@@ -48,6 +48,31 @@ export function coordinatorBase(url: string): string {
   return base.replace(/^http(s?):\/\//, "ws$1://");
 }
 
+/** Milliseconds the coordinator's `/ice-servers` may take to answer. */
+const ICE_SERVERS_TIMEOUT_MS = 3000;
+
+/**
+ * The STUN/TURN servers the coordinator hands out at `/ice-servers` (on its
+ * http(s) origin); none if it cannot say (an older coordinator, an error).
+ */
+export async function fetchIceServers(url: string): Promise<RTCIceServer[]> {
+  const endpoint = `${coordinatorBase(url).replace(/^ws/, "http")}/ice-servers`;
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(), ICE_SERVERS_TIMEOUT_MS);
+  try {
+    const response = await fetch(endpoint, { signal: controller.signal });
+    if (!response.ok) {
+      return [];
+    }
+    const body: unknown = await response.json();
+    return Array.isArray(body) ? (body as RTCIceServer[]) : [];
+  } catch {
+    return [];
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** A coordinator WebSocket and the session with the server it pointed us to. */
 export class Link {
   readonly session: Session;

@@ -103,7 +103,10 @@ export interface ConnectOptions {
 	server?: number;
 	/** Milliseconds the first set-up may take (default 20000). */
 	timeout?: number;
-	/** STUN/TURN servers for the peer connection (default: none, host candidates only). */
+	/**
+	 * STUN/TURN servers for the peer connection (default: those the coordinator
+	 * hands out at `/ice-servers`; none if it has no such endpoint).
+	 */
 	iceServers?: RTCIceServer[];
 	/**
 	 * Capability bits announced in AUTH (default {@link CLIENT_CAPABILITIES});

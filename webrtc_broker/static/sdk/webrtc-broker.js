@@ -3905,6 +3905,24 @@ function coordinatorBase(url) {
   const base = url.replace(/\/+$/, "");
   return base.replace(/^http(s?):\/\//, "ws$1://");
 }
+var ICE_SERVERS_TIMEOUT_MS = 3e3;
+async function fetchIceServers(url) {
+  const endpoint = `${coordinatorBase(url).replace(/^ws/, "http")}/ice-servers`;
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(), ICE_SERVERS_TIMEOUT_MS);
+  try {
+    const response = await fetch(endpoint, { signal: controller.signal });
+    if (!response.ok) {
+      return [];
+    }
+    const body = await response.json();
+    return Array.isArray(body) ? body : [];
+  } catch {
+    return [];
+  } finally {
+    clearTimeout(timer);
+  }
+}
 var Link = class _Link {
   constructor(ws, alias, serverAlias, servers, onFrame, options) {
     this.ws = ws;
@@ -4295,7 +4313,9 @@ var BrokerClient = class _BrokerClient {
         this.onFrame(opened, frame, reliable);
       }
     };
-    const options = { server, iceServers: this.options.iceServers ?? [] };
+    const iceServers = this.options.iceServers ?? await fetchIceServers(this.url);
+    attempt.check();
+    const options = { server, iceServers };
     const link = await Link.open(this.url, this.credentials, options, onFrame, attempt);
     opened = link;
     this.pending = link;
