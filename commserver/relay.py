@@ -332,7 +332,7 @@ class Relay:
             targets = {hub} if hub in remote else remote
         else:
             targets = remote
-        self._deliver_to_servers(targets, peer, message.SerializeToString(), reliable)
+        self._deliver_to_servers(targets, peer, message.type, message.SerializeToString(), reliable)
 
     def _deliver_to_clients(
         self,
@@ -361,7 +361,12 @@ class Relay:
         self.stats.sent(message.type, reliable, count, size)
 
     def _deliver_to_servers(
-        self, peers: set[Peer], source: Peer, frame: bytes, reliable: bool
+        self,
+        peers: set[Peer],
+        source: Peer,
+        kind: pb.MessageType.ValueType,
+        frame: bytes,
+        reliable: bool,
     ) -> None:
         count = 0
         for target in peers:
@@ -369,4 +374,4 @@ class Relay:
                 target.session.send(frame, reliable=reliable)
                 count += 1
         self.stats.deliveries["server"] += count
-        self.stats.sent(frame_type(frame), reliable, count, count * len(frame))
+        self.stats.sent(kind, reliable, count, count * len(frame))

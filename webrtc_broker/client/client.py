@@ -79,6 +79,9 @@ class Reconnect:
 
 _CLOSED = object()
 
+_KEEPALIVE_PROBE = pb.PingMessage(type=pb.PING, time=-1.0).SerializeToString()
+"""A PING no caller waits for: its echo is simply something heard."""
+
 ALL_CAPABILITIES = pb.CAPABILITY_BATCH | pb.CAPABILITY_TOPIC_NAMES
 """What this SDK announces by default: it accepts batches and wants topic names."""
 
@@ -261,8 +264,7 @@ class BrokerClient:
 
     def _send_ping_probe(self, link: Link) -> None:
         """An unawaited PING: its echo is something heard, which is all the keepalive needs."""
-        probe = pb.PingMessage(type=pb.PING, time=-1.0).SerializeToString()
-        link.session.send(probe, reliable=True)
+        link.session.send(_KEEPALIVE_PROBE, reliable=True)
 
     async def _reestablish(self, policy: Reconnect) -> bool:
         delay = policy.first_delay
