@@ -28,7 +28,7 @@ RSS_BOUND = 150 * MB
 BODY = 2048
 """Larger than a batch (1160 bytes): each frame is a data-channel message of its own."""
 CHUNK = 500
-"""Messages a publisher sends between two ping barriers (its own queue holds 4096)."""
+"""Messages each publisher sends before waiting for the healthy receivers to catch up."""
 PROBE = b"probe"
 
 
@@ -71,24 +71,56 @@ async def collect(client: BrokerClient, count: int, into: list[bytes]) -> None:
             into.append(body)
 
 
-async def sample_rss(pid: int, peak: list[int]) -> None:
-    """Keep the largest RSS of ``pid`` seen, every 50 ms, until cancelled."""
-    while True:
-        peak[0] = max(peak[0], rss_bytes(pid))
-        await asyncio.sleep(0.05)
+@contextlib.asynccontextmanager
+async def rss_peak(pid: int) -> AsyncIterator[list[int]]:
+    """Sample the RSS of ``pid`` every 50 ms while in the block; ``[peak]`` so far."""
+    peak = [rss_bytes(pid)]
+
+    async def sample() -> None:
+        while True:
+            await asyncio.sleep(0.05)
+            peak[0] = max(peak[0], rss_bytes(pid))
+
+    sampler = asyncio.create_task(sample())
+    try:
+        yield peak
+    finally:
+        sampler.cancel()
 
 
 def expected_bodies(name: str, count: int) -> list[bytes]:
     return [f"{name} {index:06d} ".encode().ljust(BODY, b".") for index in range(count)]
 
 
-async def publish_paced(client: BrokerClient, bodies: list[bytes]) -> None:
-    """As fast as the channel takes it: a chunk, then a barrier, so the publisher's
-    own writer queue never overflows."""
-    for start in range(0, len(bodies), CHUNK):
-        for body in bodies[start : start + CHUNK]:
-            client.publish("room", body)
-        await asyncio.wait_for(client.ping(), 60)
+async def publish_in_windows(
+    publishers: dict[str, BrokerClient],
+    sent: dict[str, list[bytes]],
+    receivers: dict[str, BrokerClient],
+    got: dict[str, list[bytes]],
+) -> None:
+    """Publish ``CHUNK`` messages from each publisher, then wait until every live
+    receiver has them all, and repeat.
+
+    The window bounds what the healthy receivers have in flight (well under the
+    server's 4096-message queue), so only a consumer that stops reading can
+    overflow, however slow the machine running the test is. A receiver that
+    lost its session fails the test at once instead of waiting for messages
+    that went to its old session.
+    """
+    sessions = {name: client.session for name, client in receivers.items()}
+    count = len(next(iter(sent.values())))
+    for start in range(0, count, CHUNK):
+        for name, publisher in publishers.items():
+            for body in sent[name][start : start + CHUNK]:
+                publisher.publish("room", body)
+        due = len(publishers) * min(start + CHUNK, count)
+
+        async def window_delivered(due: int = due) -> bool:
+            for name, receiver in receivers.items():
+                assert receiver.session is sessions[name], f"{name} lost its session"
+            return all(len(got[name]) >= due for name in receivers)
+
+        await eventually(window_delivered, timeout=60, interval=0.01)
 
 
 async def test_stopped_consumer_is_dropped_and_costs_others_nothing(
@@ -122,44 +154,45 @@ async def test_stopped_consumer_is_dropped_and_costs_others_nothing(
             os.kill(slowpoke, signal.SIGSTOP)
 
             # 2 x 4000 x 2 KiB: well past what the stopped consumer may hold (1 MiB in
-            # aiortc's buffer, then 4096 messages in its queue), within the publish burst.
+            # aiortc's buffer, then 4096 messages in its queue).
             per_publisher = 4000
             sent = {name: expected_bodies(name, per_publisher) for name in ("alice", "dave")}
             got: dict[str, list[bytes]] = {"bob": [], "carol": []}
+            receivers = {"bob": bob, "carol": carol}
             readers = [
                 asyncio.create_task(collect(receiver, 2 * per_publisher, got[name]))
-                for name, receiver in (("bob", bob), ("carol", carol))
+                for name, receiver in receivers.items()
             ]
-            peak = [rss_before]
-            sampler = asyncio.create_task(sample_rss(s1.process.pid, peak))
             started = time.monotonic()
-            await asyncio.gather(
-                publish_paced(alice, sent["alice"]), publish_paced(dave, sent["dave"])
-            )
-            await asyncio.wait_for(asyncio.gather(*readers), 120)
-            elapsed = time.monotonic() - started
+            async with rss_peak(s1.process.pid) as peak:
+                try:
+                    await publish_in_windows({"alice": alice, "dave": dave}, sent, receivers, got)
+                    await asyncio.gather(*readers)
+                finally:
+                    for task in readers:
+                        task.cancel()
+                elapsed = time.monotonic() - started
 
-            # Nothing lost, per-publisher order kept, for both receivers.
-            for name, bodies in got.items():
-                for publisher, expected in sent.items():
-                    mine = [body for body in bodies if body.startswith(publisher.encode())]
-                    assert mine == expected, f"{name} lost or reordered {publisher}'s messages"
+                # Nothing lost, per-publisher order kept, for both receivers.
+                for name, bodies in got.items():
+                    for publisher, expected in sent.items():
+                        mine = [body for body in bodies if body.startswith(publisher.encode())]
+                        assert mine == expected, f"{name} lost or reordered {publisher}'s messages"
 
-            # The stopped consumer's reliable queue overflowed: it was closed.
-            status = await wait_status(cluster, "s1", "clients", 3, timeout=60)
-            assert counter(status, "sessions", "closed:slow peer") == 1, status["stats"]
-            assert status["queue_depth"] < 100  # its queue went with it
-            metrics = (await cluster.http.get(f"http://127.0.0.1:{s1.http_port}/metrics")).text
-            assert 'sessions_closed_total{reason="slow_peer"} 1.0' in metrics
-            sampler.cancel()
-            rss_peak, rss_after = max(peak), rss_bytes(s1.process.pid)
-            assert rss_peak - rss_before < RSS_BOUND
+                # The stopped consumer's reliable queue overflowed: it was closed.
+                status = await wait_status(cluster, "s1", "clients", 3, timeout=60)
+                assert counter(status, "sessions", "closed:slow peer") == 1, status["stats"]
+                assert status["queue_depth"] < 100  # its queue went with it
+                metrics = (await cluster.http.get(f"http://127.0.0.1:{s1.http_port}/metrics")).text
+                assert 'sessions_closed_total{reason="slow_peer"} 1.0' in metrics
+            rss_max, rss_after = peak[0], rss_bytes(s1.process.pid)
+            assert rss_max - rss_before < RSS_BOUND
             assert alice.session is not None and not alice.session.closed.is_set()
             total = 2 * per_publisher * 2
             print(
                 f"\nslow consumer: {total} deliveries of {BODY} B to the others in "
                 f"{elapsed:.1f} s, none lost; comm server RSS {rss_before / MB:.0f} MB -> "
-                f"{rss_peak / MB:.0f} MB (peak) -> {rss_after / MB:.0f} MB after the "
+                f"{rss_max / MB:.0f} MB (peak) -> {rss_after / MB:.0f} MB after the "
                 "stopped consumer was dropped"
             )
 
