@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 
 from webrtc_broker.rtc import Session
+from webrtc_broker.rtc.liveness import SilenceClock
 from webrtc_broker.wire import broker_pb2 as pb
 
 SERVER_ROLES = frozenset({pb.COMMUNICATION_SERVER, pb.COMMUNICATION_SERVER_HUB})
@@ -30,11 +31,10 @@ class Peer:
     authenticated: bool = False
     sent_auth: bool = False
     established: asyncio.Event = field(default_factory=asyncio.Event)
-    received: int = 0
-    """Data-channel messages received; the keepalive watches it move."""
-    liveness: tuple[int, int, float] = (0, 0, 0.0)
-    """Keepalive bookkeeping: messages received and sent at the last check, and when
-    something was last heard (``time.monotonic``)."""
+    silence: SilenceClock | None = None
+    """Keepalive bookkeeping of a server link, from its first check on."""
+    sent_at_check: int = 0
+    """Messages we had sent it at the previous keepalive check."""
     created: float = field(default_factory=time.monotonic)
     """When the session was created (``time.monotonic``), for the set-up time metric."""
     publish_rate: float = 0.0

@@ -102,7 +102,6 @@ class Relay:
 
     def handle(self, peer: Peer, data: bytes, reliable: bool) -> None:
         """Handle one data-channel message from ``peer``; never raises."""
-        peer.received += 1
         size = len(data)
         self.stats.bytes_in += size
         if size > self._max_frame_bytes and not peer.is_server:

@@ -28,6 +28,7 @@ from commserver.stats import RelayStats
 from webrtc_broker.auth import ClientAuthenticator, ServerSecret
 from webrtc_broker.config import CommServerConfig
 from webrtc_broker.rtc import FlushScheduler, Session, SignalingError, rtc_ice_servers
+from webrtc_broker.rtc.liveness import SilenceClock
 from webrtc_broker.rtc.writer import MAX_QUEUE_BYTES
 from webrtc_broker.tokens import client_authenticator
 from webrtc_broker.wire import FrameError, decode_as, frame_type
@@ -325,21 +326,19 @@ class CommServer:
         ``peer_timeout`` is closed, which withdraws its subscriptions at once.
         """
         ping = pb.PingMessage(type=pb.PING).SerializeToString()
+        interval, timeout = self.config.keepalive_interval, self.config.peer_timeout
         while True:
-            await asyncio.sleep(self.config.keepalive_interval)
+            await asyncio.sleep(interval)
             now = time.monotonic()
             for peer in list(self.relay.server_peers):
-                received, sent, heard = peer.liveness
-                sent_now = peer.session.sent
-                if peer.received != received or heard == 0.0:
-                    heard = now
-                elif now - heard > self.config.peer_timeout:
+                if peer.silence is None:
+                    peer.silence = SilenceClock(interval=interval, timeout=timeout)
+                if peer.silence.tick(peer.session.peer_progress, now):
                     self._close_peer(peer, "server link silent; peer presumed dead")
                     continue
-                if sent_now == sent:
+                if peer.session.sent == peer.sent_at_check:
                     peer.send(ping)
-                    sent_now = peer.session.sent
-                peer.liveness = (peer.received, sent_now, heard)
+                peer.sent_at_check = peer.session.sent
 
     # -- draining ----------------------------------------------------------
 

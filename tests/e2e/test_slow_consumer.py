@@ -120,7 +120,11 @@ async def publish_in_windows(
                 assert receiver.session is sessions[name], f"{name} lost its session"
             return all(len(got[name]) >= due for name in receivers)
 
-        await eventually(window_delivered, timeout=60, interval=0.01)
+        try:
+            await eventually(window_delivered, timeout=60, interval=0.01)
+        except AssertionError:
+            counts = {name: len(got[name]) for name in receivers}
+            raise AssertionError(f"{due} messages due, received {counts}") from None
 
 
 async def test_stopped_consumer_is_dropped_and_costs_others_nothing(

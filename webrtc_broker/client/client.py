@@ -33,6 +33,7 @@ from webrtc_broker.client.errors import (
 from webrtc_broker.client.link import Link
 from webrtc_broker.config import IceServer
 from webrtc_broker.rtc import FlushScheduler, Session
+from webrtc_broker.rtc.liveness import SilenceClock
 from webrtc_broker.rtc.writer import SCTP_PACKET_PAYLOAD
 from webrtc_broker.wire import FrameError, decode_as, frame_type
 from webrtc_broker.wire import broker_pb2 as pb
@@ -246,19 +247,17 @@ class BrokerClient:
         if self._keepalive is None:
             await closed.wait()
             return
-        interval, timeout = self._keepalive.interval, self._keepalive.timeout
-        received, heard = link.received, time.monotonic()
+        interval = self._keepalive.interval
+        silence = SilenceClock(interval=interval, timeout=self._keepalive.timeout)
+        silence.tick(link.session.peer_progress, time.monotonic())
         while not closed.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(closed.wait(), interval)
                 return
-            now = time.monotonic()
-            if link.received != received:
-                received, heard = link.received, now
-            elif now - heard > timeout:
+            if silence.tick(link.session.peer_progress, time.monotonic()):
                 await link.session.close("server silent; presumed dead")
                 return
-            else:
+            if silence.quiet:
                 # Quiet for a while (a publisher hears nothing): ask for an echo.
                 self._send_ping_probe(link)
 

@@ -80,14 +80,7 @@ class Link:
         """The STUN/TURN servers of this link's session."""
         self.alias = alias
         self.server_alias = server_alias
-        self.received = 0
-        """Data-channel messages received; the client's keepalive watches it move."""
-
-        def counted(data: bytes, reliable: bool) -> None:
-            self.received += 1
-            on_frame(data, reliable)
-
-        self.session = Session(on_frame=counted, ice_servers=rtc_ice_servers(self.ice_servers))
+        self.session = Session(on_frame=on_frame, ice_servers=rtc_ice_servers(self.ice_servers))
         self.refusal: asyncio.Future[BrokerError] = asyncio.get_running_loop().create_future()
         self._reader: asyncio.Task[None] | None = None
 

@@ -77,6 +77,8 @@ class Session:
         self._remote_set = False
         self._held_candidates: list[bytes] = []
         self._close_task: asyncio.Task[None] | None = None
+        self.received = 0
+        """Data-channel messages received on both channels."""
         self.pc.on("connectionstatechange", self._on_connection_state)
         self.pc.on("datachannel", self._adopt_channel)
 
@@ -141,6 +143,7 @@ class Session:
         on_frame = self._on_frame
 
         def on_message(data: bytes | str) -> None:
+            self.received += 1
             if isinstance(data, bytes):
                 on_frame(data, kind)
             else:
@@ -189,6 +192,18 @@ class Session:
     def sent(self) -> int:
         """Data-channel messages handed to aiortc on both channels."""
         return sum(w.sent for w in (self.reliable, self.unreliable) if w is not None)
+
+    @property
+    def peer_progress(self) -> tuple[int, int]:
+        """Changes whenever the peer shows life: a message from it, or its SCTP
+        acknowledgement of more of ours (see :mod:`webrtc_broker.rtc.liveness`)."""
+        return self.received, self._acknowledged_tsn()
+
+    def _acknowledged_tsn(self) -> int:
+        # aiortc keeps the peer's cumulative TSN ack private; without it (another
+        # aiortc version) only received messages count, which is merely stricter.
+        transport = self.pc.sctp
+        return int(getattr(transport, "_last_sacked_tsn", 0)) if transport is not None else 0
 
     @property
     def queue_depth(self) -> int:

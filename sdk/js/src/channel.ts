@@ -33,6 +33,8 @@ export class ChannelWriter {
   readonly reliable: boolean;
   /** Frames dropped because the unreliable channel's buffer was full. */
   dropped = 0;
+  /** `bufferedamountlow` events: the browser sent what it held, so the peer acked. */
+  drains = 0;
   private readonly queue: Uint8Array[] = [];
   private batchLimit = 0;
   private batch: Uint8Array[] = [];
@@ -129,6 +131,7 @@ export class ChannelWriter {
   }
 
   private drain(): void {
+    this.drains += 1;
     while (
       this.queue.length > 0 &&
       this.isOpen &&

@@ -22,6 +22,7 @@ import {
 import { Emitter } from "./events.js";
 import type { Listener } from "./events.js";
 import { Link, fetchIceServers, withinTimeout } from "./link.js";
+import { SilenceClock } from "./liveness.js";
 import type { Attempt } from "./link.js";
 import { ReceivedMessage } from "./message.js";
 import { compressedSubscriptionFrame, subscriptionFrame } from "./subscription.js";
@@ -269,16 +270,12 @@ export class BrokerClient {
       if (keepalive === false || link.session.closed) {
         return;
       }
-      let received = link.received;
-      let heard = performance.now();
+      const silence = new SilenceClock(keepalive.interval, keepalive.timeout);
+      silence.tick(link.session.peerProgress, performance.now());
       timer = setInterval(() => {
-        const now = performance.now();
-        if (link.received !== received) {
-          received = link.received;
-          heard = now;
-        } else if (now - heard > keepalive.timeout) {
+        if (silence.tick(link.session.peerProgress, performance.now())) {
           link.session.close("server silent; presumed dead");
-        } else {
+        } else if (silence.quiet) {
           // Quiet for a while (a publisher hears nothing): ask for an echo.
           link.session.send(KEEPALIVE_FRAME, true);
         }

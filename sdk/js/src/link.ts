@@ -76,8 +76,6 @@ export async function fetchIceServers(url: string): Promise<RTCIceServer[]> {
 /** A coordinator WebSocket and the session with the server it pointed us to. */
 export class Link {
   readonly session: Session;
-  /** Data-channel messages received; the client's keepalive watches it move. */
-  received = 0;
   private readonly refusal: Promise<BrokerError>;
   private refuse!: (error: BrokerError) => void;
   private refused = false;
@@ -96,11 +94,7 @@ export class Link {
     this.refusal = new Promise((resolve) => {
       this.refuse = resolve;
     });
-    const counted: FrameHandler = (frame, reliable) => {
-      this.received += 1;
-      onFrame(frame, reliable);
-    };
-    this.session = new Session(counted, options.iceServers);
+    this.session = new Session(onFrame, options.iceServers);
     this.session.onCandidate = (candidate) =>
       this.signal(MessageType.WEBRTC_ICE_CANDIDATE, utf8Encoder.encode(candidate));
     this.session.onClose(() => {

@@ -29,6 +29,8 @@ export class Session {
   readonly opened: Promise<void>;
   closed = false;
   closeReason = "";
+  /** Data-channel messages received on both channels. */
+  received = 0;
   /** Called with each local candidate's JSON, to be sent to the server. */
   onCandidate: (candidateJson: string) => void = () => {};
   private readonly closeCallbacks: ((reason: string) => void)[] = [];
@@ -113,6 +115,7 @@ export class Session {
         return;
       }
       const data = event.data;
+      this.received += 1;
       this.onFrame(typeof data === "string" ? utf8.encode(data) : new Uint8Array(data), reliable);
     });
     channel.addEventListener("open", () => this.checkOpen());
@@ -135,6 +138,12 @@ export class Session {
   enableBatching(): void {
     this.reliable?.enableBatching();
     this.unreliable?.enableBatching();
+  }
+
+  /** Changes whenever the server shows life: a message from it, or buffer space
+   * freed by its acknowledgements (see liveness.ts). */
+  get peerProgress(): string {
+    return `${this.received}/${this.reliable?.drains ?? 0}/${this.unreliable?.drains ?? 0}`;
   }
 
   /** Frames dropped because the unreliable channel's buffer was full. */

@@ -3646,6 +3646,8 @@ var ChannelWriter = class {
   reliable;
   /** Frames dropped because the unreliable channel's buffer was full. */
   dropped = 0;
+  /** `bufferedamountlow` events: the browser sent what it held, so the peer acked. */
+  drains = 0;
   queue = [];
   batchLimit = 0;
   batch = [];
@@ -3721,6 +3723,7 @@ var ChannelWriter = class {
     this.queue.push(frame);
   }
   drain() {
+    this.drains += 1;
     while (this.queue.length > 0 && this.isOpen && this.channel.bufferedAmount < this.limits.highBytes) {
       const frame = this.queue.shift();
       this.channel.send(frame);
@@ -3774,6 +3777,8 @@ var Session = class {
   opened;
   closed = false;
   closeReason = "";
+  /** Data-channel messages received on both channels. */
+  received = 0;
   /** Called with each local candidate's JSON, to be sent to the server. */
   onCandidate = () => {
   };
@@ -3830,6 +3835,7 @@ var Session = class {
         return;
       }
       const data = event.data;
+      this.received += 1;
       this.onFrame(typeof data === "string" ? utf8.encode(data) : new Uint8Array(data), reliable);
     });
     channel.addEventListener("open", () => this.checkOpen());
@@ -3849,6 +3855,11 @@ var Session = class {
   enableBatching() {
     this.reliable?.enableBatching();
     this.unreliable?.enableBatching();
+  }
+  /** Changes whenever the server shows life: a message from it, or buffer space
+   * freed by its acknowledgements (see liveness.ts). */
+  get peerProgress() {
+    return `${this.received}/${this.reliable?.drains ?? 0}/${this.unreliable?.drains ?? 0}`;
   }
   /** Frames dropped because the unreliable channel's buffer was full. */
   get dropped() {
@@ -3932,11 +3943,7 @@ var Link = class _Link {
     this.refusal = new Promise((resolve) => {
       this.refuse = resolve;
     });
-    const counted = (frame, reliable) => {
-      this.received += 1;
-      onFrame(frame, reliable);
-    };
-    this.session = new Session(counted, options.iceServers);
+    this.session = new Session(onFrame, options.iceServers);
     this.session.onCandidate = (candidate) => this.signal(5 /* WEBRTC_ICE_CANDIDATE */, utf8Encoder2.encode(candidate));
     this.session.onClose(() => {
       if (this.established) {
@@ -3955,8 +3962,6 @@ var Link = class _Link {
   serverAlias;
   servers;
   session;
-  /** Data-channel messages received; the client's keepalive watches it move. */
-  received = 0;
   refusal;
   refuse;
   refused = false;
@@ -4182,6 +4187,35 @@ function firstFrame(ws) {
   });
 }
 
+// src/liveness.ts
+var SilenceClock = class {
+  constructor(interval, timeout) {
+    this.interval = interval;
+    this.timeout = timeout;
+  }
+  interval;
+  timeout;
+  /** Milliseconds of silence counted so far. */
+  silentFor = 0;
+  lastProgress;
+  lastTick;
+  /** Record the server's `progress` at `now` (ms); true once it is presumed dead. */
+  tick(progress, now) {
+    if (this.lastTick === void 0 || progress !== this.lastProgress) {
+      this.silentFor = 0;
+    } else {
+      this.silentFor += Math.min(now - this.lastTick, this.interval);
+    }
+    this.lastProgress = progress;
+    this.lastTick = now;
+    return this.silentFor > this.timeout;
+  }
+  /** Nothing heard since the previous tick: time to ask for an echo. */
+  get quiet() {
+    return this.silentFor > 0;
+  }
+};
+
 // src/message.ts
 var utf82 = new TextDecoder();
 var ReceivedMessage = class {
@@ -4388,16 +4422,12 @@ var BrokerClient = class _BrokerClient {
       if (keepalive === false || link.session.closed) {
         return;
       }
-      let received = link.received;
-      let heard = performance.now();
+      const silence = new SilenceClock(keepalive.interval, keepalive.timeout);
+      silence.tick(link.session.peerProgress, performance.now());
       timer = setInterval(() => {
-        const now = performance.now();
-        if (link.received !== received) {
-          received = link.received;
-          heard = now;
-        } else if (now - heard > keepalive.timeout) {
+        if (silence.tick(link.session.peerProgress, performance.now())) {
           link.session.close("server silent; presumed dead");
-        } else {
+        } else if (silence.quiet) {
           link.session.send(KEEPALIVE_FRAME, true);
         }
       }, keepalive.interval);
