@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
+from tests.support import eventually
 from webrtc_broker.rtc import Session
 from webrtc_broker.rtc.liveness import SilenceClock
 
@@ -64,9 +64,11 @@ async def test_peer_acknowledgements_count_as_progress() -> None:
             sender.send(b"frame %d" % index, reliable=True)
         for _ in range(20):
             await asyncio.wait_for(inbox.get(), 10)
-        deadline = time.monotonic() + 10
-        while sender.peer_progress == before and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+
+        async def peer_acknowledged() -> bool:
+            return sender.peer_progress != before
+
+        await eventually(peer_acknowledged, timeout=10, interval=0.05)
         received, acknowledged = sender.peer_progress
         assert received == before[0] == 0, "the receiver sent nothing"
         assert acknowledged != before[1], "the peer's SCTP acknowledgements are not visible"

@@ -182,13 +182,14 @@ class BrokerClient:
         )
         return client
 
-    async def _open_link(self, server: int | None) -> None:
+    async def _open_link(self, server: int | None, *, avoid: int | None = None) -> None:
         link = await Link.open(
             self._url,
             self._credentials,
             server=server,
             on_frame=self._on_frame,
             ice_servers=self._ice_servers,
+            avoid=avoid,
         )
         self._link = link
         self.server_capabilities = 0
@@ -238,7 +239,7 @@ class BrokerClient:
                 return
             log.info("session with server %d lost (%s); reconnecting", link.server_alias, reason)
             self._link = None
-            if not await self._reestablish(self._reconnect):
+            if not await self._reestablish(self._reconnect, lost=link.server_alias):
                 return
 
     async def _watch(self, link: Link) -> None:
@@ -265,12 +266,12 @@ class BrokerClient:
         """An unawaited PING: its echo is something heard, which is all the keepalive needs."""
         link.session.send(_KEEPALIVE_PROBE, reliable=True)
 
-    async def _reestablish(self, policy: Reconnect) -> bool:
+    async def _reestablish(self, policy: Reconnect, *, lost: int) -> bool:
         delay = policy.first_delay
         while True:
             try:
                 async with asyncio.timeout(policy.attempt_timeout):
-                    await self._open_link(None)
+                    await self._open_link(None, avoid=lost)
             except AuthenticationError as exc:
                 self._end(f"credentials refused on reconnect: {exc}")
                 return False

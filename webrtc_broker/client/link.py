@@ -93,10 +93,13 @@ class Link:
         server: int | None,
         on_frame: FrameHandler,
         ice_servers: Sequence[IceServer] | None = None,
+        avoid: int | None = None,
     ) -> Link:
         """Connect to the coordinator and create the session object (not yet connected).
 
         Without ``ice_servers`` the session uses those the coordinator hands out.
+        Without ``server`` the coordinator's first choice is taken, passing over
+        ``avoid`` when another server is listed.
         """
         if ice_servers is None:
             ice_servers = await fetch_ice_servers(url)
@@ -117,7 +120,7 @@ class Link:
                 raise NoServerAvailableError("the coordinator has no comm server registered")
             if server is not None and server not in servers:
                 raise NoServerAvailableError(f"server {server} is not registered: {servers}")
-            chosen = servers[0] if server is None else server
+            chosen = server if server is not None else _pick(servers, avoid)
             return cls(ws, welcome.alias, chosen, on_frame, ice_servers)
         except BaseException:
             await ws.close()
@@ -204,3 +207,10 @@ class Link:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
         await self.ws.close()
+
+
+def _pick(servers: list[int], avoid: int | None) -> int:
+    """The coordinator's first choice, unless that is the server just lost and
+    there is another: a frozen server stays registered until the coordinator's
+    own keepalive notices, and a reconnect sent back to it would hang there."""
+    return next((alias for alias in servers if alias != avoid), servers[0])

@@ -182,7 +182,11 @@ export class BrokerClient {
     return client;
   }
 
-  private async openLink(server: number | undefined, attempt: Attempt): Promise<void> {
+  private async openLink(
+    server: number | undefined,
+    attempt: Attempt,
+    avoid?: number,
+  ): Promise<void> {
     let opened: Link | undefined;
     const onFrame = (frame: Uint8Array, reliable: boolean): void => {
       if (opened !== undefined) {
@@ -191,7 +195,7 @@ export class BrokerClient {
     };
     const iceServers = this.options.iceServers ?? (await fetchIceServers(this.url));
     attempt.check();
-    const options = { server, iceServers };
+    const options = { server, avoid, iceServers };
     const link = await Link.open(this.url, this.credentials, options, onFrame, attempt);
     opened = link;
     this.pending = link;
@@ -251,7 +255,7 @@ export class BrokerClient {
         return;
       }
       this.events.emit("reconnecting", reason);
-      if (!(await this.reestablish(this.reconnect))) {
+      if (!(await this.reestablish(this.reconnect, link.serverAlias))) {
         return;
       }
       this.events.emit("reconnected", this);
@@ -283,11 +287,13 @@ export class BrokerClient {
     });
   }
 
-  private async reestablish(policy: Required<ReconnectOptions>): Promise<boolean> {
+  private async reestablish(policy: Required<ReconnectOptions>, lost: number): Promise<boolean> {
     let wait = policy.firstDelay;
     while (!this.endReason) {
       try {
-        await withinTimeout(policy.attemptTimeout, (attempt) => this.openLink(undefined, attempt));
+        await withinTimeout(policy.attemptTimeout, (attempt) =>
+          this.openLink(undefined, attempt, lost),
+        );
         this.reconnectCount += 1;
         return true;
       } catch (error) {

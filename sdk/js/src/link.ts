@@ -39,6 +39,11 @@ const utf8Encoder = new TextEncoder();
 export interface LinkOptions {
   /** A server alias from the coordinator's list, instead of its first choice. */
   server?: number | undefined;
+  /**
+   * Without `server`: a server to take only if no other is listed (the one
+   * just lost, which a frozen process keeps registered for a while).
+   */
+  avoid?: number | undefined;
   iceServers: RTCIceServer[];
 }
 
@@ -145,7 +150,7 @@ export class Link {
     const link = new Link(
       ws,
       aliasNumber(welcome.alias),
-      options.server ?? first,
+      options.server ?? servers.find((alias) => alias !== options.avoid) ?? first,
       servers,
       onFrame,
       options,

@@ -3995,7 +3995,7 @@ var Link = class _Link {
     const link = new _Link(
       ws,
       aliasNumber(welcome.alias),
-      options.server ?? first,
+      options.server ?? servers.find((alias) => alias !== options.avoid) ?? first,
       servers,
       onFrame,
       options
@@ -4340,7 +4340,7 @@ var BrokerClient = class _BrokerClient {
     void client.supervise();
     return client;
   }
-  async openLink(server, attempt) {
+  async openLink(server, attempt, avoid) {
     let opened;
     const onFrame = (frame, reliable) => {
       if (opened !== void 0) {
@@ -4349,7 +4349,7 @@ var BrokerClient = class _BrokerClient {
     };
     const iceServers = this.options.iceServers ?? await fetchIceServers(this.url);
     attempt.check();
-    const options = { server, iceServers };
+    const options = { server, avoid, iceServers };
     const link = await Link.open(this.url, this.credentials, options, onFrame, attempt);
     opened = link;
     this.pending = link;
@@ -4404,7 +4404,7 @@ var BrokerClient = class _BrokerClient {
         return;
       }
       this.events.emit("reconnecting", reason);
-      if (!await this.reestablish(this.reconnect)) {
+      if (!await this.reestablish(this.reconnect, link.serverAlias)) {
         return;
       }
       this.events.emit("reconnected", this);
@@ -4433,11 +4433,14 @@ var BrokerClient = class _BrokerClient {
       }, keepalive.interval);
     });
   }
-  async reestablish(policy) {
+  async reestablish(policy, lost) {
     let wait = policy.firstDelay;
     while (!this.endReason) {
       try {
-        await withinTimeout(policy.attemptTimeout, (attempt) => this.openLink(void 0, attempt));
+        await withinTimeout(
+          policy.attemptTimeout,
+          (attempt) => this.openLink(void 0, attempt, lost)
+        );
         this.reconnectCount += 1;
         return true;
       } catch (error) {
