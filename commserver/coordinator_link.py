@@ -11,33 +11,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlencode
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import WebSocketException
 
+from webrtc_broker.backoff import Backoff
+
 log = logging.getLogger(__name__)
 
 FrameHandler = Callable[[bytes], Awaitable[None]]
-
-
-class Backoff:
-    """Capped exponential delays: min, 2*min, 4*min ... max, each with +-20% jitter."""
-
-    def __init__(self, minimum: float, maximum: float) -> None:
-        self._min = minimum
-        self._max = max(minimum, maximum)
-        self._next = minimum
-
-    def reset(self) -> None:
-        self._next = self._min
-
-    def next_delay(self) -> float:
-        delay = self._next
-        self._next = min(self._max, self._next * 2)
-        return delay * random.uniform(0.8, 1.2)
 
 
 class CoordinatorLink:

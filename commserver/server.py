@@ -20,12 +20,13 @@ import uuid
 from collections.abc import Coroutine
 from typing import Any
 
-from commserver.coordinator_link import Backoff, CoordinatorLink
+from commserver.coordinator_link import CoordinatorLink
 from commserver.limits import PeerLimits
 from commserver.peer import SERVER_ROLES, Peer
 from commserver.relay import Relay, ServerIdentity
 from commserver.stats import RelayStats
 from webrtc_broker.auth import ClientAuthenticator, ServerSecret
+from webrtc_broker.backoff import Backoff
 from webrtc_broker.config import CommServerConfig
 from webrtc_broker.rtc import FlushScheduler, Session, SignalingError, rtc_ice_servers
 from webrtc_broker.rtc.liveness import SilenceClock

@@ -10,7 +10,7 @@ with no configuration at all.
 from __future__ import annotations
 
 import socket
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -28,14 +28,6 @@ channels carry 256 KiB; the relay adds the sender's alias and the topic to what 
 SelectorName = Literal["random", "round-robin", "least-clients"]
 ServerRole = Literal["server", "hub"]
 ClientAuth = Literal["none", "jwt"]
-
-
-def _check_client_auth(kind: ClientAuth, secret: SecretStr | None) -> None:
-    """JWT client auth needs a key long enough for HS256 (see :mod:`webrtc_broker.tokens`)."""
-    if kind == "jwt":
-        if secret is None:
-            raise ValueError("client_auth 'jwt' needs client_jwt_secret")
-        check_secret(secret.get_secret_value())
 
 
 class IceServer(BaseModel):
@@ -61,7 +53,28 @@ class IceServer(BaseModel):
         return body
 
 
-class CoordinatorConfig(BaseSettings):
+class ClientAuthSettings(BaseSettings):
+    """How clients prove who they are; the coordinator checks the token in
+    ``/connect``'s URL and each comm server the one in AUTH, with the same key."""
+
+    client_auth: ClientAuth = Field(
+        "none", description="How clients are checked: 'none' (anyone) or 'jwt' (signed tokens)"
+    )
+    client_jwt_secret: SecretStr | None = Field(
+        None, description="Shared HS256 key of client tokens (at least 32 bytes) for 'jwt'"
+    )
+
+    @model_validator(mode="after")
+    def _client_auth_is_complete(self) -> Self:
+        """JWT client auth needs a key long enough for HS256 (see :mod:`webrtc_broker.tokens`)."""
+        if self.client_auth == "jwt":
+            if self.client_jwt_secret is None:
+                raise ValueError("client_auth 'jwt' needs client_jwt_secret")
+            check_secret(self.client_jwt_secret.get_secret_value())
+        return self
+
+
+class CoordinatorConfig(ClientAuthSettings):
     """The coordinator: WebSocket entry point for clients and comm servers."""
 
     model_config = SettingsConfigDict(env_prefix="WEBRTC_BROKER_COORDINATOR_", frozen=True)
@@ -70,12 +83,6 @@ class CoordinatorConfig(BaseSettings):
     port: int = Field(9090, ge=0, le=65535, description="Port to bind (0 picks a free one)")
     server_secret: SecretStr | None = Field(
         None, description="Shared secret comm servers must present; unset accepts any server"
-    )
-    client_auth: ClientAuth = Field(
-        "none", description="How /connect checks clients: 'none' (anyone) or 'jwt' (signed tokens)"
-    )
-    client_jwt_secret: SecretStr | None = Field(
-        None, description="Shared HS256 key of client tokens (at least 32 bytes) for 'jwt'"
     )
     selector: SelectorName = Field("random", description="How servers are ordered for a client")
     ping_interval: float = Field(20.0, gt=0, description="Seconds between WebSocket pings")
@@ -98,13 +105,8 @@ class CoordinatorConfig(BaseSettings):
     )
     log_level: str = Field("info", description="Log level")
 
-    @model_validator(mode="after")
-    def _client_auth_is_complete(self) -> CoordinatorConfig:
-        _check_client_auth(self.client_auth, self.client_jwt_secret)
-        return self
 
-
-class CommServerConfig(BaseSettings):
+class CommServerConfig(ClientAuthSettings):
     """A comm server: accepts client sessions and relays topic messages."""
 
     model_config = SettingsConfigDict(env_prefix="WEBRTC_BROKER_COMMSERVER_", frozen=True)
@@ -118,12 +120,6 @@ class CommServerConfig(BaseSettings):
     role: ServerRole = Field("server", description="'server' (full mesh) or 'hub' (star centre)")
     server_secret: SecretStr | None = Field(
         None, description="Shared secret presented to the coordinator and to other servers"
-    )
-    client_auth: ClientAuth = Field(
-        "none", description="How AUTH is checked for clients: 'none' or 'jwt' (signed tokens)"
-    )
-    client_jwt_secret: SecretStr | None = Field(
-        None, description="Shared HS256 key of client tokens (at least 32 bytes) for 'jwt'"
     )
     max_peers: int = Field(1000, ge=1, description="Client sessions accepted before SERVER_FULL")
     establish_timeout: float = Field(
@@ -194,11 +190,6 @@ class CommServerConfig(BaseSettings):
         description="STUN/TURN servers for this server's own peer connections",
     )
     log_level: str = Field("info", description="Log level")
-
-    @model_validator(mode="after")
-    def _client_auth_is_complete(self) -> CommServerConfig:
-        _check_client_auth(self.client_auth, self.client_jwt_secret)
-        return self
 
 
 class OperatorConfig(BaseSettings):

@@ -22,6 +22,7 @@ import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 
+from webrtc_broker.backoff import Backoff
 from webrtc_broker.client.errors import (
     AuthenticationError,
     BrokerError,
@@ -70,7 +71,11 @@ class Keepalive:
 
 @dataclass(frozen=True, slots=True)
 class Reconnect:
-    """Capped exponential backoff between attempts to get back to a server."""
+    """Capped exponential backoff between attempts to get back to a server.
+
+    The first attempt is immediate; the delays after failed ones carry +-20%
+    jitter, so the clients of a dead server do not retry in lockstep.
+    """
 
     first_delay: float = 0.1
     max_delay: float = 5.0
@@ -267,7 +272,7 @@ class BrokerClient:
         link.session.send(_KEEPALIVE_PROBE, reliable=True)
 
     async def _reestablish(self, policy: Reconnect, *, lost: int) -> bool:
-        delay = policy.first_delay
+        backoff = Backoff(policy.first_delay, policy.max_delay)
         while True:
             try:
                 async with asyncio.timeout(policy.attempt_timeout):
@@ -276,9 +281,9 @@ class BrokerClient:
                 self._end(f"credentials refused on reconnect: {exc}")
                 return False
             except (BrokerError, OSError, TimeoutError) as exc:
+                delay = backoff.next_delay()
                 log.info("reconnect failed (%s); next try in %.1f s", exc, delay)
                 await asyncio.sleep(delay)
-                delay = min(policy.max_delay, delay * 2)
                 continue
             self.reconnects += 1
             return True

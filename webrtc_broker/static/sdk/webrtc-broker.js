@@ -4451,8 +4451,11 @@ var BrokerClient = class _BrokerClient {
           this.end(`credentials refused on reconnect: ${error.message}`);
           return false;
         }
-        console.info(`webrtc-broker: reconnect failed (${String(error)}); next try in ${wait} ms`);
-        await delay(wait);
+        const jittered = Math.round(wait * (0.8 + 0.4 * Math.random()));
+        console.info(
+          `webrtc-broker: reconnect failed (${String(error)}); next try in ${jittered} ms`
+        );
+        await delay(jittered);
         wait = Math.min(policy.maxDelay, wait * 2);
       }
     }
