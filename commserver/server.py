@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 RELINK_ATTEMPTS = 5
 RELINK_DELAY = 1.0
 """Seconds before relinking a closed server link, times the attempt number."""
+DUPLICATE_LINK = "duplicate session with a connected server"
 NO_RELINK_REASONS = ("duplicate", "server shutting down", "refused", "authentication failed")
 """Close reasons after which a server link is not remade."""
 
@@ -103,6 +104,8 @@ class CommServer:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._link_task: asyncio.Task[None] | None = None
         self._relink_attempts: dict[int, int] = {}
+        self._relinks: dict[int, asyncio.Task[None]] = {}
+        """Relinks waiting for their delay, by alias: a refusal from that server cancels them."""
 
     # -- bookkeeping ------------------------------------------------------
 
@@ -174,7 +177,9 @@ class CommServer:
             and attempt <= RELINK_ATTEMPTS
             and not peer.session.close_reason.startswith(NO_RELINK_REASONS)
         ):
-            self._spawn(self._relink(peer.alias, attempt), f"relink-{peer.alias}")
+            self._relinks[peer.alias] = self._spawn(
+                self._relink(peer.alias, attempt), f"relink-{peer.alias}"
+            )
 
     def _close_peer(self, peer: Peer, reason: str) -> None:
         log.info("closing session %s: %s", peer.alias, reason)
@@ -183,16 +188,27 @@ class CommServer:
     def _reject_auth(self, peer: Peer, reason: str) -> None:
         """Refuse a session that failed AUTH, telling the peer why through the coordinator."""
         self.stats.sessions["refused:auth_failed"] += 1
+        self._refuse(peer, pb.AUTH_FAILED, reason, f"authentication failed: {reason}")
+
+    def _refuse(
+        self, peer: Peer, reason: pb.ConnectionRefusedReason.ValueType, why: str, close: str
+    ) -> None:
+        """Close ``peer``'s session (reason ``close``) and send it CONNECTION_REFUSED
+        saying ``why``.
+
+        The refusal travels through the coordinator, so a peer whose data
+        channels closed first still learns that it must not try again.
+        """
         self.link.send(
             pb.ConnectionRefusedMessage(
                 type=pb.CONNECTION_REFUSED,
                 from_alias=self.alias,
                 to_alias=peer.alias,
-                reason=pb.AUTH_FAILED,
-                data=reason.encode(),
+                reason=reason,
+                data=why.encode(),
             ).SerializeToString()
         )
-        self._close_peer(peer, f"authentication failed: {reason}")
+        self._close_peer(peer, close)
 
     async def _expire_unless_established(self, peer: Peer) -> None:
         try:
@@ -206,7 +222,7 @@ class CommServer:
                 if other.server_id == peer.server_id and not other.session.closed.is_set():
                     # After a coordinator restart servers re-register under new aliases
                     # and reconnect; the session they already have keeps working.
-                    self._close_peer(peer, "duplicate session with a connected server")
+                    self._refuse(peer, pb.UNKNOWN_REASON, DUPLICATE_LINK, DUPLICATE_LINK)
                     return False
         peer.established.set()
         self._relink_attempts.pop(peer.alias, None)
@@ -226,13 +242,26 @@ class CommServer:
             elif kind in (pb.WEBRTC_OFFER, pb.WEBRTC_ANSWER, pb.WEBRTC_ICE_CANDIDATE):
                 await self._webrtc(kind, decode_as(data, pb.WebRtcMessage))
             elif kind == pb.CONNECTION_REFUSED:
-                message = decode_as(data, pb.ConnectionRefusedMessage)
-                peer = self.peers.get(message.from_alias)
-                if peer is not None and not peer.established.is_set():
-                    await peer.session.close("refused by the remote server")
+                await self._refused(decode_as(data, pb.ConnectionRefusedMessage))
         except (FrameError, SignalingError) as exc:
             self.stats.drops["bad_signalling"] += 1
             log.debug("bad frame from coordinator: %s", exc)
+
+    async def _refused(self, message: pb.ConnectionRefusedMessage) -> None:
+        """A server we link to refused us: give the link up, and any relink to it."""
+        alias = message.from_alias
+        relink = self._relinks.pop(alias, None)
+        if relink is not None:
+            relink.cancel()
+        peer = self.peers.get(alias)
+        if relink is None and (peer is None or peer.established.is_set()):
+            return  # nothing of ours to give up: a stale or stray refusal
+        # The text is the remote side's: shortened and printable, it cannot forge log lines.
+        text = message.data[:200].decode(errors="replace")
+        why = "".join(c if c.isprintable() else "?" for c in text) or f"reason {message.reason}"
+        log.info("peer %d refused the session: %s", alias, why)
+        if peer is not None and not peer.established.is_set():
+            await peer.session.close(f"refused by the remote server: {why}")
 
     def _welcome(self, message: pb.WelcomeMessage) -> None:
         self.alias = message.alias
@@ -261,7 +290,11 @@ class CommServer:
         re-registers under a new alias and links to us from its WELCOME, so the
         old alias is retried a few times only.
         """
-        await asyncio.sleep(RELINK_DELAY * attempt)
+        try:
+            await asyncio.sleep(RELINK_DELAY * attempt)
+        finally:
+            if self._relinks.get(alias) is asyncio.current_task():
+                del self._relinks[alias]
         if alias in self.peers or self.draining or not self.link.connected.is_set():
             return
         log.info("relinking to server %d (attempt %d)", alias, attempt)

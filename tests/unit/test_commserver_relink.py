@@ -1,0 +1,107 @@
+"""Remaking lost server links, and not remaking refused ones.
+
+After a coordinator restart two servers may link again while their old link
+lives on; the target refuses the duplicate. Its data channels can close on
+the initiator before the refusal (sent through the coordinator) arrives, so
+the initiator first schedules a relink; the refusal must cancel it, or the
+pair keeps making and dropping links.
+
+The comm server runs in process here, its coordinator connection replaced by
+a list of the frames it sends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+import commserver.server
+from commserver.server import DUPLICATE_LINK, CommServer
+from tests.support import eventually
+from webrtc_broker.config import CommServerConfig
+from webrtc_broker.wire import broker_pb2 as pb
+from webrtc_broker.wire import frame_type
+
+REMOTE = 4242
+
+
+@pytest.fixture
+async def server(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[CommServer, list[bytes]]]:
+    monkeypatch.setattr(commserver.server, "RELINK_DELAY", 0.05)
+    server = CommServer(CommServerConfig(name="s1"))
+    sent: list[bytes] = []
+    monkeypatch.setattr(server.link, "send", sent.append)
+    server.link.connected.set()
+    server.alias = 1
+    try:
+        yield server, sent
+    finally:
+        await server.close()
+
+
+def connects_to(sent: list[bytes], alias: int) -> int:
+    frames = [pb.ConnectMessage.FromString(f) for f in sent if frame_type(f) == pb.CONNECT]
+    return sum(1 for frame in frames if frame.to_alias == alias)
+
+
+async def lose_link(server: CommServer) -> None:
+    """A link we made closes from the remote end, before it was established."""
+    server._connect_to_server(REMOTE)
+    await server.peers[REMOTE].session.close("reliable channel closed")
+
+
+async def test_a_lost_link_is_remade(server: tuple[CommServer, list[bytes]]) -> None:
+    cs, sent = server
+    await lose_link(cs)
+    assert connects_to(sent, REMOTE) == 1
+
+    async def relinked() -> bool:
+        return connects_to(sent, REMOTE) == 2
+
+    await eventually(relinked, timeout=5, interval=0.02)
+
+
+async def test_a_refusal_cancels_the_relink(server: tuple[CommServer, list[bytes]]) -> None:
+    cs, sent = server
+    await lose_link(cs)
+    refusal = pb.ConnectionRefusedMessage(
+        type=pb.CONNECTION_REFUSED,
+        from_alias=REMOTE,
+        to_alias=cs.alias,
+        reason=pb.UNKNOWN_REASON,
+        data=DUPLICATE_LINK.encode(),
+    )
+    await cs._on_coordinator_frame(refusal.SerializeToString())
+    await asyncio.sleep(20 * commserver.server.RELINK_DELAY)
+    assert connects_to(sent, REMOTE) == 1, "relinked to a server that refused the link"
+    assert REMOTE not in cs.peers
+
+
+async def test_a_pending_link_that_is_refused_closes_and_stays_closed(
+    server: tuple[CommServer, list[bytes]],
+) -> None:
+    cs, sent = server
+    cs._connect_to_server(REMOTE)
+    session = cs.peers[REMOTE].session
+    refusal = pb.ConnectionRefusedMessage(
+        type=pb.CONNECTION_REFUSED, from_alias=REMOTE, to_alias=cs.alias, data=b"\nfake log line"
+    )
+    await cs._on_coordinator_frame(refusal.SerializeToString())
+    assert session.close_reason == "refused by the remote server: ?fake log line"
+    await asyncio.sleep(20 * commserver.server.RELINK_DELAY)
+    assert connects_to(sent, REMOTE) == 1
+
+
+async def test_a_stray_refusal_changes_nothing(server: tuple[CommServer, list[bytes]]) -> None:
+    cs, sent = server
+    refusal = pb.ConnectionRefusedMessage(
+        type=pb.CONNECTION_REFUSED,
+        from_alias=REMOTE,
+        to_alias=cs.alias,
+        reason=pb.ConnectionRefusedReason.ValueType(99),
+    )
+    await cs._on_coordinator_frame(refusal.SerializeToString())
+    assert cs.stats.drops == {}
+    assert sent == []
