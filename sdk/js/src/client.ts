@@ -22,8 +22,8 @@ import {
 import { Emitter } from "./events.js";
 import type { Listener } from "./events.js";
 import { Link, fetchIceServers, withinTimeout } from "./link.js";
-import { SilenceClock } from "./liveness.js";
 import type { Attempt } from "./link.js";
+import { SilenceClock } from "./liveness.js";
 import { ReceivedMessage } from "./message.js";
 import { compressedSubscriptionFrame, subscriptionFrame } from "./subscription.js";
 import {
