@@ -29,6 +29,25 @@ async def page_error(page: Page) -> str:
     return (await page.text_content("#error")) or ""
 
 
+async def test_a_page_passes_over_a_full_server(
+    cluster: Cluster, browser: Browser, console: ConsoleLog
+) -> None:
+    """The demo asks for no server: a refusal sends it on to the next one listed.
+    Round-robin puts the full server first for every other connection."""
+    await cluster.start_coordinator("--selector", "round-robin")
+    await cluster.start_server("s1", "--max-peers", "1")
+    await cluster.start_server("s2")
+    await cluster.wait_mesh("s1", 1)
+    s2 = await cluster.alias_of("s2")
+    async with connected(cluster, "first", server="s1"):
+        for name in ("second", "third"):
+            page = await open_demo(browser, cluster, console, name)
+            await wait_connected(page)
+            assert await page.evaluate("() => Number(document.body.dataset.server)") == s2
+        status = await cluster.server_status("s1")
+        assert status["stats"]["sessions"].get("refused:server_full", 0) >= 1
+
+
 async def test_a_full_server_shows_server_full(
     cluster: Cluster, browser: Browser, console: ConsoleLog
 ) -> None:

@@ -54,6 +54,35 @@ async def test_full_server_refuses_the_next_client(cluster: Cluster) -> None:
         assert await carol.ping() > 0
 
 
+async def test_a_client_free_to_choose_passes_over_a_full_server(cluster: Cluster) -> None:
+    """Without a server asked for, a refusal sends the client to the next server listed.
+
+    The coordinator alternates its first choice (round-robin), so one of the two
+    clients is sent to the full server first, whatever the aliases.
+    """
+    await cluster.start_coordinator("--selector", "round-robin")
+    await cluster.start_server("s1", "--max-peers", "1")
+    await cluster.start_server("s2")
+    await cluster.wait_mesh("s1", 1)
+    s2 = await cluster.alias_of("s2")
+    async with connected(cluster, "alice", server="s1"):
+        async with connected(cluster, "bob", "carol") as clients:
+            assert [client.server_alias for client in clients] == [s2, s2]
+        status = await cluster.server_status("s1")
+        assert counter(status, "sessions", "refused:server_full") == 1
+        assert status["clients"] == 1
+
+    # With a single full server there is nowhere else to go: the refusal is the answer.
+    await cluster.stop(cluster.servers["s2"])
+    await wait_status(cluster, "s1", "servers", 0)
+    await wait_status(cluster, "s1", "clients", 0)
+    async with connected(cluster, "dave", server="s1"):
+        with pytest.raises(ServerFullError):
+            await BrokerClient.connect(cluster.url, "erin", timeout=TIMEOUT)
+        status = await cluster.server_status("s1")
+        assert counter(status, "sessions", "refused:server_full") == 2  # one more, not two
+
+
 async def test_first_reliable_frame_must_be_auth(cluster: Cluster) -> None:
     await cluster.start_coordinator()
     await cluster.start_server("s1")

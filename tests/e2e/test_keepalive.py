@@ -94,3 +94,28 @@ async def test_a_frozen_server_is_given_up_for_another(cluster: Cluster) -> None
         )
     finally:
         await publisher.close()
+
+
+async def test_a_new_client_passes_over_a_frozen_server(cluster: Cluster) -> None:
+    """A frozen server stays listed until the coordinator's WebSocket ping gives it
+    up; a new client that gets no session from it within half its connect timeout
+    tries the next server. Round-robin sends one of the two clients there first."""
+    await cluster.start_coordinator("--selector", "round-robin")
+    await start_mesh(cluster, "s1", "s2")
+    s2 = await cluster.alias_of("s2")
+    frozen = cluster.servers["s1"].process
+    assert frozen is not None
+    os.kill(frozen.pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        servers = []
+        for name in ("alice", "bob"):
+            # 4 s per attempt: one on the frozen server, then one on the live one.
+            client = await BrokerClient.connect(cluster.url, name, timeout=8)
+            servers.append(client.server_alias)
+            await client.close()
+        took = time.monotonic() - started
+        assert servers == [s2, s2]
+    finally:
+        os.kill(frozen.pid, signal.SIGCONT)
+    print(f"\nkeepalive: two new clients on the live server after {took:.2f} s")

@@ -19,7 +19,7 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 from webrtc_broker.backoff import Backoff
@@ -30,6 +30,7 @@ from webrtc_broker.client.errors import (
     ConnectTimeoutError,
     DisconnectedError,
     MessageTooLargeError,
+    NoServerAvailableError,
 )
 from webrtc_broker.client.link import Link
 from webrtc_broker.config import IceServer
@@ -124,6 +125,8 @@ class BrokerClient:
         self._supervisor: asyncio.Task[None] | None = None
         self._subscription: bytes | None = None
         self._closed_reason = ""
+        self._failed_attempt: tuple[int, list[int]] | None = None
+        """The server of the last set-up that failed, and every server then listed."""
         self.capabilities = capabilities
         self.server_capabilities = 0
         """What the server announced in its AUTH reply (0 for servers that do not)."""
@@ -154,7 +157,9 @@ class BrokerClient:
         ``credentials`` go to the coordinator (``token`` query parameter) and to
         the comm server (AUTH body). ``server`` picks a server alias from the
         coordinator's list instead of its first choice (for the first session
-        only). ``capabilities`` is what the client announces in AUTH (protocol
+        only). Without it, a server that refuses (full), fails or takes half of
+        ``timeout`` is passed over for the next one the coordinator lists.
+        ``capabilities`` is what the client announces in AUTH (protocol
         additions); 0 behaves exactly like a client of the original protocol.
         ``keepalive=None`` relies on WebRTC alone to notice a dead server;
         ``reconnect=None`` makes the client end (iteration stops, calls raise
@@ -175,7 +180,7 @@ class BrokerClient:
         )
         try:
             async with asyncio.timeout(timeout):
-                await client._open_link(server)
+                await client._first_link(server, attempt_timeout=timeout / 2)
         except TimeoutError as exc:
             await client.close()
             raise ConnectTimeoutError(f"no session within {timeout} s") from exc
@@ -187,7 +192,34 @@ class BrokerClient:
         )
         return client
 
-    async def _open_link(self, server: int | None, *, avoid: int | None = None) -> None:
+    async def _first_link(self, server: int | None, *, attempt_timeout: float) -> None:
+        """The first session: with ``server``, on that server only; otherwise on the
+        coordinator's choice, or on the next server it lists when one refuses (full),
+        fails or hangs for ``attempt_timeout``."""
+        if server is not None:
+            await self._open_link(server)
+            return
+        failed: list[int] = []
+        while True:
+            try:
+                async with asyncio.timeout(attempt_timeout):
+                    await self._open_link(None, avoid=failed)
+                return
+            except (AuthenticationError, NoServerAvailableError):
+                raise  # the same on every server
+            except (BrokerError, TimeoutError) as exc:
+                attempt = self._failed_attempt
+                if attempt is None:
+                    raise  # the coordinator, not a server, failed
+                alias, listed = attempt
+                failed.append(alias)
+                if set(listed) <= set(failed):
+                    raise
+                why = str(exc) or "no session in time"
+                log.info("server %d failed the set-up (%s); trying another", alias, why)
+
+    async def _open_link(self, server: int | None, *, avoid: Collection[int] = ()) -> None:
+        self._failed_attempt = None
         link = await Link.open(
             self._url,
             self._credentials,
@@ -205,6 +237,7 @@ class BrokerClient:
             await link.establish(auth, self.ping)
         except BaseException:
             self._link = None
+            self._failed_attempt = (link.server_alias, link.servers)
             await link.close("set-up failed")
             raise
         link.session.on_close(lambda _s: self._fail_pings())
@@ -276,7 +309,7 @@ class BrokerClient:
         while True:
             try:
                 async with asyncio.timeout(policy.attempt_timeout):
-                    await self._open_link(None, avoid=lost)
+                    await self._open_link(None, avoid=(lost,))
             except AuthenticationError as exc:
                 self._end(f"credentials refused on reconnect: {exc}")
                 return False

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any
 from urllib.parse import urlencode
 
@@ -74,8 +74,12 @@ class Link:
         server_alias: int,
         on_frame: FrameHandler,
         ice_servers: Sequence[IceServer] = (),
+        *,
+        servers: Sequence[int] = (),
     ) -> None:
         self.ws = ws
+        self.servers = list(servers) or [server_alias]
+        """Every server the coordinator listed in its WELCOME."""
         self.ice_servers = list(ice_servers)
         """The STUN/TURN servers of this link's session."""
         self.alias = alias
@@ -93,13 +97,13 @@ class Link:
         server: int | None,
         on_frame: FrameHandler,
         ice_servers: Sequence[IceServer] | None = None,
-        avoid: int | None = None,
+        avoid: Collection[int] = (),
     ) -> Link:
         """Connect to the coordinator and create the session object (not yet connected).
 
         Without ``ice_servers`` the session uses those the coordinator hands out.
         Without ``server`` the coordinator's first choice is taken, passing over
-        ``avoid`` when another server is listed.
+        the servers in ``avoid`` when another one is listed.
         """
         if ice_servers is None:
             ice_servers = await fetch_ice_servers(url)
@@ -121,7 +125,7 @@ class Link:
             if server is not None and server not in servers:
                 raise NoServerAvailableError(f"server {server} is not registered: {servers}")
             chosen = server if server is not None else _pick(servers, avoid)
-            return cls(ws, welcome.alias, chosen, on_frame, ice_servers)
+            return cls(ws, welcome.alias, chosen, on_frame, ice_servers, servers=servers)
         except BaseException:
             await ws.close()
             raise
@@ -209,8 +213,8 @@ class Link:
         await self.ws.close()
 
 
-def _pick(servers: list[int], avoid: int | None) -> int:
-    """The coordinator's first choice, unless that is the server just lost and
-    there is another: a frozen server stays registered until the coordinator's
-    own keepalive notices, and a reconnect sent back to it would hang there."""
-    return next((alias for alias in servers if alias != avoid), servers[0])
+def _pick(servers: list[int], avoid: Collection[int]) -> int:
+    """The coordinator's first choice, unless that is a server that just failed us
+    and there is another: a frozen server stays registered until the coordinator's
+    own keepalive notices, and an attempt sent back to it would hang there."""
+    return next((alias for alias in servers if alias not in avoid), servers[0])

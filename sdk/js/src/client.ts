@@ -16,8 +16,10 @@
 import {
   AuthenticationError,
   ClosedError,
+  ConnectTimeoutError,
   DisconnectedError,
   MessageTooLargeError,
+  NoServerAvailableError,
 } from "./errors.js";
 import { Emitter } from "./events.js";
 import type { Listener } from "./events.js";
@@ -70,7 +72,11 @@ export interface ReconnectOptions {
 export interface ConnectOptions {
   /** A server alias from the coordinator's list, instead of its first choice (first session). */
   server?: number;
-  /** Milliseconds the first set-up may take (default 20000). */
+  /**
+   * Milliseconds the first set-up may take (default 20000). Without `server`,
+   * a server that refuses (full), fails or takes half of that is passed over
+   * for the next one the coordinator lists.
+   */
   timeout?: number;
   /**
    * STUN/TURN servers for the peer connection (default: those the coordinator
@@ -127,6 +133,8 @@ export class BrokerClient {
   private nextPing = 1;
   private link: Link | undefined;
   private pending: Link | undefined;
+  /** The link of the latest set-up attempt, kept so a failed one says which server it was. */
+  private attempted: Link | undefined;
   private subscription: Uint8Array | undefined;
   private endReason = "";
   private announced = 0;
@@ -174,18 +182,56 @@ export class BrokerClient {
     options: ConnectOptions = {},
   ): Promise<BrokerClient> {
     const client = new BrokerClient(coordinatorUrl, toBytes(credentials), options);
-    await withinTimeout(options.timeout ?? 20_000, (attempt) =>
-      client.openLink(options.server, attempt),
-    );
+    await client.firstLink(options.server, options.timeout ?? 20_000);
     globalThis.addEventListener?.("pagehide", client.onPageHide);
     void client.supervise();
     return client;
   }
 
+  /**
+   * The first session: on `server` only, if given; otherwise on the
+   * coordinator's choice, or on the next server it lists when one refuses
+   * (full), fails or hangs for half of `timeoutMs`.
+   */
+  private async firstLink(server: number | undefined, timeoutMs: number): Promise<void> {
+    if (server !== undefined) {
+      await withinTimeout(timeoutMs, (attempt) => this.openLink(server, attempt));
+      return;
+    }
+    const deadline = performance.now() + timeoutMs;
+    const failed: number[] = [];
+    for (;;) {
+      const budget = Math.min(timeoutMs / 2, deadline - performance.now());
+      if (budget <= 0) {
+        throw new ConnectTimeoutError(`no session within ${timeoutMs / 1000} s`);
+      }
+      this.attempted = undefined;
+      try {
+        await withinTimeout(budget, (attempt) => this.openLink(undefined, attempt, failed));
+        return;
+      } catch (error) {
+        // (Set by openLink while awaited: the compiler cannot see that.)
+        const tried = this.attempted as Link | undefined;
+        if (
+          tried === undefined || // the coordinator failed, not a server
+          error instanceof AuthenticationError || // the same on every server
+          error instanceof NoServerAvailableError
+        ) {
+          throw error;
+        }
+        failed.push(tried.serverAlias);
+        if (tried.servers.every((alias) => failed.includes(alias))) {
+          throw error;
+        }
+        console.info(`webrtc-broker: server ${tried.serverAlias} failed (${String(error)})`);
+      }
+    }
+  }
+
   private async openLink(
     server: number | undefined,
     attempt: Attempt,
-    avoid?: number,
+    avoid: readonly number[] = [],
   ): Promise<void> {
     let opened: Link | undefined;
     const onFrame = (frame: Uint8Array, reliable: boolean): void => {
@@ -197,6 +243,7 @@ export class BrokerClient {
     attempt.check();
     const options = { server, avoid, iceServers };
     const link = await Link.open(this.url, this.credentials, options, onFrame, attempt);
+    this.attempted = link;
     opened = link;
     this.pending = link;
     this.announced = 0;
@@ -292,7 +339,7 @@ export class BrokerClient {
     while (!this.endReason) {
       try {
         await withinTimeout(policy.attemptTimeout, (attempt) =>
-          this.openLink(undefined, attempt, lost),
+          this.openLink(undefined, attempt, [lost]),
         );
         this.reconnectCount += 1;
         return true;

@@ -40,10 +40,10 @@ export interface LinkOptions {
   /** A server alias from the coordinator's list, instead of its first choice. */
   server?: number | undefined;
   /**
-   * Without `server`: a server to take only if no other is listed (the one
-   * just lost, which a frozen process keeps registered for a while).
+   * Without `server`: servers to take only if no other is listed (those that
+   * just failed; a frozen process stays registered for a while).
    */
-  avoid?: number | undefined;
+  avoid?: readonly number[] | undefined;
   iceServers: RTCIceServer[];
 }
 
@@ -150,7 +150,7 @@ export class Link {
     const link = new Link(
       ws,
       aliasNumber(welcome.alias),
-      options.server ?? servers.find((alias) => alias !== options.avoid) ?? first,
+      options.server ?? servers.find((alias) => !(options.avoid ?? []).includes(alias)) ?? first,
       servers,
       onFrame,
       options,

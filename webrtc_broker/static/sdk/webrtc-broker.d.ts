@@ -101,7 +101,11 @@ export interface ReconnectOptions {
 export interface ConnectOptions {
 	/** A server alias from the coordinator's list, instead of its first choice (first session). */
 	server?: number;
-	/** Milliseconds the first set-up may take (default 20000). */
+	/**
+	 * Milliseconds the first set-up may take (default 20000). Without `server`,
+	 * a server that refuses (full), fails or takes half of that is passed over
+	 * for the next one the coordinator lists.
+	 */
 	timeout?: number;
 	/**
 	 * STUN/TURN servers for the peer connection (default: those the coordinator
@@ -150,6 +154,8 @@ export declare class BrokerClient {
 	private nextPing;
 	private link;
 	private pending;
+	/** The link of the latest set-up attempt, kept so a failed one says which server it was. */
+	private attempted;
 	private subscription;
 	private endReason;
 	private announced;
@@ -169,6 +175,12 @@ export declare class BrokerClient {
 	 * {@link ConnectTimeoutError} or another {@link BrokerError}.
 	 */
 	static connect(coordinatorUrl: string, credentials?: string | Uint8Array, options?: ConnectOptions): Promise<BrokerClient>;
+	/**
+	 * The first session: on `server` only, if given; otherwise on the
+	 * coordinator's choice, or on the next server it lists when one refuses
+	 * (full), fails or hangs for half of `timeoutMs`.
+	 */
+	private firstLink;
 	private openLink;
 	/** This client's alias (it changes when the client reconnects; 0 while it does). */
 	get alias(): number;

@@ -3995,7 +3995,7 @@ var Link = class _Link {
     const link = new _Link(
       ws,
       aliasNumber(welcome.alias),
-      options.server ?? servers.find((alias) => alias !== options.avoid) ?? first,
+      options.server ?? servers.find((alias) => !(options.avoid ?? []).includes(alias)) ?? first,
       servers,
       onFrame,
       options
@@ -4308,6 +4308,8 @@ var BrokerClient = class _BrokerClient {
   nextPing = 1;
   link;
   pending;
+  /** The link of the latest set-up attempt, kept so a failed one says which server it was. */
+  attempted;
   subscription;
   endReason = "";
   announced = 0;
@@ -4332,15 +4334,48 @@ var BrokerClient = class _BrokerClient {
    */
   static async connect(coordinatorUrl, credentials = "", options = {}) {
     const client = new _BrokerClient(coordinatorUrl, toBytes(credentials), options);
-    await withinTimeout(
-      options.timeout ?? 2e4,
-      (attempt) => client.openLink(options.server, attempt)
-    );
+    await client.firstLink(options.server, options.timeout ?? 2e4);
     globalThis.addEventListener?.("pagehide", client.onPageHide);
     void client.supervise();
     return client;
   }
-  async openLink(server, attempt, avoid) {
+  /**
+   * The first session: on `server` only, if given; otherwise on the
+   * coordinator's choice, or on the next server it lists when one refuses
+   * (full), fails or hangs for half of `timeoutMs`.
+   */
+  async firstLink(server, timeoutMs) {
+    if (server !== void 0) {
+      await withinTimeout(timeoutMs, (attempt) => this.openLink(server, attempt));
+      return;
+    }
+    const deadline = performance.now() + timeoutMs;
+    const failed = [];
+    for (; ; ) {
+      const budget = Math.min(timeoutMs / 2, deadline - performance.now());
+      if (budget <= 0) {
+        throw new ConnectTimeoutError(`no session within ${timeoutMs / 1e3} s`);
+      }
+      this.attempted = void 0;
+      try {
+        await withinTimeout(budget, (attempt) => this.openLink(void 0, attempt, failed));
+        return;
+      } catch (error) {
+        const tried = this.attempted;
+        if (tried === void 0 || // the coordinator failed, not a server
+        error instanceof AuthenticationError || // the same on every server
+        error instanceof NoServerAvailableError) {
+          throw error;
+        }
+        failed.push(tried.serverAlias);
+        if (tried.servers.every((alias) => failed.includes(alias))) {
+          throw error;
+        }
+        console.info(`webrtc-broker: server ${tried.serverAlias} failed (${String(error)})`);
+      }
+    }
+  }
+  async openLink(server, attempt, avoid = []) {
     let opened;
     const onFrame = (frame, reliable) => {
       if (opened !== void 0) {
@@ -4351,6 +4386,7 @@ var BrokerClient = class _BrokerClient {
     attempt.check();
     const options = { server, avoid, iceServers };
     const link = await Link.open(this.url, this.credentials, options, onFrame, attempt);
+    this.attempted = link;
     opened = link;
     this.pending = link;
     this.announced = 0;
@@ -4439,7 +4475,7 @@ var BrokerClient = class _BrokerClient {
       try {
         await withinTimeout(
           policy.attemptTimeout,
-          (attempt) => this.openLink(void 0, attempt, lost)
+          (attempt) => this.openLink(void 0, attempt, [lost])
         );
         this.reconnectCount += 1;
         return true;
