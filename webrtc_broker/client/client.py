@@ -157,8 +157,8 @@ class BrokerClient:
         ``credentials`` go to the coordinator (``token`` query parameter) and to
         the comm server (AUTH body). ``server`` picks a server alias from the
         coordinator's list instead of its first choice (for the first session
-        only). Without it, a server that refuses (full), fails or takes half of
-        ``timeout`` is passed over for the next one the coordinator lists.
+        only). Without it, a server that refuses (full), fails, or does not answer
+        within half of ``timeout`` is passed over for the next one listed.
         ``capabilities`` is what the client announces in AUTH (protocol
         additions); 0 behaves exactly like a client of the original protocol.
         ``keepalive=None`` relies on WebRTC alone to notice a dead server;
@@ -180,7 +180,7 @@ class BrokerClient:
         )
         try:
             async with asyncio.timeout(timeout):
-                await client._first_link(server, attempt_timeout=timeout / 2)
+                await client._first_link(server, answer_within=timeout / 2)
         except TimeoutError as exc:
             await client.close()
             raise ConnectTimeoutError(f"no session within {timeout} s") from exc
@@ -192,18 +192,17 @@ class BrokerClient:
         )
         return client
 
-    async def _first_link(self, server: int | None, *, attempt_timeout: float) -> None:
+    async def _first_link(self, server: int | None, *, answer_within: float) -> None:
         """The first session: with ``server``, on that server only; otherwise on the
         coordinator's choice, or on the next server it lists when one refuses (full),
-        fails or hangs for ``attempt_timeout``."""
+        fails, or does not answer CONNECT within ``answer_within`` seconds."""
         if server is not None:
             await self._open_link(server)
             return
         failed: list[int] = []
         while True:
             try:
-                async with asyncio.timeout(attempt_timeout):
-                    await self._open_link(None, avoid=failed)
+                await self._open_link(None, avoid=failed, answer_within=answer_within)
                 return
             except (AuthenticationError, NoServerAvailableError):
                 raise  # the same on every server
@@ -218,7 +217,15 @@ class BrokerClient:
                 why = str(exc) or "no session in time"
                 log.info("server %d failed the set-up (%s); trying another", alias, why)
 
-    async def _open_link(self, server: int | None, *, avoid: Collection[int] = ()) -> None:
+    async def _open_link(
+        self,
+        server: int | None,
+        *,
+        avoid: Collection[int] = (),
+        answer_within: float | None = None,
+    ) -> None:
+        """A session through a new coordinator connection. ``answer_within`` bounds
+        the wait for the server's first answer, when another server could be tried."""
         self._failed_attempt = None
         link = await Link.open(
             self._url,
@@ -233,8 +240,11 @@ class BrokerClient:
         auth = pb.AuthMessage(
             type=pb.AUTH, role=pb.CLIENT, body=self._credentials, capabilities=self.capabilities
         ).SerializeToString()
+        alternatives = set(link.servers) - set(avoid) - {link.server_alias}
         try:
-            await link.establish(auth, self.ping)
+            await link.establish(
+                auth, self.ping, answer_within=answer_within if alternatives else None
+            )
         except BaseException:
             self._link = None
             self._failed_attempt = (link.server_alias, link.servers)

@@ -86,6 +86,8 @@ class Link:
         self.server_alias = server_alias
         self.session = Session(on_frame=on_frame, ice_servers=rtc_ice_servers(self.ice_servers))
         self.refusal: asyncio.Future[BrokerError] = asyncio.get_running_loop().create_future()
+        self.answered = asyncio.Event()
+        """Set when the server answers CONNECT, with an OFFER or a refusal."""
         self._reader: asyncio.Task[None] | None = None
 
     @classmethod
@@ -130,11 +132,21 @@ class Link:
             await ws.close()
             raise
 
-    async def establish(self, auth: bytes, confirm: Callable[[], Awaitable[Any]]) -> None:
+    async def establish(
+        self,
+        auth: bytes,
+        confirm: Callable[[], Awaitable[Any]],
+        *,
+        answer_within: float | None = None,
+    ) -> None:
         """CONNECT, set up WebRTC, send ``auth`` and wait for ``confirm()`` (a PING echo).
 
         The protocol has no AUTH acknowledgement; the PING that follows AUTH on
         the same ordered channel can only be echoed once the AUTH was accepted.
+        With ``answer_within``, a server that neither offers nor refuses in that
+        many seconds fails the set-up (:class:`TimeoutError`): it is frozen, or
+        gone without the coordinator knowing yet. A slow set-up after the offer
+        (ICE gathering against an unanswering STUN server) is not cut short.
         """
         self._reader = asyncio.get_running_loop().create_task(
             self._read_coordinator(), name=f"client-{self.alias}-coordinator"
@@ -144,6 +156,13 @@ class Link:
                 type=pb.CONNECT, from_alias=self.alias, to_alias=self.server_alias
             ).SerializeToString()
         )
+        if answer_within is not None:
+            try:
+                await asyncio.wait_for(self.answered.wait(), answer_within)
+            except TimeoutError:
+                raise TimeoutError(
+                    f"server {self.server_alias} did not answer within {answer_within:g} s"
+                ) from None
         try:
             await self._unless_refused(self.session.opened)
             self.session.send(auth, reliable=True)
@@ -174,6 +193,7 @@ class Link:
         try:
             kind = frame_type(data)
             if kind == pb.WEBRTC_OFFER:
+                self.answered.set()
                 message = decode_as(data, pb.WebRtcMessage)
                 answer = await self.session.accept_offer(message.data)
                 await self.ws.send(
@@ -192,6 +212,7 @@ class Link:
             log.warning("ignoring a bad frame from the coordinator: %s", exc)
 
     def _refused(self, message: pb.ConnectionRefusedMessage) -> None:
+        self.answered.set()
         if self.refusal.done():
             return
         detail = message.data.decode(errors="replace")

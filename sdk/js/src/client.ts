@@ -74,8 +74,8 @@ export interface ConnectOptions {
   server?: number;
   /**
    * Milliseconds the first set-up may take (default 20000). Without `server`,
-   * a server that refuses (full), fails or takes half of that is passed over
-   * for the next one the coordinator lists.
+   * a server that refuses (full), fails, or does not answer within half of
+   * that is passed over for the next one the coordinator lists.
    */
   timeout?: number;
   /**
@@ -191,7 +191,7 @@ export class BrokerClient {
   /**
    * The first session: on `server` only, if given; otherwise on the
    * coordinator's choice, or on the next server it lists when one refuses
-   * (full), fails or hangs for half of `timeoutMs`.
+   * (full), fails, or does not answer CONNECT within half of `timeoutMs`.
    */
   private async firstLink(server: number | undefined, timeoutMs: number): Promise<void> {
     if (server !== undefined) {
@@ -201,13 +201,15 @@ export class BrokerClient {
     const deadline = performance.now() + timeoutMs;
     const failed: number[] = [];
     for (;;) {
-      const budget = Math.min(timeoutMs / 2, deadline - performance.now());
-      if (budget <= 0) {
+      const left = deadline - performance.now();
+      if (left <= 0) {
         throw new ConnectTimeoutError(`no session within ${timeoutMs / 1000} s`);
       }
       this.attempted = undefined;
       try {
-        await withinTimeout(budget, (attempt) => this.openLink(undefined, attempt, failed));
+        await withinTimeout(left, (attempt) =>
+          this.openLink(undefined, attempt, failed, timeoutMs / 2),
+        );
         return;
       } catch (error) {
         // (Set by openLink while awaited: the compiler cannot see that.)
@@ -232,6 +234,7 @@ export class BrokerClient {
     server: number | undefined,
     attempt: Attempt,
     avoid: readonly number[] = [],
+    answerWithinMs?: number,
   ): Promise<void> {
     let opened: Link | undefined;
     const onFrame = (frame: Uint8Array, reliable: boolean): void => {
@@ -255,7 +258,12 @@ export class BrokerClient {
       capabilities: this.capabilities,
     });
     try {
-      await link.establish(auth, () => this.pingOn(link, true));
+      // A server's silence is cut short only when there is another server to try.
+      const others = link.servers.some(
+        (alias) => alias !== link.serverAlias && !avoid.includes(alias),
+      );
+      const answerWithin = others ? answerWithinMs : undefined;
+      await link.establish(auth, () => this.pingOn(link, true), answerWithin);
     } finally {
       this.pending = undefined;
     }

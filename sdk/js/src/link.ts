@@ -87,6 +87,9 @@ export class Link {
   private signalling: Promise<void> = Promise.resolve();
   private answered = false;
   private established = false;
+  /** Resolves when the server answers CONNECT, with an offer or a refusal. */
+  private readonly serverAnswered: Promise<void>;
+  private markAnswered!: () => void;
 
   private constructor(
     private readonly ws: WebSocket,
@@ -96,6 +99,9 @@ export class Link {
     onFrame: FrameHandler,
     options: LinkOptions,
   ) {
+    this.serverAnswered = new Promise((resolve) => {
+      this.markAnswered = resolve;
+    });
     this.refusal = new Promise((resolve) => {
       this.refuse = resolve;
     });
@@ -164,7 +170,11 @@ export class Link {
    * echo): the protocol has no AUTH acknowledgement, but the PING that follows
    * AUTH on the same ordered channel can only be echoed once it was accepted.
    */
-  async establish(auth: Uint8Array, confirm: () => Promise<unknown>): Promise<void> {
+  async establish(
+    auth: Uint8Array,
+    confirm: () => Promise<unknown>,
+    answerWithinMs?: number,
+  ): Promise<void> {
     this.sendCoordinator(
       encode(ConnectMessageSchema, {
         type: MessageType.CONNECT,
@@ -172,6 +182,9 @@ export class Link {
         toAlias: aliasBigint(this.serverAlias),
       }),
     );
+    if (answerWithinMs !== undefined) {
+      await this.expectAnswer(answerWithinMs);
+    }
     try {
       await this.unlessRefused(this.session.opened);
       this.session.send(auth, true);
@@ -191,6 +204,27 @@ export class Link {
     }
   }
 
+  /**
+   * Fail if the server neither offers nor refuses within `ms`: it is frozen,
+   * or gone without the coordinator knowing yet. A slow set-up after the
+   * offer (ICE gathering against an unanswering STUN server) is not cut short.
+   */
+  private async expectAnswer(ms: number): Promise<void> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const silent = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () =>
+          reject(new ConnectTimeoutError(`server ${this.serverAlias} did not answer in ${ms} ms`)),
+        ms,
+      );
+    });
+    try {
+      await Promise.race([this.serverAnswered, silent]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   /** Wait for `step`, unless the server refuses first. */
   private async unlessRefused<T>(step: Promise<T>): Promise<T> {
     return Promise.race([
@@ -205,6 +239,7 @@ export class Link {
     try {
       const kind = frameType(frame);
       if (kind === MessageType.WEBRTC_OFFER) {
+        this.markAnswered();
         if (this.answered || this.session.closed) {
           return;
         }
@@ -221,6 +256,7 @@ export class Link {
         const candidate = decodeAs(WebRtcMessageSchema, frame);
         await this.session.addCandidate(utf8Decoder.decode(candidate.data));
       } else if (kind === MessageType.CONNECTION_REFUSED) {
+        this.markAnswered();
         this.onRefused(decodeAs(ConnectionRefusedMessageSchema, frame));
       }
     } catch (error) {

@@ -103,8 +103,8 @@ export interface ConnectOptions {
 	server?: number;
 	/**
 	 * Milliseconds the first set-up may take (default 20000). Without `server`,
-	 * a server that refuses (full), fails or takes half of that is passed over
-	 * for the next one the coordinator lists.
+	 * a server that refuses (full), fails, or does not answer within half of
+	 * that is passed over for the next one the coordinator lists.
 	 */
 	timeout?: number;
 	/**
@@ -178,7 +178,7 @@ export declare class BrokerClient {
 	/**
 	 * The first session: on `server` only, if given; otherwise on the
 	 * coordinator's choice, or on the next server it lists when one refuses
-	 * (full), fails or hangs for half of `timeoutMs`.
+	 * (full), fails, or does not answer CONNECT within half of `timeoutMs`.
 	 */
 	private firstLink;
 	private openLink;

@@ -3940,6 +3940,9 @@ var Link = class _Link {
     this.alias = alias;
     this.serverAlias = serverAlias;
     this.servers = servers;
+    this.serverAnswered = new Promise((resolve) => {
+      this.markAnswered = resolve;
+    });
     this.refusal = new Promise((resolve) => {
       this.refuse = resolve;
     });
@@ -3968,6 +3971,9 @@ var Link = class _Link {
   signalling = Promise.resolve();
   answered = false;
   established = false;
+  /** Resolves when the server answers CONNECT, with an offer or a refusal. */
+  serverAnswered;
+  markAnswered;
   /**
    * Connect to the coordinator and make the link (its session not yet
    * connected). `attempt` lets a timeout release what exists so far.
@@ -4008,7 +4014,7 @@ var Link = class _Link {
    * echo): the protocol has no AUTH acknowledgement, but the PING that follows
    * AUTH on the same ordered channel can only be echoed once it was accepted.
    */
-  async establish(auth, confirm) {
+  async establish(auth, confirm, answerWithinMs) {
     this.sendCoordinator(
       encode(ConnectMessageSchema, {
         type: 2 /* CONNECT */,
@@ -4016,6 +4022,9 @@ var Link = class _Link {
         toAlias: aliasBigint(this.serverAlias)
       })
     );
+    if (answerWithinMs !== void 0) {
+      await this.expectAnswer(answerWithinMs);
+    }
     try {
       await this.unlessRefused(this.session.opened);
       this.session.send(auth, true);
@@ -4033,6 +4042,25 @@ var Link = class _Link {
       throw reason ?? new BrokerError(`session closed during set-up: ${this.session.closeReason}`);
     }
   }
+  /**
+   * Fail if the server neither offers nor refuses within `ms`: it is frozen,
+   * or gone without the coordinator knowing yet. A slow set-up after the
+   * offer (ICE gathering against an unanswering STUN server) is not cut short.
+   */
+  async expectAnswer(ms) {
+    let timer;
+    const silent = new Promise((_, reject) => {
+      timer = setTimeout(
+        () => reject(new ConnectTimeoutError(`server ${this.serverAlias} did not answer in ${ms} ms`)),
+        ms
+      );
+    });
+    try {
+      await Promise.race([this.serverAnswered, silent]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
   /** Wait for `step`, unless the server refuses first. */
   async unlessRefused(step) {
     return Promise.race([
@@ -4046,6 +4074,7 @@ var Link = class _Link {
     try {
       const kind = frameType(frame);
       if (kind === 3 /* WEBRTC_OFFER */) {
+        this.markAnswered();
         if (this.answered || this.session.closed) {
           return;
         }
@@ -4061,6 +4090,7 @@ var Link = class _Link {
         const candidate = decodeAs(WebRtcMessageSchema, frame);
         await this.session.addCandidate(utf8Decoder.decode(candidate.data));
       } else if (kind === 13 /* CONNECTION_REFUSED */) {
+        this.markAnswered();
         this.onRefused(decodeAs(ConnectionRefusedMessageSchema, frame));
       }
     } catch (error) {
@@ -4342,7 +4372,7 @@ var BrokerClient = class _BrokerClient {
   /**
    * The first session: on `server` only, if given; otherwise on the
    * coordinator's choice, or on the next server it lists when one refuses
-   * (full), fails or hangs for half of `timeoutMs`.
+   * (full), fails, or does not answer CONNECT within half of `timeoutMs`.
    */
   async firstLink(server, timeoutMs) {
     if (server !== void 0) {
@@ -4352,13 +4382,16 @@ var BrokerClient = class _BrokerClient {
     const deadline = performance.now() + timeoutMs;
     const failed = [];
     for (; ; ) {
-      const budget = Math.min(timeoutMs / 2, deadline - performance.now());
-      if (budget <= 0) {
+      const left = deadline - performance.now();
+      if (left <= 0) {
         throw new ConnectTimeoutError(`no session within ${timeoutMs / 1e3} s`);
       }
       this.attempted = void 0;
       try {
-        await withinTimeout(budget, (attempt) => this.openLink(void 0, attempt, failed));
+        await withinTimeout(
+          left,
+          (attempt) => this.openLink(void 0, attempt, failed, timeoutMs / 2)
+        );
         return;
       } catch (error) {
         const tried = this.attempted;
@@ -4375,7 +4408,7 @@ var BrokerClient = class _BrokerClient {
       }
     }
   }
-  async openLink(server, attempt, avoid = []) {
+  async openLink(server, attempt, avoid = [], answerWithinMs) {
     let opened;
     const onFrame = (frame, reliable) => {
       if (opened !== void 0) {
@@ -4398,7 +4431,11 @@ var BrokerClient = class _BrokerClient {
       capabilities: this.capabilities
     });
     try {
-      await link.establish(auth, () => this.pingOn(link, true));
+      const others = link.servers.some(
+        (alias) => alias !== link.serverAlias && !avoid.includes(alias)
+      );
+      const answerWithin = others ? answerWithinMs : void 0;
+      await link.establish(auth, () => this.pingOn(link, true), answerWithin);
     } finally {
       this.pending = void 0;
     }
