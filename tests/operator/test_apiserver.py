@@ -221,6 +221,12 @@ async def test_deletion_finalizers_and_garbage_collection(api: Api) -> None:
     orphan = await api.ok("GET", f"{SERVICES}/orphan")
     assert "ownerReferences" not in orphan["metadata"]
 
+    # A controller that creates a child of an owner deleted meanwhile gets 201, and the
+    # garbage collector deletes the dangling dependent.
+    late = await api.ok("POST", SERVICES, service("late", ownerReferences=[ref]))
+    assert late["metadata"]["name"] == "late"
+    assert (await api.call("GET", f"{SERVICES}/late"))[0] == 404
+
 
 async def test_test_reactions_go_first(api: Api, apiserver: ApiServer) -> None:
     """kmock's DSL still works in front of the store: tests can inject API failures."""

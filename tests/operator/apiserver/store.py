@@ -14,7 +14,8 @@ documentation:
   409, a failed JSON-patch ``test`` gets 422;
 * deletion honours finalizers (``deletionTimestamp`` first) and then deletes
   dependents whose ``ownerReferences`` name the deleted ``uid`` (background
-  propagation; ``Orphan`` strips the references instead);
+  propagation; ``Orphan`` strips the references instead); an object created
+  with owners that are all gone is deleted right after its creation;
 * creating a CRD serves its resources (with its schema: validation,
   defaulting and pruning of custom resources); built-in objects are
   validated against the official schemas;
@@ -309,7 +310,18 @@ class Store:
         created = self._commit(kind, obj, "ADDED")
         if kind.kind == "CustomResourceDefinition":
             self._serve_crd(obj)
+        if self._owners_gone(obj):
+            # A controller still creating children of an owner deleted meanwhile: the
+            # create succeeds, then the garbage collector deletes the dangling dependent.
+            self.delete(kind, namespace, meta["name"], "Background")
         return created
+
+    def _owners_gone(self, obj: Obj) -> bool:
+        """True if ``obj`` names owners and none of them exists any more."""
+        owners = {ref.get("uid") for ref in obj["metadata"].get("ownerReferences") or []}
+        if not owners:
+            return False
+        return not any(o["metadata"].get("uid") in owners for o in self.objects.values())
 
     def _defaults(self, kind: Kind, obj: Obj) -> None:
         """The few defaults clients rely on (a Service's cluster IP, a CRD's conditions)."""
