@@ -75,10 +75,10 @@ class Link:
         on_frame: FrameHandler,
         ice_servers: Sequence[IceServer] = (),
         *,
-        servers: Sequence[int] = (),
+        servers: Sequence[int],
     ) -> None:
         self.ws = ws
-        self.servers = list(servers) or [server_alias]
+        self.servers = list(servers)
         """Every server the coordinator listed in its WELCOME."""
         self.ice_servers = list(ice_servers)
         """The STUN/TURN servers of this link's session."""

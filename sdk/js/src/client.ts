@@ -133,8 +133,6 @@ export class BrokerClient {
   private nextPing = 1;
   private link: Link | undefined;
   private pending: Link | undefined;
-  /** The link of the latest set-up attempt, kept so a failed one says which server it was. */
-  private attempted: Link | undefined;
   private subscription: Uint8Array | undefined;
   private endReason = "";
   private announced = 0;
@@ -205,15 +203,16 @@ export class BrokerClient {
       if (left <= 0) {
         throw new ConnectTimeoutError(`no session within ${timeoutMs / 1000} s`);
       }
-      this.attempted = undefined;
+      // The attempt records the link it made, so a failure tells which server it was.
+      const made: { attempt?: Attempt } = {};
       try {
-        await withinTimeout(left, (attempt) =>
-          this.openLink(undefined, attempt, failed, timeoutMs / 2),
-        );
+        await withinTimeout(left, (attempt) => {
+          made.attempt = attempt;
+          return this.openLink(undefined, attempt, failed, timeoutMs / 2);
+        });
         return;
       } catch (error) {
-        // (Set by openLink while awaited: the compiler cannot see that.)
-        const tried = this.attempted as Link | undefined;
+        const tried = made.attempt?.link;
         if (
           tried === undefined || // the coordinator failed, not a server
           error instanceof AuthenticationError || // the same on every server
@@ -246,7 +245,6 @@ export class BrokerClient {
     attempt.check();
     const options = { server, avoid, iceServers };
     const link = await Link.open(this.url, this.credentials, options, onFrame, attempt);
-    this.attempted = link;
     opened = link;
     this.pending = link;
     this.announced = 0;

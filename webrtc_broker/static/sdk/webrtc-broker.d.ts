@@ -154,8 +154,6 @@ export declare class BrokerClient {
 	private nextPing;
 	private link;
 	private pending;
-	/** The link of the latest set-up attempt, kept so a failed one says which server it was. */
-	private attempted;
 	private subscription;
 	private endReason;
 	private announced;

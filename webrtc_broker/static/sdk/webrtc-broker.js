@@ -4338,8 +4338,6 @@ var BrokerClient = class _BrokerClient {
   nextPing = 1;
   link;
   pending;
-  /** The link of the latest set-up attempt, kept so a failed one says which server it was. */
-  attempted;
   subscription;
   endReason = "";
   announced = 0;
@@ -4386,15 +4384,15 @@ var BrokerClient = class _BrokerClient {
       if (left <= 0) {
         throw new ConnectTimeoutError(`no session within ${timeoutMs / 1e3} s`);
       }
-      this.attempted = void 0;
+      const made = {};
       try {
-        await withinTimeout(
-          left,
-          (attempt) => this.openLink(void 0, attempt, failed, timeoutMs / 2)
-        );
+        await withinTimeout(left, (attempt) => {
+          made.attempt = attempt;
+          return this.openLink(void 0, attempt, failed, timeoutMs / 2);
+        });
         return;
       } catch (error) {
-        const tried = this.attempted;
+        const tried = made.attempt?.link;
         if (tried === void 0 || // the coordinator failed, not a server
         error instanceof AuthenticationError || // the same on every server
         error instanceof NoServerAvailableError) {
@@ -4419,7 +4417,6 @@ var BrokerClient = class _BrokerClient {
     attempt.check();
     const options = { server, avoid, iceServers };
     const link = await Link.open(this.url, this.credentials, options, onFrame, attempt);
-    this.attempted = link;
     opened = link;
     this.pending = link;
     this.announced = 0;
