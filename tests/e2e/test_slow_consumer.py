@@ -109,22 +109,25 @@ async def publish_in_windows(
     """
     sessions = {name: client.session for name, client in receivers.items()}
     count = len(next(iter(sent.values())))
+
+    def lost_sessions() -> list[str]:
+        return [name for name, client in receivers.items() if client.session is not sessions[name]]
+
     for start in range(0, count, CHUNK):
         for name, publisher in publishers.items():
             for body in sent[name][start : start + CHUNK]:
                 publisher.publish("room", body)
         due = len(publishers) * min(start + CHUNK, count)
 
-        async def window_delivered(due: int = due) -> bool:
-            for name, receiver in receivers.items():
-                assert receiver.session is sessions[name], f"{name} lost its session"
-            return all(len(got[name]) >= due for name in receivers)
+        async def window_done(due: int = due) -> bool:
+            return bool(lost_sessions()) or all(len(got[name]) >= due for name in receivers)
 
         try:
-            await eventually(window_delivered, timeout=60, interval=0.01)
+            await eventually(window_done, timeout=60, interval=0.01)
         except AssertionError:
             counts = {name: len(got[name]) for name in receivers}
             raise AssertionError(f"{due} messages due, received {counts}") from None
+        assert not lost_sessions(), f"{lost_sessions()} lost their session"
 
 
 async def test_stopped_consumer_is_dropped_and_costs_others_nothing(
