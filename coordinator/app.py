@@ -16,10 +16,11 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 import webrtc_broker
-from webrtc_broker.auth import AuthError, ClientAuthenticator, ServerSecret
+from webrtc_broker.auth import AuthError, ClientAuthenticator, OpenClientAuthenticator, ServerSecret
 from webrtc_broker.config import CoordinatorConfig, ServerRole
 from webrtc_broker.tokens import client_authenticator
 
+from .admission import UNKNOWN_ADDRESS
 from .core import Coordinator
 from .counters import RefusalReason
 from .credentials import display_name, presented_token, server_role
@@ -126,12 +127,28 @@ def _add_peer_routes(
         name = display_name(websocket.query_params.get("name"))
         await coordinator.serve_peer(websocket, role, name)
 
+    # Only a verified identity may share a budget across connections: with the
+    # open authenticator the "identity" is whatever the client typed.
+    verified_identities = not isinstance(client_auth, OpenClientAuthenticator)
+
     @app.websocket("/connect")
     async def connect(websocket: WebSocket) -> None:
         """A client's connection: it learns its alias and which server to use."""
+        # The caps come first: they cost a dict lookup, a token check costs a signature.
+        address = websocket.client.host if websocket.client is not None else UNKNOWN_ADDRESS
+        refusal = coordinator.caps.admit(address)
+        if refusal is not None:
+            await refuse(websocket, refusal)
+            return
+        try:
+            await _serve_client(websocket)
+        finally:
+            coordinator.caps.release(address)
+
+    async def _serve_client(websocket: WebSocket) -> None:
         token = presented_token(websocket.headers, websocket.query_params)
         try:
-            client_auth.authenticate((token or "").encode())
+            identity = client_auth.authenticate((token or "").encode())
         except AuthError:
             await refuse(websocket, RefusalReason.BAD_CLIENT_CREDENTIALS)
             return
@@ -144,7 +161,8 @@ def _add_peer_routes(
             await refuse(websocket, RefusalReason.SHUTTING_DOWN)
             return
         await websocket.accept()
-        await coordinator.serve_peer(websocket, "client")
+        subject = identity.value if verified_identities else None
+        await coordinator.serve_peer(websocket, "client", subject=subject)
 
 
 def _add_http_routes(app: FastAPI, coordinator: Coordinator) -> None:

@@ -15,8 +15,10 @@ from webrtc_broker.config import CoordinatorConfig
 from webrtc_broker.wire import broker_pb2 as pb
 from webrtc_broker.wire import codec
 
+from .admission import ConnectionCaps
+from .budget import SignalBudget, SubjectBudgets, TokenBucket
 from .counters import CoordinatorCounters
-from .outbox import Outbox
+from .outbox import Outbox, Overflow
 from .registry import Peer, PeerRole, Registry
 from .relay import Relay
 from .selector import ServerSelector, make_selector
@@ -43,6 +45,8 @@ class Coordinator:
         self.relay = Relay(
             self.registry, self.counters, max_pending_connects=config.max_pending_connects
         )
+        self.caps = ConnectionCaps(config.max_clients, config.max_clients_per_address)
+        self.subjects = SubjectBudgets(config.subject_signal_rate, config.subject_signal_burst)
         self._sessions: set[Session] = set()
         self._started = False
         self._draining = False
@@ -79,8 +83,36 @@ class Coordinator:
         servers = welcome_servers(role, self.registry.servers(), self.selector)
         return pb.WelcomeMessage(type=pb.WELCOME, alias=alias, available_servers=servers)
 
-    async def serve_peer(self, websocket: SessionSocket, role: PeerRole, name: str = "") -> None:
-        """Welcome an accepted peer, register it, relay its frames until it leaves."""
+    async def serve_peer(
+        self,
+        websocket: SessionSocket,
+        role: PeerRole,
+        name: str = "",
+        *,
+        subject: bytes | None = None,
+    ) -> None:
+        """Welcome an accepted peer, register it, relay its frames until it leaves.
+
+        ``subject`` is a client's verified identity: all connections of one
+        subject share a signalling budget on top of their own.
+        """
+        if role != "client":
+            await self._serve(websocket, role, name, budget=None)
+            return
+        config = self.config
+        own = TokenBucket(config.signal_rate, config.signal_burst)
+        if subject is None:
+            await self._serve(websocket, role, name, budget=SignalBudget(own))
+            return
+        shared = self.subjects.acquire(subject)
+        try:
+            await self._serve(websocket, role, name, budget=SignalBudget(own, shared))
+        finally:
+            self.subjects.release(subject)
+
+    async def _serve(
+        self, websocket: SessionSocket, role: PeerRole, name: str, *, budget: SignalBudget | None
+    ) -> None:
         alias = self.registry.allocate_alias()
         welcome = codec.encode(self.welcome(alias, role))
         try:
@@ -91,7 +123,14 @@ class Coordinator:
             logger.debug("peer left before its welcome: %r", exc)
             return
 
-        outbox = Outbox(self.config.send_queue_frames)
+        if role == "client":
+            outbox = Outbox(self.config.send_queue_frames, overflow=Overflow.CLOSE)
+        else:
+            outbox = Outbox(
+                self.config.send_queue_frames,
+                overflow=Overflow.DROP,
+                client_share=self.config.client_queue_share,
+            )
         peer = Peer(alias=alias, role=role, sink=outbox, name=name)
         self.registry.add(peer)
         self.counters.connections[role] += 1
@@ -102,6 +141,8 @@ class Coordinator:
             registry=self.registry,
             relay=self.relay,
             counters=self.counters,
+            budget=budget,
+            idle_timeout=self.config.client_idle_timeout if role == "client" else 0.0,
         )
         self._sessions.add(session)
         if role == "client":

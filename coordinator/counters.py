@@ -36,6 +36,8 @@ class DropReason(StrEnum):
     UNKNOWN_ALIAS = "unknown_alias"  # nobody connected has that alias
     FORBIDDEN_ROUTE = "forbidden_route"  # client to client, or a peer to itself
     QUEUE_FULL = "queue_full"  # the receiver's outbound queue overflowed
+    TARGET_BUSY = "target_busy"  # client frames already fill their share of a server's queue
+    RATE_LIMITED = "rate_limited"  # above the sender's signalling budget (connection or subject)
     TOO_MANY_PENDING = "too_many_pending"  # a client's CONNECT above max_pending_connects
     TOO_LARGE = "too_large"  # a message above max_message_bytes; the socket is closed (1009)
     INTERNAL_ERROR = "internal_error"  # a bug; logged, the connection survives
@@ -48,6 +50,15 @@ class RefusalReason(StrEnum):
     BAD_SERVER_SECRET = "bad_server_secret"
     BAD_CLIENT_CREDENTIALS = "bad_client_credentials"
     SHUTTING_DOWN = "shutting_down"
+    TOO_MANY_CONNECTIONS = "too_many_connections"  # max_clients client WebSockets are open
+    TOO_MANY_FROM_ADDRESS = "too_many_from_address"  # max_clients_per_address from this address
+
+
+class TimeoutPhase(StrEnum):
+    """Where a connection was when the coordinator closed it for taking too long."""
+
+    HANDSHAKE = "handshake"  # the HTTP request (or WebSocket upgrade) was not complete in time
+    IDLE = "idle"  # a client sent nothing relayable before a server offered it a session
 
 
 @dataclass(slots=True)
@@ -63,5 +74,8 @@ class CoordinatorCounters:
     connections: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PEER_ROLES, 0))
     connections_refused: dict[str, int] = field(
         default_factory=lambda: {reason.value: 0 for reason in RefusalReason}
+    )
+    connections_timed_out: dict[str, int] = field(
+        default_factory=lambda: {phase.value: 0 for phase in TimeoutPhase}
     )
     slow_connections_closed: int = 0

@@ -90,6 +90,14 @@ class CoordinatorCollector:
         )
         yield counter(
             SERVICE,
+            "connections_timed_out_total",
+            "Connections closed for taking too long: the HTTP request or WebSocket upgrade "
+            "(handshake), or a client's first signalling (idle).",
+            [((phase,), value) for phase, value in counters.connections_timed_out.items()],
+            ("phase",),
+        )
+        yield counter(
+            SERVICE,
             "slow_connections_closed_total",
             "WebSockets closed because their outbound queue overflowed.",
             counters.slow_connections_closed,

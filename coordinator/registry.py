@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Literal, Protocol
 
 from webrtc_broker.config import ServerRole
@@ -18,11 +19,28 @@ from webrtc_broker.config import ServerRole
 PeerRole = Literal["client", "server", "hub"]
 
 
+class Origin(Enum):
+    """Who sent a frame: a comm server's queue takes client frames only up to a share."""
+
+    CLIENT = "client"
+    SERVER = "server"
+
+
+class Delivery(Enum):
+    """What became of a frame handed to a :class:`FrameSink`."""
+
+    QUEUED = "queued"
+    TARGET_BUSY = "target_busy"
+    """Dropped: client frames already fill their share of this server's queue."""
+    QUEUE_FULL = "queue_full"
+    """Dropped: the queue is full (a client's queue then closes) or already closed."""
+
+
 class FrameSink(Protocol):
     """Where frames for one peer go; must never block the caller."""
 
-    def send(self, frame: bytes) -> bool:
-        """Queue ``frame``; return False if it was not accepted (peer slow or closing)."""
+    def send(self, frame: bytes, origin: Origin) -> Delivery:
+        """Queue ``frame`` from a sender of kind ``origin``, or say why it was dropped."""
         ...
 
 
@@ -34,6 +52,19 @@ class ServerInfo:
     name: str
     role: ServerRole
     clients: int
+
+
+class ClientPhase(Enum):
+    """How far a client has come; until a server offers it a session it must keep signalling.
+
+    After an OFFER a client legitimately stays silent for its session's whole
+    life (the SDKs keep this WebSocket open, and per-server client counts rely
+    on it), so only the phases before it are subject to the idle timeout.
+    """
+
+    WELCOMED = "welcomed"  # no CONNECT relayed yet
+    CONNECTING = "connecting"  # a CONNECT was relayed; no server has offered a session yet
+    OFFERED = "offered"  # a server offered it a session
 
 
 @dataclass(slots=True, eq=False)
@@ -50,6 +81,9 @@ class Peer:
     # For a client: CONNECTs it sent that their server has not answered yet
     # (with an offer or a refusal), by server alias; bounded by the relay.
     pending: dict[int, int] = field(default_factory=dict)
+    # For a client: see ClientPhase; and when (time.monotonic) it last had a frame relayed.
+    phase: ClientPhase = ClientPhase.WELCOMED
+    last_relayed: float = field(default_factory=time.monotonic)
 
     @property
     def is_server(self) -> bool:

@@ -16,11 +16,13 @@ dropped. An SDK sends one per connection, so only a flood is affected.
 
 from __future__ import annotations
 
+import time
+
 from webrtc_broker.wire import broker_pb2 as pb
 from webrtc_broker.wire import codec
 
 from .counters import RELAYED_TYPES, CoordinatorCounters, DropReason
-from .registry import Peer, Registry
+from .registry import ClientPhase, Delivery, Origin, Peer, Registry
 
 SignallingMessage = pb.ConnectMessage | pb.WebRtcMessage | pb.ConnectionRefusedMessage
 
@@ -85,23 +87,33 @@ class Relay:
             return
 
         message.from_alias = sender.alias
+        from_client = not sender.is_server
         if isinstance(message, pb.ConnectMessage):
-            if not sender.is_server and not self._may_connect(sender):
+            if from_client and not self._may_connect(sender):
                 self.drop(DropReason.TOO_MANY_PENDING)
                 return
             # Addition (docs/protocol.md): the target learns who is asking before
             # the session exists, so a full server can still accept other servers.
             message.from_role = _WIRE_ROLES[sender.role]
-            if not sender.is_server:
+        delivery = target.sink.send(
+            codec.encode(message), Origin.CLIENT if from_client else Origin.SERVER
+        )
+        if delivery is not Delivery.QUEUED:
+            self.drop(_DROPS[delivery])
+            return
+        self._counters.frames_relayed[RELAYED_TYPES[kind]] += 1
+        if from_client:
+            sender.last_relayed = time.monotonic()
+            if kind == codec.MessageType.CONNECT:
+                # Counted only once queued: a dropped CONNECT is never answered.
                 self._registry.note_connect(sender, target.alias)
+                sender.pending[target.alias] = sender.pending.get(target.alias, 0) + 1
+                if sender.phase is ClientPhase.WELCOMED:
+                    sender.phase = ClientPhase.CONNECTING
         elif kind in _ANSWERS and not target.is_server:
             _answered(target, sender.alias)
-        if target.sink.send(codec.encode(message)):
-            self._counters.frames_relayed[RELAYED_TYPES[kind]] += 1
-            if isinstance(message, pb.ConnectMessage) and not sender.is_server:
-                sender.pending[target.alias] = sender.pending.get(target.alias, 0) + 1
-        else:
-            self.drop(DropReason.QUEUE_FULL)
+            if kind == codec.MessageType.WEBRTC_OFFER:
+                target.phase = ClientPhase.OFFERED
 
     def _may_connect(self, client: Peer) -> bool:
         """Whether ``client`` is below its limit of unanswered CONNECTs.
@@ -116,6 +128,8 @@ class Relay:
             del pending[alias]
         return sum(pending.values()) < self._max_pending
 
+
+_DROPS = {Delivery.TARGET_BUSY: DropReason.TARGET_BUSY, Delivery.QUEUE_FULL: DropReason.QUEUE_FULL}
 
 _ANSWERS = frozenset({codec.MessageType.WEBRTC_OFFER, codec.MessageType.CONNECTION_REFUSED})
 """What a server sends a client in answer to its CONNECT, one per CONNECT."""

@@ -20,6 +20,8 @@ from webrtc_broker.config import CoordinatorConfig
 from . import redact
 from .app import create_app
 from .core import Coordinator
+from .counters import TimeoutPhase
+from .handshake import handshake_limited
 
 
 class CoordinatorServer(uvicorn.Server):
@@ -57,8 +59,15 @@ def build_server(
     """A ready-to-``serve()`` uvicorn server for ``config`` (and ``app``, if given)."""
     if app is None:
         app = create_app(config, authenticator=authenticator)
+    coordinator: Coordinator = app.state.coordinator
+    timeouts = coordinator.counters.connections_timed_out
+
+    def count_handshake_timeout() -> None:
+        timeouts[TimeoutPhase.HANDSHAKE] += 1
+
     uvicorn_config = uvicorn.Config(
         app,
+        http=handshake_limited(config.handshake_timeout, count_handshake_timeout),
         host=config.host,
         port=config.port,
         lifespan="on",
@@ -70,9 +79,13 @@ def build_server(
         ws_ping_interval=config.ping_interval,
         ws_ping_timeout=config.ping_timeout,
         ws_max_size=config.max_message_bytes,
+        # The client address (per-address cap) comes from X-Forwarded-For only
+        # when the TCP peer is a proxy we were told to trust; uvicorn would
+        # otherwise believe any local process.
+        proxy_headers=bool(config.trusted_proxies),
+        forwarded_allow_ips=list(config.trusted_proxies) or None,
     )
     redact.install()
-    coordinator: Coordinator = app.state.coordinator
     return CoordinatorServer(uvicorn_config, coordinator)
 
 

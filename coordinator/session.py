@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from .counters import CoordinatorCounters, DropReason
+from .budget import SignalBudget
+from .counters import CoordinatorCounters, DropReason, TimeoutPhase
 from .outbox import BytesSender, Outbox
-from .registry import Peer, Registry
+from .registry import ClientPhase, Peer, Registry
 from .relay import Relay
 
 logger = logging.getLogger(__name__)
@@ -52,8 +54,16 @@ class Session:
         registry: Registry,
         relay: Relay,
         counters: CoordinatorCounters,
+        budget: SignalBudget | None = None,
+        idle_timeout: float = 0.0,
     ) -> None:
+        """``budget`` limits the frames the peer may send (None: unlimited, as for
+        servers); ``idle_timeout`` closes a client that goes that many seconds
+        without a relayed frame before a server offers it a session (0: never)."""
         self.peer = peer
+        self._budget = budget
+        self._idle_timeout = idle_timeout
+        self._idle_timer: asyncio.TimerHandle | None = None
         self._websocket = websocket
         self._outbox = outbox
         self._registry = registry
@@ -81,9 +91,14 @@ class Session:
             reader = asyncio.create_task(self._read(), name=f"coordinator-reader-{self.peer.alias}")
             self._reader = reader
             writer = self._outbox.start(self._websocket)
+            if self._idle_timeout > 0 and not self.peer.is_server:
+                self._arm_idle_timer()
             try:
                 await asyncio.wait((reader, writer), return_when=asyncio.FIRST_COMPLETED)
             finally:
+                if self._idle_timer is not None:
+                    self._idle_timer.cancel()
+                    self._idle_timer = None
                 self._registry.remove(self.peer.alias)
                 self._outbox.close()
                 reader.cancel()
@@ -104,13 +119,41 @@ class Session:
             self._registry.remove(self.peer.alias)
             self.finished.set()
 
+    def _arm_idle_timer(self) -> None:
+        deadline = self.peer.last_relayed + self._idle_timeout
+        delay = max(0.0, deadline - time.monotonic())
+        self._idle_timer = asyncio.get_running_loop().call_later(delay, self._check_idle)
+
+    def _check_idle(self) -> None:
+        """Close a client that has not signalled in time; re-arm if it has since."""
+        self._idle_timer = None
+        peer = self.peer
+        if peer.phase is ClientPhase.OFFERED:
+            return  # a served client may stay quiet for as long as its session lasts
+        if time.monotonic() < peer.last_relayed + self._idle_timeout:
+            self._arm_idle_timer()
+            return
+        self._counters.connections_timed_out[TimeoutPhase.IDLE] += 1
+        logger.info(
+            "client %d idle for %g s before being offered a session, closing",
+            peer.alias,
+            self._idle_timeout,
+        )
+        self.stop(CLOSE_POLICY_VIOLATION)
+
     async def _read(self) -> None:
         receive = self._websocket.receive
         handle = self._relay.handle
         dropped = self._counters.frames_dropped
+        allow = self._budget.allow if self._budget is not None else None
         peer = self.peer
         while True:
             message = await receive()
+            if message.get("type") == "websocket.receive" and allow is not None and not allow():
+                # Refused before decoding: a flood costs the sender its frames, and
+                # costs the coordinator as little as possible.
+                dropped[DropReason.RATE_LIMITED] += 1
+                continue
             data = message.get("bytes")
             if data is not None:
                 try:

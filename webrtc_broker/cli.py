@@ -52,12 +52,29 @@ main.add_command(operator)
 @click.option("--client-jwt-secret", help="HS256 key of client tokens, 32+ bytes (for jwt)")
 @click.option("--max-pending-connects", type=int, help="Unanswered CONNECTs per client [4]")
 @click.option("--max-message-bytes", type=int, help="Largest WebSocket message [262144]")
+@click.option("--signal-rate", type=float, help="Frames/s per client connection, 0: off [20]")
+@click.option("--signal-burst", type=int, help="Frames a client connection may send at once [100]")
+@click.option("--subject-signal-rate", type=float, help="Frames/s per token subject [100]")
+@click.option("--subject-signal-burst", type=int, help="Frames per token subject at once [500]")
+@click.option("--client-queue-share", type=float, help="Server queue share for clients [0.5]")
+@click.option("--handshake-timeout", type=float, help="Seconds to complete an HTTP request [10]")
+@click.option("--client-idle-timeout", type=float, help="Seconds a client may idle, 0: off [30]")
+@click.option("--max-clients", type=int, help="Client WebSockets open at once, 0: no cap [10000]")
+@click.option("--max-clients-per-address", type=int, help="Client WebSockets per address [1000]")
+@click.option(
+    "--trusted-proxy",
+    "trusted_proxies",
+    multiple=True,
+    help="Address or network whose X-Forwarded-For names the client (repeatable) [none]",
+)
 @click.option("--selector", type=click.Choice(["random", "round-robin", "least-clients"]))
 @click.option("--log-level", help="Log level [info]")
 def coordinator(**flags: Any) -> None:
     """Run the coordinator (WebSocket entry point and signalling relay)."""
     from coordinator import serve  # noqa: PLC0415 - keep `webrtc-broker --help` fast
 
+    # A repeatable flag given no times is an empty tuple: leave the setting alone.
+    flags["trusted_proxies"] = list(flags["trusted_proxies"]) or None
     config: CoordinatorConfig = _load(CoordinatorConfig, **flags)
     logs.configure(config.log_level)
     asyncio.run(serve(config))
@@ -71,11 +88,16 @@ def coordinator(**flags: Any) -> None:
 @click.option("--client-auth", type=click.Choice(["none", "jwt"]), help="Client check [none]")
 @click.option("--client-jwt-secret", help="HS256 key of client tokens, 32+ bytes (for jwt)")
 @click.option("--max-peers", type=int, help="Client sessions before SERVER_FULL [1000]")
+@click.option("--max-pending", type=int, help="Sessions in set-up; oldest evicted [200]")
+@click.option("--max-candidates", type=int, help="ICE candidates per session [64]")
 @click.option("--max-frame-bytes", type=int, help="Largest message from a client [261120]")
 @click.option("--max-topics-per-peer", type=int, help="Topics one client may subscribe to [1000]")
 @click.option("--max-topic-bytes", type=int, help="Longest topic name [256]")
-@click.option("--publish-rate", type=float, help="Publishes/s per client, 0=unlimited [1000]")
-@click.option("--publish-burst", type=int, help="Publishes a client may burst [5000]")
+@click.option("--publish-rate", type=float, help="Frames/s per client, 0=unlimited [1000]")
+@click.option("--publish-burst", type=int, help="Frames a client may burst [5000]")
+@click.option("--client-timeout", type=float, help="Seconds a silent client lives [10]")
+@click.option("--peer-timeout", type=float, help="Seconds a silent server link lives [5]")
+@click.option("--keepalive-interval", type=float, help="Seconds between liveness checks [1]")
 @click.option("--establish-timeout", type=float, help="Seconds to set up a session [15]")
 @click.option("--http-host", help="Address of the health/status endpoint [127.0.0.1]")
 @click.option("--http-port", type=int, help="Port of the health/status endpoint [9100]")

@@ -9,10 +9,11 @@ with no configuration at all.
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from webrtc_broker.tokens import check_secret
@@ -99,11 +100,76 @@ class CoordinatorConfig(ClientAuthSettings):
         description="CONNECTs one client connection may have unanswered by their servers; "
         "more are dropped",
     )
+    signal_rate: float = Field(
+        20.0,
+        ge=0,
+        description="Frames per second one client connection may send, sustained (0: no limit); "
+        "excess frames are dropped. An SDK sends a CONNECT, an ANSWER and a few dozen ICE "
+        "candidates per connection",
+    )
+    signal_burst: int = Field(
+        100, ge=1, description="Frames a client connection may send at once above that rate"
+    )
+    subject_signal_rate: float = Field(
+        100.0,
+        ge=0,
+        description="Frames per second all connections of one token subject may send together "
+        "(0: no limit); applies when client tokens are verified (client_auth jwt)",
+    )
+    subject_signal_burst: int = Field(
+        500, ge=1, description="Frames one token subject may send at once above that rate"
+    )
+    client_queue_share: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="Share of a comm server's outbound queue that frames from clients may fill; "
+        "a client's frame beyond it is dropped, and the server's connection stays open",
+    )
+    handshake_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds a TCP connection has to deliver a complete HTTP request "
+        "(a WebSocket upgrade included); a slower one is closed",
+    )
+    client_idle_timeout: float = Field(
+        30.0,
+        ge=0,
+        description="Seconds a client WebSocket may go without a relayed frame until a server "
+        "offers it a session; then it is closed (0: never)",
+    )
+    max_clients: int = Field(
+        10_000,
+        ge=0,
+        description="Client WebSockets open at once; more are refused with HTTP 403 (0: no cap)",
+    )
+    max_clients_per_address: int = Field(
+        1_000,
+        ge=0,
+        description="Client WebSockets open at once from one remote address; more are refused "
+        "with HTTP 403 (0: no cap). Behind a proxy or SNAT, many clients share an address",
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Addresses or networks of proxies whose X-Forwarded-For header names the "
+        "client (JSON list); empty: the header is ignored and the TCP peer is the client",
+    )
     ice_servers: list[IceServer] = Field(
         default_factory=list,
         description="STUN/TURN servers handed to clients at GET /ice-servers",
     )
     log_level: str = Field("info", description="Log level")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_are_addresses(cls, value: list[str]) -> list[str]:
+        """A typo would silently trust nobody (or the wrong network), so refuse it."""
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"not an IP address or network: {entry!r}") from None
+        return value
 
 
 class CommServerConfig(ClientAuthSettings):
@@ -121,7 +187,18 @@ class CommServerConfig(ClientAuthSettings):
     server_secret: SecretStr | None = Field(
         None, description="Shared secret presented to the coordinator and to other servers"
     )
-    max_peers: int = Field(1000, ge=1, description="Client sessions accepted before SERVER_FULL")
+    max_peers: int = Field(
+        1000, ge=1, description="Established client sessions accepted before SERVER_FULL"
+    )
+    max_pending: int = Field(
+        200,
+        ge=1,
+        description="Client sessions being set up at once, apart from max_peers; when full, "
+        "the oldest pending session (first those whose peer never answered) is evicted",
+    )
+    max_candidates: int = Field(
+        64, ge=1, le=1024, description="ICE candidates one peer may trickle to a session"
+    )
     establish_timeout: float = Field(
         15.0, gt=0, description="Seconds a new session has to connect and authenticate"
     )
@@ -153,6 +230,12 @@ class CommServerConfig(ClientAuthSettings):
     peer_timeout: float = Field(
         5.0, gt=0, description="Seconds of silence after which a server link is dead"
     )
+    client_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds of silence (no message, no acknowledgement of ours) after which "
+        "a client session is dead; quiet clients are probed with a PING",
+    )
     drain_seconds: float = Field(
         10.0, ge=0, description="On SIGTERM, seconds to hand clients over before exiting"
     )
@@ -179,11 +262,12 @@ class CommServerConfig(ClientAuthSettings):
     publish_rate: float = Field(
         1000.0,
         ge=0,
-        description="Topic messages per second one client may publish, sustained (0: no limit); "
-        "excess messages are dropped",
+        description="Frames per second one client may send, sustained (0: no limit): topic "
+        "messages, PINGs, each frame inside a BATCH, and SUBSCRIPTIONs at one more per KiB of "
+        "topic names; excess frames are dropped",
     )
     publish_burst: int = Field(
-        5000, ge=1, description="Topic messages a client may publish at once above that rate"
+        5000, ge=1, description="Frames a client may send at once above that rate"
     )
     ice_servers: list[IceServer] = Field(
         default_factory=list,

@@ -15,9 +15,9 @@ import pytest
 from coordinator import create_app
 from coordinator.counters import CoordinatorCounters, DropReason
 from coordinator.credentials import display_name, presented_token, server_role
-from coordinator.outbox import Outbox
+from coordinator.outbox import Outbox, Overflow
 from coordinator.redact import QueryStringRedactor
-from coordinator.registry import AliasAllocator, Peer, Registry, ServerInfo
+from coordinator.registry import AliasAllocator, Delivery, Origin, Peer, Registry, ServerInfo
 from coordinator.relay import Relay
 from coordinator.selector import (
     LeastClientsSelector,
@@ -45,10 +45,11 @@ class ListSink:
         self.frames: list[bytes] = []
         self.accept = accept
 
-    def send(self, frame: bytes) -> bool:
+    def send(self, frame: bytes, origin: Origin) -> Delivery:
         if self.accept:
             self.frames.append(frame)
-        return self.accept
+            return Delivery.QUEUED
+        return Delivery.QUEUE_FULL
 
 
 # --- selectors -------------------------------------------------------------------
@@ -195,7 +196,7 @@ def test_relay_routes_and_refusals() -> None:
     assert counters.frames_dropped[DropReason.FORBIDDEN_ROUTE] == 2
     assert counters.frames_dropped[DropReason.UNKNOWN_ALIAS] == 1
     assert counters.frames_dropped[DropReason.QUEUE_FULL] == 1
-    assert client.server == 4  # last CONNECT target, even if it was not delivered
+    assert client.server == 1  # a CONNECT that was not delivered does not move the client
 
 
 def test_counters_have_every_key_from_the_start() -> None:
@@ -239,17 +240,46 @@ async def test_outbox_overflow_closes_it_without_waiting() -> None:
     socket = StalledSocket()
     outbox = Outbox(limit=2)
     writer = outbox.start(socket)
-    assert outbox.send(b"1")
+    assert outbox.send(b"1", Origin.SERVER) is Delivery.QUEUED
     await wait_until(lambda: socket.sent == [b"1"])  # the writer is now stuck on it
-    assert outbox.send(b"2")
-    assert outbox.send(b"3")
+    assert outbox.send(b"2", Origin.SERVER) is Delivery.QUEUED
+    assert outbox.send(b"3", Origin.SERVER) is Delivery.QUEUED
     assert not outbox.overflowed
-    assert not outbox.send(b"4")  # returns at once, never blocks the caller
+    # Returns at once, never blocks the caller.
+    assert outbox.send(b"4", Origin.SERVER) is Delivery.QUEUE_FULL
     assert outbox.overflowed
     assert outbox.closed
-    assert not outbox.send(b"5")
+    assert outbox.send(b"5", Origin.SERVER) is Delivery.QUEUE_FULL
     await asyncio.wait_for(asyncio.gather(writer, return_exceptions=True), 1)
     assert writer.cancelled()
+
+
+async def test_server_outbox_gives_clients_a_share_and_never_closes() -> None:
+    socket = StalledSocket()
+    outbox = Outbox(limit=4, overflow=Overflow.DROP, client_share=0.5)
+    writer = outbox.start(socket)
+    assert outbox.send(b"c0", Origin.CLIENT) is Delivery.QUEUED
+    await wait_until(lambda: socket.sent == [b"c0"])  # stuck: the queue is empty again
+    assert [outbox.send(b"c", Origin.CLIENT) for _ in range(3)] == [
+        Delivery.QUEUED,
+        Delivery.QUEUED,
+        Delivery.TARGET_BUSY,  # clients have filled their half
+    ]
+    # Other servers still get through, up to the whole queue; beyond it frames
+    # are dropped and the server's connection is kept.
+    assert outbox.send(b"s", Origin.SERVER) is Delivery.QUEUED
+    assert outbox.send(b"s", Origin.SERVER) is Delivery.QUEUED
+    assert outbox.send(b"s", Origin.SERVER) is Delivery.QUEUE_FULL
+    assert outbox.send(b"c", Origin.CLIENT) is Delivery.TARGET_BUSY
+    assert not outbox.closed and not outbox.overflowed
+    socket.unblock.set()
+    await wait_until(lambda: len(outbox) == 0)
+    assert socket.sent == [b"c0", b"c", b"c", b"s", b"s"]
+    assert outbox.send(b"c", Origin.CLIENT) is Delivery.QUEUED  # room again
+    outbox.close()
+    await asyncio.gather(writer, return_exceptions=True)
+    with pytest.raises(ValueError, match="share"):
+        Outbox(limit=4, client_share=0)
 
 
 async def test_outbox_writer_preserves_order() -> None:
@@ -258,7 +288,7 @@ async def test_outbox_writer_preserves_order() -> None:
     outbox = Outbox(limit=8)
     writer = outbox.start(socket)
     for i in range(5):
-        assert outbox.send(bytes([i]))
+        assert outbox.send(bytes([i]), Origin.SERVER) is Delivery.QUEUED
     await wait_until(lambda: len(socket.sent) == 5)
     assert socket.sent == [bytes([i]) for i in range(5)]
     outbox.close()
