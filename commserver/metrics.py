@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator
 from prometheus_client.core import Metric
 from prometheus_client.registry import CollectorRegistry
 
+from commserver.lifecycle import CloseReason, PeerState
 from commserver.limits import LIMIT_DROPS
 from commserver.server import CommServer
 from webrtc_broker.metrics import counter, gauge, histogram, reason_label, service_registry
@@ -37,13 +38,22 @@ KNOWN_DROPS = (
     "before_auth",
     "bad_signalling",
     "signalling_unknown_peer",
-    "signalling_out_of_order",
+    "signalling_wrong_state",
+    "signalling_internal_error",
+    "candidates_over_budget",
     "coordinator_unavailable",
     *LIMIT_DROPS,
 )
 """Drop reasons exported from the start, so their series read 0 instead of missing."""
 
 KNOWN_REFUSALS = ("server_full", "auth_failed")
+KNOWN_FAILURES = (
+    CloseReason.ESTABLISH_TIMEOUT,
+    CloseReason.EVICTED,
+    CloseReason.BAD_SIGNALLING,
+    CloseReason.AUTH_FAILED,
+)
+KNOWN_CLOSES = (CloseReason.PEER_SILENT, CloseReason.SLOW_PEER, CloseReason.CHANNEL_CLOSED)
 
 
 def _seeded(keys: Iterable[str], counts: Iterable[tuple[str, int]]) -> list[tuple[tuple[str], int]]:
@@ -97,6 +107,12 @@ class CommServerCollector:
         )
         yield gauge(
             SERVICE,
+            "max_pending",
+            "Client sessions that may be in set-up at once; beyond it the oldest is evicted.",
+            server.config.max_pending,
+        )
+        yield gauge(
+            SERVICE,
             "coordinator_connected",
             "1 while the control WebSocket to the coordinator is open, else 0.",
             int(server.link.connected.is_set()),
@@ -115,7 +131,7 @@ class CommServerCollector:
             {(role, state): 0 for role in PEER_ROLES for state in PEER_STATES}
         )
         for peer in self._server.peers.values():
-            state = "established" if peer.established.is_set() else "connecting"
+            state = "established" if peer.established else "connecting"
             counts[(peer.role_name, state)] += 1
         yield gauge(
             SERVICE,
@@ -124,6 +140,29 @@ class CommServerCollector:
             "(role is 'unauthenticated' until the peer's AUTH is accepted).",
             counts.items(),
             ("role", "state"),
+        )
+        states: Counter[str] = Counter(dict.fromkeys(PeerState, 0))
+        for peer in self._server.peers.values():
+            states[peer.state] += 1
+        yield gauge(
+            SERVICE,
+            "sessions",
+            "Live sessions by lifecycle state (offering, awaiting_answer, awaiting_offer, "
+            "answering, connecting, established); all but established count against "
+            "max_pending (client sessions only).",
+            (((state,), count) for state, count in states.items() if state != PeerState.CLOSED),
+            ("state",),
+        )
+        yield counter(
+            SERVICE,
+            "signals_refused_total",
+            "Offers, answers and candidates refused because the session was not in a state "
+            "that takes them (a second answer, an answer to a session we did not offer).",
+            (
+                ((state, signal), count)
+                for (state, signal), count in self._server.stats.refused_signals.items()
+            ),
+            ("state", "signal"),
         )
         yield gauge(
             SERVICE,
@@ -155,7 +194,7 @@ class CommServerCollector:
             SERVICE,
             "sessions_failed_total",
             "Sessions that closed before they were established, by reason.",
-            _seeded(("establish_timeout",), outcomes["failed"]),
+            _seeded(KNOWN_FAILURES, outcomes["failed"]),
             ("reason",),
         )
         yield counter(
@@ -169,7 +208,7 @@ class CommServerCollector:
             SERVICE,
             "sessions_closed_total",
             "Established sessions that ended, by reason.",
-            _seeded((), outcomes["closed"]),
+            _seeded(KNOWN_CLOSES, outcomes["closed"]),
             ("reason",),
         )
         yield histogram(

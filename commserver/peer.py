@@ -6,6 +6,7 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
+from commserver.lifecycle import CloseReason, PeerState, check_transition
 from webrtc_broker.rtc import Session
 from webrtc_broker.rtc.liveness import SilenceClock
 from webrtc_broker.wire import broker_pb2 as pb
@@ -20,7 +21,12 @@ class Peer:
     alias: int
     session: Session
     initiated_by_us: bool
-    """True for a server we connected to from our WELCOME: we send AUTH first."""
+    """True for a server we connected to from our WELCOME: it offers, we answer and
+    send AUTH first."""
+    state: PeerState = PeerState.CONNECTING
+    """Where the session is in its set-up (see :mod:`commserver.lifecycle`)."""
+    close_reason: CloseReason | None = None
+    """Why the session ended, once it has."""
     role: pb.Role.ValueType = pb.UNKNOWN_ROLE
     expected_role: pb.Role.ValueType = pb.UNKNOWN_ROLE
     """The role the coordinator announced in CONNECT (0 when it did not say)."""
@@ -28,21 +34,52 @@ class Peer:
     server_id: str = ""
     capabilities: int = 0
     """Bit set of ``pb.Capability`` values the peer announced in its AUTH."""
-    authenticated: bool = False
-    sent_auth: bool = False
-    established: asyncio.Event = field(default_factory=asyncio.Event)
+    expiry: asyncio.TimerHandle | None = None
+    """Closes the session unless it is established in time (cancelled when it is)."""
     silence: SilenceClock | None = None
-    """Keepalive bookkeeping of a server link, from its first check on."""
+    """Keepalive bookkeeping, from the first check after the session is established."""
     sent_at_check: int = 0
     """Messages we had sent it at the previous keepalive check."""
     created: float = field(default_factory=time.monotonic)
     """When the session was created (``time.monotonic``), for the set-up time metric."""
+    established_at: float | None = None
+    """When it was established (``time.monotonic``), if it was."""
     publish_rate: float = 0.0
-    """Publishes per second this peer may make (0: unlimited; set for clients at AUTH)."""
+    """Frames per second this peer may send (0: unlimited; set for clients at AUTH)."""
     tokens: float = 0.0
-    """Publish token bucket (see :mod:`commserver.limits`): publishes it may make now..."""
+    """Frame token bucket (see :mod:`commserver.limits`): frames it may send now (negative:
+    in debt for a costly frame)..."""
     refilled: float = 0.0
     """...as of this ``time.perf_counter()`` reading."""
+
+    def move(self, state: PeerState) -> None:
+        """Take a forward step of the set-up (a bug raises ``IllegalTransition``)."""
+        check_transition(self.state, state)
+        self.state = state
+        if state is PeerState.ESTABLISHED:
+            self.established_at = time.monotonic()
+            if self.expiry is not None:
+                self.expiry.cancel()
+                self.expiry = None
+
+    def end(self, reason: CloseReason, detail: str = "") -> None:
+        """Close the session for ``reason``; the first reason given is the one counted."""
+        if self.state is PeerState.CLOSED:
+            return
+        self.state = PeerState.CLOSED
+        self.close_reason = reason
+        if self.expiry is not None:
+            self.expiry.cancel()
+            self.expiry = None
+        self.session.close_soon(f"{reason}: {detail}" if detail else str(reason))
+
+    @property
+    def established(self) -> bool:
+        return self.state is PeerState.ESTABLISHED
+
+    @property
+    def pending(self) -> bool:
+        return self.state.pending
 
     @property
     def is_server(self) -> bool:

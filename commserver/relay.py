@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from time import perf_counter
 
+from commserver.lifecycle import PeerState
 from commserver.limits import FRAME_TOO_LARGE, RATE_LIMITED, TOPIC_TOO_LONG, PeerLimits
 from commserver.peer import SERVER_ROLES, Peer
 from commserver.stats import RelayStats
@@ -30,6 +31,9 @@ log = logging.getLogger(__name__)
 
 SERVER_TOPICS_BYTES = 16 * 1024 * 1024
 """Largest topic list accepted from an authenticated comm server."""
+SUBSCRIPTION_BYTES_PER_TOKEN = 1024
+"""A client's SUBSCRIPTION costs one frame of its rate budget, plus one per this many
+characters of (decompressed) topic names."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +77,6 @@ class Relay:
         stats: RelayStats,
         limits: PeerLimits,
         on_authenticated: Callable[[Peer], bool],
-        close_peer: Callable[[Peer, str], None],
         reject_peer: Callable[[Peer, str], None],
         batching: FlushScheduler | None = None,
         batch_max_bytes: int = SCTP_PACKET_PAYLOAD,
@@ -88,7 +91,6 @@ class Relay:
         self._max_topic_bytes = limits.max_topic_bytes
         self._burst = float(limits.publish_burst)
         self._on_authenticated = on_authenticated
-        self._close_peer = close_peer
         self._reject_peer = reject_peer
         self._batching = batching
         self._batch_max_bytes = batch_max_bytes
@@ -110,35 +112,31 @@ class Relay:
             return
         self._frame(peer, data, reliable, in_batch=False)
 
-    def _frame(self, peer: Peer, data: bytes, reliable: bool, *, in_batch: bool) -> None:
+    def _frame(
+        self, peer: Peer, data: bytes, reliable: bool, *, in_batch: bool, paid: bool = False
+    ) -> None:
+        """Handle one frame; ``paid`` when a BATCH already took its token."""
         stats = self.stats
         try:
             kind = frame_type(data)
             key = (peer.role_name, kind, reliable)
             stats.frames_in[key] += 1
             stats.frame_bytes_in[key] += len(data)
-            if not peer.authenticated:
+            if not peer.established:
                 self._before_auth(peer, kind, data, reliable)
-            elif kind in (pb.TOPIC, pb.TOPIC_IDENTITY):
-                start = perf_counter()
-                rate = peer.publish_rate
-                if rate:
-                    # Token bucket, refilled from the clock read the histogram needs anyway.
-                    tokens = min(self._burst, peer.tokens + (start - peer.refilled) * rate)
-                    peer.refilled = start
-                    if tokens < 1.0:
-                        peer.tokens = tokens
-                        stats.drops[RATE_LIMITED] += 1
-                        return
-                    peer.tokens = tokens - 1.0
+                return
+            start = perf_counter()
+            if peer.publish_rate and not paid and kind != pb.BATCH and not self._grant(peer):
+                stats.drops[RATE_LIMITED] += 1
+                return
+            if kind in (pb.TOPIC, pb.TOPIC_IDENTITY):
                 if kind == pb.TOPIC:
                     self._topic(peer, decode_as(data, pb.TopicMessage), reliable)
                 else:
                     self._topic_identity(peer, decode_as(data, pb.TopicIdentityMessage), reliable)
                 stats.relay_seconds.observe(perf_counter() - start)
             elif kind == pb.BATCH and not in_batch:
-                for frame in decode_as(data, pb.BatchMessage).frames:
-                    self._frame(peer, frame, reliable, in_batch=True)
+                self._batch(peer, decode_as(data, pb.BatchMessage).frames, reliable)
             elif kind == pb.PING:
                 # Servers ping each other as a keepalive that is heard, not echoed:
                 # echoing would bounce a probe between two servers forever.
@@ -156,12 +154,50 @@ class Relay:
             stats.drops["internal_error"] += 1
             log.exception("error handling a frame from %s", peer.alias)
 
+    def _batch(self, peer: Peer, frames: Sequence[bytes], reliable: bool) -> None:
+        """Handle a BATCH's frames, each paid for as if it came alone.
+
+        Once the sender's budget runs out the rest are dropped in one step: a
+        BATCH of tens of thousands of tiny frames costs one decode and a count,
+        not a loop that refuses them one by one.
+        """
+        limited = bool(peer.publish_rate)
+        if limited and not frames and not self._grant(peer):  # even an empty one is a frame
+            self.stats.drops[RATE_LIMITED] += 1
+        for index, frame in enumerate(frames):
+            if limited and not self._grant(peer):
+                self.stats.drops[RATE_LIMITED] += len(frames) - index
+                return
+            self._frame(peer, frame, reliable, in_batch=True, paid=True)
+
+    def _grant(self, peer: Peer) -> bool:
+        """Take a token from the peer's bucket, if it has one.
+
+        A token bucket refilled at ``publish_rate`` per second up to the burst.
+        The bucket can be in debt (see :meth:`_charge`): then nothing is granted
+        until the refill pays it back.
+        """
+        now = perf_counter()
+        tokens = min(self._burst, peer.tokens + (now - peer.refilled) * peer.publish_rate)
+        peer.refilled = now
+        if tokens < 1.0:
+            peer.tokens = tokens
+            return False
+        peer.tokens = tokens - 1.0
+        return True
+
+    def _charge(self, peer: Peer, tokens: float) -> None:
+        """Charge the extra cost of an expensive frame already admitted (debt allowed,
+        down to one burst, so a client always recovers within burst/rate seconds)."""
+        if peer.publish_rate:
+            peer.tokens = max(-self._burst, peer.tokens - tokens)
+
     # -- authentication ---------------------------------------------------
 
     def _before_auth(
         self, peer: Peer, kind: pb.MessageType.ValueType, data: bytes, reliable: bool
     ) -> None:
-        if not reliable:
+        if not reliable or peer.state is PeerState.CLOSED:
             self.stats.drops["before_auth"] += 1
             return
         if kind != pb.AUTH:
@@ -174,7 +210,6 @@ class Relay:
         except AuthError as exc:
             self._reject_peer(peer, str(exc))
             return
-        peer.authenticated = True
         if not peer.is_server and self.limits.publish_rate:
             peer.publish_rate = self.limits.publish_rate
             peer.tokens = self._burst
@@ -186,8 +221,7 @@ class Relay:
             self.server_peers.add(peer)
             if peer.role == pb.COMMUNICATION_SERVER_HUB:
                 self.hub_peers.add(peer)
-            if not peer.sent_auth:
-                peer.sent_auth = True
+            if not peer.initiated_by_us:  # we answered its offer: we sent ours already
                 peer.send(self.me.auth_frame())
         elif peer.capabilities:
             peer.send(self.me.client_auth_reply())
@@ -225,6 +259,8 @@ class Relay:
         limit = SERVER_TOPICS_BYTES if peer.is_server else self.limits.max_topics_bytes
         topics = subscription_topics(message, max_bytes=limit)
         if not peer.is_server:
+            # Inflating and hashing a topic list costs by its size: pay for it.
+            self._charge(peer, sum(len(t) for t in topics) / SUBSCRIPTION_BYTES_PER_TOKEN)
             problem = self.limits.subscription_problem(topics)
             if problem is not None:
                 self.stats.drops[problem] += 1

@@ -8,6 +8,14 @@ Lifecycle of a session, as PROTOCOL.md describes it:
   each a CONNECT, answer their OFFER and send AUTH once ``reliable`` opens;
 * either way the session must be open and authenticated within the
   establish timeout, or it is closed.
+
+Every step is a transition of :class:`~commserver.lifecycle.PeerState`, and
+all the signalling arrives from other parties through the coordinator, so a
+frame that does not fit the session's state is refused and counted, and one
+the WebRTC stack cannot apply closes that session only. Sessions being set
+up have their own budget (``max_pending``), apart from the established
+clients ``max_peers`` counts: a flood of CONNECTs that are never answered
+evicts itself, oldest first, instead of locking real clients out.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from commserver.coordinator_link import CoordinatorLink
+from commserver.lifecycle import ACCEPTED, CloseReason, PeerState, Signal
 from commserver.limits import PeerLimits
 from commserver.peer import SERVER_ROLES, Peer
 from commserver.relay import Relay, ServerIdentity
@@ -28,7 +37,14 @@ from commserver.stats import RelayStats
 from webrtc_broker.auth import ClientAuthenticator, ServerSecret
 from webrtc_broker.backoff import Backoff
 from webrtc_broker.config import CommServerConfig
-from webrtc_broker.rtc import FlushScheduler, Session, SignalingError, rtc_ice_servers
+from webrtc_broker.rtc import (
+    CandidateRefused,
+    FlushScheduler,
+    Session,
+    SessionEnd,
+    SignalingError,
+    rtc_ice_servers,
+)
 from webrtc_broker.rtc.liveness import SilenceClock
 from webrtc_broker.rtc.writer import MAX_QUEUE_BYTES
 from webrtc_broker.tokens import client_authenticator
@@ -41,8 +57,6 @@ RELINK_ATTEMPTS = 5
 RELINK_DELAY = 1.0
 """Seconds before relinking a closed server link, times the attempt number."""
 DUPLICATE_LINK = "duplicate session with a connected server"
-NO_RELINK_REASONS = ("duplicate", "server shutting down", "refused", "authentication failed")
-"""Close reasons after which a server link is not remade."""
 
 SERVER_QUEUE_FACTOR = 16
 """A server link carries many clients' traffic: its writer queue is this much larger."""
@@ -54,6 +68,24 @@ ROLE_BY_NAME: dict[str, pb.Role.ValueType] = {
     "server": pb.COMMUNICATION_SERVER,
     "hub": pb.COMMUNICATION_SERVER_HUB,
 }
+
+SIGNALS: dict[int, Signal] = {
+    pb.WEBRTC_OFFER: Signal.OFFER,
+    pb.WEBRTC_ANSWER: Signal.ANSWER,
+    pb.WEBRTC_ICE_CANDIDATE: Signal.CANDIDATE,
+}
+
+SESSION_ENDS: dict[SessionEnd, CloseReason] = {
+    SessionEnd.CLOSED: CloseReason.SHUTDOWN,
+    SessionEnd.CHANNEL_CLOSED: CloseReason.CHANNEL_CLOSED,
+    SessionEnd.CONNECTION_FAILED: CloseReason.CONNECTION_FAILED,
+    SessionEnd.SLOW_PEER: CloseReason.SLOW_PEER,
+}
+"""Close reasons of sessions that ended on their own (not through :meth:`Peer.end`)."""
+
+PROBE = pb.PingMessage(type=pb.PING, time=-1.0).SerializeToString()
+"""A keepalive PING: servers hear it, clients ignore it (no probe of theirs has time -1);
+either way its SCTP acknowledgement shows the peer alive."""
 
 
 class CommServer:
@@ -83,7 +115,6 @@ class CommServer:
             stats=self.stats,
             limits=PeerLimits.from_config(config),
             on_authenticated=self._on_authenticated,
-            close_peer=self._close_peer,
             reject_peer=self._reject_auth,
             batching=self.batching,
             batch_max_bytes=config.batch_max_bytes,
@@ -123,12 +154,13 @@ class CommServer:
 
     @property
     def client_count(self) -> int:
-        """Sessions that count against ``max_peers``: clients, and peers not yet known."""
-        return sum(
-            1
-            for p in self.peers.values()
-            if not p.is_server and p.expected_role not in SERVER_ROLES and not p.initiated_by_us
-        )
+        """Sessions that count against ``max_peers``: established clients."""
+        return sum(1 for p in self.peers.values() if p.role == pb.CLIENT and p.established)
+
+    @staticmethod
+    def _from_client(peer: Peer) -> bool:
+        """Set up at a client's request (the coordinator says who sent CONNECT)."""
+        return not peer.initiated_by_us and peer.expected_role not in SERVER_ROLES
 
     def _new_peer(
         self, alias: int, *, initiated_by_us: bool, expected_role: pb.Role.ValueType
@@ -144,29 +176,57 @@ class CommServer:
             unreliable_queue_frames=config.unreliable_queue_frames,
             buffered_high_bytes=config.buffered_high_bytes,
             unreliable_high_bytes=config.unreliable_buffered_high_bytes,
+            max_candidates=config.max_candidates,
         )
         peer = Peer(
             alias=alias,
             session=session,
             initiated_by_us=initiated_by_us,
+            state=PeerState.AWAITING_OFFER if initiated_by_us else PeerState.OFFERING,
             expected_role=expected_role,
         )
         holder.append(peer)
         previous = self.peers.get(alias)
         if previous is not None:
-            self._close_peer(previous, "replaced by a new session with the same alias")
+            previous.end(CloseReason.REPLACED)
+        if self._from_client(peer):
+            self._make_room_for_pending()
         self.peers[alias] = peer
         session.on_close(lambda _session: self._forget(peer))
-        self._spawn(self._expire_unless_established(peer), f"establish-{alias}")
+        peer.expiry = asyncio.get_running_loop().call_later(
+            config.establish_timeout, self._expire, peer
+        )
         return peer
+
+    def _make_room_for_pending(self) -> None:
+        """Evict the oldest pending client session if ``max_pending`` are pending.
+
+        Sessions whose peer never did its part of the signalling go first: a
+        real client answers our offer within a round trip, while a party that
+        floods CONNECTs and does no WebRTC never does. Evicting rather than
+        refusing means a flood cannot keep a real client out: it only shortens
+        how long an unanswered offer waits.
+        """
+        pending = [p for p in self.peers.values() if p.pending and self._from_client(p)]
+        if len(pending) < self.config.max_pending:
+            return
+        unanswered = [p for p in pending if not p.state.answered]
+        victim = min(unanswered or pending, key=lambda p: p.created)
+        victim.end(CloseReason.EVICTED)
+
+    def _expire(self, peer: Peer) -> None:
+        peer.expiry = None
+        if peer.pending:
+            peer.end(CloseReason.ESTABLISH_TIMEOUT)
 
     def _forget(self, peer: Peer) -> None:
         if self.peers.get(peer.alias) is peer:
             del self.peers[peer.alias]
-        if not peer.established.is_set():
-            self.stats.sessions[f"failed:{peer.session.close_reason.split(':')[0]}"] += 1
-        else:
-            self.stats.sessions[f"closed:{peer.session.close_reason.split(':')[0]}"] += 1
+        if peer.state is not PeerState.CLOSED:  # the session ended on its own
+            peer.end(SESSION_ENDS[peer.session.end])
+        reason = peer.close_reason or CloseReason.SHUTDOWN
+        outcome = "closed" if peer.established_at is not None else "failed"
+        self.stats.sessions[f"{outcome}:{reason}"] += 1
         self.stats.retire(peer.session)
         self.relay.forget(peer)
         log.debug("session %s closed: %s", peer.alias, peer.session.close_reason)
@@ -175,23 +235,27 @@ class CommServer:
             peer.initiated_by_us
             and not self.draining
             and attempt <= RELINK_ATTEMPTS
-            and not peer.session.close_reason.startswith(NO_RELINK_REASONS)
+            and reason.relink
         ):
             self._relinks[peer.alias] = self._spawn(
                 self._relink(peer.alias, attempt), f"relink-{peer.alias}"
             )
 
-    def _close_peer(self, peer: Peer, reason: str) -> None:
-        log.info("closing session %s: %s", peer.alias, reason)
-        peer.session.close_soon(reason)
+    def _close_peer(self, peer: Peer, reason: CloseReason, detail: str = "") -> None:
+        log.info("closing session %s: %s %s", peer.alias, reason, detail)
+        peer.end(reason, detail)
 
     def _reject_auth(self, peer: Peer, reason: str) -> None:
         """Refuse a session that failed AUTH, telling the peer why through the coordinator."""
         self.stats.sessions["refused:auth_failed"] += 1
-        self._refuse(peer, pb.AUTH_FAILED, reason, f"authentication failed: {reason}")
+        self._refuse(peer, pb.AUTH_FAILED, reason, CloseReason.AUTH_FAILED)
 
     def _refuse(
-        self, peer: Peer, reason: pb.ConnectionRefusedReason.ValueType, why: str, close: str
+        self,
+        peer: Peer,
+        reason: pb.ConnectionRefusedReason.ValueType,
+        why: str,
+        close: CloseReason,
     ) -> None:
         """Close ``peer``'s session (reason ``close``) and send it CONNECTION_REFUSED
         saying ``why``.
@@ -208,13 +272,7 @@ class CommServer:
                 data=why.encode(),
             ).SerializeToString()
         )
-        self._close_peer(peer, close)
-
-    async def _expire_unless_established(self, peer: Peer) -> None:
-        try:
-            await asyncio.wait_for(peer.established.wait(), self.config.establish_timeout)
-        except TimeoutError:
-            await peer.session.close("establish timeout")
+        self._close_peer(peer, close, why)
 
     def _on_authenticated(self, peer: Peer) -> bool:
         if peer.is_server:
@@ -222,9 +280,17 @@ class CommServer:
                 if other.server_id == peer.server_id and not other.session.closed.is_set():
                     # After a coordinator restart servers re-register under new aliases
                     # and reconnect; the session they already have keeps working.
-                    self._refuse(peer, pb.UNKNOWN_REASON, DUPLICATE_LINK, DUPLICATE_LINK)
+                    self._refuse(
+                        peer, pb.UNKNOWN_REASON, DUPLICATE_LINK, CloseReason.DUPLICATE_LINK
+                    )
                     return False
-        peer.established.set()
+        elif self.client_count >= self.config.max_peers:
+            # Pending sessions are not counted when they are accepted, so several
+            # may finish together: the ones past the limit are refused here.
+            self.stats.sessions["refused:server_full"] += 1
+            self._refuse(peer, pb.SERVER_FULL, "server full", CloseReason.SERVER_FULL)
+            return False
+        peer.move(PeerState.ESTABLISHED)
         self._relink_attempts.pop(peer.alias, None)
         self.stats.sessions[f"established:{peer.role_name}"] += 1
         self.stats.setup_seconds[peer.role_name].observe(time.monotonic() - peer.created)
@@ -233,6 +299,11 @@ class CommServer:
     # -- coordinator signalling -------------------------------------------
 
     async def _on_coordinator_frame(self, data: bytes) -> None:
+        """Handle one frame from the coordinator; never raises.
+
+        Most of what arrives was relayed from another party, so no frame may
+        end the coordinator link: a bug surfaces as ``signalling_internal_error``.
+        """
         try:
             kind = frame_type(data)
             if kind == pb.WELCOME:
@@ -246,6 +317,9 @@ class CommServer:
         except (FrameError, SignalingError) as exc:
             self.stats.drops["bad_signalling"] += 1
             log.debug("bad frame from coordinator: %s", exc)
+        except Exception:
+            self.stats.drops["signalling_internal_error"] += 1
+            log.exception("error handling a coordinator frame")
 
     async def _refused(self, message: pb.ConnectionRefusedMessage) -> None:
         """A server we link to refused us: give the link up, and any relink to it."""
@@ -254,14 +328,14 @@ class CommServer:
         if relink is not None:
             relink.cancel()
         peer = self.peers.get(alias)
-        if relink is None and (peer is None or peer.established.is_set()):
+        if relink is None and (peer is None or not peer.pending):
             return  # nothing of ours to give up: a stale or stray refusal
         # The text is the remote side's: shortened and printable, it cannot forge log lines.
         text = message.data[:200].decode(errors="replace")
         why = "".join(c if c.isprintable() else "?" for c in text) or f"reason {message.reason}"
         log.info("peer %d refused the session: %s", alias, why)
-        if peer is not None and not peer.established.is_set():
-            await peer.session.close(f"refused by the remote server: {why}")
+        if peer is not None and peer.pending:
+            peer.end(CloseReason.REFUSED, why)
 
     def _welcome(self, message: pb.WelcomeMessage) -> None:
         self.alias = message.alias
@@ -319,8 +393,14 @@ class CommServer:
         self._spawn(self._offer(peer), f"offer-{alias}")
 
     async def _offer(self, peer: Peer) -> None:
-        offer = await peer.session.create_offer()
-        self._signal(pb.WEBRTC_OFFER, peer.alias, offer)
+        try:
+            offer = await peer.session.create_offer()
+        except Exception as exc:
+            self._close_peer(peer, CloseReason.CONNECTION_FAILED, f"cannot create an offer: {exc}")
+            return
+        if peer.state is PeerState.OFFERING:  # not closed or replaced meanwhile
+            peer.move(PeerState.AWAITING_ANSWER)
+            self._signal(pb.WEBRTC_OFFER, peer.alias, offer)
 
     def _signal(self, kind: pb.MessageType.ValueType, to_alias: int, data: bytes) -> None:
         self.link.send(
@@ -330,49 +410,100 @@ class CommServer:
         )
 
     async def _webrtc(self, kind: pb.MessageType.ValueType, message: pb.WebRtcMessage) -> None:
+        """Apply an offer, answer or candidate if the session's state takes it.
+
+        A signal the state does not take (a second answer, an answer to a
+        session we did not offer) is refused and counted by state and signal.
+        One the WebRTC stack rejects closes that session only; a candidate over
+        the session's budget is dropped and counted.
+        """
         peer = self.peers.get(message.from_alias)
-        if peer is None or peer.session.closed.is_set():
+        if peer is None or peer.state is PeerState.CLOSED:
             self.stats.drops["signalling_unknown_peer"] += 1
             return
-        if kind == pb.WEBRTC_ICE_CANDIDATE:
-            await peer.session.add_candidate(message.data)
-        elif kind == pb.WEBRTC_ANSWER and not peer.initiated_by_us:
-            await peer.session.accept_answer(message.data)
-        elif kind == pb.WEBRTC_OFFER and peer.initiated_by_us:
-            self._spawn(self._answer(peer, message.data), f"answer-{peer.alias}")
+        signal = SIGNALS[kind]
+        if signal not in ACCEPTED[peer.state]:
+            self.stats.drops["signalling_wrong_state"] += 1
+            self.stats.refused_signals[(peer.state, signal)] += 1
+            return
+        if signal is Signal.CANDIDATE:
+            await self._candidate(peer, message.data)
+        elif signal is Signal.ANSWER:
+            peer.move(PeerState.CONNECTING)  # first: a second answer is now refused
+            try:
+                await peer.session.accept_answer(message.data)
+            except Exception as exc:
+                self.stats.drops["bad_signalling"] += 1
+                self._close_peer(peer, CloseReason.BAD_SIGNALLING, f"answer: {exc!r}"[:200])
         else:
-            self.stats.drops["signalling_out_of_order"] += 1
+            peer.move(PeerState.ANSWERING)
+            self._spawn(self._answer(peer, message.data), f"answer-{peer.alias}")
+
+    async def _candidate(self, peer: Peer, data: bytes) -> None:
+        try:
+            await peer.session.add_candidate(data)
+        except CandidateRefused as exc:
+            self.stats.drops["candidates_over_budget"] += 1
+            log.debug("candidate from %s refused: %s", peer.alias, exc)
+        except Exception as exc:
+            # A candidate that does not parse or apply is worth nothing, but the
+            # session may do without it: only the candidate is lost.
+            self.stats.drops["bad_signalling"] += 1
+            log.debug("bad candidate from %s: %r", peer.alias, exc)
 
     async def _answer(self, peer: Peer, offer: bytes) -> None:
-        answer = await peer.session.accept_offer(offer)
+        try:
+            answer = await peer.session.accept_offer(offer)
+        except Exception as exc:
+            self.stats.drops["bad_signalling"] += 1
+            self._close_peer(peer, CloseReason.BAD_SIGNALLING, f"offer: {exc!r}"[:200])
+            return
+        if peer.state is not PeerState.ANSWERING:  # closed meanwhile
+            return
+        peer.move(PeerState.CONNECTING)
         self._signal(pb.WEBRTC_ANSWER, peer.alias, answer)
-        await peer.session.wait_open(self.config.establish_timeout)
-        peer.sent_auth = True
+        try:
+            await peer.session.wait_open(self.config.establish_timeout)
+        except Exception:
+            return  # closed or timed out: the session's own close path counts it
         peer.send(self.relay.me.auth_frame())
 
     # -- liveness ----------------------------------------------------------
 
     async def _keepalive(self) -> None:
-        """Detect dead server links within ``peer_timeout`` instead of ICE's ~30 s.
+        """Detect dead peers within their timeout instead of ICE's ~30 s.
 
-        Every interval each server link that carried nothing from us gets a PING,
-        so a live server is never silent for long; a link silent for longer than
-        ``peer_timeout`` is closed, which withdraws its subscriptions at once.
+        Every interval each established session is checked for signs of life
+        (a message, or an SCTP acknowledgement of ours). A server link that
+        carried nothing from us gets a PING, so a live server is never silent
+        for long; a client that has been silent for a quarter of
+        ``client_timeout`` gets one too, which a live client's SCTP stack
+        acknowledges even if its application ignores it. A session silent for
+        longer than its timeout is closed: its subscriptions go at once, and a
+        client whose process died stops counting against ``max_peers``.
         """
-        ping = pb.PingMessage(type=pb.PING).SerializeToString()
-        interval, timeout = self.config.keepalive_interval, self.config.peer_timeout
+        interval = self.config.keepalive_interval
         while True:
             await asyncio.sleep(interval)
             now = time.monotonic()
-            for peer in list(self.relay.server_peers):
-                if peer.silence is None:
-                    peer.silence = SilenceClock(interval=interval, timeout=timeout)
-                if peer.silence.tick(peer.session.peer_progress, now):
-                    self._close_peer(peer, "server link silent; peer presumed dead")
-                    continue
-                if peer.session.sent == peer.sent_at_check:
-                    peer.send(ping)
-                peer.sent_at_check = peer.session.sent
+            for peer in list(self.peers.values()):
+                if peer.established:
+                    self._check_alive(peer, now)
+
+    def _check_alive(self, peer: Peer, now: float) -> None:
+        config = self.config
+        timeout = config.peer_timeout if peer.is_server else config.client_timeout
+        if peer.silence is None:
+            peer.silence = SilenceClock(interval=config.keepalive_interval, timeout=timeout)
+        if peer.silence.tick(peer.session.peer_progress, now):
+            self._close_peer(peer, CloseReason.PEER_SILENT, f"nothing heard for {timeout:g} s")
+            return
+        if peer.is_server:
+            if peer.session.sent == peer.sent_at_check:
+                peer.send(PROBE)
+            peer.sent_at_check = peer.session.sent
+        elif peer.silence.silent_for >= timeout / 4:
+            peer.send(PROBE, reliable=False)
 
     # -- draining ----------------------------------------------------------
 
@@ -387,7 +518,7 @@ class CommServer:
         self.draining = True
         if self._link_task is not None:
             self._link_task.cancel()
-        clients = [p for p in self.peers.values() if not p.is_server and not p.initiated_by_us]
+        clients = [p for p in self.peers.values() if self._from_client(p)]
         log.info("draining: handing %d clients over within %.1f s", len(clients), seconds)
         if clients:
             # A few clients go at once; many are spread so that at most one
@@ -396,7 +527,7 @@ class CommServer:
             for index, peer in enumerate(clients):
                 if index:
                     await asyncio.sleep(pause)
-                peer.session.close_soon("server draining; reconnect through the coordinator")
+                peer.end(CloseReason.DRAINING, "reconnect through the coordinator")
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds / 2):
                 await asyncio.gather(*(peer.session.closed.wait() for peer in clients))
@@ -404,8 +535,8 @@ class CommServer:
     def _on_coordinator_lost(self) -> None:
         # Sessions still being set up depend on signalling that is now gone.
         for peer in list(self.peers.values()):
-            if not peer.established.is_set():
-                self._close_peer(peer, "coordinator connection lost during set-up")
+            if peer.pending:
+                self._close_peer(peer, CloseReason.COORDINATOR_LOST)
 
     # -- running ----------------------------------------------------------
 
@@ -420,7 +551,7 @@ class CommServer:
             "draining": self.draining,
             "clients": sum(1 for p in peers if p.role == pb.CLIENT),
             "servers": sum(1 for p in peers if p.is_server),
-            "pending": sum(1 for p in peers if not p.established.is_set()),
+            "pending": sum(1 for p in peers if p.pending),
             "topics": len(self.relay.clients.by_topic),
             "server_topics": len(self.relay.servers.by_topic),
             "queue_depth": sum(p.session.queue_depth for p in peers),
@@ -443,9 +574,11 @@ class CommServer:
         for task in tasks:
             with contextlib.suppress(BaseException):
                 await task
+        peers = list(self.peers.values())
+        for peer in peers:
+            peer.end(CloseReason.SHUTDOWN)
         await asyncio.gather(
-            *(peer.session.close("server shutting down") for peer in list(self.peers.values())),
-            return_exceptions=True,
+            *(peer.session.wait_closed() for peer in peers), return_exceptions=True
         )
         if self.batching is not None:
             self.batching.close()

@@ -40,6 +40,8 @@ class RelayStats:
     sessions: Counter[str] = field(default_factory=Counter)
     """Session outcomes: established, failed reasons, refused reasons."""
     coordinator_connects: int = 0
+    refused_signals: Counter[tuple[str, str]] = field(default_factory=Counter)
+    """Signalling refused for the session's state, keyed ``(state, signal)``."""
     frame_bytes_in: Counter[tuple[str, int, bool]] = field(default_factory=Counter)
     """Bytes of the frames in ``frames_in``, same keys."""
     frames_sent: Counter[tuple[int, bool]] = field(default_factory=Counter)

@@ -13,12 +13,13 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import cast
 
+from commserver.lifecycle import PeerState
 from commserver.limits import PeerLimits
 from commserver.peer import Peer
 from commserver.relay import Relay, ServerIdentity
 from commserver.stats import RelayStats
 from webrtc_broker.auth import OpenClientAuthenticator, ServerSecret
-from webrtc_broker.rtc import FlushScheduler, Session
+from webrtc_broker.rtc import FlushScheduler, Session, SessionEnd
 from webrtc_broker.wire import broker_pb2 as pb
 from webrtc_broker.wire.subscription import subscription_frame
 
@@ -42,7 +43,7 @@ class FakeSession:
     def enable_batching(self, scheduler: FlushScheduler, max_bytes: int) -> None:
         """Batching is the writer's business; the relay's output is the same frames."""
 
-    def close_soon(self, reason: str) -> None:
+    def close_soon(self, reason: str, end: SessionEnd = SessionEnd.CLOSED) -> None:
         self.close_reason = reason
 
 
@@ -51,7 +52,6 @@ class RelayHarness:
     relay: Relay
     stats: RelayStats
     rejected: list[tuple[Peer, str]] = field(default_factory=list)
-    closed: list[tuple[Peer, str]] = field(default_factory=list)
     _next_alias: int = 100
 
     def peer(self, *, expected_role: pb.Role.ValueType = pb.CLIENT) -> Peer:
@@ -72,7 +72,7 @@ class RelayHarness:
             type=pb.AUTH, role=pb.CLIENT, body=credentials, capabilities=capabilities
         )
         self.relay.handle(peer, auth.SerializeToString(), True)
-        assert peer.authenticated, self.rejected
+        assert peer.established, self.rejected
         return peer
 
     def server(self, server_id: str) -> Peer:
@@ -81,7 +81,7 @@ class RelayHarness:
         body = json.dumps({"id": server_id, "name": server_id, "secret": SERVER_SECRET})
         auth = pb.AuthMessage(type=pb.AUTH, role=pb.COMMUNICATION_SERVER, body=body.encode())
         self.relay.handle(peer, auth.SerializeToString(), True)
-        assert peer.authenticated, self.rejected
+        assert peer.established, self.rejected
         return peer
 
     def subscribe(self, peer: Peer, topics: list[str]) -> None:
@@ -105,11 +105,8 @@ def make_harness(limits: PeerLimits | None = None, *, hub: bool = False) -> Rela
     harness = RelayHarness(relay=cast(Relay, None), stats=stats)
 
     def on_authenticated(peer: Peer) -> bool:
-        peer.established.set()
+        peer.move(PeerState.ESTABLISHED)
         return True
-
-    def close_peer(peer: Peer, reason: str) -> None:
-        harness.closed.append((peer, reason))
 
     def reject_peer(peer: Peer, reason: str) -> None:
         harness.rejected.append((peer, reason))
@@ -127,7 +124,6 @@ def make_harness(limits: PeerLimits | None = None, *, hub: bool = False) -> Rela
         stats=stats,
         limits=limits or PeerLimits(),
         on_authenticated=on_authenticated,
-        close_peer=close_peer,
         reject_peer=reject_peer,
     )
     return harness

@@ -15,7 +15,7 @@ from tests.e2e.helpers import (
 from tests.support import Cluster
 
 SERVERS = ("s1", "s2", "s3")
-DUPLICATE = "failed:duplicate session with a connected server"
+DUPLICATE = "failed:duplicate_link"
 
 
 async def test_coordinator_killed_and_restarted(cluster: Cluster) -> None:

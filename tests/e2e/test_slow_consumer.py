@@ -188,7 +188,7 @@ async def test_stopped_consumer_is_dropped_and_costs_others_nothing(
 
                 # The stopped consumer's reliable queue overflowed: it was closed.
                 status = await wait_status(cluster, "s1", "clients", 3, timeout=60)
-                assert counter(status, "sessions", "closed:slow peer") == 1, status["stats"]
+                assert counter(status, "sessions", "closed:slow_peer") == 1, status["stats"]
                 assert status["queue_depth"] < 100  # its queue went with it
                 metrics = (await cluster.http.get(f"http://127.0.0.1:{s1.http_port}/metrics")).text
                 assert 'sessions_closed_total{reason="slow_peer"} 1.0' in metrics

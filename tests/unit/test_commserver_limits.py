@@ -21,6 +21,7 @@ from webrtc_broker.client.client import MAX_FRAME_BYTES as SDK_MAX_FRAME_BYTES
 from webrtc_broker.config import MAX_FRAME_BYTES, CommServerConfig
 from webrtc_broker.wire import broker_pb2 as pb
 from webrtc_broker.wire import decode_as
+from webrtc_broker.wire.subscription import subscription_frame
 
 
 def test_default_frame_limit_is_what_the_sdk_may_send() -> None:
@@ -39,7 +40,7 @@ def test_frame_above_max_frame_bytes_is_dropped() -> None:
     harness.publish(alice, "room", b"x" * 1900)
     assert harness.stats.drops[FRAME_TOO_LARGE] == 1
     assert session_of(bob).sent == 1
-    assert alice.authenticated and not harness.closed
+    assert alice.established and not session_of(alice).close_reason
 
     # A server relays bigger frames than its clients may send (it adds the alias).
     server = harness.server("other")
@@ -103,26 +104,71 @@ def test_publish_rate_drops_the_excess_and_refills(monkeypatch: pytest.MonkeyPat
     last = decode_as(session_of(bob).last[-1][0], pb.TopicFWMessage)
     assert last.body == b"9"  # in order: the first ten
 
-    # Each client has its own bucket, and PINGs are not publishes.
+    # Each client has its own bucket, and every frame pays: PINGs too (each is echoed).
     harness.publish(carol, "room", b"carol")
     assert session_of(bob).sent == 11
     ping = pb.PingMessage(type=pb.PING, time=1.0).SerializeToString()
     for _ in range(20):
-        harness.relay.handle(alice, ping, True)
-    assert session_of(alice).sent == 20
+        harness.relay.handle(carol, ping, True)
+    assert session_of(carol).sent == 9
+    assert harness.stats.drops[RATE_LIMITED] == 15 + 11
 
     clock.now += 0.1  # 5 tokens at 50/s
     for index in range(8):
         harness.publish(alice, "room", f"later {index}".encode())
     assert session_of(bob).sent == 16
-    assert harness.stats.drops[RATE_LIMITED] == 18
+    assert harness.stats.drops[RATE_LIMITED] == 26 + 3
 
     clock.now += 3600  # a long pause refills up to the burst, not beyond
     for index in range(15):
         harness.publish(alice, "room", f"after a pause {index}".encode())
     assert session_of(bob).sent == 26
-    assert harness.stats.drops[RATE_LIMITED] == 23
-    assert alice.authenticated and not harness.closed
+    assert harness.stats.drops[RATE_LIMITED] == 29 + 5
+    assert alice.established and not session_of(alice).close_reason
+
+
+def test_frames_inside_a_batch_pay_one_by_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeClock()
+    monkeypatch.setattr("commserver.relay.perf_counter", clock)
+    harness = make_harness(PeerLimits(publish_rate=100.0, publish_burst=50))
+    alice = harness.client()
+    ping = pb.PingMessage(type=pb.PING).SerializeToString()  # 60,000 fit in one message
+    batch = pb.BatchMessage(type=pb.BATCH, frames=[ping] * 60_000).SerializeToString()
+    harness.relay.handle(alice, batch, False)
+    assert session_of(alice).sent == 50  # the burst is echoed, the rest dropped at once
+    assert harness.stats.drops[RATE_LIMITED] == 60_000 - 50
+    harness.relay.handle(alice, batch, False)  # an empty bucket: nothing goes through
+    assert session_of(alice).sent == 50
+    assert harness.stats.drops[RATE_LIMITED] == 2 * 60_000 - 50
+
+    clock.now += 0.1  # 10 tokens
+    small = pb.BatchMessage(type=pb.BATCH, frames=[ping] * 4).SerializeToString()
+    for _ in range(3):
+        harness.relay.handle(alice, small, False)
+    assert session_of(alice).sent == 50 + 10
+    assert alice.established and not session_of(alice).close_reason
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_subscriptions_pay_for_their_size(monkeypatch: pytest.MonkeyPatch, compress: bool) -> None:
+    clock = FakeClock()
+    monkeypatch.setattr("commserver.relay.perf_counter", clock)
+    harness = make_harness(PeerLimits(publish_rate=100.0, publish_burst=100))
+    alice, bob = harness.client(), harness.client()
+    topics = [f"topic-{index:04}-" + "x" * 40 for index in range(900)]  # about 45 KiB
+    frame = subscription_frame(topics, compress=compress)
+    harness.relay.handle(alice, frame, True)
+    assert harness.relay.clients.topics() == frozenset(topics)
+    # 1 + 45 tokens: the bucket is down to about 54; two more such lists put it in debt,
+    # the fourth is refused before it is inflated.
+    for _ in range(3):
+        harness.relay.handle(alice, frame, True)
+    assert harness.stats.drops[RATE_LIMITED] == 1
+    ping = pb.PingMessage(type=pb.PING, time=1.0).SerializeToString()
+    harness.relay.handle(alice, ping, True)  # in debt: even a PING waits for the refill
+    assert harness.stats.drops[RATE_LIMITED] == 2
+    harness.relay.handle(bob, ping, True)  # others are not charged
+    assert session_of(bob).sent == 1
 
 
 def test_servers_and_zero_rate_are_not_rate_limited() -> None:

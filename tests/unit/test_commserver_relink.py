@@ -21,6 +21,7 @@ import commserver.server
 from commserver.server import DUPLICATE_LINK, CommServer
 from tests.support import eventually
 from webrtc_broker.config import CommServerConfig
+from webrtc_broker.rtc import SessionEnd
 from webrtc_broker.wire import broker_pb2 as pb
 from webrtc_broker.wire import frame_type
 
@@ -49,7 +50,7 @@ def connects_to(sent: list[bytes], alias: int) -> int:
 async def lose_link(server: CommServer) -> None:
     """A link we made closes from the remote end, before it was established."""
     server._connect_to_server(REMOTE)
-    await server.peers[REMOTE].session.close("reliable channel closed")
+    await server.peers[REMOTE].session.close("reliable channel closed", SessionEnd.CHANNEL_CLOSED)
 
 
 async def test_a_lost_link_is_remade(server: tuple[CommServer, list[bytes]]) -> None:
@@ -89,7 +90,8 @@ async def test_a_pending_link_that_is_refused_closes_and_stays_closed(
         type=pb.CONNECTION_REFUSED, from_alias=REMOTE, to_alias=cs.alias, data=b"\nfake log line"
     )
     await cs._on_coordinator_frame(refusal.SerializeToString())
-    assert session.close_reason == "refused by the remote server: ?fake log line"
+    await session.wait_closed()
+    assert session.close_reason == "refused: ?fake log line"
     await asyncio.sleep(20 * commserver.server.RELINK_DELAY)
     assert connects_to(sent, REMOTE) == 1
 

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
+from enum import StrEnum
 
 from aiortc import (
     RTCConfiguration,
@@ -23,6 +24,7 @@ from aiortc import (
 )
 
 from webrtc_broker.rtc.signaling import (
+    SignalingError,
     candidate_from_json,
     description_from_json,
     description_to_json,
@@ -38,8 +40,32 @@ FrameHandler = Callable[[bytes, bool], None]
 """Called with each received frame and whether it came on the reliable channel."""
 
 
+MAX_CANDIDATES = 64
+"""Remote candidates one session takes. A browser trickles one per local address, protocol
+and TURN server: a few, a few dozen on a machine with many interfaces."""
+MAX_CANDIDATE_BYTES = 1024
+"""Largest candidate payload (a candidate line is one or two hundred bytes)."""
+
+
 class SessionClosed(Exception):
     """The session closed before it was established."""
+
+
+class CandidateRefused(SignalingError):
+    """A trickled candidate above the session's budget (count or size)."""
+
+
+class SessionEnd(StrEnum):
+    """What ended a session, when the session itself noticed."""
+
+    CLOSED = "closed"
+    """Its owner closed it (the owner knows why)."""
+    CHANNEL_CLOSED = "channel_closed"
+    """The peer closed a data channel."""
+    CONNECTION_FAILED = "connection_failed"
+    """ICE or DTLS failed, or the peer connection closed."""
+    SLOW_PEER = "slow_peer"
+    """The reliable writer queue overflowed."""
 
 
 class Session:
@@ -55,6 +81,7 @@ class Session:
         buffered_high_bytes: int = 1024 * 1024,
         unreliable_high_bytes: int = 64 * 1024,
         max_queue_bytes: int = MAX_QUEUE_BYTES,
+        max_candidates: int = MAX_CANDIDATES,
     ) -> None:
         self._on_frame = on_frame
         self._queue_limits = (
@@ -73,9 +100,11 @@ class Session:
         self.opened: asyncio.Future[None] = loop.create_future()
         self.closed = asyncio.Event()
         self.close_reason = ""
+        self.end = SessionEnd.CLOSED
         self._close_callbacks: list[Callable[[Session], None]] = []
         self._remote_set = False
         self._held_candidates: list[bytes] = []
+        self._candidates_left = max_candidates
         self._close_task: asyncio.Task[None] | None = None
         self.received = 0
         """Data-channel messages received on both channels."""
@@ -103,7 +132,17 @@ class Session:
         await self._remote_description_set()
 
     async def add_candidate(self, candidate: bytes) -> None:
-        """Add a trickled remote candidate, holding it until the remote description is set."""
+        """Add a trickled remote candidate, holding it until the remote description is set.
+
+        The candidates come from another party, so they have a budget: at most
+        ``max_candidates`` per session and :data:`MAX_CANDIDATE_BYTES` each, which
+        bounds what a session that is never answered can make us hold.
+        """
+        if len(candidate) > MAX_CANDIDATE_BYTES:
+            raise CandidateRefused(f"candidate of {len(candidate)} bytes")
+        if self._candidates_left <= 0:
+            raise CandidateRefused("too many candidates")
+        self._candidates_left -= 1
         if not self._remote_set:
             self._held_candidates.append(candidate)
             return
@@ -151,7 +190,10 @@ class Session:
 
         channel.on("message", on_message)
         channel.on("open", self._check_open)
-        channel.on("close", lambda: self.close_soon(f"{channel.label} channel closed"))
+        channel.on(
+            "close",
+            lambda: self.close_soon(f"{channel.label} channel closed", SessionEnd.CHANNEL_CLOSED),
+        )
         self._check_open()
 
     def _check_open(self) -> None:
@@ -162,7 +204,7 @@ class Session:
 
     def _on_connection_state(self) -> None:
         if self.pc.connectionState in ("failed", "closed"):
-            self.close_soon(f"connection {self.pc.connectionState}")
+            self.close_soon(f"connection {self.pc.connectionState}", SessionEnd.CONNECTION_FAILED)
 
     # -- traffic ----------------------------------------------------------
 
@@ -180,7 +222,7 @@ class Session:
             else:
                 writer.send(frame)
         except QueueOverflow as exc:
-            self.close_soon(f"slow peer: {exc}")
+            self.close_soon(f"slow peer: {exc}", SessionEnd.SLOW_PEER)
 
     def enable_batching(self, scheduler: FlushScheduler, max_bytes: int) -> None:
         """Batch outgoing frames on both channels (the peer accepts BATCH frames)."""
@@ -219,15 +261,21 @@ class Session:
         """Register ``callback(session)``, called once when the session closes."""
         self._close_callbacks.append(callback)
 
-    def close_soon(self, reason: str) -> None:
+    def close_soon(self, reason: str, end: SessionEnd = SessionEnd.CLOSED) -> None:
         """Close from synchronous code (event handlers); the session owns the task."""
         if self._close_task is None and not self.closed.is_set():
-            self._close_task = asyncio.get_running_loop().create_task(self.close(reason))
+            self._close_task = asyncio.get_running_loop().create_task(self.close(reason, end))
 
-    async def close(self, reason: str = "closed") -> None:
+    async def wait_closed(self) -> None:
+        """Wait for a close started by :meth:`close_soon` to finish."""
+        if self._close_task is not None:
+            await asyncio.shield(self._close_task)
+
+    async def close(self, reason: str = "closed", end: SessionEnd = SessionEnd.CLOSED) -> None:
         if self.closed.is_set():
             return
         self.close_reason = reason
+        self.end = end
         self.closed.set()
         if not self.opened.done():
             self.opened.set_exception(SessionClosed(reason))

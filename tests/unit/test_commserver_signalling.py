@@ -1,0 +1,191 @@
+"""Signalling from other parties, through the coordinator, against the session state machine.
+
+The comm server runs in process with its coordinator connection replaced by
+a list of the frames it sends; the client side is a real aiortc peer
+connection, so offers and answers are real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+from aiortc import RTCPeerConnection, RTCSessionDescription
+
+from commserver.lifecycle import CloseReason, PeerState, Signal
+from commserver.server import CommServer
+from tests.support import eventually
+from webrtc_broker.config import CommServerConfig
+from webrtc_broker.rtc.session import MAX_CANDIDATE_BYTES
+from webrtc_broker.wire import broker_pb2 as pb
+from webrtc_broker.wire import frame_type
+
+CLIENT = 700
+CANDIDATE = json.dumps(
+    {"candidate": "candidate:1 1 udp 2122260223 198.18.0.9 40000 typ host", "sdpMid": "0"}
+).encode()
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[tuple[CommServer, list[bytes]]]:
+    yield_server = CommServer(CommServerConfig(name="s1", max_pending=3, max_candidates=8))
+    sent: list[bytes] = []
+    yield_server.link.send = sent.append  # type: ignore[method-assign]
+    yield_server.link.connected.set()
+    yield_server.alias = 1
+    try:
+        yield yield_server, sent
+    finally:
+        await yield_server.close()
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 10) -> None:
+    async def probe() -> bool:
+        return predicate()
+
+    await eventually(probe, timeout=timeout, interval=0.02)
+
+
+async def frame(cs: CommServer, message: pb.ConnectMessage | pb.WebRtcMessage) -> None:
+    await cs._on_coordinator_frame(message.SerializeToString())
+
+
+async def connect(cs: CommServer, alias: int) -> None:
+    await frame(cs, pb.ConnectMessage(type=pb.CONNECT, from_alias=alias, from_role=pb.CLIENT))
+
+
+async def signal(cs: CommServer, kind: pb.MessageType.ValueType, alias: int, data: bytes) -> None:
+    await frame(cs, pb.WebRtcMessage(type=kind, from_alias=alias, to_alias=cs.alias, data=data))
+
+
+async def offer_to(sent: list[bytes], alias: int) -> bytes:
+    async def offered() -> bytes | None:
+        for data in sent:
+            if frame_type(data) == pb.WEBRTC_OFFER:
+                message = pb.WebRtcMessage.FromString(data)
+                if message.to_alias == alias:
+                    return message.data
+        return None
+
+    return await eventually(offered, timeout=10, interval=0.02)
+
+
+async def real_answer(offer: bytes) -> tuple[RTCPeerConnection, bytes]:
+    pc = RTCPeerConnection()
+    body = json.loads(offer)
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=body["sdp"], type="offer"))
+    await pc.setLocalDescription(await pc.createAnswer())
+    answer = json.dumps({"type": "answer", "sdp": pc.localDescription.sdp}).encode()
+    return pc, answer
+
+
+async def test_answers_in_the_wrong_state_are_refused_and_counted(
+    server: tuple[CommServer, list[bytes]],
+) -> None:
+    cs, sent = server
+    await connect(cs, CLIENT)
+    peer = cs.peers[CLIENT]
+    # Before our offer exists, an answer is out of turn (and so is an offer, always).
+    await signal(cs, pb.WEBRTC_ANSWER, CLIENT, b'{"type": "answer", "sdp": ""}')
+    await signal(cs, pb.WEBRTC_OFFER, CLIENT, b"{}")
+    offer = await offer_to(sent, CLIENT)
+    assert peer.state is PeerState.AWAITING_ANSWER
+    pc, answer = await real_answer(offer)
+    try:
+        await signal(cs, pb.WEBRTC_ANSWER, CLIENT, answer)
+        assert peer.state is PeerState.CONNECTING
+        for _ in range(3):  # the same answer again: refused, the session goes on
+            await signal(cs, pb.WEBRTC_ANSWER, CLIENT, answer)
+        refused = cs.stats.refused_signals
+        assert refused[(PeerState.OFFERING, Signal.ANSWER)] == 1
+        assert refused[(PeerState.OFFERING, Signal.OFFER)] == 1
+        assert refused[(PeerState.CONNECTING, Signal.ANSWER)] == 3
+        assert cs.stats.drops["signalling_wrong_state"] == 5
+        assert peer.state is PeerState.CONNECTING and cs.peers[CLIENT] is peer
+        await until(peer.session.opened.done)
+    finally:
+        await pc.close()
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"not json",
+        b'{"type": "answer", "sdp": "v=0\\r\\ngarbage"}',
+        b'{"type": "answer", "sdp": ""}',
+        b'{"type": "offer", "sdp": "v=0"}',
+    ],
+)
+async def test_a_broken_answer_costs_only_its_session(
+    server: tuple[CommServer, list[bytes]], answer: bytes
+) -> None:
+    cs, sent = server
+    await connect(cs, CLIENT)
+    await offer_to(sent, CLIENT)
+    peer = cs.peers[CLIENT]
+    await signal(cs, pb.WEBRTC_ANSWER, CLIENT, answer)
+    assert peer.state is PeerState.CLOSED
+    assert peer.close_reason is CloseReason.BAD_SIGNALLING
+    assert cs.stats.drops["bad_signalling"] == 1
+    await until(lambda: CLIENT not in cs.peers)
+    # The coordinator link handled it; the next client is offered a session as usual.
+    await connect(cs, CLIENT + 1)
+    await offer_to(sent, CLIENT + 1)
+    assert cs.stats.sessions["failed:bad_signalling"] == 1
+
+
+async def test_candidates_have_a_budget_per_session(
+    server: tuple[CommServer, list[bytes]],
+) -> None:
+    cs, sent = server
+    await connect(cs, CLIENT)
+    await offer_to(sent, CLIENT)
+    await signal(cs, pb.WEBRTC_ICE_CANDIDATE, CLIENT, b"x" * (MAX_CANDIDATE_BYTES + 1))
+    for _ in range(20):
+        await signal(cs, pb.WEBRTC_ICE_CANDIDATE, CLIENT, CANDIDATE)
+    assert cs.stats.drops["candidates_over_budget"] == 1 + 12
+    assert len(cs.peers[CLIENT].session._held_candidates) == 8
+    assert cs.peers[CLIENT].state is PeerState.AWAITING_ANSWER
+
+
+async def test_a_full_pending_table_evicts_the_oldest_unanswered_session(
+    server: tuple[CommServer, list[bytes]],
+) -> None:
+    cs, sent = server
+    await connect(cs, 1001)
+    pc, answer = await real_answer(await offer_to(sent, 1001))
+    try:
+        await signal(cs, pb.WEBRTC_ANSWER, 1001, answer)  # answered: evicted last
+        for alias in (1002, 1003):
+            await connect(cs, alias)
+            await offer_to(sent, alias)
+        sessions = {alias: cs.peers[alias] for alias in (1001, 1002, 1003)}
+        await connect(cs, 1004)  # the table is full: 1002, the oldest unanswered, goes
+        assert sessions[1002].close_reason is CloseReason.EVICTED
+        await connect(cs, 1005)
+        assert sessions[1003].close_reason is CloseReason.EVICTED
+        assert sessions[1001].state is not PeerState.CLOSED
+        assert sum(1 for p in cs.peers.values() if p.pending) <= 3
+        await asyncio.sleep(0.05)
+        assert cs.stats.sessions["failed:evicted"] == 2
+        # No CONNECTION_REFUSED: nobody was turned away.
+        assert not [f for f in sent if frame_type(f) == pb.CONNECTION_REFUSED]
+    finally:
+        await pc.close()
+
+
+async def test_pending_sessions_do_not_count_against_max_peers() -> None:
+    cs = CommServer(CommServerConfig(name="s1", max_peers=1, max_pending=10))
+    sent: list[bytes] = []
+    cs.link.send = sent.append  # type: ignore[method-assign]
+    cs.link.connected.set()
+    cs.alias = 1
+    try:
+        for alias in range(2000, 2005):
+            await connect(cs, alias)
+        assert not [f for f in sent if frame_type(f) == pb.CONNECTION_REFUSED]
+        assert sum(1 for p in cs.peers.values() if p.pending) == 5
+    finally:
+        await cs.close()
