@@ -35,4 +35,5 @@ def operator(**flags: Any) -> None:
     except ValidationError as exc:
         raise click.UsageError(str(exc)) from exc
     logs.configure(config.log_level)
-    asyncio.run(run_operator(config))
+    # 1 when a supervised task failed for good: the kubelet restarts the container.
+    raise SystemExit(asyncio.run(run_operator(config)))

@@ -8,7 +8,7 @@ actions, phases); never a resource's name, which is unbounded.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from prometheus_client.core import Metric
@@ -22,6 +22,8 @@ RESULTS = ("ok", "invalid", "error")
 ACTIONS = ("created", "updated", "deleted")
 PHASES = (RUNNING, PROGRESSING, DEGRADED)
 DIRECTIONS = ("up", "down")
+TASKS = ("resync", "metrics")
+"""The tasks :mod:`.runner` supervises beside kopf."""
 
 
 @dataclass
@@ -39,8 +41,11 @@ class OperatorStats:
 
 
 class OperatorCollector:
-    def __init__(self, stats: OperatorStats) -> None:
+    def __init__(
+        self, stats: OperatorStats, restarts: Callable[[], Mapping[str, int]] | None = None
+    ) -> None:
         self._stats = stats
+        self._restarts = restarts
 
     def collect(self) -> Iterator[Metric]:
         stats = self._stats
@@ -71,6 +76,14 @@ class OperatorCollector:
             "Rounds of the periodic resync over every BrokerCluster.",
             stats.resyncs,
         )
+        restarts = self._restarts() if self._restarts is not None else {}
+        yield counter(
+            SERVICE,
+            "task_restarts_total",
+            "Restarts of the operator's supervised tasks after they failed.",
+            [((t,), restarts.get(t, 0)) for t in TASKS],
+            ("task",),
+        )
         phases = Counter(stats.phases.values())
         yield gauge(
             SERVICE,
@@ -81,5 +94,8 @@ class OperatorCollector:
         )
 
 
-def operator_registry(stats: OperatorStats) -> CollectorRegistry:
-    return service_registry(SERVICE, OperatorCollector(stats))
+def operator_registry(
+    stats: OperatorStats, restarts: Callable[[], Mapping[str, int]] | None = None
+) -> CollectorRegistry:
+    """The registry ``/metrics`` serves; ``restarts`` reads the supervisor's restart counts."""
+    return service_registry(SERVICE, OperatorCollector(stats, restarts))

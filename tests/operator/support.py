@@ -89,7 +89,21 @@ class OperatorProcess:
     process: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
-        self.metrics_port, self.health_port = free_port(), free_port()
+        """Spawn the operator and wait until kopf's liveness endpoint answers."""
+        await self.spawn()
+
+        async def healthy() -> bool:
+            async with httpx.AsyncClient(timeout=2) as client:
+                url = f"http://127.0.0.1:{self.health_port}/healthz"
+                return (await client.get(url)).status_code == 200
+
+        await eventually(healthy, timeout=30)
+
+    async def spawn(self) -> None:
+        """Start the process without waiting for it to be up."""
+        # Ports given by the test are kept (one may be taken on purpose).
+        self.metrics_port = self.metrics_port or free_port()
+        self.health_port = self.health_port or free_port()
         args = [
             "operator",
             "--metrics-port",
@@ -111,13 +125,6 @@ class OperatorProcess:
             self.process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "webrtc_broker", *args, stdout=log, stderr=log, env=env
             )
-
-        async def healthy() -> bool:
-            async with httpx.AsyncClient(timeout=2) as client:
-                url = f"http://127.0.0.1:{self.health_port}/healthz"
-                return (await client.get(url)).status_code == 200
-
-        await eventually(healthy, timeout=30)
 
     async def stop(self) -> int | None:
         if self.process is None or self.process.returncode is not None:
