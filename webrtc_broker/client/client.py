@@ -19,6 +19,7 @@ import contextlib
 import itertools
 import logging
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -135,6 +136,9 @@ class BrokerClient:
         """Messages dropped because the inbox was full (the oldest go first)."""
         self.reconnects = 0
         """Times the client moved to another server after losing one."""
+        self.signalling_dropped: Counter[str] = Counter()
+        """Frames from the coordinator dropped by every link so far, by
+        :class:`~webrtc_broker.client.link.SignallingDrop` reason."""
 
     # -- connecting -------------------------------------------------------
 
@@ -234,6 +238,7 @@ class BrokerClient:
             on_frame=self._on_frame,
             ice_servers=self._ice_servers,
             avoid=avoid,
+            dropped=self.signalling_dropped,
         )
         self._link = link
         self.server_capabilities = 0

@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Sequence
+from enum import StrEnum
 from typing import Any
 from urllib.parse import urlencode
 
@@ -29,6 +31,7 @@ from webrtc_broker.client.errors import (
 )
 from webrtc_broker.config import IceServer
 from webrtc_broker.rtc import FrameHandler, Session, SessionClosed, rtc_ice_servers
+from webrtc_broker.rtc.signaling import candidate_from_json
 from webrtc_broker.wire import FrameError, decode_as, frame_type
 from webrtc_broker.wire import broker_pb2 as pb
 
@@ -41,6 +44,27 @@ ICE_SERVERS_TIMEOUT = 3.0
 """Seconds the coordinator's ``/ice-servers`` may take to answer."""
 
 _ICE_SERVER_LIST = TypeAdapter(list[IceServer])
+
+
+class SignallingDrop(StrEnum):
+    """Why a frame from the coordinator was dropped (``BrokerClient.signalling_dropped``).
+
+    Whatever the coordinator relays (a server's offer, candidates, refusals)
+    is another party's input: a frame this link cannot use is counted and
+    dropped, and costs at most this link's session, never its reader.
+    """
+
+    MALFORMED = "malformed"
+    """Not a decodable broker frame."""
+    UNEXPECTED_TYPE = "unexpected_type"
+    """A valid frame a server never sends a client (an ANSWER, a CONNECT, ...)."""
+    WRONG_SENDER = "wrong_sender"
+    """From a server other than the one this link asked for a session."""
+    REPEATED_OFFER = "repeated_offer"
+    """An offer after the one this link already answered (or failed to)."""
+    REJECTED = "rejected"
+    """The WebRTC stack refused it: a description or candidate it cannot use, or
+    one that does not fit the session's state."""
 
 
 def ice_servers_url(url: str) -> str:
@@ -76,6 +100,7 @@ class Link:
         ice_servers: Sequence[IceServer] = (),
         *,
         servers: Sequence[int],
+        dropped: Counter[str] | None = None,
     ) -> None:
         self.ws = ws
         self.servers = list(servers)
@@ -88,6 +113,9 @@ class Link:
         self.refusal: asyncio.Future[BrokerError] = asyncio.get_running_loop().create_future()
         self.answered = asyncio.Event()
         """Set when the server answers CONNECT, with an OFFER or a refusal."""
+        self.dropped: Counter[str] = Counter() if dropped is None else dropped
+        """Coordinator frames dropped, by :class:`SignallingDrop` (shared with the client)."""
+        self._offered = False
         self._reader: asyncio.Task[None] | None = None
 
     @classmethod
@@ -100,6 +128,7 @@ class Link:
         on_frame: FrameHandler,
         ice_servers: Sequence[IceServer] | None = None,
         avoid: Collection[int] = (),
+        dropped: Counter[str] | None = None,
     ) -> Link:
         """Connect to the coordinator and create the session object (not yet connected).
 
@@ -127,7 +156,9 @@ class Link:
             if server is not None and server not in servers:
                 raise NoServerAvailableError(f"server {server} is not registered: {servers}")
             chosen = server if server is not None else _pick(servers, avoid)
-            return cls(ws, welcome.alias, chosen, on_frame, ice_servers, servers=servers)
+            return cls(
+                ws, welcome.alias, chosen, on_frame, ice_servers, servers=servers, dropped=dropped
+            )
         except BaseException:
             await ws.close()
             raise
@@ -190,26 +221,62 @@ class Link:
                     await self._on_coordinator_frame(frame)
 
     async def _on_coordinator_frame(self, data: bytes) -> None:
+        """Handle one frame; whatever it holds, the reader goes on to the next."""
         try:
-            kind = frame_type(data)
-            if kind == pb.WEBRTC_OFFER:
-                self.answered.set()
-                message = decode_as(data, pb.WebRtcMessage)
+            drop = await self._handle_coordinator_frame(data)
+        except FrameError as exc:
+            drop = SignallingDrop.MALFORMED
+            log.debug("dropping a malformed coordinator frame: %s", exc)
+        except WebSocketException:
+            raise  # the coordinator connection is gone: the reader ends with it
+        except Exception as exc:  # aiortc's errors are of many types
+            drop = SignallingDrop.REJECTED
+            log.debug("dropping a coordinator frame WebRTC refused: %r", exc)
+        if drop is not None:
+            self.dropped[drop] += 1
+
+    async def _handle_coordinator_frame(self, data: bytes) -> SignallingDrop | None:
+        """Act on one frame; why it was dropped, or None if it was used."""
+        kind = frame_type(data)
+        if kind == pb.WEBRTC_OFFER:
+            message = decode_as(data, pb.WebRtcMessage)
+            if message.from_alias != self.server_alias:
+                return SignallingDrop.WRONG_SENDER
+            self.answered.set()
+            if self._offered:
+                # A session takes one offer; another would renegotiate a live one.
+                return SignallingDrop.REPEATED_OFFER
+            self._offered = True
+            try:
                 answer = await self.session.accept_offer(message.data)
-                await self.ws.send(
-                    pb.WebRtcMessage(
-                        type=pb.WEBRTC_ANSWER,
-                        from_alias=self.alias,
-                        to_alias=self.server_alias,
-                        data=answer,
-                    ).SerializeToString()
-                )
-            elif kind == pb.WEBRTC_ICE_CANDIDATE:
-                await self.session.add_candidate(decode_as(data, pb.WebRtcMessage).data)
-            elif kind == pb.CONNECTION_REFUSED:
-                self._refused(decode_as(data, pb.ConnectionRefusedMessage))
-        except (FrameError, ValueError) as exc:
-            log.warning("ignoring a bad frame from the coordinator: %s", exc)
+            except Exception as exc:
+                # Without an answer there is no session: fail the set-up now, not at a timeout.
+                await self.session.close(f"cannot answer the server's offer: {exc!r}")
+                raise
+            await self.ws.send(
+                pb.WebRtcMessage(
+                    type=pb.WEBRTC_ANSWER,
+                    from_alias=self.alias,
+                    to_alias=self.server_alias,
+                    data=answer,
+                ).SerializeToString()
+            )
+        elif kind == pb.WEBRTC_ICE_CANDIDATE:
+            message = decode_as(data, pb.WebRtcMessage)
+            if message.from_alias != self.server_alias:
+                return SignallingDrop.WRONG_SENDER
+            # Parsed now even when the session holds it for later: a bad candidate
+            # held until the offer would otherwise fail the offer with it.
+            candidate_from_json(message.data)
+            await self.session.add_candidate(message.data)
+        elif kind == pb.CONNECTION_REFUSED:
+            refusal = decode_as(data, pb.ConnectionRefusedMessage)
+            if refusal.from_alias != self.server_alias:
+                return SignallingDrop.WRONG_SENDER
+            self._refused(refusal)
+        else:
+            return SignallingDrop.UNEXPECTED_TYPE
+        return None
 
     def _refused(self, message: pb.ConnectionRefusedMessage) -> None:
         self.answered.set()
