@@ -14,7 +14,12 @@ from webrtc_broker.metrics import metrics_endpoint
 
 def create_http_app(server: CommServer) -> Starlette:
     async def healthz(_: Request) -> JSONResponse:
-        return JSONResponse({"status": "ok"})
+        """Alive unless a part the server cannot work without failed for good: then
+        a liveness probe restarts it (the process also exits non-zero on its own)."""
+        if server.healthy:
+            return JSONResponse({"status": "ok"})
+        failure = server.supervisor.failure
+        return JSONResponse({"status": "failed", "reason": str(failure)}, status_code=503)
 
     async def readyz(_: Request) -> JSONResponse:
         """Ready while registered with the coordinator and not draining."""

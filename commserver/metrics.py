@@ -119,6 +119,20 @@ class CommServerCollector:
         )
         yield counter(
             SERVICE,
+            "task_restarts_total",
+            "Restarts of a long-lived task (coordinator-link, keepalive) after it failed.",
+            (((name,), count) for name, count in server.supervisor.restarts.items()),
+            ("task",),
+        )
+        yield gauge(
+            SERVICE,
+            "healthy",
+            "1 until a long-lived task failed for good (then /healthz answers 503 and the "
+            "process exits non-zero).",
+            int(server.healthy),
+        )
+        yield counter(
+            SERVICE,
             "coordinator_registrations_total",
             "WELCOMEs received from the coordinator; every one after the first is a reconnect.",
             server.stats.coordinator_connects,

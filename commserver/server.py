@@ -47,6 +47,7 @@ from webrtc_broker.rtc import (
 )
 from webrtc_broker.rtc.liveness import SilenceClock
 from webrtc_broker.rtc.writer import MAX_QUEUE_BYTES
+from webrtc_broker.supervise import Failure, Supervisor
 from webrtc_broker.tokens import client_authenticator
 from webrtc_broker.wire import FrameError, decode_as, frame_type
 from webrtc_broker.wire import broker_pb2 as pb
@@ -60,6 +61,8 @@ DUPLICATE_LINK = "duplicate session with a connected server"
 
 SERVER_QUEUE_FACTOR = 16
 """A server link carries many clients' traffic: its writer queue is this much larger."""
+
+LINK_TASK = "coordinator-link"
 
 DRAIN_STEP = 0.05
 """Longest pause between two client sessions closed by a draining server (seconds)."""
@@ -133,7 +136,10 @@ class CommServer:
         """Every live session, by the alias the coordinator gave the remote side."""
         self.draining = False
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._link_task: asyncio.Task[None] | None = None
+        """Short tasks of one session each (offers, answers, relinks)."""
+        self.supervisor = Supervisor("commserver", on_fatal=self._fatal)
+        """Owns the long-lived tasks: the coordinator link and the keepalive."""
+        self._failed = asyncio.Event()
         self._relink_attempts: dict[int, int] = {}
         self._relinks: dict[int, asyncio.Task[None]] = {}
         """Relinks waiting for their delay, by alias: a refusal from that server cancels them."""
@@ -516,8 +522,7 @@ class CommServer:
         DTLS handshakes on the other servers), and waits for them to be gone.
         """
         self.draining = True
-        if self._link_task is not None:
-            self._link_task.cancel()
+        await self.supervisor.stop(LINK_TASK)
         clients = [p for p in self.peers.values() if self._from_client(p)]
         log.info("draining: handing %d clients over within %.1f s", len(clients), seconds)
         if clients:
@@ -558,16 +563,27 @@ class CommServer:
             "stats": self.stats.as_dict(),
         }
 
+    @property
+    def healthy(self) -> bool:
+        """False once a part the server cannot work without is gone for good."""
+        return self.supervisor.healthy
+
+    def _fatal(self, failure: Failure) -> None:
+        log.critical("comm server cannot go on: %s", failure)
+        self._failed.set()
+
     async def run(self) -> None:
-        """Serve until cancelled, then close every session."""
-        self._link_task = self._spawn(self.link.run(), "coordinator-link")
-        self._spawn(self._keepalive(), "keepalive")
+        """Serve until cancelled or until a long-lived task fails for good (then
+        :attr:`healthy` is False and the caller exits non-zero); close every session."""
+        self.supervisor.start(LINK_TASK, self.link.run, restart=True)
+        self.supervisor.start("keepalive", self._keepalive, restart=True)
         try:
-            await asyncio.Future()  # until cancelled
+            await self._failed.wait()
         finally:
             await self.close()
 
     async def close(self) -> None:
+        await self.supervisor.close()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()

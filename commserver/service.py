@@ -17,6 +17,9 @@ from webrtc_broker.httpserver import EmbeddedServer
 
 log = logging.getLogger(__name__)
 
+FATAL_GRACE = 1.0
+"""Seconds /healthz reports a fatal failure before the process exits non-zero."""
+
 
 async def serve(
     config: CommServerConfig, *, authenticator: ClientAuthenticator | None = None
@@ -38,7 +41,7 @@ async def serve(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     relay_task = asyncio.create_task(server.run(), name="commserver")
-    http_task = asyncio.create_task(http.serve(), name="commserver-http")
+    http_task = asyncio.create_task(_serve_http(http, config), name="commserver-http")
     log.info(
         "comm server %s: coordinator %s, status http://%s:%d/status",
         config.name,
@@ -50,10 +53,34 @@ async def serve(
     await asyncio.wait({relay_task, http_task, stopper}, return_when=asyncio.FIRST_COMPLETED)
     if stopper.done() and config.drain_seconds > 0:
         await server.drain(config.drain_seconds)
+    failed = not server.healthy or http_task.done()
+    if failed and not http_task.done():
+        # /healthz answers 503 for a moment before the process goes, so that a
+        # probe (or an operator looking) sees why rather than a refused connection.
+        await asyncio.sleep(FATAL_GRACE)
     log.info("comm server %s stopping", config.name)
     http.should_exit = True
     for task in (relay_task, stopper):
         task.cancel()
-    for task in (relay_task, http_task, stopper):
+    for task in (relay_task, stopper):
         with contextlib.suppress(asyncio.CancelledError):
             await task
+    with contextlib.suppress(Exception):  # reported below, by _why
+        await http_task
+    if failed:
+        raise SystemExit(f"comm server {config.name} failed: {_why(server, http_task)}")
+
+
+async def _serve_http(http: EmbeddedServer, config: CommServerConfig) -> None:
+    """uvicorn leaves with ``sys.exit`` when it cannot bind: turn that into an error
+    the service reports (and exits on) instead of an exception escaping the loop."""
+    try:
+        await http.serve()
+    except SystemExit:
+        raise RuntimeError(f"cannot serve HTTP on {config.http_host}:{config.http_port}") from None
+
+
+def _why(server: CommServer, http_task: asyncio.Task[None]) -> str:
+    if server.supervisor.failure is not None:
+        return str(server.supervisor.failure)
+    return f"its HTTP endpoint stopped ({http_task.exception() or 'exited'})"

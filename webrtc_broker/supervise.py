@@ -22,6 +22,7 @@ API::
     supervisor = Supervisor("operator", on_fatal=lambda failure: ...)  # Failure -> None
     supervisor.start("resync", lambda: resync_forever(...), restart=True)
     supervisor.start("metrics", serve_metrics, restart=True, policy=RestartPolicy(...))
+    await supervisor.stop("resync")  # cancel one task for good
     supervisor.healthy    # False once a task failed for good
     supervisor.failure    # Failure(task, reason) of the first such task, or None
     supervisor.restarts   # {"resync": 0, "metrics": 2}: restarts per task name
@@ -177,6 +178,15 @@ class Supervisor:
             self._run(task), name=f"{self.name}/{name}"
         )
 
+    async def stop(self, name: str) -> None:
+        """Cancel task ``name`` for good (a part the service no longer needs, such as
+        its coordinator link while it drains) and wait for it to end."""
+        task = self._tasks[name]
+        task.state = TaskState.STOPPED
+        if task.runner is not None:
+            task.runner.cancel()
+            await asyncio.gather(task.runner, return_exceptions=True)
+
     async def close(self) -> None:
         """Cancel every task and wait for all of them to end."""
         self._closing = True
@@ -192,7 +202,7 @@ class Supervisor:
         while True:
             task.state = TaskState.RUNNING
             reason = await self._run_once(task)
-            if self._closing:
+            if self._closing or task.state is TaskState.STOPPED:
                 return
             delay = self._ended(task, reason)
             if delay is None:

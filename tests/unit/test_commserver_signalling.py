@@ -15,6 +15,7 @@ import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from commserver.lifecycle import CloseReason, PeerState, Signal
+from commserver.peer import Peer
 from commserver.server import CommServer
 from tests.support import eventually
 from webrtc_broker.config import CommServerConfig
@@ -32,7 +33,7 @@ CANDIDATE = json.dumps(
 async def server() -> AsyncIterator[tuple[CommServer, list[bytes]]]:
     yield_server = CommServer(CommServerConfig(name="s1", max_pending=3, max_candidates=8))
     sent: list[bytes] = []
-    yield_server.link.send = sent.append  # type: ignore[method-assign]
+    yield_server.link.send = sent.append  # type: ignore[method-assign, assignment]
     yield_server.link.connected.set()
     yield_server.alias = 1
     try:
@@ -46,6 +47,11 @@ async def until(predicate: Callable[[], bool], timeout: float = 10) -> None:
         return predicate()
 
     await eventually(probe, timeout=timeout, interval=0.02)
+
+
+def state_of(peer: Peer) -> PeerState:
+    """The state now (a function, so that type checkers do not narrow it across awaits)."""
+    return peer.state
 
 
 async def frame(cs: CommServer, message: pb.ConnectMessage | pb.WebRtcMessage) -> None:
@@ -69,7 +75,8 @@ async def offer_to(sent: list[bytes], alias: int) -> bytes:
                     return message.data
         return None
 
-    return await eventually(offered, timeout=10, interval=0.02)
+    offer: bytes = await eventually(offered, timeout=10, interval=0.02)
+    return offer
 
 
 async def real_answer(offer: bytes) -> tuple[RTCPeerConnection, bytes]:
@@ -95,7 +102,7 @@ async def test_answers_in_the_wrong_state_are_refused_and_counted(
     pc, answer = await real_answer(offer)
     try:
         await signal(cs, pb.WEBRTC_ANSWER, CLIENT, answer)
-        assert peer.state is PeerState.CONNECTING
+        assert state_of(peer) is PeerState.CONNECTING
         for _ in range(3):  # the same answer again: refused, the session goes on
             await signal(cs, pb.WEBRTC_ANSWER, CLIENT, answer)
         refused = cs.stats.refused_signals
@@ -103,7 +110,7 @@ async def test_answers_in_the_wrong_state_are_refused_and_counted(
         assert refused[(PeerState.OFFERING, Signal.OFFER)] == 1
         assert refused[(PeerState.CONNECTING, Signal.ANSWER)] == 3
         assert cs.stats.drops["signalling_wrong_state"] == 5
-        assert peer.state is PeerState.CONNECTING and cs.peers[CLIENT] is peer
+        assert state_of(peer) is PeerState.CONNECTING and cs.peers[CLIENT] is peer
         await until(peer.session.opened.done)
     finally:
         await pc.close()
@@ -179,7 +186,7 @@ async def test_a_full_pending_table_evicts_the_oldest_unanswered_session(
 async def test_pending_sessions_do_not_count_against_max_peers() -> None:
     cs = CommServer(CommServerConfig(name="s1", max_peers=1, max_pending=10))
     sent: list[bytes] = []
-    cs.link.send = sent.append  # type: ignore[method-assign]
+    cs.link.send = sent.append  # type: ignore[method-assign, assignment]
     cs.link.connected.set()
     cs.alias = 1
     try:
