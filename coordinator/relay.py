@@ -12,6 +12,11 @@ Each CONNECT makes a comm server build a peer connection and gather ICE
 candidates, so a client connection may have only a few CONNECTs that their
 server has not answered yet (with an offer or a refusal); further ones are
 dropped. An SDK sends one per connection, so only a flood is affected.
+
+A frame from a client reaches the relay only within the client's signalling
+budget (see :mod:`coordinator.session`), and may fill only a share of a comm
+server's outbound queue (see :mod:`coordinator.outbox`): what a client sends is
+charged to that client, never to the server it targets.
 """
 
 from __future__ import annotations

@@ -2,10 +2,16 @@
 
 A session owns exactly two tasks: the reader, which hands every frame to the
 relay, and the outbox's writer. Whichever ends first (peer disconnect, send
-failure, outbox overflow, shutdown) ends the session: both tasks are cancelled,
-the peer is unregistered at once so nobody queues frames for it any more, and
-only then is the socket closed, because closing a stalled socket can take a
-while and nobody else should wait for it.
+failure, outbox overflow, shutdown, idle timeout) ends the session: both tasks
+are cancelled, the peer is unregistered at once so nobody queues frames for it
+any more, and only then is the socket closed, because closing a stalled socket
+can take a while and nobody else should wait for it.
+
+A client's frames are charged to its signalling budget before anything else
+(decoding included), so a flood costs its sender its frames and the
+coordinator little. A client that has not been offered a session yet has a
+timer: going ``idle_timeout`` seconds without a relayed frame closes it (1008),
+so a socket opened only to hold a slot does not hold it for long.
 """
 
 from __future__ import annotations

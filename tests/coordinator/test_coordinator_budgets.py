@@ -11,6 +11,7 @@ import asyncio
 import time
 
 import pytest
+from click.testing import CliRunner
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from coordinator.admission import ConnectionCaps
@@ -24,6 +25,9 @@ from tests.coordinator.harness import (
     running_coordinator,
     wait_until,
 )
+from webrtc_broker import logs
+from webrtc_broker.cli import main
+from webrtc_broker.config import CoordinatorConfig
 from webrtc_broker.tokens import issue_token
 from webrtc_broker.wire import broker_pb2 as pb
 from webrtc_broker.wire import codec
@@ -402,3 +406,39 @@ def test_trusted_proxies_must_be_addresses() -> None:
         "10.0.0.0/8",
         "::1",
     ]
+
+
+def test_every_limit_has_a_flag(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The limits are reachable from the command line, and map onto the settings."""
+    import coordinator  # noqa: PLC0415 - patched below, as the CLI looks it up at run time
+
+    seen: list[CoordinatorConfig] = []
+
+    async def capture(config: CoordinatorConfig) -> None:
+        seen.append(config)
+
+    monkeypatch.setattr(coordinator, "serve", capture)
+    monkeypatch.setattr(logs, "configure", lambda level: None)  # leave the test's logging alone
+    flags = [
+        "--signal-rate", "5", "--signal-burst", "7",
+        "--subject-signal-rate", "9", "--subject-signal-burst", "11",
+        "--client-queue-share", "0.25", "--handshake-timeout", "3",
+        "--client-idle-timeout", "4", "--max-clients", "12", "--max-clients-per-address", "6",
+        "--trusted-proxy", "10.0.0.0/8", "--trusted-proxy", "192.0.2.1",
+    ]  # fmt: skip
+    result = CliRunner().invoke(main, ["coordinator", *flags])
+    assert result.exit_code == 0, result.output
+    config = seen[0]
+    assert (config.signal_rate, config.signal_burst) == (5, 7)
+    assert (config.subject_signal_rate, config.subject_signal_burst) == (9, 11)
+    assert (config.client_queue_share, config.handshake_timeout) == (0.25, 3)
+    assert (config.client_idle_timeout, config.max_clients) == (4, 12)
+    assert config.max_clients_per_address == 6
+    assert config.trusted_proxies == ["10.0.0.0/8", "192.0.2.1"]
+
+    # Without the repeatable flag the environment still applies.
+    monkeypatch.setenv("WEBRTC_BROKER_COORDINATOR_TRUSTED_PROXIES", '["172.16.0.0/12"]')
+    assert CliRunner().invoke(main, ["coordinator"]).exit_code == 0
+    assert seen[1].trusted_proxies == ["172.16.0.0/12"]
+    refused = CliRunner().invoke(main, ["coordinator", "--trusted-proxy", "proxy.local"])
+    assert refused.exit_code != 0 and "not an IP address" in refused.output
