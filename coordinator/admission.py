@@ -5,9 +5,9 @@ tasks, so an unbounded number of them is a way to exhaust it. The caps are
 checked before the upgrade is accepted: a refused client gets HTTP 403 and
 costs nothing more. Comm servers are not counted; they hold the server secret.
 
-The address is what the ASGI server reports as the client: the TCP peer, or
-the right-most address of ``X-Forwarded-For`` that is not a trusted proxy when the TCP peer is
-one of ``trusted_proxies``. Behind a proxy that is not trusted, or behind
+The address is what the ASGI server reports as the client: the TCP peer or,
+when that peer is one of ``trusted_proxies``, the right-most address of
+``X-Forwarded-For`` that is not a trusted proxy. Behind a proxy that is not trusted, or behind
 SNAT (a Kubernetes Service with ``externalTrafficPolicy: Cluster``), many
 clients share an address, which is why the per-address cap is a setting.
 """
