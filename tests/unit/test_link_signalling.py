@@ -1,7 +1,7 @@
 """The Python SDK's coordinator link survives whatever signalling reaches it.
 
 A real coordinator (in this event loop) relays between an SDK client and a
-comm server played by the test (:class:`FakeServer`: it offers, echoes PINGs,
+comm server played by the test (``tests.fakeserver.FakeServer``: it offers, echoes PINGs,
 forwards TOPICs back as TOPIC_FW), and, on demand, misbehaves: repeated and
 fresh offers after the session is up, offers that are not SDP, answers (which
 a server never sends a client), candidates that are not candidates, bytes
@@ -14,128 +14,18 @@ messages, and a new client still connects.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 
 import pytest
 
-from tests.coordinator.harness import RunningCoordinator, TestPeer, running_coordinator
+from tests.coordinator.harness import running_coordinator
+from tests.fakeserver import fake_server, junk_frames
 from tests.support import eventually
 from webrtc_broker.client import BrokerClient
 from webrtc_broker.client.link import SignallingDrop
 from webrtc_broker.rtc import Session
-from webrtc_broker.wire import FrameError, decode_as, frame_type
 from webrtc_broker.wire import broker_pb2 as pb
 
 pytestmark = pytest.mark.timeout(60)
-
-BeforeOffer = Callable[[int], Awaitable[None]]
-
-
-@dataclass
-class FakeServer:
-    """A comm server reduced to what a client needs, driven by the test."""
-
-    peer: TestPeer
-    before_offer: BeforeOffer | None = None
-    """Called with the client's alias on CONNECT, before the offer goes out."""
-    sessions: dict[int, Session] = field(default_factory=dict)
-    offers: dict[int, bytes] = field(default_factory=dict)
-    _reader: asyncio.Task[None] | None = None
-
-    @property
-    def alias(self) -> int:
-        return self.peer.alias
-
-    def start(self) -> None:
-        self._reader = asyncio.get_running_loop().create_task(self._read())
-
-    async def close(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
-        for session in self.sessions.values():
-            await session.close()
-
-    async def signal(self, to: int, kind: pb.MessageType.ValueType, data: bytes) -> None:
-        await self.peer.send(pb.WebRtcMessage(type=kind, to_alias=to, data=data))
-
-    async def _read(self) -> None:
-        async for data in self.peer.ws:
-            if not isinstance(data, bytes):
-                continue
-            kind = frame_type(data)
-            if kind == pb.CONNECT:
-                client = decode_as(data, pb.ConnectMessage).from_alias
-                if self.before_offer is not None:
-                    await self.before_offer(client)
-                session = Session(on_frame=self._on_frame_of(client))
-                self.sessions[client] = session
-                self.offers[client] = await session.create_offer()
-                await self.signal(client, pb.WEBRTC_OFFER, self.offers[client])
-            elif kind == pb.WEBRTC_ANSWER:
-                answer = decode_as(data, pb.WebRtcMessage)
-                with contextlib.suppress(Exception):  # the client's business, not the test's
-                    await self.sessions[answer.from_alias].accept_answer(answer.data)
-
-    def _on_frame_of(self, client: int) -> Callable[[bytes, bool], None]:
-        def on_frame(data: bytes, reliable: bool) -> None:
-            session = self.sessions[client]
-            try:
-                kind = frame_type(data)
-            except FrameError:
-                return
-            if kind == pb.PING:
-                session.send(data, reliable=reliable, immediate=True)
-            elif kind == pb.TOPIC:
-                topic = decode_as(data, pb.TopicMessage)
-                forward = pb.TopicFWMessage(
-                    type=pb.TOPIC_FW, from_alias=client, body=topic.body, topic=topic.topic
-                )
-                session.send(forward.SerializeToString(), reliable=reliable)
-
-        return on_frame
-
-
-@contextlib.asynccontextmanager
-async def fake_server(
-    coordinator: RunningCoordinator, name: str, before_offer: BeforeOffer | None = None
-) -> AsyncIterator[FakeServer]:
-    server = FakeServer(await coordinator.comm_server(name), before_offer)
-    server.start()
-    try:
-        yield server
-    finally:
-        await server.close()
-
-
-def junk_frames(server: FakeServer, client: int) -> list[tuple[bytes, SignallingDrop | None]]:
-    """Frames a misbehaving server sends an established client, and what each should cost.
-
-    None: the frame is used, harmlessly (a well-formed candidate of an unreachable
-    address only adds a connectivity check that fails). Frames that are not broker
-    frames at all are dropped by the coordinator before they reach a client.
-    """
-
-    def webrtc(kind: pb.MessageType.ValueType, data: bytes) -> bytes:
-        return pb.WebRtcMessage(
-            type=kind, from_alias=server.alias, to_alias=client, data=data
-        ).SerializeToString()
-
-    candidate = b'{"candidate": "candidate:1 1 udp 1 10.9.9.9 9 typ host", "sdpMid": "7"}'
-    return [
-        (webrtc(pb.WEBRTC_OFFER, server.offers[client]), SignallingDrop.REPEATED_OFFER),
-        (webrtc(pb.WEBRTC_OFFER, b"not an offer"), SignallingDrop.REPEATED_OFFER),
-        (webrtc(pb.WEBRTC_ANSWER, server.offers[client]), SignallingDrop.UNEXPECTED_TYPE),
-        (webrtc(pb.WEBRTC_ICE_CANDIDATE, b"not json"), SignallingDrop.REJECTED),
-        (webrtc(pb.WEBRTC_ICE_CANDIDATE, b'{"candidate": "garbage"}'), SignallingDrop.REJECTED),
-        (webrtc(pb.WEBRTC_ICE_CANDIDATE, b"[]"), SignallingDrop.REJECTED),
-        (webrtc(pb.WEBRTC_ICE_CANDIDATE, candidate), None),
-        (pb.ConnectMessage(type=pb.CONNECT, to_alias=client).SerializeToString(),
-         SignallingDrop.UNEXPECTED_TYPE),
-    ]  # fmt: skip
 
 
 async def exchange(client: BrokerClient, topic: str, body: bytes) -> None:
@@ -154,8 +44,8 @@ def reader_alive(client: BrokerClient) -> bool:
 async def test_junk_after_set_up_costs_nothing_but_counted_drops() -> None:
     async with (
         running_coordinator() as coordinator,
-        fake_server(coordinator, "good") as server,
-        fake_server(coordinator, "other") as other,
+        fake_server(coordinator.url(""), "good") as server,
+        fake_server(coordinator.url(""), "other") as other,
     ):
         url = coordinator.url("")
         client = await BrokerClient.connect(url, server=server.alias, timeout=10)
@@ -207,7 +97,10 @@ async def test_junk_after_set_up_costs_nothing_but_counted_drops() -> None:
 
 
 async def test_junk_before_the_offer_and_another_servers_offer_do_not_stop_the_set_up() -> None:
-    async with running_coordinator() as coordinator, fake_server(coordinator, "other") as other:
+    async with (
+        running_coordinator() as coordinator,
+        fake_server(coordinator.url(""), "other") as other,
+    ):
         rogue = Session(on_frame=lambda _d, _r: None)
 
         async def before_offer(client: int) -> None:
@@ -216,7 +109,7 @@ async def test_junk_before_the_offer_and_another_servers_offer_do_not_stop_the_s
             await server.signal(client, pb.WEBRTC_ANSWER, b"{}")
             await server.signal(client, pb.WEBRTC_ICE_CANDIDATE, b"not json")
 
-        async with fake_server(coordinator, "good", before_offer) as server:
+        async with fake_server(coordinator.url(""), "good", before_offer) as server:
             try:
                 client = await BrokerClient.connect(
                     coordinator.url(""), server=server.alias, timeout=10
@@ -242,7 +135,7 @@ async def test_an_offer_the_client_cannot_answer_fails_only_that_attempt() -> No
                 broken["on"] = False
                 await server.signal(client, pb.WEBRTC_OFFER, b'{"type": "answer", "sdp": ""}')
 
-        async with fake_server(coordinator, "good", before_offer) as server:
+        async with fake_server(coordinator.url(""), "good", before_offer) as server:
             loop = asyncio.get_running_loop()
             started = loop.time()
             with pytest.raises(Exception, match="session closed during set-up"):

@@ -24,7 +24,7 @@ import {
 import { Emitter } from "./events.js";
 import type { Listener } from "./events.js";
 import { Link, fetchIceServers, withinTimeout } from "./link.js";
-import type { Attempt } from "./link.js";
+import type { Attempt, SignallingDrops } from "./link.js";
 import { SilenceClock } from "./liveness.js";
 import { ReceivedMessage } from "./message.js";
 import { compressedSubscriptionFrame, subscriptionFrame } from "./subscription.js";
@@ -139,6 +139,7 @@ export class BrokerClient {
   private receivedCount = 0;
   private sentCount = 0;
   private reconnectCount = 0;
+  private readonly droppedSignalling: SignallingDrops = {};
   /** A page that goes away closes its client, so that the server frees the session at once. */
   private readonly onPageHide = (event: PageTransitionEvent): void => {
     if (!event.persisted) {
@@ -243,7 +244,7 @@ export class BrokerClient {
     };
     const iceServers = this.options.iceServers ?? (await fetchIceServers(this.url));
     attempt.check();
-    const options = { server, avoid, iceServers };
+    const options = { server, avoid, iceServers, dropped: this.droppedSignalling };
     const link = await Link.open(this.url, this.credentials, options, onFrame, attempt);
     opened = link;
     this.pending = link;
@@ -545,6 +546,15 @@ export class BrokerClient {
   /** Times the client moved to another session after losing one. */
   get reconnects(): number {
     return this.reconnectCount;
+  }
+
+  /**
+   * Frames from the coordinator that every link so far dropped, by reason
+   * (a server's repeated offer, another server's frames, ...): each costs at
+   * most its session, never the client.
+   */
+  get signallingDropped(): Readonly<SignallingDrops> {
+    return { ...this.droppedSignalling };
   }
 
   /** Unreliable frames dropped because the channel's buffer was full (current session). */

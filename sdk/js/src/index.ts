@@ -31,6 +31,7 @@ export {
   ServerFullError,
 } from "./errors.js";
 export type { Listener } from "./events.js";
+export type { SignallingDrop, SignallingDrops } from "./link.js";
 export { ReceivedMessage } from "./message.js";
 export { Capability, Role } from "./wire.js";
 

@@ -24,6 +24,7 @@ import {
   WebRtcMessageSchema,
   WelcomeMessageSchema,
   aliasBigint,
+  FrameError,
   aliasNumber,
   decodeAs,
   encode,
@@ -36,6 +37,27 @@ const REFUSAL_GRACE_MS = 1000;
 const utf8Decoder = new TextDecoder();
 const utf8Encoder = new TextEncoder();
 
+/**
+ * Why a frame from the coordinator was dropped (`BrokerClient.signallingDropped`).
+ * What the coordinator relays is another party's input: a frame the link
+ * cannot use is counted and dropped, and costs at most the link's session.
+ *
+ * - `malformed`: not a decodable broker frame;
+ * - `unexpected_type`: a frame a server never sends a client (an answer, a CONNECT);
+ * - `wrong_sender`: from a server other than the one this link asked;
+ * - `repeated_offer`: an offer after the one this link answered (or failed to);
+ * - `rejected`: the browser refused it (a description or candidate it cannot use).
+ */
+export type SignallingDrop =
+  | "malformed"
+  | "unexpected_type"
+  | "wrong_sender"
+  | "repeated_offer"
+  | "rejected";
+
+/** Dropped coordinator frames by reason; absent reasons are 0. */
+export type SignallingDrops = Partial<Record<SignallingDrop, number>>;
+
 export interface LinkOptions {
   /** A server alias from the coordinator's list, instead of its first choice. */
   server?: number | undefined;
@@ -45,6 +67,8 @@ export interface LinkOptions {
    */
   avoid?: readonly number[] | undefined;
   iceServers: RTCIceServer[];
+  /** Where the link counts the coordinator frames it drops (shared across links). */
+  dropped?: SignallingDrops | undefined;
 }
 
 /** The coordinator's base URL as a WebSocket URL without a trailing slash. */
@@ -90,6 +114,7 @@ export class Link {
   /** Resolves when the server answers CONNECT, with an offer or a refusal. */
   private readonly serverAnswered: Promise<void>;
   private markAnswered!: () => void;
+  private readonly dropped: SignallingDrops;
 
   private constructor(
     private readonly ws: WebSocket,
@@ -105,6 +130,7 @@ export class Link {
     this.refusal = new Promise((resolve) => {
       this.refuse = resolve;
     });
+    this.dropped = options.dropped ?? {};
     this.session = new Session(onFrame, options.iceServers);
     this.session.onCandidate = (candidate) =>
       this.signal(MessageType.WEBRTC_ICE_CANDIDATE, utf8Encoder.encode(candidate));
@@ -235,34 +261,60 @@ export class Link {
     ]);
   }
 
+  /** Handle one frame; whatever it holds, the next one is handled too. */
   private async onCoordinatorFrame(frame: Uint8Array): Promise<void> {
+    let drop: SignallingDrop | undefined;
     try {
-      const kind = frameType(frame);
-      if (kind === MessageType.WEBRTC_OFFER) {
-        this.markAnswered();
-        if (this.answered || this.session.closed) {
-          return;
-        }
-        this.answered = true;
-        const offer = decodeAs(WebRtcMessageSchema, frame);
-        try {
-          const answer = await this.session.acceptOffer(utf8Decoder.decode(offer.data));
-          this.signal(MessageType.WEBRTC_ANSWER, utf8Encoder.encode(answer));
-        } catch (error) {
-          // Without an answer there is no session: fail the set-up now, not at the timeout.
-          this.session.close(`cannot answer the server's offer: ${String(error)}`);
-        }
-      } else if (kind === MessageType.WEBRTC_ICE_CANDIDATE) {
-        const candidate = decodeAs(WebRtcMessageSchema, frame);
-        await this.session.addCandidate(utf8Decoder.decode(candidate.data));
-      } else if (kind === MessageType.CONNECTION_REFUSED) {
-        this.markAnswered();
-        this.onRefused(decodeAs(ConnectionRefusedMessageSchema, frame));
-      }
+      drop = await this.handleCoordinatorFrame(frame);
     } catch (error) {
-      // A garbled frame, or a candidate the browser rejects: the rest may still work.
-      console.warn("webrtc-broker: ignoring a coordinator frame:", error);
+      drop = error instanceof FrameError ? "malformed" : "rejected";
+      console.debug("webrtc-broker: dropping a coordinator frame:", error);
     }
+    if (drop !== undefined) {
+      this.dropped[drop] = (this.dropped[drop] ?? 0) + 1;
+    }
+  }
+
+  /** Act on one frame; why it was dropped, or undefined if it was used. */
+  private async handleCoordinatorFrame(frame: Uint8Array): Promise<SignallingDrop | undefined> {
+    const kind = frameType(frame);
+    if (kind === MessageType.WEBRTC_OFFER) {
+      const offer = decodeAs(WebRtcMessageSchema, frame);
+      if (aliasNumber(offer.fromAlias) !== this.serverAlias) {
+        return "wrong_sender";
+      }
+      this.markAnswered();
+      if (this.answered || this.session.closed) {
+        // A session takes one offer; another would renegotiate a live one.
+        return "repeated_offer";
+      }
+      this.answered = true;
+      let answer: string;
+      try {
+        answer = await this.session.acceptOffer(utf8Decoder.decode(offer.data));
+      } catch (error) {
+        // Without an answer there is no session: fail the set-up now, not at the timeout.
+        this.session.close(`cannot answer the server's offer: ${String(error)}`);
+        throw error;
+      }
+      this.signal(MessageType.WEBRTC_ANSWER, utf8Encoder.encode(answer));
+    } else if (kind === MessageType.WEBRTC_ICE_CANDIDATE) {
+      const candidate = decodeAs(WebRtcMessageSchema, frame);
+      if (aliasNumber(candidate.fromAlias) !== this.serverAlias) {
+        return "wrong_sender";
+      }
+      await this.session.addCandidate(utf8Decoder.decode(candidate.data));
+    } else if (kind === MessageType.CONNECTION_REFUSED) {
+      const refusal = decodeAs(ConnectionRefusedMessageSchema, frame);
+      if (aliasNumber(refusal.fromAlias) !== this.serverAlias) {
+        return "wrong_sender";
+      }
+      this.markAnswered();
+      this.onRefused(refusal);
+    } else {
+      return "unexpected_type";
+    }
+    return undefined;
   }
 
   private onRefused(message: { reason: ConnectionRefusedReason; data: Uint8Array }): void {

@@ -21,6 +21,11 @@ const UNRELIABLE = "unreliable";
 
 const utf8 = new TextEncoder();
 
+/** Remote candidates one session takes; a server sends a few (aiortc sends none). */
+const MAX_CANDIDATES = 64;
+/** Largest candidate JSON taken (a candidate line is one or two hundred bytes). */
+const MAX_CANDIDATE_BYTES = 1024;
+
 export class Session {
   readonly pc: RTCPeerConnection;
   reliable: ChannelWriter | undefined;
@@ -37,7 +42,8 @@ export class Session {
   private resolveOpened!: () => void;
   private rejectOpened!: (error: Error) => void;
   private remoteSet = false;
-  private heldCandidates: string[] = [];
+  private heldCandidates: RTCIceCandidateInit[] = [];
+  private candidatesLeft = MAX_CANDIDATES;
 
   constructor(
     private readonly onFrame: FrameHandler,
@@ -76,7 +82,12 @@ export class Session {
     const held = this.heldCandidates;
     this.heldCandidates = [];
     for (const candidate of held) {
-      await this.addCandidate(candidate);
+      try {
+        await this.pc.addIceCandidate(candidate);
+      } catch (error) {
+        // One candidate the browser cannot use must not cost the offer.
+        console.debug("webrtc-broker: dropping a held candidate:", error);
+      }
     }
     const answer = await this.pc.createAnswer();
     await this.pc.setLocalDescription(answer);
@@ -84,17 +95,35 @@ export class Session {
     return JSON.stringify({ type: local?.type ?? answer.type, sdp: local?.sdp ?? answer.sdp });
   }
 
-  /** Add a remote candidate (JSON), holding it until the offer is applied. */
+  /**
+   * Add a remote candidate (JSON), holding it until the offer is applied.
+   * Throws for one that is not a candidate, too large, or above the session's
+   * budget: checked on arrival, so that what is held is bounded and parsed.
+   */
   async addCandidate(candidateJson: string): Promise<void> {
-    if (!this.remoteSet) {
-      this.heldCandidates.push(candidateJson);
-      return;
+    if (candidateJson.length > MAX_CANDIDATE_BYTES) {
+      throw new RangeError(`candidate of ${candidateJson.length} characters`);
     }
-    const init = JSON.parse(candidateJson) as RTCIceCandidateInit;
-    if (!init.candidate) {
+    if (this.candidatesLeft <= 0) {
+      throw new RangeError("too many candidates");
+    }
+    this.candidatesLeft -= 1;
+    const init: unknown = JSON.parse(candidateJson);
+    if (typeof init !== "object" || init === null || !("candidate" in init)) {
+      throw new TypeError("not a candidate");
+    }
+    const candidate = init as RTCIceCandidateInit;
+    if (typeof candidate.candidate !== "string") {
+      throw new TypeError("not a candidate");
+    }
+    if (!candidate.candidate) {
       return; // end of candidates
     }
-    await this.pc.addIceCandidate(init);
+    if (!this.remoteSet) {
+      this.heldCandidates.push(candidate);
+      return;
+    }
+    await this.pc.addIceCandidate(candidate);
   }
 
   private adopt(channel: RTCDataChannel): void {

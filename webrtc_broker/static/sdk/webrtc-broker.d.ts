@@ -2,6 +2,20 @@
 /** A tiny typed event emitter: browsers' EventTarget cannot type its payloads. */
 export type Listener<T> = (value: T) => void;
 /**
+ * Why a frame from the coordinator was dropped (`BrokerClient.signallingDropped`).
+ * What the coordinator relays is another party's input: a frame the link
+ * cannot use is counted and dropped, and costs at most the link's session.
+ *
+ * - `malformed`: not a decodable broker frame;
+ * - `unexpected_type`: a frame a server never sends a client (an answer, a CONNECT);
+ * - `wrong_sender`: from a server other than the one this link asked;
+ * - `repeated_offer`: an offer after the one this link answered (or failed to);
+ * - `rejected`: the browser refused it (a description or candidate it cannot use).
+ */
+export type SignallingDrop = "malformed" | "unexpected_type" | "wrong_sender" | "repeated_offer" | "rejected";
+/** Dropped coordinator frames by reason; absent reasons are 0. */
+export type SignallingDrops = Partial<Record<SignallingDrop, number>>;
+/**
  * @generated from enum protocol.Role
  */
 export declare enum Role {
@@ -160,6 +174,7 @@ export declare class BrokerClient {
 	private receivedCount;
 	private sentCount;
 	private reconnectCount;
+	private readonly droppedSignalling;
 	/** A page that goes away closes its client, so that the server frees the session at once. */
 	private readonly onPageHide;
 	private constructor();
@@ -220,6 +235,12 @@ export declare class BrokerClient {
 	get sent(): number;
 	/** Times the client moved to another session after losing one. */
 	get reconnects(): number;
+	/**
+	 * Frames from the coordinator that every link so far dropped, by reason
+	 * (a server's repeated offer, another server's frames, ...): each costs at
+	 * most its session, never the client.
+	 */
+	get signallingDropped(): Readonly<SignallingDrops>;
 	/** Unreliable frames dropped because the channel's buffer was full (current session). */
 	get dropped(): number;
 	/** Whether the client has ended (it does not while it reconnects). */

@@ -3744,6 +3744,8 @@ var RELIABLE = "reliable";
 var DRAIN_MS = 500;
 var UNRELIABLE = "unreliable";
 var utf8 = new TextEncoder();
+var MAX_CANDIDATES = 64;
+var MAX_CANDIDATE_BYTES = 1024;
 var Session = class {
   constructor(onFrame, iceServers = [], limits = DEFAULT_LIMITS) {
     this.onFrame = onFrame;
@@ -3787,6 +3789,7 @@ var Session = class {
   rejectOpened;
   remoteSet = false;
   heldCandidates = [];
+  candidatesLeft = MAX_CANDIDATES;
   /** Apply the server's offer (JSON `{type, sdp}`) and return our answer's JSON. */
   async acceptOffer(offerJson) {
     const offer = JSON.parse(offerJson);
@@ -3798,24 +3801,46 @@ var Session = class {
     const held = this.heldCandidates;
     this.heldCandidates = [];
     for (const candidate of held) {
-      await this.addCandidate(candidate);
+      try {
+        await this.pc.addIceCandidate(candidate);
+      } catch (error) {
+        console.debug("webrtc-broker: dropping a held candidate:", error);
+      }
     }
     const answer = await this.pc.createAnswer();
     await this.pc.setLocalDescription(answer);
     const local = this.pc.localDescription;
     return JSON.stringify({ type: local?.type ?? answer.type, sdp: local?.sdp ?? answer.sdp });
   }
-  /** Add a remote candidate (JSON), holding it until the offer is applied. */
+  /**
+   * Add a remote candidate (JSON), holding it until the offer is applied.
+   * Throws for one that is not a candidate, too large, or above the session's
+   * budget: checked on arrival, so that what is held is bounded and parsed.
+   */
   async addCandidate(candidateJson) {
-    if (!this.remoteSet) {
-      this.heldCandidates.push(candidateJson);
-      return;
+    if (candidateJson.length > MAX_CANDIDATE_BYTES) {
+      throw new RangeError(`candidate of ${candidateJson.length} characters`);
     }
+    if (this.candidatesLeft <= 0) {
+      throw new RangeError("too many candidates");
+    }
+    this.candidatesLeft -= 1;
     const init = JSON.parse(candidateJson);
-    if (!init.candidate) {
+    if (typeof init !== "object" || init === null || !("candidate" in init)) {
+      throw new TypeError("not a candidate");
+    }
+    const candidate = init;
+    if (typeof candidate.candidate !== "string") {
+      throw new TypeError("not a candidate");
+    }
+    if (!candidate.candidate) {
       return;
     }
-    await this.pc.addIceCandidate(init);
+    if (!this.remoteSet) {
+      this.heldCandidates.push(candidate);
+      return;
+    }
+    await this.pc.addIceCandidate(candidate);
   }
   adopt(channel) {
     const stuck = (reason) => this.close(`slow connection: ${reason}`);
@@ -3946,6 +3971,7 @@ var Link = class _Link {
     this.refusal = new Promise((resolve) => {
       this.refuse = resolve;
     });
+    this.dropped = options.dropped ?? {};
     this.session = new Session(onFrame, options.iceServers);
     this.session.onCandidate = (candidate) => this.signal(5 /* WEBRTC_ICE_CANDIDATE */, utf8Encoder2.encode(candidate));
     this.session.onClose(() => {
@@ -3974,6 +4000,7 @@ var Link = class _Link {
   /** Resolves when the server answers CONNECT, with an offer or a refusal. */
   serverAnswered;
   markAnswered;
+  dropped;
   /**
    * Connect to the coordinator and make the link (its session not yet
    * connected). `attempt` lets a timeout release what exists so far.
@@ -4070,32 +4097,57 @@ var Link = class _Link {
       })
     ]);
   }
+  /** Handle one frame; whatever it holds, the next one is handled too. */
   async onCoordinatorFrame(frame) {
+    let drop;
     try {
-      const kind = frameType(frame);
-      if (kind === 3 /* WEBRTC_OFFER */) {
-        this.markAnswered();
-        if (this.answered || this.session.closed) {
-          return;
-        }
-        this.answered = true;
-        const offer = decodeAs(WebRtcMessageSchema, frame);
-        try {
-          const answer = await this.session.acceptOffer(utf8Decoder.decode(offer.data));
-          this.signal(4 /* WEBRTC_ANSWER */, utf8Encoder2.encode(answer));
-        } catch (error) {
-          this.session.close(`cannot answer the server's offer: ${String(error)}`);
-        }
-      } else if (kind === 5 /* WEBRTC_ICE_CANDIDATE */) {
-        const candidate = decodeAs(WebRtcMessageSchema, frame);
-        await this.session.addCandidate(utf8Decoder.decode(candidate.data));
-      } else if (kind === 13 /* CONNECTION_REFUSED */) {
-        this.markAnswered();
-        this.onRefused(decodeAs(ConnectionRefusedMessageSchema, frame));
-      }
+      drop = await this.handleCoordinatorFrame(frame);
     } catch (error) {
-      console.warn("webrtc-broker: ignoring a coordinator frame:", error);
+      drop = error instanceof FrameError ? "malformed" : "rejected";
+      console.debug("webrtc-broker: dropping a coordinator frame:", error);
     }
+    if (drop !== void 0) {
+      this.dropped[drop] = (this.dropped[drop] ?? 0) + 1;
+    }
+  }
+  /** Act on one frame; why it was dropped, or undefined if it was used. */
+  async handleCoordinatorFrame(frame) {
+    const kind = frameType(frame);
+    if (kind === 3 /* WEBRTC_OFFER */) {
+      const offer = decodeAs(WebRtcMessageSchema, frame);
+      if (aliasNumber(offer.fromAlias) !== this.serverAlias) {
+        return "wrong_sender";
+      }
+      this.markAnswered();
+      if (this.answered || this.session.closed) {
+        return "repeated_offer";
+      }
+      this.answered = true;
+      let answer;
+      try {
+        answer = await this.session.acceptOffer(utf8Decoder.decode(offer.data));
+      } catch (error) {
+        this.session.close(`cannot answer the server's offer: ${String(error)}`);
+        throw error;
+      }
+      this.signal(4 /* WEBRTC_ANSWER */, utf8Encoder2.encode(answer));
+    } else if (kind === 5 /* WEBRTC_ICE_CANDIDATE */) {
+      const candidate = decodeAs(WebRtcMessageSchema, frame);
+      if (aliasNumber(candidate.fromAlias) !== this.serverAlias) {
+        return "wrong_sender";
+      }
+      await this.session.addCandidate(utf8Decoder.decode(candidate.data));
+    } else if (kind === 13 /* CONNECTION_REFUSED */) {
+      const refusal = decodeAs(ConnectionRefusedMessageSchema, frame);
+      if (aliasNumber(refusal.fromAlias) !== this.serverAlias) {
+        return "wrong_sender";
+      }
+      this.markAnswered();
+      this.onRefused(refusal);
+    } else {
+      return "unexpected_type";
+    }
+    return void 0;
   }
   onRefused(message) {
     if (this.refused) {
@@ -4344,6 +4396,7 @@ var BrokerClient = class _BrokerClient {
   receivedCount = 0;
   sentCount = 0;
   reconnectCount = 0;
+  droppedSignalling = {};
   /** A page that goes away closes its client, so that the server frees the session at once. */
   onPageHide = (event) => {
     if (!event.persisted) {
@@ -4415,7 +4468,7 @@ var BrokerClient = class _BrokerClient {
     };
     const iceServers = this.options.iceServers ?? await fetchIceServers(this.url);
     attempt.check();
-    const options = { server, avoid, iceServers };
+    const options = { server, avoid, iceServers, dropped: this.droppedSignalling };
     const link = await Link.open(this.url, this.credentials, options, onFrame, attempt);
     opened = link;
     this.pending = link;
@@ -4680,6 +4733,14 @@ var BrokerClient = class _BrokerClient {
   /** Times the client moved to another session after losing one. */
   get reconnects() {
     return this.reconnectCount;
+  }
+  /**
+   * Frames from the coordinator that every link so far dropped, by reason
+   * (a server's repeated offer, another server's frames, ...): each costs at
+   * most its session, never the client.
+   */
+  get signallingDropped() {
+    return { ...this.droppedSignalling };
   }
   /** Unreliable frames dropped because the channel's buffer was full (current session). */
   get dropped() {
