@@ -182,7 +182,8 @@ class Supervisor:
         """Cancel task ``name`` for good (a part the service no longer needs, such as
         its coordinator link while it drains) and wait for it to end."""
         task = self._tasks[name]
-        task.state = TaskState.STOPPED
+        if task.state is not TaskState.FAILED:  # a failure stays visible
+            task.state = TaskState.STOPPED
         if task.runner is not None:
             task.runner.cancel()
             await asyncio.gather(task.runner, return_exceptions=True)

@@ -287,3 +287,42 @@ async def test_an_on_fatal_that_raises_does_not_break_the_supervisor() -> None:
     await until(lambda: not supervisor.healthy)
     await supervisor.close()
     assert supervisor.states == {"t": TaskState.FAILED}
+
+
+async def test_stop_ends_one_task_for_good_and_leaves_the_others() -> None:
+    fatal = Fatal()
+    supervisor = Supervisor("svc", on_fatal=fatal, policy=FAST)
+    cleaned = asyncio.Event()
+    runs = 0
+
+    async def link() -> None:
+        nonlocal runs
+        runs += 1
+        try:
+            await asyncio.Event().wait()
+        finally:
+            cleaned.set()
+
+    async def other() -> None:
+        await asyncio.Event().wait()
+
+    async def fails() -> None:
+        raise RuntimeError("x")
+
+    supervisor.start("link", link, restart=True)
+    supervisor.start("other", other, restart=True)
+    supervisor.start("broken", fails, restart=False)
+    await until(lambda: runs == 1 and not supervisor.healthy)
+    await supervisor.stop("link")
+    await supervisor.stop("broken")
+    assert cleaned.is_set()
+    await asyncio.sleep(0.05)
+    assert runs == 1, "a stopped task is not restarted"
+    assert supervisor.states == {
+        "link": TaskState.STOPPED,
+        "other": TaskState.RUNNING,
+        "broken": TaskState.FAILED,
+    }
+    assert supervisor.restarts == {"link": 0, "other": 0, "broken": 0}
+    await supervisor.close()
+    assert supervisor.states["other"] is TaskState.STOPPED
