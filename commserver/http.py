@@ -8,8 +8,10 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from commserver.metrics import commserver_registry
+from commserver.peer import Peer
 from commserver.server import CommServer
 from webrtc_broker.metrics import metrics_endpoint
+from webrtc_broker.rtc.memory import SESSION_TYPES, MemoryReport
 
 
 def create_http_app(server: CommServer) -> Starlette:
@@ -31,11 +33,18 @@ def create_http_app(server: CommServer) -> Starlette:
     async def status(_: Request) -> JSONResponse:
         return JSONResponse(server.status())
 
+    memory_report = MemoryReport(server.reclaimer, (*SESSION_TYPES, Peer))
+
+    async def memory(_: Request) -> JSONResponse:
+        """Resident memory and live session objects (a heap walk, at most once a second)."""
+        return JSONResponse(memory_report.get())
+
     return Starlette(
         routes=[
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/status", status),
+            Route("/debug/memory", memory),
             Route("/metrics", metrics_endpoint(commserver_registry(server))),
         ]
     )

@@ -46,6 +46,7 @@ from webrtc_broker.rtc import (
     rtc_ice_servers,
 )
 from webrtc_broker.rtc.liveness import SilenceClock
+from webrtc_broker.rtc.memory import MemoryReclaimer
 from webrtc_broker.rtc.writer import MAX_QUEUE_BYTES
 from webrtc_broker.supervise import Failure, Supervisor
 from webrtc_broker.tokens import client_authenticator
@@ -107,6 +108,8 @@ class CommServer:
         )
         self.stats = RelayStats()
         self.batching = FlushScheduler(config.batch_window) if config.batch_window > 0 else None
+        self.reclaimer = MemoryReclaimer()
+        """Collects closed sessions' aiortc objects and returns their memory (see its module)."""
         capabilities = pb.CAPABILITY_TOPIC_NAMES | (pb.CAPABILITY_BATCH if self.batching else 0)
         jwt_secret = config.client_jwt_secret
         self.relay = Relay(
@@ -235,6 +238,7 @@ class CommServer:
         self.stats.sessions[f"{outcome}:{reason}"] += 1
         self.stats.retire(peer.session)
         self.relay.forget(peer)
+        self.reclaimer.closed(peer.session)
         log.debug("session %s closed: %s", peer.alias, peer.session.close_reason)
         attempt = self._relink_attempts.pop(peer.alias, 0) + 1
         if (
@@ -491,10 +495,14 @@ class CommServer:
         interval = self.config.keepalive_interval
         while True:
             await asyncio.sleep(interval)
-            now = time.monotonic()
-            for peer in list(self.peers.values()):
-                if peer.established:
-                    self._check_alive(peer, now)
+            self._check_all_alive(time.monotonic())
+
+    def _check_all_alive(self, now: float) -> None:
+        # Not inlined in the loop above: a loop variable there would keep the last
+        # peer checked (its whole session) alive in the sleeping coroutine.
+        for peer in list(self.peers.values()):
+            if peer.established:
+                self._check_alive(peer, now)
 
     def _check_alive(self, peer: Peer, now: float) -> None:
         config = self.config
@@ -598,3 +606,4 @@ class CommServer:
         )
         if self.batching is not None:
             self.batching.close()
+        self.reclaimer.close()

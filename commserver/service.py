@@ -14,6 +14,7 @@ from commserver.server import CommServer
 from webrtc_broker.auth import ClientAuthenticator
 from webrtc_broker.config import CommServerConfig
 from webrtc_broker.httpserver import EmbeddedServer
+from webrtc_broker.rtc.memory import freeze_startup_objects
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,9 @@ async def serve(
             lifespan="off",
         )
     )
+    # Modules, configuration and the server object live as long as the process:
+    # out of the collector's sight, full collections cost what sessions cost.
+    freeze_startup_objects()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
