@@ -32,6 +32,10 @@ logger = logging.getLogger(__name__)
 
 CLOSE_POLICY_VIOLATION = 1008
 
+_FLOOD_REFUSALS = frozenset(
+    {RefusalReason.TOO_MANY_CONNECTIONS, RefusalReason.TOO_MANY_FROM_ADDRESS}
+)
+
 
 class ServerStatus(BaseModel):
     alias: int
@@ -105,7 +109,10 @@ def _add_peer_routes(
 ) -> None:
     async def refuse(websocket: WebSocket, reason: RefusalReason) -> None:
         coordinator.counters.connections_refused[reason] += 1
-        logger.info("refused %s connection: %s", websocket.url.path, reason.value)
+        # A connection flood must not become a log flood: over a cap, the
+        # counter says it and the log only does at debug level.
+        level = logging.DEBUG if reason in _FLOOD_REFUSALS else logging.INFO
+        logger.log(level, "refused %s connection: %s", websocket.url.path, reason.value)
         await websocket.close(code=CLOSE_POLICY_VIOLATION)
 
     @app.websocket("/discover")

@@ -140,7 +140,7 @@ class Session:
             self._arm_idle_timer()
             return
         self._counters.connections_timed_out[TimeoutPhase.IDLE] += 1
-        logger.info(
+        logger.debug(  # counted; one line per socket would let a flood fill the logs
             "client %d idle for %g s before being offered a session, closing",
             peer.alias,
             self._idle_timeout,
