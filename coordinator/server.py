@@ -9,6 +9,8 @@ reset the levels it chose for uvicorn's loggers.
 
 from __future__ import annotations
 
+import logging
+import resource
 import socket
 
 import uvicorn
@@ -22,6 +24,8 @@ from .app import create_app
 from .core import Coordinator
 from .counters import TimeoutPhase
 from .handshake import handshake_limited
+
+logger = logging.getLogger(__name__)
 
 
 class CoordinatorServer(uvicorn.Server):
@@ -89,8 +93,39 @@ def build_server(
     return CoordinatorServer(uvicorn_config, coordinator)
 
 
+FDS_PER_CLIENT = 1
+FDS_BESIDES_CLIENTS = 1024
+"""Descriptors for servers, handshakes in progress, HTTP requests and the process itself."""
+
+
+def raise_open_files_limit(config: CoordinatorConfig) -> int:
+    """Raise the soft limit on open files toward the hard one; return the new soft limit.
+
+    Many container runtimes start processes with a soft limit of 1024, far
+    below ``max_clients``: past it ``accept`` fails and nobody gets in, capped
+    or not. Raising the soft limit up to the hard one needs no privilege.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if not config.max_clients:
+        return soft  # no cap to size the limit for
+    wanted = config.max_clients * FDS_PER_CLIENT + FDS_BESIDES_CLIENTS
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    if soft < wanted:
+        logger.warning(
+            "open files limited to %d: fewer than the %d that max_clients=%d needs",
+            soft,
+            wanted,
+            config.max_clients,
+        )
+    return soft
+
+
 async def serve(
     config: CoordinatorConfig, *, authenticator: ClientAuthenticator | None = None
 ) -> None:
     """Serve the coordinator until SIGINT/SIGTERM (or ``should_exit``), then drain."""
+    raise_open_files_limit(config)
     await build_server(config, authenticator=authenticator).serve()

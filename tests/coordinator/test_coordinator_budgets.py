@@ -8,6 +8,8 @@ connected) and the counter that says what was refused.
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 
 import pytest
@@ -25,6 +27,7 @@ from tests.coordinator.harness import (
     running_coordinator,
     wait_until,
 )
+from tests.support import ROOT
 from webrtc_broker import logs
 from webrtc_broker.cli import main
 from webrtc_broker.config import CoordinatorConfig
@@ -442,3 +445,28 @@ def test_every_limit_has_a_flag(monkeypatch: pytest.MonkeyPatch) -> None:
     assert seen[1].trusted_proxies == ["172.16.0.0/12"]
     refused = CliRunner().invoke(main, ["coordinator", "--trusted-proxy", "proxy.local"])
     assert refused.exit_code != 0 and "not an IP address" in refused.output
+
+
+def test_the_open_files_limit_is_raised_for_max_clients() -> None:
+    """A soft limit of 256 (as containers often start with 1024) is raised to fit the cap."""
+    script = (
+        "import resource\n"
+        "from coordinator.server import raise_open_files_limit\n"
+        "from tests.coordinator.harness import make_config\n"
+        "hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))\n"
+        "print(raise_open_files_limit(make_config(max_clients=2000)), hard)\n"
+        "print(raise_open_files_limit(make_config(max_clients=0)))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        cwd=ROOT,
+    )
+    first, second = result.stdout.splitlines()
+    raised, hard = map(int, first.split())
+    assert raised == min(2000 + 1024, hard) > 256
+    assert int(second) == raised  # no cap: left as it is
