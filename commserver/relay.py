@@ -25,7 +25,7 @@ from webrtc_broker.auth import AuthError, ClientAuthenticator, ServerSecret
 from webrtc_broker.rtc.writer import SCTP_PACKET_PAYLOAD, FlushScheduler
 from webrtc_broker.wire import FrameError, decode_as, frame_type
 from webrtc_broker.wire import broker_pb2 as pb
-from webrtc_broker.wire.subscription import subscription_frame, subscription_topics
+from webrtc_broker.wire.subscription import subscription_frame, subscription_payload, topic_set
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ SERVER_TOPICS_BYTES = 16 * 1024 * 1024
 """Largest topic list accepted from an authenticated comm server."""
 SUBSCRIPTION_BYTES_PER_TOKEN = 1024
 """A client's SUBSCRIPTION costs one frame of its rate budget, plus one per this many
-characters of (decompressed) topic names."""
+bytes of its (decompressed) topic list."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,10 +257,18 @@ class Relay:
     def _subscription(self, peer: Peer, message: pb.SubscriptionMessage) -> None:
         # A server announces the union of its clients' topics: far more than one client.
         limit = SERVER_TOPICS_BYTES if peer.is_server else self.limits.max_topics_bytes
-        topics = subscription_topics(message, max_bytes=limit)
+        try:
+            payload = subscription_payload(message, max_bytes=limit)
+        except FrameError:
+            # Refused part-way through inflating: that much was inflated all the same.
+            # (Servers have no rate budget: charging them is a no-op.)
+            self._charge(peer, limit / SUBSCRIPTION_BYTES_PER_TOKEN)
+            raise
+        # Inflating, splitting and hashing a topic list costs by its size, however few
+        # distinct topics it names: pay for every byte.
+        self._charge(peer, len(payload) / SUBSCRIPTION_BYTES_PER_TOKEN)
+        topics = topic_set(payload)
         if not peer.is_server:
-            # Inflating and hashing a topic list costs by its size: pay for it.
-            self._charge(peer, sum(len(t) for t in topics) / SUBSCRIPTION_BYTES_PER_TOKEN)
             problem = self.limits.subscription_problem(topics)
             if problem is not None:
                 self.stats.drops[problem] += 1

@@ -27,10 +27,16 @@ def subscription_frame(topics: Iterable[str], *, compress: bool = False) -> byte
 
 
 def subscription_topics(message: pb.SubscriptionMessage, *, max_bytes: int) -> frozenset[str]:
-    """Decode the topic set of a SUBSCRIPTION, refusing lists larger than ``max_bytes``.
+    """Decode the topic set of a SUBSCRIPTION, refusing lists larger than ``max_bytes``."""
+    return topic_set(subscription_payload(message, max_bytes=max_bytes))
+
+
+def subscription_payload(message: pb.SubscriptionMessage, *, max_bytes: int) -> bytes:
+    """The SUBSCRIPTION's topic list as sent, decompressed, at most ``max_bytes`` long.
 
     The size check happens while decompressing, so a small gzip bomb costs at
-    most ``max_bytes`` of memory.
+    most ``max_bytes`` of memory. The length of the result is what decoding
+    the list costs, whatever the size of the set it names.
     """
     payload = message.topics
     if message.format == pb.GZIP:
@@ -43,6 +49,11 @@ def subscription_topics(message: pb.SubscriptionMessage, *, max_bytes: int) -> f
         raise FrameError(f"unknown subscription format {message.format}")
     if len(payload) > max_bytes:
         raise FrameError(f"topic list larger than {max_bytes} bytes")
+    return payload
+
+
+def topic_set(payload: bytes) -> frozenset[str]:
+    """The topics a decompressed topic list names."""
     try:
         text = payload.decode()
     except UnicodeDecodeError as exc:
