@@ -102,6 +102,33 @@ def test_reliable_queue_overflows_by_count_and_by_bytes() -> None:
         writer.send(b"y" * 60)
 
 
+async def test_an_overflow_in_a_timed_flush_reaches_its_writer_and_spares_the_others() -> None:
+    """The scheduler flushes from a timer, where nobody could catch the overflow."""
+    stalled = FakeChannel()
+    stalled.bufferedAmount = 10  # above the high-water mark: everything queues
+    overflows: list[QueueOverflow] = []
+    scheduler = FlushScheduler(0.001)
+    slow = ChannelWriter(
+        stalled, reliable=True, max_frames=1, high_bytes=5, on_overflow=overflows.append
+    )
+    fine = [
+        ChannelWriter(FakeChannel(), reliable=True, max_frames=10, high_bytes=1 << 20)
+        for _ in range(3)
+    ]
+    writers = [slow, *fine]
+    for writer in writers:
+        writer.enable_batching(scheduler, max_bytes=300)
+    slow.send(_topic(0))
+    await asyncio.sleep(0.01)  # the first batch fills the stalled writer's queue
+    for round_ in range(2):
+        for writer in writers:
+            writer.send(_topic(round_ + 1))
+        await asyncio.sleep(0.01)
+    assert len(overflows) >= 1
+    for writer in fine:
+        assert _frames(writer._channel.sent) == [_topic(1), _topic(2)]
+
+
 def test_unreliable_queue_drops_the_oldest() -> None:
     channel = FakeChannel()
     channel.bufferedAmount = 10

@@ -167,6 +167,7 @@ class Session:
                 max_frames=reliable_frames,
                 high_bytes=high,
                 max_queue_bytes=queue_bytes,
+                on_overflow=self._overflowed,
             )
             kind = True
         elif channel.label == UNRELIABLE and self.unreliable is None:
@@ -222,7 +223,10 @@ class Session:
             else:
                 writer.send(frame)
         except QueueOverflow as exc:
-            self.close_soon(f"slow peer: {exc}", SessionEnd.SLOW_PEER)
+            self._overflowed(exc)
+
+    def _overflowed(self, exc: QueueOverflow) -> None:
+        self.close_soon(f"slow peer: {exc}", SessionEnd.SLOW_PEER)
 
     def enable_batching(self, scheduler: FlushScheduler, max_bytes: int) -> None:
         """Batch outgoing frames on both channels (the peer accepts BATCH frames)."""

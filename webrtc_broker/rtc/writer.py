@@ -18,7 +18,9 @@ one per peer.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from webrtc_broker.wire.codec import encode_batch
@@ -29,6 +31,8 @@ SCTP_PACKET_PAYLOAD = 1160
 MAX_QUEUE_BYTES = 16 * 1024 * 1024
 """Bytes one writer may hold queued, whatever the message count: a stalled peer of
 large messages costs at most this much memory before it is given up."""
+
+log = logging.getLogger(__name__)
 
 _BATCH_ENTRY_OVERHEAD = 3
 """Tag and length bytes of one frame inside a batch (frames are under 16 kB)."""
@@ -52,10 +56,16 @@ class FlushScheduler:
             self._timer = asyncio.get_running_loop().call_later(self.window, self.flush)
 
     def flush(self) -> None:
+        """Flush every dirty writer. This runs from a timer, where nobody could catch
+        an overflow: each writer's overflow goes to its own handler, and the other
+        writers of the window are flushed all the same."""
         self._timer = None
         dirty, self._dirty = self._dirty, set()
         for writer in dirty:
-            writer.flush()
+            try:
+                writer.flush()
+            except QueueOverflow as exc:
+                writer.overflowed(exc)
 
     def close(self) -> None:
         if self._timer is not None:
@@ -73,6 +83,7 @@ class ChannelWriter:
         "_high",
         "_max_bytes",
         "_max_frames",
+        "_on_overflow",
         "_queue",
         "_queued_bytes",
         "_scheduler",
@@ -89,8 +100,12 @@ class ChannelWriter:
         max_frames: int,
         high_bytes: int,
         max_queue_bytes: int = MAX_QUEUE_BYTES,
+        on_overflow: Callable[[QueueOverflow], None] | None = None,
     ) -> None:
+        """``on_overflow`` hears of a reliable queue overflow that happened where no
+        caller could catch it (a batch flushed by the :class:`FlushScheduler`)."""
         self._channel = channel
+        self._on_overflow = on_overflow
         self._high = high_bytes
         self.reliable = reliable
         self._queue: deque[bytes] = deque()
@@ -143,6 +158,12 @@ class ChannelWriter:
         self._batch_bytes += size
         if len(self._batch) == 1:
             self._scheduler.mark(self)
+
+    def overflowed(self, exc: QueueOverflow) -> None:
+        if self._on_overflow is not None:
+            self._on_overflow(exc)
+        else:
+            log.warning("reliable writer overflowed with no handler: %s", exc)
 
     def send_now(self, frame: bytes) -> None:
         """Send ``frame`` without waiting for the batch window (RTT probes).
