@@ -287,7 +287,7 @@ class CommServer:
     def _on_authenticated(self, peer: Peer) -> bool:
         if peer.is_server:
             for other in self.relay.server_peers:
-                if other.server_id == peer.server_id and not other.session.closed.is_set():
+                if other.server_id == peer.server_id and other.state is not PeerState.CLOSED:
                     # After a coordinator restart servers re-register under new aliases
                     # and reconnect; the session they already have keeps working.
                     self._refuse(

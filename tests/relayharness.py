@@ -46,6 +46,9 @@ class FakeSession:
     def close_soon(self, reason: str, end: SessionEnd = SessionEnd.CLOSED) -> None:
         self.close_reason = reason
 
+    async def wait_closed(self) -> None:
+        """Closing is immediate here."""
+
 
 @dataclass
 class RelayHarness:

@@ -13,17 +13,23 @@ a list of the frames it sends.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
+from typing import cast
 
 import pytest
 
 import commserver.server
+from commserver.lifecycle import CloseReason, PeerState
+from commserver.peer import Peer
 from commserver.server import DUPLICATE_LINK, CommServer
+from tests.relayharness import FakeSession
 from tests.support import eventually
 from webrtc_broker.config import CommServerConfig
-from webrtc_broker.rtc import SessionEnd
+from webrtc_broker.rtc import Session, SessionEnd
 from webrtc_broker.wire import broker_pb2 as pb
 from webrtc_broker.wire import frame_type
+from webrtc_broker.wire.subscription import subscription_frame
 
 REMOTE = 4242
 
@@ -107,3 +113,39 @@ async def test_a_stray_refusal_changes_nothing(server: tuple[CommServer, list[by
     await cs._on_coordinator_frame(refusal.SerializeToString())
     assert cs.stats.drops == {}
     assert sent == []
+
+
+async def test_a_refused_duplicate_link_is_never_routed(
+    server: tuple[CommServer, list[bytes]],
+) -> None:
+    """A second link from a server we already have is refused at its AUTH, and nothing
+    it sends afterwards (subscriptions, topics) reaches the relay's tables."""
+    cs, sent = server
+    secret = cs.relay.me.secret.credentials().decode()
+    auth = pb.AuthMessage(
+        type=pb.AUTH,
+        role=pb.COMMUNICATION_SERVER,
+        body=json.dumps({"id": "other", "name": "other", "secret": secret}).encode(),
+    ).SerializeToString()
+    first, second = (
+        Peer(
+            alias=alias,
+            session=cast(Session, FakeSession()),
+            initiated_by_us=False,
+            expected_role=pb.COMMUNICATION_SERVER,
+        )
+        for alias in (REMOTE, REMOTE + 1)
+    )
+    for peer in (first, second):
+        cs.peers[peer.alias] = peer
+        cs.relay.handle(peer, auth, True)
+    assert first.established and cs.relay.server_peers == {first}
+    assert second.state is PeerState.CLOSED
+    assert second.close_reason is CloseReason.DUPLICATE_LINK
+    cs.relay.handle(second, subscription_frame(["stolen"]), True)
+    topic = pb.TopicMessage(type=pb.TOPIC, topic="stolen", body=b"x").SerializeToString()
+    cs.relay.handle(second, topic, True)
+    assert "stolen" not in cs.relay.servers.by_topic
+    assert cs.stats.deliveries["server"] == 0
+    refusals = [f for f in sent if frame_type(f) == pb.CONNECTION_REFUSED]
+    assert len(refusals) == 1
