@@ -252,7 +252,7 @@ class CommServer:
             )
 
     def _close_peer(self, peer: Peer, reason: CloseReason, detail: str = "") -> None:
-        log.info("closing session %s: %s %s", peer.alias, reason, detail)
+        log.info("closing session %s: %s%s", peer.alias, reason, f": {detail}" if detail else "")
         peer.end(reason, detail)
 
     def _reject_auth(self, peer: Peer, reason: str) -> None:
