@@ -173,6 +173,8 @@ class ReclaimStats:
     """Drop of resident memory across the collections and trims."""
     lingering: int = 0
     """Closed sessions still alive after the last collection."""
+    scheduled: bool = False
+    """A collection is due: sessions closed since the last one."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -182,6 +184,7 @@ class ReclaimStats:
             "last_seconds": round(self.last_seconds, 4),
             "returned_bytes": self.returned_bytes,
             "lingering": self.lingering,
+            "scheduled": self.scheduled,
         }
 
 
@@ -226,10 +229,12 @@ class MemoryReclaimer:
         loop = asyncio.get_running_loop()
         at = max(loop.time() + delay, self._next_allowed)
         self._timer = loop.call_at(at, self.run)
+        self.stats.scheduled = True
 
     def run(self) -> None:
         """Collect and trim now (the timer calls this; tests may too)."""
         self._timer = None
+        self.stats.scheduled = False
         started = time.perf_counter()
         rss_before = rss_bytes()
         collected = gc.collect()
@@ -258,3 +263,4 @@ class MemoryReclaimer:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+            self.stats.scheduled = False
