@@ -16,6 +16,17 @@ import click
 
 from webrtc_broker import logs
 
+ATTACK_NAMES = (
+    "offer-flood",
+    "connect-flood",
+    "candidate-flood",
+    "ping-batch",
+    "gzip-subscriptions",
+    "slowloris",
+)
+"""The attacks of ``bench attack`` (:mod:`webrtc_broker.bench.attacker` checks the names);
+listed here so that ``--help`` does not import the bench."""
+
 
 def _counts(_ctx: click.Context, _param: click.Parameter, value: str | None) -> tuple[int, ...]:
     if not value:
@@ -26,7 +37,7 @@ def _counts(_ctx: click.Context, _param: click.Parameter, value: str | None) -> 
         raise click.BadParameter("expected comma-separated bot counts, e.g. 10,25,50") from exc
 
 
-@click.command()
+@click.group(invoke_without_command=True)
 @click.option("--bots", default=50, show_default=True, help="Bot clients, all on one topic")
 @click.option("--rate", default=10.0, show_default=True, help="Messages per second per bot")
 @click.option("--size", default=100, show_default=True, help="Body bytes per message")
@@ -68,8 +79,14 @@ def _counts(_ctx: click.Context, _param: click.Parameter, value: str | None) -> 
     type=click.Path(path_type=Path),
     help="Keep the processes' logs here [a temporary folder, removed after a clean run]",
 )
-def bench(**flags: Any) -> None:
-    """Measure the broker on the dense scenario: N bots, one topic, all publishing."""
+@click.pass_context
+def bench(ctx: click.Context, /, **flags: Any) -> None:
+    """Measure the broker on the dense scenario: N bots, one topic, all publishing.
+
+    With a subcommand (``bench attack``), run that measurement instead.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
     from webrtc_broker.bench.command import run_bench  # noqa: PLC0415
     from webrtc_broker.bench.options import BenchOptions  # noqa: PLC0415
 
@@ -81,6 +98,53 @@ def bench(**flags: Any) -> None:
     try:
         code = asyncio.run(run_bench(options, ["webrtc-broker", *sys.argv[1:]]))
     except (KeyboardInterrupt, asyncio.CancelledError):  # Ctrl-C, or SIGTERM (command.py)
+        code = 130
+    raise SystemExit(code)
+
+
+@bench.command("attack")
+@click.option("--seconds", default=10.0, show_default=True, help="Seconds per phase")
+@click.option("--rate", default=50.0, show_default=True, help="Messages per second, each way")
+@click.option("--size", default=100, show_default=True, help="Body bytes per message")
+@click.option(
+    "--attacks",
+    default=",".join(ATTACK_NAMES),
+    show_default=True,
+    help="Comma-separated attacks to run, in this order",
+)
+@click.option(
+    "--settle",
+    default=16.0,
+    show_default=True,
+    help="Longest wait between phases for half-open sessions to expire (s)",
+)
+@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write results here")
+@click.option(
+    "--log-dir",
+    type=click.Path(path_type=Path),
+    help="Where bench-attack.log (the processes' output) goes [current directory]",
+)
+def attack(attacks: str, **flags: Any) -> None:
+    """What each attack costs a well-behaved pair's latency, beside a baseline.
+
+    A local cluster (coordinator, 2 comm servers) and a pair of clients on
+    different servers exchanging timestamped reliable messages; then a
+    baseline phase, one phase per attack aimed at the first server, and a
+    baseline again. Prints p50/p95/p99 latency, delivered/sent and the
+    broker's refusal counters per phase.
+    """
+    from webrtc_broker.bench.attackbench import AttackOptions, run_attack_bench  # noqa: PLC0415
+
+    try:
+        names = tuple(name.strip() for name in attacks.split(",") if name.strip())
+        options = AttackOptions(attacks=names, **flags)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    logs.configure("warning")
+    command = ["webrtc-broker", *sys.argv[1:]]
+    try:
+        code = asyncio.run(run_attack_bench(options, command, lambda line: print(line, flush=True)))
+    except KeyboardInterrupt:
         code = 130
     raise SystemExit(code)
 
