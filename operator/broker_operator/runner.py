@@ -94,6 +94,8 @@ async def run_operator(config: OperatorConfig) -> int:
     async def stop_side_tasks(**_: Any) -> None:
         # On the way out, before kopf waits (5 s) for tasks it did not start to end.
         await supervisor.close()
+        # kopf leaves its waiter on the stop flag pending when a signal stops it.
+        stop.set()
 
     kopf.on.cleanup(registry=registry, id="stop-side-tasks")(stop_side_tasks)
     logger.info(
