@@ -161,10 +161,10 @@ async def test_delays_grow_and_are_capped() -> None:
     await supervisor.close()
     gaps = [b - a for a, b in itertools.pairwise(starts)]
     # Nominal 0.02, 0.04, 0.08, 0.08, 0.08 with +-20 % jitter (and scheduling lateness).
-    assert 0.016 <= gaps[0] < 0.5
-    assert gaps[2] >= 0.064
-    assert all(gap >= 0.064 for gap in gaps[3:])
-    assert gaps[1] >= 0.032
+    # Lower bounds only (a busy machine adds lateness), with a little slack for the clock.
+    assert 0.015 <= gaps[0] < 0.5
+    assert gaps[1] >= 0.03
+    assert all(gap >= 0.06 for gap in gaps[2:])
 
 
 async def test_per_task_policy_overrides_the_default() -> None:
