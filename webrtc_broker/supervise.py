@@ -2,8 +2,8 @@
 
 A service's background loops (a resync, an HTTP endpoint, a link to the
 coordinator) are meant to run until shutdown. A bare ``create_task`` whose
-coroutine raises only logs "Task exception was never retrieved" at garbage
-collection, and the service goes on without that part while its ``/healthz``
+coroutine raises logs "Task exception was never retrieved" at garbage
+collection if at all, and the service goes on without that part while its ``/healthz``
 still says ok. A :class:`Supervisor` owns such tasks by name and makes every
 ending visible:
 
@@ -38,7 +38,7 @@ stop event, a future), not await anything. The other tasks keep running until
 ``/metrics`` while it stops.
 
 ``SystemExit`` raised inside a task counts as that task failing rather than
-the process exiting: uvicorn calls ``sys.exit(1)`` when it cannot bind its
+the process exiting: uvicorn calls ``sys.exit()`` when it cannot bind its
 port, which would otherwise escape the event loop without any cleanup.
 """
 
