@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+import time
+
+import pytest
 
 from tests.e2e.helpers import TIMEOUT, connected, receive, start_mesh, subscribe, wait_status
 from tests.rawpeer import RawPeer
 from tests.support import Cluster
+from webrtc_broker.client import BrokerClient, PingTimeoutError
+from webrtc_broker.client.client import PING_TIMEOUT
 from webrtc_broker.wire import broker_pb2 as pb
 
 
@@ -122,3 +128,28 @@ async def test_raw_ping_comes_back_unchanged(cluster: Cluster) -> None:
         assert set(echoes) == {(1234.5, True), (1234.5, False)}
     finally:
         await peer.close()
+
+
+async def test_ping_times_out_on_a_frozen_server(cluster: Cluster) -> None:
+    """A server that stops answering fails ``ping()`` at its timeout, not never."""
+    await cluster.start_coordinator()
+    server = await cluster.start_server("s1")
+    assert server.process is not None
+    # No keepalive: the ping's own timeout is the only thing that can end the wait.
+    alice = await BrokerClient.connect(cluster.url, "alice", keepalive=None, reconnect=None)
+    try:
+        assert 0 < PING_TIMEOUT <= 30  # the default is bounded too
+        server.process.send_signal(signal.SIGSTOP)
+        try:
+            for reliable in (True, False):
+                started = time.monotonic()
+                with pytest.raises(PingTimeoutError, match=r"within 0\.5 s") as timed_out:
+                    await asyncio.wait_for(alice.ping(reliable=reliable, timeout=0.5), TIMEOUT)
+                assert isinstance(timed_out.value, TimeoutError)
+                assert 0.45 < time.monotonic() - started < 3
+        finally:
+            server.process.send_signal(signal.SIGCONT)
+        # The session outlives a timed-out ping.
+        assert 0 < await alice.ping(timeout=TIMEOUT) < TIMEOUT
+    finally:
+        await alice.close()

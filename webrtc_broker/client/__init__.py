@@ -9,6 +9,7 @@ from webrtc_broker.client.errors import (
     DisconnectedError,
     MessageTooLargeError,
     NoServerAvailableError,
+    PingTimeoutError,
     ServerFullError,
 )
 
@@ -22,6 +23,7 @@ __all__ = [
     "Keepalive",
     "MessageTooLargeError",
     "NoServerAvailableError",
+    "PingTimeoutError",
     "ReceivedMessage",
     "Reconnect",
     "ServerFullError",

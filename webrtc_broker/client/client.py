@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import time
@@ -32,6 +33,7 @@ from webrtc_broker.client.errors import (
     DisconnectedError,
     MessageTooLargeError,
     NoServerAvailableError,
+    PingTimeoutError,
 )
 from webrtc_broker.client.link import Link
 from webrtc_broker.config import IceServer
@@ -98,6 +100,10 @@ MAX_FRAME_BYTES = 255 * 1024
 
 BATCH_WINDOW = 0.005
 """Seconds the client's own frames may wait to share one data-channel message."""
+
+PING_TIMEOUT = 10.0
+"""Seconds :meth:`BrokerClient.ping` waits for its echo by default: far above any round
+trip a live session has, well below what a caller waiting on a stalled server tolerates."""
 
 
 class BrokerClient:
@@ -247,8 +253,11 @@ class BrokerClient:
         ).SerializeToString()
         alternatives = set(link.servers) - set(avoid) - {link.server_alias}
         try:
+            # The confirming PING is bounded by the connect timeout, not by its own.
             await link.establish(
-                auth, self.ping, answer_within=answer_within if alternatives else None
+                auth,
+                functools.partial(self.ping, timeout=None),
+                answer_within=answer_within if alternatives else None,
             )
         except BaseException:
             self._link = None
@@ -420,8 +429,14 @@ class BrokerClient:
         ).SerializeToString()
         self._send(frame, reliable)
 
-    async def ping(self, *, reliable: bool = True) -> float:
-        """Round-trip time to the comm server, in seconds."""
+    async def ping(self, *, reliable: bool = True, timeout: float | None = PING_TIMEOUT) -> float:
+        """Round-trip time to the comm server, in seconds.
+
+        Raises :class:`PingTimeoutError` when no echo comes within ``timeout``
+        seconds (``None``: wait as long as the session lives), and
+        :class:`DisconnectedError` when the session ends first. An unreliable
+        PING that is lost is only ever answered by the timeout.
+        """
         # The echo comes back unchanged, so a unique value doubles as the probe's id.
         probe = float(next(self._ping_ids))
         waiter: asyncio.Future[float] = asyncio.get_running_loop().create_future()
@@ -430,7 +445,10 @@ class BrokerClient:
         try:
             frame = pb.PingMessage(type=pb.PING, time=probe).SerializeToString()
             self._send(frame, reliable, immediate=True)
-            await waiter
+            async with asyncio.timeout(timeout):
+                await waiter
+        except TimeoutError:
+            raise PingTimeoutError(f"no echo of a PING within {timeout:g} s") from None
         finally:
             self._pings.pop(probe, None)
         return time.perf_counter() - started

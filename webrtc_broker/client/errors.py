@@ -23,6 +23,14 @@ class ConnectTimeoutError(BrokerError):
     """The session was not established in time."""
 
 
+class PingTimeoutError(BrokerError, TimeoutError):
+    """No echo of a PING within its timeout: the server is slow or the path to it is stalled.
+
+    The session is left as it is (the keepalive decides whether the server is
+    dead); a :class:`TimeoutError` too, so ``except TimeoutError`` catches it.
+    """
+
+
 class ClosedError(BrokerError):
     """The client is closed (by :meth:`BrokerClient.close` or by the server)."""
 

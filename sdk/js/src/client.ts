@@ -20,6 +20,7 @@ import {
   DisconnectedError,
   MessageTooLargeError,
   NoServerAvailableError,
+  PingTimeoutError,
 } from "./errors.js";
 import { Emitter } from "./events.js";
 import type { Listener } from "./events.js";
@@ -97,6 +98,22 @@ export interface ConnectOptions {
 export interface PublishOptions {
   /** The reliable ordered channel (default) or the unreliable unordered one. */
   reliable?: boolean;
+}
+
+/**
+ * Milliseconds `ping()` waits for its echo by default: far above any round
+ * trip a live session has, well below what a caller waiting on a stalled
+ * server tolerates.
+ */
+export const PING_TIMEOUT_MS = 10_000;
+
+export interface PingOptions extends PublishOptions {
+  /**
+   * Milliseconds to wait for the echo before rejecting with
+   * {@link PingTimeoutError} (default {@link PING_TIMEOUT_MS}); `Infinity`
+   * waits as long as the session lives.
+   */
+  timeout?: number;
 }
 
 export interface SubscribeOptions {
@@ -469,7 +486,8 @@ export class BrokerClient {
     this.subscription = frame;
     this.send(frame, true);
     // The server handles reliable frames in order, so this echo follows the change.
-    await this.ping();
+    // Unbounded, as before: a dead server ends the session (and the wait) via the keepalive.
+    await this.pingOn(this.current(), true);
   }
 
   /** Publish `body` to every other subscriber of `topic`. */
@@ -494,20 +512,45 @@ export class BrokerClient {
     this.sentCount += 1;
   }
 
-  /** Round-trip time to the comm server, in milliseconds. */
-  async ping(options: PublishOptions = {}): Promise<number> {
-    return this.pingOn(this.current(), options.reliable ?? true);
+  /**
+   * Round-trip time to the comm server, in milliseconds. Rejects with
+   * {@link PingTimeoutError} when no echo comes within `options.timeout`, and
+   * with {@link DisconnectedError} when the session ends first. An unreliable
+   * PING that is lost is only ever answered by the timeout.
+   */
+  async ping(options: PingOptions = {}): Promise<number> {
+    return this.pingOn(
+      this.current(),
+      options.reliable ?? true,
+      options.timeout ?? PING_TIMEOUT_MS,
+    );
   }
 
-  private async pingOn(link: Link, reliable: boolean): Promise<number> {
+  private async pingOn(link: Link, reliable: boolean, timeoutMs = Infinity): Promise<number> {
     // The echo comes back unchanged, so a unique value doubles as the probe's id.
     const probe = this.nextPing++;
+    let timer: ReturnType<typeof setTimeout> | undefined;
     const echoed = new Promise<void>((resolve, reject) => {
       this.pings.set(probe, (error) => (error ? reject(error) : resolve()));
+      // A timer past 2^31 - 1 ms would fire at once: a non-finite timeout sets none.
+      if (Number.isFinite(timeoutMs)) {
+        timer = setTimeout(() => {
+          this.pings.delete(probe);
+          reject(new PingTimeoutError(`no echo of a PING within ${timeoutMs} ms`));
+        }, timeoutMs);
+      }
     });
     const started = performance.now();
-    link.session.send(encode(PingMessageSchema, { type: MessageType.PING, time: probe }), reliable);
-    await echoed;
+    try {
+      link.session.send(
+        encode(PingMessageSchema, { type: MessageType.PING, time: probe }),
+        reliable,
+      );
+      await echoed;
+    } finally {
+      clearTimeout(timer);
+      this.pings.delete(probe);
+    }
     return performance.now() - started;
   }
 

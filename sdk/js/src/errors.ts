@@ -44,6 +44,18 @@ export class ConnectTimeoutError extends BrokerError {
   }
 }
 
+/**
+ * No echo of a PING within its timeout: the server is slow or the path to it
+ * is stalled. The session is left as it is (the keepalive decides whether the
+ * server is dead).
+ */
+export class PingTimeoutError extends BrokerError {
+  constructor(message: string) {
+    super(message);
+    this.name = "PingTimeoutError";
+  }
+}
+
 /** The client has ended (closed by `close()`, or its session lost with reconnecting off). */
 export class ClosedError extends BrokerError {
   constructor(message: string) {

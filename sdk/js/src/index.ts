@@ -16,6 +16,7 @@ export type {
   BrokerClientEvents,
   ConnectOptions,
   KeepaliveOptions,
+  PingOptions,
   PublishOptions,
   ReconnectOptions,
   SubscribeOptions,
@@ -28,6 +29,7 @@ export {
   DisconnectedError,
   MessageTooLargeError,
   NoServerAvailableError,
+  PingTimeoutError,
   ServerFullError,
 } from "./errors.js";
 export type { Listener } from "./events.js";

@@ -140,6 +140,14 @@ export interface PublishOptions {
 	/** The reliable ordered channel (default) or the unreliable unordered one. */
 	reliable?: boolean;
 }
+export interface PingOptions extends PublishOptions {
+	/**
+	 * Milliseconds to wait for the echo before rejecting with
+	 * {@link PingTimeoutError} (default {@link PING_TIMEOUT_MS}); `Infinity`
+	 * waits as long as the session lives.
+	 */
+	timeout?: number;
+}
 export interface SubscribeOptions {
 	/** Send the topic list gzip-compressed (worth it for thousands of topics). */
 	compress?: boolean;
@@ -221,8 +229,13 @@ export declare class BrokerClient {
 	publish(topic: string, body: string | Uint8Array, options?: PublishOptions): void;
 	/** Publish `body` stamped by the server with this client's authenticated identity. */
 	publishIdentity(topic: string, body: string | Uint8Array, options?: PublishOptions): void;
-	/** Round-trip time to the comm server, in milliseconds. */
-	ping(options?: PublishOptions): Promise<number>;
+	/**
+	 * Round-trip time to the comm server, in milliseconds. Rejects with
+	 * {@link PingTimeoutError} when no echo comes within `options.timeout`, and
+	 * with {@link DisconnectedError} when the session ends first. An unreliable
+	 * PING that is lost is only ever answered by the timeout.
+	 */
+	ping(options?: PingOptions): Promise<number>;
 	private pingOn;
 	/** Listen to an event (see {@link BrokerClientEvents}); returns a function that stops it. */
 	on<K extends keyof BrokerClientEvents>(type: K, listener: Listener<BrokerClientEvents[K]>): () => void;
@@ -279,6 +292,14 @@ export declare class AuthenticationError extends BrokerError {
 }
 /** The session was not established in time. */
 export declare class ConnectTimeoutError extends BrokerError {
+	constructor(message: string);
+}
+/**
+ * No echo of a PING within its timeout: the server is slow or the path to it
+ * is stalled. The session is left as it is (the keepalive decides whether the
+ * server is dead).
+ */
+export declare class PingTimeoutError extends BrokerError {
 	constructor(message: string);
 }
 /** The client has ended (closed by `close()`, or its session lost with reconnecting off). */

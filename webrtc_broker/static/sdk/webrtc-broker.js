@@ -31,6 +31,12 @@ var ConnectTimeoutError = class extends BrokerError {
     this.name = "ConnectTimeoutError";
   }
 };
+var PingTimeoutError = class extends BrokerError {
+  constructor(message) {
+    super(message);
+    this.name = "PingTimeoutError";
+  }
+};
 var ClosedError = class extends BrokerError {
   constructor(message) {
     super(message);
@@ -4358,6 +4364,7 @@ async function compressedSubscriptionFrame(topics) {
 // src/client.ts
 var CLIENT_CAPABILITIES = 1 /* CAPABILITY_BATCH */ | 2 /* CAPABILITY_TOPIC_NAMES */;
 var MAX_FRAME_BYTES = 255 * 1024;
+var PING_TIMEOUT_MS = 1e4;
 var KEEPALIVE_FRAME = encode(PingMessageSchema, { type: 6 /* PING */, time: -1 });
 function delay(ms) {
   return new Promise((resolve) => setTimeout(resolve, ms));
@@ -4674,7 +4681,7 @@ var BrokerClient = class _BrokerClient {
     const frame = options.compress ? await compressedSubscriptionFrame(list) : subscriptionFrame(list);
     this.subscription = frame;
     this.send(frame, true);
-    await this.ping();
+    await this.pingOn(this.current(), true);
   }
   /** Publish `body` to every other subscriber of `topic`. */
   publish(topic, body, options = {}) {
@@ -4696,18 +4703,42 @@ var BrokerClient = class _BrokerClient {
     this.send(frame, options.reliable ?? true);
     this.sentCount += 1;
   }
-  /** Round-trip time to the comm server, in milliseconds. */
+  /**
+   * Round-trip time to the comm server, in milliseconds. Rejects with
+   * {@link PingTimeoutError} when no echo comes within `options.timeout`, and
+   * with {@link DisconnectedError} when the session ends first. An unreliable
+   * PING that is lost is only ever answered by the timeout.
+   */
   async ping(options = {}) {
-    return this.pingOn(this.current(), options.reliable ?? true);
+    return this.pingOn(
+      this.current(),
+      options.reliable ?? true,
+      options.timeout ?? PING_TIMEOUT_MS
+    );
   }
-  async pingOn(link, reliable) {
+  async pingOn(link, reliable, timeoutMs = Infinity) {
     const probe = this.nextPing++;
+    let timer;
     const echoed = new Promise((resolve, reject) => {
       this.pings.set(probe, (error) => error ? reject(error) : resolve());
+      if (Number.isFinite(timeoutMs)) {
+        timer = setTimeout(() => {
+          this.pings.delete(probe);
+          reject(new PingTimeoutError(`no echo of a PING within ${timeoutMs} ms`));
+        }, timeoutMs);
+      }
     });
     const started = performance.now();
-    link.session.send(encode(PingMessageSchema, { type: 6 /* PING */, time: probe }), reliable);
-    await echoed;
+    try {
+      link.session.send(
+        encode(PingMessageSchema, { type: 6 /* PING */, time: probe }),
+        reliable
+      );
+      await echoed;
+    } finally {
+      clearTimeout(timer);
+      this.pings.delete(probe);
+    }
     return performance.now() - started;
   }
   // -- events and closing -----------------------------------------------
@@ -4792,6 +4823,7 @@ export {
   MAX_FRAME_BYTES,
   MessageTooLargeError,
   NoServerAvailableError,
+  PingTimeoutError,
   ReceivedMessage,
   Role,
   ServerFullError
