@@ -4,6 +4,11 @@ It must survive coordinator restarts without touching client sessions: the
 link reconnects forever with capped exponential backoff (with jitter, so a
 fleet of servers does not reconnect in lockstep) and every new connection
 starts with a fresh WELCOME, which re-registers the server.
+
+The server proposes its own alias at every registration (``alias`` and
+``id`` in the URL), so it keeps one alias for the life of its process: the
+other servers key their sessions with it by that alias, and a reconnect
+of this link alone changes nothing for them.
 """
 
 from __future__ import annotations
@@ -15,13 +20,16 @@ from collections.abc import Awaitable, Callable
 from urllib.parse import urlencode
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import WebSocketException
+from websockets.exceptions import InvalidStatus, WebSocketException
 
 from webrtc_broker.backoff import Backoff
 
 log = logging.getLogger(__name__)
 
 FrameHandler = Callable[[bytes], Awaitable[None]]
+
+ALIAS_TAKEN = 409
+"""The coordinator's answer when another peer holds the alias we proposed."""
 
 
 class CoordinatorLink:
@@ -37,10 +45,14 @@ class CoordinatorLink:
         on_frame: FrameHandler,
         on_disconnect: Callable[[], None],
         backoff: Backoff,
+        alias: int,
+        server_id: str,
+        on_alias_taken: Callable[[], int],
         queue_frames: int = 1024,
     ) -> None:
-        query = urlencode({"role": role, "name": name})
-        self.url = f"{base_url.rstrip('/')}/discover?{query}"
+        self._base = f"{base_url.rstrip('/')}/discover"
+        self._query = {"role": role, "name": name, "alias": str(alias), "id": server_id}
+        self._on_alias_taken = on_alias_taken
         self._headers = {"Authorization": f"Bearer {secret.decode()}"} if secret else {}
         self._on_frame = on_frame
         self._on_disconnect = on_disconnect
@@ -49,6 +61,10 @@ class CoordinatorLink:
         self.connected = asyncio.Event()
         self.connects = 0
         self.dropped = 0
+
+    @property
+    def url(self) -> str:
+        return f"{self._base}?{urlencode(self._query)}"
 
     def send(self, frame: bytes) -> None:
         """Queue a frame for the coordinator; dropped (and counted) while disconnected."""
@@ -71,6 +87,10 @@ class CoordinatorLink:
                     self._backoff.reset()
                     log.info("connected to coordinator %s", self.url)
                     await self._serve(ws)
+            except InvalidStatus as exc:
+                log.warning("coordinator refused the connection: %s", exc)
+                if exc.response.status_code == ALIAS_TAKEN:
+                    self._query["alias"] = str(self._on_alias_taken())
             except (TimeoutError, OSError, WebSocketException) as exc:
                 log.warning("coordinator connection failed: %s", exc)
             finally:

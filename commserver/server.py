@@ -52,6 +52,7 @@ from webrtc_broker.supervise import Failure, Supervisor
 from webrtc_broker.tokens import client_authenticator
 from webrtc_broker.wire import FrameError, decode_as, frame_type
 from webrtc_broker.wire import broker_pb2 as pb
+from webrtc_broker.wire.aliases import random_server_alias
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,9 @@ class CommServer:
         self.role = ROLE_BY_NAME[config.role]
         self.ice_servers = rtc_ice_servers(config.ice_servers)
         self.server_id = uuid.uuid4().hex
+        self.own_alias = random_server_alias()
+        """The alias this server proposes at every registration (see
+        :mod:`webrtc_broker.wire.aliases`); the coordinator's WELCOME has the final say."""
         secret = ServerSecret(
             config.server_secret.get_secret_value() if config.server_secret else None
         )
@@ -133,6 +137,9 @@ class CommServer:
             on_frame=self._on_coordinator_frame,
             on_disconnect=self._on_coordinator_lost,
             backoff=Backoff(config.reconnect_min, config.reconnect_max),
+            alias=self.own_alias,
+            server_id=self.server_id,
+            on_alias_taken=self._new_alias,
         )
         self.alias = 0
         self.peers: dict[int, Peer] = {}
@@ -347,6 +354,12 @@ class CommServer:
         if peer is not None and peer.pending:
             peer.end(CloseReason.REFUSED, why)
 
+    def _new_alias(self) -> int:
+        """Another peer holds our alias at the coordinator: pick another one."""
+        self.own_alias = random_server_alias()
+        log.warning("our alias is taken at the coordinator; proposing %d", self.own_alias)
+        return self.own_alias
+
     def _welcome(self, message: pb.WelcomeMessage) -> None:
         self.alias = message.alias
         self.stats.coordinator_connects += 1
@@ -356,7 +369,10 @@ class CommServer:
             len(message.available_servers),
         )
         for alias in message.available_servers:
-            if alias != self.alias:
+            # After a reconnect under the same alias, links that outlived the
+            # coordinator connection are kept, not made again.
+            peer = self.peers.get(alias)
+            if alias != self.alias and (peer is None or peer.state is PeerState.CLOSED):
                 self._connect_to_server(alias)
 
     def _connect_to_server(self, alias: int) -> None:

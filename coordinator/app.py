@@ -23,8 +23,9 @@ from webrtc_broker.tokens import client_authenticator
 from .admission import UNKNOWN_ADDRESS
 from .core import Coordinator
 from .counters import RefusalReason
-from .credentials import display_name, presented_token, server_role
+from .credentials import ClaimProblem, display_name, presented_token, server_claim, server_role
 from .metrics import add_metrics_route
+from .registry import Claim, PeerRole, ServerClaim
 from .selector import ServerSelector
 from .static import add_static_routes
 
@@ -101,6 +102,27 @@ def create_app(
     return app
 
 
+def _admit_server(
+    websocket: WebSocket, coordinator: Coordinator, server_secret: ServerSecret
+) -> tuple[PeerRole, ServerClaim | None] | RefusalReason:
+    """A comm server's role and proposed alias, or why it is refused."""
+    role = server_role(websocket.query_params.get("role"))
+    if role is None:
+        return RefusalReason.BAD_ROLE
+    try:
+        server_secret.verify(presented_token(websocket.headers, websocket.query_params))
+    except AuthError:
+        return RefusalReason.BAD_SERVER_SECRET
+    if not coordinator.accepting:
+        return RefusalReason.SHUTTING_DOWN
+    claim = server_claim(websocket.query_params)
+    if claim is ClaimProblem.MALFORMED:
+        return RefusalReason.BAD_ALIAS
+    if claim is not None and coordinator.registry.claim(*claim) is Claim.TAKEN:
+        return RefusalReason.ALIAS_TAKEN
+    return role, claim
+
+
 def _add_peer_routes(
     app: FastAPI,
     coordinator: Coordinator,
@@ -118,21 +140,14 @@ def _add_peer_routes(
     @app.websocket("/discover")
     async def discover(websocket: WebSocket) -> None:
         """A comm server's control connection."""
-        role = server_role(websocket.query_params.get("role"))
-        if role is None:
-            await refuse(websocket, RefusalReason.BAD_ROLE)
+        admitted = _admit_server(websocket, coordinator, server_secret)
+        if isinstance(admitted, RefusalReason):
+            await refuse(websocket, admitted)
             return
-        try:
-            server_secret.verify(presented_token(websocket.headers, websocket.query_params))
-        except AuthError:
-            await refuse(websocket, RefusalReason.BAD_SERVER_SECRET)
-            return
-        if not coordinator.accepting:
-            await refuse(websocket, RefusalReason.SHUTTING_DOWN)
-            return
+        role, claim = admitted
         await websocket.accept()
         name = display_name(websocket.query_params.get("name"))
-        await coordinator.serve_peer(websocket, role, name)
+        await coordinator.serve_peer(websocket, role, name, claim=claim)
 
     # Only a verified identity may share a budget across connections: with the
     # open authenticator the "identity" is whatever the client typed.

@@ -19,10 +19,10 @@ from .admission import ConnectionCaps
 from .budget import SignalBudget, SubjectBudgets, TokenBucket
 from .counters import CoordinatorCounters
 from .outbox import Outbox, Overflow
-from .registry import Peer, PeerRole, Registry
+from .registry import Claim, Peer, PeerRole, Registry, ServerClaim
 from .relay import Relay
 from .selector import ServerSelector, make_selector
-from .session import CLOSE_GOING_AWAY, Session, SessionSocket
+from .session import CLOSE_GOING_AWAY, CLOSE_POLICY_VIOLATION, Session, SessionSocket
 from .topology import welcome_servers
 
 logger = logging.getLogger(__name__)
@@ -79,6 +79,21 @@ class Coordinator:
                 for session in sessions:
                     await session.finished.wait()
 
+    def _take_alias(self, alias: int, server_id: str) -> bool:
+        """Make ``alias`` free for the server ``server_id``: an earlier connection of the
+        same server (one this coordinator has not seen drop yet) is replaced."""
+        verdict = self.registry.claim(alias, server_id)
+        if verdict is Claim.TAKEN:
+            return False
+        if verdict is Claim.MINE:
+            old = self.registry.get(alias)
+            self.registry.remove(alias, old)
+            for session in self._sessions:
+                if session.peer is old:
+                    logger.info("server %d reconnected; closing its previous connection", alias)
+                    session.stop(CLOSE_GOING_AWAY)
+        return True
+
     def welcome(self, alias: int, role: PeerRole) -> pb.WelcomeMessage:
         servers = welcome_servers(role, self.registry.servers(), self.selector)
         return pb.WelcomeMessage(type=pb.WELCOME, alias=alias, available_servers=servers)
@@ -90,14 +105,19 @@ class Coordinator:
         name: str = "",
         *,
         subject: bytes | None = None,
+        claim: ServerClaim | None = None,
     ) -> None:
         """Welcome an accepted peer, register it, relay its frames until it leaves.
+
+        ``claim`` is a comm server's own alias (see :mod:`webrtc_broker.wire.aliases`):
+        a server keeps it across reconnects, so its mesh links, keyed by alias at
+        the other servers, never change when only its coordinator link did.
 
         ``subject`` is a client's verified identity: all connections of one
         subject share a signalling budget on top of their own.
         """
         if role != "client":
-            await self._serve(websocket, role, name, budget=None)
+            await self._serve(websocket, role, name, budget=None, claim=claim)
             return
         config = self.config
         own = TokenBucket(config.signal_rate, config.signal_burst)
@@ -111,9 +131,21 @@ class Coordinator:
             self.subjects.release(subject)
 
     async def _serve(
-        self, websocket: SessionSocket, role: PeerRole, name: str, *, budget: SignalBudget | None
+        self,
+        websocket: SessionSocket,
+        role: PeerRole,
+        name: str,
+        *,
+        budget: SignalBudget | None,
+        claim: ServerClaim | None = None,
     ) -> None:
-        alias = self.registry.allocate_alias()
+        if claim is None:
+            alias, server_id = self.registry.allocate_alias(), ""
+        else:
+            alias, server_id = claim
+            if not self._take_alias(alias, server_id):
+                await websocket.close(CLOSE_POLICY_VIOLATION)
+                return
         welcome = codec.encode(self.welcome(alias, role))
         try:
             # Sent before registering: the peer never finds itself in its own
@@ -131,7 +163,7 @@ class Coordinator:
                 overflow=Overflow.DROP,
                 client_share=self.config.client_queue_share,
             )
-        peer = Peer(alias=alias, role=role, sink=outbox, name=name)
+        peer = Peer(alias=alias, role=role, sink=outbox, name=name, server_id=server_id)
         self.registry.add(peer)
         self.counters.connections[role] += 1
         session = Session(

@@ -52,6 +52,8 @@ class RefusalReason(StrEnum):
     SHUTTING_DOWN = "shutting_down"
     TOO_MANY_CONNECTIONS = "too_many_connections"  # max_clients client WebSockets are open
     TOO_MANY_FROM_ADDRESS = "too_many_from_address"  # max_clients_per_address from this address
+    BAD_ALIAS = "bad_alias"  # a server proposed an alias outside SERVER_ALIASES
+    ALIAS_TAKEN = "alias_taken"  # a server proposed an alias another peer holds
 
 
 class TimeoutPhase(StrEnum):

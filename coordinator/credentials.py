@@ -9,8 +9,11 @@ headers stay out of URLs, and URLs end up in logs.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from enum import Enum
 
-from .registry import PeerRole
+from webrtc_broker.wire.aliases import SERVER_ALIASES
+
+from .registry import PeerRole, ServerClaim
 
 SERVER_ROLES: dict[str, PeerRole] = {
     "COMMUNICATION_SERVER": "server",
@@ -40,3 +43,27 @@ def server_role(value: str | None) -> PeerRole | None:
 def display_name(value: str | None) -> str:
     """A server's name for /status, bounded so a peer cannot make us store megabytes."""
     return (value or "")[:MAX_NAME_CHARS]
+
+
+class ClaimProblem(Enum):
+    MALFORMED = "malformed"
+    """An ``alias`` that is not an integer in ``SERVER_ALIASES``, or no ``id`` with it."""
+
+
+MAX_SERVER_ID_CHARS = 64
+
+
+def server_claim(query: Mapping[str, str]) -> ServerClaim | ClaimProblem | None:
+    """The alias a comm server proposes for itself (``alias`` and ``id`` query parameters).
+
+    None when it proposes none (servers of the original protocol): the coordinator
+    then allocates one, as it does for clients.
+    """
+    alias, server_id = query.get("alias"), query.get("id")
+    if alias is None:
+        return None
+    if not alias.isdigit() or int(alias) not in SERVER_ALIASES:
+        return ClaimProblem.MALFORMED
+    if not server_id or len(server_id) > MAX_SERVER_ID_CHARS:
+        return ClaimProblem.MALFORMED
+    return ServerClaim(int(alias), server_id)

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Literal, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 from webrtc_broker.config import ServerRole
 
@@ -84,10 +84,30 @@ class Peer:
     # For a client: see ClientPhase; and when (time.monotonic) it last had a frame relayed.
     phase: ClientPhase = ClientPhase.WELCOMED
     last_relayed: float = field(default_factory=time.monotonic)
+    # For a comm server that proposed its alias: the per-process id it gave with it.
+    server_id: str = ""
 
     @property
     def is_server(self) -> bool:
         return self.role != "client"
+
+
+class ServerClaim(NamedTuple):
+    """A comm server's own alias and the per-process id that proves it is the same
+    server when it reconnects."""
+
+    alias: int
+    server_id: str
+
+
+class Claim(Enum):
+    """What a server's proposed alias finds in the registry."""
+
+    FREE = "free"
+    MINE = "mine"
+    """Held by an earlier connection of the same server: the new one replaces it."""
+    TAKEN = "taken"
+    """Held by another peer: refused."""
 
 
 def _initial_alias() -> int:
@@ -138,8 +158,25 @@ class Registry:
         else:
             self._client_count += 1
 
-    def remove(self, alias: int) -> Peer | None:
-        """Forget a peer; removing an unknown alias is a no-op (cleanup runs once per path)."""
+    def claim(self, alias: int, server_id: str) -> Claim:
+        """Whether a server that proposes ``alias`` (with its per-process ``server_id``)
+        may have it."""
+        holder = self._peers.get(alias)
+        if holder is None:
+            return Claim.FREE
+        if holder.is_server and server_id and holder.server_id == server_id:
+            return Claim.MINE
+        return Claim.TAKEN
+
+    def remove(self, alias: int, peer: Peer | None = None) -> Peer | None:
+        """Forget a peer; removing an unknown alias is a no-op (cleanup runs once per path).
+
+        With ``peer``, only if the alias is still that peer's: a server that
+        reconnected under its own alias must not lose its new registration to
+        the cleanup of the old one.
+        """
+        if peer is not None and self._peers.get(alias) is not peer:
+            return None
         peer = self._peers.pop(alias, None)
         if peer is None:
             return None

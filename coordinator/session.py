@@ -105,7 +105,7 @@ class Session:
                 if self._idle_timer is not None:
                     self._idle_timer.cancel()
                     self._idle_timer = None
-                self._registry.remove(self.peer.alias)
+                self._registry.remove(self.peer.alias, self.peer)
                 self._outbox.close()
                 reader.cancel()
                 writer.cancel()
@@ -122,7 +122,7 @@ class Session:
                     logger.info("peer %d too slow: outbound queue full, closing", self.peer.alias)
                 await self._close(self._close_code)
         finally:
-            self._registry.remove(self.peer.alias)
+            self._registry.remove(self.peer.alias, self.peer)
             self.finished.set()
 
     def _arm_idle_timer(self) -> None:

@@ -116,3 +116,17 @@ async def start_mesh(cluster: Cluster, *names: str) -> dict[str, int]:
     for name in names:
         await cluster.wait_mesh(name, len(names) - 1)
     return {name: await cluster.alias_of(name) for name in names}
+
+
+async def until_routed(alice: BrokerClient, bob: BrokerClient, topic: str = "pair") -> None:
+    """Wait until alice's server knows that bob's server wants the topic: bob's
+    subscription reaches alice's server a moment after bob's own server applied it."""
+    async with asyncio.timeout(TIMEOUT):
+        while True:
+            alice.publish(topic, b"-1")
+            with contextlib.suppress(TimeoutError):
+                if (await asyncio.wait_for(bob.receive(), 0.2)).body == b"-1":
+                    break
+    await asyncio.sleep(0.3)  # let copies still in flight arrive, then drop them
+    while inbox_size(bob):
+        await bob.receive()

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from websockets.asyncio.client import ClientConnection, connect
 
-from tests.e2e.helpers import TIMEOUT, counter, inbox_size, subscribe
+from tests.e2e.helpers import TIMEOUT, counter, subscribe, until_routed
 from tests.rawpeer import RawPeer
 from tests.support import Cluster, eventually
 from webrtc_broker.client import BrokerClient
@@ -96,20 +96,6 @@ async def pair_streaming(cluster: Cluster) -> AsyncIterator[Pair]:
         print(f"\nthe pair exchanged {pair.sent} messages during the attack, none lost")
     finally:
         await asyncio.gather(alice.close(), bob.close())
-
-
-async def until_routed(alice: BrokerClient, bob: BrokerClient, topic: str = "pair") -> None:
-    """Wait until alice's server knows that bob's server wants the topic: bob's
-    subscription reaches alice's server a moment after bob's own server applied it."""
-    async with asyncio.timeout(TIMEOUT):
-        while True:
-            alice.publish(topic, b"-1")
-            with contextlib.suppress(TimeoutError):
-                if (await asyncio.wait_for(bob.receive(), 0.2)).body == b"-1":
-                    break
-    await asyncio.sleep(0.3)  # let copies still in flight arrive, then drop them
-    while inbox_size(bob):
-        await bob.receive()
 
 
 async def start(cluster: Cluster, *server_flags: str) -> dict[str, int]:

@@ -67,7 +67,9 @@ async def test_a_dead_coordinator_link_is_restarted_and_reregisters(
             for session in list(coordinator.coordinator._sessions):
                 session.stop()
             await wait_until(lambda: cs.supervisor.restarts[LINK_TASK] == 1, timeout=15)
-            await wait_until(lambda: cs.alias not in (0, first) and cs.link.connected.is_set())
+            # Back, under the alias it proposes at every registration.
+            await wait_until(lambda: cs.stats.coordinator_connects == 2)
+            assert cs.alias == first == cs.own_alias
             assert cs.healthy
             assert (await get(cs, "/healthz")).status_code == 200
             metrics = (await get(cs, "/metrics")).text
