@@ -196,3 +196,23 @@ async def test_pending_sessions_do_not_count_against_max_peers() -> None:
         assert sum(1 for p in cs.peers.values() if p.pending) == 5
     finally:
         await cs.close()
+
+
+async def test_a_broken_candidate_held_before_the_answer_does_not_fail_the_answer(
+    server: tuple[CommServer, list[bytes]],
+) -> None:
+    cs, sent = server
+    await connect(cs, CLIENT)
+    offer = await offer_to(sent, CLIENT)
+    peer = cs.peers[CLIENT]
+    await signal(cs, pb.WEBRTC_ICE_CANDIDATE, CLIENT, b'{"candidate": "garbage"}')
+    await signal(cs, pb.WEBRTC_ICE_CANDIDATE, CLIENT, b'{"candidate": "candidate:1 1 udp"}')
+    pc, answer = await real_answer(offer)
+    try:
+        await signal(cs, pb.WEBRTC_ANSWER, CLIENT, answer)
+        assert state_of(peer) is PeerState.CONNECTING
+        assert peer.session.candidates_refused == 2
+        await until(peer.session.opened.done)
+        assert not peer.session.opened.exception()
+    finally:
+        await pc.close()

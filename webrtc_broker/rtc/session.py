@@ -105,6 +105,8 @@ class Session:
         self._remote_set = False
         self._held_candidates: list[bytes] = []
         self._candidates_left = max_candidates
+        self.candidates_refused = 0
+        """Held candidates that did not parse or apply once the description was set."""
         self._close_task: asyncio.Task[None] | None = None
         self.received = 0
         """Data-channel messages received on both channels."""
@@ -152,7 +154,13 @@ class Session:
         self._remote_set = True
         held, self._held_candidates = self._held_candidates, []
         for candidate in held:
-            await self.pc.addIceCandidate(candidate_from_json(candidate))
+            # One bad candidate held from before the description must not fail the
+            # offer or answer with it: it is worth nothing, the others may work.
+            try:
+                await self.pc.addIceCandidate(candidate_from_json(candidate))
+            except Exception as exc:
+                self.candidates_refused += 1
+                log.debug("dropped a held candidate: %r", exc)
 
     async def wait_open(self, timeout: float) -> None:
         """Wait until both channels are open; raises on timeout or close."""
