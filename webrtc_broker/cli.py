@@ -29,7 +29,11 @@ def _load(model: type[CoordinatorConfig] | type[CommServerConfig], **flags: Any)
     except ValidationError as exc:
         # Without the input values: pydantic would echo every setting, secrets included.
         problems = exc.errors(include_url=False, include_input=False)
-        lines = [f"{'.'.join(map(str, p['loc'])) or model.__name__}: {p['msg']}" for p in problems]
+        lines = [
+            f"{'.'.join(map(str, p['loc'])) or model.__name__}: "
+            + p["msg"].removeprefix("Value error, ")
+            for p in problems
+        ]
         raise click.UsageError("; ".join(lines)) from exc
 
 

@@ -11,8 +11,11 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
+import os
+import secrets
 import signal
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import IO
 
@@ -44,6 +47,37 @@ class ClusterSpec:
         return f"http://{self.host}:{self.http_port_base + index}/status"
 
 
+CLIENT_AUTH_VARIABLES = (
+    "WEBRTC_BROKER_COORDINATOR_CLIENT_AUTH",
+    "WEBRTC_BROKER_COMMSERVER_CLIENT_AUTH",
+)
+SERVER_SECRET_VARIABLES = (
+    "WEBRTC_BROKER_COORDINATOR_SERVER_SECRET",
+    "WEBRTC_BROKER_COMMSERVER_SERVER_SECRET",
+)
+
+
+def children_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment of the cluster's processes.
+
+    Client authentication needs a server secret (the services refuse to start
+    without one). When the environment turns it on for a local cluster, the
+    coordinator and the servers get the server secret it names for either
+    of them, or one generated for this run: they are all children of this
+    process, so nothing else needs to know it. It travels in the environment,
+    not on command lines that ``ps`` shows.
+    """
+    env = dict(environ)
+    if all(env.get(name, "none").strip().lower() == "none" for name in CLIENT_AUTH_VARIABLES):
+        return env
+    given = [env[name] for name in SERVER_SECRET_VARIABLES if env.get(name)]
+    secret = given[0] if given else secrets.token_urlsafe(32)
+    for name in SERVER_SECRET_VARIABLES:
+        if not env.get(name):
+            env[name] = secret
+    return env
+
+
 def _die_with_parent() -> None:
     """Runs in the child before exec: get SIGTERM when the parent dies."""
     libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
@@ -56,6 +90,7 @@ async def spawn(
     stdin: int | None = None,
     stdout: int | IO[bytes] | None = None,
     stderr: int | IO[bytes] | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> asyncio.subprocess.Process:
     """Start ``python -m MODULE ARGS...`` with this interpreter, tied to this process.
 
@@ -70,6 +105,7 @@ async def spawn(
         stdin=stdin,
         stdout=stdout,
         stderr=stderr,
+        env=None if env is None else dict(env),
         preexec_fn=_die_with_parent,
     )
 
@@ -116,7 +152,8 @@ async def run_cluster(spec: ClusterSpec, *, demo: bool = False) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
-    coordinator = await spawn("coordinator", "--host", spec.host, "--port", str(spec.port))
+    env = children_environment(os.environ)
+    coordinator = await spawn("coordinator", "--host", spec.host, "--port", str(spec.port), env=env)
     servers: list[asyncio.subprocess.Process] = []
     try:
         await wait_http_ok(f"{spec.coordinator_http}/readyz")
@@ -130,7 +167,7 @@ async def run_cluster(spec: ClusterSpec, *, demo: bool = False) -> int:
             ]  # fmt: skip
             if spec.max_peers is not None:
                 args += ["--max-peers", str(spec.max_peers)]
-            servers.append(await spawn(*args))
+            servers.append(await spawn(*args, env=env))
         aliases = await wait_servers_registered(f"{spec.coordinator_http}/status", spec.servers)
         _print_urls(spec)
         if demo:

@@ -75,6 +75,27 @@ class ClientAuthSettings(BaseSettings):
         return self
 
 
+def require_server_secret(
+    client_auth: ClientAuth, server_secret: SecretStr | None, env_prefix: str
+) -> None:
+    """Refuse client authentication without a server secret.
+
+    Clients learn their servers from the coordinator alone, and every
+    registered server is handed clients, their tokens and every topic. Without
+    a server secret anyone may register on ``/discover``, so checking clients
+    would protect nothing: the combination is refused instead of allowed.
+    """
+    if client_auth == "none":
+        return
+    if server_secret is None or not server_secret.get_secret_value():
+        raise ValueError(
+            f"--client-auth {client_auth} needs --server-secret "
+            f"({env_prefix}SERVER_SECRET), the same on the coordinator and every comm server: "
+            "without it anyone can register as a comm server and receive the clients, their "
+            "tokens and every topic"
+        )
+
+
 class CoordinatorConfig(ClientAuthSettings):
     """The coordinator: WebSocket entry point for clients and comm servers."""
 
@@ -159,6 +180,11 @@ class CoordinatorConfig(ClientAuthSettings):
         description="STUN/TURN servers handed to clients at GET /ice-servers",
     )
     log_level: str = Field("info", description="Log level")
+
+    @model_validator(mode="after")
+    def _servers_prove_a_secret(self) -> Self:
+        require_server_secret(self.client_auth, self.server_secret, "WEBRTC_BROKER_COORDINATOR_")
+        return self
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -274,6 +300,11 @@ class CommServerConfig(ClientAuthSettings):
         description="STUN/TURN servers for this server's own peer connections",
     )
     log_level: str = Field("info", description="Log level")
+
+    @model_validator(mode="after")
+    def _servers_prove_a_secret(self) -> Self:
+        require_server_secret(self.client_auth, self.server_secret, "WEBRTC_BROKER_COMMSERVER_")
+        return self
 
 
 class OperatorConfig(BaseSettings):

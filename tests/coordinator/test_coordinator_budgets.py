@@ -145,13 +145,14 @@ async def test_connections_of_one_token_subject_share_a_budget() -> None:
     config = make_config(
         client_auth="jwt",
         client_jwt_secret=SECRET,
+        server_secret="s" * 40,
         signal_rate=0.001,
         signal_burst=100,
         subject_signal_rate=0.001,
         subject_signal_burst=6,
     )
     async with running_coordinator(config) as coord:
-        server = await coord.comm_server()
+        server = await coord.comm_server(token="s" * 40)
         token = issue_token(SECRET, "mallory", 60)
         mallory = [await coord.client(token) for _ in range(3)]
         for connection in mallory:

@@ -51,7 +51,10 @@ def processes_mentioning(needle: str) -> list[tuple[int, str]]:
 
 @contextlib.asynccontextmanager
 async def broker_command(
-    *args: str, stdin: int | None = asyncio.subprocess.DEVNULL, stderr_path: Path
+    *args: str,
+    stdin: int | None = asyncio.subprocess.DEVNULL,
+    stderr_path: Path,
+    env: dict[str, str] | None = None,
 ) -> AsyncIterator[asyncio.subprocess.Process]:
     """Run ``webrtc-broker ARGS``; killed on exit if the test did not stop it."""
     with stderr_path.open("wb") as stderr:
@@ -63,7 +66,7 @@ async def broker_command(
             stdin=stdin,
             stdout=asyncio.subprocess.PIPE,
             stderr=stderr,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
     try:
         yield process
@@ -125,6 +128,47 @@ async def test_up_with_demo_then_sigterm(tmp_path: Path) -> None:
 
     leftovers = [p for needle in needles for p in processes_mentioning(needle)]
     assert leftovers == []
+
+
+async def test_up_with_client_tokens_from_the_environment(tmp_path: Path) -> None:
+    """Client authentication needs a server secret: ``up`` makes one for its children."""
+    port = free_port()
+    key = "a-client-token-key-of-32-bytes-or-more"
+    env = {
+        "WEBRTC_BROKER_COORDINATOR_CLIENT_AUTH": "jwt",
+        "WEBRTC_BROKER_COORDINATOR_CLIENT_JWT_SECRET": key,
+        "WEBRTC_BROKER_COMMSERVER_CLIENT_AUTH": "jwt",
+        "WEBRTC_BROKER_COMMSERVER_CLIENT_JWT_SECRET": key,
+    }
+    stderr_path = tmp_path / "up.stderr"
+    async with broker_command(
+        "up",
+        "--servers", "1",
+        "--port", str(port),
+        "--http-port-base", str(free_port()),
+        stderr_path=stderr_path,
+        env=env,
+    ) as up:  # fmt: skip
+        try:
+            await read_until(up, "cluster is up", UP_TIMEOUT)
+        except (AssertionError, TimeoutError):
+            print(stderr_path.read_text(errors="replace")[-5000:])
+            raise
+        # The server registered, so it holds the secret; a stranger without it does not.
+        cluster = Cluster(tmp_path, coordinator_port=port)
+        try:
+            assert len((await cluster.coordinator_status())["servers"]) == 1
+            await cluster.start_server("stranger", wait=False)
+            stranger = cluster.servers["stranger"]
+
+            async def stranger_refused() -> bool:
+                return "HTTP 403" in stranger.log()
+
+            await eventually(stranger_refused, timeout=TIMEOUT)
+        finally:
+            await cluster.close()
+        up.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(up.wait(), 30) == 0
 
 
 async def test_client_command_prints_what_others_publish(cluster: Cluster, tmp_path: Path) -> None:

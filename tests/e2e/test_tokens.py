@@ -9,11 +9,15 @@ server. The identity receivers see is the token's subject.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
+import sys
 from collections.abc import AsyncIterator
 
 import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
 from tests.e2e.helpers import (
     TIMEOUT,
@@ -23,7 +27,7 @@ from tests.e2e.helpers import (
     wait_status,
 )
 from tests.rawpeer import RawPeer
-from tests.support import Cluster, eventually
+from tests.support import Cluster, eventually, free_port
 from webrtc_broker.client import AuthenticationError, BrokerClient
 from webrtc_broker.tokens import issue_token
 from webrtc_broker.wire import broker_pb2 as pb
@@ -106,6 +110,55 @@ async def test_identity_is_the_token_subject_and_bad_tokens_are_refused(
         assert status["clients"] == 1 and status["servers"] == 1
         alice.publish("room", "still fine")
         assert (await receive(bob)).body == b"still fine"
+
+
+@pytest.mark.parametrize("command", ["coordinator", "commserver"])
+async def test_client_auth_without_a_server_secret_does_not_start(
+    cluster: Cluster, command: str
+) -> None:
+    """Without a server secret anyone could register as a server and read the clients'
+    tokens and topics: the process refuses to start and says which flag is missing."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "webrtc_broker",
+        command,
+        *AUTH_FLAGS,
+        "--port" if command == "coordinator" else "--coordinator-url",
+        str(free_port()) if command == "coordinator" else cluster.url,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await asyncio.wait_for(process.communicate(), TIMEOUT)
+    assert process.returncode == 2, output
+    assert b"--client-auth jwt needs --server-secret" in output
+    assert JWT_SECRET.encode() not in output
+
+
+async def test_a_rogue_server_without_the_secret_is_refused(cluster: Cluster) -> None:
+    await start_secured(cluster, "s1")
+    rogue_credentials: list[dict[str, str]] = [
+        {},
+        {"Authorization": "Bearer not-the-secret"},
+        {"Authorization": f"Bearer {token('mallory')}"},  # a client's token is no server's
+    ]
+    for headers in rogue_credentials:
+        with pytest.raises(InvalidStatus) as refused:
+            await connect(
+                f"{cluster.url}/discover?role=COMMUNICATION_SERVER&name=rogue",
+                additional_headers=headers,
+                open_timeout=TIMEOUT,
+            )
+        assert refused.value.response.status_code == 403
+    # A rogue comm server process fares no better, and only the real server is listed.
+    await cluster.start_server("rogue", wait=False)
+
+    async def rogue_refused() -> bool:
+        return "HTTP 403" in cluster.servers["rogue"].log()
+
+    await eventually(rogue_refused, timeout=TIMEOUT)
+    servers = (await cluster.coordinator_status())["servers"]
+    assert [server["name"] for server in servers] == ["s1"]
 
 
 def _secrets_in(text: str, secrets: list[str]) -> list[str]:

@@ -76,7 +76,9 @@ def test_short_keys_are_refused_everywhere() -> None:
             model.model_validate({"client_auth": "jwt"})
         with pytest.raises(ValidationError, match="32 bytes"):
             model.model_validate({"client_auth": "jwt", "client_jwt_secret": "short"})
-        config = model.model_validate({"client_auth": "jwt", "client_jwt_secret": SECRET})
+        config = model.model_validate(
+            {"client_auth": "jwt", "client_jwt_secret": SECRET, "server_secret": OTHER}
+        )
         assert SECRET not in repr(config) and SECRET not in str(config.model_dump())
 
 
@@ -87,6 +89,7 @@ def test_config_picks_the_authenticator(monkeypatch: pytest.MonkeyPatch) -> None
         client_authenticator("ldap", None)
     monkeypatch.setenv("WEBRTC_BROKER_COMMSERVER_CLIENT_AUTH", "jwt")
     monkeypatch.setenv("WEBRTC_BROKER_COMMSERVER_CLIENT_JWT_SECRET", SECRET)
+    monkeypatch.setenv("WEBRTC_BROKER_COMMSERVER_SERVER_SECRET", OTHER)
     config = CommServerConfig.model_validate({})
     assert config.client_auth == "jwt"
     assert config.client_jwt_secret is not None
