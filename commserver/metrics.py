@@ -137,6 +137,26 @@ class CommServerCollector:
             "WELCOMEs received from the coordinator; every one after the first is a reconnect.",
             server.stats.coordinator_connects,
         )
+        reclaimed = server.reclaimer.stats
+        yield counter(
+            SERVICE,
+            "memory_reclaims_total",
+            "Full garbage collections and malloc trims run after sessions closed.",
+            reclaimed.runs,
+        )
+        yield counter(
+            SERVICE,
+            "memory_reclaim_seconds_total",
+            "Time spent in those collections and trims (the event loop waits meanwhile).",
+            reclaimed.seconds,
+        )
+        yield gauge(
+            SERVICE,
+            "closed_sessions_lingering",
+            "Closed sessions still referenced after the last collection; above 0 for long, "
+            "something keeps them (a leak).",
+            reclaimed.lingering,
+        )
 
     # -- peers and sessions -------------------------------------------------
 
