@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from time import perf_counter
 
@@ -20,17 +20,24 @@ from commserver.lifecycle import PeerState
 from commserver.limits import FRAME_TOO_LARGE, RATE_LIMITED, TOPIC_TOO_LONG, PeerLimits
 from commserver.peer import SERVER_ROLES, Peer
 from commserver.stats import RelayStats
-from commserver.topics import TopicTable
+from commserver.topics import TopicChange, TopicTable
 from webrtc_broker.auth import AuthError, ClientAuthenticator, ServerSecret
 from webrtc_broker.rtc.writer import SCTP_PACKET_PAYLOAD, FlushScheduler
 from webrtc_broker.wire import FrameError, decode_as, frame_type
 from webrtc_broker.wire import broker_pb2 as pb
-from webrtc_broker.wire.subscription import subscription_frame, subscription_payload, topic_set
+from webrtc_broker.wire.subscription import (
+    subscription_changes,
+    subscription_frame,
+    subscription_payload,
+    topic_set,
+)
 
 log = logging.getLogger(__name__)
 
 SERVER_TOPICS_BYTES = 16 * 1024 * 1024
 """Largest topic list accepted from an authenticated comm server."""
+LEGACY_PLAIN_TOPICS = 1000
+"""Above this many topics, a whole set for a server of the original protocol is gzipped."""
 SUBSCRIPTION_BYTES_PER_TOKEN = 1024
 """A client's SUBSCRIPTION costs one frame of its rate budget, plus one per this many
 bytes of its (decompressed) topic list."""
@@ -98,7 +105,8 @@ class Relay:
         self.servers: TopicTable[Peer] = TopicTable()
         self.server_peers: set[Peer] = set()
         self.hub_peers: set[Peer] = set()
-        self._advertised: frozenset[str] = frozenset()
+        self._advertised: set[str] = set()
+        """The topics our servers were last told we want."""
 
     # -- entry point ------------------------------------------------------
 
@@ -228,7 +236,7 @@ class Relay:
         if self._batching is not None and peer.capabilities & pb.CAPABILITY_BATCH:
             peer.session.enable_batching(self._batching, self._batch_max_bytes)
         if peer.is_server:
-            peer.send(subscription_frame(self._advertised))
+            self._send_topics(peer, self._advertised, pb.REPLACE)
 
     def _authenticate(self, peer: Peer, message: pb.AuthMessage) -> None:
         if message.role == pb.CLIENT:
@@ -275,35 +283,73 @@ class Relay:
                 log.debug("refused a subscription of %d topics from %s", len(topics), peer.alias)
                 return
         if peer.is_server:
-            changed = self.servers.replace(peer, topics)
-            if self.is_hub and changed:
-                self._advertise()
-        elif self.clients.replace(peer, topics):
-            self._advertise()
+            change = self._server_subscription(peer, message.change, topics)
+            if self.is_hub:
+                self._advertise(change)
+        elif message.change != pb.REPLACE:
+            self.stats.drops["unexpected_type"] += 1  # changes are for servers only
+        else:
+            self._advertise(self.clients.replace(peer, topics))
+
+    def _server_subscription(
+        self, peer: Peer, kind: pb.SubscriptionChange.ValueType, topics: frozenset[str]
+    ) -> TopicChange:
+        if kind == pb.ADD:
+            return self.servers.add(peer, topics)
+        if kind == pb.REMOVE:
+            return self.servers.discard(peer, topics)
+        return self.servers.replace(peer, topics)
 
     def forget(self, peer: Peer) -> None:
         """Drop a closed peer from every table."""
         self.server_peers.discard(peer)
         self.hub_peers.discard(peer)
-        changed = self.clients.remove(peer)
-        changed |= self.servers.remove(peer) and self.is_hub
-        if changed:
-            self._advertise()
-
-    def _advertise(self) -> None:
-        """Tell every server the topics we want, when that set changed.
-
-        A hub also wants what any of its servers want, since it forwards.
-        """
-        wanted = self.clients.topics()
+        change = self.clients.remove(peer)
         if self.is_hub:
-            wanted |= self.servers.topics()
-        if wanted == self._advertised:
+            from_servers = self.servers.remove(peer)
+            change.added |= from_servers.added
+            change.removed |= from_servers.removed
+        else:
+            self.servers.remove(peer)
+        self._advertise(change)
+
+    def _advertise(self, change: TopicChange) -> None:
+        """Tell every server how the topics we want changed, if they did.
+
+        We want what our clients want; a hub also wants what any of its servers
+        want, since it forwards. Only the difference travels, in chunks, to
+        servers that take changes: a server with 100,000 topics sends a few
+        names when one client subscribes, not a 2.5 MB list that no data channel
+        carries. Servers that do not take changes get the whole set again.
+        """
+        advertised = self._advertised
+        added = {t for t in change.added if t not in advertised}
+        removed = {t for t in change.removed if t in advertised and not self._wanted(t)}
+        if not added and not removed:
             return
-        self._advertised = wanted
-        frame = subscription_frame(wanted)
+        advertised |= added
+        advertised -= removed
         for server in self.server_peers:
-            server.send(frame)
+            if server.capabilities & pb.CAPABILITY_TOPIC_DELTAS:
+                self._send_topics(server, added, pb.ADD)
+                self._send_topics(server, removed, pb.REMOVE)
+            else:
+                self._send_topics(server, advertised, pb.REPLACE)
+
+    def _wanted(self, topic: str) -> bool:
+        return topic in self.clients.by_topic or (self.is_hub and topic in self.servers.by_topic)
+
+    def _send_topics(
+        self, server: Peer, topics: Collection[str], kind: pb.SubscriptionChange.ValueType
+    ) -> None:
+        if server.capabilities & pb.CAPABILITY_TOPIC_DELTAS:
+            if topics or kind == pb.REPLACE:
+                for frame in subscription_changes(topics, kind):
+                    server.send(frame)
+            return
+        # A server of the original protocol takes a whole set in one message. Compressed,
+        # it carries about ten times more than plain; beyond that its writer drops it.
+        server.send(subscription_frame(topics, compress=len(topics) > LEGACY_PLAIN_TOPICS))
 
     # -- fan-out ----------------------------------------------------------
 

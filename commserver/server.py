@@ -114,7 +114,11 @@ class CommServer:
         self.batching = FlushScheduler(config.batch_window) if config.batch_window > 0 else None
         self.reclaimer = MemoryReclaimer()
         """Collects closed sessions' aiortc objects and returns their memory (see its module)."""
-        capabilities = pb.CAPABILITY_TOPIC_NAMES | (pb.CAPABILITY_BATCH if self.batching else 0)
+        capabilities = (
+            pb.CAPABILITY_TOPIC_NAMES
+            | pb.CAPABILITY_TOPIC_DELTAS
+            | (pb.CAPABILITY_BATCH if self.batching else 0)
+        )
         jwt_secret = config.client_jwt_secret
         self.relay = Relay(
             me=ServerIdentity(self.role, self.server_id, config.name, secret, capabilities),

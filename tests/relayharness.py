@@ -78,11 +78,16 @@ class RelayHarness:
         assert peer.established, self.rejected
         return peer
 
-    def server(self, server_id: str) -> Peer:
+    def server(self, server_id: str, capabilities: int = 0) -> Peer:
         """An authenticated comm server (it knows the secret)."""
         peer = self.peer(expected_role=pb.COMMUNICATION_SERVER)
         body = json.dumps({"id": server_id, "name": server_id, "secret": SERVER_SECRET})
-        auth = pb.AuthMessage(type=pb.AUTH, role=pb.COMMUNICATION_SERVER, body=body.encode())
+        auth = pb.AuthMessage(
+            type=pb.AUTH,
+            role=pb.COMMUNICATION_SERVER,
+            body=body.encode(),
+            capabilities=capabilities,
+        )
         self.relay.handle(peer, auth.SerializeToString(), True)
         assert peer.established, self.rejected
         return peer

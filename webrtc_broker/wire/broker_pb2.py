@@ -24,23 +24,25 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0c\x62roker.proto\x12\x08protocol\"9\n\x12\x43oordinatorMessage\x12#\n\x04type\x18\x01 \x01(\x0e\x32\x15.protocol.MessageType\"4\n\rMessageHeader\x12#\n\x04type\x18\x01 \x01(\x0e\x32\x15.protocol.MessageType\"_\n\x0eWelcomeMessage\x12#\n\x04type\x18\x01 \x01(\x0e\x32\x15.protocol.MessageType\x12\r\n\x05\x61lias\x18\x02 \x01(\x04\x12\x19\n\x11\x61vailable_servers\x18\x03 \x03(\x04\"~\n\x0e\x43onnectMessage\x12#\n\x04type\x18\x01 \x01(\x0e\x32\x15.protocol.MessageType\x12\x12\n\nfrom_alias\x18\x02 \x01(\x04\x12\x10\n\x08to_alias\x18\x03 \x01(\x04\x12!\n\tfrom_role\x18\x04 \x01(\x0e\x32\x0e.protocol.Role\"h\n\rWebRtcMessage\x12#\n\x04type\x18\x01 \x01(\x0e\x32\x15.protocol.MessageType\x12\x12\n\nfrom_alias\x18\x02 \x01(\x04\x12\x10\n\x08to_alias\x18\x03 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"\xa6\x01\n\x18\x43onnectionRefusedMessage\x12#\n\x04type\x18\x01 \x01(\x0e\x32\x15.protocol.MessageType\x12\x12\n\nfrom_alias\x18\x02 \x01(\x04\x12\x10\n\x08to_alias\x18\x03 \x01(\x04\x12\x31\n\x06reason\x18\x04 \x01(\x0e\x32!.protocol.ConnectionRefusedReason\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\"@\n\x0bPingMessage\x12#\n\x04type\x18\x01 \x01(\x0e\x32\x15.protocol.MessageType\x12\x0c\n\x04time\x18\x02 \x01(\x01\"l\n\x13SubscriptionMessage\x12#\n\x04type\x18\x01 \x01(\x0e\x32\x15.protocol.MessageType\x12 \n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x10.protocol.Format\x12\x0e\n\x06topics\x18\x03 \x01(\x0c\"t\n\x0b\x41uthMessage\x12#\n\x04type\x18\x01 \x01(\x0e\x32\x15.protocol.MessageType\x12\x1c\n\x04role\x18\x02 \x01(\x0e\x32\x0e.protocol.Role\x12\x0c\n\x04\x62ody\x18\x03 \x01(\x0c\x12\x14\n\x0c\x63\x61pabilities\x18\x04 \x01(\r\"d\n\x0cTopicMessage\x12#\n\x04type\x18\x01 \x01(\x0e\x32\x15.protocol.MessageType\x12\x12\n\nfrom_alias\x18\x02 \x01(\x04\x12\r\n\x05topic\x18\x03 \x01(\t\x12\x0c\n\x04\x62ody\x18\x04 \x01(\x0c\"f\n\x0eTopicFWMessage\x12#\n\x04type\x18\x01 \x01(\x0e\x32\x15.protocol.MessageType\x12\x12\n\nfrom_alias\x18\x02 \x01(\x04\x12\x0c\n\x04\x62ody\x18\x03 \x01(\x0c\x12\r\n\x05topic\x18\x04 \x01(\t\"\x9c\x01\n\x14TopicIdentityMessage\x12#\n\x04type\x18\x01 \x01(\x0e\x32\x15.protocol.MessageType\x12\x12\n\nfrom_alias\x18\x02 \x01(\x04\x12\r\n\x05topic\x18\x03 \x01(\t\x12\x10\n\x08identity\x18\x04 \x01(\x0c\x12\x1c\n\x04role\x18\x05 \x01(\x0e\x32\x0e.protocol.Role\x12\x0c\n\x04\x62ody\x18\x06 \x01(\x0c\"\x9e\x01\n\x16TopicIdentityFWMessage\x12#\n\x04type\x18\x01 \x01(\x0e\x32\x15.protocol.MessageType\x12\x12\n\nfrom_alias\x18\x02 \x01(\x04\x12\x10\n\x08identity\x18\x03 \x01(\x0c\x12\x1c\n\x04role\x18\x04 \x01(\x0e\x32\x0e.protocol.Role\x12\x0c\n\x04\x62ody\x18\x05 \x01(\x0c\x12\r\n\x05topic\x18\x06 \x01(\t\"C\n\x0c\x42\x61tchMessage\x12#\n\x04type\x18\x01 \x01(\x0e\x32\x15.protocol.MessageType\x12\x0e\n\x06\x66rames\x18\x02 \x03(\x0c*\x98\x02\n\x0bMessageType\x12\x18\n\x14UNKNOWN_MESSAGE_TYPE\x10\x00\x12\x0b\n\x07WELCOME\x10\x01\x12\x0b\n\x07\x43ONNECT\x10\x02\x12\x10\n\x0cWEBRTC_OFFER\x10\x03\x12\x11\n\rWEBRTC_ANSWER\x10\x04\x12\x18\n\x14WEBRTC_ICE_CANDIDATE\x10\x05\x12\x08\n\x04PING\x10\x06\x12\x10\n\x0cSUBSCRIPTION\x10\x07\x12\x08\n\x04\x41UTH\x10\x08\x12\t\n\x05TOPIC\x10\t\x12\x0c\n\x08TOPIC_FW\x10\n\x12\x12\n\x0eTOPIC_IDENTITY\x10\x0b\x12\x15\n\x11TOPIC_IDENTITY_FW\x10\x0c\x12\x16\n\x12\x43ONNECTION_REFUSED\x10\r\x12\t\n\x05\x45RROR\x10\x0e\x12\t\n\x05\x42\x41TCH\x10\x0f*\\\n\x04Role\x12\x10\n\x0cUNKNOWN_ROLE\x10\x00\x12\n\n\x06\x43LIENT\x10\x01\x12\x18\n\x14\x43OMMUNICATION_SERVER\x10\x02\x12\x1c\n\x18\x43OMMUNICATION_SERVER_HUB\x10\x03*1\n\x06\x46ormat\x12\x12\n\x0eUNKNOWN_FORMAT\x10\x00\x12\t\n\x05PLAIN\x10\x01\x12\x08\n\x04GZIP\x10\x02*O\n\x17\x43onnectionRefusedReason\x12\x12\n\x0eUNKNOWN_REASON\x10\x00\x12\x0f\n\x0bSERVER_FULL\x10\x01\x12\x0f\n\x0b\x41UTH_FAILED\x10\x02*Q\n\nCapability\x12\x11\n\rNO_CAPABILITY\x10\x00\x12\x14\n\x10\x43\x41PABILITY_BATCH\x10\x01\x12\x1a\n\x16\x43\x41PABILITY_TOPIC_NAMES\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0c\x62roker.proto\x12\x08protocol\"9\n\x12\x43oordinatorMessage\x12#\n\x04type\x18\x01 \x01(\x0e\x32\x15.protocol.MessageType\"4\n\rMessageHeader\x12#\n\x04type\x18\x01 \x01(\x0e\x32\x15.protocol.MessageType\"_\n\x0eWelcomeMessage\x12#\n\x04type\x18\x01 \x01(\x0e\x32\x15.protocol.MessageType\x12\r\n\x05\x61lias\x18\x02 \x01(\x04\x12\x19\n\x11\x61vailable_servers\x18\x03 \x03(\x04\"~\n\x0e\x43onnectMessage\x12#\n\x04type\x18\x01 \x01(\x0e\x32\x15.protocol.MessageType\x12\x12\n\nfrom_alias\x18\x02 \x01(\x04\x12\x10\n\x08to_alias\x18\x03 \x01(\x04\x12!\n\tfrom_role\x18\x04 \x01(\x0e\x32\x0e.protocol.Role\"h\n\rWebRtcMessage\x12#\n\x04type\x18\x01 \x01(\x0e\x32\x15.protocol.MessageType\x12\x12\n\nfrom_alias\x18\x02 \x01(\x04\x12\x10\n\x08to_alias\x18\x03 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"\xa6\x01\n\x18\x43onnectionRefusedMessage\x12#\n\x04type\x18\x01 \x01(\x0e\x32\x15.protocol.MessageType\x12\x12\n\nfrom_alias\x18\x02 \x01(\x04\x12\x10\n\x08to_alias\x18\x03 \x01(\x04\x12\x31\n\x06reason\x18\x04 \x01(\x0e\x32!.protocol.ConnectionRefusedReason\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\"@\n\x0bPingMessage\x12#\n\x04type\x18\x01 \x01(\x0e\x32\x15.protocol.MessageType\x12\x0c\n\x04time\x18\x02 \x01(\x01\"\x9a\x01\n\x13SubscriptionMessage\x12#\n\x04type\x18\x01 \x01(\x0e\x32\x15.protocol.MessageType\x12 \n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x10.protocol.Format\x12\x0e\n\x06topics\x18\x03 \x01(\x0c\x12,\n\x06\x63hange\x18\x04 \x01(\x0e\x32\x1c.protocol.SubscriptionChange\"t\n\x0b\x41uthMessage\x12#\n\x04type\x18\x01 \x01(\x0e\x32\x15.protocol.MessageType\x12\x1c\n\x04role\x18\x02 \x01(\x0e\x32\x0e.protocol.Role\x12\x0c\n\x04\x62ody\x18\x03 \x01(\x0c\x12\x14\n\x0c\x63\x61pabilities\x18\x04 \x01(\r\"d\n\x0cTopicMessage\x12#\n\x04type\x18\x01 \x01(\x0e\x32\x15.protocol.MessageType\x12\x12\n\nfrom_alias\x18\x02 \x01(\x04\x12\r\n\x05topic\x18\x03 \x01(\t\x12\x0c\n\x04\x62ody\x18\x04 \x01(\x0c\"f\n\x0eTopicFWMessage\x12#\n\x04type\x18\x01 \x01(\x0e\x32\x15.protocol.MessageType\x12\x12\n\nfrom_alias\x18\x02 \x01(\x04\x12\x0c\n\x04\x62ody\x18\x03 \x01(\x0c\x12\r\n\x05topic\x18\x04 \x01(\t\"\x9c\x01\n\x14TopicIdentityMessage\x12#\n\x04type\x18\x01 \x01(\x0e\x32\x15.protocol.MessageType\x12\x12\n\nfrom_alias\x18\x02 \x01(\x04\x12\r\n\x05topic\x18\x03 \x01(\t\x12\x10\n\x08identity\x18\x04 \x01(\x0c\x12\x1c\n\x04role\x18\x05 \x01(\x0e\x32\x0e.protocol.Role\x12\x0c\n\x04\x62ody\x18\x06 \x01(\x0c\"\x9e\x01\n\x16TopicIdentityFWMessage\x12#\n\x04type\x18\x01 \x01(\x0e\x32\x15.protocol.MessageType\x12\x12\n\nfrom_alias\x18\x02 \x01(\x04\x12\x10\n\x08identity\x18\x03 \x01(\x0c\x12\x1c\n\x04role\x18\x04 \x01(\x0e\x32\x0e.protocol.Role\x12\x0c\n\x04\x62ody\x18\x05 \x01(\x0c\x12\r\n\x05topic\x18\x06 \x01(\t\"C\n\x0c\x42\x61tchMessage\x12#\n\x04type\x18\x01 \x01(\x0e\x32\x15.protocol.MessageType\x12\x0e\n\x06\x66rames\x18\x02 \x03(\x0c*\x98\x02\n\x0bMessageType\x12\x18\n\x14UNKNOWN_MESSAGE_TYPE\x10\x00\x12\x0b\n\x07WELCOME\x10\x01\x12\x0b\n\x07\x43ONNECT\x10\x02\x12\x10\n\x0cWEBRTC_OFFER\x10\x03\x12\x11\n\rWEBRTC_ANSWER\x10\x04\x12\x18\n\x14WEBRTC_ICE_CANDIDATE\x10\x05\x12\x08\n\x04PING\x10\x06\x12\x10\n\x0cSUBSCRIPTION\x10\x07\x12\x08\n\x04\x41UTH\x10\x08\x12\t\n\x05TOPIC\x10\t\x12\x0c\n\x08TOPIC_FW\x10\n\x12\x12\n\x0eTOPIC_IDENTITY\x10\x0b\x12\x15\n\x11TOPIC_IDENTITY_FW\x10\x0c\x12\x16\n\x12\x43ONNECTION_REFUSED\x10\r\x12\t\n\x05\x45RROR\x10\x0e\x12\t\n\x05\x42\x41TCH\x10\x0f*\\\n\x04Role\x12\x10\n\x0cUNKNOWN_ROLE\x10\x00\x12\n\n\x06\x43LIENT\x10\x01\x12\x18\n\x14\x43OMMUNICATION_SERVER\x10\x02\x12\x1c\n\x18\x43OMMUNICATION_SERVER_HUB\x10\x03*1\n\x06\x46ormat\x12\x12\n\x0eUNKNOWN_FORMAT\x10\x00\x12\t\n\x05PLAIN\x10\x01\x12\x08\n\x04GZIP\x10\x02*O\n\x17\x43onnectionRefusedReason\x12\x12\n\x0eUNKNOWN_REASON\x10\x00\x12\x0f\n\x0bSERVER_FULL\x10\x01\x12\x0f\n\x0b\x41UTH_FAILED\x10\x02*6\n\x12SubscriptionChange\x12\x0b\n\x07REPLACE\x10\x00\x12\x07\n\x03\x41\x44\x44\x10\x01\x12\n\n\x06REMOVE\x10\x02*n\n\nCapability\x12\x11\n\rNO_CAPABILITY\x10\x00\x12\x14\n\x10\x43\x41PABILITY_BATCH\x10\x01\x12\x1a\n\x16\x43\x41PABILITY_TOPIC_NAMES\x10\x02\x12\x1b\n\x17\x43\x41PABILITY_TOPIC_DELTAS\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'broker_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MESSAGETYPE']._serialized_start=1529
-  _globals['_MESSAGETYPE']._serialized_end=1809
-  _globals['_ROLE']._serialized_start=1811
-  _globals['_ROLE']._serialized_end=1903
-  _globals['_FORMAT']._serialized_start=1905
-  _globals['_FORMAT']._serialized_end=1954
-  _globals['_CONNECTIONREFUSEDREASON']._serialized_start=1956
-  _globals['_CONNECTIONREFUSEDREASON']._serialized_end=2035
-  _globals['_CAPABILITY']._serialized_start=2037
-  _globals['_CAPABILITY']._serialized_end=2118
+  _globals['_MESSAGETYPE']._serialized_start=1576
+  _globals['_MESSAGETYPE']._serialized_end=1856
+  _globals['_ROLE']._serialized_start=1858
+  _globals['_ROLE']._serialized_end=1950
+  _globals['_FORMAT']._serialized_start=1952
+  _globals['_FORMAT']._serialized_end=2001
+  _globals['_CONNECTIONREFUSEDREASON']._serialized_start=2003
+  _globals['_CONNECTIONREFUSEDREASON']._serialized_end=2082
+  _globals['_SUBSCRIPTIONCHANGE']._serialized_start=2084
+  _globals['_SUBSCRIPTIONCHANGE']._serialized_end=2138
+  _globals['_CAPABILITY']._serialized_start=2140
+  _globals['_CAPABILITY']._serialized_end=2250
   _globals['_COORDINATORMESSAGE']._serialized_start=26
   _globals['_COORDINATORMESSAGE']._serialized_end=83
   _globals['_MESSAGEHEADER']._serialized_start=85
@@ -55,18 +57,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CONNECTIONREFUSEDMESSAGE']._serialized_end=637
   _globals['_PINGMESSAGE']._serialized_start=639
   _globals['_PINGMESSAGE']._serialized_end=703
-  _globals['_SUBSCRIPTIONMESSAGE']._serialized_start=705
-  _globals['_SUBSCRIPTIONMESSAGE']._serialized_end=813
-  _globals['_AUTHMESSAGE']._serialized_start=815
-  _globals['_AUTHMESSAGE']._serialized_end=931
-  _globals['_TOPICMESSAGE']._serialized_start=933
-  _globals['_TOPICMESSAGE']._serialized_end=1033
-  _globals['_TOPICFWMESSAGE']._serialized_start=1035
-  _globals['_TOPICFWMESSAGE']._serialized_end=1137
-  _globals['_TOPICIDENTITYMESSAGE']._serialized_start=1140
-  _globals['_TOPICIDENTITYMESSAGE']._serialized_end=1296
-  _globals['_TOPICIDENTITYFWMESSAGE']._serialized_start=1299
-  _globals['_TOPICIDENTITYFWMESSAGE']._serialized_end=1457
-  _globals['_BATCHMESSAGE']._serialized_start=1459
-  _globals['_BATCHMESSAGE']._serialized_end=1526
+  _globals['_SUBSCRIPTIONMESSAGE']._serialized_start=706
+  _globals['_SUBSCRIPTIONMESSAGE']._serialized_end=860
+  _globals['_AUTHMESSAGE']._serialized_start=862
+  _globals['_AUTHMESSAGE']._serialized_end=978
+  _globals['_TOPICMESSAGE']._serialized_start=980
+  _globals['_TOPICMESSAGE']._serialized_end=1080
+  _globals['_TOPICFWMESSAGE']._serialized_start=1082
+  _globals['_TOPICFWMESSAGE']._serialized_end=1184
+  _globals['_TOPICIDENTITYMESSAGE']._serialized_start=1187
+  _globals['_TOPICIDENTITYMESSAGE']._serialized_end=1343
+  _globals['_TOPICIDENTITYFWMESSAGE']._serialized_start=1346
+  _globals['_TOPICIDENTITYFWMESSAGE']._serialized_end=1504
+  _globals['_BATCHMESSAGE']._serialized_start=1506
+  _globals['_BATCHMESSAGE']._serialized_end=1573
 # @@protoc_insertion_point(module_scope)

@@ -120,6 +120,26 @@ SERVER_FULL: ConnectionRefusedReason.ValueType  # 1
 AUTH_FAILED: ConnectionRefusedReason.ValueType  # 2
 Global___ConnectionRefusedReason: _TypeAlias = ConnectionRefusedReason  # noqa: Y015
 
+class _SubscriptionChange:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SubscriptionChangeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SubscriptionChange.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    REPLACE: _SubscriptionChange.ValueType  # 0
+    ADD: _SubscriptionChange.ValueType  # 1
+    REMOVE: _SubscriptionChange.ValueType  # 2
+
+class SubscriptionChange(_SubscriptionChange, metaclass=_SubscriptionChangeEnumTypeWrapper):
+    """Addition: a SUBSCRIPTION replaces the sender's topic set (the original
+    meaning), or adds topics to it, or takes topics out of it.
+    """
+
+REPLACE: SubscriptionChange.ValueType  # 0
+ADD: SubscriptionChange.ValueType  # 1
+REMOVE: SubscriptionChange.ValueType  # 2
+Global___SubscriptionChange: _TypeAlias = SubscriptionChange  # noqa: Y015
+
 class _Capability:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -131,6 +151,8 @@ class _CapabilityEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Capability
     """accepts BATCH frames"""
     CAPABILITY_TOPIC_NAMES: _Capability.ValueType  # 2
     """wants the topic in TOPIC_FW and TOPIC_IDENTITY_FW"""
+    CAPABILITY_TOPIC_DELTAS: _Capability.ValueType  # 4
+    """a comm server taking SUBSCRIPTION changes (ADD, REMOVE)"""
 
 class Capability(_Capability, metaclass=_CapabilityEnumTypeWrapper):
     """Addition: bits of AuthMessage.capabilities."""
@@ -140,6 +162,8 @@ CAPABILITY_BATCH: Capability.ValueType  # 1
 """accepts BATCH frames"""
 CAPABILITY_TOPIC_NAMES: Capability.ValueType  # 2
 """wants the topic in TOPIC_FW and TOPIC_IDENTITY_FW"""
+CAPABILITY_TOPIC_DELTAS: Capability.ValueType  # 4
+"""a comm server taking SUBSCRIPTION changes (ADD, REMOVE)"""
 Global___Capability: _TypeAlias = Capability  # noqa: Y015
 
 @_typing.final
@@ -323,19 +347,25 @@ class SubscriptionMessage(_message.Message):
     TYPE_FIELD_NUMBER: _builtins.int
     FORMAT_FIELD_NUMBER: _builtins.int
     TOPICS_FIELD_NUMBER: _builtins.int
+    CHANGE_FIELD_NUMBER: _builtins.int
     type: Global___MessageType.ValueType
     format: Global___Format.ValueType
     topics: _builtins.bytes
+    change: Global___SubscriptionChange.ValueType
+    """Addition: how the topics apply; anything but REPLACE only between comm
+    servers that both announced CAPABILITY_TOPIC_DELTAS.
+    """
     def __init__(
         self,
         *,
         type: Global___MessageType.ValueType = ...,
         format: Global___Format.ValueType = ...,
         topics: _builtins.bytes = ...,
+        change: Global___SubscriptionChange.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["format", b"format", "topics", b"topics", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "format", b"format", "topics", b"topics", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -59,3 +59,39 @@ def topic_set(payload: bytes) -> frozenset[str]:
     except UnicodeDecodeError as exc:
         raise FrameError("topic list is not UTF-8") from exc
     return frozenset(text.split())
+
+
+CHUNK_BYTES = 64 * 1024
+"""Topic names per SUBSCRIPTION change between servers, before compression: whatever
+the number of topics, every message stays far below a data channel's 256 KiB."""
+
+
+def subscription_changes(
+    topics: Iterable[str], change: pb.SubscriptionChange.ValueType
+) -> list[bytes]:
+    """``topics`` as gzip SUBSCRIPTION frames of ``change`` (for peers that take changes).
+
+    A large set is cut into chunks of at most :data:`CHUNK_BYTES`; a REPLACE
+    becomes one REPLACE (an empty one if there are no topics) followed by ADDs.
+    """
+    frames: list[bytes] = []
+    chunk: list[str] = []
+    size = 0
+
+    def emit() -> None:
+        kind = change if change != pb.REPLACE or not frames else pb.ADD
+        payload = gzip.compress(" ".join(chunk).encode(), 6)
+        message = pb.SubscriptionMessage(
+            type=pb.SUBSCRIPTION, format=pb.GZIP, topics=payload, change=kind
+        )
+        frames.append(message.SerializeToString())
+
+    for name in sorted(set(topics)):
+        if chunk and size + len(name.encode()) + 1 > CHUNK_BYTES:
+            emit()
+            chunk, size = [], 0
+        chunk.append(name)
+        size += len(name.encode()) + 1
+    if chunk or (change == pb.REPLACE and not frames):
+        emit()
+    return frames

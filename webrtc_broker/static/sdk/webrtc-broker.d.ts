@@ -57,7 +57,13 @@ export declare enum Capability {
 	 *
 	 * @generated from enum value: CAPABILITY_TOPIC_NAMES = 2;
 	 */
-	CAPABILITY_TOPIC_NAMES = 2
+	CAPABILITY_TOPIC_NAMES = 2,
+	/**
+	 * a comm server taking SUBSCRIPTION changes (ADD, REMOVE)
+	 *
+	 * @generated from enum value: CAPABILITY_TOPIC_DELTAS = 4;
+	 */
+	CAPABILITY_TOPIC_DELTAS = 4
 }
 /** A topic message delivered to this client. */
 export declare class ReceivedMessage {
