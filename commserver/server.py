@@ -525,6 +525,10 @@ class CommServer:
                 self._check_alive(peer, now)
 
     def _check_alive(self, peer: Peer, now: float) -> None:
+        if not peer.is_server and not peer.capabilities:
+            # A client of the original protocol is never probed (see below), so its
+            # silence proves nothing: an idle one would be closed. ICE consent covers it.
+            return
         config = self.config
         timeout = config.peer_timeout if peer.is_server else config.client_timeout
         if peer.silence is None:
@@ -537,6 +541,9 @@ class CommServer:
                 peer.send(PROBE)
             peer.sent_at_check = peer.session.sent
         elif peer.silence.silent_for >= timeout / 4:
+            # Only clients that announced capabilities (this broker's SDKs) are known
+            # to ignore a PING from the server; a client of the original protocol might
+            # echo it, and the server echoes every client PING: they would play ping-pong.
             peer.send(PROBE, reliable=False)
 
     # -- draining ----------------------------------------------------------
