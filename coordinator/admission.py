@@ -2,8 +2,9 @@
 
 Every open WebSocket costs the coordinator a file descriptor, buffers and two
 tasks, so an unbounded number of them is a way to exhaust it. The caps are
-checked before the upgrade is accepted: a refused client gets HTTP 403 and
-costs nothing more. Comm servers are not counted; they hold the server secret.
+checked before the upgrade is accepted: a refused client gets HTTP 503 (or
+429 over the per-address cap), a "try again later", and costs nothing more.
+Comm servers are not counted; they hold the server secret.
 
 The address is what the ASGI server reports as the client: the TCP peer or,
 when that peer is one of ``trusted_proxies``, the right-most address of
@@ -36,18 +37,24 @@ class ConnectionCaps:
     def count(self, address: str) -> int:
         return self._by_address.get(address, 0)
 
+    def refusal(self, address: str) -> RefusalReason | None:
+        """Why a new connection from ``address`` would be refused now, if it would."""
+        if self._total_cap and self._total >= self._total_cap:
+            return RefusalReason.TOO_MANY_CONNECTIONS
+        if self._address_cap and self._by_address.get(address, 0) >= self._address_cap:
+            return RefusalReason.TOO_MANY_FROM_ADDRESS
+        return None
+
     def admit(self, address: str) -> RefusalReason | None:
         """Count a new connection from ``address``, or say why it is refused.
 
         An admitted connection must be :meth:`release`\\ d exactly once.
         """
-        if self._total_cap and self._total >= self._total_cap:
-            return RefusalReason.TOO_MANY_CONNECTIONS
-        current = self._by_address.get(address, 0)
-        if self._address_cap and current >= self._address_cap:
-            return RefusalReason.TOO_MANY_FROM_ADDRESS
+        refusal = self.refusal(address)
+        if refusal is not None:
+            return refusal
         self._total += 1
-        self._by_address[address] = current + 1
+        self._by_address[address] = self._by_address.get(address, 0) + 1
         return None
 
     def release(self, address: str) -> None:

@@ -1,8 +1,9 @@
 """The coordinator's ASGI app: WebSocket entry points plus health and status.
 
-Credentials are checked before the WebSocket is accepted: closing a socket
-that was never accepted makes the server answer the upgrade with HTTP 403, so
-a refused peer gets no WebSocket, no alias, and no trace in the registry.
+Credentials are checked before the WebSocket is accepted: a refused peer
+gets an HTTP answer to its upgrade whose status says why (403 for bad
+credentials, 503 or 429 for "not now", see :mod:`coordinator.refusals`), no
+WebSocket, no alias, and no trace in the registry.
 """
 
 from __future__ import annotations
@@ -11,12 +12,19 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, WebSocket
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, Request, WebSocket
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
+from starlette.requests import HTTPConnection
 
 import webrtc_broker
-from webrtc_broker.auth import AuthError, ClientAuthenticator, OpenClientAuthenticator, ServerSecret
+from webrtc_broker.auth import (
+    AuthError,
+    ClientAuthenticator,
+    Identity,
+    OpenClientAuthenticator,
+    ServerSecret,
+)
 from webrtc_broker.config import CoordinatorConfig, ServerRole
 from webrtc_broker.tokens import client_authenticator
 
@@ -25,13 +33,12 @@ from .core import Coordinator
 from .counters import RefusalReason
 from .credentials import ClaimProblem, display_name, presented_token, server_claim, server_role
 from .metrics import add_metrics_route
+from .refusals import PUBLIC_CORS, deny, refusal_response
 from .registry import Claim, PeerRole, ServerClaim
 from .selector import ServerSelector
 from .static import add_static_routes
 
 logger = logging.getLogger(__name__)
-
-CLOSE_POLICY_VIOLATION = 1008
 
 _FLOOD_REFUSALS = frozenset(
     {RefusalReason.TOO_MANY_CONNECTIONS, RefusalReason.TOO_MANY_FROM_ADDRESS}
@@ -96,6 +103,7 @@ def create_app(
     app.state.counters = coordinator.counters
     app.state.registry = coordinator.registry
     _add_peer_routes(app, coordinator, client_auth, server_secret)
+    _add_admission_check(app, coordinator, client_auth)  # GET /connect, for browsers
     _add_http_routes(app, coordinator)
     app.state.metrics_registry = add_metrics_route(app, coordinator)  # GET /metrics
     add_static_routes(app)  # the demo page at / and the browser SDK under /sdk/
@@ -123,6 +131,46 @@ def _admit_server(
     return role, claim
 
 
+def admit_client(
+    connection: HTTPConnection, coordinator: Coordinator, client_auth: ClientAuthenticator
+) -> Identity | RefusalReason:
+    """A client's identity, or why it is refused (the connection caps aside)."""
+    token = presented_token(connection.headers, connection.query_params)
+    try:
+        identity = client_auth.authenticate((token or "").encode())
+    except AuthError:
+        return RefusalReason.BAD_CLIENT_CREDENTIALS
+    except Exception:
+        # A broken authenticator must fail closed, and loudly.
+        logger.exception("client authenticator failed")
+        return RefusalReason.BAD_CLIENT_CREDENTIALS
+    if not coordinator.accepting:
+        return RefusalReason.SHUTTING_DOWN
+    return identity
+
+
+def _add_admission_check(
+    app: FastAPI, coordinator: Coordinator, client_auth: ClientAuthenticator
+) -> None:
+    @app.get("/connect")
+    async def connect_check(request: Request) -> Response:
+        """How an upgrade of this request to a WebSocket would be answered now.
+
+        A browser never sees the status of a refused upgrade, only that it
+        failed; the browser SDK asks here (across origins, with the same
+        ``token``) whether the credentials were refused or the coordinator
+        said "not now". Nothing is opened or counted.
+        """
+        address = request.client.host if request.client is not None else UNKNOWN_ADDRESS
+        refusal = coordinator.caps.refusal(address)
+        if refusal is None:
+            admitted = admit_client(request, coordinator, client_auth)
+            refusal = admitted if isinstance(admitted, RefusalReason) else None
+        if refusal is None:
+            return Response(status_code=204, headers={**PUBLIC_CORS, "Cache-Control": "no-store"})
+        return refusal_response(refusal, PUBLIC_CORS)
+
+
 def _add_peer_routes(
     app: FastAPI,
     coordinator: Coordinator,
@@ -135,7 +183,7 @@ def _add_peer_routes(
         # counter says it and the log only does at debug level.
         level = logging.DEBUG if reason in _FLOOD_REFUSALS else logging.INFO
         logger.log(level, "refused %s connection: %s", websocket.url.path, reason.value)
-        await websocket.close(code=CLOSE_POLICY_VIOLATION)
+        await deny(websocket, reason)
 
     @app.websocket("/discover")
     async def discover(websocket: WebSocket) -> None:
@@ -168,22 +216,12 @@ def _add_peer_routes(
             coordinator.caps.release(address)
 
     async def _serve_client(websocket: WebSocket) -> None:
-        token = presented_token(websocket.headers, websocket.query_params)
-        try:
-            identity = client_auth.authenticate((token or "").encode())
-        except AuthError:
-            await refuse(websocket, RefusalReason.BAD_CLIENT_CREDENTIALS)
-            return
-        except Exception:
-            # A broken authenticator must fail closed, and loudly.
-            logger.exception("client authenticator failed")
-            await refuse(websocket, RefusalReason.BAD_CLIENT_CREDENTIALS)
-            return
-        if not coordinator.accepting:
-            await refuse(websocket, RefusalReason.SHUTTING_DOWN)
+        admitted = admit_client(websocket, coordinator, client_auth)
+        if isinstance(admitted, RefusalReason):
+            await refuse(websocket, admitted)
             return
         await websocket.accept()
-        subject = identity.value if verified_identities else None
+        subject = admitted.value if verified_identities else None
         await coordinator.serve_peer(websocket, "client", subject=subject)
 
 
@@ -196,16 +234,17 @@ def _add_http_routes(app: FastAPI, coordinator: Coordinator) -> None:
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
         """Readiness: started and not shutting down, so new peers are welcome."""
+        # Pages on other origins read it too (the browser SDK, after a failed upgrade).
+        headers = {**PUBLIC_CORS, "Cache-Control": "no-store"}
         if coordinator.ready:
-            return JSONResponse({"status": "ready"})
-        return JSONResponse({"status": "not ready"}, status_code=503)
+            return JSONResponse({"status": "ready"}, headers=headers)
+        return JSONResponse({"status": "not ready"}, status_code=503, headers=headers)
 
     @app.get("/ice-servers")
     async def ice_servers() -> JSONResponse:
         """STUN/TURN servers for clients, TURN credentials included (clients need them)."""
         body = [server.to_json() for server in coordinator.config.ice_servers]
-        headers = {"Access-Control-Allow-Origin": "*", "Cache-Control": "no-store"}
-        return JSONResponse(body, headers=headers)
+        return JSONResponse(body, headers={**PUBLIC_CORS, "Cache-Control": "no-store"})
 
     @app.get("/status")
     async def status() -> Status:

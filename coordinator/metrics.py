@@ -70,7 +70,7 @@ class CoordinatorCollector:
         yield counter(
             SERVICE,
             "connections_refused_total",
-            "WebSocket upgrades refused (HTTP 403), by reason.",
+            "WebSocket upgrades refused (HTTP 4xx or 503, see coordinator.refusals), by reason.",
             [((reason,), value) for reason, value in counters.connections_refused.items()],
             ("reason",),
         )

@@ -366,7 +366,7 @@ async def test_client_connections_are_capped_per_address_and_in_total() -> None:
         await coord.client()
         with pytest.raises(InvalidStatus) as refused:
             await coord.client()
-        assert refused.value.response.status_code == 403
+        assert refused.value.response.status_code == 429  # "not now", not "bad credentials"
         refusals = coord.coordinator.counters.connections_refused
         assert refusals[RefusalReason.TOO_MANY_FROM_ADDRESS] == 1
 

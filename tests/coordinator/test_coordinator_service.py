@@ -295,7 +295,7 @@ async def test_without_secret_any_server_is_accepted(coord: RunningCoordinator) 
 async def test_discover_requires_a_server_role(
     coord: RunningCoordinator, query: dict[str, str]
 ) -> None:
-    assert await _refused_status(coord, "/discover", query=query) == 403
+    assert await _refused_status(coord, "/discover", query=query) == 400
     assert coord.coordinator.counters.connections_refused[RefusalReason.BAD_ROLE] == 1
     assert coord.coordinator.registry.server_count == 0
 
@@ -332,7 +332,7 @@ async def test_healthz_and_readyz(coord: RunningCoordinator) -> None:
     coord.coordinator.begin_shutdown()
     assert (await coord.get("/readyz")).status_code == 503
     assert (await coord.get("/healthz")).status_code == 200
-    assert await _refused_status(coord, "/connect") == 403
+    assert await _refused_status(coord, "/connect") == 503  # "not now": clients retry
     refused = coord.coordinator.counters.connections_refused
     assert refused[RefusalReason.SHUTTING_DOWN] == 1
 

@@ -38,7 +38,7 @@ class Report:
     mode: str
     opened: int = 0
     refused: int = 0
-    """WebSocket upgrades answered with an HTTP error (403)."""
+    """WebSocket upgrades answered with an HTTP error (403; 429 or 503 over a cap)."""
     failed: int = 0
     """Connections that could not even be opened."""
     closed_by_server: int = 0

@@ -19,6 +19,19 @@ class AuthenticationError(BrokerError):
     """The coordinator or the comm server refused the credentials."""
 
 
+class CoordinatorUnavailableError(BrokerError):
+    """The coordinator said "not now": it is shutting down or at a connection cap.
+
+    Unlike :class:`AuthenticationError` this passes: try again later (a
+    reconnecting client does, with backoff). ``status`` is the HTTP status of
+    the refusal (503, or 429 over the per-address cap).
+    """
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class ConnectTimeoutError(BrokerError):
     """The session was not established in time."""
 

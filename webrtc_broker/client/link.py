@@ -26,6 +26,7 @@ from webrtc_broker.client.errors import (
     AuthenticationError,
     BrokerError,
     ClosedError,
+    CoordinatorUnavailableError,
     NoServerAvailableError,
     ServerFullError,
 )
@@ -88,6 +89,29 @@ async def fetch_ice_servers(url: str) -> list[IceServer]:
         return []
 
 
+CREDENTIALS_REFUSED = frozenset({401, 403})
+NOT_NOW = frozenset({429, 503})
+"""Statuses of a coordinator that will take the connection later (see coordinator.refusals)."""
+
+
+def coordinator_refusal(status: int, body: bytes | bytearray | None) -> BrokerError:
+    """The error for a coordinator that answered the upgrade with HTTP ``status``.
+
+    Only refused credentials are final; any other refusal may pass, and the
+    reconnect loop retries everything but :class:`AuthenticationError`.
+    """
+    # The body names the coordinator's reason (shutting_down, ...); a proxy's may be a page.
+    reason = bytes(body or b"")[:64].decode(errors="replace").strip()
+    detail = f"HTTP {status}: {reason}" if reason.isidentifier() else f"HTTP {status}"
+    if status in CREDENTIALS_REFUSED:
+        return AuthenticationError(f"the coordinator refused the credentials ({detail})")
+    if status in NOT_NOW:
+        return CoordinatorUnavailableError(
+            f"the coordinator cannot take the connection now ({detail})", status
+        )
+    return BrokerError(f"the coordinator refused the connection ({detail})")
+
+
 class Link:
     """A coordinator WebSocket and the session with the server it pointed us to."""
 
@@ -143,9 +167,7 @@ class Link:
         try:
             ws = await connect(endpoint, max_size=1024 * 1024)
         except InvalidStatus as exc:
-            if exc.response.status_code in (401, 403):
-                raise AuthenticationError("the coordinator refused the credentials") from exc
-            raise BrokerError(f"coordinator answered HTTP {exc.response.status_code}") from exc
+            raise coordinator_refusal(exc.response.status_code, exc.response.body) from exc
         except (OSError, WebSocketException) as exc:
             raise BrokerError(f"cannot reach the coordinator at {url}: {exc}") from exc
         try:

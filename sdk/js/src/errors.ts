@@ -36,6 +36,22 @@ export class AuthenticationError extends BrokerError {
   }
 }
 
+/**
+ * The coordinator said "not now": it is shutting down or at a connection cap.
+ * Unlike {@link AuthenticationError} this passes: try again later (a
+ * reconnecting client does, with backoff). `status` is the HTTP status of the
+ * refusal (503, or 429 over the per-address cap).
+ */
+export class CoordinatorUnavailableError extends BrokerError {
+  readonly status: number;
+
+  constructor(message: string, status: number) {
+    super(message);
+    this.name = "CoordinatorUnavailableError";
+    this.status = status;
+  }
+}
+
 /** The session was not established in time. */
 export class ConnectTimeoutError extends BrokerError {
   constructor(message: string) {

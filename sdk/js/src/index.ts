@@ -26,6 +26,7 @@ export {
   BrokerError,
   ClosedError,
   ConnectTimeoutError,
+  CoordinatorUnavailableError,
   DisconnectedError,
   MessageTooLargeError,
   NoServerAvailableError,

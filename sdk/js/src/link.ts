@@ -11,6 +11,7 @@ import {
   BrokerError,
   ClosedError,
   ConnectTimeoutError,
+  CoordinatorUnavailableError,
   NoServerAvailableError,
   ServerFullError,
 } from "./errors.js";
@@ -403,13 +404,12 @@ export async function withinTimeout<T>(
 
 /**
  * Opens the coordinator WebSocket. Browsers hide why an upgrade failed, so
- * after a failure the coordinator's `/readyz` tells an unreachable or
- * draining coordinator from one that refused these credentials (HTTP 403).
+ * after a failure the SDK asks the coordinator (see {@link diagnoseRefusal}).
  */
 async function openCoordinator(base: string, credentials: Uint8Array): Promise<WebSocket> {
   const token = utf8Decoder.decode(credentials);
-  const url = `${base}/connect${token ? `?token=${encodeURIComponent(token)}` : ""}`;
-  const ws = new WebSocket(url);
+  const query = token ? `?token=${encodeURIComponent(token)}` : "";
+  const ws = new WebSocket(`${base}/connect${query}`);
   ws.binaryType = "arraybuffer";
   const opened = await new Promise<boolean>((resolve) => {
     ws.addEventListener("open", () => resolve(true), { once: true });
@@ -418,15 +418,54 @@ async function openCoordinator(base: string, credentials: Uint8Array): Promise<W
   if (opened) {
     return ws;
   }
-  throw await diagnoseRefusal(base.replace(/^ws/, "http"));
+  throw await diagnoseRefusal(base.replace(/^ws/, "http"), query);
 }
 
-async function diagnoseRefusal(httpBase: string): Promise<BrokerError> {
+/**
+ * The error for a coordinator that answered an upgrade (or its admission
+ * check) with HTTP `status`, if that status is a refusal. Only refused
+ * credentials are final; "not now" passes, and the reconnect loop retries it.
+ */
+function coordinatorRefusal(status: number, reason: string): BrokerError | undefined {
+  const detail = /^[a-z_]{1,64}$/.test(reason) ? `HTTP ${status}: ${reason}` : `HTTP ${status}`;
+  if (status === 401 || status === 403) {
+    return new AuthenticationError(`the coordinator refused the credentials (${detail})`);
+  }
+  if (status === 429 || status === 503) {
+    return new CoordinatorUnavailableError(
+      `the coordinator cannot take the connection now (${detail})`,
+      status,
+    );
+  }
+  return undefined;
+}
+
+/**
+ * Why `/connect` failed. The coordinator answers `GET /connect` with the
+ * same query with the status the upgrade got (readable from any origin):
+ * 403 for refused credentials, 503 or 429 for "not now". A coordinator
+ * without that check is asked `/readyz`: 503 means it is draining, another
+ * answer (even an opaque cross-origin one) that it refused the credentials,
+ * no answer that it cannot be reached.
+ */
+async function diagnoseRefusal(httpBase: string, query: string): Promise<BrokerError> {
+  try {
+    const check = await fetch(`${httpBase}/connect${query}`, { cache: "no-store" });
+    const refusal = coordinatorRefusal(check.status, (await check.text()).trim());
+    if (refusal !== undefined) {
+      return refusal;
+    }
+    if (check.ok) {
+      return new BrokerError("the coordinator admits this client now, but the WebSocket failed");
+    }
+  } catch {
+    // Unreachable, or a coordinator without the check (no CORS headers on a 404).
+  }
   const refused = new AuthenticationError("the coordinator refused the credentials");
   try {
     const response = await fetch(`${httpBase}/readyz`, { cache: "no-store" });
     if (response.status === 503) {
-      return new BrokerError("the coordinator is shutting down");
+      return new CoordinatorUnavailableError("the coordinator is shutting down", 503);
     }
     return refused;
   } catch {

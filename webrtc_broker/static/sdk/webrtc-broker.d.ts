@@ -296,6 +296,16 @@ export declare class ServerFullError extends BrokerError {
 export declare class AuthenticationError extends BrokerError {
 	constructor(message: string);
 }
+/**
+ * The coordinator said "not now": it is shutting down or at a connection cap.
+ * Unlike {@link AuthenticationError} this passes: try again later (a
+ * reconnecting client does, with backoff). `status` is the HTTP status of the
+ * refusal (503, or 429 over the per-address cap).
+ */
+export declare class CoordinatorUnavailableError extends BrokerError {
+	readonly status: number;
+	constructor(message: string, status: number);
+}
 /** The session was not established in time. */
 export declare class ConnectTimeoutError extends BrokerError {
 	constructor(message: string);

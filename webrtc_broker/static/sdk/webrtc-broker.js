@@ -25,6 +25,14 @@ var AuthenticationError = class extends BrokerError {
     this.name = "AuthenticationError";
   }
 };
+var CoordinatorUnavailableError = class extends BrokerError {
+  status;
+  constructor(message, status) {
+    super(message);
+    this.name = "CoordinatorUnavailableError";
+    this.status = status;
+  }
+};
 var ConnectTimeoutError = class extends BrokerError {
   constructor(message) {
     super(message);
@@ -4228,8 +4236,8 @@ async function withinTimeout(timeoutMs, work) {
 }
 async function openCoordinator(base, credentials) {
   const token = utf8Decoder.decode(credentials);
-  const url = `${base}/connect${token ? `?token=${encodeURIComponent(token)}` : ""}`;
-  const ws = new WebSocket(url);
+  const query = token ? `?token=${encodeURIComponent(token)}` : "";
+  const ws = new WebSocket(`${base}/connect${query}`);
   ws.binaryType = "arraybuffer";
   const opened = await new Promise((resolve) => {
     ws.addEventListener("open", () => resolve(true), { once: true });
@@ -4238,14 +4246,38 @@ async function openCoordinator(base, credentials) {
   if (opened) {
     return ws;
   }
-  throw await diagnoseRefusal(base.replace(/^ws/, "http"));
+  throw await diagnoseRefusal(base.replace(/^ws/, "http"), query);
 }
-async function diagnoseRefusal(httpBase) {
+function coordinatorRefusal(status, reason) {
+  const detail = /^[a-z_]{1,64}$/.test(reason) ? `HTTP ${status}: ${reason}` : `HTTP ${status}`;
+  if (status === 401 || status === 403) {
+    return new AuthenticationError(`the coordinator refused the credentials (${detail})`);
+  }
+  if (status === 429 || status === 503) {
+    return new CoordinatorUnavailableError(
+      `the coordinator cannot take the connection now (${detail})`,
+      status
+    );
+  }
+  return void 0;
+}
+async function diagnoseRefusal(httpBase, query) {
+  try {
+    const check = await fetch(`${httpBase}/connect${query}`, { cache: "no-store" });
+    const refusal = coordinatorRefusal(check.status, (await check.text()).trim());
+    if (refusal !== void 0) {
+      return refusal;
+    }
+    if (check.ok) {
+      return new BrokerError("the coordinator admits this client now, but the WebSocket failed");
+    }
+  } catch {
+  }
   const refused = new AuthenticationError("the coordinator refused the credentials");
   try {
     const response = await fetch(`${httpBase}/readyz`, { cache: "no-store" });
     if (response.status === 503) {
-      return new BrokerError("the coordinator is shutting down");
+      return new CoordinatorUnavailableError("the coordinator is shutting down", 503);
     }
     return refused;
   } catch {
@@ -4820,6 +4852,7 @@ export {
   Capability,
   ClosedError,
   ConnectTimeoutError,
+  CoordinatorUnavailableError,
   DisconnectedError,
   MAX_FRAME_BYTES,
   MessageTooLargeError,
