@@ -55,6 +55,8 @@ OUTAGE = 1.0
 SERVERS = ("s1", "s2", "s3")
 PROXIED = ("s1", "s2")
 """Servers whose coordinator link goes through a proxy that can cut it."""
+REGISTER_WAIT = 15.0
+"""How long a cut waits for its server to be registered (reconnects back off up to 10 s)."""
 CLIENT_TIMEOUT = "30"
 """Seconds a silent client lives (10 by default): long enough for a frozen consumer's
 reliable queue to overflow under the bulk stream, so that the server closes it as a
@@ -147,6 +149,8 @@ class Tally:
     churn_failures: Counter[str] = field(default_factory=Counter)
     churn_errors: dict[str, str] = field(default_factory=dict)
     """One message of each kind of churn failure."""
+    aliases_kept = False
+    """Whether every server registered again under the alias it started with."""
 
     def churn_failed(self, step: str, exc: Exception) -> None:
         kind = f"{step}: {type(exc).__name__}"
@@ -275,6 +279,13 @@ async def frozen_consumers(
             await process.wait()
 
 
+def registered(cluster: Cluster, name: str) -> Callable[[], Awaitable[bool]]:
+    async def probe() -> bool:
+        return bool((await cluster.server_status(name))["registered"])
+
+    return probe
+
+
 async def restart_coordinator(cluster: Cluster) -> None:
     assert cluster.coordinator is not None
     await cluster.stop(cluster.coordinator, kill=True)
@@ -313,6 +324,8 @@ async def test_combined_faults_lose_no_reliable_message(cluster: Cluster, tmp_pa
             stream.sessions = (stream.publisher.session, stream.subscriber.session)
 
         tally = await soak(cluster, proxies, streams, aliases, tmp_path)
+        after = {name: await cluster.alias_of(name) for name in SERVERS}
+        tally.aliases_kept = after == aliases
         report(cluster, streams, tally, aliases, await server_counters(cluster))
 
         intact = [stream for stream in streams if not stream.lived()]
@@ -351,9 +364,18 @@ async def soak(
 
     def cut(*names: str) -> Callable[[], Awaitable[str]]:
         async def inject() -> str:
+            # A cut while the server is still away (backing off after a coordinator
+            # restart) would cut nothing: wait for its link to be up first.
+            unregistered = []
+            for name in names:
+                try:
+                    await eventually(registered(cluster, name), timeout=REGISTER_WAIT)
+                except AssertionError:
+                    unregistered.append(name)
             for name in names:
                 proxies[name].cut()
-            return f"cut {'+'.join(names)} coordinator link"
+            away = f", {'+'.join(unregistered)} not registered" if unregistered else ""
+            return f"cut {'+'.join(names)} coordinator link{away}"
 
         return inject
 
@@ -478,6 +500,10 @@ def report(
         f"stream client reconnects: {reconnects}; churn: {tally.churn_sessions} sessions "
         f"(connect, subscribe, publish 3, close), failed attempts: "
         f"{dict(tally.churn_failures)} e.g. {tally.churn_errors}"
+    )
+    lines.append(
+        "servers (registrations, server sessions ever established, client sessions closed"
+        f" by reason, drops); aliases kept: {'yes' if tally.aliases_kept else 'NO'}"
     )
     for name, counters in servers.items():
         lines.append(f"  {name}: {counters}")
