@@ -58,6 +58,7 @@ RESOURCES: dict[tuple[str, str], ResourceType] = {
         ("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets"),
         ("monitoring.coreos.com/v1", "ServiceMonitor", "servicemonitors"),
         ("v1", "Event", "events"),
+        ("v1", "Secret", "secrets"),  # create only: the generated server secret
         (API_VERSION, KIND, PLURAL),
     ]
 }

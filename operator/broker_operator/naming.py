@@ -20,6 +20,7 @@ COORDINATOR_PORT = 9090
 COORDINATOR = "coordinator"
 COMMSERVER = "commserver"
 HUB = "hub"
+SERVER_SECRET = "server-secret"
 Component = str
 
 
@@ -46,6 +47,12 @@ class ClusterRef:
     @property
     def service_monitor(self) -> str:
         return self.name
+
+    @property
+    def server_secret(self) -> str:
+        """The Secret holding the server secret the operator generates (see
+        :mod:`broker_operator.manifests.secret`)."""
+        return self.object_name(SERVER_SECRET)
 
     def coordinator_url(self) -> str:
         """What comm servers dial: the Service's short name resolves in the namespace."""

@@ -39,6 +39,7 @@ from broker_operator.autoscaler import Recommendation, decide, read_load
 from broker_operator.conditions import Observed, Problem, compute_status
 from broker_operator.kube import ApiError, KubeClient
 from broker_operator.manifests import Manifest, ObjectKey, desired_objects, key_of, optional_objects
+from broker_operator.manifests.secret import generated_secret, uses_generated_secret
 from broker_operator.metrics import OperatorStats
 from broker_operator.naming import (
     COMMSERVER,
@@ -119,6 +120,8 @@ class Reconciler:
         self.clock = clock
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._history: dict[tuple[str, str], tuple[Recommendation, ...]] = {}
+        self._secret_made: dict[tuple[str, str], str] = {}
+        """The uid of each resource whose generated server secret exists (no need to ask)."""
 
     def retain(self, existing: set[tuple[str, str]]) -> None:
         """Forget every resource not in ``existing`` (``(namespace, name)`` pairs)."""
@@ -130,6 +133,7 @@ class Reconciler:
         """Drop what is kept in memory about a deleted resource."""
         self._locks.pop((namespace, name), None)
         self._history.pop((namespace, name), None)
+        self._secret_made.pop((namespace, name), None)
         self.stats.forget(namespace, name)
 
     async def reconcile(self, body: Mapping[str, Any], *, autoscale: bool = False) -> Outcome:
@@ -220,6 +224,10 @@ class Reconciler:
         self, ref: ClusterRef, spec: BrokerClusterSpec, notes: list[Note]
     ) -> list[str]:
         changes: list[str] = []
+        # First: the pods of every workload read it.
+        made = await self._ensure_server_secret(ref, spec)
+        if made:
+            changes.append(made)
         wanted = desired_objects(ref, spec)
         for manifest in wanted:
             change = await self._apply(ref, manifest, notes)
@@ -267,6 +275,30 @@ class Reconciler:
         await self.client.merge_patch(key, patch)
         self.stats.applied["updated"] += 1
         return f"updated {key}"
+
+    async def _ensure_server_secret(self, ref: ClusterRef, spec: BrokerClusterSpec) -> str | None:
+        """Create the generated server secret if the spec names none and it is missing.
+
+        Create-only (the operator may not read Secrets): a conflict means it
+        exists already. It is never patched, so its value never changes.
+        """
+        if not uses_generated_secret(spec):
+            return None
+        if self._secret_made.get((ref.namespace, ref.name)) == ref.uid:
+            return None
+        try:
+            await self.client.create(generated_secret(ref))
+        except ApiError as exc:
+            if not exc.conflict:
+                raise
+            created = False
+        else:
+            created = True
+        self._secret_made[(ref.namespace, ref.name)] = ref.uid
+        if not created:
+            return None
+        self.stats.applied["created"] += 1
+        return f"created Secret {ref.namespace}/{ref.server_secret}"
 
     async def _delete_if_owned(self, ref: ClusterRef, key: ObjectKey) -> bool:
         try:

@@ -257,7 +257,9 @@ def test_rbac_is_least_privilege() -> None:
         for verb in rule["verbs"]
     }
     assert not any(verb in ("*", "escalate", "bind", "impersonate") for _, _, verb in granted)
-    assert not any(resource in ("secrets", "pods", "*") for _, resource, _ in granted)
+    assert not any(resource in ("pods", "*") for _, resource, _ in granted)
+    # Secrets: only created (the generated server secret), never read, changed or deleted.
+    assert {verb for _, resource, verb in granted if resource == "secrets"} == {"create"}
     assert ("", "services", "delete") not in granted
     for needed in [
         ("webrtc-broker.io", "brokerclusters", "watch"),
@@ -267,6 +269,7 @@ def test_rbac_is_least_privilege() -> None:
         ("apps", "statefulsets", "delete"),
         ("policy", "poddisruptionbudgets", "patch"),
         ("", "events", "create"),
+        ("", "secrets", "create"),
     ]:
         assert needed in granted
 

@@ -426,7 +426,8 @@ async def test_metrics_and_health_endpoints(
     assert health.status_code == 200
     text = metrics.text
     assert 'webrtc_broker_operator_reconciles_total{result="ok"}' in text
-    assert 'webrtc_broker_operator_objects_applied_total{action="created"} 5.0' in text
+    # The five of OWNED and the generated server secret.
+    assert 'webrtc_broker_operator_objects_applied_total{action="created"} 6.0' in text
     assert 'webrtc_broker_operator_clusters{phase="Progressing"} 1.0' in text
     assert 'webrtc_broker_build_info{service="operator"' in text
 

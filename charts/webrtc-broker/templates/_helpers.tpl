@@ -126,4 +126,8 @@ characters (the operator derives "<name>-coordinator" and others from it).
 - apiGroups: [""]
   resources: [events]
   verbs: [create, patch]
+# The generated server secret: created once, never read back.
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [create]
 {{- end }}

@@ -42,7 +42,7 @@ def container(ref: ClusterRef, spec: BrokerClusterSpec, role: str) -> Manifest:
         pods.env_value(f"{PREFIX}BATCH_WINDOW", batch_window(servers.batch_window_milliseconds)),
         pods.env_value(f"{PREFIX}DRAIN_SECONDS", str(servers.drain_seconds)),
         pods.env_value(f"{PREFIX}LOG_LEVEL", servers.log_level),
-        *pods.server_secret_env(spec, f"{PREFIX}SERVER_SECRET"),
+        *pods.server_secret_env(ref, spec, f"{PREFIX}SERVER_SECRET"),
         *pods.client_auth_env(spec, PREFIX),
         *pods.ice_servers_env(spec, f"{PREFIX}ICE_SERVERS"),
     ]

@@ -22,7 +22,7 @@ def container(ref: ClusterRef, spec: BrokerClusterSpec) -> Manifest:
     env = [
         pods.env_value(f"{PREFIX}SELECTOR", spec.coordinator.selector),
         pods.env_value(f"{PREFIX}LOG_LEVEL", spec.coordinator.log_level),
-        *pods.server_secret_env(spec, f"{PREFIX}SERVER_SECRET"),
+        *pods.server_secret_env(ref, spec, f"{PREFIX}SERVER_SECRET"),
         *pods.client_auth_env(spec, PREFIX),
         *pods.ice_servers_env(spec, f"{PREFIX}ICE_SERVERS"),
     ]

@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from broker_operator.manifests.secret import server_secret_source
+from broker_operator.naming import ClusterRef
 from broker_operator.spec import BrokerClusterSpec, IceServerSpec
 
 Manifest = dict[str, Any]
@@ -77,11 +79,14 @@ def env_secret(name: str, secret: str, key: str) -> Manifest:
     return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
 
 
-def server_secret_env(spec: BrokerClusterSpec, variable: str) -> list[Manifest]:
-    ref = spec.auth.secret_ref
-    if spec.auth.mode != "SharedSecret" or ref is None:
-        return []
-    return [env_secret(variable, ref.name, ref.key)]
+def server_secret_env(ref: ClusterRef, spec: BrokerClusterSpec, variable: str) -> list[Manifest]:
+    """The server secret from its Secret: the user's, or the one the operator generates.
+
+    Always set: without it anyone who reaches the coordinator could register
+    as a comm server, and the services refuse client authentication without it.
+    """
+    name, key = server_secret_source(ref, spec)
+    return [env_secret(variable, name, key)]
 
 
 def client_auth_env(spec: BrokerClusterSpec, prefix: str) -> list[Manifest]:
