@@ -15,7 +15,9 @@ from typing import Any
 import pytest
 
 from broker_operator.cli import operator as operator_command
+from broker_operator.manifests import desired_objects
 from broker_operator.naming import ClusterRef
+from broker_operator.spec import parse_spec
 from tests.helm.chart import CHART, NAMESPACE, VALUES_ALL, find, notes, render
 from tests.operator.support import DEPLOY, load_yaml
 from webrtc_broker.cli import main as main_command
@@ -228,6 +230,24 @@ def test_client_auth_is_passed_to_the_broker_cluster() -> None:
         "secretRef": {"name": "client-tokens", "key": "jwt"},
     }
     assert find(render(), "BrokerCluster")["spec"]["auth"]["clients"] == {"mode": "None"}
+
+
+def test_a_release_without_a_server_secret_gets_a_generated_one() -> None:
+    """The chart names no Secret by default; its operator may create the one it generates,
+    and the pods of the release's BrokerCluster read it."""
+    defaults = render()
+    cluster = find(defaults, "BrokerCluster")
+    assert cluster["spec"]["auth"].get("mode", "None") == "None"
+    assert "secretRef" not in cluster["spec"]["auth"]
+    rules = find(defaults, "ClusterRole")["rules"]
+    assert {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]} in rules
+    ref = ClusterRef(cluster["metadata"]["name"], NAMESPACE, "uid")
+    workloads = desired_objects(ref, parse_spec(ref.name, cluster["spec"]))
+    for workload in workloads:
+        if workload["kind"] in ("Deployment", "StatefulSet"):
+            env = {e["name"]: e for e in container(workload)["env"]}
+            (secret,) = [e for name, e in env.items() if name.endswith("_SERVER_SECRET")]
+            assert secret["valueFrom"]["secretKeyRef"]["name"] == ref.server_secret
 
 
 def test_notes_tell_how_to_reach_the_coordinator_and_the_demo_page() -> None:
