@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from commserver.server import CommServer
 from coordinator.counters import RefusalReason
 from tests.coordinator.harness import RunningCoordinator, TestPeer, running_coordinator, wait_until
+from webrtc_broker.config import CommServerConfig
 from webrtc_broker.wire import broker_pb2 as pb
 from webrtc_broker.wire.aliases import SERVER_ALIASES, random_server_alias
 
@@ -67,3 +72,23 @@ async def test_servers_that_propose_nothing_get_an_alias_as_before() -> None:
     async with running_coordinator() as coord:
         plain = await coord.comm_server()
         assert plain.alias not in SERVER_ALIASES and plain.alias > 0
+
+
+async def test_a_comm_server_whose_alias_is_taken_proposes_another() -> None:
+    async with running_coordinator() as coord:
+        taken = random_server_alias()
+        await server(coord, taken, "somebody-else")
+        cs = CommServer(CommServerConfig(name="s1", coordinator_url=f"ws://127.0.0.1:{coord.port}"))
+        cs.own_alias = taken
+        cs.link._query["alias"] = str(taken)
+        task = asyncio.create_task(cs.run())
+        try:
+            await wait_until(lambda: cs.alias != 0)
+            assert cs.alias != taken and cs.alias == cs.own_alias
+            assert cs.alias in SERVER_ALIASES
+            refused = coord.coordinator.counters.connections_refused
+            assert refused[RefusalReason.ALIAS_TAKEN] == 1
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
