@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 import time
@@ -35,8 +36,8 @@ from tests.support import ROOT, Cluster, eventually
 MB = 1024 * 1024
 RSS_BOUND = 10 * MB
 """Growth of the server's RSS allowed from the end of the warm-up to the end of the churn."""
-ROUNDS = 5
-"""Rounds after the warm-up round."""
+ROUNDS = int(os.environ.get("CHURN_ROUNDS", "5"))
+"""Rounds after the warm-up round (``CHURN_ROUNDS=15`` for a longer run by hand)."""
 CLEAN, KILLED, FROZEN = 40, 30, 30
 """Sessions per round ended by a close, by SIGKILL and by SIGSTOP (100 per round)."""
 CLIENT_TIMEOUT = 2.0
