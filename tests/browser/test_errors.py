@@ -81,9 +81,13 @@ async def test_credentials_the_coordinator_refuses(
     cluster: Cluster, browser: Browser, page_host: PageHost, console: ConsoleLog
 ) -> None:
     await cluster.start_coordinator(
-        "--allow", "alice", module="tests.browser.allowlist_coordinator"
+        "--allow",
+        "alice",
+        "--server-secret",
+        "s3cret",
+        module="tests.browser.allowlist_coordinator",
     )
-    await cluster.start_server("s1")
+    await cluster.start_server("s1", "--server-secret", "s3cret")
     # The demo page, served by the coordinator itself.
     mallory = await open_demo(browser, cluster, console, "mallory")
     assert await page_error(mallory) == (

@@ -14,6 +14,7 @@ import httpx
 import pytest
 from websockets.exceptions import InvalidStatus
 
+from coordinator import create_app
 from coordinator.counters import RefusalReason
 from coordinator.refusals import REFUSAL_STATUS
 from tests.coordinator.harness import RunningCoordinator, make_config, running_coordinator
@@ -32,6 +33,11 @@ class Letmein:
         if credentials != b"letmein":
             raise AuthError("bad token")
         return Identity(b"user")
+
+
+def test_an_authenticator_without_a_server_secret_is_refused() -> None:
+    with pytest.raises(ValueError, match="needs a server secret"):
+        create_app(make_config(), authenticator=Letmein())
 
 
 def test_every_reason_has_a_status_and_only_credentials_get_403() -> None:
@@ -91,7 +97,7 @@ async def test_the_total_cap_is_a_503() -> None:
 
 
 async def test_the_admission_check_answers_what_the_upgrade_would_get() -> None:
-    config = make_config(max_clients_per_address=1)
+    config = make_config(server_secret="s3cret", max_clients_per_address=1)
     async with running_coordinator(config, authenticator=Letmein()) as coord:
         ok = await _check(coord, "letmein")
         assert ok.status_code == 204

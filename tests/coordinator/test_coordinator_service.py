@@ -308,7 +308,8 @@ class TokenAuthenticator:
 
 
 async def test_client_authenticator_is_consulted() -> None:
-    async with running_coordinator(authenticator=TokenAuthenticator()) as coord:
+    config = make_config(server_secret="s3cret")
+    async with running_coordinator(config, authenticator=TokenAuthenticator()) as coord:
         assert await _refused_status(coord, "/connect") == 403
         assert await _refused_status(coord, "/connect", query={"token": "wrong"}) == 403
         refused = coord.coordinator.counters.connections_refused
