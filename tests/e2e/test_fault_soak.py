@@ -233,11 +233,20 @@ async def frozen_consumers(
 ) -> AsyncIterator[Callable[[list[str]], Awaitable[str]]]:
     """A function that starts a ``webrtc-broker client`` on ``topics``, waits until it
     prints a stream message, freezes it (``SIGSTOP``) and names its server (``names``
-    maps aliases to names); every one is killed on exit."""
+    maps aliases to names); every one is killed on exit.
+
+    Each call first thaws (``SIGCONT``) the consumer frozen before: one whose server
+    has closed it by then comes back through the coordinator and subscribes again
+    elsewhere, one still in session reads its whole backlog at once.
+    """
     processes: list[asyncio.subprocess.Process] = []
     counter = itertools.count()
 
     async def start_frozen(topics: list[str]) -> str:
+        thawed = ""
+        if processes and processes[-1].returncode is None:
+            processes[-1].send_signal(signal.SIGCONT)
+            thawed = "previous one thawed, "
         for _attempt in range(5):
             output = workdir / f"frozen-{next(counter)}.out"
             with output.open("wb") as out:
@@ -264,7 +273,7 @@ async def frozen_consumers(
                 process.send_signal(signal.SIGSTOP)
                 found = CONSUMER_LINE.search(printed(output))
                 alias = int(found.group(1)) if found else 0
-                return names.get(alias, f"an unknown server ({alias})")
+                return thawed + names.get(alias, f"an unknown server ({alias})")
             # It could not connect (no server registered yet, after a restart): again.
             await asyncio.sleep(0.5)
         raise AssertionError("no frozen consumer could be started")
@@ -388,7 +397,7 @@ async def soak(
         async with frozen_consumers(cluster, workdir, names) as start_frozen:
 
             async def freeze() -> str:
-                return f"consumer frozen on {await start_frozen(topics)}"
+                return f"consumer frozen: {await start_frozen(topics)}"
 
             schedule = itertools.cycle(
                 [cut("s1"), freeze, coordinator, cut("s2"), coordinator, cut("s1", "s2")]
