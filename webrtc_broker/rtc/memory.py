@@ -32,11 +32,12 @@ most ``max_interval`` apart, because spacing them by their duration alone
 feeds back (a late collection finds more garbage, takes longer and waits
 longer still: in a 1,500-session churn, 1% with no cap let RSS climb from
 100 to 139 MB within four rounds of 100 sessions; 2% capped at 5 s kept it
-at 94-100 MB throughout). What was
-allocated at start-up (modules, classes, configuration; some 66,000 objects)
-is moved out of the collector's sight first with :func:`gc.freeze`, so a
-collection on an idle server costs microseconds instead of ~35 ms; CPython's
-own collections profit from that too.
+at 94-100 MB throughout).
+
+What was allocated at start-up (modules, classes, configuration; some 66,000
+objects) is moved out of the collector's sight first with :func:`gc.freeze`,
+so a collection on an idle server costs microseconds instead of ~35 ms;
+CPython's own collections profit from that too.
 
 Closed sessions are tracked by weak reference: one still alive after a
 collection is either finishing its teardown or kept by a reference that
@@ -200,9 +201,9 @@ class MemoryReclaimer:
 
     ``delay`` lets a burst of closes (and aiortc's teardown of each) finish
     before the collection; a collection that took ``d`` seconds is followed by
-    the next no sooner than ``d / duty``, and that clamped between
-    ``min_interval`` and ``max_interval``. A closed session
-    still alive after a collection is retried up to ``retries`` times.
+    the next no sooner than ``d / duty``, clamped between ``min_interval`` and
+    ``max_interval``. A closed session still alive after a collection is
+    retried up to ``retries`` times.
     """
 
     def __init__(
