@@ -46,7 +46,7 @@ from hypothesis import strategies as st
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import WebSocketException
 
-from tests.fuzz.live import SERVER_SECRET, World, report_line, wait_quiet
+from tests.fuzz.live import SERVER_SECRET, World, report_line
 from tests.fuzz.mutations import Mutation, fuzz_settings, mutate, mutations_strategy
 from tests.rawpeer import RawPeer
 from webrtc_broker.rtc import Session
@@ -56,13 +56,19 @@ from webrtc_broker.wire.codec import encode_batch
 from webrtc_broker.wire.subscription import subscription_frame
 
 EXAMPLES = int(os.environ.get("WEBRTC_BROKER_FUZZ_EXAMPLES", "0"))
-SIGNALLING_EXAMPLES = EXAMPLES or 36
-SESSION_EXAMPLES = EXAMPLES or 24
+SIGNALLING_EXAMPLES = EXAMPLES or 16
+SESSION_EXAMPLES = EXAMPLES or 12
 EXAMPLE_TIMEOUT = 90.0
-OFFER_WAIT = 3.0
+OFFER_WAIT = 2.0
 """Seconds an attacker waits for a server's offer to a CONNECT it sent."""
 
-pytestmark = pytest.mark.timeout(120 + 4 * (SIGNALLING_EXAMPLES + SESSION_EXAMPLES))
+pytestmark = [
+    pytest.mark.timeout(120 + 4 * (SIGNALLING_EXAMPLES + SESSION_EXAMPLES)),
+    # The broker's clients run on the world's loop thread while hypothesis draws
+    # examples, and aiortc uses the global random module there: hypothesis sees
+    # its state change under it and warns, though nothing here draws from it.
+    pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisDeprecationWarning"),
+]
 
 
 # -- real descriptions and candidates to start from -------------------------
@@ -181,10 +187,11 @@ def candidate_payload(variant: str, real: bytes, extra: bytes) -> bytes:
 
 # -- the signalling attacker --------------------------------------------------
 
-TARGETS = ("server0", "server0", "server1", "server1", "self", "pair", "unknown", "zero")
+TARGETS = ("server0", "server0", "server0", "server1", "server1", "self", "pair", "unknown", "zero")
 DESCRIPTIONS = (
     "real",
     "genuine",
+    "genuine_trickle",
     "swapped",
     "echo",
     "echo_as_answer",
@@ -222,8 +229,11 @@ class Act(NamedTuple):
     ``kind`` is a frame type to send (``connect``, ``offer``, ``answer``,
     ``candidate``, ``refused``, ``ping``, ``raw``, ``text``) or a move
     (``await_offer``: wait for the target's offer to a CONNECT we sent;
-    ``reconnect``: a new coordinator connection; ``sleep``). ``mutations``
-    are applied to the encoded frame; it is sent ``repeat`` times.
+    ``handshake``: CONNECT, then that;
+    ``reconnect``: a new coordinator connection; ``flood``: ``repeat``
+    frames of the kind ``variant`` names, from a second connection;
+    ``sleep``). ``mutations`` are applied to the encoded frame; it is sent
+    ``repeat`` times.
     """
 
     kind: str
@@ -302,12 +312,35 @@ class SignallingAttacker:
             await self.open()
         elif act.kind == "await_offer":
             await self.await_offer(to)
+        elif act.kind == "handshake":
+            await self.perform(act._replace(kind="connect", variant="plain", repeat=1))
+            await self.await_offer(to)
+        elif act.kind == "flood":
+            plain = {"refused": "server_full", "connect": "plain"}.get(act.variant, "real")
+            flood = act._replace(kind=act.variant, variant=plain, mutations=())
+            await self.from_side(await self.frame(flood, to), act.repeat)
+        elif act.variant == "oversize":  # closes its connection (1009): use a second one
+            await self.from_side(await self.frame(act, to), 1)
         else:
             frame = await self.frame(act, to)
             if act.kind == "connect":
                 self.connects[to] = self.connects.get(to, 0) + act.repeat
             for _ in range(act.repeat):
                 await self.send(frame)
+
+    async def from_side(self, frame: bytes | str, count: int) -> None:
+        """Send ``frame`` ``count`` times from a second connection of ours, then close it.
+
+        A flood spends a connection's signalling budget, and a message above the
+        size limit closes it: from a side connection, the main one keeps both its
+        budget and its sessions for the rest of the plan.
+        """
+        async with connect(f"{self.world.url}/connect", proxy=None) as ws:
+            await ws.recv()  # WELCOME
+            with contextlib.suppress(WebSocketException):
+                for _ in range(count):
+                    await ws.send(frame)
+                    self.sent += 1
 
     async def send(self, frame: bytes | str) -> None:
         assert self.ws is not None
@@ -380,13 +413,17 @@ class SignallingAttacker:
         last = self.offers.get(to, [])
         if variant == "real":
             return own
-        if variant == "genuine" and last:
+        if variant.startswith("genuine") and last:
             session = Session(on_frame=_ignore)
             self.sessions.append(session)
-            with contextlib.suppress(Exception):
-                return await session.accept_offer(last[-1])
-            return own
-        if variant == "genuine":
+            try:
+                answer = await session.accept_offer(last[-1])
+            except Exception:
+                return own
+            if variant == "genuine_trickle":  # as browsers answer: candidates will follow
+                return _without_end_of_candidates(answer)
+            return answer
+        if variant.startswith("genuine"):
             return own
         if variant == "swapped":
             return _json({"type": other, "sdp": json.loads(own)["sdp"]})
@@ -409,6 +446,13 @@ class SignallingAttacker:
         return _json({"type": kind, "sdp": "v=0\r\n" + "a=x\r\n" * (size // 5)})
 
 
+def _without_end_of_candidates(description: bytes) -> bytes:
+    value = json.loads(description)
+    lines = value["sdp"].split("\r\n")
+    value["sdp"] = "\r\n".join(line for line in lines if line != "a=end-of-candidates")
+    return _json(value)
+
+
 def _is(data: bytes, kind: int) -> bool:
     try:
         return frame_type(data) == kind
@@ -417,7 +461,7 @@ def _is(data: bytes, kind: int) -> bool:
 
 
 _mutations = st.one_of(st.just(()), mutations_strategy.map(tuple))
-_repeats = st.sampled_from((1, 1, 1, 1, 2, 3, 40, 150))
+_repeats = st.sampled_from((1, 1, 1, 1, 1, 2, 3, 10))
 
 
 def _acts(kind: str, variants: tuple[str, ...]) -> st.SearchStrategy[Act]:
@@ -432,12 +476,14 @@ def _acts(kind: str, variants: tuple[str, ...]) -> st.SearchStrategy[Act]:
     )
 
 
-_await_offer = st.sampled_from(TARGETS[:4]).map(lambda target: Act("await_offer", target))
+_servers = st.sampled_from(TARGETS[:5])
+_await_offer = _servers.map(lambda target: Act("await_offer", target))
+_handshake = _servers.map(lambda target: Act("handshake", target))
 signalling_acts: st.SearchStrategy[Act] = st.one_of(
     # A session must be asked for and offered before most frames mean anything to it.
     _acts("connect", ("plain", "spoofed")),
-    _acts("connect", ("plain",)),
-    _await_offer,
+    _handshake,
+    _handshake,
     _await_offer,
     _acts("answer", DESCRIPTIONS),
     _acts("answer", DESCRIPTIONS),
@@ -448,6 +494,15 @@ signalling_acts: st.SearchStrategy[Act] = st.one_of(
     _acts("raw", ("real",)),
     _acts("text", ("real",)),
     st.sampled_from((Act("sleep"), Act("reconnect"))),
+    st.builds(
+        Act,
+        kind=st.just("flood"),
+        target=st.sampled_from(TARGETS),
+        variant=st.sampled_from(("offer", "connect", "candidate", "answer", "refused")),
+        mutations=st.just(()),
+        repeat=st.sampled_from((40, 150, 400)),
+        extra=st.just(b""),
+    ),
 )
 
 
@@ -467,12 +522,15 @@ async def signalling_case(world: World, templates: Templates, plan: list[Act]) -
         for act in plan:
             await attacker.perform(act)
         await verify(world)  # while the attacker is still connected
-    finally:
+    except BaseException:
         await attacker.close()
+        await world.recover()
+        raise
+    await attacker.close()
     return attacker.sent
 
 
-CONNECTED = [Act("connect"), Act("await_offer")]
+CONNECTED = [Act("handshake")]
 
 
 @settings(fuzz_settings, max_examples=SIGNALLING_EXAMPLES)
@@ -494,8 +552,22 @@ CONNECTED = [Act("connect"), Act("await_offer")]
         Act("candidate"),
     ]
 )
+# Found by this fuzzer: each .local (mDNS) candidate for a session whose answer did not
+# end its candidates (browsers trickle theirs) makes aioice resolve the name, for up to
+# 1 s, inside the comm server's coordinator-link reader, until the session closes
+# (establish timeout, 15 s). 11 of them stall all of that server's signalling for 11 s:
+# fresh clients time out (the SDK passes over a server that has not answered within
+# 10 s), while established sessions are unaffected.
+@example(
+    plan=[
+        *CONNECTED,
+        Act("answer", variant="genuine_trickle"),
+        Act("candidate", variant="mdns", repeat=11),
+    ]
+).xfail(raises=AssertionError, reason="mDNS candidates stall the comm server's signalling")
 # An offer flood at a server alias, then a message above the coordinator's limit.
 @example(plan=[Act("offer", repeat=150), Act("offer", target="server1", variant="oversize")])
+@example(plan=[Act("flood", variant="connect", repeat=400), *CONNECTED, Act("answer")])
 def _signalling_examples(world: World, templates: Templates, tally: Tally, plan: list[Act]) -> None:
     tally.cases += 1
     tally.frames += world.run(signalling_case(world, templates, plan), EXAMPLE_TIMEOUT)
@@ -507,8 +579,6 @@ def test_hostile_signalling(
     tally = Tally()
     with logs_on_failure(world):
         _signalling_examples(world, templates, tally)
-        world.run(wait_quiet(world), 60)
-        world.run(verify(world), EXAMPLE_TIMEOUT)
     summarize(request, world, "signalling", tally)
 
 
@@ -778,15 +848,18 @@ async def session_case(world: World, server: int, steps: list[Step]) -> int:
         for step in steps:
             await case.perform(step)
         await verify(world)
-    finally:
+    except BaseException:
         await attacker.close()
+        await world.recover()
+        raise
+    await attacker.close()
     return case.sent
 
 
 @settings(fuzz_settings, max_examples=SESSION_EXAMPLES)
 @given(
     server=st.integers(0, 1),
-    auth_first=st.booleans(),
+    auth_first=st.sampled_from((True, True, True, False)),
     steps=st.lists(session_steps, max_size=25),
 )
 # The issue's first finding: a working session, then its answer again.
@@ -843,8 +916,6 @@ def test_hostile_session(world: World, request: pytest.FixtureRequest) -> None:
     tally = Tally()
     with logs_on_failure(world):
         _session_examples(world, tally)
-        world.run(wait_quiet(world), 60)
-        world.run(verify(world), EXAMPLE_TIMEOUT)
     summarize(request, world, "session order", tally)
 
 
