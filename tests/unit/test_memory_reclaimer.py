@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
+from collections.abc import Callable
 
+from tests.support import eventually
 from webrtc_broker.rtc.memory import MemoryReclaimer, MemoryReport, live_objects
 
 
@@ -27,8 +29,21 @@ def close_all(reclaimer: MemoryReclaimer, nodes: list[Node]) -> None:
 
 
 def fast(*, delay: float = 0.01, min_interval: float = 0.0, retries: int = 3) -> MemoryReclaimer:
-    """A collection of the test process's heap takes ~0.1 s: no duty-cycle spacing here."""
-    return MemoryReclaimer(delay=delay, min_interval=min_interval, duty=1.0, retries=retries)
+    """A collection of the test process's heap takes ~0.1 s or more on a busy machine:
+    no duty-cycle spacing here, only what the test sets."""
+    return MemoryReclaimer(delay=delay, min_interval=min_interval, duty=1000.0, retries=retries)
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    async def probe() -> bool:
+        return condition()
+
+    await eventually(probe, timeout=10.0, interval=0.01)
+
+
+def idle(reclaimer: MemoryReclaimer, runs: int) -> Callable[[], bool]:
+    """``runs`` collections done and none due."""
+    return lambda: reclaimer.stats.runs >= runs and not reclaimer.stats.scheduled
 
 
 async def test_a_burst_of_closes_costs_one_collection() -> None:
@@ -39,9 +54,9 @@ async def test_a_burst_of_closes_costs_one_collection() -> None:
         close_all(reclaimer, cycles(20))
         assert live_objects([Node])["Node"] == 20, "cyclic garbage waits for a collection"
         assert reclaimer.stats.scheduled
-        await asyncio.sleep(0.2)
+        await until(idle(reclaimer, 1))
+        await asyncio.sleep(0.1)
         assert reclaimer.stats.runs == 1
-        assert not reclaimer.stats.scheduled
         assert live_objects([Node]) == {"Node": 0}
         assert reclaimer.stats.collected >= 20
         assert reclaimer.stats.lingering == 0
@@ -51,16 +66,15 @@ async def test_a_burst_of_closes_costs_one_collection() -> None:
 
 
 async def test_collections_are_spaced_by_min_interval() -> None:
-    reclaimer = fast(min_interval=0.5)
+    loop = asyncio.get_running_loop()
+    reclaimer = fast(min_interval=1.0)
     try:
         reclaimer.closed(Node())
-        await asyncio.sleep(0.1)
-        assert reclaimer.stats.runs == 1
+        await until(idle(reclaimer, 1))
+        first = loop.time()
         reclaimer.closed(Node())
-        await asyncio.sleep(0.1)
-        assert reclaimer.stats.runs == 1, "the next collection waits for min_interval"
-        await asyncio.sleep(0.5)
-        assert reclaimer.stats.runs == 2
+        await until(idle(reclaimer, 2))
+        assert loop.time() - first >= 0.9, "the next collection waits for min_interval"
     finally:
         reclaimer.close()
 
@@ -70,13 +84,13 @@ async def test_a_closed_session_still_referenced_is_retried_then_reported() -> N
     kept = Node()
     try:
         reclaimer.closed(kept)
-        await asyncio.sleep(1.0)
+        await until(idle(reclaimer, 3))
+        await asyncio.sleep(0.1)
         assert reclaimer.stats.runs == 3, "one collection and two retries, then it stops"
         assert reclaimer.stats.lingering == 1
-        assert not reclaimer.stats.scheduled
         del kept
         reclaimer.closed(Node())  # a new close looks again
-        await asyncio.sleep(0.5)
+        await until(idle(reclaimer, 4))
         assert reclaimer.stats.lingering == 0
     finally:
         reclaimer.close()
