@@ -6,7 +6,7 @@ SDK    := sdk/js
 NODE_STAMP := $(SDK)/node_modules/.package-lock.json
 SUDO   := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: run test lint unit proto clean sdk sdk-check chromium deps-system
+.PHONY: run test lint unit proto clean sdk sdk-check chromium deps-system k8s-build k8s-up k8s-down
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -56,6 +56,20 @@ deps-system:
 		$(SUDO) apt-get update && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive \
 			apt-get install -y --no-install-recommends prometheus; }
+
+# A real Kubernetes control plane on 127.0.0.1 (etcd, kube-apiserver,
+# kube-controller-manager, kube-scheduler; tests/k8s/). Built with Go from
+# pinned module versions into ~/.cache/webrtc-broker (once per machine: many
+# minutes); state and kubeconfig in .cache/k8s. `make k8s-up` then
+# `export KUBECONFIG=$$PWD/.cache/k8s/kubeconfig`; the tests reuse a running one.
+k8s-build: $(STAMP)
+	$(PY) -m tests.k8s.build build
+
+k8s-up: $(STAMP)
+	$(PY) -m tests.k8s.cluster up
+
+k8s-down: $(STAMP)
+	$(PY) -m tests.k8s.cluster down
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache $(SDK)/node_modules $(SDK)/src/gen

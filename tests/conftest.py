@@ -9,6 +9,9 @@ import pytest
 
 from tests.support import Cluster
 
+# The real Kubernetes control plane (`control_plane`), built and cached by tests/k8s.
+pytest_plugins = ["tests.k8s.fixtures"]
+
 
 @pytest.fixture
 async def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Cluster]:

@@ -182,24 +182,30 @@ def _go(args: list[str], *, progress_total: int = 0, timeout: float = 3600) -> s
     )
     errors: list[str] = []
     started = time.monotonic()
+    done = [0]
+    finished = threading.Event()
 
     def read_stderr() -> None:
         assert process.stderr is not None
-        done = 0
-        last = started
         for line in process.stderr:
             # `go build -v` names each package it compiles, one a line.
             if progress_total and re.fullmatch(r"[\w./~-]+", line.strip()):
-                done += 1
-                now = time.monotonic()
-                if now - last >= 30:
-                    last = now
-                    _say(f"  compiled {done}/{progress_total} packages, {now - started:.0f} s")
+                done[0] += 1
             else:
                 errors.append(line)
 
+    def report() -> None:
+        while not finished.wait(30):
+            elapsed = time.monotonic() - started
+            if done[0] >= progress_total:
+                _say(f"  linking, {elapsed:.0f} s")
+            else:
+                _say(f"  compiled {done[0]}/{progress_total} packages, {elapsed:.0f} s")
+
     reader = threading.Thread(target=read_stderr, daemon=True)
     reader.start()
+    if progress_total:
+        threading.Thread(target=report, daemon=True).start()
     assert process.stdout is not None
     try:
         output = process.stdout.read()
@@ -207,6 +213,8 @@ def _go(args: list[str], *, progress_total: int = 0, timeout: float = 3600) -> s
     except BaseException:
         process.kill()
         raise
+    finally:
+        finished.set()
     reader.join()
     if process.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed ({process.returncode}):\n{''.join(errors)}")

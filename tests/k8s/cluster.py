@@ -1,0 +1,589 @@
+"""A local Kubernetes control plane on 127.0.0.1, from the executable ``build.py`` makes.
+
+etcd, kube-apiserver, kube-controller-manager and kube-scheduler run as
+background processes of one checkout, with their state, certificates, logs
+and kubeconfig in ``.cache/k8s/`` (git-ignored):
+
+- a CA, the API server's serving certificate, client certificates for the
+  admin (group ``system:masters``), the controller manager and the scheduler;
+- a service-account signing key, so the TokenRequest API issues tokens
+  (:meth:`ControlPlane.service_account_token`);
+- authorization ``Node,RBAC``: a ServiceAccount may do only what its roles
+  grant;
+- etcd on plain HTTP, reachable on loopback only; ports are free ones picked
+  at start and recorded in ``state.json``, so clones of the repository on the
+  same machine can each run one;
+- Services get addresses in 198.18.0.0/24 (inside 198.18.0.0/15, addresses
+  for benchmarking that no real network uses); there is no node yet, so pods
+  stay Pending.
+
+Command line (``python -m tests.k8s.cluster``, behind ``make k8s-up`` and
+``make k8s-down``)::
+
+    up      build the executable unless cached, start, wait for /readyz
+    down    stop every process and remove .cache/k8s/
+    status  say whether it runs (exit 1 if not)
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import datetime
+import ipaddress
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from tests.k8s import build
+from tests.support import ROOT, free_port
+
+STATE_DIR = ROOT / ".cache" / "k8s"
+SERVICE_CIDR = "198.18.0.0/24"
+SERVICE_ISSUER = "https://kubernetes.default.svc.cluster.local"
+START_TIMEOUT = 180.0
+
+
+def _key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _pem_cert(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _name(common: str, organization: str | None = None) -> x509.Name:
+    parts = [x509.NameAttribute(NameOID.COMMON_NAME, common)]
+    if organization is not None:
+        parts.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
+    return x509.Name(parts)
+
+
+@dataclass
+class _Issuer:
+    key: ec.EllipticCurvePrivateKey
+    cert: x509.Certificate
+
+    def sign(
+        self,
+        subject: x509.Name,
+        key: ec.EllipticCurvePrivateKey,
+        *,
+        server_names: list[str] | None = None,
+    ) -> x509.Certificate:
+        now = datetime.datetime.now(datetime.UTC)
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(self.cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=False,
+                    crl_sign=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+        )
+        if server_names is None:
+            usage = [ExtendedKeyUsageOID.CLIENT_AUTH]
+        else:
+            usage = [ExtendedKeyUsageOID.SERVER_AUTH]
+            names: list[x509.GeneralName] = []
+            for entry in server_names:
+                try:
+                    names.append(x509.IPAddress(ipaddress.ip_address(entry)))
+                except ValueError:
+                    names.append(x509.DNSName(entry))
+            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+        builder = builder.add_extension(x509.ExtendedKeyUsage(usage), critical=False)
+        return builder.sign(self.key, hashes.SHA256())
+
+
+def _new_ca() -> _Issuer:
+    key = _key()
+    subject = _name("webrtc-broker-test-ca")
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    return _Issuer(key, cert)
+
+
+def _service_ip(cidr: str) -> str:
+    """The first address of the Service range: the ``kubernetes`` Service's."""
+    return str(next(ipaddress.ip_network(cidr).hosts()))
+
+
+@dataclass
+class Ports:
+    etcd_client: int = field(default_factory=free_port)
+    etcd_peer: int = field(default_factory=free_port)
+    apiserver: int = field(default_factory=free_port)
+    controller_manager: int = field(default_factory=free_port)
+    scheduler: int = field(default_factory=free_port)
+
+
+@dataclass
+class ControlPlane:
+    """The control plane of one checkout, with its files under ``state_dir``."""
+
+    state_dir: Path = STATE_DIR
+
+    @property
+    def pki(self) -> Path:
+        return self.state_dir / "pki"
+
+    @property
+    def kubeconfig(self) -> Path:
+        """The admin's kubeconfig (client certificate in group ``system:masters``)."""
+        return self.state_dir / "kubeconfig"
+
+    @property
+    def state_file(self) -> Path:
+        return self.state_dir / "state.json"
+
+    def log(self, component: str) -> Path:
+        return self.state_dir / "logs" / f"{component}.log"
+
+    def logs(self, tail: int = 4000) -> str:
+        """The end of every component's log, for a failure report."""
+        parts = []
+        for path in sorted((self.state_dir / "logs").glob("*.log")):
+            parts.append(f"--- {path.name} ---\n{path.read_text(errors='replace')[-tail:]}")
+        return "\n".join(parts)
+
+    # --- state -------------------------------------------------------------
+
+    def _state(self) -> dict[str, Any] | None:
+        try:
+            state: dict[str, Any] = json.loads(self.state_file.read_text())
+        except (OSError, ValueError):
+            return None
+        return state
+
+    @property
+    def server(self) -> str:
+        state = self._state()
+        if state is None:
+            raise RuntimeError(f"no control plane runs from {self.state_dir}")
+        return f"https://127.0.0.1:{state['ports']['apiserver']}"
+
+    def _pids(self) -> dict[str, int]:
+        state = self._state()
+        return {} if state is None else {k: int(v) for k, v in state["pids"].items()}
+
+    def _alive(self, pid: int, binary: str) -> bool:
+        """Whether ``pid`` is still a process of ``binary`` (not a reused pid)."""
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return False
+        return bool(command) and command[0].decode(errors="replace") == binary
+
+    def running(self) -> bool:
+        """Whether every component of a started control plane is alive and /readyz answers."""
+        state = self._state()
+        if state is None:
+            return False
+        if not all(self._alive(pid, state["binary"]) for pid in self._pids().values()):
+            return False
+        with contextlib.suppress(httpx.HTTPError), self.client() as http:
+            return http.get("/readyz").status_code == 200
+        return False
+
+    # --- clients -----------------------------------------------------------
+
+    def client(self, token: str | None = None, timeout: float = 10.0) -> httpx.Client:
+        """An HTTP client of the API server: the admin's, or one bearing ``token``."""
+        verify = str(self.pki / "ca.crt")
+        if token is not None:
+            return httpx.Client(
+                base_url=self.server,
+                verify=verify,
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=timeout,
+            )
+        return httpx.Client(
+            base_url=self.server,
+            verify=verify,
+            cert=(str(self.pki / "admin.crt"), str(self.pki / "admin.key")),
+            timeout=timeout,
+        )
+
+    def service_account_token(
+        self, namespace: str, name: str, *, seconds: int = 3600, create: bool = True
+    ) -> str:
+        """A token of ServiceAccount ``namespace/name`` from the TokenRequest API.
+
+        With ``create``, the namespace and the ServiceAccount are created when missing.
+        """
+        with self.client() as http:
+            if create:
+                for path, body in (
+                    ("/api/v1/namespaces", {"metadata": {"name": namespace}}),
+                    (
+                        f"/api/v1/namespaces/{namespace}/serviceaccounts",
+                        {"metadata": {"name": name}},
+                    ),
+                ):
+                    answer = http.post(path, json=body)
+                    if answer.status_code not in (201, 409):
+                        answer.raise_for_status()
+            answer = http.post(
+                f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token",
+                json={
+                    "apiVersion": "authentication.k8s.io/v1",
+                    "kind": "TokenRequest",
+                    "spec": {"expirationSeconds": seconds},
+                },
+            )
+            answer.raise_for_status()
+            return str(answer.json()["status"]["token"])
+
+    def write_token_kubeconfig(self, path: Path, token: str, user: str = "token") -> Path:
+        """A kubeconfig for this API server authenticating with a bearer token."""
+        path.write_text(yaml.safe_dump(self._kubeconfig(user, {"token": token})))
+        return path
+
+    # --- start and stop ----------------------------------------------------
+
+    def _kubeconfig(self, user: str, credentials: dict[str, str]) -> dict[str, Any]:
+        ca = base64.b64encode((self.pki / "ca.crt").read_bytes()).decode()
+        return {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "local",
+                    "cluster": {"server": self.server, "certificate-authority-data": ca},
+                }
+            ],
+            "users": [{"name": user, "user": credentials}],
+            "contexts": [{"name": user, "context": {"cluster": "local", "user": user}}],
+            "current-context": user,
+        }
+
+    def _cert_kubeconfig(self, user: str) -> Path:
+        path = self.state_dir / f"{user}.kubeconfig"
+        credentials = {
+            "client-certificate-data": base64.b64encode(
+                (self.pki / f"{user}.crt").read_bytes()
+            ).decode(),
+            "client-key-data": base64.b64encode((self.pki / f"{user}.key").read_bytes()).decode(),
+        }
+        path.write_text(yaml.safe_dump(self._kubeconfig(user, credentials)))
+        path.chmod(0o600)
+        return path
+
+    def _write_pki(self) -> None:
+        self.pki.mkdir(parents=True, exist_ok=True)
+        self.pki.chmod(0o700)
+        ca = _new_ca()
+        (self.pki / "ca.crt").write_bytes(_pem_cert(ca.cert))
+        (self.pki / "ca.key").write_bytes(_pem_key(ca.key))
+        server_names = [
+            "127.0.0.1",
+            _service_ip(SERVICE_CIDR),
+            "localhost",
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            "kubernetes.default.svc.cluster.local",
+        ]
+        clients = {
+            "admin": _name("admin", "system:masters"),
+            "controller-manager": _name("system:kube-controller-manager"),
+            "scheduler": _name("system:kube-scheduler"),
+        }
+        key = _key()
+        (self.pki / "apiserver.key").write_bytes(_pem_key(key))
+        cert = ca.sign(_name("kube-apiserver"), key, server_names=server_names)
+        (self.pki / "apiserver.crt").write_bytes(_pem_cert(cert))
+        for user, subject in clients.items():
+            key = _key()
+            (self.pki / f"{user}.key").write_bytes(_pem_key(key))
+            (self.pki / f"{user}.crt").write_bytes(_pem_cert(ca.sign(subject, key)))
+        signing = _key()
+        (self.pki / "sa.key").write_bytes(_pem_key(signing))
+        (self.pki / "sa.pub").write_bytes(
+            signing.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
+        for path in self.pki.iterdir():
+            path.chmod(0o600)
+
+    def _commands(self, binary: Path, ports: Ports) -> dict[str, list[str]]:
+        pki = self.pki
+        etcd_url = f"http://127.0.0.1:{ports.etcd_client}"
+        peer_url = f"http://127.0.0.1:{ports.etcd_peer}"
+        return {
+            "etcd": [
+                str(binary),
+                "etcd",
+                "--name=default",
+                f"--data-dir={self.state_dir / 'etcd'}",
+                f"--listen-client-urls={etcd_url}",
+                f"--advertise-client-urls={etcd_url}",
+                f"--listen-peer-urls={peer_url}",
+                f"--initial-advertise-peer-urls={peer_url}",
+                f"--initial-cluster=default={peer_url}",
+                "--unsafe-no-fsync=true",  # test data: durability is not wanted, speed is
+                "--log-level=warn",
+            ],
+            "kube-apiserver": [
+                str(binary),
+                "kube-apiserver",
+                f"--etcd-servers={etcd_url}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={ports.apiserver}",
+                f"--tls-cert-file={pki / 'apiserver.crt'}",
+                f"--tls-private-key-file={pki / 'apiserver.key'}",
+                f"--client-ca-file={pki / 'ca.crt'}",
+                "--authorization-mode=Node,RBAC",
+                "--anonymous-auth=false",
+                f"--service-account-issuer={SERVICE_ISSUER}",
+                f"--service-account-key-file={pki / 'sa.pub'}",
+                f"--service-account-signing-key-file={pki / 'sa.key'}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                # The `kubernetes` Service would list 127.0.0.1, which Endpoints refuse.
+                "--endpoint-reconciler-type=none",
+                "--allow-privileged=true",
+                "--profiling=false",
+                f"--cert-dir={self.state_dir / 'apiserver-certs'}",
+            ],
+            "kube-controller-manager": [
+                str(binary),
+                "kube-controller-manager",
+                f"--kubeconfig={self._cert_kubeconfig('controller-manager')}",
+                f"--authentication-kubeconfig={self.state_dir / 'controller-manager.kubeconfig'}",
+                f"--authorization-kubeconfig={self.state_dir / 'controller-manager.kubeconfig'}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={ports.controller_manager}",
+                f"--cert-dir={self.state_dir / 'controller-manager-certs'}",
+                "--leader-elect=false",
+                "--use-service-account-credentials=true",
+                f"--service-account-private-key-file={pki / 'sa.key'}",
+                f"--root-ca-file={pki / 'ca.crt'}",
+                f"--cluster-signing-cert-file={pki / 'ca.crt'}",
+                f"--cluster-signing-key-file={pki / 'ca.key'}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--profiling=false",
+            ],
+            "kube-scheduler": [
+                str(binary),
+                "kube-scheduler",
+                f"--kubeconfig={self._cert_kubeconfig('scheduler')}",
+                f"--authentication-kubeconfig={self.state_dir / 'scheduler.kubeconfig'}",
+                f"--authorization-kubeconfig={self.state_dir / 'scheduler.kubeconfig'}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={ports.scheduler}",
+                f"--cert-dir={self.state_dir / 'scheduler-certs'}",
+                "--leader-elect=false",
+                "--profiling=false",
+            ],
+        }
+
+    def _spawn(self, name: str, command: list[str]) -> int:
+        log = self.log(name)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("ab") as out:
+            process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # outlives `make k8s-up`; stopped by `down`
+                cwd=self.state_dir,
+            )
+        return process.pid
+
+    def _save(self, binary: Path, ports: Ports, pids: dict[str, int]) -> None:
+        state = {"binary": str(binary), "ports": asdict(ports), "pids": pids}
+        self.state_file.write_text(json.dumps(state, indent=2))
+
+    def _wait(self, name: str, probe: str, deadline: float, binary: Path, pid: int) -> None:
+        """Poll ``probe`` (a path on the API server, or a URL) until it answers 200."""
+        last = ""
+        while time.monotonic() < deadline:
+            if not self._alive(pid, str(binary)):
+                raise RuntimeError(f"{name} exited:\n{self.log(name).read_text()[-4000:]}")
+            try:
+                if probe.startswith("https://"):
+                    answer = httpx.get(probe, verify=False, timeout=2)
+                else:
+                    with self.client(timeout=2) as http:
+                        answer = http.get(probe)
+                if answer.status_code == 200:
+                    return
+                last = f"{answer.status_code} {answer.text[-600:]}"
+            except httpx.HTTPError as exc:
+                last = repr(exc)
+            time.sleep(0.2)
+        raise RuntimeError(f"{name} not ready within {START_TIMEOUT:.0f} s: {last}")
+
+    def up(self) -> float:
+        """Start the control plane (building its executable first if needed); seconds taken.
+
+        A control plane already running from ``state_dir`` is kept as it is.
+        """
+        if self.running():
+            return 0.0
+        self.down()
+        binary = build.build()
+        started = time.monotonic()
+        deadline = started + START_TIMEOUT
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._write_pki()
+        ports = Ports()
+        pids: dict[str, int] = {}
+        self._save(binary, ports, pids)  # `server` and `down` need them from now on
+        try:
+            commands = self._commands(binary, ports)
+            for name in ("etcd", "kube-apiserver"):
+                pids[name] = self._spawn(name, commands[name])
+                self._save(binary, ports, pids)
+            self._wait("kube-apiserver", "/readyz", deadline, binary, pids["kube-apiserver"])
+            admin = self._cert_kubeconfig("admin")
+            shutil.copyfile(admin, self.kubeconfig)
+            self.kubeconfig.chmod(0o600)
+            for name in ("kube-controller-manager", "kube-scheduler"):
+                pids[name] = self._spawn(name, commands[name])
+                self._save(binary, ports, pids)
+            probes = {
+                "kube-controller-manager": ports.controller_manager,
+                "kube-scheduler": ports.scheduler,
+            }
+            for name, port in probes.items():
+                url = f"https://127.0.0.1:{port}/healthz"
+                self._wait(name, url, deadline, binary, pids[name])
+        except BaseException:
+            print(self.logs(), file=sys.stderr)
+            self.down()
+            raise
+        return time.monotonic() - started
+
+    def down(self) -> None:
+        """Stop every process this control plane started and remove its state."""
+        state = self._state()
+        if state is not None:
+            binary = state["binary"]
+            pids = [pid for pid in reversed(self._pids().values()) if self._alive(pid, binary)]
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 15
+            while any(self._alive(pid, binary) for pid in pids) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            for pid in pids:
+                if self._alive(pid, binary):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(self.state_dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def running(state_dir: Path = STATE_DIR) -> Iterator[ControlPlane]:
+    """A running control plane: one already up is reused and left running; else one is
+    started here and stopped afterwards."""
+    plane = ControlPlane(state_dir)
+    if plane.running():
+        yield plane
+        return
+    plane.up()
+    try:
+        yield plane
+    finally:
+        plane.down()
+
+
+def main(argv: list[str]) -> int:
+    command = argv[0] if argv else "status"
+    plane = ControlPlane()
+    if command == "up":
+        was_running = plane.running()
+        try:
+            seconds = plane.up()
+        except build.GoUnavailable as exc:
+            print(f"cannot start the control plane: {exc}", file=sys.stderr)
+            return 3
+        if was_running:
+            print(f"already running at {plane.server}")
+        else:
+            print(f"control plane up at {plane.server} in {seconds:.1f} s")
+        print(f"export KUBECONFIG={plane.kubeconfig}")
+        return 0
+    if command == "down":
+        plane.down()
+        print("control plane stopped; .cache/k8s removed")
+        return 0
+    if command == "status":
+        if plane.running():
+            print(f"running at {plane.server}; KUBECONFIG={plane.kubeconfig}")
+            return 0
+        print("not running")
+        return 1
+    print(__doc__, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
