@@ -7,6 +7,7 @@ of a refused WebSocket upgrade.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from http import HTTPStatus
 
@@ -135,3 +136,21 @@ async def test_readyz_is_readable_from_any_origin() -> None:
         draining = await coord.get("/readyz")
         assert draining.status_code == 503
         assert draining.headers["access-control-allow-origin"] == "*"
+
+
+async def test_tokens_of_refused_peers_stay_out_of_logs(caplog: pytest.LogCaptureFixture) -> None:
+    config = make_config(server_secret="s3cret")
+    # INFO, as the CLI sets it (uvicorn's handshake debug lines are never on).
+    with caplog.at_level(logging.INFO):
+        async with running_coordinator(config, authenticator=Letmein()) as coord:
+            assert (await _check(coord, "checked-token")).status_code == 403
+            assert (await _refusal(coord, "/connect", {"token": "upgrade-token"}))[0] == 403
+    # What the coordinator's side logged (the test's own HTTP client logs its URLs).
+    served = "\n".join(
+        record.getMessage()
+        for record in caplog.records
+        if record.name.startswith(("coordinator", "uvicorn"))
+    )
+    assert "refused /connect connection: bad_client_credentials" in served
+    for token in ("checked-token", "upgrade-token"):
+        assert token not in served
