@@ -17,7 +17,7 @@ import asyncio
 
 from webrtc_broker.client import BrokerClient
 
-TIMEOUT = 30.0
+TIMEOUT = 60.0
 
 
 async def _open(url: str, server: int, *, close: bool) -> BrokerClient:
