@@ -24,6 +24,8 @@ from http import HTTPStatus
 
 from starlette.responses import PlainTextResponse, Response
 from starlette.websockets import WebSocket
+from uvicorn._types import ASGISendEvent
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from .counters import RefusalReason
 
@@ -55,3 +57,21 @@ def refusal_response(reason: RefusalReason, headers: Mapping[str, str] | None = 
 async def deny(websocket: WebSocket, reason: RefusalReason) -> None:
     """Answer ``websocket``'s upgrade with the status of ``reason``; it is never accepted."""
     await websocket.send_denial_response(refusal_response(reason))
+
+
+class DenyingWebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's default WebSocket protocol, with denial responses that end the handshake.
+
+    uvicorn 0.54's sans-I/O protocol sends a denial response but does not
+    count it as the end of the handshake, so each refusal also logged the
+    error "ASGI callable returned without completing handshake": 3,000
+    refused upgrades wrote 3,000 ERROR lines, and a connection flood became a
+    log flood. The handshake is over once the response's last part is sent.
+    """
+
+    async def send(self, message: ASGISendEvent) -> None:
+        await super().send(message)
+        if message["type"] == "websocket.http.response.body" and not message.get(
+            "more_body", False
+        ):
+            self.handshake_complete = True

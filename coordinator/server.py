@@ -24,6 +24,7 @@ from .app import create_app
 from .core import Coordinator
 from .counters import TimeoutPhase
 from .handshake import handshake_limited
+from .refusals import DenyingWebSocketProtocol
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ def build_server(
     uvicorn_config = uvicorn.Config(
         app,
         http=handshake_limited(config.handshake_timeout, count_handshake_timeout),
+        ws=DenyingWebSocketProtocol,  # refusals are HTTP responses that say why
         host=config.host,
         port=config.port,
         lifespan="on",

@@ -7,6 +7,7 @@ of a refused WebSocket upgrade.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from http import HTTPStatus
@@ -18,7 +19,12 @@ from websockets.exceptions import InvalidStatus
 from coordinator import create_app
 from coordinator.counters import RefusalReason
 from coordinator.refusals import REFUSAL_STATUS
-from tests.coordinator.harness import RunningCoordinator, make_config, running_coordinator
+from tests.coordinator.harness import (
+    RunningCoordinator,
+    make_config,
+    running_coordinator,
+    wait_until,
+)
 from webrtc_broker.auth import AuthError, Identity
 
 CREDENTIALS = {RefusalReason.BAD_CLIENT_CREDENTIALS, RefusalReason.BAD_SERVER_SECRET}
@@ -154,3 +160,22 @@ async def test_tokens_of_refused_peers_stay_out_of_logs(caplog: pytest.LogCaptur
     assert "refused /connect connection: bad_client_credentials" in served
     for token in ("checked-token", "upgrade-token"):
         assert token not in served
+
+
+async def test_refusals_log_no_errors(caplog: pytest.LogCaptureFixture) -> None:
+    """A flood of refused upgrades must not become a flood of ERROR lines."""
+    with caplog.at_level(logging.WARNING):
+        async with running_coordinator(make_config(max_clients=1)) as coord:
+            await coord.client()
+            for _ in range(20):
+                assert (await _refusal(coord, "/connect"))[0] == 503
+            await wait_until(
+                lambda: (
+                    coord.coordinator.counters.connections_refused[
+                        RefusalReason.TOO_MANY_CONNECTIONS
+                    ]
+                    == 20
+                )
+            )
+            await asyncio.sleep(0.1)  # uvicorn logs once the app has returned
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
