@@ -332,7 +332,7 @@ class CommServer:
             elif kind == pb.CONNECT:
                 self._connect_requested(decode_as(data, pb.ConnectMessage))
             elif kind in (pb.WEBRTC_OFFER, pb.WEBRTC_ANSWER, pb.WEBRTC_ICE_CANDIDATE):
-                await self._webrtc(kind, decode_as(data, pb.WebRtcMessage))
+                self._webrtc(kind, decode_as(data, pb.WebRtcMessage))
             elif kind == pb.CONNECTION_REFUSED:
                 await self._refused(decode_as(data, pb.ConnectionRefusedMessage))
         except (FrameError, SignalingError) as exc:
@@ -439,7 +439,7 @@ class CommServer:
             ).SerializeToString()
         )
 
-    async def _webrtc(self, kind: pb.MessageType.ValueType, message: pb.WebRtcMessage) -> None:
+    def _webrtc(self, kind: pb.MessageType.ValueType, message: pb.WebRtcMessage) -> None:
         """Apply an offer, answer or candidate if the session's state takes it.
 
         A signal the state does not take (a second answer, an answer to a
@@ -456,18 +456,24 @@ class CommServer:
             self.stats.drops["signalling_wrong_state"] += 1
             self.stats.refused_signals[(peer.state, signal)] += 1
             return
+        # Applying a description or a candidate can wait (aiortc resolves a .local
+        # candidate by mDNS, for up to a second): never in this reader, which every
+        # session's signalling goes through. The waits cost their own session only.
         if signal is Signal.CANDIDATE:
-            await self._candidate(peer, message.data)
+            self._spawn(self._candidate(peer, message.data), f"candidate-{peer.alias}")
         elif signal is Signal.ANSWER:
             peer.move(PeerState.CONNECTING)  # first: a second answer is now refused
-            try:
-                await peer.session.accept_answer(message.data)
-            except Exception as exc:
-                self.stats.drops["bad_signalling"] += 1
-                self._close_peer(peer, CloseReason.BAD_SIGNALLING, f"answer: {exc!r}"[:200])
+            self._spawn(self._apply_answer(peer, message.data), f"apply-answer-{peer.alias}")
         else:
             peer.move(PeerState.ANSWERING)
             self._spawn(self._answer(peer, message.data), f"answer-{peer.alias}")
+
+    async def _apply_answer(self, peer: Peer, answer: bytes) -> None:
+        try:
+            await peer.session.accept_answer(answer)
+        except Exception as exc:
+            self.stats.drops["bad_signalling"] += 1
+            self._close_peer(peer, CloseReason.BAD_SIGNALLING, f"answer: {exc!r}"[:200])
 
     async def _candidate(self, peer: Peer, data: bytes) -> None:
         try:

@@ -133,7 +133,7 @@ async def test_a_broken_answer_costs_only_its_session(
     await offer_to(sent, CLIENT)
     peer = cs.peers[CLIENT]
     await signal(cs, pb.WEBRTC_ANSWER, CLIENT, answer)
-    assert peer.state is PeerState.CLOSED
+    await until(lambda: peer.state is PeerState.CLOSED)  # applied beside the reader
     assert peer.close_reason is CloseReason.BAD_SIGNALLING
     assert cs.stats.drops["bad_signalling"] == 1
     await until(lambda: CLIENT not in cs.peers)
@@ -152,7 +152,7 @@ async def test_candidates_have_a_budget_per_session(
     await signal(cs, pb.WEBRTC_ICE_CANDIDATE, CLIENT, b"x" * (MAX_CANDIDATE_BYTES + 1))
     for _ in range(20):
         await signal(cs, pb.WEBRTC_ICE_CANDIDATE, CLIENT, CANDIDATE)
-    assert cs.stats.drops["candidates_over_budget"] == 1 + 12
+    await until(lambda: cs.stats.drops["candidates_over_budget"] == 1 + 12)
     assert len(cs.peers[CLIENT].session._held_candidates) == 8
     assert cs.peers[CLIENT].state is PeerState.AWAITING_ANSWER
 
@@ -211,7 +211,7 @@ async def test_a_broken_candidate_held_before_the_answer_does_not_fail_the_answe
     try:
         await signal(cs, pb.WEBRTC_ANSWER, CLIENT, answer)
         assert state_of(peer) is PeerState.CONNECTING
-        assert peer.session.candidates_refused == 2
+        await until(lambda: peer.session.candidates_refused == 2)
         await until(peer.session.opened.done)
         assert not peer.session.opened.exception()
     finally:
