@@ -15,9 +15,12 @@ Then, phase after phase of ``seconds`` each:
 
 For each phase it reports the pair's one-way latency (p50, p95, p99) over
 the messages *sent* during the phase, how many of those arrived, what the
-attacker sent, and what the broker refused meanwhile: the changes of the
-coordinator's drop, refusal and timeout counters and of the servers' drop
-and failed-session counters. Between phases it waits (``settle``) for the
+attacker sent, the CPU the attacked server (and the whole machine) used, and
+what the broker refused meanwhile: the changes of the coordinator's drop,
+refusal and timeout counters and of the servers' drop and failed-session
+counters. Everything runs on one machine, so a busy machine (other work, or
+the attacker's own CPU) shows in the latencies; the machine column says how
+busy it was. Between phases it waits (``settle``) for the
 sessions an attack left half open to expire, so one attack's leftovers are
 not billed to the next.
 """
@@ -40,6 +43,7 @@ from webrtc_broker.bench.attacker import ATTACKS
 from webrtc_broker.bench.latency import LatencyHistogram
 from webrtc_broker.bench.localcluster import ClusterHandle, fetch_json, http_base, local_cluster
 from webrtc_broker.bench.payload import HEADER_SIZE, decode_body, encode_body
+from webrtc_broker.bench.sampling import cpu_seconds, machine_busy_seconds
 from webrtc_broker.client import BrokerClient, BrokerError, ClosedError
 from webrtc_broker.cluster import spawn, stop
 
@@ -91,6 +95,9 @@ class Phase:
     """Counter changes during the phase, ``"<where> <counter>"`` -> increase."""
     attacker: dict[str, Any] | None = None
     """The attacker's own report (frames sent, connections, ...)."""
+    cpu_percent: dict[str, float | None] = field(default_factory=dict)
+    """CPU over the phase, in percent of one core: ``coordinator``, ``server1`` (the one
+    attacked), ``server2``, ``attacker``, and ``machine`` (every process, all cores)."""
 
 
 @dataclass
@@ -255,6 +262,30 @@ async def settle(cluster: ClusterHandle, longest: float) -> None:
 # -- running the phases -----------------------------------------------------------
 
 
+class CpuWindow:
+    """CPU seconds of the cluster's processes (and the machine) over one phase."""
+
+    def __init__(self, pids: dict[str, int | None]) -> None:
+        self.pids = pids
+        self.started = time.monotonic()
+        self.machine = machine_busy_seconds()
+        self.before = {role: _cpu(pid) for role, pid in pids.items()}
+
+    def percent(self) -> dict[str, float | None]:
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        result: dict[str, float | None] = {}
+        for role, pid in self.pids.items():
+            before, after = self.before[role], _cpu(pid)
+            used = None if before is None or after is None else after - before
+            result[role] = None if used is None else round(100 * used / elapsed, 1)
+        result["machine"] = round(100 * (machine_busy_seconds() - self.machine) / elapsed, 1)
+        return result
+
+
+def _cpu(pid: int | None) -> float | None:
+    return None if pid is None else cpu_seconds(pid)
+
+
 class AttackerProcess:
     """``python -m webrtc_broker.bench.attacker`` for one phase."""
 
@@ -301,9 +332,16 @@ async def run_phase(
         processes.append(attacker.process)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(attacker.started(), ATTACKER_START)
+    pids = {
+        "coordinator": cluster.coordinator_pid,
+        **{f"server{i + 1}": server.pid for i, server in enumerate(cluster.servers)},
+        "attacker": attacker.process.pid if attacker is not None else None,
+    }
+    cpu = CpuWindow(pids)
     start = time.time()
     await asyncio.sleep(options.seconds)
     end = time.time()
+    cpu_percent = cpu.percent()
     if attacker is not None:
         try:
             report = await asyncio.wait_for(attacker.report(), ATTACKER_EXIT)
@@ -324,6 +362,7 @@ async def run_phase(
         max_ms=_ms(histogram.maximum if histogram.count else None),
         refused=increase(before, after),
         attacker=report,
+        cpu_percent=cpu_percent,
     )
     await settle(cluster, options.settle)
     return phase
@@ -408,13 +447,17 @@ def table(phases: list[Phase]) -> list[str]:
     """The report: one row per phase."""
     lines = [
         f"{'attack':<20} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'max ms':>7} "
-        f"{'delivered/sent':>15} {'attack frames':>13}  refused (counter increases)"
+        f"{'delivered/sent':>15} {'attack frames':>13} {'CPU % server1':>13} "
+        f"{'machine':>7}  refused (counter increases)"
     ]
     for phase in phases:
         frames = "-" if phase.attacker is None else str(phase.attacker.get("frames", "?"))
+        cpu = phase.cpu_percent
         lines.append(
             f"{phase.attack:<20} {_cell(phase.p50_ms):>7} {_cell(phase.p95_ms):>7} "
             f"{_cell(phase.p99_ms):>7} {_cell(phase.max_ms):>7} "
-            f"{f'{phase.delivered}/{phase.sent}':>15} {frames:>13}  {_refusals(phase.refused)}"
+            f"{f'{phase.delivered}/{phase.sent}':>15} {frames:>13} "
+            f"{_cell(cpu.get('server1')):>13} {_cell(cpu.get('machine')):>7}  "
+            f"{_refusals(phase.refused)}"
         )
     return lines
