@@ -54,6 +54,11 @@ from webrtc_broker.config import OperatorConfig
 
 logger = logging.getLogger(__name__)
 
+SECRET_RECHECK_SECONDS = 60.0
+"""How long a generated server secret is taken to exist without asking again. A
+conflict may come from the Secret of a deleted cluster of the same name that the
+garbage collector has not removed yet; asking again now and then recreates it."""
+
 TRANSIENT = (ApiError, aiohttp.ClientError, asyncio.TimeoutError)
 """Failures worth retrying: the API server refused or could not be reached."""
 
@@ -120,8 +125,9 @@ class Reconciler:
         self.clock = clock
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._history: dict[tuple[str, str], tuple[Recommendation, ...]] = {}
-        self._secret_made: dict[tuple[str, str], str] = {}
-        """The uid of each resource whose generated server secret exists (no need to ask)."""
+        self._secret_made: dict[tuple[str, str], tuple[str, float]] = {}
+        """For each resource whose generated server secret exists: its uid, and when
+        that was last confirmed (no need to ask again for a while)."""
 
     def retain(self, existing: set[tuple[str, str]]) -> None:
         """Forget every resource not in ``existing`` (``(namespace, name)`` pairs)."""
@@ -284,7 +290,9 @@ class Reconciler:
         """
         if not uses_generated_secret(spec):
             return None
-        if self._secret_made.get((ref.namespace, ref.name)) == ref.uid:
+        known = self._secret_made.get((ref.namespace, ref.name))
+        now = self.clock()
+        if known is not None and known[0] == ref.uid and now - known[1] < SECRET_RECHECK_SECONDS:
             return None
         try:
             await self.client.create(generated_secret(ref))
@@ -294,7 +302,7 @@ class Reconciler:
             created = False
         else:
             created = True
-        self._secret_made[(ref.namespace, ref.name)] = ref.uid
+        self._secret_made[(ref.namespace, ref.name)] = (ref.uid, now)
         if not created:
             return None
         self.stats.applied["created"] += 1

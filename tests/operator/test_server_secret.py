@@ -17,22 +17,27 @@ import re
 from pathlib import Path
 from typing import Any
 
+import kopf
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
+from broker_operator.kube import KubeClient
 from broker_operator.manifests import desired_objects
 from broker_operator.manifests.secret import GENERATED_KEY, generated_secret
+from broker_operator.metrics import OperatorStats
 from broker_operator.naming import ClusterRef
+from broker_operator.reconcile import SECRET_RECHECK_SECONDS, Reconciler
 from broker_operator.spec import parse_spec
 from tests.e2e.helpers import receive, subscribe
 from tests.operator.apiserver import ApiServer
 from tests.operator.kubelet import Kubelet
-from tests.operator.support import OperatorProcess, broker_cluster, until
+from tests.operator.support import OperatorProcess, broker_cluster, server_url, until
 from tests.operator.test_kubelet_e2e import probes_pass, secret
 from tests.operator.test_operator_kopf import all_owned, cluster, create_cluster, events, obj
 from tests.operator.test_operator_kopf import patch_cluster as patch
 from webrtc_broker.client import BrokerClient
+from webrtc_broker.config import OperatorConfig
 from webrtc_broker.tokens import issue_token
 
 pytestmark = pytest.mark.timeout(120)
@@ -109,6 +114,29 @@ async def test_the_operator_creates_it_once_and_never_changes_it(
     assert "created Secret default/demo-server-secret" in notes
     plain = base64.b64decode(value).decode()
     assert plain not in notes and plain not in operator.log() and value not in operator.log()
+
+
+async def test_a_secret_removed_behind_its_back_is_made_again(apiserver: ApiServer) -> None:
+    """A create that conflicts may meet the Secret of a deleted cluster of the same name,
+    which the garbage collector removes a moment later: the operator asks again."""
+    store = apiserver.store
+    secrets = store.kind("", "v1", "secrets")
+    client = KubeClient(kopf.ConnectionInfo(server=server_url(apiserver)))
+    now = [1000.0]
+    reconciler = Reconciler(client, OperatorStats(), OperatorConfig(), clock=lambda: now[0])
+    try:
+        body = create_cluster(store, broker_cluster())
+        assert (await reconciler.reconcile(body)).problem is None
+        assert obj(store, "", "secrets", "demo-server-secret") is not None
+        store.delete(secrets, "default", "demo-server-secret")
+        await reconciler.reconcile(body)
+        assert obj(store, "", "secrets", "demo-server-secret") is None  # not asked yet
+        now[0] += SECRET_RECHECK_SECONDS + 1
+        outcome = await reconciler.reconcile(body)
+        assert obj(store, "", "secrets", "demo-server-secret") is not None
+        assert "created Secret default/demo-server-secret" in outcome.changes
+    finally:
+        await client.close()
 
 
 async def test_no_secret_is_made_for_a_cluster_that_names_one(
