@@ -8,9 +8,10 @@ every cluster gets one: the user's (``auth.mode: SharedSecret``), or else a
 random one in a Secret the operator creates and owns (deleted with the
 cluster by Kubernetes' garbage collector).
 
-The generated Secret is created once and never read or changed by the
-operator: a new value would split running pods (which keep the old one in
-their environment) from new ones. Its value never appears in a manifest the
+The generated Secret is created when it is missing (the operator asks at
+most once a minute, by trying to create it: it may not read Secrets) and
+never read or changed: a new value would split running pods (which keep the
+old one in their environment) from new ones. Its value never appears in a manifest the
 operator records (no last-applied annotation), in a log or an Event. A Secret
 of that name made by someone else is used as it is.
 """
