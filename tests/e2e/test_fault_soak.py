@@ -91,6 +91,8 @@ DRAIN_TIMEOUT = 20.0
 SETTLE = 0.5
 """Seconds to wait after the last expected message, for duplicates still in flight."""
 CHURN_PAUSE = 0.2
+CHURN_MESSAGES = 3
+"""Messages each short-lived client publishes into a stream's topic."""
 BATCH_BYTES = 1160
 """A batch's payload: larger messages travel alone."""
 CONSUMER_LINE = re.compile(rb"via server (\d+)")
@@ -108,10 +110,12 @@ class Stream:
     published_at: list[float] = field(default_factory=list)
     """Monotonic time of each message sent; its index is its sequence number."""
     received: list[int] = field(default_factory=list)
-    foreign: int = 0
+    foreign: list[bytes] = field(default_factory=list)
     """Other messages on the topic (the churn's) that reached the subscriber."""
     publish_errors: Counter[str] = field(default_factory=Counter)
     sessions: tuple[Session | None, Session | None] = (None, None)
+    closed_at: dict[str, float] = field(default_factory=dict)
+    """When the publisher's or subscriber's first session closed (seconds into the soak)."""
 
     @property
     def name(self) -> str:
@@ -135,8 +139,30 @@ class Stream:
         ):
             if client.session is not session or session is None or session.closed.is_set():
                 why = session.close_reason if session is not None else "no session"
-                reasons.append(f"{role} lost its session ({why}; {client.reconnects} reconnects)")
+                at = self.closed_at.get(role)
+                when = f" at {at:.1f} s" if at is not None else ""
+                reasons.append(
+                    f"{role} lost its session{when} ({why}; {client.reconnects} reconnects"
+                    f"{reconnect_failure(client)})"
+                )
         return "; ".join(reasons)
+
+
+def reconnect_failure(client: BrokerClient) -> str:
+    """How the client's reconnect loop ended, if it did (the SDK keeps the task private;
+    read here only to say why a client that lost its session never came back)."""
+    supervisor = client._supervisor
+    if supervisor is None or not supervisor.done() or supervisor.cancelled():
+        return ""
+    failure = supervisor.exception()
+    return f"; its reconnect loop died of {failure!r}" if failure is not None else ""
+
+
+async def note_close(stream: Stream, role: str, session: Session | None, tally: Tally) -> None:
+    """Record when ``session`` closes, for the report of a stream that lost one."""
+    if session is not None:
+        await session.closed.wait()
+        stream.closed_at[role] = tally.now()
 
 
 @dataclass
@@ -146,6 +172,11 @@ class Tally:
     started: float = field(default_factory=time.monotonic)
     faults: list[tuple[float, str]] = field(default_factory=list)
     churn_sessions: int = 0
+    churn_sent: dict[str, list[bytes]] = field(default_factory=dict)
+    """By topic, the churn's messages whose publisher's PING echo proved the server had
+    them: each must reach the stream's subscriber once."""
+    churn_doubtful: set[bytes] = field(default_factory=set)
+    """Published by churn sessions that broke before the echo: may or may not arrive."""
     churn_failures: Counter[str] = field(default_factory=Counter)
     churn_errors: dict[str, str] = field(default_factory=dict)
     """One message of each kind of churn failure."""
@@ -186,7 +217,7 @@ async def read(stream: Stream) -> None:
         if body.startswith(prefix):
             stream.received.append(int(body[len(prefix) :].split(b" ", 1)[0]))
         else:
-            stream.foreign += 1
+            stream.foreign.append(body)
 
 
 async def churn(cluster: Cluster, topics: list[str], stop: asyncio.Event, tally: Tally) -> None:
@@ -209,14 +240,19 @@ async def churn(cluster: Cluster, topics: list[str], stop: asyncio.Event, tally:
             tally.churn_failed("connect", exc)
             await asyncio.sleep(CHURN_PAUSE)
             continue
+        published: list[bytes] = []
         try:
             await subscribe(client, [topic, "churn"])
-            for index in range(3):
-                client.publish(topic, f"churn {number} {index}")
+            for index in range(CHURN_MESSAGES):
+                body = f"churn {number} {index}".encode()
+                client.publish(topic, body)
+                published.append(body)
             await client.ping(timeout=5)
             tally.churn_sessions += 1
+            tally.churn_sent.setdefault(topic, []).extend(published)
         except Exception as exc:  # a churn session that breaks is counted
             tally.churn_failed("session", exc)
+            tally.churn_doubtful.update(published)
         finally:
             await client.close()
         await asyncio.sleep(CHURN_PAUSE)
@@ -237,16 +273,22 @@ async def frozen_consumers(
 
     Each call first thaws (``SIGCONT``) the consumer frozen before: one whose server
     has closed it by then comes back through the coordinator and subscribes again
-    elsewhere, one still in session reads its whole backlog at once.
+    elsewhere, one still in session reads its whole backlog at once. The one thawed
+    before that is killed (``SIGKILL``): a thawed consumer reads every stream, the
+    bulk one too, and several of them would starve the machine, streams included.
     """
     processes: list[asyncio.subprocess.Process] = []
     counter = itertools.count()
 
     async def start_frozen(topics: list[str]) -> str:
         thawed = ""
+        for process in processes[:-1]:
+            if process.returncode is None:
+                process.kill()
+                thawed = "one killed, "
         if processes and processes[-1].returncode is None:
             processes[-1].send_signal(signal.SIGCONT)
-            thawed = "previous one thawed, "
+            thawed += "previous one thawed, "
         for _attempt in range(5):
             output = workdir / f"frozen-{next(counter)}.out"
             with output.open("wb") as out:
@@ -344,6 +386,7 @@ async def test_combined_faults_lose_no_reliable_message(cluster: Cluster, tmp_pa
             assert not stream.publish_errors, (stream.name, stream.publish_errors)
             assert stream.subscriber.dropped == 0, f"{stream.name}: inbox overflowed"
             assert stream.received == list(range(sent)), describe_gaps(stream, tally)
+            assert not churn_problems(stream, tally), churn_problems(stream, tally)
     finally:
         await asyncio.gather(
             *(client.close() for s in streams for client in (s.publisher, s.subscriber))
@@ -364,6 +407,11 @@ async def soak(
     tally = Tally()
     stop = asyncio.Event()
     readers = [asyncio.create_task(read(stream)) for stream in streams]
+    readers += [
+        asyncio.create_task(note_close(stream, role, session, tally))
+        for stream in streams
+        for role, session in zip(("publisher", "subscriber"), stream.sessions, strict=True)
+    ]
     publishers = [asyncio.create_task(publish(stream, stop)) for stream in streams]
     # The churn stays off the bulk topic: a newcomer there would spend its short life
     # receiving, and the machine's cores with it.
@@ -413,7 +461,7 @@ async def soak(
             stop.set()
             await asyncio.gather(*publishers)
             await churner
-            await catch_up(streams)
+            await catch_up(streams, tally)
     finally:
         stop.set()
         for task in [*readers, *publishers, churner]:
@@ -422,12 +470,18 @@ async def soak(
     return tally
 
 
-async def catch_up(streams: list[Stream]) -> None:
-    """Wait until every live subscriber has as many messages as were published, then
-    a moment more, so that a duplicate still on its way is counted too."""
+async def catch_up(streams: list[Stream], tally: Tally) -> None:
+    """Wait until every live subscriber has as many messages as were published (the
+    stream's and the churn's), then a moment more, so that a duplicate still on its way
+    is counted too."""
+
+    def done(stream: Stream) -> bool:
+        churned = len(tally.churn_sent.get(stream.topic, []))
+        complete = len(stream.received) >= len(stream.published_at)
+        return bool(stream.lived()) or (complete and len(stream.foreign) >= churned)
 
     async def caught_up() -> bool:
-        return all(len(s.received) >= len(s.published_at) or bool(s.lived()) for s in streams)
+        return all(done(stream) for stream in streams)
 
     with contextlib.suppress(AssertionError):
         await eventually(caught_up, timeout=DRAIN_TIMEOUT, interval=0.05)
@@ -447,6 +501,27 @@ async def server_counters(cluster: Cluster) -> dict[str, dict[str, object]]:
             "drops": {k: v for k, v in stats["drops"].items() if v},
         }
     return result
+
+
+def churn_problems(stream: Stream, tally: Tally) -> str:
+    """What is wrong with the churn's messages on ``stream``'s topic: each confirmed one
+    once, nothing unknown, each short-lived publisher's in its order; empty if nothing."""
+    confirmed = set(tally.churn_sent.get(stream.topic, []))
+    counts = Counter(stream.foreign)
+    problems = []
+    if missing := confirmed - counts.keys():
+        problems.append(f"missing {sorted(missing)[:20]}")
+    if twice := [body for body, n in counts.items() if n > 1]:
+        problems.append(f"duplicated {twice[:20]}")
+    if unknown := counts.keys() - confirmed - tally.churn_doubtful:
+        problems.append(f"never published {sorted(unknown)[:20]}")
+    last: dict[bytes, int] = {}
+    for body in stream.foreign:
+        _churn, number, index = body.split(b" ")
+        if last.get(number, -1) >= int(index):
+            problems.append(f"out of order: {body!r}")
+        last[number] = int(index)
+    return f"churn on {stream.topic}: {'; '.join(problems)}" if problems else ""
 
 
 def describe_gaps(stream: Stream, tally: Tally) -> str:
@@ -484,7 +559,7 @@ def report(
         f"fault soak: {SOAK_SECONDS:g} s of faults, {len(streams)} reliable streams, "
         f"servers {aliases} (logs: {cluster.workdir})",
         f"{'stream':<7}{'path':<9}{'msg/s':>6}{'bytes':>6}{'sent':>7}{'received':>9}"
-        f"{'lost':>5}{'dup':>4}{'order':>6}{'churn':>6}  sessions",
+        f"{'lost':>5}{'dup':>4}{'order':>6}{'churn sent/got':>15}  sessions",
     ]
     for stream in streams:
         plan = stream.plan
@@ -496,7 +571,8 @@ def report(
         lines.append(
             f"{stream.name:<7}{plan.publishing + '->' + plan.receiving:<9}{plan.rate:>6g}"
             f"{plan.size:>6}{sent:>7}{len(stream.received):>9}{lost:>5}{duplicated:>4}"
-            f"{'kept' if ordered else 'NO':>6}{stream.foreign:>6}  "
+            f"{'kept' if ordered else 'NO':>6}"
+            f"{f'{len(tally.churn_sent.get(stream.topic, []))}/{len(stream.foreign)}':>15}  "
             f"{stream.lived() or 'lived throughout'}"
         )
     sent = sum(len(s.published_at) for s in streams)
