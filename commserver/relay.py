@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 SERVER_TOPICS_BYTES = 16 * 1024 * 1024
 """Largest topic list accepted from an authenticated comm server."""
+CLIENT_CAPABILITIES = pb.CAPABILITY_BATCH | pb.CAPABILITY_TOPIC_NAMES
+"""Capabilities that mean something to a client (the others are between servers)."""
 LEGACY_PLAIN_TOPICS = 1000
 """Above this many topics, a whole set for a server of the original protocol is gzipped."""
 SUBSCRIPTION_BYTES_PER_TOKEN = 1024
@@ -54,9 +56,10 @@ class ServerIdentity:
     capabilities: int
 
     def client_auth_reply(self) -> bytes:
-        """The AUTH a client that announced capabilities gets back: ours, no secrets."""
+        """The AUTH a client that announced capabilities gets back: ours that concern
+        clients, no secrets."""
         return pb.AuthMessage(
-            type=pb.AUTH, role=self.role, capabilities=self.capabilities
+            type=pb.AUTH, role=self.role, capabilities=self.capabilities & CLIENT_CAPABILITIES
         ).SerializeToString()
 
     def auth_frame(self) -> bytes:
