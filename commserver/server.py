@@ -34,7 +34,7 @@ from commserver.limits import PeerLimits
 from commserver.peer import SERVER_ROLES, Peer
 from commserver.relay import Relay, ServerIdentity
 from commserver.stats import RelayStats
-from webrtc_broker.auth import ClientAuthenticator, ServerSecret
+from webrtc_broker.auth import ClientAuthenticator, ServerSecret, check_trust_anchor
 from webrtc_broker.backoff import Backoff
 from webrtc_broker.config import CommServerConfig
 from webrtc_broker.rtc import (
@@ -120,12 +120,13 @@ class CommServer:
             | (pb.CAPABILITY_BATCH if self.batching else 0)
         )
         jwt_secret = config.client_jwt_secret
+        authenticator = authenticator or client_authenticator(
+            config.client_auth, jwt_secret.get_secret_value() if jwt_secret else None
+        )
+        check_trust_anchor(authenticator, secret)
         self.relay = Relay(
             me=ServerIdentity(self.role, self.server_id, config.name, secret, capabilities),
-            authenticator=authenticator
-            or client_authenticator(
-                config.client_auth, jwt_secret.get_secret_value() if jwt_secret else None
-            ),
+            authenticator=authenticator,
             stats=self.stats,
             limits=PeerLimits.from_config(config),
             on_authenticated=self._on_authenticated,

@@ -24,6 +24,7 @@ from webrtc_broker.auth import (
     Identity,
     OpenClientAuthenticator,
     ServerSecret,
+    check_trust_anchor,
 )
 from webrtc_broker.config import CoordinatorConfig, ServerRole
 from webrtc_broker.tokens import client_authenticator
@@ -82,13 +83,9 @@ def create_app(
     )
     secret = config.server_secret
     server_secret = ServerSecret(secret.get_secret_value() if secret is not None else None)
-    if not isinstance(client_auth, OpenClientAuthenticator) and not server_secret.required:
-        # What the config refuses for --client-auth, refused for an authenticator given
-        # in code too: with /discover open, checking clients would protect nothing.
-        raise ValueError(
-            "a client authenticator needs a server secret (--server-secret): without it "
-            "anyone can register as a comm server and receive the clients and every topic"
-        )
+    # What the config refuses for --client-auth, refused for an authenticator given
+    # in code too: with /discover open, checking clients would protect nothing.
+    check_trust_anchor(client_auth, server_secret)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -71,3 +71,17 @@ class ServerSecret:
             presented = presented.encode()
         if not hmac.compare_digest(presented, self._secret):
             raise AuthError("wrong server secret")
+
+
+def check_trust_anchor(authenticator: ClientAuthenticator, secret: ServerSecret) -> None:
+    """Refuse to check clients when anyone may register as a comm server.
+
+    Clients learn servers only from the coordinator, so the server secret is
+    what makes a client's check worth anything: without it, a stranger
+    registers as a server and receives clients, their tokens and every topic.
+    """
+    if not isinstance(authenticator, OpenClientAuthenticator) and not secret.required:
+        raise ValueError(
+            "a client authenticator needs a server secret (--server-secret): without it "
+            "anyone can register as a comm server and receive the clients and every topic"
+        )

@@ -12,8 +12,11 @@ import pytest
 from click.testing import CliRunner
 from pydantic import ValidationError
 
+from commserver.server import CommServer
+from coordinator.app import create_app
 from webrtc_broker.cli import main
 from webrtc_broker.config import CommServerConfig, CoordinatorConfig
+from webrtc_broker.tokens import JwtClientAuthenticator
 
 JWT_KEY = "a-client-token-key-of-32-bytes-or-more"
 SERVER_SECRET = "a-server-secret"
@@ -72,3 +75,14 @@ def test_the_cli_says_which_flag_is_missing_without_echoing_secrets(command: str
     assert "--client-auth jwt needs --server-secret" in result.output
     assert "Value error" not in result.output
     assert JWT_KEY not in result.output
+
+
+async def test_an_authenticator_given_in_code_needs_a_server_secret_too() -> None:
+    """The services' constructors check what the configuration cannot see."""
+    checker = JwtClientAuthenticator("k" * 32)
+    with pytest.raises(ValueError, match="--server-secret"):
+        CommServer(CommServerConfig(name="s1"), authenticator=checker)
+    with pytest.raises(ValueError, match="--server-secret"):
+        create_app(CoordinatorConfig(), authenticator=checker)
+    secured = CommServer(CommServerConfig(name="s1", server_secret="s"), authenticator=checker)
+    await secured.close()
