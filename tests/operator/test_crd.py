@@ -164,17 +164,17 @@ def _without_empty(node: Any) -> Any:
 
 CEL_TWINS: dict[str, tuple[str, dict[str, Any], str]] = {
     "self.metadata.name.size() <= 40": ("x" * 41, {}, "longer than 40 characters"),
-    "self.mode != 'SharedSecret' || has(self.secretRef)": (
+    "!has(self.mode) || self.mode != 'SharedSecret' || has(self.secretRef)": (
         "demo",
         {"auth": {"mode": "SharedSecret"}},
         "auth.secretRef is required",
     ),
-    "self.mode != 'JWT' || has(self.secretRef)": (
+    "!has(self.mode) || self.mode != 'JWT' || has(self.secretRef)": (
         "demo",
         {"auth": {"clients": {"mode": "JWT"}}},
         "spec.auth.clients: auth.clients.secretRef is required when auth.clients.mode is JWT",
     ),
-    "self.minReplicas <= self.maxReplicas": (
+    "!has(self.minReplicas) || !has(self.maxReplicas) || self.minReplicas <= self.maxReplicas": (
         "demo",
         {"autoscaling": {"minReplicas": 3, "maxReplicas": 2}},
         "minReplicas (3) must not exceed maxReplicas (2)",
