@@ -580,6 +580,11 @@ def report(
     lines.append(f"{'total':<28}{sent:>7}{received:>9}")
     lines.append("faults (seconds from the first message, what, how long it took to inject):")
     lines.extend(f"  {at:6.1f}  {what}" for at, what in tally.faults)
+    kinds = Counter(what.split(" ", 1)[0] for _at, what in tally.faults)
+    lines.append(
+        f"faults: {len(tally.faults)}: {kinds['coordinator']} coordinator kill -9 and restart, "
+        f"{kinds['cut']} coordinator link cuts, {kinds['consumer']} consumers frozen"
+    )
     reconnects = sum(c.reconnects for s in streams for c in (s.publisher, s.subscriber))
     lines.append(
         f"stream client reconnects: {reconnects}; churn: {tally.churn_sessions} sessions "
