@@ -21,6 +21,8 @@ what is published while it moves). Timing is printed, never asserted.
 
 ``WEBRTC_BROKER_SOAK_SECONDS`` sets how long the faults go on (36 s by
 default); the same schedule repeats, so a longer run injects more of each.
+``WEBRTC_BROKER_SOAK_FAULT_EVERY`` sets the seconds between two faults (4 by
+default); below about 3, coordinator restarts and cuts overlap.
 """
 
 from __future__ import annotations
@@ -45,10 +47,11 @@ from tests.faultproxy import FaultProxy
 from tests.support import Cluster, eventually
 from webrtc_broker.client import BrokerClient
 from webrtc_broker.rtc import Session
+from webrtc_broker.rtc.writer import SCTP_PACKET_PAYLOAD
 
 SOAK_SECONDS = float(os.environ.get("WEBRTC_BROKER_SOAK_SECONDS", "36"))
 """How long the streams run and faults are injected."""
-FAULT_EVERY = 4.0
+FAULT_EVERY = float(os.environ.get("WEBRTC_BROKER_SOAK_FAULT_EVERY", "4"))
 """Seconds between two faults of the schedule."""
 OUTAGE = 1.0
 """Seconds the coordinator stays dead before it is started again."""
@@ -65,6 +68,8 @@ slow peer mid-stream, as well as for silence."""
 
 @dataclass(frozen=True)
 class Plan:
+    """Where a stream runs and how much it sends."""
+
     name: str
     publishing: str
     """The publisher's server."""
@@ -93,8 +98,6 @@ SETTLE = 0.5
 CHURN_PAUSE = 0.2
 CHURN_MESSAGES = 3
 """Messages each short-lived client publishes into a stream's topic."""
-BATCH_BYTES = 1160
-"""A batch's payload: larger messages travel alone."""
 CONSUMER_LINE = re.compile(rb"via server (\d+)")
 
 pytestmark = pytest.mark.timeout(SOAK_SECONDS + 120)
@@ -415,7 +418,7 @@ async def soak(
     publishers = [asyncio.create_task(publish(stream, stop)) for stream in streams]
     # The churn stays off the bulk topic: a newcomer there would spend its short life
     # receiving, and the machine's cores with it.
-    small = [s.topic for s in streams if s.plan.size < BATCH_BYTES]
+    small = [s.topic for s in streams if s.plan.size < SCTP_PACKET_PAYLOAD]
     churner = asyncio.create_task(churn(cluster, small, stop, tally))
     topics = [stream.topic for stream in streams]
 
