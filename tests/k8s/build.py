@@ -235,9 +235,7 @@ def build(*, force: bool = False) -> Path:
             f"({', '.join(COMPONENTS)}) into {target}; the first build takes many minutes"
         )
         _say("step 1/2: module downloads and the package list")
-        packages = _go(
-            ["list", "-deps", "-f", "{{if not .Standard}}{{.ImportPath}}{{end}}", "."]
-        ).split()
+        packages = _go(["list", "-deps", "."]).split()  # the standard library's too
         _say(f"  {len(packages)} packages to build, {time.monotonic() - started:.0f} s so far")
         _say("step 2/2: compile and link")
         partial = target.with_name(f"{target.name}.{os.getpid()}.partial")

@@ -35,11 +35,13 @@ import json
 import os
 import shutil
 import signal
+import socket
+import ssl
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +53,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tests.k8s import build
-from tests.support import ROOT, free_port
+from tests.support import ROOT
 
 STATE_DIR = ROOT / ".cache" / "k8s"
 SERVICE_CIDR = "198.18.0.0/24"
@@ -171,13 +173,26 @@ def _service_ip(cidr: str) -> str:
     return str(next(ipaddress.ip_network(cidr).hosts()))
 
 
+def _free_ports(count: int) -> list[int]:
+    """``count`` different free ports on 127.0.0.1 (held together while chosen)."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+
+
 @dataclass
 class Ports:
-    etcd_client: int = field(default_factory=free_port)
-    etcd_peer: int = field(default_factory=free_port)
-    apiserver: int = field(default_factory=free_port)
-    controller_manager: int = field(default_factory=free_port)
-    scheduler: int = field(default_factory=free_port)
+    etcd_client: int
+    etcd_peer: int
+    apiserver: int
+    controller_manager: int
+    scheduler: int
+
+    @classmethod
+    def pick(cls) -> Ports:
+        return cls(*_free_ports(5))
 
 
 @dataclass
@@ -237,6 +252,15 @@ class ControlPlane:
             return False
         return bool(command) and command[0].decode(errors="replace") == binary
 
+    @staticmethod
+    def _exited(pid: int) -> bool:
+        """Whether a child process of this one has exited (its command line reads empty
+        for a moment while it starts, so :meth:`_alive` cannot tell yet)."""
+        try:
+            return os.waitpid(pid, os.WNOHANG)[0] == pid
+        except ChildProcessError:
+            return True
+
     def running(self) -> bool:
         """Whether every component of a started control plane is alive and /readyz answers."""
         state = self._state()
@@ -252,20 +276,13 @@ class ControlPlane:
 
     def client(self, token: str | None = None, timeout: float = 10.0) -> httpx.Client:
         """An HTTP client of the API server: the admin's, or one bearing ``token``."""
-        verify = str(self.pki / "ca.crt")
+        context = ssl.create_default_context(cafile=str(self.pki / "ca.crt"))
+        headers = {}
         if token is not None:
-            return httpx.Client(
-                base_url=self.server,
-                verify=verify,
-                headers={"Authorization": f"Bearer {token}"},
-                timeout=timeout,
-            )
-        return httpx.Client(
-            base_url=self.server,
-            verify=verify,
-            cert=(str(self.pki / "admin.crt"), str(self.pki / "admin.key")),
-            timeout=timeout,
-        )
+            headers["Authorization"] = f"Bearer {token}"
+        else:
+            context.load_cert_chain(self.pki / "admin.crt", self.pki / "admin.key")
+        return httpx.Client(base_url=self.server, verify=context, headers=headers, timeout=timeout)
 
     def service_account_token(
         self, namespace: str, name: str, *, seconds: int = 3600, create: bool = True
@@ -352,6 +369,14 @@ class ControlPlane:
             "controller-manager": _name("system:kube-controller-manager"),
             "scheduler": _name("system:kube-scheduler"),
         }
+        # The aggregation layer's own CA: the API server proxies to extension API
+        # servers with a client certificate of it, and publishes it for them.
+        proxy_ca = _new_ca()
+        (self.pki / "front-proxy-ca.crt").write_bytes(_pem_cert(proxy_ca.cert))
+        key = _key()
+        (self.pki / "front-proxy-client.key").write_bytes(_pem_key(key))
+        cert = proxy_ca.sign(_name("front-proxy-client"), key)
+        (self.pki / "front-proxy-client.crt").write_bytes(_pem_cert(cert))
         key = _key()
         (self.pki / "apiserver.key").write_bytes(_pem_key(key))
         cert = ca.sign(_name("kube-apiserver"), key, server_names=server_names)
@@ -409,6 +434,13 @@ class ControlPlane:
                 "--allow-privileged=true",
                 "--profiling=false",
                 f"--cert-dir={self.state_dir / 'apiserver-certs'}",
+                f"--requestheader-client-ca-file={pki / 'front-proxy-ca.crt'}",
+                "--requestheader-allowed-names=front-proxy-client",
+                "--requestheader-username-headers=X-Remote-User",
+                "--requestheader-group-headers=X-Remote-Group",
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                f"--proxy-client-cert-file={pki / 'front-proxy-client.crt'}",
+                f"--proxy-client-key-file={pki / 'front-proxy-client.key'}",
             ],
             "kube-controller-manager": [
                 str(binary),
@@ -460,14 +492,14 @@ class ControlPlane:
         state = {"binary": str(binary), "ports": asdict(ports), "pids": pids}
         self.state_file.write_text(json.dumps(state, indent=2))
 
-    def _wait(self, name: str, probe: str, deadline: float, binary: Path, pid: int) -> None:
+    def _wait(self, name: str, probe: str, deadline: float, pid: int) -> None:
         """Poll ``probe`` (a path on the API server, or a URL) until it answers 200."""
         last = ""
         while time.monotonic() < deadline:
-            if not self._alive(pid, str(binary)):
+            if self._exited(pid):
                 raise RuntimeError(f"{name} exited:\n{self.log(name).read_text()[-4000:]}")
             try:
-                if probe.startswith("https://"):
+                if probe.startswith(("http://", "https://")):
                     answer = httpx.get(probe, verify=False, timeout=2)
                 else:
                     with self.client(timeout=2) as http:
@@ -493,15 +525,18 @@ class ControlPlane:
         deadline = started + START_TIMEOUT
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._write_pki()
-        ports = Ports()
+        ports = Ports.pick()
         pids: dict[str, int] = {}
         self._save(binary, ports, pids)  # `server` and `down` need them from now on
         try:
             commands = self._commands(binary, ports)
-            for name in ("etcd", "kube-apiserver"):
-                pids[name] = self._spawn(name, commands[name])
-                self._save(binary, ports, pids)
-            self._wait("kube-apiserver", "/readyz", deadline, binary, pids["kube-apiserver"])
+            pids["etcd"] = self._spawn("etcd", commands["etcd"])
+            self._save(binary, ports, pids)
+            etcd_health = f"http://127.0.0.1:{ports.etcd_client}/health"
+            self._wait("etcd", etcd_health, deadline, pids["etcd"])
+            pids["kube-apiserver"] = self._spawn("kube-apiserver", commands["kube-apiserver"])
+            self._save(binary, ports, pids)
+            self._wait("kube-apiserver", "/readyz", deadline, pids["kube-apiserver"])
             admin = self._cert_kubeconfig("admin")
             shutil.copyfile(admin, self.kubeconfig)
             self.kubeconfig.chmod(0o600)
@@ -514,7 +549,7 @@ class ControlPlane:
             }
             for name, port in probes.items():
                 url = f"https://127.0.0.1:{port}/healthz"
-                self._wait(name, url, deadline, binary, pids[name])
+                self._wait(name, url, deadline, pids[name])
         except BaseException:
             print(self.logs(), file=sys.stderr)
             self.down()
