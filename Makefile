@@ -18,6 +18,7 @@ run: $(STAMP)
 	$(VENV)/bin/webrtc-broker up --servers 2 --demo
 
 test: lint sdk-check chromium deps-system
+	$(PY) -m tests.k8s.build build --optional
 	$(VENV)/bin/pytest
 
 lint: $(STAMP)

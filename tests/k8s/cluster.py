@@ -566,7 +566,12 @@ class ControlPlane:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGTERM)
             deadline = time.monotonic() + 15
-            while any(self._alive(pid, binary) for pid in pids) and time.monotonic() < deadline:
+            while time.monotonic() < deadline:
+                for pid in pids:
+                    with contextlib.suppress(ChildProcessError):
+                        os.waitpid(pid, os.WNOHANG)  # reap children of this process
+                if not any(self._alive(pid, binary) for pid in pids):
+                    break
                 time.sleep(0.1)
             for pid in pids:
                 if self._alive(pid, binary):

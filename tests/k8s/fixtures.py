@@ -26,8 +26,13 @@ def pytest_collection_modifyitems(
         FIXTURE in getattr(item, "fixturenames", ()) for item in items
     ):
         return
+    capture = config.pluginmanager.getplugin("capturemanager")
     try:
-        build.build()
+        if build.built() is None and capture is not None:
+            with capture.global_and_fixture_disabled():  # show the build's progress
+                build.build()
+        else:
+            build.build()
     except build.GoUnavailable as exc:
         _unavailable.append(str(exc))
 
