@@ -290,7 +290,19 @@ class BrokerClient:
     # -- staying connected -------------------------------------------------
 
     async def _supervise(self) -> None:
-        """Keep the session alive; replace it when it dies, if reconnecting is on."""
+        """Keep the session alive; replace it when it dies, if reconnecting is on.
+
+        Whatever ends this loop ends the client: an error nobody foresaw closes
+        it (readers get :class:`ClosedError`) rather than leaving it neither
+        connected nor closed.
+        """
+        try:
+            await self._keep_alive()
+        except Exception as exc:
+            log.exception("the client's supervisor failed")
+            self._end(f"internal error: {exc!r}")
+
+    async def _keep_alive(self) -> None:
         while self._link is not None:
             link = self._link
             await self._watch(link)

@@ -171,7 +171,7 @@ class Link:
         except (OSError, WebSocketException) as exc:
             raise BrokerError(f"cannot reach the coordinator at {url}: {exc}") from exc
         try:
-            welcome = decode_as(await ws.recv(decode=False), pb.WelcomeMessage)
+            welcome = await _welcome(ws, url)
             servers = list(welcome.available_servers)
             if not servers:
                 raise NoServerAvailableError("the coordinator has no comm server registered")
@@ -328,3 +328,13 @@ def _pick(servers: list[int], avoid: Collection[int]) -> int:
     and there is another: a frozen server stays registered until the coordinator's
     own keepalive notices, and an attempt sent back to it would hang there."""
     return next((alias for alias in servers if alias not in avoid), servers[0])
+
+
+async def _welcome(ws: ClientConnection, url: str) -> pb.WelcomeMessage:
+    """The coordinator's first frame. A coordinator that dies (or answers garbage)
+    between the upgrade and its WELCOME is a failed attempt like any other: a
+    :class:`BrokerError`, which the reconnect loop retries."""
+    try:
+        return decode_as(await ws.recv(decode=False), pb.WelcomeMessage)
+    except (WebSocketException, FrameError) as exc:
+        raise BrokerError(f"the coordinator at {url} sent no WELCOME: {exc}") from exc
