@@ -233,6 +233,8 @@ async def counters(cluster: ClusterHandle) -> dict[str, int]:
         for outcome, value in stats.get("sessions", {}).items():
             if outcome.startswith(("failed:", "refused:")):
                 flat[f"server{index + 1} sessions:{outcome}"] = int(value)
+        # Rises when the server lost its coordinator link and registered again.
+        flat[f"server{index + 1} coordinator_connects"] = int(stats.get("coordinator_connects", 0))
     return flat
 
 
