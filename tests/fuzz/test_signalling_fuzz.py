@@ -17,13 +17,14 @@ The other fuzzers drive one handler in process. These attack real processes
   signalling about its own session (its answer again, candidates, a second
   CONNECT, a refusal).
 
-The property, checked after every example: both servers still run, never
-counted an ``internal_error`` or ``signalling_internal_error``, never lost
-their coordinator link (same alias, one coordinator connection each); a
-fresh SDK client on each server connects and exchanges messages with the
-other; and a well-behaved pair of clients on different servers, publishing
-50 reliable messages a second each way through every attack, has lost
-nothing and kept its sessions.
+The property, checked after every example: every process still runs; no
+server counted an ``internal_error`` or ``signalling_internal_error``, nor
+the coordinator an ``internal_error``; no process logged a traceback; both
+servers kept their coordinator link (same alias, one coordinator connection
+each); a fresh SDK client on each server connects within 10 s and exchanges
+messages with the other; and a well-behaved pair of clients on different
+servers, publishing 50 reliable messages a second each way through every
+attack, has lost nothing and kept its sessions.
 
 Bounded by default (``make test``); ``WEBRTC_BROKER_FUZZ_EXAMPLES=N`` runs N
 examples per test instead. Examples are derandomized and there is no example
@@ -63,7 +64,8 @@ OFFER_WAIT = 1.0
 """Seconds an attacker waits for a server's offer to a CONNECT it sent. Often none comes:
 the coordinator drops CONNECTs past 4 unanswered ones per connection, and a server
 answers only the last of several CONNECTs from one party (each replaces the previous
-session), so a party that sent several quickly is soon refused any more."""
+session), so the others stay unanswered and a party that sent several quickly has
+fewer left in flight."""
 
 pytestmark = [
     pytest.mark.timeout(120 + 4 * (SIGNALLING_EXAMPLES + SESSION_EXAMPLES)),
