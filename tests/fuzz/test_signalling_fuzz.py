@@ -544,6 +544,22 @@ CONNECTED = [Act("handshake")]
 # set up, so both are answers in the wrong state.
 @example(plan=[*CONNECTED, Act("answer", variant="genuine"), Act("answer", variant="genuine")])
 @example(plan=[*CONNECTED, Act("answer", variant="edit", extra=b"\x02\x05garbage")])
+# Every turn of a session's set-up from a party that breaks it: an offer to a server
+# that offered, a broken answer (which ends the session), frames for the ended session,
+# a refusal, then a real session fed a candidate over the size budget and another.
+@example(
+    plan=[
+        *CONNECTED,
+        Act("offer"),
+        Act("answer", variant="not_json"),
+        Act("candidate"),
+        Act("refused", variant="auth_failed"),
+        Act("handshake"),
+        Act("answer", variant="genuine"),
+        Act("candidate", variant="huge"),
+        Act("candidate", variant="mline_9"),
+    ]
+)
 # An answer before any offer, to both servers.
 @example(plan=[Act("answer"), Act("answer", target="server1", variant="not_json")])
 # Candidates that need resolving or name no media section, after a real answer.
