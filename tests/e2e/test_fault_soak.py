@@ -559,7 +559,8 @@ def report(
     """The summary table: streams, messages, faults with their times, reconnects, servers."""
     lines = [
         "",
-        f"fault soak: {SOAK_SECONDS:g} s of faults, {len(streams)} reliable streams, "
+        f"fault soak: a fault every {FAULT_EVERY:g} s for {SOAK_SECONDS:g} s, "
+        f"{len(streams)} reliable streams, "
         f"servers {aliases} (logs: {cluster.workdir})",
         f"{'stream':<7}{'path':<9}{'msg/s':>6}{'bytes':>6}{'sent':>7}{'received':>9}"
         f"{'lost':>5}{'dup':>4}{'order':>6}{'churn sent/got':>15}  sessions",
