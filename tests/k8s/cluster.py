@@ -550,6 +550,14 @@ class ControlPlane:
             for name, port in probes.items():
                 url = f"https://127.0.0.1:{port}/healthz"
                 self._wait(name, url, deadline, pids[name])
+            # The controllers are at work once the `default` ServiceAccount exists.
+            default_account = "/api/v1/namespaces/default/serviceaccounts/default"
+            self._wait(
+                "kube-controller-manager",
+                default_account,
+                deadline,
+                pids["kube-controller-manager"],
+            )
         except BaseException:
             print(self.logs(), file=sys.stderr)
             self.down()
