@@ -41,12 +41,13 @@ KNOWN_DROPS = (
     "signalling_wrong_state",
     "signalling_internal_error",
     "candidates_over_budget",
+    "connect_while_pending",
     "coordinator_unavailable",
     *LIMIT_DROPS,
 )
 """Drop reasons exported from the start, so their series read 0 instead of missing."""
 
-KNOWN_REFUSALS = ("server_full", "auth_failed")
+KNOWN_REFUSALS = ("server_full", "setup_rate", "auth_failed")
 KNOWN_FAILURES = (
     CloseReason.ESTABLISH_TIMEOUT,
     CloseReason.EVICTED,

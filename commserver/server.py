@@ -49,6 +49,7 @@ from webrtc_broker.rtc.liveness import SilenceClock
 from webrtc_broker.rtc.memory import MemoryReclaimer
 from webrtc_broker.rtc.writer import MAX_QUEUE_BYTES
 from webrtc_broker.supervise import Failure, Supervisor
+from webrtc_broker.tokenbucket import TokenBucket
 from webrtc_broker.tokens import client_authenticator
 from webrtc_broker.wire import FrameError, decode_as, frame_type
 from webrtc_broker.wire import broker_pb2 as pb
@@ -155,6 +156,8 @@ class CommServer:
         self.supervisor = Supervisor("commserver", on_fatal=self._fatal)
         """Owns the long-lived tasks: the coordinator link and the keepalive."""
         self._failed = asyncio.Event()
+        self._setups = TokenBucket(config.setup_rate, config.setup_burst)
+        """Client session set-ups this server may start (CONNECTs it answers with an offer)."""
         self._relink_attempts: dict[int, int] = {}
         self._relinks: dict[int, asyncio.Task[None]] = {}
         """Relinks waiting for their delay, by alias: a refusal from that server cancels them."""
@@ -407,10 +410,27 @@ class CommServer:
         self._connect_to_server(alias)
 
     def _connect_requested(self, message: pb.ConnectMessage) -> None:
+        """A session asked for. Setting one up (a certificate, candidates, a DTLS
+        handshake) is the dearest thing a party can make a server do, so clients
+        pay for it twice: one pending session per coordinator connection (a
+        repeated CONNECT while one is pending is dropped: the SDKs never send
+        one, they retry over a new connection), and a budget of set-ups per
+        second for the whole server, beyond which clients are refused as if the
+        server were full, so that a CONNECT flood costs new sessions, not the
+        latency of the established ones."""
         alias = message.from_alias
         is_server = message.from_role in SERVER_ROLES
-        if self.draining or (not is_server and self.client_count >= self.config.max_peers):
-            self.stats.sessions["refused:server_full"] += 1
+        if not is_server:
+            current = self.peers.get(alias)
+            if current is not None and current.pending:
+                self.stats.drops["connect_while_pending"] += 1
+                return
+        busy = not is_server and not self._setups.take(time.monotonic())
+        if busy:
+            self.stats.sessions["refused:setup_rate"] += 1
+        if self.draining or busy or (not is_server and self.client_count >= self.config.max_peers):
+            if not busy:
+                self.stats.sessions["refused:server_full"] += 1
             self.link.send(
                 pb.ConnectionRefusedMessage(
                     type=pb.CONNECTION_REFUSED,

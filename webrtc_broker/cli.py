@@ -94,6 +94,8 @@ def coordinator(**flags: Any) -> None:
 @click.option("--max-peers", type=int, help="Client sessions before SERVER_FULL [1000]")
 @click.option("--max-pending", type=int, help="Sessions in set-up; oldest evicted [200]")
 @click.option("--max-candidates", type=int, help="ICE candidates per session [64]")
+@click.option("--setup-rate", type=float, help="Client session set-ups/s, 0=unlimited [50]")
+@click.option("--setup-burst", type=int, help="Set-ups started at once above the rate [100]")
 @click.option("--max-frame-bytes", type=int, help="Largest message from a client [261120]")
 @click.option("--max-topics-per-peer", type=int, help="Topics one client may subscribe to [1000]")
 @click.option("--max-topic-bytes", type=int, help="Longest topic name [256]")

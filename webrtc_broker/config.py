@@ -225,6 +225,15 @@ class CommServerConfig(ClientAuthSettings):
     max_candidates: int = Field(
         64, ge=1, le=1024, description="ICE candidates one peer may trickle to a session"
     )
+    setup_rate: float = Field(
+        50.0,
+        ge=0,
+        description="Client sessions per second this server starts setting up, sustained "
+        "(0: no limit); CONNECTs beyond it are refused as SERVER_FULL",
+    )
+    setup_burst: int = Field(
+        100, ge=1, description="Client session set-ups started at once above that rate"
+    )
     establish_timeout: float = Field(
         15.0, gt=0, description="Seconds a new session has to connect and authenticate"
     )

@@ -216,3 +216,41 @@ async def test_a_broken_candidate_held_before_the_answer_does_not_fail_the_answe
         assert not peer.session.opened.exception()
     finally:
         await pc.close()
+
+
+async def test_a_repeated_connect_while_pending_is_dropped(
+    server: tuple[CommServer, list[bytes]],
+) -> None:
+    cs, _sent = server
+    await connect(cs, CLIENT)
+    first = cs.peers[CLIENT]
+    for _ in range(5):
+        await connect(cs, CLIENT)
+    assert cs.peers[CLIENT] is first and first.pending
+    assert cs.stats.drops["connect_while_pending"] == 5
+
+
+async def test_session_set_ups_have_a_budget_per_server() -> None:
+    cs = CommServer(CommServerConfig(name="s1", setup_rate=0.001, setup_burst=3))
+    sent: list[bytes] = []
+    cs.link.send = sent.append  # type: ignore[method-assign, assignment]
+    cs.link.connected.set()
+    cs.alias = 1
+    try:
+        for alias in range(3000, 3005):
+            await connect(cs, alias)
+        refusals = [
+            pb.ConnectionRefusedMessage.FromString(f)
+            for f in sent
+            if frame_type(f) == pb.CONNECTION_REFUSED
+        ]
+        assert [r.to_alias for r in refusals] == [3003, 3004]
+        assert all(r.reason == pb.SERVER_FULL for r in refusals)
+        assert cs.stats.sessions["refused:setup_rate"] == 2
+        # Servers are not clients: they mesh whatever the clients' budget.
+        await frame(
+            cs, pb.ConnectMessage(type=pb.CONNECT, from_alias=9, from_role=pb.COMMUNICATION_SERVER)
+        )
+        assert 9 in cs.peers
+    finally:
+        await cs.close()
