@@ -303,8 +303,9 @@ class CommServer:
         if peer.is_server:
             for other in self.relay.server_peers:
                 if other.server_id == peer.server_id and other.state is not PeerState.CLOSED:
-                    # After a coordinator restart servers re-register under new aliases
-                    # and reconnect; the session they already have keeps working.
+                    # A second link with a server we already have one with (a server of
+                    # the original protocol re-registers under a new alias after a
+                    # coordinator restart, and reconnects): the working one stays.
                     self._refuse(
                         peer, pb.UNKNOWN_REASON, DUPLICATE_LINK, CloseReason.DUPLICATE_LINK
                     )
@@ -425,12 +426,9 @@ class CommServer:
             if current is not None and current.pending:
                 self.stats.drops["connect_while_pending"] += 1
                 return
-        busy = not is_server and not self._setups.take(time.monotonic())
-        if busy:
-            self.stats.sessions["refused:setup_rate"] += 1
-        if self.draining or busy or (not is_server and self.client_count >= self.config.max_peers):
-            if not busy:
-                self.stats.sessions["refused:server_full"] += 1
+        refusal = self._refusal(is_server)
+        if refusal is not None:
+            self.stats.sessions[f"refused:{refusal}"] += 1
             self.link.send(
                 pb.ConnectionRefusedMessage(
                     type=pb.CONNECTION_REFUSED,
@@ -442,6 +440,18 @@ class CommServer:
             return
         peer = self._new_peer(alias, initiated_by_us=False, expected_role=message.from_role)
         self._spawn(self._offer(peer), f"offer-{alias}")
+
+    def _refusal(self, is_server: bool) -> str | None:
+        """Why a CONNECT is answered SERVER_FULL (the counter's reason), or None."""
+        if self.draining:
+            return "server_full"
+        if is_server:
+            return None  # servers mesh whatever the clients' limits
+        if self.client_count >= self.config.max_peers:
+            return "server_full"
+        if not self._setups.take(time.monotonic()):
+            return "setup_rate"
+        return None
 
     async def _offer(self, peer: Peer) -> None:
         try:
