@@ -214,6 +214,18 @@ class ControlPlane:
     def state_file(self) -> Path:
         return self.state_dir / "state.json"
 
+    @property
+    def audit_log(self) -> Path:
+        """Every request the API server answered, one JSON event a line (level Metadata:
+        user, verb, resource, namespace, name, response code)."""
+        return self.state_dir / "logs" / "audit.log"
+
+    def audit_events(self) -> list[dict[str, Any]]:
+        if not self.audit_log.exists():
+            return []
+        lines = self.audit_log.read_text().splitlines()
+        return [json.loads(line) for line in lines if line.strip()]
+
     def log(self, component: str) -> Path:
         return self.state_dir / "logs" / f"{component}.log"
 
@@ -221,6 +233,8 @@ class ControlPlane:
         """The end of every component's log, for a failure report."""
         parts = []
         for path in sorted((self.state_dir / "logs").glob("*.log")):
+            if path == self.audit_log:
+                continue
             parts.append(f"--- {path.name} ---\n{path.read_text(errors='replace')[-tail:]}")
         return "\n".join(parts)
 
@@ -395,6 +409,17 @@ class ControlPlane:
         for path in self.pki.iterdir():
             path.chmod(0o600)
 
+    def _audit_policy(self) -> Path:
+        path = self.state_dir / "audit-policy.yaml"
+        policy = {
+            "apiVersion": "audit.k8s.io/v1",
+            "kind": "Policy",
+            "omitStages": ["RequestReceived"],
+            "rules": [{"level": "Metadata"}],
+        }
+        path.write_text(yaml.safe_dump(policy))
+        return path
+
     def _commands(self, binary: Path, ports: Ports) -> dict[str, list[str]]:
         pki = self.pki
         etcd_url = f"http://127.0.0.1:{ports.etcd_client}"
@@ -441,6 +466,10 @@ class ControlPlane:
                 "--requestheader-extra-headers-prefix=X-Remote-Extra-",
                 f"--proxy-client-cert-file={pki / 'front-proxy-client.crt'}",
                 f"--proxy-client-key-file={pki / 'front-proxy-client.key'}",
+                f"--audit-policy-file={self._audit_policy()}",
+                f"--audit-log-path={self.audit_log}",
+                "--audit-log-format=json",
+                "--audit-log-mode=blocking",  # an event is written before its answer
             ],
             "kube-controller-manager": [
                 str(binary),

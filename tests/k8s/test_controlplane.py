@@ -248,3 +248,14 @@ def test_rbac_refuses_an_unprivileged_service_account(
         assert user.get(f"/api/v1/namespaces/{namespace}/pods/x").status_code == 403  # get
         assert user.get("/api/v1/namespaces/default/pods").status_code == 403
         assert user.get("/api/v1/nodes").status_code == 403
+
+    # The audit log names each request: who, which verb on what, and the answer.
+    refused = [
+        event
+        for event in control_plane.audit_events()
+        if event["user"].get("username") == f"system:serviceaccount:{namespace}:nobody"
+        and event["verb"] == "list"
+        and event.get("objectRef", {}).get("resource") == "nodes"
+    ]
+    assert refused
+    assert refused[-1]["responseStatus"]["code"] == 403
