@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 from tests.support import Cluster, eventually
+from webrtc_broker.bench import routes
 from webrtc_broker.client import BrokerClient, ReceivedMessage
 
 TIMEOUT = 10.0
@@ -121,12 +122,9 @@ async def start_mesh(cluster: Cluster, *names: str) -> dict[str, int]:
 async def until_routed(alice: BrokerClient, bob: BrokerClient, topic: str = "pair") -> None:
     """Wait until alice's server knows that bob's server wants the topic: bob's
     subscription reaches alice's server a moment after bob's own server applied it."""
-    async with asyncio.timeout(TIMEOUT):
-        while True:
-            alice.publish(topic, b"-1")
-            with contextlib.suppress(TimeoutError):
-                if (await asyncio.wait_for(bob.receive(), 0.2)).body == b"-1":
-                    break
+    await routes.until_routed(
+        [routes.Route(alice, topic, bob)], probe=b"-1", timeout=TIMEOUT, interval=0.2
+    )
     await asyncio.sleep(0.3)  # let copies still in flight arrive, then drop them
     while inbox_size(bob):
         await bob.receive()

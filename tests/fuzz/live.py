@@ -36,6 +36,7 @@ import pytest
 
 from tests.support import Cluster
 from webrtc_broker.bench.payload import decode_body, encode_body
+from webrtc_broker.bench.routes import Route, until_routed
 from webrtc_broker.client import BrokerClient, ClosedError, ReceivedMessage
 from webrtc_broker.client.errors import BrokerError
 
@@ -127,35 +128,17 @@ class Pair:
         a.subscribe([pair.directions[1].topic])
         b.subscribe([pair.directions[0].topic])
         await asyncio.gather(a.ping(), b.ping())
-        await pair._wait_routes()
+        # Subscriptions cross the mesh asynchronously; probes (bodies too short
+        # to be stream messages, which the receivers skip) wait for them.
+        routes = (
+            Route(a, pair.directions[0].topic, b),
+            Route(b, pair.directions[1].topic, a),
+        )
+        await until_routed(routes, probe=b"?", timeout=CATCH_UP)
         for index in (0, 1):
             pair._tasks.append(asyncio.create_task(pair._publish(index), name=f"pair-pub-{index}"))
             pair._tasks.append(asyncio.create_task(pair._receive(index), name=f"pair-recv-{index}"))
         return pair
-
-    async def _wait_routes(self) -> None:
-        """Until each member's subscription has reached the other server.
-
-        Subscriptions travel the mesh asynchronously: a message published
-        before that is not lost, it has no subscriber yet. Probes (bodies too
-        short to be stream messages) are sent until one arrives each way.
-        """
-        a, b = self.clients
-
-        async def heard(receiver: BrokerClient) -> None:
-            while len((await receiver.receive()).body) != 1:
-                pass
-
-        waits = [asyncio.ensure_future(heard(b)), asyncio.ensure_future(heard(a))]
-        try:
-            async with asyncio.timeout(CATCH_UP):
-                while not all(w.done() for w in waits):
-                    a.publish(self.directions[0].topic, b"?")
-                    b.publish(self.directions[1].topic, b"?")
-                    await asyncio.wait(waits, timeout=0.1)
-        finally:
-            for wait in waits:
-                wait.cancel()
 
     async def _publish(self, index: int) -> None:
         client, direction = self.clients[index], self.directions[index]

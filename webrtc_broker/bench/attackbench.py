@@ -43,6 +43,7 @@ from webrtc_broker.bench.attacker import ATTACKS
 from webrtc_broker.bench.latency import LatencyHistogram
 from webrtc_broker.bench.localcluster import ClusterHandle, fetch_json, http_base, local_cluster
 from webrtc_broker.bench.payload import HEADER_SIZE, decode_body, encode_body
+from webrtc_broker.bench.routes import Route, until_routed
 from webrtc_broker.bench.sampling import cpu_seconds, machine_busy_seconds
 from webrtc_broker.client import BrokerClient, BrokerError, ClosedError
 from webrtc_broker.cluster import spawn, stop
@@ -58,6 +59,10 @@ ATTACKER_EXIT = 30.0
 BATCH_WINDOW = 0.01
 """The comm servers' batching window (their default)."""
 TOPICS = ("attack-bench/to-b", "attack-bench/to-a")
+PROBE = b"?"
+"""Body of the probes that wait for the routes: shorter than any timed message."""
+ROUTE_TIMEOUT = 30.0
+"""Seconds the pair's subscriptions may take to cross the mesh."""
 
 
 @dataclass(frozen=True)
@@ -131,30 +136,12 @@ class Pair:
         pair = cls((a, b), rate, size)
         a.subscribe([TOPICS[1]])
         b.subscribe([TOPICS[0]])
-        await pair._wait_routes()
+        routes = (Route(a, TOPICS[0], b), Route(b, TOPICS[1], a))
+        await until_routed(routes, probe=PROBE, timeout=ROUTE_TIMEOUT)
         for index in (0, 1):
             pair._tasks.append(asyncio.create_task(pair._publish(index)))
             pair._tasks.append(asyncio.create_task(pair._receive(index)))
         return pair
-
-    async def _wait_routes(self, timeout: float = 30.0) -> None:
-        """Until each subscription reached the other server (probes: 1-byte bodies)."""
-        a, b = self.clients
-
-        async def heard(receiver: BrokerClient) -> None:
-            while len((await receiver.receive()).body) != 1:
-                pass
-
-        waits = [asyncio.ensure_future(heard(b)), asyncio.ensure_future(heard(a))]
-        try:
-            async with asyncio.timeout(timeout):
-                while not all(w.done() for w in waits):
-                    a.publish(TOPICS[0], b"?")
-                    b.publish(TOPICS[1], b"?")
-                    await asyncio.wait(waits, timeout=0.1)
-        finally:
-            for wait in waits:
-                wait.cancel()
 
     async def _publish(self, index: int) -> None:
         client, stream, period = self.clients[index], self.streams[index], 1.0 / self.rate
