@@ -1,9 +1,10 @@
 """Hostile parties against the coordinator, as real processes, next to well-behaved clients.
 
-The attacker is ``tests/e2e/coordinator_attacker.py`` in a process of its
-own; where a limit counts per address it runs in a network namespace with an
-address of its own (``tests/netns.py``), and the coordinator listens on the
-host side of that namespace's veth pair. Each test asserts what the
+The attacker is the one ``webrtc-broker bench attack`` runs
+(``python -m webrtc_broker.bench.attacker``, not niced here), in a process of
+its own; where a limit counts per address it runs in a network namespace with
+an address of its own (``tests/netns.py``), and the coordinator listens on
+the host side of that namespace's veth pair. Each test asserts what the
 well-behaved side sees (the server keeps its registration, clients still get
 in, nothing they send is lost) and that what was refused is counted.
 """
@@ -28,7 +29,13 @@ from tests.netns import NetworkNamespace, network_namespace
 from tests.support import ROOT, Cluster
 from webrtc_broker.client import BrokerClient
 
-ATTACKER = "tests.e2e.coordinator_attacker"
+ATTACKER = "webrtc_broker.bench.attacker"
+REPORT_NAMES = {
+    "connections": "opened",
+    "closed_by_peer": "closed_by_server",
+    "frames": "frames_sent",
+}
+"""Fields of the attacker's report, and the names this module reads them by."""
 
 
 @dataclass
@@ -74,7 +81,7 @@ class Attacker:
         stdout, stderr = await asyncio.wait_for(self.process.communicate(), timeout)
         assert self.process.returncode == 0, stderr.decode(errors="replace")[-3000:]
         result: dict[str, Any] = json.loads(stdout.decode().strip().splitlines()[-1])
-        return result
+        return {REPORT_NAMES.get(key, key): value for key, value in result.items()}
 
 
 @pytest.fixture
@@ -96,7 +103,8 @@ async def start_attacker(
     *options: str,
     namespace: NetworkNamespace | None = None,
 ) -> Attacker:
-    argv = [sys.executable, "-m", ATTACKER, mode, "--host", host, "--port", str(port), *options]
+    url = f"ws://{host}:{port}"
+    argv = [sys.executable, "-m", ATTACKER, mode, "--url", url, "--nice", "0", *options]
     if namespace is not None:
         argv = namespace.command(*argv)
     process = await asyncio.create_subprocess_exec(
@@ -146,7 +154,7 @@ async def test_offer_flood_costs_the_attacker_not_the_server(
         await subscribe(bob, ["room"])
         attacker = await start_attacker(
             attackers,
-            "offers",
+            "offer-flood",
             "127.0.0.1",
             cluster.coordinator_port,
             "--connections", str(ATTACK_CONNECTIONS),
@@ -214,6 +222,9 @@ IDLE_TIMEOUT = 2.0
 PER_ADDRESS = 40
 SLACK = 3.0
 """Seconds allowed beyond a timeout: 2 shared cores, and hundreds of sockets at once."""
+SLOW_OPTIONS = ("--trickle", "0.3", "--idle-connections", "0")
+"""Slowloris connections send a header line every 0.3 s, and come without idle WebSockets
+(those are an attack of their own here, counted against the per-address cap)."""
 
 
 async def run_in_namespace(
@@ -243,7 +254,7 @@ async def test_slow_silent_and_idle_connections_are_closed_and_capped(
             def attack(mode: str, connections: int, seconds: float) -> Any:
                 options = ["--connections", str(connections), "--seconds", str(seconds)]
                 return start_attacker(
-                    attackers, mode, host, port, *options, "--trickle", "0.3", namespace=namespace
+                    attackers, mode, host, port, *options, *SLOW_OPTIONS, namespace=namespace
                 )
 
             slowloris = await attack("slowloris", 100, 10)

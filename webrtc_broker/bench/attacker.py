@@ -1,6 +1,6 @@
 """One hostile client, run as its own process by ``webrtc-broker bench attack``.
 
-``python -m webrtc_broker.bench.attacker MODE --url WS_URL --target ALIAS --seconds S``
+``python -m webrtc_broker.bench.attacker MODE --url WS_URL [--target ALIAS] --seconds S``
 runs one attack for at most ``S`` seconds. It prints a JSON line when it
 starts, and one with what it sent and saw (:class:`Report`) when it is done.
 It is a separate process (and niced) so that the latency the bench measures
@@ -20,8 +20,23 @@ is one the broker is built to refuse cheaply:
   unreliable channel (each PING would be echoed);
 * ``gzip-subscriptions``: a real session, then BATCH frames of gzip
   SUBSCRIPTIONs that each inflate to nearly the 64 KiB limit;
-* ``slowloris``: TCP connections that trickle an HTTP upgrade request, and
-  WebSockets that never send anything.
+* ``slowloris``: TCP connections that trickle an HTTP upgrade request (a
+  header line every ``--trickle`` seconds), and WebSockets that never send
+  anything (``--idle-connections``; 0 for the TCP connections alone).
+
+Two more modes hold one kind of connection each, for the coordinator's
+per-connection limits rather than for the bench:
+
+* ``idle``: WebSockets that read their WELCOME and then send nothing;
+* ``silent``: TCP connections that send nothing.
+
+``--connections`` sets how many connections an attack opens (the session
+attacks open one). The connections an attack holds are held until the
+coordinator closes them or the time is up; the report says how many it
+closed, with which WebSocket close codes, and the longest any stayed open,
+so that a test can hold the attacker's view against the coordinator's
+counters. The attacker can run inside a network namespace (``ip netns
+exec``), so that limits per address see an address of its own.
 """
 
 from __future__ import annotations
@@ -34,7 +49,7 @@ import json
 import os
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from urllib.parse import urlsplit
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -53,6 +68,10 @@ ATTACKS = (
     "gzip-subscriptions",
     "slowloris",
 )
+"""The attacks of ``bench attack``, one phase each."""
+HOLDING = ("idle", "silent")
+"""Modes that only hold connections (not bench phases: their cost is the limit that closes them)."""
+MODES = (*ATTACKS, *HOLDING)
 
 MAX_FRAMES = 500_000
 """No attack sends more frames than this, whatever its duration."""
@@ -61,7 +80,22 @@ FLOOD_SOCKETS = 4
 CONNECT_SOCKETS = 100
 """Connections of the CONNECT flood (each may have 4 CONNECTs pending at the coordinator)."""
 SLOW_SOCKETS = 200
+"""TCP connections of ``slowloris`` and ``silent``."""
 IDLE_SOCKETS = 100
+"""WebSockets of ``idle``, and those ``slowloris`` holds besides its TCP connections."""
+TRICKLE = 1.0
+"""Seconds between the header lines of a slowloris connection."""
+CONNECTIONS = {
+    "offer-flood": FLOOD_SOCKETS,
+    "connect-flood": CONNECT_SOCKETS,
+    "candidate-flood": FLOOD_SOCKETS,
+    "slowloris": SLOW_SOCKETS,
+    "idle": IDLE_SOCKETS,
+    "silent": SLOW_SOCKETS,
+}
+"""Connections each attack opens by default; the attacks not listed open one session."""
+UNTARGETED = ("slowloris", *HOLDING)
+"""Modes aimed at the coordinator itself: they need no ``--target``."""
 PINGS_PER_BATCH = 2000
 SUBSCRIPTIONS_PER_BATCH = 20
 OPEN_TIMEOUT = 10.0
@@ -73,9 +107,13 @@ class Report:
     connections: int = 0
     """WebSockets (or TCP connections) opened."""
     refused: int = 0
-    """Connections the coordinator refused at the upgrade (HTTP 403)."""
+    """Connections the coordinator refused at the upgrade (403; 429 or 503 over a cap)."""
     closed_by_peer: int = 0
     """Connections the coordinator closed on us."""
+    close_codes: dict[str, int] = field(default_factory=dict)
+    """Close codes of the WebSockets it closed (``"none"``: closed without a Close frame)."""
+    longest_open: float = 0.0
+    """Seconds from opening to the coordinator's close, longest over the held connections."""
     frames: int = 0
     """Frames sent (WebSocket messages or data-channel messages)."""
     sessions: int = 0
@@ -86,6 +124,30 @@ class Report:
     def error(self, exc: BaseException) -> None:
         name = type(exc).__name__
         self.errors[name] = self.errors.get(name, 0) + 1
+
+    def closed(self, exc: ConnectionClosed | None = None, opened_at: float | None = None) -> None:
+        """A connection the coordinator closed: with ``exc``, a WebSocket and its close
+        code; with ``opened_at`` (monotonic), one held, whose time open counts."""
+        self.closed_by_peer += 1
+        if exc is not None:
+            code = str(exc.rcvd.code) if exc.rcvd is not None else "none"
+            self.close_codes[code] = self.close_codes.get(code, 0) + 1
+        if opened_at is not None:
+            self.longest_open = max(self.longest_open, round(time.monotonic() - opened_at, 3))
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How many connections an attack opens, and how its slowloris connections behave."""
+
+    connections: int
+    idle_connections: int = IDLE_SOCKETS
+    """Idle WebSockets ``slowloris`` holds besides its trickling TCP connections."""
+    trickle: float = TRICKLE
+
+    @classmethod
+    def default(cls, attack: str) -> Plan:
+        return cls(CONNECTIONS.get(attack, 1))
 
 
 class Budget:
@@ -145,14 +207,14 @@ async def send_until(ws: ClientConnection, frame: bytes, budget: Budget) -> None
                 await ws.send(frame)
                 report.frames += 1
             await asyncio.sleep(0)  # let the other sockets send too
-    except ConnectionClosed:
-        report.closed_by_peer += 1
+    except ConnectionClosed as exc:
+        report.closed(exc)
 
 
 # -- signalling floods --------------------------------------------------------
 
 
-async def offer_flood(url: str, target: int, budget: Budget) -> None:
+async def offer_flood(url: str, target: int, budget: Budget, plan: Plan) -> None:
     frame = pb.WebRtcMessage(
         type=pb.WEBRTC_OFFER, to_alias=target, data=b'{"type":"offer","sdp":"v=0"}'
     ).SerializeToString()
@@ -169,10 +231,10 @@ async def offer_flood(url: str, target: int, budget: Budget) -> None:
             reader.cancel()
             await ws.close()
 
-    await asyncio.gather(*(one() for _ in range(FLOOD_SOCKETS)))
+    await asyncio.gather(*(one() for _ in range(plan.connections)))
 
 
-async def connect_flood(url: str, target: int, budget: Budget) -> None:
+async def connect_flood(url: str, target: int, budget: Budget, plan: Plan) -> None:
     """Half-open sessions: CONNECT, and never answer the offer that comes back."""
     frame = pb.ConnectMessage(type=pb.CONNECT, to_alias=target).SerializeToString()
     report = budget.report
@@ -188,13 +250,13 @@ async def connect_flood(url: str, target: int, budget: Budget) -> None:
                 await ws.send(frame)
                 report.frames += 1
                 await asyncio.sleep(0.05)
-        except ConnectionClosed:
-            report.closed_by_peer += 1
+        except ConnectionClosed as exc:
+            report.closed(exc)
         finally:
             reader.cancel()
             await ws.close()
 
-    await asyncio.gather(*(one() for _ in range(CONNECT_SOCKETS)))
+    await asyncio.gather(*(one() for _ in range(plan.connections)))
 
 
 def _candidate(index: int, padding: int) -> bytes:
@@ -204,7 +266,7 @@ def _candidate(index: int, padding: int) -> bytes:
     ).encode()
 
 
-async def candidate_flood(url: str, target: int, budget: Budget) -> None:
+async def candidate_flood(url: str, target: int, budget: Budget, plan: Plan) -> None:
     """Pending sessions fed candidates: small ones up to the budget, then oversized ones."""
     report = budget.report
     connect_frame = pb.ConnectMessage(type=pb.CONNECT, to_alias=target).SerializeToString()
@@ -234,13 +296,13 @@ async def candidate_flood(url: str, target: int, budget: Budget) -> None:
                     if index % 50 == 0:
                         await asyncio.sleep(0)
                 await asyncio.sleep(0.1)
-        except ConnectionClosed:
-            report.closed_by_peer += 1
+        except ConnectionClosed as exc:
+            report.closed(exc)
         finally:
             reader.cancel()
             await ws.close()
 
-    await asyncio.gather(*(one() for _ in range(FLOOD_SOCKETS)))
+    await asyncio.gather(*(one() for _ in range(plan.connections)))
 
 
 # -- attacks from inside a session --------------------------------------------
@@ -299,13 +361,13 @@ async def flood_session(
                 report.frames += 1
             await asyncio.sleep(0.001 if session.queue_depth < 8 else 0.01)
         if session.closed.is_set():
-            report.closed_by_peer += 1
+            report.closed()
     finally:
         await session.close()
         await ws.close()
 
 
-async def ping_batch(url: str, target: int, budget: Budget) -> None:
+async def ping_batch(url: str, target: int, budget: Budget, _plan: Plan) -> None:
     ping = pb.PingMessage(type=pb.PING, time=1.0).SerializeToString()
     batch = encode_batch([ping] * PINGS_PER_BATCH)
     await flood_session(url, target, budget, batch, reliable=False)
@@ -324,7 +386,7 @@ def gzip_subscription() -> bytes:
     ).SerializeToString()
 
 
-async def gzip_subscriptions(url: str, target: int, budget: Budget) -> None:
+async def gzip_subscriptions(url: str, target: int, budget: Budget, _plan: Plan) -> None:
     batch = encode_batch([gzip_subscription()] * SUBSCRIPTIONS_PER_BATCH)
     await flood_session(url, target, budget, batch, reliable=True)
 
@@ -332,78 +394,112 @@ async def gzip_subscriptions(url: str, target: int, budget: Budget) -> None:
 # -- holding connections ------------------------------------------------------
 
 
-async def slowloris(url: str, _target: int, budget: Budget) -> None:
-    """Half-sent upgrade requests and silent WebSockets, held until the deadline."""
-    report = budget.report
-    parts = urlsplit(url)
-    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+async def hold_tcp(host: str, port: int, budget: Budget, trickle: float | None) -> None:
+    """A TCP connection held until the coordinator closes it or the time is up.
 
-    async def trickle(index: int) -> None:
-        try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(host, port), OPEN_TIMEOUT
-            )
-        except (OSError, TimeoutError) as exc:
-            report.error(exc)
-            return
-        report.connections += 1
-        try:
+    With ``trickle``, half a WebSocket upgrade request and then a header line
+    every ``trickle`` seconds, so that the request never ends; without, nothing.
+    """
+    report = budget.report
+    started = time.monotonic()
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), OPEN_TIMEOUT)
+    except (OSError, TimeoutError) as exc:
+        report.error(exc)
+        return
+    report.connections += 1
+    try:
+        if trickle is not None:
             writer.write(
                 f"GET /connect HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n".encode()
             )
             report.frames += 1
-            while not budget.spent:
-                reading = asyncio.ensure_future(reader.read(1))
-                done, _ = await asyncio.wait({reading}, timeout=min(1.0, max(budget.left, 0.01)))
-                if done:
-                    if not reading.result():  # the coordinator closed it
-                        report.closed_by_peer += 1
-                        return
-                else:
-                    reading.cancel()
-                writer.write(f"X-Slow-{index}: {time.monotonic():.0f}\r\n".encode())
+        line = 0
+        while not budget.spent:
+            reading = asyncio.ensure_future(reader.read(1))
+            wait = min(trickle or TRICKLE, max(budget.left, 0.01))
+            done, _ = await asyncio.wait({reading}, timeout=wait)
+            if done:
+                if not reading.result():  # the coordinator closed it
+                    report.closed(opened_at=started)
+                    return
+            else:
+                reading.cancel()
+            if trickle is not None:
+                writer.write(f"X-Slow-{line}: {time.monotonic():.0f}\r\n".encode())
                 report.frames += 1
-        except OSError:
-            report.closed_by_peer += 1
-        finally:
-            writer.close()
+                line += 1
+    except OSError:  # reset by the coordinator: closed too
+        report.closed(opened_at=started)
+    finally:
+        writer.close()
 
-    async def idle() -> None:
-        opened = await open_client(url, report)
-        if opened is None:
-            return
-        ws, _ = opened
-        try:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(drain(ws), max(budget.left, 0.01))
-            if budget.left > 0:
-                report.closed_by_peer += 1
-        finally:
-            await ws.close()
 
+async def hold_idle(url: str, budget: Budget) -> None:
+    """A WebSocket that reads its WELCOME and sends nothing, held until closed or the time is up."""
+    report = budget.report
+    started = time.monotonic()
+    opened = await open_client(url, report)
+    if opened is None:
+        return
+    ws, _ = opened
+    try:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(drain(ws), max(budget.left, 0.01))
+        if budget.left > 0:
+            report.closed(ws.close_exc, started)
+    finally:
+        await ws.close()
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    return parts.hostname or "127.0.0.1", parts.port or 80
+
+
+async def slowloris(url: str, _target: int, budget: Budget, plan: Plan) -> None:
+    """Half-sent upgrade requests and silent WebSockets, held until the deadline."""
+    host, port = _host_port(url)
     await asyncio.gather(
-        *(trickle(i) for i in range(SLOW_SOCKETS)), *(idle() for _ in range(IDLE_SOCKETS))
+        *(hold_tcp(host, port, budget, plan.trickle) for _ in range(plan.connections)),
+        *(hold_idle(url, budget) for _ in range(plan.idle_connections)),
     )
 
 
-RUNNERS: dict[str, Callable[[str, int, Budget], Awaitable[None]]] = {
+async def idle(url: str, _target: int, budget: Budget, plan: Plan) -> None:
+    """WebSockets that never send a frame: the coordinator's idle timeout and per-address cap."""
+    await asyncio.gather(*(hold_idle(url, budget) for _ in range(plan.connections)))
+
+
+async def silent(url: str, _target: int, budget: Budget, plan: Plan) -> None:
+    """TCP connections that never send a byte: the coordinator's handshake timeout."""
+    host, port = _host_port(url)
+    await asyncio.gather(*(hold_tcp(host, port, budget, None) for _ in range(plan.connections)))
+
+
+RUNNERS: dict[str, Callable[[str, int, Budget, Plan], Awaitable[None]]] = {
     "offer-flood": offer_flood,
     "connect-flood": connect_flood,
     "candidate-flood": candidate_flood,
     "ping-batch": ping_batch,
     "gzip-subscriptions": gzip_subscriptions,
     "slowloris": slowloris,
+    "idle": idle,
+    "silent": silent,
 }
 
 
-async def run_attack(attack: str, url: str, target: int, seconds: float) -> Report:
+async def run_attack(
+    attack: str, url: str, target: int, seconds: float, plan: Plan | None = None
+) -> Report:
     """Run ``attack`` for ``seconds`` (plus the time its connections take to close)."""
+    plan = plan or Plan.default(attack)
     report = Report(attack)
     budget = Budget(seconds, report)
     started = time.monotonic()
     try:
         async with asyncio.timeout(seconds + OPEN_TIMEOUT):
-            await RUNNERS[attack](url, target, budget)
+            await RUNNERS[attack](url, target, budget, plan)
     except (TimeoutError, ConnectionError, OSError, WebSocketException) as exc:
         report.error(exc)
     report.seconds = round(time.monotonic() - started, 3)
@@ -412,16 +508,44 @@ async def run_attack(attack: str, url: str, target: int, seconds: float) -> Repo
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("attack", choices=ATTACKS)
+    parser.add_argument("attack", choices=MODES)
     parser.add_argument("--url", required=True, help="Coordinator WebSocket URL")
-    parser.add_argument("--target", type=int, required=True, help="Alias of the attacked server")
+    parser.add_argument(
+        "--target", type=int, help="Alias of the attacked server (all but slowloris, idle, silent)"
+    )
     parser.add_argument("--seconds", type=float, required=True)
+    parser.add_argument(
+        "--connections", type=int, help="Connections to open [per attack; the session attacks: 1]"
+    )
+    parser.add_argument(
+        "--idle-connections",
+        type=int,
+        default=IDLE_SOCKETS,
+        help=f"slowloris: idle WebSockets besides the TCP connections [{IDLE_SOCKETS}]",
+    )
+    parser.add_argument(
+        "--trickle",
+        type=float,
+        default=TRICKLE,
+        help=f"slowloris: seconds between header lines [{TRICKLE:g}]",
+    )
     parser.add_argument("--nice", type=int, default=10, help="Niceness of this process")
     args = parser.parse_args()
+    if args.target is None and args.attack not in UNTARGETED:
+        parser.error(f"{args.attack} needs --target")
+    if args.connections is not None and args.attack not in CONNECTIONS:
+        parser.error(f"{args.attack} opens one session: --connections does not apply")
+    if args.trickle <= 0:
+        parser.error("--trickle must be positive")
+    plan = replace(
+        Plan.default(args.attack), idle_connections=args.idle_connections, trickle=args.trickle
+    )
+    if args.connections is not None:
+        plan = replace(plan, connections=args.connections)
     if args.nice:
         os.nice(args.nice)
     print(json.dumps({"event": "started"}), flush=True)  # the bench's window opens now
-    report = asyncio.run(run_attack(args.attack, args.url, args.target, args.seconds))
+    report = asyncio.run(run_attack(args.attack, args.url, args.target or 0, args.seconds, plan))
     print(json.dumps(asdict(report)), flush=True)
 
 
