@@ -94,7 +94,8 @@ def go_env() -> dict[str, str]:
 
 
 def go_binary() -> str:
-    go = shutil.which("go")
+    """``go`` from PATH, else from the official install's place (/usr/local/go/bin)."""
+    go = shutil.which("go") or shutil.which("go", path="/usr/local/go/bin")
     if go is None:
         raise GoUnavailable("Go is not installed (the control plane is built with it)")
     return go
