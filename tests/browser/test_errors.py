@@ -66,8 +66,11 @@ async def test_a_full_server_shows_server_full(
 async def test_credentials_the_comm_server_refuses(
     cluster: Cluster, browser: Browser, console: ConsoleLog
 ) -> None:
-    await cluster.start_coordinator()
-    await cluster.start_server("s1", "--allow", "alice", module="tests.allowlist_commserver")
+    # A server that checks clients needs the server secret (anyone could pose as one).
+    await cluster.start_coordinator("--server-secret", "s3cret")
+    await cluster.start_server(
+        "s1", "--allow", "alice", "--server-secret", "s3cret", module="tests.allowlist_commserver"
+    )
     s1 = await cluster.alias_of("s1")
     mallory = await open_demo(browser, cluster, console, "mallory")
     assert await page_error(mallory) == (

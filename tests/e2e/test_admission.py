@@ -123,8 +123,11 @@ async def test_first_reliable_frame_must_be_auth(cluster: Cluster) -> None:
 
 
 async def test_sdk_reports_refused_credentials(cluster: Cluster) -> None:
-    await cluster.start_coordinator()
-    await cluster.start_server("s1", "--allow", "alice", module="tests.allowlist_commserver")
+    # A server that checks clients needs the server secret (anyone could pose as one).
+    await cluster.start_coordinator("--server-secret", SECRET)
+    await cluster.start_server(
+        "s1", "--allow", "alice", "--server-secret", SECRET, module="tests.allowlist_commserver"
+    )
     with pytest.raises(AuthenticationError, match="unknown credentials"):
         await BrokerClient.connect(cluster.url, "mallory", timeout=TIMEOUT)
     async with connected(cluster, "alice") as (alice,):
