@@ -882,7 +882,7 @@ async def session_case(world: World, server: int, steps: list[Step]) -> int:
     auth_first=st.sampled_from((True, True, True, False)),
     steps=st.lists(session_steps, max_size=25),
 )
-# The first finding: a working session, then its answer again.
+# A working session, then its answer again (once enough to stop a server admitting anyone).
 @example(server=0, auth_first=True, steps=[Step("barrier"), Step("signal", "answer_again")])
 # AUTH twice, then AUTH as a server with the right secret (from a client's session).
 @example(

@@ -153,7 +153,7 @@ def test_status_keeps_its_shape() -> None:
 # -- dashboard and scrape config ----------------------------------------------------
 
 
-def test_dashboard_covers_the_issue() -> None:
+def test_dashboard_covers_what_operators_watch() -> None:
     dashboard = load()
     titles = " ".join(panel["title"].lower() for panel in dashboard["panels"])
     for topic in ("relay rate", "loss", "time inside a comm server", "clients per server"):
