@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -20,6 +21,7 @@ import pytest
 from commserver.http import create_http_app
 from commserver.server import LINK_TASK, CommServer
 from tests.coordinator.harness import running_coordinator, wait_until
+from tests.support import Cluster
 from webrtc_broker.config import CommServerConfig
 from webrtc_broker.supervise import RestartPolicy, TaskState
 
@@ -124,3 +126,27 @@ def test_a_server_that_cannot_serve_http_exits_non_zero_saying_why() -> None:
     assert result.returncode == 1, result.stderr
     assert f"cannot serve HTTP on 127.0.0.1:{port}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+async def test_a_task_out_of_restarts_turns_healthz_false_then_exits_1(tmp_path: Path) -> None:
+    """A real process whose keepalive fails on every run: /healthz says so, then it exits 1."""
+    cluster = Cluster(tmp_path)
+    try:
+        await cluster.start_coordinator()
+        proc = await cluster.start_server(
+            "s1", module="tests.broken_keepalive_commserver", wait=False
+        )
+        assert proc.process is not None
+        url = f"http://127.0.0.1:{proc.http_port}/healthz"
+        answers: list[int] = []
+        while proc.process.returncode is None:
+            with contextlib.suppress(httpx.HTTPError):
+                answers.append((await cluster.http.get(url)).status_code)
+            await asyncio.sleep(0.05)
+            assert len(answers) < 600, "still running after 30 s"
+        assert proc.process.returncode == 1
+        # 503 before the exit (and 200 before that, unless the failures came first).
+        assert answers and answers[-1] == 503, answers
+        assert "task keepalive raised RuntimeError" in proc.log()
+    finally:
+        await cluster.close()
