@@ -8,6 +8,7 @@ connection, so offers and answers are real.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
 
@@ -29,17 +30,24 @@ CANDIDATE = json.dumps(
 ).encode()
 
 
+@contextlib.asynccontextmanager
+async def offline_server(config: CommServerConfig) -> AsyncIterator[tuple[CommServer, list[bytes]]]:
+    """A comm server registered as alias 1, whose frames to the coordinator are kept."""
+    cs = CommServer(config)
+    sent: list[bytes] = []
+    cs.link.send = sent.append  # type: ignore[method-assign, assignment]
+    cs.link.connected.set()
+    cs.alias = 1
+    try:
+        yield cs, sent
+    finally:
+        await cs.close()
+
+
 @pytest.fixture
 async def server() -> AsyncIterator[tuple[CommServer, list[bytes]]]:
-    yield_server = CommServer(CommServerConfig(name="s1", max_pending=3, max_candidates=8))
-    sent: list[bytes] = []
-    yield_server.link.send = sent.append  # type: ignore[method-assign, assignment]
-    yield_server.link.connected.set()
-    yield_server.alias = 1
-    try:
-        yield yield_server, sent
-    finally:
-        await yield_server.close()
+    async with offline_server(CommServerConfig(name="s1", max_pending=3, max_candidates=8)) as it:
+        yield it
 
 
 async def until(predicate: Callable[[], bool], timeout: float = 10) -> None:
@@ -184,18 +192,12 @@ async def test_a_full_pending_table_evicts_the_oldest_unanswered_session(
 
 
 async def test_pending_sessions_do_not_count_against_max_peers() -> None:
-    cs = CommServer(CommServerConfig(name="s1", max_peers=1, max_pending=10))
-    sent: list[bytes] = []
-    cs.link.send = sent.append  # type: ignore[method-assign, assignment]
-    cs.link.connected.set()
-    cs.alias = 1
-    try:
+    config = CommServerConfig(name="s1", max_peers=1, max_pending=10)
+    async with offline_server(config) as (cs, sent):
         for alias in range(2000, 2005):
             await connect(cs, alias)
         assert not [f for f in sent if frame_type(f) == pb.CONNECTION_REFUSED]
         assert sum(1 for p in cs.peers.values() if p.pending) == 5
-    finally:
-        await cs.close()
 
 
 async def test_a_broken_candidate_held_before_the_answer_does_not_fail_the_answer(
@@ -231,12 +233,8 @@ async def test_a_repeated_connect_while_pending_is_dropped(
 
 
 async def test_session_set_ups_have_a_budget_per_server() -> None:
-    cs = CommServer(CommServerConfig(name="s1", setup_rate=0.001, setup_burst=3))
-    sent: list[bytes] = []
-    cs.link.send = sent.append  # type: ignore[method-assign, assignment]
-    cs.link.connected.set()
-    cs.alias = 1
-    try:
+    config = CommServerConfig(name="s1", setup_rate=0.001, setup_burst=3)
+    async with offline_server(config) as (cs, sent):
         for alias in range(3000, 3005):
             await connect(cs, alias)
         refusals = [
@@ -252,5 +250,3 @@ async def test_session_set_ups_have_a_budget_per_server() -> None:
             cs, pb.ConnectMessage(type=pb.CONNECT, from_alias=9, from_role=pb.COMMUNICATION_SERVER)
         )
         assert 9 in cs.peers
-    finally:
-        await cs.close()
