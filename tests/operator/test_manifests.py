@@ -261,6 +261,15 @@ def test_rbac_is_least_privilege() -> None:
     # Secrets: only created (the generated server secret), never read, changed or deleted.
     assert {verb for _, resource, verb in granted if resource == "secrets"} == {"create"}
     assert ("", "services", "delete") not in granted
+    # Never done by the code: the coordinator Deployment is never deleted, Events are
+    # only created, status and scale are only patched.
+    for unused in [
+        ("apps", "deployments", "delete"),
+        ("", "events", "patch"),
+        ("webrtc-broker.io", "brokerclusters/status", "get"),
+        ("webrtc-broker.io", "brokerclusters/scale", "get"),
+    ]:
+        assert unused not in granted
     for needed in [
         ("webrtc-broker.io", "brokerclusters", "watch"),
         ("webrtc-broker.io", "brokerclusters/status", "patch"),

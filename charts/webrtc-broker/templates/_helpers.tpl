@@ -105,14 +105,19 @@ characters (the operator derives "<name>-coordinator" and others from it).
   verbs: [get, list, watch, patch]
 - apiGroups: [webrtc-broker.io]
   resources: [brokerclusters/status, brokerclusters/scale]
-  verbs: [get, patch]
+  verbs: [patch]
 # Owner references with blockOwnerDeletion need this where the
 # OwnerReferencesPermissionEnforcement admission plugin is on.
 - apiGroups: [webrtc-broker.io]
   resources: [brokerclusters/finalizers]
   verbs: [update]
+# The coordinator Deployment always exists; a hub StatefulSet goes when
+# the topology leaves Hub.
 - apiGroups: [apps]
-  resources: [deployments, statefulsets]
+  resources: [deployments]
+  verbs: [get, create, patch]
+- apiGroups: [apps]
+  resources: [statefulsets]
   verbs: [get, create, patch, delete]
 - apiGroups: [""]
   resources: [services]
@@ -125,7 +130,7 @@ characters (the operator derives "<name>-coordinator" and others from it).
   verbs: [get, create, patch, delete]
 - apiGroups: [""]
   resources: [events]
-  verbs: [create, patch]
+  verbs: [create]
 # The generated server secret: created once, never read back.
 - apiGroups: [""]
   resources: [secrets]

@@ -1,0 +1,244 @@
+"""The operator, run with the identity ``deploy/rbac.yaml`` gives it, against the real server.
+
+The API server authorizes with RBAC, so a verb the ClusterRole lacks is a
+403 here (the emulator grants everything). Its audit log names every request
+the operator's ServiceAccount made; the test compares those (resource, verb)
+pairs with what ``deploy/rbac.yaml`` grants: everything used is granted, and
+whatever is granted but unused is an allowance listed below with its reason.
+The operator serves all namespaces, as ``deploy/operator.yaml`` runs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from broker_operator import GROUP, PLURAL, VERSION
+from tests.k8s.cluster import ControlPlane
+from tests.k8s.test_controlplane import run_kubectl
+from tests.operator.support import (
+    CRD_FILE,
+    DEPLOY,
+    OperatorProcess,
+    condition_status,
+    example,
+    load_yaml,
+    until,
+)
+
+pytestmark = pytest.mark.timeout(180)
+
+RBAC_FILE = DEPLOY / "rbac.yaml"
+DECISION = "authorization.k8s.io/decision"
+
+Pair = tuple[str, str, str]  # (API group, resource[/subresource], verb)
+
+ALLOWANCES: dict[Pair, str] = {
+    ("webrtc-broker.io", "brokerclusters/scale", "patch"): (
+        "the autoscaler writes replicas; autoscaling is off in this test"
+    ),
+    ("webrtc-broker.io", "brokerclusters/finalizers", "update"): (
+        "checked by OwnerReferencesPermissionEnforcement admission (off here), never requested"
+    ),
+    ("apps", "statefulsets", "delete"): "the hub StatefulSet, after switching Hub to Mesh",
+    ("policy", "poddisruptionbudgets", "delete"): "the hub's budget, after leaving Hub mode",
+    ("monitoring.coreos.com", "servicemonitors", "create"): (
+        "only when metrics.serviceMonitor is on (needs the Prometheus Operator's CRD)"
+    ),
+    ("monitoring.coreos.com", "servicemonitors", "patch"): "as create, on drift",
+    ("monitoring.coreos.com", "servicemonitors", "delete"): "after serviceMonitor is turned off",
+    ("policy", "poddisruptionbudgets", "patch"): "only when a live budget drifts from the spec",
+    ("", "services", "patch"): "only when a live Service drifts from the spec",
+    ("apps", "deployments", "patch"): "only when the live Deployment drifts from the spec",
+    ("apps", "statefulsets", "patch"): "only when the live StatefulSet drifts from the spec",
+}
+
+
+def granted_pairs(rules: list[dict[str, Any]]) -> set[Pair]:
+    return {
+        (group, resource, verb)
+        for rule in rules
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+def used_pairs(events: list[dict[str, Any]]) -> set[Pair]:
+    pairs = set()
+    for event in events:
+        ref = event.get("objectRef") or {}
+        if "resource" not in ref:
+            continue  # a non-resource URL (/version, /api)
+        resource = ref["resource"]
+        if ref.get("subresource"):
+            resource += "/" + ref["subresource"]
+        pairs.add((ref.get("apiGroup", ""), resource, event["verb"]))
+    return pairs
+
+
+def rbac_objects(suffix: str) -> tuple[str, list[dict[str, Any]]]:
+    """deploy/rbac.yaml with its namespace and cluster-wide names made unique to one run."""
+    documents = [copy.deepcopy(doc) for doc in load_yaml(RBAC_FILE)]
+    account = next(doc for doc in documents if doc["kind"] == "ServiceAccount")
+    namespace = f"{account['metadata']['namespace']}-{suffix}"
+    for doc in documents:
+        meta = doc["metadata"]
+        if doc["kind"] == "ServiceAccount":
+            meta["namespace"] = namespace
+        else:
+            meta["name"] = f"{meta['name']}-{suffix}"
+        if doc["kind"] == "ClusterRoleBinding":
+            doc["roleRef"]["name"] = f"{doc['roleRef']['name']}-{suffix}"
+            for subject in doc["subjects"]:
+                subject["namespace"] = namespace
+    return namespace, documents
+
+
+RBAC_PATHS = {
+    "ServiceAccount": "/api/v1/namespaces/{namespace}/serviceaccounts",
+    "ClusterRole": "/apis/rbac.authorization.k8s.io/v1/clusterroles",
+    "ClusterRoleBinding": "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+}
+
+
+@pytest.fixture
+def installed(control_plane: ControlPlane, tmp_path: Path) -> Iterator[tuple[str, str, str]]:
+    """The CRD, deploy/rbac.yaml in a namespace of its own, a namespace for a cluster.
+
+    Yields (the operator's namespace, the ServiceAccount's name, the cluster's namespace).
+    """
+    run_kubectl(control_plane, tmp_path, "apply", "-f", str(CRD_FILE))
+    run_kubectl(
+        control_plane,
+        tmp_path,
+        "wait",
+        "--for=condition=Established",
+        f"crd/{PLURAL}.{GROUP}",
+        "--timeout=60s",
+    )
+    suffix = uuid.uuid4().hex[:8]
+    operator_ns, documents = rbac_objects(suffix)
+    clusters_ns = f"brokers-{suffix}"
+    created: list[str] = []
+    with control_plane.client() as admin:
+        try:
+            for name in (operator_ns, clusters_ns):
+                answer = admin.post("/api/v1/namespaces", json={"metadata": {"name": name}})
+                assert answer.status_code == 201, answer.text
+                created.append(f"/api/v1/namespaces/{name}")
+            for doc in documents:
+                path = RBAC_PATHS[doc["kind"]].format(namespace=operator_ns)
+                answer = admin.post(path, json=doc)
+                assert answer.status_code == 201, answer.text
+                created.append(f"{path}/{doc['metadata']['name']}")
+            account = next(doc for doc in documents if doc["kind"] == "ServiceAccount")
+            yield operator_ns, account["metadata"]["name"], clusters_ns
+        finally:
+            for path in reversed(created):
+                admin.delete(path)
+
+
+def check_requests(events: list[dict[str, Any]], clusters_ns: str, log: str) -> None:
+    """The operator's requests in the audit log: none refused by RBAC, no unexpected
+    failure, and the (resource, verb) pairs exactly those deploy/rbac.yaml grants."""
+    assert events, "no request of the operator in the audit log"
+    # RBAC's refusals: the authorizer's decision, recorded on each event. A 403 may also
+    # come from admission (a namespace being deleted refuses new objects), with "allow".
+    decisions = {e.get("annotations", {}).get(DECISION) for e in events}
+    assert "allow" in decisions
+    refused = [
+        (e["verb"], e.get("requestURI"), e["responseStatus"].get("code"))
+        for e in events
+        if e.get("annotations", {}).get(DECISION) == "forbid"
+    ]
+    assert not refused, f"refused: {refused}\n{log}"
+    # In the test's namespace every other failure is one the operator expects: 404 on a
+    # get is an object not made yet (or the ServiceMonitor kind, not installed here).
+    # Cluster-wide, 429 "storage is (re)initializing" answers a list of a CRD just
+    # Established, and kopf retries.
+    failed = sorted(
+        {
+            (e["verb"], e["objectRef"].get("resource", ""), e["responseStatus"]["code"])
+            for e in events
+            if e.get("responseStatus", {}).get("code", 0) >= 400
+            and e.get("objectRef", {}).get("namespace") in (clusters_ns, None)
+        }
+    )
+    print("answers >= 400:", failed)
+    unexpected = [
+        (verb, resource, code)
+        for verb, resource, code in failed
+        if not (verb == "get" and code == 404)
+        and not (verb in ("list", "watch") and resource == PLURAL and code == 429)
+    ]
+    assert not unexpected, f"{failed}\n{log}"
+    used = used_pairs(events)
+    granted = granted_pairs(
+        next(doc for doc in load_yaml(RBAC_FILE) if doc["kind"] == "ClusterRole")["rules"]
+    )
+    print("used:", *sorted(used), sep="\n  ")
+    print("granted but unused:", *sorted(granted - used), sep="\n  ")
+    assert used <= granted, sorted(used - granted)
+    assert granted - used <= set(ALLOWANCES), sorted(granted - used - set(ALLOWANCES))
+    assert "Traceback" not in log, log
+
+
+async def test_operator_reconciles_with_exactly_its_rbac(
+    control_plane: ControlPlane, installed: tuple[str, str, str], tmp_path: Path
+) -> None:
+    operator_ns, account, clusters_ns = installed
+    username = f"system:serviceaccount:{operator_ns}:{account}"
+    token = control_plane.service_account_token(operator_ns, account, create=False)
+    kubeconfig = control_plane.write_token_kubeconfig(tmp_path / "operator.kubeconfig", token)
+    body = example()
+    body["metadata"]["namespace"] = clusters_ns
+    name = body["metadata"]["name"]
+    crs = f"/apis/{GROUP}/{VERSION}/namespaces/{clusters_ns}/{PLURAL}"
+    apps = f"/apis/apps/v1/namespaces/{clusters_ns}"
+    core = f"/api/v1/namespaces/{clusters_ns}"
+
+    operator = OperatorProcess(kubeconfig, tmp_path / "operator.log", resync=1.0)
+    with control_plane.client() as admin:
+        try:
+            await operator.start()
+            answer = admin.post(crs, json=body)
+            assert answer.status_code == 201, answer.text
+
+            def exists(path: str) -> bool:
+                return admin.get(path).status_code == 200
+
+            await until(lambda: exists(f"{apps}/deployments/{name}-coordinator"), timeout=60)
+            await until(lambda: exists(f"{apps}/statefulsets/{name}-commserver"), timeout=60)
+            wanted = {f"{name}-coordinator", f"{name}-commserver"}
+
+            def services() -> bool:
+                items = admin.get(f"{core}/services").json()["items"]
+                return wanted <= {item["metadata"]["name"] for item in items}
+
+            await until(services, timeout=60)
+
+            def reported() -> dict[str, Any] | None:
+                obj: dict[str, Any] = admin.get(f"{crs}/{name}").json()
+                status = obj.get("status") or {}
+                return obj if status.get("phase") and status.get("conditions") else None
+
+            obj = await until(reported, timeout=60)
+            # No node: no pod runs, so the cluster is not Ready yet.
+            assert condition_status(obj, "Ready") == "False", obj["status"]
+            assert obj["status"]["phase"] != "Running", obj["status"]
+            # A few resyncs (one a second): their requests are in the audit log too.
+            await asyncio.sleep(3)
+        finally:
+            code = await operator.stop()
+    log = operator.log()
+    assert code == 0, log
+
+    events = [e for e in control_plane.audit_events() if e["user"].get("username") == username]
+    check_requests(events, clusters_ns, log)
