@@ -12,6 +12,11 @@ annotation, and a key that was there and is no longer desired is set to
 
 Lists are replaced whole, as JSON merge patch does: the operator owns the
 lists it writes (containers, ports, env).
+
+Below a ``resources`` key (a container's requests and limits, a volume claim's
+storage request) values are quantities, which the API server stores in
+canonical form (``0.5`` as ``500m``, ``1024Mi`` as ``1Gi``): they compare by
+value (:mod:`broker_operator.quantity`), or every resync would patch them again.
 """
 
 from __future__ import annotations
@@ -20,25 +25,40 @@ import copy
 import json
 from typing import Any
 
+from broker_operator import quantity
+
 LAST_APPLIED = "webrtc-broker.io/last-applied"
 
 
-def contains(desired: Any, live: Any) -> bool:
-    """True if every field of ``desired`` has the same value in ``live``."""
+QUANTITIES = "resources"
+"""The key below which values are quantities."""
+
+
+def contains(desired: Any, live: Any, *, quantities: bool = False) -> bool:
+    """True if every field of ``desired`` has the same value in ``live``.
+
+    With ``quantities`` (set below a ``resources`` key), values that are
+    quantities compare by value.
+    """
     if isinstance(desired, dict):
         return isinstance(live, dict) and all(
-            key in live and contains(value, live[key]) for key, value in desired.items()
+            key in live and contains(value, live[key], quantities=quantities or key == QUANTITIES)
+            for key, value in desired.items()
         )
     if isinstance(desired, list):
         return (
             isinstance(live, list)
             and len(desired) == len(live)
-            and all(contains(d, v) for d, v in zip(desired, live, strict=True))
+            and all(
+                contains(d, v, quantities=quantities) for d, v in zip(desired, live, strict=True)
+            )
         )
-    return bool(desired == live)
+    return bool(desired == live) or (quantities and quantity.same(desired, live))
 
 
-def merge_patch(desired: Any, live: Any, last_applied: Any) -> dict[str, Any]:
+def merge_patch(
+    desired: Any, live: Any, last_applied: Any, *, quantities: bool = False
+) -> dict[str, Any]:
     """The JSON merge patch (RFC 7386) that takes ``live`` to ``desired``; ``{}`` if none.
 
     ``last_applied`` is what the operator applied before (or ``None``): keys it
@@ -49,11 +69,12 @@ def merge_patch(desired: Any, live: Any, last_applied: Any) -> dict[str, Any]:
     live_map = live if isinstance(live, dict) else {}
     for key, value in desired.items():
         current = live_map.get(key)
+        below = quantities or key == QUANTITIES
         if isinstance(value, dict) and isinstance(current, dict):
-            nested = merge_patch(value, current, previous.get(key))
+            nested = merge_patch(value, current, previous.get(key), quantities=below)
             if nested:
                 patch[key] = nested
-        elif key not in live_map or not contains(value, current):
+        elif key not in live_map or not contains(value, current, quantities=below):
             patch[key] = value
     for key in previous:
         if key not in desired and key in live_map:

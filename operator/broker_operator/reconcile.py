@@ -128,6 +128,9 @@ class Reconciler:
         self._secret_made: dict[tuple[str, str], tuple[str, float]] = {}
         """For each resource whose generated server secret exists: its uid, and when
         that was last confirmed (no need to ask again for a while)."""
+        self._monitor_warned: dict[tuple[str, str], tuple[str, int]] = {}
+        """For each resource told that the ServiceMonitor API is missing: the uid and
+        generation it was told at. Told once per generation, not on every resync."""
 
     def retain(self, existing: set[tuple[str, str]]) -> None:
         """Forget every resource not in ``existing`` (``(namespace, name)`` pairs)."""
@@ -140,6 +143,7 @@ class Reconciler:
         self._locks.pop((namespace, name), None)
         self._history.pop((namespace, name), None)
         self._secret_made.pop((namespace, name), None)
+        self._monitor_warned.pop((namespace, name), None)
         self.stats.forget(namespace, name)
 
     async def reconcile(self, body: Mapping[str, Any], *, autoscale: bool = False) -> Outcome:
@@ -181,7 +185,7 @@ class Reconciler:
             problem = Problem("InvalidSpec", f"spec refused, nothing changed: {exc}")
         if spec is not None:
             try:
-                changes = await self._apply_all(ref, spec, notes)
+                changes = await self._apply_all(ref, spec, notes, generation)
             except NotOwnedError as exc:
                 problem = Problem("NameConflict", str(exc))
             except TRANSIENT as exc:
@@ -227,7 +231,7 @@ class Reconciler:
     # -- applying ---------------------------------------------------------------------------
 
     async def _apply_all(
-        self, ref: ClusterRef, spec: BrokerClusterSpec, notes: list[Note]
+        self, ref: ClusterRef, spec: BrokerClusterSpec, notes: list[Note], generation: int
     ) -> list[str]:
         changes: list[str] = []
         # First: the pods of every workload read it.
@@ -236,7 +240,7 @@ class Reconciler:
             changes.append(made)
         wanted = desired_objects(ref, spec)
         for manifest in wanted:
-            change = await self._apply(ref, manifest, notes)
+            change = await self._apply(ref, manifest, notes, generation)
             if change:
                 changes.append(change)
         wanted_keys = {key_of(manifest) for manifest in wanted}
@@ -245,7 +249,9 @@ class Reconciler:
                 changes.append(f"deleted {key}")
         return changes
 
-    async def _apply(self, ref: ClusterRef, manifest: Manifest, notes: list[Note]) -> str | None:
+    async def _apply(
+        self, ref: ClusterRef, manifest: Manifest, notes: list[Note], generation: int
+    ) -> str | None:
         key = key_of(manifest)
         desired = with_last_applied(manifest)
         live = await self.client.get(key)
@@ -254,14 +260,17 @@ class Reconciler:
                 await self.client.create(desired)
             except ApiError as exc:
                 if exc.not_found and key.kind == "ServiceMonitor":
-                    notes.append(
-                        Note(
-                            "Warning",
-                            "ServiceMonitorUnavailable",
-                            "metrics.serviceMonitor.enabled is set but the ServiceMonitor API "
-                            "(Prometheus operator) is not installed; skipped",
+                    told = self._monitor_warned.get((ref.namespace, ref.name))
+                    if told != (ref.uid, generation):
+                        self._monitor_warned[(ref.namespace, ref.name)] = (ref.uid, generation)
+                        notes.append(
+                            Note(
+                                "Warning",
+                                "ServiceMonitorUnavailable",
+                                "metrics.serviceMonitor.enabled is set but the ServiceMonitor "
+                                "API (Prometheus operator) is not installed; skipped",
+                            )
                         )
-                    )
                     return None
                 if not exc.conflict:
                     raise
@@ -269,6 +278,8 @@ class Reconciler:
                 if live is None:
                     raise
             else:
+                if key.kind == "ServiceMonitor":  # the API is there now: tell again if it goes
+                    self._monitor_warned.pop((ref.namespace, ref.name), None)
                 self.stats.applied["created"] += 1
                 return f"created {key}"
         if not owned_by(live, ref.uid):

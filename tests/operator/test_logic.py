@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from fractions import Fraction
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from broker_operator import quantity
 from broker_operator.applying import (
     LAST_APPLIED,
     contains,
@@ -97,6 +99,68 @@ def test_server_defaults_are_not_drift() -> None:
     desired = {"spec": {"ports": [{"name": "http", "port": 80}]}}
     live = {"spec": {"ports": [{"name": "http", "port": 80, "protocol": "TCP"}], "clusterIP": "1"}}
     assert merge_patch(desired, live, None) == {}
+
+
+@pytest.mark.parametrize(
+    ("written", "stored"),
+    [
+        ("0.5", "500m"),
+        ("1024Mi", "1Gi"),
+        ("1000k", "1M"),
+        ("1.5Gi", "1536Mi"),
+        ("2", "2"),
+        (2, "2"),
+        ("1e3", "1k"),
+        ("100E-3", "100m"),
+        ("+.25", "250m"),
+        ("0.0000000001", "1n"),  # finer than nano: rounded up, as the server does
+        ("-1.5", "-1500m"),
+    ],
+)
+def test_quantities_compare_by_value(written: str | int, stored: str) -> None:
+    assert quantity.same(written, stored)
+    assert quantity.same(stored, written)
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [("500m", "501m"), ("1Gi", "1G"), ("1k", "1Ki"), ("1", "1m"), ("1Gi", "big"), ("", "0")],
+)
+def test_different_quantities_differ(a: str, b: str) -> None:
+    assert not quantity.same(a, b)
+
+
+@pytest.mark.parametrize("text", ["", "Gi", "1 Gi", "1iB", "1.2.3", "1e", "1e1.5", "--1", "1KI"])
+def test_quantity_parser_refuses_what_is_not_one(text: str) -> None:
+    with pytest.raises(quantity.QuantityError):
+        quantity.parse(text)
+
+
+def test_quantity_parser_reads_every_suffix() -> None:
+    assert quantity.parse("3Ki").value == 3 * 1024
+    assert quantity.parse("1Ei").value == 2**60
+    assert quantity.parse("7n").value == Fraction(7, 10**9)
+    assert quantity.parse("7u").value == Fraction(7, 10**6)
+    assert quantity.parse("2E").value == 2 * 10**18
+    assert quantity.parse("2e18") == quantity.parse("2E")
+
+
+def test_canonicalised_quantities_are_not_drift() -> None:
+    """The server stores ``0.5`` as ``500m``: no patch, nor in a volume claim's request."""
+    resources = {"requests": {"cpu": "0.5", "memory": "1024Mi"}, "limits": {"memory": "2048Mi"}}
+    stored = {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "2Gi"}}
+    desired = {"spec": {"containers": [{"name": "c", "resources": resources}]}}
+    live = {"spec": {"containers": [{"name": "c", "resources": stored}]}}
+    assert contains(desired, live)
+    assert merge_patch(desired, live, None) == {}
+    claim = {"spec": {"resources": {"requests": {"storage": "1024Mi"}}}}
+    assert merge_patch(claim, {"spec": {"resources": {"requests": {"storage": "1Gi"}}}}, None) == {}
+    # A real change is still one, and outside resources strings compare as strings.
+    changed = {"spec": {"resources": {"requests": {"storage": "2Gi"}}}}
+    assert merge_patch(changed, {"spec": {"resources": {"requests": {"storage": "1Gi"}}}}, None)
+    assert merge_patch(
+        {"metadata": {"labels": {"v": "0.5"}}}, {"metadata": {"labels": {"v": "500m"}}}, None
+    )
 
 
 # -- status -----------------------------------------------------------------------------------
