@@ -98,12 +98,18 @@ class NetworkSpec(Model):
     mode: Literal["PodIP", "HostNetwork"] = "PodIP"
 
 
+DEFAULT_HTTP_PORT = 7590
+"""The comm servers' HTTP port: a node's port in HostNetwork mode, so not one a node agent
+holds (9100 is Prometheus' node exporter; 9100-9999 are Prometheus exporters', 10248-10260
+the kubelet's and control plane's, 30000-32767 NodePorts) nor in Linux's ephemeral range."""
+
+
 class CommServersSpec(Model):
     replicas: int = Field(2, ge=0, le=256)
     max_peers: int = Field(1000, ge=1, le=100000)
     batch_window_milliseconds: int = Field(10, ge=0, le=1000)
     drain_seconds: int = Field(10, ge=0, le=3600)
-    http_port: int = Field(9100, ge=1024, le=65535)
+    http_port: int = Field(DEFAULT_HTTP_PORT, ge=1024, le=65535)
     network: NetworkSpec = NetworkSpec()
     resources: Resources = COMMSERVER_RESOURCES
     log_level: LogLevel = "info"

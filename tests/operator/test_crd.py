@@ -46,7 +46,7 @@ def test_example_is_accepted_and_defaulted() -> None:
     assert validate(body) == []
     defaulted = schemas.apply_defaults(crd_schema(), copy.deepcopy(body))
     spec = defaulted["spec"]
-    assert spec["commServers"]["httpPort"] == 9100
+    assert spec["commServers"]["httpPort"] == 7590
     assert spec["auth"] == {"mode": "None", "clients": {"mode": "None"}}
     assert spec["coordinator"]["resources"]["requests"] == {"cpu": "100m", "memory": "128Mi"}
     parse_spec("demo", spec)

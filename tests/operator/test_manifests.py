@@ -188,6 +188,35 @@ def test_comm_servers_follow_the_spec() -> None:
     assert monitor["metadata"]["labels"]["release"] == "prometheus"
 
 
+NODE_PORTS_TAKEN = [
+    (9100, 9999, "Prometheus exporters (9100: the node exporter)"),
+    (10248, 10260, "kubelet, kube-proxy, controller manager, scheduler"),
+    (2379, 2380, "etcd"),
+    (6443, 6443, "the API server"),
+    (30000, 32767, "NodePort Services"),
+    (32768, 60999, "Linux's ephemeral ports"),
+]
+
+
+def test_host_network_default_http_port_is_free_of_node_agents() -> None:
+    """In HostNetwork mode the comm servers' HTTP port is a port of the node itself."""
+    spec = {"image": IMAGE, "commServers": {"network": {"mode": "HostNetwork"}}}
+    items = desired_objects(REF, parse_spec(REF.name, spec))
+    servers = by_kind(items, "StatefulSet", "demo-commserver")
+    pod = servers["spec"]["template"]["spec"]
+    assert pod["hostNetwork"] is True
+    (container,) = pod["containers"]
+    port = container["ports"][0]["containerPort"]
+    assert container["args"][-2:] == ["--http-port", str(port)]
+    for low, high, holder in NODE_PORTS_TAKEN:
+        assert not low <= port <= high, f"{port} is in {low}-{high} ({holder})"
+    # The CRD's default is the same (the API server fills it in before the operator reads it).
+    http_port = crd_schema()["properties"]["spec"]["properties"]["commServers"]["properties"][
+        "httpPort"
+    ]
+    assert http_port["default"] == port
+
+
 def test_client_jwt_auth_takes_the_key_from_the_secret() -> None:
     items = objects("everything")
     workloads = [
