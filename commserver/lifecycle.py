@@ -8,7 +8,7 @@ made, a second answer, an offer to a session we offered) is a *refused
 transition*: counted, and otherwise ignored. Nothing another party sends can
 raise out of the signalling path.
 
-Who offers follows PROTOCOL.md: the side that receives CONNECT creates the
+Who offers follows docs/protocol.md: the side that receives CONNECT creates the
 channels and the offer; the side that sent CONNECT answers.
 
 ::

@@ -1,6 +1,6 @@
 """The comm server: sessions with clients and servers, driven by coordinator signalling.
 
-Lifecycle of a session, as PROTOCOL.md describes it:
+Lifecycle of a session, as docs/protocol.md describes it:
 
 * someone sends us CONNECT through the coordinator: we refuse (SERVER_FULL)
   or create the peer connection with both channels and send the OFFER;

@@ -2,7 +2,7 @@
 
 It assigns aliases, keeps the registry of comm servers, tells each client
 which server to use, and relays WebRTC signalling between peers (see
-PROTOCOL.md, "Coordinator"). ``create_app`` builds the ASGI app; ``serve``
+docs/protocol.md, "Flow"). ``create_app`` builds the ASGI app; ``serve``
 runs it under uvicorn in the current event loop.
 """
 

@@ -15,7 +15,7 @@ from enum import StrEnum
 from webrtc_broker.wire import codec
 
 # The frame types the coordinator forwards, keyed by wire value; the names are
-# the protocol's names so that metric labels match PROTOCOL.md.
+# the protocol's names so that metric labels match docs/protocol.md.
 RELAYED_TYPES: dict[int, str] = {
     codec.MessageType.CONNECT: "CONNECT",
     codec.MessageType.WEBRTC_OFFER: "WEBRTC_OFFER",

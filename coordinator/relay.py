@@ -1,6 +1,6 @@
 """Signalling relay: forward set-up frames between peers, with the sender's real alias.
 
-Rules (PROTOCOL.md, "Coordinator"): CONNECT, WEBRTC_OFFER/ANSWER/ICE_CANDIDATE
+Rules (docs/protocol.md, "Flow"): CONNECT, WEBRTC_OFFER/ANSWER/ICE_CANDIDATE
 and CONNECTION_REFUSED go to ``to_alias`` with ``from_alias`` overwritten, so a
 peer cannot impersonate another. Clients only ever talk to servers: a client
 has no business signalling another client, and allowing it would turn the

@@ -1,10 +1,10 @@
 """The raw aiortc ceiling: one peer-connection pair, sending as fast as it can.
 
-DESIGN.md measured that aiortc's cost is per data-channel message. The bench
+aiortc's cost is per data-channel message (docs/benchmarks.md). The bench
 measures one plain connection again in the same run, with the same message
 size and channel kind, so each broker result can be read as a multiple of
 what one connection moves on this machine at this moment. Both peers live in
-one subprocess (as in DESIGN.md), away from the cluster and the bots.
+one subprocess, away from the cluster and the bots.
 
 "As fast as it can" needs flow control that sees the receiver. Bounding
 aiortc's ``bufferedAmount`` alone is not enough: the sender then outruns the

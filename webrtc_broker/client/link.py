@@ -2,7 +2,7 @@
 
 A :class:`BrokerClient` owns one link at a time and replaces it when the
 server goes away; everything here is about getting a single link up, as
-PROTOCOL.md describes: ``/connect``, WELCOME, CONNECT, answer the server's
+docs/protocol.md describes: ``/connect``, WELCOME, CONNECT, answer the server's
 offer, open channels, AUTH.
 """
 

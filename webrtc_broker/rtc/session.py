@@ -1,6 +1,6 @@
 """One WebRTC peer connection carrying the broker's two data channels.
 
-PROTOCOL.md fixes the roles: the side that receives CONNECT creates the
+docs/protocol.md fixes the roles: the side that receives CONNECT creates the
 channels and the offer (:meth:`Session.create_offer`); the side that sent
 CONNECT answers (:meth:`Session.accept_offer`). aiortc gathers every
 candidate before it returns a local description, so this side never trickles;

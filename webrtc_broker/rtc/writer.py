@@ -8,11 +8,11 @@ the channel: a reliable channel must not lose frames, so the peer is given up
 is what a position update stream wants anyway.
 
 aiortc sends one SCTP packet per data-channel message and its cost is per
-packet, not per byte (DESIGN.md). For peers that accept BATCH frames the
-writer therefore collects the frames due within a short window and sends them
-as one message that fits one SCTP packet. One :class:`FlushScheduler` serves
-every writer of a process, so a busy server arms one timer per window, not
-one per peer.
+packet, not per byte (docs/benchmarks.md, "Where the time goes"). For peers
+that accept BATCH frames the writer therefore collects the frames due within
+a short window and sends them as one message that fits one SCTP packet. One
+:class:`FlushScheduler` serves every writer of a process, so a busy server
+arms one timer per window, not one per peer.
 """
 
 from __future__ import annotations

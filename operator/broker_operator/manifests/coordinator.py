@@ -3,7 +3,7 @@
 The coordinator keeps its registry of servers and clients in memory, so it
 runs as exactly one replica and is replaced with the ``Recreate`` strategy:
 two coordinators side by side would split the cluster in two. Comm servers
-reconnect with backoff while it restarts (see DESIGN.md).
+reconnect with backoff while it restarts (docs/reliability.md).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@
  * positions late.
  *
  * Each data channel message costs the comm server about the same whatever
- * its size (DESIGN.md), so once the server announced CAPABILITY_BATCH the
+ * its size (docs/benchmarks.md), so once the server announced CAPABILITY_BATCH the
  * frames sent in one JavaScript task (a loop publishing many messages) leave
  * as BATCH frames that fit one SCTP packet. The flush runs as a microtask:
  * batching adds no latency.
