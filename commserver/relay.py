@@ -136,8 +136,8 @@ class Relay:
             if not peer.established:
                 self._before_auth(peer, kind, data, reliable)
                 return
-            start = perf_counter()
-            if peer.publish_rate and not paid and kind != pb.BATCH and not self._grant(peer):
+            start = perf_counter()  # one clock reading: the bucket and the histogram
+            if peer.publish_rate and not paid and kind != pb.BATCH and not self._grant(peer, start):
                 stats.drops[RATE_LIMITED] += 1
                 return
             if kind in (pb.TOPIC, pb.TOPIC_IDENTITY):
@@ -173,22 +173,22 @@ class Relay:
         not a loop that refuses them one by one.
         """
         limited = bool(peer.publish_rate)
-        if limited and not frames and not self._grant(peer):  # even an empty one is a frame
+        now = perf_counter()
+        if limited and not frames and not self._grant(peer, now):  # even an empty one is a frame
             self.stats.drops[RATE_LIMITED] += 1
         for index, frame in enumerate(frames):
-            if limited and not self._grant(peer):
+            if limited and not self._grant(peer, now):
                 self.stats.drops[RATE_LIMITED] += len(frames) - index
                 return
             self._frame(peer, frame, reliable, in_batch=True, paid=True)
 
-    def _grant(self, peer: Peer) -> bool:
-        """Take a token from the peer's bucket, if it has one.
+    def _grant(self, peer: Peer, now: float) -> bool:
+        """Take a token from the peer's bucket at ``now`` (``perf_counter``), if it has one.
 
         A token bucket refilled at ``publish_rate`` per second up to the burst.
         The bucket can be in debt (see :meth:`_charge`): then nothing is granted
         until the refill pays it back.
         """
-        now = perf_counter()
         tokens = min(self._burst, peer.tokens + (now - peer.refilled) * peer.publish_rate)
         peer.refilled = now
         if tokens < 1.0:
