@@ -45,7 +45,7 @@ from webrtc_broker.rtc import (
     SignalingError,
     rtc_ice_servers,
 )
-from webrtc_broker.rtc.liveness import SilenceClock
+from webrtc_broker.rtc.liveness import KEEPALIVE_PING, SilenceClock
 from webrtc_broker.rtc.memory import MemoryReclaimer
 from webrtc_broker.rtc.writer import MAX_QUEUE_BYTES
 from webrtc_broker.supervise import Failure, Supervisor
@@ -88,10 +88,6 @@ SESSION_ENDS: dict[SessionEnd, CloseReason] = {
     SessionEnd.SLOW_PEER: CloseReason.SLOW_PEER,
 }
 """Close reasons of sessions that ended on their own (not through :meth:`Peer.end`)."""
-
-PROBE = pb.PingMessage(type=pb.PING, time=-1.0).SerializeToString()
-"""A keepalive PING: servers hear it, clients ignore it (no probe of theirs has time -1);
-either way its SCTP acknowledgement shows the peer alive."""
 
 
 class CommServer:
@@ -575,13 +571,13 @@ class CommServer:
             return
         if peer.is_server:
             if peer.session.sent == peer.sent_at_check:
-                peer.send(PROBE)
+                peer.send(KEEPALIVE_PING)
             peer.sent_at_check = peer.session.sent
         elif peer.silence.silent_for >= timeout / 4:
             # Only clients that announced capabilities (this broker's SDKs) are known
             # to ignore a PING from the server; a client of the original protocol might
             # echo it, and the server echoes every client PING: they would play ping-pong.
-            peer.send(PROBE, reliable=False)
+            peer.send(KEEPALIVE_PING, reliable=False)
 
     # -- draining ----------------------------------------------------------
 

@@ -38,7 +38,7 @@ from webrtc_broker.client.errors import (
 from webrtc_broker.client.link import Link
 from webrtc_broker.config import IceServer
 from webrtc_broker.rtc import FlushScheduler, Session
-from webrtc_broker.rtc.liveness import SilenceClock
+from webrtc_broker.rtc.liveness import KEEPALIVE_PING, SilenceClock
 from webrtc_broker.rtc.writer import SCTP_PACKET_PAYLOAD
 from webrtc_broker.wire import FrameError, decode_as, frame_type
 from webrtc_broker.wire import broker_pb2 as pb
@@ -88,9 +88,6 @@ class Reconnect:
 
 
 _CLOSED = object()
-
-_KEEPALIVE_PROBE = pb.PingMessage(type=pb.PING, time=-1.0).SerializeToString()
-"""A PING no caller waits for: its echo is simply something heard."""
 
 ALL_CAPABILITIES = pb.CAPABILITY_BATCH | pb.CAPABILITY_TOPIC_NAMES
 """What this SDK announces by default: it accepts batches and wants topic names."""
@@ -338,7 +335,7 @@ class BrokerClient:
 
     def _send_ping_probe(self, link: Link) -> None:
         """An unawaited PING: its echo is something heard, which is all the keepalive needs."""
-        link.session.send(_KEEPALIVE_PROBE, reliable=True)
+        link.session.send(KEEPALIVE_PING, reliable=True)
 
     async def _reestablish(self, policy: Reconnect, *, lost: int) -> bool:
         backoff = Backoff(policy.first_delay, policy.max_delay)

@@ -20,6 +20,14 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 
+from webrtc_broker.wire import broker_pb2 as pb
+
+KEEPALIVE_PING = pb.PingMessage(type=pb.PING, time=-1.0).SerializeToString()
+"""A PING nobody waits for. A client sends it when it has heard nothing, and the
+server's echo is simply something heard; a server sends it to a quiet peer, and
+the peer's SCTP acknowledgement of it (and a server's hearing it) is the sign of
+life. Clients match no probe of theirs to time -1, so they ignore the server's."""
+
 
 class SilenceClock:
     """How long a peer has shown no sign of life, fed one tick at a time."""
