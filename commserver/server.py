@@ -284,16 +284,22 @@ class CommServer:
         The refusal travels through the coordinator, so a peer whose data
         channels closed first still learns that it must not try again.
         """
+        self._send_refusal(peer.alias, reason, why)
+        self._close_peer(peer, close, why)
+
+    def _send_refusal(
+        self, to_alias: int, reason: pb.ConnectionRefusedReason.ValueType, why: str = ""
+    ) -> None:
+        """CONNECTION_REFUSED to ``to_alias``, through the coordinator."""
         self.link.send(
             pb.ConnectionRefusedMessage(
                 type=pb.CONNECTION_REFUSED,
                 from_alias=self.alias,
-                to_alias=peer.alias,
+                to_alias=to_alias,
                 reason=reason,
                 data=why.encode(),
             ).SerializeToString()
         )
-        self._close_peer(peer, close, why)
 
     def _on_authenticated(self, peer: Peer) -> bool:
         if peer.is_server:
@@ -425,14 +431,7 @@ class CommServer:
         refusal = self._refusal(is_server)
         if refusal is not None:
             self.stats.sessions[f"refused:{refusal}"] += 1
-            self.link.send(
-                pb.ConnectionRefusedMessage(
-                    type=pb.CONNECTION_REFUSED,
-                    from_alias=self.alias,
-                    to_alias=alias,
-                    reason=pb.SERVER_FULL,
-                ).SerializeToString()
-            )
+            self._send_refusal(alias, pb.SERVER_FULL)
             return
         peer = self._new_peer(alias, initiated_by_us=False, expected_role=message.from_role)
         self._spawn(self._offer(peer), f"offer-{alias}")
