@@ -8,7 +8,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -197,3 +197,28 @@ class Cluster:
     def logs(self) -> str:
         procs = [p for p in [self.coordinator, *self.servers.values()] if p is not None]
         return "\n".join(f"==== {p.name} ====\n{p.log()[-6000:]}" for p in procs)
+
+
+async def spawn_cli_client(
+    coordinator_url: str, topics: Sequence[str], output: Path | None = None
+) -> asyncio.subprocess.Process:
+    """``webrtc-broker client --topic T ... --no-stdin``: a subscriber in its own process
+    (to kill or freeze), printing what arrives to ``output`` (nowhere without it)."""
+    args = ["client", "--coordinator-url", coordinator_url, "--no-stdin"]
+    for topic in topics:
+        args += ["--topic", topic]
+    sink = output.open("wb") if output is not None else None
+    try:
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "webrtc_broker",
+            *args,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=sink if sink is not None else asyncio.subprocess.DEVNULL,
+            stderr=sink if sink is not None else asyncio.subprocess.DEVNULL,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    finally:
+        if sink is not None:
+            sink.close()

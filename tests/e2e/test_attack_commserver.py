@@ -17,7 +17,6 @@ import contextlib
 import gzip
 import json
 import signal
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from tests.e2e.helpers import TIMEOUT, counter, subscribe, until_routed
 from tests.rawpeer import RawPeer
-from tests.support import Cluster, eventually
+from tests.support import Cluster, eventually, spawn_cli_client
 from webrtc_broker.client import BrokerClient
 from webrtc_broker.wire import broker_pb2 as pb
 from webrtc_broker.wire import decode_as, frame_type
@@ -363,19 +362,7 @@ async def test_costly_frames_are_paid_from_the_senders_budget(cluster: Cluster) 
 
 async def test_a_client_that_dies_is_gone_within_the_client_timeout(cluster: Cluster) -> None:
     aliases = await start(cluster, "--client-timeout", "3")
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "webrtc_broker",
-        "client",
-        "--coordinator-url",
-        cluster.url,
-        "--topic",
-        "victim",
-        "--no-stdin",
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
+    process = await spawn_cli_client(cluster.url, ["victim"])
     try:
 
         async def clients() -> int:

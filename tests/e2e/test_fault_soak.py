@@ -33,7 +33,6 @@ import itertools
 import os
 import re
 import signal
-import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -44,7 +43,7 @@ import pytest
 
 from tests.e2e.helpers import TIMEOUT, subscribe, until_routed
 from tests.faultproxy import FaultProxy
-from tests.support import Cluster, eventually
+from tests.support import Cluster, eventually, spawn_cli_client
 from webrtc_broker.client import BrokerClient
 from webrtc_broker.rtc import Session
 from webrtc_broker.rtc.writer import SCTP_PACKET_PAYLOAD
@@ -294,18 +293,7 @@ async def frozen_consumers(
             thawed += "previous one thawed, "
         for _attempt in range(5):
             output = workdir / f"frozen-{next(counter)}.out"
-            with output.open("wb") as out:
-                process = await asyncio.create_subprocess_exec(
-                    sys.executable,
-                    "-m",
-                    "webrtc_broker",
-                    *("client", "--coordinator-url", cluster.url, "--no-stdin"),
-                    *itertools.chain.from_iterable(("--topic", topic) for topic in topics),
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=out,
-                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                )
+            process = await spawn_cli_client(cluster.url, topics, output)
             processes.append(process)
 
             async def reading(

@@ -13,13 +13,12 @@ import asyncio
 import contextlib
 import os
 import signal
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 from tests.e2e.helpers import TIMEOUT, connected, counter, start_mesh, subscribe, wait_status
-from tests.support import Cluster, eventually
+from tests.support import Cluster, eventually, spawn_cli_client
 from webrtc_broker.client import BrokerClient
 
 MB = 1024 * 1024
@@ -43,17 +42,7 @@ def rss_bytes(pid: int) -> int:
 @contextlib.asynccontextmanager
 async def client_process(cluster: Cluster, topic: str, output: Path) -> AsyncIterator[int]:
     """``webrtc-broker client --topic TOPIC --no-stdin``, printing to ``output``; its pid."""
-    with output.open("wb") as out:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "webrtc_broker",
-            *("client", "--coordinator-url", cluster.url, "--topic", topic, "--no-stdin"),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=out,
-            stderr=out,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
+    process = await spawn_cli_client(cluster.url, [topic], output)
     try:
         yield process.pid
     finally:
