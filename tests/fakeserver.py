@@ -144,3 +144,17 @@ def junk_frames(server: FakeServer, client: int) -> list[tuple[bytes, Drop | Non
         (pb.ConnectMessage(type=pb.CONNECT, to_alias=client).SerializeToString(),
          Drop.UNEXPECTED_TYPE),
     ]  # fmt: skip
+
+
+async def stranger_signals(other: FakeServer, client: int) -> None:
+    """Another server's offer and refusal, for a client it never served."""
+    rogue = Session(on_frame=lambda _d, _r: None)
+    try:
+        await other.signal(client, pb.WEBRTC_OFFER, await rogue.create_offer())
+    finally:
+        await rogue.close()
+    await other.peer.send(
+        pb.ConnectionRefusedMessage(
+            type=pb.CONNECTION_REFUSED, to_alias=client, reason=pb.SERVER_FULL
+        )
+    )

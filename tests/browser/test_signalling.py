@@ -16,10 +16,9 @@ import pytest
 from playwright.async_api import Browser
 
 from tests.browser.pages import BrowserClient, ConsoleLog, PageHost
-from tests.fakeserver import fake_server, junk_frames
+from tests.fakeserver import fake_server, junk_frames, stranger_signals
 from tests.support import Cluster, eventually
 from webrtc_broker.client.link import SignallingDrop
-from webrtc_broker.rtc import Session
 from webrtc_broker.wire import broker_pb2 as pb
 
 pytestmark = pytest.mark.timeout(90)
@@ -55,16 +54,7 @@ async def test_junk_signalling_costs_the_page_nothing(
                 continue  # whether a browser takes that candidate is its own affair
             await server.peer.send_raw(frame)
             expected[reason] = expected.get(reason, 0) + 1
-        rogue = Session(on_frame=lambda _d, _r: None)
-        try:
-            await other.signal(client.alias, pb.WEBRTC_OFFER, await rogue.create_offer())
-        finally:
-            await rogue.close()
-        await other.peer.send(
-            pb.ConnectionRefusedMessage(
-                type=pb.CONNECTION_REFUSED, to_alias=client.alias, reason=pb.SERVER_FULL
-            )
-        )
+        await stranger_signals(other, client.alias)
 
         async def all_counted() -> bool:
             return await dropped(client) == expected

@@ -18,7 +18,7 @@ import asyncio
 import pytest
 
 from tests.coordinator.harness import running_coordinator
-from tests.fakeserver import fake_server, junk_frames
+from tests.fakeserver import fake_server, junk_frames, stranger_signals
 from tests.support import eventually
 from webrtc_broker.client import BrokerClient
 from webrtc_broker.client.link import SignallingDrop
@@ -54,17 +54,7 @@ async def test_junk_after_set_up_costs_nothing_but_counted_drops() -> None:
             junk = junk_frames(server, client.alias)
             for frame, _ in junk:
                 await server.peer.send_raw(frame)
-            # Another server: an offer of its own and a refusal, for a client it never served.
-            rogue = Session(on_frame=lambda _d, _r: None)
-            try:
-                await other.signal(client.alias, pb.WEBRTC_OFFER, await rogue.create_offer())
-            finally:
-                await rogue.close()
-            await other.peer.send(
-                pb.ConnectionRefusedMessage(
-                    type=pb.CONNECTION_REFUSED, to_alias=client.alias, reason=pb.SERVER_FULL
-                )
-            )
+            await stranger_signals(other, client.alias)
             expected: dict[str, int] = {}
             for _, reason in junk:
                 if reason is not None:
