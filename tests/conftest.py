@@ -10,7 +10,7 @@ import pytest
 from tests.support import Cluster
 
 # The real Kubernetes control plane (`control_plane`), built and cached by tests/k8s.
-pytest_plugins = ["tests.k8s.fixtures"]
+pytest_plugins = ["tests.k8s.fixtures", "tests.k8s.support"]
 
 
 @pytest.fixture

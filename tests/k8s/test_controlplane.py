@@ -6,8 +6,6 @@ Each test works in a namespace of its own, so a control plane started with
 
 from __future__ import annotations
 
-import os
-import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,7 +18,7 @@ import pytest
 from broker_operator import GROUP, PLURAL, VERSION
 from tests.k8s.build import KUBERNETES_VERSION
 from tests.k8s.cluster import ControlPlane
-from tests.operator.kubectl import kubectl
+from tests.k8s.support import run_kubectl
 from tests.operator.support import CRD_FILE, EXAMPLE_FILE, broker_cluster, load_yaml
 
 pytestmark = pytest.mark.timeout(120)
@@ -37,21 +35,6 @@ def until(probe: Callable[[], T | None], timeout: float = 60.0, what: str = "") 
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {timeout} s: {what or probe}; last {value!r}")
         time.sleep(0.25)
-
-
-def run_kubectl(plane: ControlPlane, home: Path, *args: str, check: bool = True) -> str:
-    result = subprocess.run(
-        [str(kubectl()), *args],
-        env={**os.environ, "KUBECONFIG": str(plane.kubeconfig), "HOME": str(home)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    output = result.stdout + result.stderr
-    if check:
-        assert result.returncode == 0, f"kubectl {' '.join(args)}:\n{output}"
-    return output
 
 
 @pytest.fixture

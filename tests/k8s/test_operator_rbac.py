@@ -11,30 +11,17 @@ The operator serves all namespaces, as ``deploy/operator.yaml`` runs it.
 from __future__ import annotations
 
 import asyncio
-import copy
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from broker_operator import GROUP, PLURAL, VERSION
-from tests.k8s.cluster import ControlPlane
-from tests.k8s.test_controlplane import run_kubectl
-from tests.operator.support import (
-    CRD_FILE,
-    DEPLOY,
-    OperatorProcess,
-    condition_status,
-    example,
-    load_yaml,
-    until,
-)
+from tests.k8s.support import RBAC_FILE, OperatorIdentity
+from tests.operator.support import condition_status, example, load_yaml, until
 
 pytestmark = pytest.mark.timeout(180)
 
-RBAC_FILE = DEPLOY / "rbac.yaml"
 DECISION = "authorization.k8s.io/decision"
 
 Pair = tuple[str, str, str]  # (API group, resource[/subresource], verb)
@@ -83,68 +70,6 @@ def used_pairs(events: list[dict[str, Any]]) -> set[Pair]:
     return pairs
 
 
-def rbac_objects(suffix: str) -> tuple[str, list[dict[str, Any]]]:
-    """deploy/rbac.yaml with its namespace and cluster-wide names made unique to one run."""
-    documents = [copy.deepcopy(doc) for doc in load_yaml(RBAC_FILE)]
-    account = next(doc for doc in documents if doc["kind"] == "ServiceAccount")
-    namespace = f"{account['metadata']['namespace']}-{suffix}"
-    for doc in documents:
-        meta = doc["metadata"]
-        if doc["kind"] == "ServiceAccount":
-            meta["namespace"] = namespace
-        else:
-            meta["name"] = f"{meta['name']}-{suffix}"
-        if doc["kind"] == "ClusterRoleBinding":
-            doc["roleRef"]["name"] = f"{doc['roleRef']['name']}-{suffix}"
-            for subject in doc["subjects"]:
-                subject["namespace"] = namespace
-    return namespace, documents
-
-
-RBAC_PATHS = {
-    "ServiceAccount": "/api/v1/namespaces/{namespace}/serviceaccounts",
-    "ClusterRole": "/apis/rbac.authorization.k8s.io/v1/clusterroles",
-    "ClusterRoleBinding": "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
-}
-
-
-@pytest.fixture
-def installed(control_plane: ControlPlane, tmp_path: Path) -> Iterator[tuple[str, str, str]]:
-    """The CRD, deploy/rbac.yaml in a namespace of its own, a namespace for a cluster.
-
-    Yields (the operator's namespace, the ServiceAccount's name, the cluster's namespace).
-    """
-    run_kubectl(control_plane, tmp_path, "apply", "-f", str(CRD_FILE))
-    run_kubectl(
-        control_plane,
-        tmp_path,
-        "wait",
-        "--for=condition=Established",
-        f"crd/{PLURAL}.{GROUP}",
-        "--timeout=60s",
-    )
-    suffix = uuid.uuid4().hex[:8]
-    operator_ns, documents = rbac_objects(suffix)
-    clusters_ns = f"brokers-{suffix}"
-    created: list[str] = []
-    with control_plane.client() as admin:
-        try:
-            for name in (operator_ns, clusters_ns):
-                answer = admin.post("/api/v1/namespaces", json={"metadata": {"name": name}})
-                assert answer.status_code == 201, answer.text
-                created.append(f"/api/v1/namespaces/{name}")
-            for doc in documents:
-                path = RBAC_PATHS[doc["kind"]].format(namespace=operator_ns)
-                answer = admin.post(path, json=doc)
-                assert answer.status_code == 201, answer.text
-                created.append(f"{path}/{doc['metadata']['name']}")
-            account = next(doc for doc in documents if doc["kind"] == "ServiceAccount")
-            yield operator_ns, account["metadata"]["name"], clusters_ns
-        finally:
-            for path in reversed(created):
-                admin.delete(path)
-
-
 def check_requests(events: list[dict[str, Any]], clusters_ns: str, log: str) -> None:
     """The operator's requests in the audit log: none refused by RBAC, no unexpected
     failure, and the (resource, verb) pairs exactly those deploy/rbac.yaml grants."""
@@ -191,12 +116,10 @@ def check_requests(events: list[dict[str, Any]], clusters_ns: str, log: str) -> 
 
 
 async def test_operator_reconciles_with_exactly_its_rbac(
-    control_plane: ControlPlane, installed: tuple[str, str, str], tmp_path: Path
+    operator_identity: OperatorIdentity, tmp_path: Path
 ) -> None:
-    operator_ns, account, clusters_ns = installed
-    username = f"system:serviceaccount:{operator_ns}:{account}"
-    token = control_plane.service_account_token(operator_ns, account, create=False)
-    kubeconfig = control_plane.write_token_kubeconfig(tmp_path / "operator.kubeconfig", token)
+    clusters_ns = operator_identity.clusters_namespace
+    control_plane = operator_identity.plane
     body = example()
     body["metadata"]["namespace"] = clusters_ns
     name = body["metadata"]["name"]
@@ -204,7 +127,7 @@ async def test_operator_reconciles_with_exactly_its_rbac(
     apps = f"/apis/apps/v1/namespaces/{clusters_ns}"
     core = f"/api/v1/namespaces/{clusters_ns}"
 
-    operator = OperatorProcess(kubeconfig, tmp_path / "operator.log", resync=1.0)
+    operator = operator_identity.operator(tmp_path)  # all namespaces, as deploy/ runs it
     with control_plane.client() as admin:
         try:
             await operator.start()
@@ -240,5 +163,4 @@ async def test_operator_reconciles_with_exactly_its_rbac(
     log = operator.log()
     assert code == 0, log
 
-    events = [e for e in control_plane.audit_events() if e["user"].get("username") == username]
-    check_requests(events, clusters_ns, log)
+    check_requests(operator_identity.audit_events(), clusters_ns, log)

@@ -17,9 +17,8 @@ from typing import Any
 import pytest
 
 from broker_operator import GROUP, PLURAL, VERSION
-from tests.k8s.cluster import ControlPlane
-from tests.k8s.test_operator_rbac import installed  # noqa: F401  (a fixture)
-from tests.operator.support import OperatorProcess, example, until
+from tests.k8s.support import OperatorIdentity, events_about
+from tests.operator.support import example, until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -27,31 +26,12 @@ RESYNC = 1.0
 RESYNCS = 5
 
 
-def operator_for(
-    control_plane: ControlPlane, identity: tuple[str, str, str], tmp_path: Path
-) -> tuple[OperatorProcess, str]:
-    """The operator as a process with deploy/rbac.yaml's identity, and that identity's name."""
-    operator_ns, account, _ = identity
-    token = control_plane.service_account_token(operator_ns, account, create=False)
-    kubeconfig = control_plane.write_token_kubeconfig(tmp_path / "operator.kubeconfig", token)
-    operator = OperatorProcess(kubeconfig, tmp_path / "operator.log", resync=RESYNC)
-    return operator, f"system:serviceaccount:{operator_ns}:{account}"
-
-
-def events_about(admin: Any, namespace: str, name: str) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = admin.get(f"/api/v1/namespaces/{namespace}/events").json()[
-        "items"
-    ]
-    return [e for e in items if e["involvedObject"].get("name") == name]
-
-
 async def test_canonicalised_quantities_are_not_patched_again(
-    control_plane: ControlPlane,
-    installed: tuple[str, str, str],  # noqa: F811
-    tmp_path: Path,
+    operator_identity: OperatorIdentity, tmp_path: Path
 ) -> None:
-    _, _, namespace = installed
-    operator, username = operator_for(control_plane, installed, tmp_path)
+    namespace = operator_identity.clusters_namespace
+    control_plane = operator_identity.plane
+    operator = operator_identity.operator(tmp_path, resync=RESYNC, namespaces=(namespace,))
     body = example()
     body["metadata"]["namespace"] = namespace
     name = body["metadata"]["name"]
@@ -99,9 +79,8 @@ async def test_canonicalised_quantities_are_not_patched_again(
     assert code == 0, log
     patches = [
         (e["objectRef"]["resource"], e["objectRef"].get("name"))
-        for e in control_plane.audit_events()
-        if e["user"].get("username") == username
-        and e["verb"] == "patch"
+        for e in operator_identity.audit_events()
+        if e["verb"] == "patch"
         and e.get("objectRef", {}).get("namespace") == namespace
         and e["objectRef"].get("resource") in ("deployments", "statefulsets")
     ]
@@ -112,12 +91,11 @@ async def test_canonicalised_quantities_are_not_patched_again(
 
 
 async def test_missing_service_monitor_api_is_told_once_per_generation(
-    control_plane: ControlPlane,
-    installed: tuple[str, str, str],  # noqa: F811
-    tmp_path: Path,
+    operator_identity: OperatorIdentity, tmp_path: Path
 ) -> None:
-    _, _, namespace = installed
-    operator, _ = operator_for(control_plane, installed, tmp_path)
+    namespace = operator_identity.clusters_namespace
+    control_plane = operator_identity.plane
+    operator = operator_identity.operator(tmp_path, resync=RESYNC, namespaces=(namespace,))
     body = example()
     body["metadata"]["namespace"] = namespace
     name = body["metadata"]["name"]

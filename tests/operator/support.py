@@ -84,6 +84,8 @@ class OperatorProcess:
     log_path: Path
     resync: float = 0.5
     status_url: str | None = None
+    namespaces: tuple[str, ...] = ()
+    """Served namespaces (``--namespace``); empty: all of them, as ``deploy/`` runs it."""
     metrics_port: int = 0
     health_port: int = 0
     process: asyncio.subprocess.Process | None = None
@@ -115,6 +117,8 @@ class OperatorProcess:
         ]
         if self.status_url:
             args += ["--status-url", self.status_url]
+        for namespace in self.namespaces:
+            args += ["--namespace", namespace]
         env = {
             **os.environ,
             "KUBECONFIG": str(self.kubeconfig),

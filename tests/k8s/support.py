@@ -1,0 +1,147 @@
+"""Helpers for tests against the real control plane: kubectl, the CRD, the operator's identity.
+
+Tests share one control plane (a session fixture, or one started with
+``make k8s-up``), so each works in namespaces of its own and gives every
+cluster-wide object it creates a unique name; ``operator_identity`` installs
+``deploy/rbac.yaml`` that way and removes it afterwards.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from broker_operator import GROUP, PLURAL
+from tests.k8s.cluster import ControlPlane
+from tests.operator.kubectl import kubectl
+from tests.operator.support import CRD_FILE, DEPLOY, OperatorProcess, load_yaml
+
+RBAC_FILE = DEPLOY / "rbac.yaml"
+
+RBAC_PATHS = {
+    "ServiceAccount": "/api/v1/namespaces/{namespace}/serviceaccounts",
+    "ClusterRole": "/apis/rbac.authorization.k8s.io/v1/clusterroles",
+    "ClusterRoleBinding": "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+}
+
+
+def run_kubectl(plane: ControlPlane, home: Path, *args: str, check: bool = True) -> str:
+    """kubectl as the admin; its output (stdout and stderr), asserted to succeed if ``check``."""
+    result = subprocess.run(
+        [str(kubectl()), *args],
+        env={**os.environ, "KUBECONFIG": str(plane.kubeconfig), "HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    if check:
+        assert result.returncode == 0, f"kubectl {' '.join(args)}:\n{output}"
+    return output
+
+
+def install_crd(plane: ControlPlane, home: Path) -> None:
+    """``deploy/crd.yaml`` applied and Established (applying it again changes nothing)."""
+    run_kubectl(plane, home, "apply", "-f", str(CRD_FILE))
+    run_kubectl(
+        plane, home, "wait", "--for=condition=Established", f"crd/{PLURAL}.{GROUP}", "--timeout=60s"
+    )
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def rbac_objects(suffix: str) -> tuple[str, list[dict[str, Any]]]:
+    """deploy/rbac.yaml with its namespace and cluster-wide names made unique to one run."""
+    documents = [copy.deepcopy(doc) for doc in load_yaml(RBAC_FILE)]
+    account = next(doc for doc in documents if doc["kind"] == "ServiceAccount")
+    namespace = f"{account['metadata']['namespace']}-{suffix}"
+    for doc in documents:
+        meta = doc["metadata"]
+        if doc["kind"] == "ServiceAccount":
+            meta["namespace"] = namespace
+        else:
+            meta["name"] = f"{meta['name']}-{suffix}"
+        if doc["kind"] == "ClusterRoleBinding":
+            doc["roleRef"]["name"] = f"{doc['roleRef']['name']}-{suffix}"
+            for subject in doc["subjects"]:
+                subject["namespace"] = namespace
+    return namespace, documents
+
+
+@dataclass(frozen=True)
+class OperatorIdentity:
+    """deploy/rbac.yaml installed for one test, and a namespace for its BrokerClusters."""
+
+    plane: ControlPlane
+    namespace: str
+    """The operator's own namespace (its ServiceAccount's)."""
+    account: str
+    clusters_namespace: str
+
+    @property
+    def username(self) -> str:
+        """The name the audit log gives the operator's requests."""
+        return f"system:serviceaccount:{self.namespace}:{self.account}"
+
+    def kubeconfig(self, path: Path) -> Path:
+        """A kubeconfig with a fresh token of the ServiceAccount."""
+        token = self.plane.service_account_token(self.namespace, self.account, create=False)
+        return self.plane.write_token_kubeconfig(path, token)
+
+    def operator(self, workdir: Path, *, resync: float = 1.0, **options: Any) -> OperatorProcess:
+        """The operator as a process with this identity (not started)."""
+        kubeconfig = self.kubeconfig(workdir / f"{self.account}-{uuid.uuid4().hex[:6]}.kubeconfig")
+        log = workdir / f"operator-{uuid.uuid4().hex[:6]}.log"
+        return OperatorProcess(kubeconfig, log, resync=resync, **options)
+
+    def audit_events(self) -> list[dict[str, Any]]:
+        """The audit log's events of this identity's requests."""
+        return [e for e in self.plane.audit_events() if e["user"].get("username") == self.username]
+
+
+@pytest.fixture
+def operator_identity(control_plane: ControlPlane, tmp_path: Path) -> Iterator[OperatorIdentity]:
+    """The CRD, deploy/rbac.yaml in a namespace of its own, a namespace for clusters."""
+    install_crd(control_plane, tmp_path)
+    suffix = uuid.uuid4().hex[:8]
+    operator_ns, documents = rbac_objects(suffix)
+    clusters_ns = f"brokers-{suffix}"
+    created: list[str] = []
+    with control_plane.client() as admin:
+        try:
+            for name in (operator_ns, clusters_ns):
+                answer = admin.post("/api/v1/namespaces", json={"metadata": {"name": name}})
+                assert answer.status_code == 201, answer.text
+                created.append(f"/api/v1/namespaces/{name}")
+            for doc in documents:
+                path = RBAC_PATHS[doc["kind"]].format(namespace=operator_ns)
+                answer = admin.post(path, json=doc)
+                assert answer.status_code == 201, answer.text
+                created.append(f"{path}/{doc['metadata']['name']}")
+            account = next(doc for doc in documents if doc["kind"] == "ServiceAccount")
+            yield OperatorIdentity(
+                control_plane, operator_ns, account["metadata"]["name"], clusters_ns
+            )
+        finally:
+            for path in reversed(created):
+                admin.delete(path)
+
+
+def events_about(admin: httpx.Client, namespace: str, name: str) -> list[dict[str, Any]]:
+    """Events whose involved object is ``name`` in ``namespace``."""
+    items: list[dict[str, Any]] = admin.get(f"/api/v1/namespaces/{namespace}/events").json()[
+        "items"
+    ]
+    return [e for e in items if e["involvedObject"].get("name") == name]
