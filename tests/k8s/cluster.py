@@ -13,6 +13,10 @@ and kubeconfig in ``.cache/k8s/`` (git-ignored):
 - etcd on plain HTTP, reachable on loopback only; ports are free ones picked
   at start and recorded in ``state.json``, so clones of the repository on the
   same machine can each run one;
+- the API server listens on an address of its own on a dummy interface of
+  this machine (``hostnet``: 198.19.255.0/24, with a blackhole route for
+  198.18.0.0/15), which it advertises as the ``kubernetes`` Service's
+  endpoint; the other components stay on loopback;
 - Services get addresses in 198.18.0.0/24 (inside 198.18.0.0/15, addresses
   for benchmarking that no real network uses); there is no node yet, so pods
   stay Pending.
@@ -52,7 +56,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from tests.k8s import build
+from tests.k8s import build, hostnet
 from tests.support import ROOT
 
 STATE_DIR = ROOT / ".cache" / "k8s"
@@ -235,7 +239,11 @@ class ControlPlane:
         state = self._state()
         if state is None:
             raise RuntimeError(f"no control plane runs from {self.state_dir}")
-        return f"https://127.0.0.1:{state['ports']['apiserver']}"
+        return f"https://{self._host(state).address}:{state['ports']['apiserver']}"
+
+    @staticmethod
+    def _host(state: dict[str, Any]) -> hostnet.HostAddress:
+        return hostnet.HostAddress(**state.get("host", {"address": hostnet.LOOPBACK}))
 
     def _pids(self) -> dict[str, int]:
         state = self._state()
@@ -316,6 +324,13 @@ class ControlPlane:
         path.write_text(yaml.safe_dump(self._kubeconfig(user, {"token": token})))
         return path
 
+    def write_token_file_kubeconfig(self, path: Path, token_file: Path) -> Path:
+        """A kubeconfig whose token is read from ``token_file`` (``tokenFile``), as a
+        pod's is from its projected ServiceAccount token."""
+        credentials = {"tokenFile": str(token_file)}
+        path.write_text(yaml.safe_dump(self._kubeconfig("token-file", credentials)))
+        return path
+
     # --- start and stop ----------------------------------------------------
 
     def _kubeconfig(self, user: str, credentials: dict[str, str]) -> dict[str, Any]:
@@ -346,7 +361,7 @@ class ControlPlane:
         path.chmod(0o600)
         return path
 
-    def _write_pki(self) -> None:
+    def _write_pki(self, host: hostnet.HostAddress) -> None:
         self.pki.mkdir(parents=True, exist_ok=True)
         self.pki.chmod(0o700)
         ca = _new_ca()
@@ -354,6 +369,7 @@ class ControlPlane:
         (self.pki / "ca.key").write_bytes(_pem_key(ca.key))
         server_names = [
             "127.0.0.1",
+            host.address,
             _service_ip(SERVICE_CIDR),
             "localhost",
             "kubernetes",
@@ -403,7 +419,9 @@ class ControlPlane:
         path.write_text(yaml.safe_dump(policy))
         return path
 
-    def _commands(self, binary: Path, ports: Ports) -> dict[str, list[str]]:
+    def _commands(
+        self, binary: Path, ports: Ports, host: hostnet.HostAddress
+    ) -> dict[str, list[str]]:
         pki = self.pki
         etcd_url = f"http://127.0.0.1:{ports.etcd_client}"
         peer_url = f"http://127.0.0.1:{ports.etcd_peer}"
@@ -425,8 +443,8 @@ class ControlPlane:
                 str(binary),
                 "kube-apiserver",
                 f"--etcd-servers={etcd_url}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                f"--bind-address={host.address}",
+                f"--advertise-address={host.address}",
                 f"--secure-port={ports.apiserver}",
                 f"--tls-cert-file={pki / 'apiserver.crt'}",
                 f"--tls-private-key-file={pki / 'apiserver.key'}",
@@ -437,8 +455,9 @@ class ControlPlane:
                 f"--service-account-key-file={pki / 'sa.pub'}",
                 f"--service-account-signing-key-file={pki / 'sa.key'}",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
-                # The `kubernetes` Service would list 127.0.0.1, which Endpoints refuse.
-                "--endpoint-reconciler-type=none",
+                # On loopback, the `kubernetes` Service would list 127.0.0.1, which
+                # Endpoints refuse: no endpoint reconciler then.
+                *(["--endpoint-reconciler-type=none"] if host.interface is None else []),
                 "--allow-privileged=true",
                 "--profiling=false",
                 f"--cert-dir={self.state_dir / 'apiserver-certs'}",
@@ -500,8 +519,15 @@ class ControlPlane:
             )
         return process.pid
 
-    def _save(self, binary: Path, ports: Ports, pids: dict[str, int]) -> None:
-        state = {"binary": str(binary), "ports": asdict(ports), "pids": pids}
+    def _save(
+        self, binary: Path, ports: Ports, host: hostnet.HostAddress, pids: dict[str, int]
+    ) -> None:
+        state = {
+            "binary": str(binary),
+            "ports": asdict(ports),
+            "host": asdict(host),
+            "pids": pids,
+        }
         self.state_file.write_text(json.dumps(state, indent=2))
 
     def _wait(self, name: str, probe: str, deadline: float, pid: int) -> None:
@@ -536,25 +562,26 @@ class ControlPlane:
         started = time.monotonic()
         deadline = started + START_TIMEOUT
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        self._write_pki()
+        host = hostnet.claim(self.state_dir)
+        self._write_pki(host)
         ports = Ports.pick()
         pids: dict[str, int] = {}
-        self._save(binary, ports, pids)  # `server` and `down` need them from now on
+        self._save(binary, ports, host, pids)  # `server` and `down` need them from now on
         try:
-            commands = self._commands(binary, ports)
+            commands = self._commands(binary, ports, host)
             pids["etcd"] = self._spawn("etcd", commands["etcd"])
-            self._save(binary, ports, pids)
+            self._save(binary, ports, host, pids)
             etcd_health = f"http://127.0.0.1:{ports.etcd_client}/health"
             self._wait("etcd", etcd_health, deadline, pids["etcd"])
             pids["kube-apiserver"] = self._spawn("kube-apiserver", commands["kube-apiserver"])
-            self._save(binary, ports, pids)
+            self._save(binary, ports, host, pids)
             self._wait("kube-apiserver", "/readyz", deadline, pids["kube-apiserver"])
             admin = self._cert_kubeconfig("admin")
             shutil.copyfile(admin, self.kubeconfig)
             self.kubeconfig.chmod(0o600)
             for name in ("kube-controller-manager", "kube-scheduler"):
                 pids[name] = self._spawn(name, commands[name])
-                self._save(binary, ports, pids)
+                self._save(binary, ports, host, pids)
             probes = {
                 "kube-controller-manager": ports.controller_manager,
                 "kube-scheduler": ports.scheduler,
@@ -597,6 +624,7 @@ class ControlPlane:
                 if self._alive(pid, binary):
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGKILL)
+            hostnet.release(self._host(state))
         shutil.rmtree(self.state_dir, ignore_errors=True)
 
 

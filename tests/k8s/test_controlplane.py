@@ -6,16 +6,20 @@ Each test works in a namespace of its own, so a control plane started with
 
 from __future__ import annotations
 
+import ipaddress
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
 from broker_operator import GROUP, PLURAL, VERSION
+from tests.k8s import hostnet
 from tests.k8s.build import KUBERNETES_VERSION
 from tests.k8s.cluster import ControlPlane
 from tests.k8s.support import run_kubectl
@@ -75,6 +79,28 @@ def test_server_is_the_pinned_release(admin: httpx.Client) -> None:
     # Authorization is RBAC (and Node): an anonymous request is not even authenticated.
     with httpx.Client(base_url=str(admin.base_url), verify=False) as anonymous:
         assert anonymous.get("/api/v1/namespaces").status_code == 401
+
+
+def test_api_server_is_on_its_own_address_in_the_reserved_range(
+    control_plane: ControlPlane, admin: httpx.Client
+) -> None:
+    """Pods will reach the API server at the address the ``kubernetes`` Service lists."""
+    address = urlsplit(control_plane.server).hostname
+    assert address is not None
+    if address == hostnet.LOOPBACK:
+        pytest.skip("no interface could be made for the API server here (it needs root)")
+    assert ipaddress.ip_address(address) in ipaddress.ip_network(hostnet.RESERVED)
+    endpoints = admin.get("/api/v1/namespaces/default/endpoints/kubernetes").json()
+    assert [a["ip"] for a in endpoints["subsets"][0]["addresses"]] == [address]
+    service = admin.get("/api/v1/namespaces/default/services/kubernetes").json()
+    assert ipaddress.ip_address(service["spec"]["clusterIP"]) in ipaddress.ip_network(
+        hostnet.RESERVED
+    )
+    # An address of the range that nothing answers goes nowhere: the blackhole route.
+    routes = subprocess.run(
+        ["ip", "route", "show", "type", "blackhole"], capture_output=True, text=True, check=True
+    )
+    assert hostnet.RESERVED in routes.stdout.split(), routes.stdout
 
 
 def test_crd_schema_and_cel_rules_are_enforced(
