@@ -12,8 +12,11 @@ in :data:`RESOURCES` are known: the operator never needs discovery.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +30,13 @@ logger = logging.getLogger(__name__)
 
 MERGE_PATCH = "application/merge-patch+json"
 REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=30, sock_connect=10)
+
+CREDENTIALS_MAX_AGE = 60.0
+"""Seconds credentials are used before they are read again: well within the
+life of a rotated token (the kubelet replaces it with a fifth of its life left)."""
+
+Login = Callable[[], Awaitable[kopf.ConnectionInfo]]
+"""Reads the credentials (again): in-cluster ServiceAccount, else kubeconfig."""
 
 
 @dataclass(frozen=True)
@@ -85,21 +95,89 @@ class ApiError(Exception):
     def conflict(self) -> bool:
         return self.status == 409
 
+    @property
+    def unauthorized(self) -> bool:
+        """The credentials were refused (expired, rotated away or revoked)."""
+        return self.status == 401
+
+
+def read_credentials(settings: kopf.OperatorSettings) -> kopf.ConnectionInfo:
+    """Credentials the way kopf finds them: in-cluster first, then kubeconfig (blocking I/O)."""
+    info = kopf.login_via_client(logger=logger, settings=settings)
+    if info is None:
+        raise kopf.LoginError("the kubernetes client library is not installed")
+    return info
+
+
+def _transport(info: kopf.ConnectionInfo) -> tuple[object, ...]:
+    """What the HTTP session is built from (all but the token, which goes in each request)."""
+    return (
+        info.server,
+        info.insecure,
+        info.ca_path,
+        info.ca_data,
+        info.certificate_path,
+        info.certificate_data,
+        info.private_key_path,
+        info.private_key_data,
+        info.username,
+        info.password,
+    )
+
 
 class KubeClient:
-    """JSON over HTTP to one API server; :meth:`close` when done."""
+    """JSON over HTTP to one API server; :meth:`close` when done.
 
-    def __init__(self, info: kopf.ConnectionInfo) -> None:
+    With ``login``, credentials are read again every ``max_age`` seconds and after
+    a 401; without it (tests), ``info`` is used as given.
+    """
+
+    def __init__(
+        self,
+        info: kopf.ConnectionInfo,
+        login: Login | None = None,
+        *,
+        max_age: float = CREDENTIALS_MAX_AGE,
+    ) -> None:
         self._info = info
+        self._login = login
+        self._max_age = max_age
+        self._read_at = time.monotonic()
+        self._refreshing = asyncio.Lock()
         self._session: aiohttp.ClientSession | None = None
 
     @classmethod
     async def login(cls, settings: kopf.OperatorSettings | None = None) -> KubeClient:
-        """Credentials the way kopf finds them: in-cluster first, then kubeconfig."""
-        info = kopf.login_via_client(logger=logger, settings=settings or kopf.OperatorSettings())
-        if info is None:
-            raise kopf.LoginError("the kubernetes client library is not installed")
-        return cls(info)
+        """A client whose credentials are kopf's, read again as they rotate."""
+        chosen = settings or kopf.OperatorSettings()
+
+        async def read() -> kopf.ConnectionInfo:
+            return await asyncio.to_thread(read_credentials, chosen)
+
+        return cls(await read(), read)
+
+    async def _refresh(self, stale: kopf.ConnectionInfo) -> None:
+        """Read the credentials again, unless another request already did since ``stale``."""
+        assert self._login is not None
+        async with self._refreshing:
+            if self._info is not stale:
+                return
+            info = await self._login()
+            if _transport(info) != _transport(self._info) and self._session is not None:
+                # New server or TLS material: requests from now on use a new session.
+                old, self._session = self._session, None
+                await old.close()
+            self._info = info
+            self._read_at = time.monotonic()
+
+    async def _refresh_quietly(self) -> None:
+        """The periodic re-read: a failure keeps the credentials in use (they may still be
+        valid) and is retried after another ``max_age``; a 401 would force the issue."""
+        try:
+            await self._refresh(self._info)
+        except Exception as exc:  # any login failure: keep what works
+            logger.warning("could not read the credentials again (%s); keeping them", exc)
+            self._read_at = time.monotonic()
 
     def _ssl(self) -> ssl.SSLContext | bool:
         info = self._info
@@ -149,6 +227,28 @@ class KubeClient:
         params: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         """One call; the decoded JSON answer, or :class:`ApiError`."""
+        if self._login is None:
+            return await self._send(method, path, body, content_type, params)
+        if time.monotonic() - self._read_at >= self._max_age:
+            await self._refresh_quietly()
+        used = self._info
+        try:
+            return await self._send(method, path, body, content_type, params)
+        except ApiError as exc:
+            if not exc.unauthorized:
+                raise
+            logger.info("credentials refused (%s); reading them again", exc)
+            await self._refresh(used)
+            return await self._send(method, path, body, content_type, params)
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        body: Any,
+        content_type: str,
+        params: dict[str, str] | None,
+    ) -> dict[str, Any]:
         session = self._session_for_requests()
         headers = self._headers()
         if body is not None:
