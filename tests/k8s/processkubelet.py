@@ -27,8 +27,8 @@ the pods of one namespace, talking to the real API server as the admin:
   a ready pod the Service selects, and ``<service>:<port>`` in an argument
   (short, namespaced or ``.svc`` name) becomes that listener's address. The
   endpoint controllers refuse the pods' loopback address (they log it and
-  retry), so the Services get no Endpoints or EndpointSlices: the listeners
-  read the pods this kubelet runs instead;
+  retry), so no Endpoints or EndpointSlice lists them: the listeners read
+  the pods this kubelet runs instead;
 * it runs the container's ``httpGet`` probes at their ``periodSeconds``; the
   readiness probe (with its ``failureThreshold``) drives the ``Ready`` and
   ``ContainersReady`` conditions, written through ``pods/status`` with phase
