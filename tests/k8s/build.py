@@ -1,8 +1,10 @@
 """Builds the Kubernetes control plane the tests run, from pinned Go module versions.
 
 ``tests/k8s/controlplane/`` is a small Go module whose ``main.go`` links etcd,
-kube-apiserver, kube-controller-manager and kube-scheduler into one
-executable (the first argument names the component). Go is needed only here,
+kube-apiserver, kube-controller-manager, kube-scheduler and the node's
+kubelet and kube-proxy into one executable (the first argument names the
+component): the packages they share are compiled once, and the node costs
+the build little more than its own packages and a relink. Go is needed only here,
 to build test infrastructure; nothing of the product depends on it.
 
 The executable is cached outside the checkout, so that every clone on the
@@ -53,7 +55,14 @@ Kubernetes' own dependencies."""
 
 MODULE_DIR = Path(__file__).resolve().parent / "controlplane"
 MODULE_PATH = "webrtc-broker.test/controlplane"
-COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+COMPONENTS = (
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubelet",
+    "kube-proxy",
+)
 
 
 class GoUnavailable(RuntimeError):

@@ -1,7 +1,8 @@
 // Command controlplane is one executable holding the Kubernetes control
-// plane that the test suite runs on 127.0.0.1: etcd, kube-apiserver,
-// kube-controller-manager and kube-scheduler, linked from their published Go
-// modules (versions pinned in go.mod). It is test infrastructure only.
+// plane that the test suite runs on this machine (etcd, kube-apiserver,
+// kube-controller-manager, kube-scheduler) and its node's agents (kubelet,
+// kube-proxy), linked from their published Go modules (versions pinned in
+// go.mod). It is test infrastructure only.
 //
 // The component is chosen by the first argument, or by the name the
 // executable was called by (a link named kube-apiserver, say):
@@ -11,6 +12,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -26,13 +28,17 @@ import (
 
 	apiserver "k8s.io/kubernetes/cmd/kube-apiserver/app"
 	controllermanager "k8s.io/kubernetes/cmd/kube-controller-manager/app"
+	proxy "k8s.io/kubernetes/cmd/kube-proxy/app"
 	scheduler "k8s.io/kubernetes/cmd/kube-scheduler/app"
+	kubelet "k8s.io/kubernetes/cmd/kubelet/app"
 )
 
 var kube = map[string]func() *cobra.Command{
 	"kube-apiserver":          apiserver.NewAPIServerCommand,
 	"kube-controller-manager": controllermanager.NewControllerManagerCommand,
 	"kube-scheduler":          func() *cobra.Command { return scheduler.NewSchedulerCommand() },
+	"kube-proxy":              proxy.NewProxyCommand,
+	"kubelet":                 func() *cobra.Command { return kubelet.NewKubeletCommand(context.Background()) },
 }
 
 func names() []string {
