@@ -14,7 +14,8 @@ The real controllers run, but no node does: pods are created and stay
 Pending. So the status is asserted as it is without a node (``Ready`` False,
 ``Progressing`` True, no ready server, the pods the StatefulSet controller
 made counted). Readiness with running pods is covered by the process-kubelet
-end-to-end test, which runs the pods' containers as local processes.
+end-to-end test (``test_process_kubelet_e2e.py``), which runs the pods'
+containers as local processes.
 """
 
 from __future__ import annotations
