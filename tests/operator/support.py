@@ -1,14 +1,13 @@
-"""Helpers for the operator's tests: the emulator with the CRD, kubeconfig, operator process."""
+"""Helpers for the operator's tests: the manifests, BrokerClusters, the operator process."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,9 +15,7 @@ from typing import Any
 import httpx
 import yaml
 
-from broker_operator import GROUP, PLURAL, VERSION
-from tests.operator.apiserver import ApiServer, Store
-from tests.operator.apiserver.kinds import Kind
+from broker_operator import GROUP, VERSION
 from tests.support import ROOT, eventually, free_port
 
 DEPLOY = ROOT / "deploy"
@@ -44,11 +41,6 @@ def example() -> dict[str, Any]:
     return load_yaml(EXAMPLE_FILE)[0]
 
 
-def install_crd(store: Store) -> Kind:
-    store.create(store.kind("apiextensions.k8s.io", "v1", "customresourcedefinitions"), None, crd())
-    return store.kind(GROUP, VERSION, PLURAL)
-
-
 def broker_cluster(name: str = "demo", /, **spec: Any) -> dict[str, Any]:
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
@@ -56,24 +48,6 @@ def broker_cluster(name: str = "demo", /, **spec: Any) -> dict[str, Any]:
         "metadata": {"name": name},
         "spec": {"image": IMAGE, **copy.deepcopy(spec)},
     }
-
-
-def write_kubeconfig(path: Path, server: str, namespace: str = "default") -> Path:
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "emulator", "cluster": {"server": server}}],
-        "users": [{"name": "tester", "user": {"token": "test-token"}}],
-        "contexts": [
-            {
-                "name": "emulator",
-                "context": {"cluster": "emulator", "user": "tester", "namespace": namespace},
-            }
-        ],
-        "current-context": "emulator",
-    }
-    path.write_text(yaml.safe_dump(config))
-    return path
 
 
 @dataclass
@@ -144,18 +118,6 @@ class OperatorProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
-@contextlib.asynccontextmanager
-async def operator_process(
-    kubeconfig: Path, workdir: Path, **options: Any
-) -> AsyncIterator[OperatorProcess]:
-    proc = OperatorProcess(kubeconfig, workdir / f"operator-{free_port()}.log", **options)
-    try:
-        await proc.start()
-        yield proc
-    finally:
-        await proc.stop()
-
-
 async def until(
     check: Callable[[], Any | Awaitable[Any]], timeout: float = 20.0, interval: float = 0.1
 ) -> Any:
@@ -181,7 +143,3 @@ def condition_status(obj: dict[str, Any], kind: str) -> str | None:
     """``"True"``/``"False"`` of one condition, ``None`` while it is not reported."""
     found = condition(obj, kind)
     return None if found is None else str(found["status"])
-
-
-def server_url(server: ApiServer) -> str:
-    return str(server.url).rstrip("/")
