@@ -13,6 +13,18 @@ Two rules keep it from doing harm:
 * an object it did not create (no owner reference to this resource) is
   never patched or deleted, even if its name matches.
 
+Each object is applied on its own: one the API server refuses does not stop
+the others. What a refusal means decides when it is tried again
+(:func:`classify`): a conflict, throttling, a server error or a lost
+connection passes, so the object is retried with a growing delay; a request
+the server judged (400 Bad Request, 403 Forbidden by RBAC or an admission
+check such as a ResourceQuota, 422 Invalid) gets the same answer until
+something changes, so it is reported (``Degraded`` with the server's message,
+and an Event) and tried again only for a new generation of the spec or after
+a long delay. A namespace being deleted refuses new objects for good: the
+cluster is going away, and nothing more is created for it. A StatefulSet
+whose immutable fields must change is replaced (:meth:`Reconciler._replace`).
+
 kopf is not imported here: the same sequence runs from kopf's handlers
 (on create, spec change and operator start) and from the periodic resync
 (:mod:`.resync`), and Events are posted through :class:`KubeClient` in both
@@ -26,8 +38,9 @@ import datetime
 import logging
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import aiohttp
@@ -37,7 +50,7 @@ from broker_operator import API_VERSION, KIND
 from broker_operator.applying import merge_patch, patch_for, with_last_applied
 from broker_operator.autoscaler import Recommendation, decide, read_load
 from broker_operator.conditions import Observed, Problem, compute_status
-from broker_operator.kube import ApiError, KubeClient
+from broker_operator.kube import ApiError, KubeClient, resource_of
 from broker_operator.manifests import Manifest, ObjectKey, desired_objects, key_of, optional_objects
 from broker_operator.manifests.secret import generated_secret, uses_generated_secret
 from broker_operator.metrics import OperatorStats
@@ -60,7 +73,94 @@ conflict may come from the Secret of a deleted cluster of the same name that the
 garbage collector has not removed yet; asking again now and then recreates it."""
 
 TRANSIENT = (ApiError, aiohttp.ClientError, asyncio.TimeoutError)
-"""Failures worth retrying: the API server refused or could not be reached."""
+"""Failures of a request: the API server refused or could not be reached
+(:func:`classify` tells which are worth retrying soon)."""
+
+PASSING, REFUSED, TERMINATING = "passing", "refused", "terminating"
+"""What a failed request means (:func:`classify`)."""
+
+RETRY_FIRST, RETRY_MAX = 1.0, 300.0
+"""Delay before retrying an object after a passing failure, doubled each time, up to the max
+(the resync's period comes on top: an object is retried at the first resync after it)."""
+REFUSED_FIRST, REFUSED_MAX = 300.0, 3600.0
+"""The same after a refusal, within one generation of the spec: whatever made the server
+refuse (a quota, a policy) may have changed meanwhile."""
+
+NAMESPACE_TERMINATING = "because it is being terminated"
+"""In the NamespaceLifecycle admission plugin's 403 refusing new objects in a namespace
+that is being deleted."""
+
+IMMUTABLE_STATEFULSET_FIELDS = frozenset(
+    {"selector", "serviceName", "volumeClaimTemplates", "podManagementPolicy"}
+)
+"""StatefulSet spec fields the API server refuses to change (422): the operator sets these."""
+
+REPLACE_WAIT = 10.0
+"""Seconds a replaced StatefulSet is waited for to be gone (the garbage collector removes
+its orphan finalizer first) before it is created again; later, the next reconcile does."""
+
+
+def classify(exc: BaseException) -> str:
+    """What a failed request means: :data:`PASSING`, :data:`REFUSED` or :data:`TERMINATING`.
+
+    Conflicts (409: someone wrote first), throttling (429), server errors (5xx),
+    timeouts (408), refused credentials (401: they are read again) and lost
+    connections pass. Other answers are the server's judgement of the request
+    and repeat until the request or the cluster changes: 400, 403 (RBAC, a
+    quota, Pod Security or another admission check), 404 (a missing kind or
+    namespace), 422 (invalid).
+    """
+    if not isinstance(exc, ApiError):
+        return PASSING
+    if exc.status in (401, 408, 409, 429) or exc.status >= 500:
+        return PASSING
+    if exc.status == 403 and NAMESPACE_TERMINATING in exc.message:
+        return TERMINATING
+    return REFUSED
+
+
+@dataclass
+class Backoff:
+    """An object whose last apply failed: the problem to report until it is retried."""
+
+    uid: str
+    generation: int
+    problem: Problem
+    attempts: int
+    retry_at: float
+
+    def holds(self, uid: str, generation: int, now: float) -> bool:
+        """True while the object is not to be tried again (a new generation always is)."""
+        return self.uid == uid and self.generation == generation and now < self.retry_at
+
+
+def backoff_delay(kind: str, attempts: int) -> float:
+    """Seconds before attempt ``attempts + 1`` after failures of ``kind``."""
+    first, most = (RETRY_FIRST, RETRY_MAX) if kind == PASSING else (REFUSED_FIRST, REFUSED_MAX)
+    if kind == TERMINATING:
+        return most
+    return float(min(first * 2 ** max(attempts - 1, 0), most))
+
+
+PRIORITY = ("NamespaceTerminating", "NameConflict", "ApplyRejected", "ApplyFailed")
+"""Which reason ``Degraded`` shows when several objects failed: the most final first."""
+
+
+def combine(problems: list[Problem]) -> Problem | None:
+    """One problem for the status: the most final reason, every message once."""
+    if not problems:
+        return None
+    ranked = sorted(
+        problems,
+        key=lambda p: PRIORITY.index(p.reason) if p.reason in PRIORITY else len(PRIORITY),
+    )
+    messages = list(dict.fromkeys(p.message for p in ranked))
+    return Problem(ranked[0].reason, "; ".join(messages))
+
+
+def immutable_changes(patch: Mapping[str, Any]) -> list[str]:
+    """The immutable StatefulSet fields a patch would change, sorted."""
+    return sorted(IMMUTABLE_STATEFULSET_FIELDS & set(patch.get("spec") or {}))
 
 
 @dataclass(frozen=True)
@@ -83,7 +183,7 @@ class Outcome:
 
     @property
     def retry(self) -> bool:
-        """True when the failure was the API's, not the spec's: worth trying again soon."""
+        """True when a failure passes (see :func:`classify`): worth trying again soon."""
         return self.problem is not None and self.problem.reason == "ApplyFailed"
 
 
@@ -131,6 +231,8 @@ class Reconciler:
         self._monitor_warned: dict[tuple[str, str], tuple[str, int]] = {}
         """For each resource told that the ServiceMonitor API is missing: the uid and
         generation it was told at. Told once per generation, not on every resync."""
+        self._backoff: dict[tuple[str, str], dict[ObjectKey, Backoff]] = {}
+        """For each resource, its objects whose last apply failed, until they are retried."""
 
     def retain(self, existing: set[tuple[str, str]]) -> None:
         """Forget every resource not in ``existing`` (``(namespace, name)`` pairs)."""
@@ -144,6 +246,7 @@ class Reconciler:
         self._history.pop((namespace, name), None)
         self._secret_made.pop((namespace, name), None)
         self._monitor_warned.pop((namespace, name), None)
+        self._backoff.pop((namespace, name), None)
         self.stats.forget(namespace, name)
 
     async def reconcile(self, body: Mapping[str, Any], *, autoscale: bool = False) -> Outcome:
@@ -184,12 +287,9 @@ class Reconciler:
         except SpecError as exc:
             problem = Problem("InvalidSpec", f"spec refused, nothing changed: {exc}")
         if spec is not None:
-            try:
-                changes = await self._apply_all(ref, spec, notes, generation)
-            except NotOwnedError as exc:
-                problem = Problem("NameConflict", str(exc))
-            except TRANSIENT as exc:
-                problem = Problem("ApplyFailed", f"could not apply the spec: {exc}")
+            problems: list[Problem] = []
+            changes = await self._apply_all(ref, spec, notes, generation, problems)
+            problem = combine(problems)
         autoscaling: dict[str, Any] | None = None
         previous = dict(body.get("status") or {})
         if autoscale and spec is not None and problem is None and spec.autoscaling.enabled:
@@ -220,10 +320,10 @@ class Reconciler:
         self.stats.phases[(ref.namespace, ref.name)] = str(status["phase"])
         if problem is None:
             self.stats.reconciles["ok"] += 1
-        elif problem.reason == "ApplyFailed":
-            self.stats.reconciles["error"] += 1
-        else:
+        elif problem.reason in ("InvalidSpec", "NameConflict"):
             self.stats.reconciles["invalid"] += 1
+        else:
+            self.stats.reconciles["error"] += 1
         if problem is not None and _degraded_message(previous) != problem.message:
             notes.append(Note("Warning", problem.reason, problem.message))
         notes.extend(Note("Normal", "Applied", change) for change in changes)
@@ -231,23 +331,89 @@ class Reconciler:
     # -- applying ---------------------------------------------------------------------------
 
     async def _apply_all(
-        self, ref: ClusterRef, spec: BrokerClusterSpec, notes: list[Note], generation: int
+        self,
+        ref: ClusterRef,
+        spec: BrokerClusterSpec,
+        notes: list[Note],
+        generation: int,
+        problems: list[Problem],
     ) -> list[str]:
+        """Apply every object on its own; what failed goes to ``problems``."""
         changes: list[str] = []
-        # First: the pods of every workload read it.
-        made = await self._ensure_server_secret(ref, spec)
-        if made:
-            changes.append(made)
+        steps: list[tuple[ObjectKey, Callable[[], Awaitable[str | None]]]] = []
+        if uses_generated_secret(spec):
+            # First: the pods of every workload read it.
+            secret = ObjectKey("v1", "Secret", ref.namespace, ref.server_secret)
+            steps.append((secret, lambda: self._ensure_server_secret(ref, spec)))
         wanted = desired_objects(ref, spec)
         for manifest in wanted:
-            change = await self._apply(ref, manifest, notes, generation)
-            if change:
-                changes.append(change)
+            steps.append((key_of(manifest), partial(self._apply, ref, manifest, notes, generation)))
         wanted_keys = {key_of(manifest) for manifest in wanted}
         for key in optional_objects(ref):
-            if key not in wanted_keys and await self._delete_if_owned(ref, key):
-                changes.append(f"deleted {key}")
+            if key not in wanted_keys:
+                steps.append((key, partial(self._remove, ref, key)))
+        backoffs = self._backoff.setdefault((ref.namespace, ref.name), {})
+        for entry in backoffs.values():
+            if entry.problem.reason == "NamespaceTerminating" and entry.holds(
+                ref.uid, generation, self.clock()
+            ):
+                # Every create would be refused alike: none is tried.
+                problems.append(entry.problem)
+                return changes
+        for key, step in steps:
+            held = backoffs.get(key)
+            if held is not None and held.holds(ref.uid, generation, self.clock()):
+                problems.append(held.problem)
+                continue
+            try:
+                change = await step()
+            except NotOwnedError as exc:
+                problems.append(Problem("NameConflict", str(exc)))
+                continue
+            except TRANSIENT as exc:
+                held = self._failed(ref, key, exc, generation, held)
+                backoffs[key] = held
+                problems.append(held.problem)
+                if held.problem.reason == "NamespaceTerminating":
+                    break  # nothing new can be made there
+                continue
+            backoffs.pop(key, None)
+            if change:
+                changes.append(change)
         return changes
+
+    def _failed(
+        self,
+        ref: ClusterRef,
+        key: ObjectKey,
+        exc: BaseException,
+        generation: int,
+        before: Backoff | None,
+    ) -> Backoff:
+        """The backoff after ``exc`` failed an apply of ``key``, and the problem it reports."""
+        kind = classify(exc)
+        attempts = 1
+        if before is not None and before.uid == ref.uid and before.generation == generation:
+            attempts = before.attempts + 1
+        delay = backoff_delay(kind, attempts)
+        if kind == TERMINATING:
+            assert isinstance(exc, ApiError)
+            problem = Problem(
+                "NamespaceTerminating",
+                f"namespace {ref.namespace} is being deleted, nothing more is created: "
+                f"{exc.message}",
+            )
+        elif kind == REFUSED:
+            assert isinstance(exc, ApiError)
+            problem = Problem(
+                "ApplyRejected",
+                f"{key} refused ({exc.status} {exc.reason}): {exc.message}; tried again when "
+                f"the spec changes, or in {delay:.0f}s",
+            )
+        else:
+            problem = Problem("ApplyFailed", f"could not apply {key}: {exc}")
+        logger.warning("%s/%s: %s", ref.namespace, ref.name, problem.message)
+        return Backoff(ref.uid, generation, problem, attempts, self.clock() + delay)
 
     async def _apply(
         self, ref: ClusterRef, manifest: Manifest, notes: list[Note], generation: int
@@ -286,12 +452,54 @@ class Reconciler:
             raise NotOwnedError(
                 f"{key} exists but is not owned by this {KIND}; rename or delete it"
             )
+        if live.get("metadata", {}).get("deletionTimestamp"):
+            return None  # being replaced (or collected): created again once gone
         patch = patch_for(desired, live)
         if not patch:
             return None
-        await self.client.merge_patch(key, patch)
+        try:
+            await self.client.merge_patch(key, patch)
+        except ApiError as exc:
+            immutable = immutable_changes(patch) if key.kind == "StatefulSet" else []
+            if exc.status == 422 and immutable:
+                return await self._replace(key, desired, live, immutable)
+            raise
         self.stats.applied["updated"] += 1
         return f"updated {key}"
+
+    async def _replace(
+        self, key: ObjectKey, desired: dict[str, Any], live: Mapping[str, Any], fields: list[str]
+    ) -> str:
+        """Delete a StatefulSet whose immutable ``fields`` must change, leaving its pods, and
+        create it again: the new one adopts the pods by their labels.
+
+        The pods run on meanwhile (``propagationPolicy: Orphan``); a pod whose template
+        changed is then replaced by the StatefulSet's update strategy, as on any change.
+        """
+        uid = live.get("metadata", {}).get("uid")
+        options: dict[str, Any] = {
+            "kind": "DeleteOptions",
+            "apiVersion": "v1",
+            "propagationPolicy": "Orphan",
+        }
+        if uid:
+            options["preconditions"] = {"uid": uid}
+        path = resource_of(key).path(key.namespace, key.name)
+        # The policy also in the query, where an audit log records it.
+        await self.client.request("DELETE", path, options, params={"propagationPolicy": "Orphan"})
+        self.stats.applied["deleted"] += 1
+        what = (
+            f"replaced {key}: {', '.join(fields)} cannot change in place; deleted with "
+            "propagationPolicy Orphan (its pods keep running) and created again, adopting them"
+        )
+        deadline = self.clock() + REPLACE_WAIT
+        while await self.client.get(key) is not None:
+            if self.clock() >= deadline:
+                return f"{what} (the create follows once the old one is gone)"
+            await asyncio.sleep(0.2)
+        await self.client.create(desired)
+        self.stats.applied["created"] += 1
+        return what
 
     async def _ensure_server_secret(self, ref: ClusterRef, spec: BrokerClusterSpec) -> str | None:
         """Create the generated server secret if the spec names none and it is missing.
@@ -318,6 +526,10 @@ class Reconciler:
             return None
         self.stats.applied["created"] += 1
         return f"created Secret {ref.namespace}/{ref.server_secret}"
+
+    async def _remove(self, ref: ClusterRef, key: ObjectKey) -> str | None:
+        """Delete an optional object the spec no longer wants, if this resource owns it."""
+        return f"deleted {key}" if await self._delete_if_owned(ref, key) else None
 
     async def _delete_if_owned(self, ref: ClusterRef, key: ObjectKey) -> bool:
         try:

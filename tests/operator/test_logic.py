@@ -23,10 +23,37 @@ from broker_operator.applying import (
 )
 from broker_operator.autoscaler import Load, Recommendation, decide
 from broker_operator.conditions import Observed, Problem, compute_status
+from broker_operator.kube import ApiError
 from broker_operator.metrics import OperatorStats, operator_registry
+from broker_operator.reconcile import (
+    PASSING,
+    REFUSED,
+    REFUSED_FIRST,
+    REFUSED_MAX,
+    RETRY_FIRST,
+    RETRY_MAX,
+    TERMINATING,
+    backoff_delay,
+    classify,
+    combine,
+    immutable_changes,
+)
 from broker_operator.spec import AutoscalingSpec, SpecError, parse_spec
-from tests.operator.apiserver.store import merge_patch as apply_merge_patch
 from tests.support import ROOT
+
+
+def apply_merge_patch(target: Any, patch: Any) -> Any:
+    """What the API server does with a JSON merge patch (RFC 7386)."""
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = apply_merge_patch(result.get(key), value)
+    return result
+
 
 # -- spec -------------------------------------------------------------------------------------
 
@@ -226,6 +253,60 @@ def test_status_phases_and_transition_times() -> None:
     assert conditions(broken)["Degraded"] == ("True", "t4")
     assert conditions(broken)["Ready"] == ("True", "t2"), "still serving with the old spec"
     assert broken["observedGeneration"] == 3
+
+
+# -- failures ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "message", "kind"),
+    [
+        (409, "the object has been modified", PASSING),
+        (429, "too many requests", PASSING),
+        (500, "etcdserver: request timed out", PASSING),
+        (503, "unavailable", PASSING),
+        (401, "Unauthorized", PASSING),
+        (400, "bad request", REFUSED),
+        (422, "StatefulSet is invalid", REFUSED),
+        (403, 'services "x" is forbidden: exceeded quota: q', REFUSED),
+        (
+            403,
+            "unable to create new content in namespace b because it is being terminated",
+            TERMINATING,
+        ),
+    ],
+)
+def test_api_errors_are_classified(status: int, message: str, kind: str) -> None:
+    assert classify(ApiError(status, "Reason", message)) == kind
+
+
+def test_connection_errors_pass() -> None:
+    assert classify(TimeoutError()) == PASSING
+    assert classify(OSError("connection refused")) == PASSING
+
+
+def test_backoff_grows_to_its_limit() -> None:
+    assert backoff_delay(PASSING, 1) == RETRY_FIRST
+    assert backoff_delay(PASSING, 2) == 2 * RETRY_FIRST
+    assert backoff_delay(PASSING, 100) == RETRY_MAX
+    assert backoff_delay(REFUSED, 1) == REFUSED_FIRST
+    assert backoff_delay(REFUSED, 100) == REFUSED_MAX
+    assert backoff_delay(TERMINATING, 1) == REFUSED_MAX
+
+
+def test_the_most_final_problem_names_the_reason() -> None:
+    assert combine([]) is None
+    both = combine([Problem("ApplyFailed", "a"), Problem("ApplyRejected", "b")])
+    assert both == Problem("ApplyRejected", "b; a")
+    same = combine([Problem("NameConflict", "c"), Problem("NameConflict", "c")])
+    assert same == Problem("NameConflict", "c")
+
+
+def test_immutable_statefulset_fields_in_a_patch() -> None:
+    patch = {"spec": {"serviceName": "x", "template": {}, "selector": {}}}
+    assert immutable_changes(patch) == ["selector", "serviceName"]
+    assert immutable_changes({"spec": {"replicas": 3}}) == []
+    assert immutable_changes({"metadata": {}}) == []
 
 
 def test_load_balancer_address_becomes_the_external_endpoint() -> None:
