@@ -17,12 +17,22 @@ where ``<key>`` hashes everything the build depends on (the wrapper's
 wrapper builds anew. The Go module and build caches live beside it
 (``gomod/``, ``go-build/``), so a fresh clone downloads nothing twice.
 
+The node needs two more programs, built the same way into the same cache:
+CoreDNS (``tests/k8s/coredns/``, a module of its own pinned at
+``COREDNS_VERSION``: only the plugins the cluster's DNS uses) and the static
+programs of the node's container images (``tests/k8s/node/cmd/``: the
+sandbox's ``pause`` and the tests' ``probe``, standard library only)::
+
+    ${XDG_CACHE_HOME:-~/.cache}/webrtc-broker/coredns-v1.14.1/coredns-<key>
+    ${XDG_CACHE_HOME:-~/.cache}/webrtc-broker/node-images/{pause,probe}-<key>
+
 Command line (``python -m tests.k8s.build``)::
 
     build        build unless cached; print the executable's path
                  (--optional: without Go, say so and exit 0)
     path         print the executable's path if it is built (exit 1 if not)
     gomod        regenerate controlplane/go.mod from the pinned versions
+    node         build CoreDNS and the image programs unless cached; print their paths
 """
 
 from __future__ import annotations
@@ -53,7 +63,15 @@ requires (its etcd client libraries are v3.6.4 too, and kubeadm 1.34 ships
 etcd 3.6.4), so the two resolve together without moving any of
 Kubernetes' own dependencies."""
 
+COREDNS_VERSION = "v1.14.1"
+"""github.com/coredns/coredns: the newest release whose Kubernetes client
+libraries are the 1.34 line (k8s.io/client-go v0.34.3; 1.14.2 moved to
+v0.35), so its kubernetes plugin speaks the API of the server it watches."""
+
 MODULE_DIR = Path(__file__).resolve().parent / "controlplane"
+COREDNS_DIR = Path(__file__).resolve().parent / "coredns"
+IMAGES_DIR = Path(__file__).resolve().parent / "node" / "cmd"
+IMAGE_PROGRAMS = ("pause", "probe")
 MODULE_PATH = "webrtc-broker.test/controlplane"
 COMPONENTS = (
     "etcd",
@@ -180,12 +198,19 @@ def _say(message: str) -> None:
     print(f"[k8s build] {message}", file=sys.stderr, flush=True)
 
 
-def _go(args: list[str], *, progress_total: int = 0, timeout: float = 3600) -> str:
-    """Run ``nice go ARGS`` in the wrapper module; with a total, report compiled packages."""
+def _go(
+    args: list[str],
+    *,
+    progress_total: int = 0,
+    timeout: float = 3600,
+    cwd: Path = MODULE_DIR,
+) -> str:
+    """Run ``nice go ARGS`` in a module (the wrapper's by default); with a total, report
+    compiled packages."""
     command = ["nice", "-n", "10", go_binary(), *args]
     process = subprocess.Popen(
         command,
-        cwd=MODULE_DIR,
+        cwd=cwd,
         env=go_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -263,6 +288,59 @@ def build(*, force: bool = False) -> Path:
     return target
 
 
+def _sources_key(folder: Path) -> str:
+    """A hash of a module's go.mod, go.sum and Go files, the Go version and the flags."""
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        if path.name in ("go.mod", "go.sum") or path.suffix == ".go":
+            name = str(path.relative_to(folder)).encode()
+            digest.update(name + b"\0" + path.read_bytes() + b"\0")
+    digest.update(go_version().encode() + b"\0-s -w")
+    return digest.hexdigest()[:12]
+
+
+def _build_program(folder: Path, package: str, target: Path) -> Path:
+    """``go build`` one static program of a module into ``target`` unless it is there."""
+    if target.is_file():
+        return target
+    with _lock(target.parent):
+        if target.is_file():
+            return target
+        started = time.monotonic()
+        _say(f"building {package} of {folder} into {target}")
+        packages = _go(["list", "-deps", package], cwd=folder).split()
+        partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
+        _go(
+            ["build", "-v", "-trimpath", "-ldflags", "-s -w", "-o", str(partial), package],
+            progress_total=len(packages),
+            cwd=folder,
+        )
+        partial.replace(target)
+        stem = target.name.rsplit("-", 1)[0]
+        for old in target.parent.glob(f"{stem}-*"):
+            if old != target and not old.name.endswith(".partial"):
+                old.unlink(missing_ok=True)
+        size = target.stat().st_size / 2**20
+        _say(f"built in {time.monotonic() - started:.0f} s ({size:.1f} MiB): {target}")
+    return target
+
+
+def build_coredns() -> Path:
+    """CoreDNS with the cluster DNS's plugins (``tests/k8s/coredns/``), built unless cached."""
+    folder = cache_root() / f"coredns-{COREDNS_VERSION}"
+    return _build_program(COREDNS_DIR, ".", folder / f"coredns-{_sources_key(COREDNS_DIR)}")
+
+
+def build_image_programs() -> dict[str, Path]:
+    """The static programs of the node's images (``pause``, ``probe``), built unless cached."""
+    key = _sources_key(IMAGES_DIR)
+    folder = cache_root() / "node-images"
+    return {
+        name: _build_program(IMAGES_DIR, f"./{name}", folder / f"{name}-{key}")
+        for name in IMAGE_PROGRAMS
+    }
+
+
 def write_go_mod() -> None:
     """Regenerate ``controlplane/go.mod`` from the pinned versions, then ``go mod tidy``.
 
@@ -321,6 +399,10 @@ def main(argv: list[str]) -> int:
             print(path)
         elif command == "gomod":
             write_go_mod()
+        elif command == "node":
+            print(build_coredns())
+            for path in build_image_programs().values():
+                print(path)
         else:
             print(__doc__, file=sys.stderr)
             return 2

@@ -361,6 +361,31 @@ class ControlPlane:
         path.chmod(0o600)
         return path
 
+    def client_kubeconfig(self, path: Path, common_name: str, group: str | None = None) -> Path:
+        """A kubeconfig with a new client certificate of this control plane's CA for user
+        ``common_name`` (in ``group``): how the node's agents authenticate."""
+        ca = _Issuer(
+            serialization.load_pem_private_key((self.pki / "ca.key").read_bytes(), None),  # type: ignore[arg-type]
+            x509.load_pem_x509_certificate((self.pki / "ca.crt").read_bytes()),
+        )
+        key = _key()
+        cert = ca.sign(_name(common_name, group), key)
+        credentials = {
+            "client-certificate-data": base64.b64encode(_pem_cert(cert)).decode(),
+            "client-key-data": base64.b64encode(_pem_key(key)).decode(),
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(self._kubeconfig(common_name, credentials)))
+        path.chmod(0o600)
+        return path
+
+    def host_address(self) -> hostnet.HostAddress:
+        """Where the API server listens (its interface is ``None`` on loopback)."""
+        state = self._state()
+        if state is None:
+            raise RuntimeError(f"no control plane runs from {self.state_dir}")
+        return self._host(state)
+
     def _write_pki(self, host: hostnet.HostAddress) -> None:
         self.pki.mkdir(parents=True, exist_ok=True)
         self.pki.chmod(0o700)
@@ -381,6 +406,8 @@ class ControlPlane:
             "admin": _name("admin", "system:masters"),
             "controller-manager": _name("system:kube-controller-manager"),
             "scheduler": _name("system:kube-scheduler"),
+            # The API server's to kubelets (logs, exec, port-forward).
+            "apiserver-kubelet-client": _name("kube-apiserver-kubelet-client", "system:masters"),
         }
         # The aggregation layer's own CA: the API server proxies to extension API
         # servers with a client certificate of it, and publishes it for them.
@@ -468,6 +495,8 @@ class ControlPlane:
                 "--requestheader-extra-headers-prefix=X-Remote-Extra-",
                 f"--proxy-client-cert-file={pki / 'front-proxy-client.crt'}",
                 f"--proxy-client-key-file={pki / 'front-proxy-client.key'}",
+                f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
+                f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
                 f"--audit-policy-file={self._audit_policy()}",
                 f"--audit-log-path={self.audit_log}",
                 "--audit-log-format=json",
@@ -604,7 +633,12 @@ class ControlPlane:
         return time.monotonic() - started
 
     def down(self) -> None:
-        """Stop every process this control plane started and remove its state."""
+        """Stop the node (if one runs) and every process this control plane started, and
+        remove their state."""
+        # The node's module imports this one: imported here, when both are loaded.
+        from tests.k8s.node import Node  # noqa: PLC0415
+
+        Node(self).down()
         state = self._state()
         if state is not None:
             binary = state["binary"]
@@ -643,6 +677,27 @@ def running(state_dir: Path = STATE_DIR) -> Iterator[ControlPlane]:
         plane.down()
 
 
+def _node_up(plane: ControlPlane) -> int:
+    """Grow the node (``tests.k8s.node``) on a running control plane; 0 unless it fails."""
+    from tests.k8s.node import Node, NodeUnavailable  # noqa: PLC0415 (it imports this module)
+
+    node = Node(plane)
+    was_running = node.running()
+    try:
+        seconds = node.up()
+    except NodeUnavailable as exc:
+        print(f"no node: {exc}; pods stay Pending", file=sys.stderr)
+        return 0
+    except (RuntimeError, OSError, subprocess.SubprocessError, httpx.HTTPError) as exc:
+        print(f"the node did not start: {exc}", file=sys.stderr)
+        return 1
+    if was_running:
+        print(f"node {node.name} already Ready at {node.address}")
+    else:
+        print(f"node Ready at {node.address} in {seconds:.1f} s")
+    return 0
+
+
 def main(argv: list[str]) -> int:
     command = argv[0] if argv else "status"
     plane = ControlPlane()
@@ -657,8 +712,9 @@ def main(argv: list[str]) -> int:
             print(f"already running at {plane.server}")
         else:
             print(f"control plane up at {plane.server} in {seconds:.1f} s")
+        code = _node_up(plane)
         print(f"export KUBECONFIG={plane.kubeconfig}")
-        return 0
+        return code
     if command == "down":
         plane.down()
         print("control plane stopped; .cache/k8s removed")
