@@ -3,8 +3,13 @@
 # Kubernetes workload passes its own arguments (coordinator, commserver, operator).
 #   docker build -t webrtc-broker:0.1.0 .
 #   docker run --rm -p 9090:9090 webrtc-broker:0.1.0 coordinator --host 0.0.0.0
+# BASE is any image with Python 3.11 as `python` (with venv), groupadd and
+# useradd: tests/k8s/image.py passes one made from Debian's packages, so that
+# the image is built without a registry.
 
-FROM python:3.11-slim AS build
+ARG BASE=python:3.11-slim
+
+FROM ${BASE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 RUN python -m venv /opt/webrtc-broker
@@ -16,7 +21,7 @@ COPY operator ./operator
 RUN /opt/webrtc-broker/bin/pip install --upgrade pip \
     && /opt/webrtc-broker/bin/pip install .
 
-FROM python:3.11-slim AS runtime
+FROM ${BASE} AS runtime
 # The same uid/gid as runAsUser/runAsGroup in the operator's pod specs.
 RUN groupadd --system --gid 10001 broker \
     && useradd --system --uid 10001 --gid broker --no-create-home --shell /usr/sbin/nologin broker
