@@ -147,6 +147,78 @@ def external_endpoint(service: Obj | None, port: int) -> str | None:
     return None
 
 
+def workload_condition(obj: Obj | None, kind: str) -> Obj | None:
+    """One of a Deployment's own conditions (``Progressing``, ``ReplicaFailure``)."""
+    for item in (obj or {}).get("status", {}).get("conditions") or []:
+        if item.get("type") == kind:
+            return dict(item)
+    return None
+
+
+def deadline_exceeded(obj: Obj | None) -> bool:
+    """The Deployment controller itself gave up: ``Progressing=False ProgressDeadlineExceeded``."""
+    found = workload_condition(obj, "Progressing")
+    return (
+        found is not None
+        and found.get("status") == "False"
+        and found.get("reason") == "ProgressDeadlineExceeded"
+    )
+
+
+FAILED_CREATE = "FailedCreate"
+FAILED_SCHEDULING = "FailedScheduling"
+CAUSE_LENGTH = 300
+"""Longest piece of a controller's message quoted in a condition."""
+
+
+@dataclass(frozen=True)
+class Stalled:
+    """A workload whose rollout passed the deadline, with what its controllers said."""
+
+    title: str
+    """``comm-server StatefulSet demo-commserver``."""
+    workload: Workload
+    failures: tuple[str, ...] = ()
+    """Why pods could not be created (ReplicaFailure, FailedCreate events)."""
+    unscheduled: tuple[str, ...] = ()
+    """Why created pods were not scheduled (FailedScheduling events)."""
+
+
+def stalled_problem(stalled: Sequence[Stalled], deadline: int) -> Problem | None:
+    """``Degraded``'s reason and message for rollouts past ``deadline`` (``None``: none).
+
+    The reason names the first cause found, most telling first: pods the
+    controllers could not create (a quota, Pod Security, a webhook), pods no
+    node would take, or only that the pods are not ready.
+    """
+    if not stalled:
+        return None
+    parts = []
+    for item in stalled:
+        text = (
+            f"{item.title}: {item.workload.ready}/{item.workload.desired} pods ready "
+            f"after {deadline}s"
+        )
+        if item.failures:
+            text += "; pods cannot be created: " + " | ".join(
+                cause[:CAUSE_LENGTH] for cause in item.failures
+            )
+        elif item.unscheduled:
+            text += "; pods are pending, unschedulable: " + " | ".join(
+                cause[:CAUSE_LENGTH] for cause in item.unscheduled
+            )
+        else:
+            text += "; pods are pending or not ready"
+        parts.append(text)
+    if any(item.failures for item in stalled):
+        reason = "PodCreationFailed"
+    elif any(item.unscheduled for item in stalled):
+        reason = "PodsUnschedulable"
+    else:
+        reason = "ProgressDeadlineExceeded"
+    return Problem(reason, "rollout stalled: " + "; ".join(parts))
+
+
 def compute_status(
     *,
     generation: int,
@@ -157,17 +229,31 @@ def compute_status(
     endpoint: str,
     selector: str,
     port: int,
+    stalled: Problem | None = None,
 ) -> dict[str, Any]:
-    """The whole ``status`` to write (it replaces the operator's previous one)."""
+    """The whole ``status`` to write (it replaces the operator's previous one).
+
+    ``problem`` is what stopped the operator from applying the spec;
+    ``stalled``, a rollout past its deadline (:func:`stalled_problem`).
+    Either makes the phase ``Degraded``; ``problem`` names the reason when
+    both are there.
+    """
     summary = Summary.of(observed)
     old_conditions = list(previous.get("conditions") or [])
     progressing = not summary.rolled_out
-    if problem is not None:
+    degraded = problem or stalled
+    if degraded is not None:
         phase = DEGRADED
     elif summary.ready and not progressing:
         phase = RUNNING
     else:
         phase = PROGRESSING
+    if stalled is not None:
+        progress = ("ProgressDeadlineExceeded", stalled.message)
+    elif progressing:
+        progress = ("RollingOut", "workloads are rolling out: " + summary.describe())
+    else:
+        progress = ("Stable", "every workload runs the latest spec")
     conditions = [
         condition(
             "Ready",
@@ -178,22 +264,21 @@ def compute_status(
             now=now,
             previous=old_conditions,
         ),
+        # As a Deployment's: False once the deadline passed (no progress expected).
         condition(
             "Progressing",
-            status=progressing,
-            reason="RollingOut" if progressing else "Stable",
-            message="workloads are rolling out: " + summary.describe()
-            if progressing
-            else "every workload runs the latest spec",
+            status=progressing and stalled is None,
+            reason=progress[0],
+            message=progress[1],
             generation=generation,
             now=now,
             previous=old_conditions,
         ),
         condition(
             "Degraded",
-            status=problem is not None,
-            reason=problem.reason if problem else "AsExpected",
-            message=problem.message if problem else "the spec is valid and applied",
+            status=degraded is not None,
+            reason=degraded.reason if degraded else "AsExpected",
+            message=degraded.message if degraded else "the spec is valid and applied",
             generation=generation,
             now=now,
             previous=old_conditions,

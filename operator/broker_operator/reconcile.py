@@ -25,6 +25,10 @@ a long delay. A namespace being deleted refuses new objects for good: the
 cluster is going away, and nothing more is created for it. A StatefulSet
 whose immutable fields must change is replaced (:meth:`Reconciler._replace`).
 
+A rollout has a deadline (``spec.progressDeadlineSeconds``): a workload not
+rolled out that long makes the cluster ``Degraded``, with the reason its
+controllers give (:mod:`.conditions`).
+
 kopf is not imported here: the same sequence runs from kopf's handlers
 (on create, spec change and operator start) and from the periodic resync
 (:mod:`.resync`), and Events are posted through :class:`KubeClient` in both
@@ -49,7 +53,18 @@ import httpx
 from broker_operator import API_VERSION, KIND
 from broker_operator.applying import merge_patch, patch_for, with_last_applied
 from broker_operator.autoscaler import Recommendation, decide, read_load
-from broker_operator.conditions import Observed, Problem, compute_status
+from broker_operator.conditions import (
+    FAILED_CREATE,
+    FAILED_SCHEDULING,
+    Observed,
+    Problem,
+    Stalled,
+    Workload,
+    compute_status,
+    deadline_exceeded,
+    stalled_problem,
+    workload_condition,
+)
 from broker_operator.kube import ApiError, KubeClient, resource_of
 from broker_operator.manifests import Manifest, ObjectKey, desired_objects, key_of, optional_objects
 from broker_operator.manifests.secret import generated_secret, uses_generated_secret
@@ -195,6 +210,46 @@ def _degraded_message(status: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _degraded_reason(status: Mapping[str, Any]) -> str | None:
+    """The reason of a ``Degraded=True`` condition already reported."""
+    for item in status.get("conditions") or []:
+        if item.get("type") == "Degraded" and item.get("status") == "True":
+            return str(item.get("reason"))
+    return None
+
+
+def _event_time(event: Mapping[str, Any]) -> str:
+    """When an event last happened (core/v1 or events.k8s.io fields), as sortable text."""
+    series = event.get("series") or {}
+    return str(
+        series.get("lastObservedTime")
+        or event.get("lastTimestamp")
+        or event.get("eventTime")
+        or event.get("metadata", {}).get("creationTimestamp")
+        or ""
+    )
+
+
+def _latest(
+    events: list[dict[str, Any]], reason: str, kinds: tuple[str, ...], workload: str
+) -> str | None:
+    """The newest message of ``reason`` about ``workload`` or its pods/ReplicaSets.
+
+    Objects a workload makes are named ``<workload>-<suffix>``.
+    """
+    found = None
+    for event in events:
+        involved = event.get("involvedObject") or {}
+        name = str(involved.get("name", ""))
+        if (
+            event.get("reason") == reason
+            and involved.get("kind") in kinds
+            and (name == workload or name.startswith(f"{workload}-"))
+        ):
+            found = str(event.get("message") or reason)
+    return found
+
+
 def owned_by(obj: Mapping[str, Any], uid: str) -> bool:
     refs = obj.get("metadata", {}).get("ownerReferences") or []
     return any(ref.get("uid") == uid for ref in refs)
@@ -233,6 +288,9 @@ class Reconciler:
         generation it was told at. Told once per generation, not on every resync."""
         self._backoff: dict[tuple[str, str], dict[ObjectKey, Backoff]] = {}
         """For each resource, its objects whose last apply failed, until they are retried."""
+        self._unrolled: dict[tuple[str, str], dict[ObjectKey, tuple[tuple[str, int], float]]] = {}
+        """For each resource, its workloads not rolled out: the (uid, generation) seen so,
+        and since when (the rollout deadline runs from there)."""
 
     def retain(self, existing: set[tuple[str, str]]) -> None:
         """Forget every resource not in ``existing`` (``(namespace, name)`` pairs)."""
@@ -247,6 +305,7 @@ class Reconciler:
         self._secret_made.pop((namespace, name), None)
         self._monitor_warned.pop((namespace, name), None)
         self._backoff.pop((namespace, name), None)
+        self._unrolled.pop((namespace, name), None)
         self.stats.forget(namespace, name)
 
     async def reconcile(self, body: Mapping[str, Any], *, autoscale: bool = False) -> Outcome:
@@ -301,6 +360,7 @@ class Reconciler:
             problem=problem,
             previous=previous,
             autoscaling=autoscaling,
+            notes=notes,
         )
         self._count(
             ref, status=status, problem=problem, changes=changes, notes=notes, previous=previous
@@ -575,8 +635,12 @@ class Reconciler:
         problem: Problem | None,
         previous: dict[str, Any],
         autoscaling: dict[str, Any] | None,
+        notes: list[Note],
     ) -> dict[str, Any]:
         observed = await self._observe(ref, spec)
+        stalled = None
+        if spec is not None:
+            stalled = await self._stalled(ref, observed, spec.progress_deadline_seconds)
         status = compute_status(
             generation=generation,
             observed=observed,
@@ -586,7 +650,11 @@ class Reconciler:
             endpoint=ref.coordinator_endpoint(),
             selector=ref.label_selector(COMMSERVER),
             port=COORDINATOR_PORT,
+            stalled=stalled,
         )
+        if problem is None and stalled is not None and _degraded_reason(previous) != stalled.reason:
+            # Told once per cause: the controllers' messages (pod names) change every try.
+            notes.append(Note("Warning", stalled.reason, stalled.message))
         if autoscaling is not None:
             status["autoscaler"] = autoscaling
         elif spec is not None and spec.autoscaling.enabled and "autoscaler" in previous:
@@ -603,6 +671,81 @@ class Reconciler:
                     "could not write the status of %s/%s: %s", ref.namespace, ref.name, exc
                 )
         return status
+
+    async def _stalled(self, ref: ClusterRef, observed: Observed, deadline: int) -> Problem | None:
+        """Rollouts past ``deadline``, and why (``None``: none).
+
+        A workload's clock starts when the operator first sees its generation not
+        rolled out (an operator restart starts it again) and stops once it is; a
+        Deployment whose controller reports ``ProgressDeadlineExceeded`` is past it
+        too. The causes come from the workloads' conditions and the namespace's
+        Warning events (read only then): pods the controllers failed to create,
+        pods the scheduler could not place.
+        """
+        now = self.clock()
+        clocks = self._unrolled.setdefault((ref.namespace, ref.name), {})
+        workloads = [
+            ("coordinator Deployment", "Deployment", observed.coordinator),
+            ("comm-server StatefulSet", "StatefulSet", observed.servers),
+            ("hub StatefulSet", "StatefulSet", observed.hubs),
+        ]
+        late: list[tuple[str, Mapping[str, Any], Workload]] = []
+        seen: set[ObjectKey] = set()
+        for title, kind, obj in workloads:
+            if obj is None:
+                continue
+            meta = obj.get("metadata", {})
+            key = ObjectKey("apps/v1", kind, ref.namespace, str(meta.get("name")))
+            seen.add(key)
+            workload = Workload.of(obj)
+            if workload.rolled_out:
+                clocks.pop(key, None)
+                continue
+            stamp = (str(meta.get("uid")), int(meta.get("generation", 1)))
+            known = clocks.get(key)
+            if known is None or known[0] != stamp:
+                clocks[key] = known = (stamp, now)
+            if now - known[1] >= deadline or deadline_exceeded(obj):
+                late.append((f"{title} {key.name}", obj, workload))
+        for key in set(clocks) - seen:
+            del clocks[key]
+        if not late:
+            return None
+        warnings = await self._warnings(ref.namespace)
+        stalled = []
+        for title, obj, workload in late:
+            name = str(obj["metadata"]["name"])
+            failures: list[str] = []
+            failure = workload_condition(obj, "ReplicaFailure")
+            if failure is not None and failure.get("status") == "True":
+                failures.append(str(failure.get("message") or failure.get("reason")))
+            # FailedCreate: about the StatefulSet, or the Deployment's ReplicaSets.
+            created = _latest(warnings, FAILED_CREATE, ("StatefulSet", "ReplicaSet"), name)
+            if created and not failures:
+                failures.append(created)
+            unscheduled = _latest(warnings, FAILED_SCHEDULING, ("Pod",), name)
+            stalled.append(
+                Stalled(
+                    title,
+                    workload,
+                    tuple(failures),
+                    (unscheduled,) if unscheduled else (),
+                )
+            )
+        return stalled_problem(stalled, deadline)
+
+    async def _warnings(self, namespace: str) -> list[dict[str, Any]]:
+        """The namespace's Warning events, newest last; none if they cannot be read."""
+        path = f"/api/v1/namespaces/{namespace}/events"
+        try:
+            answer = await self.client.request(
+                "GET", path, params={"fieldSelector": "type=Warning"}
+            )
+        except TRANSIENT as exc:
+            logger.warning("cannot read the events of %s: %s", namespace, exc)
+            return []
+        items = [item for item in answer.get("items") or [] if isinstance(item, dict)]
+        return sorted(items, key=_event_time)
 
     # -- autoscaling ------------------------------------------------------------------------------
 

@@ -183,6 +183,11 @@ class AutoscalingSpec(Model):
         return self
 
 
+DEFAULT_PROGRESS_DEADLINE = 600
+"""Seconds a rollout may go without progress before it is reported ``Degraded``: the
+default of a Deployment's ``progressDeadlineSeconds``, which it also sets."""
+
+
 class BrokerClusterSpec(Model):
     image: str = Field(min_length=1, max_length=512)
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
@@ -194,6 +199,7 @@ class BrokerClusterSpec(Model):
     ice_servers: list[IceServerSpec] = Field(default_factory=list, max_length=8)
     metrics: MetricsSpec = MetricsSpec()
     autoscaling: AutoscalingSpec = AutoscalingSpec()
+    progress_deadline_seconds: int = Field(DEFAULT_PROGRESS_DEADLINE, ge=1, le=86400)
 
 
 class SpecError(Exception):

@@ -22,7 +22,14 @@ from broker_operator.applying import (
     with_last_applied,
 )
 from broker_operator.autoscaler import Load, Recommendation, decide
-from broker_operator.conditions import Observed, Problem, compute_status
+from broker_operator.conditions import (
+    Observed,
+    Problem,
+    Stalled,
+    Workload,
+    compute_status,
+    stalled_problem,
+)
 from broker_operator.kube import ApiError
 from broker_operator.metrics import OperatorStats, operator_registry
 from broker_operator.reconcile import (
@@ -253,6 +260,46 @@ def test_status_phases_and_transition_times() -> None:
     assert conditions(broken)["Degraded"] == ("True", "t4")
     assert conditions(broken)["Ready"] == ("True", "t2"), "still serving with the old spec"
     assert broken["observedGeneration"] == 3
+
+
+def test_a_stalled_rollout_is_degraded_and_no_longer_progressing() -> None:
+    observed = Observed(coordinator=workload(1, 0), servers=workload(2, 0))
+    stuck = Stalled(
+        "comm-server StatefulSet demo-commserver",
+        Workload(desired=2),
+        failures=('pods "demo-commserver-0" is forbidden: exceeded quota: q',),
+    )
+    stalled = stalled_problem([stuck], 600)
+    assert stalled is not None and stalled.reason == "PodCreationFailed"
+    assert "exceeded quota" in stalled.message and "0/2 pods ready" in stalled.message
+    result = compute_status(
+        generation=1,
+        observed=observed,
+        problem=None,
+        previous={},
+        now="t",
+        endpoint="ws://x",
+        selector="a=b",
+        port=9090,
+        stalled=stalled,
+    )
+    assert result["phase"] == "Degraded"
+    found = {c["type"]: c for c in result["conditions"]}
+    assert found["Progressing"]["status"] == "False"
+    assert found["Progressing"]["reason"] == "ProgressDeadlineExceeded"
+    assert found["Degraded"]["reason"] == "PodCreationFailed"
+
+
+def test_a_stalled_rollout_names_its_most_telling_cause() -> None:
+    pending = Stalled("x", Workload(desired=1), unscheduled=("0/0 nodes are available",))
+    silent = Stalled("y", Workload(desired=1))
+    assert stalled_problem([], 1) is None
+    unscheduled = stalled_problem([pending, silent], 5)
+    assert unscheduled is not None and unscheduled.reason == "PodsUnschedulable"
+    assert "pending" in unscheduled.message and "0/0 nodes" in unscheduled.message
+    quiet = stalled_problem([silent], 5)
+    assert quiet is not None and quiet.reason == "ProgressDeadlineExceeded"
+    assert "pending or not ready" in quiet.message
 
 
 # -- failures ---------------------------------------------------------------------------------

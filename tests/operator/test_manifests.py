@@ -276,6 +276,14 @@ def test_everything_in_deploy_is_valid() -> None:
     assert schemas.validate_custom(crd_schema(), example()) == []
 
 
+def test_coordinator_deployment_carries_the_progress_deadline() -> None:
+    ref = ClusterRef("demo", "default", "uid-1")
+    for given, expected in (({}, 600), ({"progressDeadlineSeconds": 30}, 30)):
+        spec = parse_spec("demo", {"image": IMAGE, **given})
+        (deployment,) = [m for m in desired_objects(ref, spec) if m["kind"] == "Deployment"]
+        assert deployment["spec"]["progressDeadlineSeconds"] == expected
+
+
 def test_rbac_is_least_privilege() -> None:
     role = next(doc for doc in deploy_documents() if doc["kind"] == "ClusterRole")
     granted = {
@@ -307,6 +315,7 @@ def test_rbac_is_least_privilege() -> None:
         ("apps", "statefulsets", "delete"),
         ("policy", "poddisruptionbudgets", "patch"),
         ("", "events", "create"),
+        ("", "events", "list"),
         ("", "secrets", "create"),
     ]:
         assert needed in granted

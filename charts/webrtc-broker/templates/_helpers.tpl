@@ -128,9 +128,11 @@ characters (the operator derives "<name>-coordinator" and others from it).
 - apiGroups: [monitoring.coreos.com]
   resources: [servicemonitors]
   verbs: [get, create, patch, delete]
+# Events: posted about BrokerClusters; listed (Warning only) once a rollout
+# passes its deadline, to say why (FailedCreate, FailedScheduling).
 - apiGroups: [""]
   resources: [events]
-  verbs: [create]
+  verbs: [create, list]
 # The generated server secret: created once, never read back.
 - apiGroups: [""]
   resources: [secrets]

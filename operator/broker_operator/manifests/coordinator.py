@@ -63,6 +63,7 @@ def deployment(ref: ClusterRef, spec: BrokerClusterSpec) -> Manifest:
         "spec": {
             "replicas": 1,
             "strategy": {"type": "Recreate"},
+            "progressDeadlineSeconds": spec.progress_deadline_seconds,
             "selector": {"matchLabels": ref.selector_labels(COORDINATOR)},
             "template": {"metadata": template_meta, "spec": pod_spec},
         },
