@@ -75,6 +75,19 @@ def test_rbac_rules_are_deploy_rules() -> None:
         ]
 
 
+def test_namespaced_rbac_is_deploys_namespaced_rbac() -> None:
+    """With watchNamespaces, the chart grants what deploy/namespaced/ grants: the same
+    rules in a Role per namespace, and nothing cluster-wide."""
+    namespaced = load_yaml(DEPLOY / "namespaced" / "rbac.yaml")
+    (role,) = [doc for doc in namespaced if doc["kind"] == "Role"]
+    assert role["rules"] == deploy_object("ClusterRole")["rules"]
+    assert not [doc for doc in namespaced if doc["kind"].startswith("Cluster")]
+    everything = render([VALUES_ALL])
+    assert not [item for item in everything if item["kind"].startswith("Cluster")]
+    roles = [item for item in everything if item["kind"] == "Role"]
+    assert roles and all(item["rules"] == role["rules"] for item in roles)
+
+
 def test_operator_deployment_is_deploys_operator() -> None:
     chart = find(render(), "Deployment")
     deploy = deploy_object("Deployment")

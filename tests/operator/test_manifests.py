@@ -276,6 +276,17 @@ def test_everything_in_deploy_is_valid() -> None:
     assert schemas.validate_custom(crd_schema(), example()) == []
 
 
+def test_everything_in_deploy_namespaced_is_valid() -> None:
+    """The one-namespace variant: a Role and RoleBinding instead of cluster-wide grants."""
+    documents = [
+        doc for path in sorted((DEPLOY / "namespaced").glob("*.yaml")) for doc in load_yaml(path)
+    ]
+    kinds = sorted(doc["kind"] for doc in documents)
+    assert kinds == ["Deployment", "Namespace", "Role", "RoleBinding", "ServiceAccount"]
+    for doc in documents:
+        assert schemas.validate_official(doc) == [], doc["kind"]
+
+
 def test_coordinator_deployment_carries_the_progress_deadline() -> None:
     ref = ClusterRef("demo", "default", "uid-1")
     for given, expected in (({}, 600), ({"progressDeadlineSeconds": 30}, 30)):
