@@ -6,7 +6,7 @@ SDK    := sdk/js
 NODE_STAMP := $(SDK)/node_modules/.package-lock.json
 SUDO   := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: run test lint unit proto clean sdk sdk-check chromium deps-system k8s-build k8s-up k8s-down
+.PHONY: run test lint unit proto clean sdk sdk-check chromium deps-system k8s-build k8s-up k8s-down k8s-image
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -71,6 +71,13 @@ k8s-up: $(STAMP)
 
 k8s-down: $(STAMP)
 	$(PY) -m tests.k8s.cluster down
+
+# The broker's image for the local cluster's node, from the Dockerfile with no
+# registry: buildah on a Debian base made by mmdebstrap (tests/k8s/image.py;
+# cached in ~/.cache/webrtc-broker/image-v1), imported into the node's
+# containerd (namespace k8s.io) when one runs, else built only.
+k8s-image: $(STAMP)
+	$(PY) -m tests.k8s.image import --optional
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache $(SDK)/node_modules $(SDK)/src/gen
