@@ -167,6 +167,10 @@ def deadline_exceeded(obj: Obj | None) -> bool:
 
 FAILED_CREATE = "FailedCreate"
 FAILED_SCHEDULING = "FailedScheduling"
+POD_FAILURES = ("Failed", "BackOff", "FailedMount", "FailedCreatePodSandBox", "Unhealthy")
+"""Reasons of the kubelet's Warning events about a pod that is placed but does not run or
+become ready: an image it cannot pull, a container that crashes, a volume it cannot mount,
+a failing probe."""
 CAUSE_LENGTH = 300
 """Longest piece of a controller's message quoted in a condition."""
 
@@ -182,6 +186,8 @@ class Stalled:
     """Why pods could not be created (ReplicaFailure, FailedCreate events)."""
     unscheduled: tuple[str, ...] = ()
     """Why created pods were not scheduled (FailedScheduling events)."""
+    failing: tuple[str, ...] = ()
+    """Why placed pods do not run or become ready (the kubelet's events)."""
 
 
 def stalled_problem(stalled: Sequence[Stalled], deadline: int) -> Problem | None:
@@ -189,7 +195,8 @@ def stalled_problem(stalled: Sequence[Stalled], deadline: int) -> Problem | None
 
     The reason names the first cause found, most telling first: pods the
     controllers could not create (a quota, Pod Security, a webhook), pods no
-    node would take, or only that the pods are not ready.
+    node would take, pods the kubelet cannot run (an image it cannot pull, a
+    crashing container), or only that the pods are not ready.
     """
     if not stalled:
         return None
@@ -207,6 +214,10 @@ def stalled_problem(stalled: Sequence[Stalled], deadline: int) -> Problem | None
             text += "; pods are pending, unschedulable: " + " | ".join(
                 cause[:CAUSE_LENGTH] for cause in item.unscheduled
             )
+        elif item.failing:
+            text += "; pods are failing: " + " | ".join(
+                cause[:CAUSE_LENGTH] for cause in item.failing
+            )
         else:
             text += "; pods are pending or not ready"
         parts.append(text)
@@ -214,6 +225,8 @@ def stalled_problem(stalled: Sequence[Stalled], deadline: int) -> Problem | None
         reason = "PodCreationFailed"
     elif any(item.unscheduled for item in stalled):
         reason = "PodsUnschedulable"
+    elif any(item.failing for item in stalled):
+        reason = "PodsFailing"
     else:
         reason = "ProgressDeadlineExceeded"
     return Problem(reason, "rollout stalled: " + "; ".join(parts))

@@ -56,6 +56,7 @@ from broker_operator.autoscaler import Recommendation, decide, read_load
 from broker_operator.conditions import (
     FAILED_CREATE,
     FAILED_SCHEDULING,
+    POD_FAILURES,
     Observed,
     Problem,
     Stalled,
@@ -231,9 +232,9 @@ def _event_time(event: Mapping[str, Any]) -> str:
 
 
 def _latest(
-    events: list[dict[str, Any]], reason: str, kinds: tuple[str, ...], workload: str
+    events: list[dict[str, Any]], reasons: tuple[str, ...], kinds: tuple[str, ...], workload: str
 ) -> str | None:
-    """The newest message of ``reason`` about ``workload`` or its pods/ReplicaSets.
+    """The newest message of one of ``reasons`` about ``workload`` or its pods/ReplicaSets.
 
     Objects a workload makes are named ``<workload>-<suffix>``.
     """
@@ -242,11 +243,11 @@ def _latest(
         involved = event.get("involvedObject") or {}
         name = str(involved.get("name", ""))
         if (
-            event.get("reason") == reason
+            event.get("reason") in reasons
             and involved.get("kind") in kinds
             and (name == workload or name.startswith(f"{workload}-"))
         ):
-            found = str(event.get("message") or reason)
+            found = str(event.get("message") or event.get("reason"))
     return found
 
 
@@ -720,16 +721,18 @@ class Reconciler:
             if failure is not None and failure.get("status") == "True":
                 failures.append(str(failure.get("message") or failure.get("reason")))
             # FailedCreate: about the StatefulSet, or the Deployment's ReplicaSets.
-            created = _latest(warnings, FAILED_CREATE, ("StatefulSet", "ReplicaSet"), name)
+            created = _latest(warnings, (FAILED_CREATE,), ("StatefulSet", "ReplicaSet"), name)
             if created and not failures:
                 failures.append(created)
-            unscheduled = _latest(warnings, FAILED_SCHEDULING, ("Pod",), name)
+            unscheduled = _latest(warnings, (FAILED_SCHEDULING,), ("Pod",), name)
+            failing = _latest(warnings, POD_FAILURES, ("Pod",), name)
             stalled.append(
                 Stalled(
                     title,
                     workload,
                     tuple(failures),
                     (unscheduled,) if unscheduled else (),
+                    (failing,) if failing else (),
                 )
             )
         return stalled_problem(stalled, deadline)

@@ -297,6 +297,10 @@ def test_a_stalled_rollout_names_its_most_telling_cause() -> None:
     unscheduled = stalled_problem([pending, silent], 5)
     assert unscheduled is not None and unscheduled.reason == "PodsUnschedulable"
     assert "pending" in unscheduled.message and "0/0 nodes" in unscheduled.message
+    pulling = Stalled("z", Workload(desired=1), failing=('Failed to pull image "x"',))
+    failing = stalled_problem([silent, pulling], 5)
+    assert failing is not None and failing.reason == "PodsFailing"
+    assert 'pods are failing: Failed to pull image "x"' in failing.message
     quiet = stalled_problem([silent], 5)
     assert quiet is not None and quiet.reason == "ProgressDeadlineExceeded"
     assert "pending or not ready" in quiet.message
