@@ -8,6 +8,7 @@ cluster-wide object it creates a unique name; ``operator_identity`` installs
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import subprocess
@@ -111,15 +112,18 @@ class OperatorIdentity:
         return [e for e in self.plane.audit_events() if e["user"].get("username") == self.username]
 
 
-@pytest.fixture
-def operator_identity(control_plane: ControlPlane, tmp_path: Path) -> Iterator[OperatorIdentity]:
-    """The CRD, deploy/rbac.yaml in a namespace of its own, a namespace for clusters."""
-    install_crd(control_plane, tmp_path)
+@contextlib.contextmanager
+def installed_identity(
+    plane: ControlPlane, home: Path, *, crd: bool = True
+) -> Iterator[OperatorIdentity]:
+    """deploy/rbac.yaml (unique names) and a namespace for clusters; the CRD too if ``crd``."""
+    if crd:
+        install_crd(plane, home)
     suffix = uuid.uuid4().hex[:8]
     operator_ns, documents = rbac_objects(suffix)
     clusters_ns = f"brokers-{suffix}"
     created: list[str] = []
-    with control_plane.client() as admin:
+    with plane.client() as admin:
         try:
             for name in (operator_ns, clusters_ns):
                 answer = admin.post("/api/v1/namespaces", json={"metadata": {"name": name}})
@@ -131,12 +135,17 @@ def operator_identity(control_plane: ControlPlane, tmp_path: Path) -> Iterator[O
                 assert answer.status_code == 201, answer.text
                 created.append(f"{path}/{doc['metadata']['name']}")
             account = next(doc for doc in documents if doc["kind"] == "ServiceAccount")
-            yield OperatorIdentity(
-                control_plane, operator_ns, account["metadata"]["name"], clusters_ns
-            )
+            yield OperatorIdentity(plane, operator_ns, account["metadata"]["name"], clusters_ns)
         finally:
             for path in reversed(created):
                 admin.delete(path)
+
+
+@pytest.fixture
+def operator_identity(control_plane: ControlPlane, tmp_path: Path) -> Iterator[OperatorIdentity]:
+    """The CRD, deploy/rbac.yaml in a namespace of its own, a namespace for clusters."""
+    with installed_identity(control_plane, tmp_path) as identity:
+        yield identity
 
 
 def events_about(admin: httpx.Client, namespace: str, name: str) -> list[dict[str, Any]]:
