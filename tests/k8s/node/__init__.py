@@ -79,6 +79,7 @@ KERNEL_SETTINGS = (
 )
 START_TIMEOUT = 180.0
 DNS_MANAGER = "webrtc-broker.test-node"
+ISOLATION_CHAIN = "CNI-WBK8S-ISOLATION"  # removed with the CNI plugins' chains
 
 
 class NodeUnavailable(RuntimeError):
@@ -162,6 +163,9 @@ class Node:
         state = self.state()
         if state is None or not state.get("complete"):
             return False
+        programs = build.build_image_programs()
+        if state["images"] != {n: images.image_ref(n, p) for n, p in programs.items()}:
+            return False  # the images' programs changed since: start anew
         for pid in state["pids"].values():
             if not teardown._alive(int(pid)):
                 return False
@@ -257,6 +261,18 @@ class Node:
             ["ip", "route", "add", SERVICE_CIDR, "dev", self.bridge, "src", self.address],
             check=True,
         )
+        # A pod reaching itself through its Service is masqueraded (kube-proxy), so its
+        # answers come back to the bridge's address and are forwarded to it: forwarding
+        # on the bridge only (the machine's setting stays off), and only onto the bridge,
+        # so that nothing of a pod's is forwarded off the machine.
+        _sysctl(f"net/ipv4/conf/{self.bridge}/forwarding").write_text("1")
+        for rule in (
+            ["-N", ISOLATION_CHAIN],
+            ["-A", ISOLATION_CHAIN, "-o", self.bridge, "-j", "RETURN"],
+            ["-A", ISOLATION_CHAIN, "-j", "DROP"],
+            ["-I", "FORWARD", "-i", self.bridge, "-j", ISOLATION_CHAIN],
+        ):
+            subprocess.run(["iptables", "-w", "5", *rule], check=True, capture_output=True)
         cni = self.folder / "cni"
         (cni / "net.d").mkdir(parents=True, exist_ok=True)
         conflist = {

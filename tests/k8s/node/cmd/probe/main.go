@@ -52,7 +52,11 @@ func relay(w http.ResponseWriter, client *http.Client, request *http.Request) {
 }
 
 func main() {
-	client := &http.Client{Timeout: 10 * time.Second}
+	// A new connection for each fetch, so that each is balanced anew by kube-proxy.
+	client := &http.Client{
+		Timeout:   10 * time.Second,
+		Transport: &http.Transport{DisableKeepAlives: true},
+	}
 	http.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("ok"))
 	})
@@ -93,7 +97,7 @@ func main() {
 		roots.AppendCertsFromPEM(ca)
 		secure := &http.Client{
 			Timeout:   10 * time.Second,
-			Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}},
+			Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}, DisableKeepAlives: true},
 		}
 		review := []byte(`{"apiVersion":"authentication.k8s.io/v1","kind":"SelfSubjectReview"}`)
 		request, err := http.NewRequestWithContext(r.Context(), http.MethodPost,
