@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import signal
 import subprocess
 import time
@@ -168,7 +169,7 @@ def remove_rules() -> None:
             rules, chains = _chains(binary, table)
             ours = [chain for chain in chains if chain.startswith(CHAIN_PREFIXES)]
             for rule in rules:
-                fields = rule.split()
+                fields = shlex.split(rule)  # comments are quoted, with spaces
                 if fields[1] in ours:
                     continue  # goes with the chain
                 if any(f"-j {chain}" in rule or f"-g {chain}" in rule for chain in ours):
