@@ -455,7 +455,7 @@ def _build_base_image(buildah: Buildah, started: float) -> str:
         (Path(context) / "Containerfile").write_text(BASE_CONTAINERFILE)
         os.link(rootfs, Path(context) / "rootfs.tar")
         buildah.stream(
-            ["build", "--pull=never", "--layers=false", "--quiet", "-t", image, context],
+            ["build", "--pull=never", "--layers=false", "--force-rm", "-t", image, context],
             started,
         )
     _say(f"  {time.monotonic() - started:5.0f} s  base image {image}")
@@ -501,6 +501,9 @@ def build(*, force: bool = False) -> Path:
         started = time.monotonic()
         _say(f"building {reference()} from {DOCKERFILE} into {target}")
         buildah = Buildah(storage_driver())
+        if buildah.root.is_dir():
+            # Working containers an interrupted build left (this storage is this tool's).
+            buildah.run("rm", "--all")
         base = _build_base_image(buildah, started)
         mode = isolation(buildah, base)
         _say(f"  storage {buildah.driver}, isolation {mode}: {buildah.root}")
@@ -508,6 +511,7 @@ def build(*, force: bool = False) -> Path:
             "build",
             "--pull=never",
             "--layers",
+            "--force-rm",  # a failed step's container too
             "--format=oci",
             f"--isolation={mode}",
             f"--build-arg=BASE={base}",
@@ -526,9 +530,12 @@ def build(*, force: bool = False) -> Path:
         for old in cache_dir().glob("webrtc-broker-*.oci.tar"):
             if old != target:
                 old.unlink(missing_ok=True)  # older sources' image
-        # Images no tag names any more (older builds' layers) go; the base stays tagged.
-        buildah.run("rmi", "--prune", timeout=600)
         size = target.stat().st_size / 2**20
+        _say(f"  {time.monotonic() - started:5.0f} s  archive written ({size:.0f} MiB)")
+        # The archive is the product: the image (526 MB unpacked) and its intermediate
+        # layers go; every change of sources reinstalls from pip anyway. The base stays.
+        buildah.run("rmi", image, timeout=600)
+        buildah.run("rmi", "--prune", timeout=600)
         _say(f"built in {time.monotonic() - started:.0f} s ({size:.0f} MiB): {target}")
     return target
 
