@@ -28,13 +28,18 @@ from broker_operator.reconcile import Reconciler
 STORAGE_PREFIX = "kopf.webrtc-broker.io"
 
 
-def operator_settings() -> kopf.OperatorSettings:
+def operator_settings(*, clusterwide: bool = True) -> kopf.OperatorSettings:
     """kopf's settings for a single, standalone operator replica.
 
     * standalone: no peering objects (the operator Deployment runs one
       replica with the ``Recreate`` strategy);
-    * no scanning: the served resource is known, so no RBAC to list CRDs or
-      namespaces is needed;
+    * scanning when serving all namespaces: kopf watches the CRDs, so a
+      BrokerCluster CRD installed (or reinstalled) after the operator started
+      is served at once, not only by the next resync; that takes list and
+      watch on CustomResourceDefinitions, which ``deploy/rbac.yaml``'s
+      ClusterRole grants. Serving named namespaces grants nothing
+      cluster-wide (``deploy/namespaced/``), so there kopf scans once, at
+      start, and the resync serves a CRD installed later;
     * kopf's bookkeeping lives in annotations under our own prefix, so the
       status holds only what users read;
     * only warnings become Events: the reconciler posts the meaningful
@@ -42,7 +47,7 @@ def operator_settings() -> kopf.OperatorSettings:
     """
     settings = kopf.OperatorSettings()
     settings.peering.standalone = True
-    settings.scanning.disabled = True
+    settings.scanning.disabled = not clusterwide
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=STORAGE_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=STORAGE_PREFIX, key="last-handled-configuration"

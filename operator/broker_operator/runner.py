@@ -60,7 +60,7 @@ def resync_policy(interval: float) -> RestartPolicy:
 
 async def run_operator(config: OperatorConfig) -> int:
     """Run until SIGINT or SIGTERM (kopf handles both); the process's exit status."""
-    settings = operator_settings()
+    settings = operator_settings(clusterwide=not config.namespaces)
     client = await KubeClient.login(settings)
     stats = OperatorStats()
     reconciler = Reconciler(client, stats, config)

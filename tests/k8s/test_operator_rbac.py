@@ -73,9 +73,15 @@ def used_pairs(events: list[dict[str, Any]]) -> set[Pair]:
     return pairs
 
 
-def check_requests(events: list[dict[str, Any]], clusters_ns: str, log: str) -> None:
+def check_requests(
+    events: list[dict[str, Any]],
+    clusters_ns: str,
+    log: str,
+    rules: list[dict[str, Any]] | None = None,
+) -> None:
     """The operator's requests in the audit log: none refused by RBAC, no unexpected
-    failure, and the (resource, verb) pairs exactly those deploy/rbac.yaml grants."""
+    failure, and the (resource, verb) pairs exactly those ``rules`` grant (by default
+    deploy/rbac.yaml's ClusterRole)."""
     assert events, "no request of the operator in the audit log"
     # RBAC's refusals: the authorizer's decision, recorded on each event. A 403 may also
     # come from admission (a namespace being deleted refuses new objects), with "allow".
@@ -108,9 +114,9 @@ def check_requests(events: list[dict[str, Any]], clusters_ns: str, log: str) -> 
     ]
     assert not unexpected, f"{failed}\n{log}"
     used = used_pairs(events)
-    granted = granted_pairs(
-        next(doc for doc in load_yaml(RBAC_FILE) if doc["kind"] == "ClusterRole")["rules"]
-    )
+    if rules is None:
+        rules = next(doc for doc in load_yaml(RBAC_FILE) if doc["kind"] == "ClusterRole")["rules"]
+    granted = granted_pairs(rules)
     print("used:", *sorted(used), sep="\n  ")
     print("granted but unused:", *sorted(granted - used), sep="\n  ")
     assert used <= granted, sorted(used - granted)

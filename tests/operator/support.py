@@ -41,6 +41,24 @@ def example() -> dict[str, Any]:
     return load_yaml(EXAMPLE_FILE)[0]
 
 
+CLUSTER_SCOPED_RESOURCES = {("apiextensions.k8s.io", "customresourcedefinitions")}
+"""What deploy/rbac.yaml's ClusterRole grants beyond the Role of a served namespace."""
+
+
+def namespace_rules(rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The ClusterRole's rules that a Role in a served namespace carries too: all but
+    those on cluster-scoped resources (kopf's CRD scanning, only when serving all)."""
+    return [
+        rule
+        for rule in rules
+        if not any(
+            (group, resource) in CLUSTER_SCOPED_RESOURCES
+            for group in rule["apiGroups"]
+            for resource in rule["resources"]
+        )
+    ]
+
+
 def broker_cluster(name: str = "demo", /, **spec: Any) -> dict[str, Any]:
     return {
         "apiVersion": f"{GROUP}/{VERSION}",

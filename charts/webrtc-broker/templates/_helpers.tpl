@@ -138,3 +138,13 @@ characters (the operator derives "<name>-coordinator" and others from it).
   resources: [secrets]
   verbs: [create]
 {{- end }}
+
+{{/*
+Rules only a ClusterRole carries (serving every namespace): kopf watches the
+CRDs, so a BrokerCluster CRD installed after the operator is served at once.
+*/}}
+{{- define "webrtc-broker.operator.clusterRules" -}}
+- apiGroups: [apiextensions.k8s.io]
+  resources: [customresourcedefinitions]
+  verbs: [list, watch]
+{{- end }}
