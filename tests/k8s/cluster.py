@@ -682,8 +682,8 @@ def _node_up(plane: ControlPlane) -> int:
     from tests.k8s.node import Node, NodeUnavailable  # noqa: PLC0415 (it imports this module)
 
     node = Node(plane)
-    was_running = node.running()
     try:
+        was_running = node.running()
         seconds = node.up()
     except NodeUnavailable as exc:
         print(f"no node: {exc}; pods stay Pending", file=sys.stderr)
