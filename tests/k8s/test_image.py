@@ -84,6 +84,7 @@ def test_archive_imports_under_the_manifests_name_and_starts(
     rows = {row.ref: row for row in image.images(containerd.address)}
     assert list(rows) == [name]
     assert rows[name].platforms == (f"linux/{image.architecture()}",)
+    assert rows[name].digest == image.archive_digest(archive)
 
     # The image's own ENTRYPOINT and CMD: `webrtc-broker --help`.
     started = _run(containerd)
