@@ -31,7 +31,8 @@ Everything is cached outside the checkout, so every clone on the machine
     ${XDG_CACHE_HOME:-~/.cache}/webrtc-broker/image-v1/
       base-<suite>-<key>.tar                the Debian root file system (<key>: suite,
                                             packages, mirror lines, options)
-      storage-<driver>/                     buildah's storage (the base image, layers)
+      storage-<driver>/                     buildah's storage: the base image (the broker's
+                                            leaves it once archived)
       webrtc-broker-<version>-<key>.oci.tar the archive (<key>: the base's key, the
                                             Dockerfile, .dockerignore and every file
                                             the Dockerfile copies)
@@ -650,8 +651,12 @@ TMPFS_SIZE = "3g"
 
 class PrivateContainerd:
     """Debian's containerd with its own root, state and socket in a temporary folder
-    (never the system's /run/containerd); the CRI plugin off. Stopping it kills its
-    shims, unmounts what it left mounted and removes the folder."""
+    (never the system's /run/containerd socket); the CRI plugin off. Stopping it kills
+    its shims, unmounts what it left mounted and removes the folder.
+
+    containerd 1.6 puts its shims' sockets in /run/containerd/s/ whatever its state
+    folder (named by a hash of its own socket's path, so they never meet another
+    containerd's); each shim removes its socket when its container is deleted."""
 
     def __init__(self) -> None:
         if shutil.which("containerd") is None or shutil.which("ctr") is None:
