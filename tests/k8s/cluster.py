@@ -497,6 +497,8 @@ class ControlPlane:
                 f"--proxy-client-key-file={pki / 'front-proxy-client.key'}",
                 f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
                 f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
+                # The node's address, never its name (which no resolver here knows).
+                "--kubelet-preferred-address-types=InternalIP",
                 f"--audit-policy-file={self._audit_policy()}",
                 f"--audit-log-path={self.audit_log}",
                 "--audit-log-format=json",
