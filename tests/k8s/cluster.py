@@ -169,6 +169,22 @@ def _free_ports(count: int) -> list[int]:
         return [int(sock.getsockname()[1]) for sock in sockets]
 
 
+def spawn_detached(command: list[str], log: Path, cwd: Path) -> int:
+    """Start a component in a session of its own, so it outlives ``make k8s-up`` (``down``
+    stops it), its output appended to ``log``; its process id."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=cwd,
+        )
+    return process.pid
+
+
 @dataclass
 class Ports:
     etcd_client: int
@@ -537,18 +553,7 @@ class ControlPlane:
         }
 
     def _spawn(self, name: str, command: list[str]) -> int:
-        log = self.log(name)
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with log.open("ab") as out:
-            process = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # outlives `make k8s-up`; stopped by `down`
-                cwd=self.state_dir,
-            )
-        return process.pid
+        return spawn_detached(command, self.log(name), self.state_dir)
 
     def _save(
         self, binary: Path, ports: Ports, host: hostnet.HostAddress, pids: dict[str, int]

@@ -113,6 +113,30 @@ class OperatorIdentity:
 
 
 @contextlib.contextmanager
+def created_as_admin(
+    plane: ControlPlane, namespaces: list[str], objects: list[tuple[str, dict[str, Any]]]
+) -> Iterator[None]:
+    """The namespaces, then each (collection path, object) created by the admin; the
+    namespaces deleted again afterwards (and with them what was created in them), and
+    the cluster-wide objects too."""
+    created: list[str] = []
+    with plane.client() as admin:
+        try:
+            for name in namespaces:
+                answer = admin.post("/api/v1/namespaces", json={"metadata": {"name": name}})
+                assert answer.status_code == 201, answer.text
+                created.append(f"/api/v1/namespaces/{name}")
+            for path, body in objects:
+                answer = admin.post(path, json=body)
+                assert answer.status_code == 201, answer.text
+                created.append(f"{path}/{body['metadata']['name']}")
+            yield
+        finally:
+            for path in reversed(created):
+                admin.delete(path)
+
+
+@contextlib.contextmanager
 def installed_identity(
     plane: ControlPlane, home: Path, *, crd: bool = True
 ) -> Iterator[OperatorIdentity]:
@@ -122,23 +146,10 @@ def installed_identity(
     suffix = uuid.uuid4().hex[:8]
     operator_ns, documents = rbac_objects(suffix)
     clusters_ns = f"brokers-{suffix}"
-    created: list[str] = []
-    with plane.client() as admin:
-        try:
-            for name in (operator_ns, clusters_ns):
-                answer = admin.post("/api/v1/namespaces", json={"metadata": {"name": name}})
-                assert answer.status_code == 201, answer.text
-                created.append(f"/api/v1/namespaces/{name}")
-            for doc in documents:
-                path = RBAC_PATHS[doc["kind"]].format(namespace=operator_ns)
-                answer = admin.post(path, json=doc)
-                assert answer.status_code == 201, answer.text
-                created.append(f"{path}/{doc['metadata']['name']}")
-            account = next(doc for doc in documents if doc["kind"] == "ServiceAccount")
-            yield OperatorIdentity(plane, operator_ns, account["metadata"]["name"], clusters_ns)
-        finally:
-            for path in reversed(created):
-                admin.delete(path)
+    objects = [(RBAC_PATHS[doc["kind"]].format(namespace=operator_ns), doc) for doc in documents]
+    account = next(doc for doc in documents if doc["kind"] == "ServiceAccount")
+    with created_as_admin(plane, [operator_ns, clusters_ns], objects):
+        yield OperatorIdentity(plane, operator_ns, account["metadata"]["name"], clusters_ns)
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ import pytest
 
 from broker_operator import GROUP, PLURAL, VERSION
 from tests.k8s.cluster import ControlPlane
-from tests.k8s.support import RBAC_FILE, OperatorIdentity, install_crd
+from tests.k8s.support import RBAC_FILE, OperatorIdentity, created_as_admin, install_crd
 from tests.k8s.test_operator_rbac import granted_pairs, used_pairs
 from tests.operator.support import (
     DEPLOY,
@@ -88,23 +88,10 @@ def namespaced_identity(control_plane: ControlPlane, tmp_path: Path) -> Iterator
         )
         for subject in doc.get("subjects", []):
             subject["namespace"] = operator_ns
-    created: list[str] = []
-    with control_plane.client() as admin:
-        try:
-            for name in (operator_ns, clusters_ns):
-                answer = admin.post("/api/v1/namespaces", json={"metadata": {"name": name}})
-                assert answer.status_code == 201, answer.text
-                created.append(f"/api/v1/namespaces/{name}")
-            for doc in docs:
-                answer = admin.post(paths[doc["kind"]], json=doc)
-                assert answer.status_code == 201, answer.text
-            account = next(doc for doc in docs if doc["kind"] == "ServiceAccount")
-            yield OperatorIdentity(
-                control_plane, operator_ns, account["metadata"]["name"], clusters_ns
-            )
-        finally:
-            for path in reversed(created):
-                admin.delete(path)
+    account = next(doc for doc in docs if doc["kind"] == "ServiceAccount")
+    objects = [(paths[doc["kind"]], doc) for doc in docs]
+    with created_as_admin(control_plane, [operator_ns, clusters_ns], objects):
+        yield OperatorIdentity(control_plane, operator_ns, account["metadata"]["name"], clusters_ns)
 
 
 async def test_operator_reconciles_with_the_namespaced_role(

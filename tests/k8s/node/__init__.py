@@ -59,7 +59,7 @@ import httpx
 import yaml
 
 from tests.k8s import build
-from tests.k8s.cluster import SERVICE_CIDR, ControlPlane
+from tests.k8s.cluster import SERVICE_CIDR, ControlPlane, spawn_detached
 from tests.k8s.node import images, teardown
 
 NODE_NAME = "wbk8s-node"
@@ -215,18 +215,7 @@ class Node:
     # --- start -------------------------------------------------------------
 
     def _spawn(self, name: str, command: list[str]) -> int:
-        log = self.log(name)
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with log.open("ab") as out:
-            process = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # outlives `make k8s-up`; stopped by `down`
-                cwd=self.folder,
-            )
-        return process.pid
+        return spawn_detached(command, self.log(name), self.folder)
 
     def _wait(self, what: str, check: Any, deadline: float, pid: int | None = None) -> None:
         last: object = None
