@@ -25,7 +25,7 @@ import httpx
 import pytest
 
 from tests.k8s.cluster import SERVICE_CIDR, ControlPlane
-from tests.k8s.node import DNS_IP, NODE_NAME, POD_CIDR, TOLERATION, Node, NodeUnavailable
+from tests.k8s.node import DNS_IP, NODE_NAME, POD_CIDR, TOLERATION, Node
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -47,23 +47,6 @@ def until(probe: Callable[[], T | None], timeout: float = 120.0, what: str = "")
 def host_get(url: str) -> httpx.Response:
     # No proxy from the environment: these addresses are on this machine.
     return httpx.get(url, timeout=20, trust_env=False)
-
-
-@pytest.fixture(scope="module")
-def node(control_plane: ControlPlane) -> Iterator[Node]:
-    """The node of the control plane: one that runs is reused and left running."""
-    node = Node(control_plane)
-    if node.running():
-        yield node
-        return
-    try:
-        node.up()
-    except NodeUnavailable as exc:
-        pytest.skip(f"this machine cannot run the node: {exc}")
-    try:
-        yield node
-    finally:
-        node.down()
 
 
 @pytest.fixture(scope="module")
