@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import enum
 import logging
 import socket
 import time
@@ -92,8 +93,19 @@ TRANSIENT = (ApiError, aiohttp.ClientError, asyncio.TimeoutError)
 """Failures of a request: the API server refused or could not be reached
 (:func:`classify` tells which are worth retrying soon)."""
 
-PASSING, REFUSED, TERMINATING = "passing", "refused", "terminating"
-"""What a failed request means (:func:`classify`)."""
+
+class Failure(enum.Enum):
+    """What a failed request means (:func:`classify`), so when to try it again."""
+
+    PASSING = "passing"
+    """Conflict, throttling, a server error, a lost connection: soon, with backoff."""
+    REFUSED = "refused"
+    """The server judged the request: the same answer until the spec or cluster changes."""
+    TERMINATING = "terminating"
+    """The namespace is being deleted: nothing more is created there."""
+
+
+PASSING, REFUSED, TERMINATING = Failure.PASSING, Failure.REFUSED, Failure.TERMINATING
 
 RETRY_FIRST, RETRY_MAX = 1.0, 300.0
 """Delay before retrying an object after a passing failure, doubled each time, up to the max
@@ -116,7 +128,7 @@ REPLACE_WAIT = 10.0
 its orphan finalizer first) before it is created again; later, the next reconcile does."""
 
 
-def classify(exc: BaseException) -> str:
+def classify(exc: BaseException) -> Failure:
     """What a failed request means: :data:`PASSING`, :data:`REFUSED` or :data:`TERMINATING`.
 
     Conflicts (409: someone wrote first), throttling (429), server errors (5xx),
@@ -150,7 +162,7 @@ class Backoff:
         return self.uid == uid and self.generation == generation and now < self.retry_at
 
 
-def backoff_delay(kind: str, attempts: int) -> float:
+def backoff_delay(kind: Failure, attempts: int) -> float:
     """Seconds before attempt ``attempts + 1`` after failures of ``kind``."""
     first, most = (RETRY_FIRST, RETRY_MAX) if kind == PASSING else (REFUSED_FIRST, REFUSED_MAX)
     if kind == TERMINATING:
