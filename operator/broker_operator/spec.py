@@ -18,7 +18,14 @@ import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 MAX_NAME_LENGTH = 40
@@ -35,6 +42,18 @@ QUANTITY = (
     r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
     r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
 )
+
+LABEL_KEY = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+)
+"""A label (or taint) key: an optional DNS-subdomain prefix and ``/``, then a name."""
+LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+LABEL_KEY_LENGTH = 317
+"""253 for the prefix, 1 for ``/`` and 63 for the name."""
+LABEL_VALUE_LENGTH = 63
+MAX_NODE_SELECTOR = 32
+MAX_TOLERATIONS = 32
 
 LogLevel = Literal["debug", "info", "warning", "error"]
 Quantity = int | Annotated[str, Field(pattern=QUANTITY)]
@@ -78,6 +97,76 @@ class Resources(Model):
         return out
 
 
+class Toleration(Model):
+    """A core/v1 ``Toleration``: which node taints a pod accepts.
+
+    ``Equal`` (the default) matches a taint with this key and value; ``Exists``
+    matches any value of the key, or every taint when the key is left out.
+    No effect matches every effect.
+    """
+
+    key: str | None = Field(None, min_length=1, max_length=LABEL_KEY_LENGTH, pattern=LABEL_KEY)
+    operator: Literal["Exists", "Equal"] = "Equal"
+    value: str | None = Field(None, max_length=LABEL_VALUE_LENGTH, pattern=LABEL_VALUE)
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _operator_rules(self) -> Toleration:
+        # The CRD's CEL rules, in its words, and the pod API's own rules: a pod
+        # with such a toleration would be refused only when its workload makes it.
+        if self.operator == "Equal" and self.key is None:
+            raise ValueError("a toleration with operator Equal needs a key")
+        if self.operator == "Exists" and self.value:
+            raise ValueError("a toleration with operator Exists takes no value")
+        if self.toleration_seconds is not None and self.effect != "NoExecute":
+            raise ValueError("tolerationSeconds needs effect NoExecute")
+        return self
+
+    def as_manifest(self) -> dict[str, str | int]:
+        """The pod spec's toleration: the fields given, and the operator always."""
+        fields = self.model_dump(by_alias=True, exclude_none=True)
+        if not fields.get("value"):
+            fields.pop("value", None)
+        return fields
+
+
+LabelValue = Annotated[str, Field(max_length=LABEL_VALUE_LENGTH, pattern=LABEL_VALUE)]
+NodeSelector = Annotated[dict[str, LabelValue], Field(max_length=MAX_NODE_SELECTOR)]
+Tolerations = Annotated[list[Toleration], Field(max_length=MAX_TOLERATIONS)]
+
+
+class Placement(Model):
+    """Where a component's pods may run; empty fields leave the scheduler's defaults."""
+
+    node_selector: NodeSelector = Field(default_factory=dict)
+    tolerations: Tolerations = Field(default_factory=list)
+
+    @field_validator("node_selector")
+    @classmethod
+    def _label_keys(cls, selector: dict[str, str]) -> dict[str, str]:
+        # The CRD cannot check map keys without costly CEL; the API server would
+        # refuse the workload, so the operator says it first, readably.
+        bad = [
+            key for key in selector if len(key) > LABEL_KEY_LENGTH or not re.match(LABEL_KEY, key)
+        ]
+        if bad:
+            raise ValueError(
+                f"not label keys ([prefix/]name, letters, digits, '-', '_', '.'): {bad}"
+            )
+        return selector
+
+    def pod_fields(self) -> dict[str, object]:
+        """``nodeSelector`` and ``tolerations`` for a pod spec, each only when set:
+        pods of clusters that set neither stay exactly as they were."""
+        out: dict[str, object] = {}
+        if self.node_selector:
+            out["nodeSelector"] = dict(self.node_selector)
+        if self.tolerations:
+            out["tolerations"] = [t.as_manifest() for t in self.tolerations]
+        return out
+
+
 COORDINATOR_RESOURCES = Resources(
     requests={"cpu": "100m", "memory": "128Mi"}, limits={"memory": "256Mi"}
 )
@@ -86,7 +175,7 @@ COMMSERVER_RESOURCES = Resources(
 )
 
 
-class CoordinatorSpec(Model):
+class CoordinatorSpec(Placement):
     selector: Literal["random", "round-robin", "least-clients"] = "least-clients"
     service_type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "ClusterIP"
     service_annotations: dict[str, str] = Field(default_factory=dict)
@@ -104,7 +193,7 @@ holds (9100 is Prometheus' node exporter; 9100-9999 are Prometheus exporters', 1
 the kubelet's and control plane's, 30000-32767 NodePorts) nor in Linux's ephemeral range."""
 
 
-class CommServersSpec(Model):
+class CommServersSpec(Placement):
     replicas: int = Field(2, ge=0, le=256)
     max_peers: int = Field(1000, ge=1, le=100000)
     batch_window_milliseconds: int = Field(10, ge=0, le=1000)

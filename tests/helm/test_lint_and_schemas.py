@@ -170,6 +170,9 @@ def test_default_broker_cluster_is_the_crd_default_with_the_chart_image() -> Non
     assert spec["coordinator"].pop("serviceAnnotations") == {}
     assert spec.pop("iceServers") == []
     assert spec["metrics"]["serviceMonitor"].pop("labels") == {}
+    for component in ("coordinator", "commServers"):
+        assert spec[component].pop("nodeSelector") == {}
+        assert spec[component].pop("tolerations") == []
     assert spec == defaulted["spec"]
 
 

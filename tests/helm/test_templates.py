@@ -9,17 +9,21 @@ than in a crash-looping pod.
 
 from __future__ import annotations
 
+import copy
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from broker_operator.cli import operator as operator_command
 from broker_operator.manifests import desired_objects
 from broker_operator.naming import ClusterRef
 from broker_operator.spec import parse_spec
 from tests.helm.chart import CHART, NAMESPACE, VALUES_ALL, find, notes, render
-from tests.operator.support import DEPLOY, load_yaml, namespace_rules
+from tests.operator import schemas
+from tests.operator.support import DEPLOY, crd_schema, load_yaml, namespace_rules
 from webrtc_broker.cli import main as main_command
 from webrtc_broker.config import OperatorConfig
 
@@ -203,6 +207,62 @@ def test_helm_test_pod_probes_the_chart_coordinator() -> None:
     assert security["readOnlyRootFilesystem"] is True
     assert security["capabilities"] == {"drop": ["ALL"]}
     assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+
+
+PLACEMENT: dict[str, Any] = {
+    "nodeSelector": {"example.org/pool": "brokers"},
+    "tolerations": [{"key": "dedicated", "value": "brokers", "effect": "NoSchedule"}],
+}
+
+
+def test_placement_reaches_the_broker_pods_and_the_test_pod(tmp_path: Path) -> None:
+    values = tmp_path / "placement.yaml"
+    values.write_text(
+        yaml.safe_dump(
+            {
+                "brokerCluster": {
+                    "spec": {
+                        "coordinator": {"nodeSelector": {"example.org/pool": "control"}},
+                        "commServers": PLACEMENT,
+                        "topology": {"mode": "Hub"},
+                    }
+                },
+                "tests": PLACEMENT,
+            }
+        )
+    )
+    items = render([values])
+    cluster = find(items, "BrokerCluster")
+    assert cluster["spec"]["commServers"]["nodeSelector"] == PLACEMENT["nodeSelector"]
+    assert cluster["spec"]["commServers"]["tolerations"] == PLACEMENT["tolerations"]
+    assert cluster["spec"]["coordinator"]["nodeSelector"] == {"example.org/pool": "control"}
+    assert cluster["spec"]["coordinator"]["tolerations"] == []
+    # As the API server stores the resource and the operator turns it into workloads.
+    assert schemas.validate_custom(crd_schema(), cluster) == []
+    stored = schemas.apply_defaults(crd_schema(), copy.deepcopy(cluster))
+    ref = ClusterRef(cluster["metadata"]["name"], NAMESPACE, "uid")
+    pods = {
+        item["metadata"]["name"]: item["spec"]["template"]["spec"]
+        for item in desired_objects(ref, parse_spec(ref.name, stored["spec"]))
+        if item["kind"] in ("Deployment", "StatefulSet")
+    }
+    for component in ("commserver", "hub"):
+        pod = pods[ref.object_name(component)]
+        assert pod["nodeSelector"] == PLACEMENT["nodeSelector"]
+        assert pod["tolerations"] == [{**PLACEMENT["tolerations"][0], "operator": "Equal"}]
+    coordinator = pods[ref.object_name("coordinator")]
+    assert coordinator["nodeSelector"] == {"example.org/pool": "control"}
+    assert "tolerations" not in coordinator
+    test_pod = find(items, "Pod")
+    assert test_pod["spec"]["nodeSelector"] == PLACEMENT["nodeSelector"]
+    assert test_pod["spec"]["tolerations"] == PLACEMENT["tolerations"]
+    assert schemas.validate_official(test_pod) == []
+
+
+def test_default_test_pod_has_no_placement() -> None:
+    pod = find(render(), "Pod")
+    assert "nodeSelector" not in pod["spec"]
+    assert "tolerations" not in pod["spec"]
 
 
 @pytest.mark.parametrize(

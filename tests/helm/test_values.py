@@ -120,6 +120,34 @@ def default_values() -> dict[str, Any]:
             "tests.timeoutSeconds=0",
             "at '/tests/timeoutSeconds': exclusiveMinimum: got 0, want 0",
         ),
+        (
+            "--set",
+            "brokerCluster.spec.commServers.tolerations[0].effect=NoRun",
+            "at '/brokerCluster/spec/commServers/tolerations/0/effect': "
+            "value must be one of 'NoSchedule', 'PreferNoSchedule', 'NoExecute'",
+        ),
+        (
+            # The CRD's CEL rule: an Equal toleration (the default operator) needs a key.
+            "--set",
+            "brokerCluster.spec.commServers.tolerations[0].value=brokers",
+            "at '/brokerCluster/spec/commServers/tolerations/0': missing property 'key'",
+        ),
+        (
+            "--set",
+            "brokerCluster.spec.coordinator.nodeSelector.pool=two words",
+            "at '/brokerCluster/spec/coordinator/nodeSelector/pool': "
+            "'two words' does not match pattern",
+        ),
+        (
+            "--set",
+            "brokerCluster.spec.coordinator.nodeSelector.bad key=x",
+            "'bad key' does not match pattern",
+        ),
+        (
+            "--set",
+            "tests.tolerations=dedicated",
+            "at '/tests/tolerations': got string, want array",
+        ),
     ],
 )
 def test_bad_values_are_refused_readably(flag: str, value: str, message: str) -> None:
@@ -130,6 +158,42 @@ def test_bad_values_are_refused_readably(flag: str, value: str, message: str) ->
         assert message in result.output, result.output
         if command == "template":
             assert SCHEMA_ERROR in result.output, result.output
+
+
+@pytest.mark.parametrize(
+    ("toleration", "message"),
+    [
+        (
+            {"key": "dedicated", "operator": "Exists", "value": "brokers"},
+            "at '/brokerCluster/spec/commServers/tolerations/0/value': maxLength: got 7, want 0",
+        ),
+        (
+            {"key": "dedicated", "effect": "NoSchedule", "tolerationSeconds": 30},
+            "at '/brokerCluster/spec/commServers/tolerations/0/effect': value must be 'NoExecute'",
+        ),
+        (
+            {"key": "dedicated", "tolerationSeconds": 30},
+            "at '/brokerCluster/spec/commServers/tolerations/0': missing property 'effect'",
+        ),
+        (
+            {"key": "dedicated", "operator": "In"},
+            "at '/brokerCluster/spec/commServers/tolerations/0/operator': "
+            "value must be one of 'Exists', 'Equal'",
+        ),
+    ],
+)
+def test_the_crds_toleration_rules_are_said_before_install(
+    tmp_path: Path, toleration: dict[str, Any], message: str
+) -> None:
+    """The CEL rules of the CRD, as the values schema's if/then: helm refuses the values
+    instead of the API server refusing the resource halfway through an install."""
+    values = tmp_path / "values.yaml"
+    values.write_text(
+        yaml.safe_dump({"brokerCluster": {"spec": {"commServers": {"tolerations": [toleration]}}}})
+    )
+    result = template([values])
+    assert result.returncode != 0
+    assert message in result.output, result.output
 
 
 def test_wrong_type_in_a_values_file_is_refused(tmp_path: Path) -> None:
@@ -149,6 +213,8 @@ def test_wrong_type_in_a_values_file_is_refused(tmp_path: Path) -> None:
         "brokerCluster.spec.auth.clients.mode=None",
         "brokerCluster.name=" + "x" * 40,
         "global.anything=1",
+        "brokerCluster.spec.commServers.tolerations[0].operator=Exists",
+        "brokerCluster.spec.coordinator.nodeSelector.example\\.org/pool=brokers",
     ],
 )
 def test_edge_values_are_accepted(value: str) -> None:
@@ -191,6 +257,7 @@ RULES = (
     "pattern",
     "minItems",
     "maxItems",
+    "maxProperties",
 )
 """The validation keywords the CRD uses; the values schema must carry each of them."""
 
@@ -240,6 +307,10 @@ def test_values_yaml_spec_holds_the_crd_defaults() -> None:
     assert spec["coordinator"].pop("serviceAnnotations") == {}
     assert spec.pop("iceServers") == []
     assert spec["metrics"]["serviceMonitor"].pop("labels") == {}
+    for component in ("coordinator", "commServers"):
+        # No default in the CRD: absent and empty both mean "any node".
+        assert spec[component].pop("nodeSelector") == {}
+        assert spec[component].pop("tolerations") == []
     defaulted = schemas.apply_defaults(crd_schema()["properties"]["spec"], {})
     assert defaulted.pop("imagePullPolicy") == default_values()["image"]["pullPolicy"]
     assert spec == defaulted

@@ -89,6 +89,42 @@ def test_example_is_accepted_and_defaulted() -> None:
             {"metrics": {"serviceMonitor": {"interval": "soon"}}},
             "spec.metrics.serviceMonitor.interval: 'soon' does not match",
         ),
+        (
+            {"commServers": {"tolerations": [{"key": "dedicated", "operator": "In"}]}},
+            "spec.commServers.tolerations.0.operator: 'In' is not one of ['Exists', 'Equal']",
+        ),
+        (
+            {"coordinator": {"tolerations": [{"key": "dedicated", "effect": "NoRun"}]}},
+            "spec.coordinator.tolerations.0.effect: 'NoRun' is not one of",
+        ),
+        (
+            {"commServers": {"tolerations": [{"key": "a", "tolerationSeconds": -1}]}},
+            "spec.commServers.tolerations.0.tolerationSeconds: -1 is less than the minimum of 0",
+        ),
+        (
+            {"commServers": {"tolerations": [{"key": "a", "effects": "NoSchedule"}]}},
+            'spec.commServers.tolerations[0].effects: unknown field "effects"',
+        ),
+        (
+            {"commServers": {"tolerations": {"key": "a"}}},
+            "spec.commServers.tolerations: {'key': 'a'} is not of type 'array'",
+        ),
+        (
+            {"commServers": {"tolerations": [{"operator": "Exists"}] * 33}},
+            "spec.commServers.tolerations: [{'operator': 'Exists'}",
+        ),
+        (
+            {"coordinator": {"nodeSelector": {"pool": "brokers only"}}},
+            "spec.coordinator.nodeSelector.pool: 'brokers only' does not match",
+        ),
+        (
+            {"coordinator": {"nodeSelector": {"pool": 3}}},
+            "spec.coordinator.nodeSelector.pool: 3 is not of type 'string'",
+        ),
+        (
+            {"commServers": {"nodeSelector": {f"k{i}": "v" for i in range(33)}}},
+            "spec.commServers.nodeSelector: {'k0': 'v'",
+        ),
     ],
 )
 def test_bad_resources_are_rejected_readably(change: dict[str, Any], message: str) -> None:
@@ -128,7 +164,18 @@ def _unwrap(node: dict[str, Any]) -> dict[str, Any]:
 def _compare(crd_node: dict[str, Any], model_node: dict[str, Any], path: str) -> list[str]:
     model_node = _unwrap(model_node)
     problems = []
-    for keyword in ("enum", "minimum", "maximum", "minItems", "maxItems", "minLength", "maxLength"):
+    keywords = (
+        "enum",
+        "minimum",
+        "maximum",
+        "minItems",
+        "maxItems",
+        "minProperties",
+        "maxProperties",
+        "minLength",
+        "maxLength",
+    )
+    for keyword in keywords:
         if crd_node.get(keyword) != model_node.get(keyword):
             problems.append(
                 f"{path}: {keyword} {crd_node.get(keyword)} != {model_node.get(keyword)}"
@@ -142,6 +189,12 @@ def _compare(crd_node: dict[str, Any], model_node: dict[str, Any], path: str) ->
             problems.append(f"{path}: fields {sorted(crd_props)} != {sorted(model_props)}")
         for name in set(crd_props) & set(model_props):
             problems += _compare(crd_props[name], model_props[name], f"{path}.{name}")
+    if isinstance(crd_node.get("additionalProperties"), dict):
+        problems += _compare(
+            crd_node["additionalProperties"],
+            model_node.get("additionalProperties", {}),
+            f"{path}.*",
+        )
     if crd_node.get("type") == "array" and "items" in crd_node:
         problems += _compare(crd_node["items"], model_node.get("items", {}), f"{path}[]")
     return problems
@@ -179,6 +232,29 @@ CEL_TWINS: dict[str, tuple[str, dict[str, Any], str]] = {
         {"autoscaling": {"minReplicas": 3, "maxReplicas": 2}},
         "minReplicas (3) must not exceed maxReplicas (2)",
     ),
+    "(has(self.operator) && self.operator == 'Exists') || has(self.key)": (
+        "demo",
+        {"commServers": {"tolerations": [{"operator": "Equal", "value": "brokers"}]}},
+        "spec.commServers.tolerations[0]: a toleration with operator Equal needs a key",
+    ),
+    "!has(self.operator) || self.operator != 'Exists' || !has(self.value) || self.value == ''": (
+        "demo",
+        {
+            "coordinator": {
+                "tolerations": [{"key": "dedicated", "operator": "Exists", "value": "x"}]
+            }
+        },
+        "spec.coordinator.tolerations[0]: a toleration with operator Exists takes no value",
+    ),
+    "!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')": (
+        "demo",
+        {
+            "commServers": {
+                "tolerations": [{"key": "a", "effect": "NoSchedule", "tolerationSeconds": 5}]
+            }
+        },
+        "spec.commServers.tolerations[0]: tolerationSeconds needs effect NoExecute",
+    ),
 }
 
 
@@ -191,6 +267,39 @@ def test_every_cel_rule_is_enforced_by_the_operator_too() -> None:
         with pytest.raises(SpecError) as caught:
             parse_spec(name, body["spec"])
         assert message in str(caught.value)
+
+
+def test_placement_is_accepted_defaulted_and_parsed() -> None:
+    toleration = {"key": "dedicated", "value": "brokers", "effect": "NoSchedule"}
+    body = broker_cluster(
+        coordinator={"nodeSelector": {"example.org/pool": "brokers"}},
+        commServers={
+            "nodeSelector": {"kubernetes.io/hostname": "node-1"},
+            "tolerations": [
+                toleration,
+                {"operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 30},
+                {"key": "gpu", "operator": "Exists", "value": ""},
+            ],
+        },
+    )
+    assert validate(body) == []
+    defaulted = schemas.apply_defaults(crd_schema(), copy.deepcopy(body))["spec"]
+    # The API server fills in the operator (Equal, as the pod API reads a missing one).
+    assert defaulted["commServers"]["tolerations"][0] == {**toleration, "operator": "Equal"}
+    assert "tolerations" not in defaulted["coordinator"]
+    parsed = parse_spec("demo", defaulted)
+    assert parsed.coordinator.node_selector == {"example.org/pool": "brokers"}
+    assert parsed.coordinator.tolerations == []
+    assert [t.operator for t in parsed.comm_servers.tolerations] == ["Equal", "Exists", "Exists"]
+
+
+def test_placement_maps_and_lists_are_atomic_like_the_pod_specs() -> None:
+    """Server-side apply replaces them whole, as it does a pod's: a merged toleration
+    list from two managers could tolerate what neither asked for."""
+    for component in ("coordinator", "commServers"):
+        fields = spec_schema()["properties"][component]["properties"]
+        assert fields["nodeSelector"]["x-kubernetes-map-type"] == "atomic"
+        assert fields["tolerations"]["x-kubernetes-list-type"] == "atomic"
 
 
 def test_client_jwt_auth_is_accepted_and_defaulted() -> None:

@@ -83,6 +83,90 @@ def test_spec_errors_name_the_field() -> None:
     assert "spec.commServers.extra: Extra inputs are not permitted" in messages
 
 
+def test_placement_defaults_to_none() -> None:
+    spec = parse_spec("demo", {"image": "img"})
+    for component in (spec.coordinator, spec.comm_servers):
+        assert component.node_selector == {}
+        assert component.tolerations == []
+        assert component.pod_fields() == {}
+
+
+@pytest.mark.parametrize(
+    ("placement", "message"),
+    [
+        (
+            {"tolerations": [{"value": "brokers", "effect": "NoSchedule"}]},
+            "spec.commServers.tolerations[0]: a toleration with operator Equal needs a key",
+        ),
+        (
+            {"tolerations": [{"key": "dedicated", "operator": "Exists", "value": "brokers"}]},
+            "spec.commServers.tolerations[0]: a toleration with operator Exists takes no value",
+        ),
+        (
+            {"tolerations": [{"key": "a", "tolerationSeconds": 30}]},
+            "spec.commServers.tolerations[0]: tolerationSeconds needs effect NoExecute",
+        ),
+        (
+            {"tolerations": [{"key": "a", "operator": "NotIn"}]},
+            "spec.commServers.tolerations[0].operator: Input should be 'Exists' or 'Equal'",
+        ),
+        (
+            {"tolerations": [{"key": "a", "effect": "NoRun"}]},
+            "spec.commServers.tolerations[0].effect: Input should be 'NoSchedule', "
+            "'PreferNoSchedule' or 'NoExecute'",
+        ),
+        (
+            {"tolerations": [{"key": "a", "operator": "Exists"}] * 33},
+            "spec.commServers.tolerations: List should have at most 32 items",
+        ),
+        (
+            {"nodeSelector": {"pool": "two words"}},
+            "spec.commServers.nodeSelector.pool: String should match pattern",
+        ),
+        (
+            {"nodeSelector": {"bad key": "x", "-leading": "y", "ok/fine": "z"}},
+            "spec.commServers.nodeSelector: not label keys ([prefix/]name, letters, digits, "
+            "'-', '_', '.'): ['bad key', '-leading']",
+        ),
+        (
+            {"nodeSelector": {f"k{i}": "v" for i in range(33)}},
+            "spec.commServers.nodeSelector: Dictionary should have at most 32 items",
+        ),
+    ],
+)
+def test_bad_placement_is_refused_readably(placement: dict[str, Any], message: str) -> None:
+    with pytest.raises(SpecError) as caught:
+        parse_spec("demo", {"image": "img", "commServers": placement})
+    assert any(m.startswith(message) for m in caught.value.messages), caught.value.messages
+
+
+def test_tolerations_become_pod_tolerations_with_only_the_fields_given() -> None:
+    spec = parse_spec(
+        "demo",
+        {
+            "image": "img",
+            "coordinator": {
+                "nodeSelector": {"example.org/pool": "brokers"},
+                "tolerations": [
+                    {"key": "dedicated", "value": "brokers", "effect": "NoSchedule"},
+                    # An empty value is "no value": the pod API accepts it with Exists.
+                    {"key": "spot", "operator": "Exists", "value": ""},
+                    {"operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 0},
+                ],
+            },
+        },
+    )
+    assert spec.coordinator.pod_fields() == {
+        "nodeSelector": {"example.org/pool": "brokers"},
+        "tolerations": [
+            {"key": "dedicated", "operator": "Equal", "value": "brokers", "effect": "NoSchedule"},
+            {"key": "spot", "operator": "Exists"},
+            {"operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 0},
+        ],
+    }
+    assert spec.comm_servers.pod_fields() == {}
+
+
 # -- applying ---------------------------------------------------------------------------------
 
 json_values = st.recursive(

@@ -33,6 +33,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
             "serviceAnnotations": {"service.beta.kubernetes.io/aws-load-balancer-type": "nlb"},
             "resources": {"requests": {"cpu": 1, "memory": "1Gi"}},
             "logLevel": "debug",
+            "nodeSelector": {"example.org/pool": "control"},
+            "tolerations": [{"operator": "Exists", "effect": "NoSchedule"}],
         },
         "commServers": {
             "replicas": 5,
@@ -42,6 +44,16 @@ VARIANTS: dict[str, dict[str, Any]] = {
             "httpPort": 9200,
             "network": {"mode": "HostNetwork"},
             "resources": {"limits": {"cpu": "2", "memory": "2Gi"}},
+            "nodeSelector": {"example.org/pool": "brokers", "kubernetes.io/os": "linux"},
+            "tolerations": [
+                {"key": "dedicated", "operator": "Equal", "value": "brokers"},
+                {
+                    "key": "example.org/unreachable",
+                    "operator": "Exists",
+                    "effect": "NoExecute",
+                    "tolerationSeconds": 60,
+                },
+            ],
         },
         "topology": {"mode": "Hub", "hubs": 2},
         "auth": {
@@ -196,6 +208,68 @@ NODE_PORTS_TAKEN = [
     (30000, 32767, "NodePort Services"),
     (32768, 60999, "Linux's ephemeral ports"),
 ]
+
+
+def pod_specs(variant: str) -> dict[str, dict[str, Any]]:
+    """The pod template of every workload, by workload name."""
+    return {
+        item["metadata"]["name"]: item["spec"]["template"]["spec"]
+        for item in objects(variant)
+        if item["kind"] in ("Deployment", "StatefulSet")
+    }
+
+
+def test_placement_reaches_every_pod_template() -> None:
+    pods = pod_specs("everything")
+    assert set(pods) == {"demo-coordinator", "demo-commserver", "demo-hub"}
+    coordinator = pods["demo-coordinator"]
+    assert coordinator["nodeSelector"] == {"example.org/pool": "control"}
+    assert coordinator["tolerations"] == [{"operator": "Exists", "effect": "NoSchedule"}]
+    servers = VARIANTS["everything"]["commServers"]
+    for name in ("demo-commserver", "demo-hub"):
+        # Hubs are comm servers in another role: they go where the servers go.
+        assert pods[name]["nodeSelector"] == servers["nodeSelector"]
+        assert pods[name]["tolerations"] == servers["tolerations"]
+        # The scheduler's own spreading is kept next to the user's placement.
+        assert "podAntiAffinity" in pods[name]["affinity"]
+
+
+def test_empty_placement_leaves_the_pod_specs_as_they_were() -> None:
+    """Clusters made before placement existed (or that set none) get no new pod fields,
+    so the operator does not patch, and roll, their workloads."""
+    explicit_empty = desired_objects(
+        REF,
+        parse_spec(
+            REF.name,
+            {
+                "image": IMAGE,
+                "coordinator": {"nodeSelector": {}, "tolerations": []},
+                "commServers": {"nodeSelector": {}, "tolerations": []},
+                "topology": {"mode": "Hub"},
+            },
+        ),
+    )
+    hub_defaults = desired_objects(
+        REF, parse_spec(REF.name, {"image": IMAGE, "topology": {"mode": "Hub"}})
+    )
+    assert explicit_empty == hub_defaults
+    for item in hub_defaults:
+        if item["kind"] in ("Deployment", "StatefulSet"):
+            pod = item["spec"]["template"]["spec"]
+            assert "nodeSelector" not in pod
+            assert "tolerations" not in pod
+
+
+def test_placement_of_one_component_stays_off_the_other() -> None:
+    spec = {"image": IMAGE, "commServers": {"tolerations": [{"key": "dedicated"}]}}
+    pods = {
+        item["metadata"]["name"]: item["spec"]["template"]["spec"]
+        for item in desired_objects(REF, parse_spec(REF.name, spec))
+        if item["kind"] in ("Deployment", "StatefulSet")
+    }
+    assert pods["demo-commserver"]["tolerations"] == [{"key": "dedicated", "operator": "Equal"}]
+    assert "tolerations" not in pods["demo-coordinator"]
+    assert "nodeSelector" not in pods["demo-commserver"]
 
 
 def test_host_network_default_http_port_is_free_of_node_agents() -> None:

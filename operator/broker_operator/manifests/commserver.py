@@ -107,6 +107,8 @@ def pod_spec(ref: ClusterRef, spec: BrokerClusterSpec, role: str) -> Manifest:
         out["dnsPolicy"] = "ClusterFirstWithHostNet"
     if spec.image_pull_secrets:
         out["imagePullSecrets"] = pods.pull_secrets(spec)
+    # Hubs run where the servers run: they are comm servers in another role.
+    out.update(spec.comm_servers.pod_fields())
     return out
 
 

@@ -56,6 +56,7 @@ def deployment(ref: ClusterRef, spec: BrokerClusterSpec) -> Manifest:
     }
     if spec.image_pull_secrets:
         pod_spec["imagePullSecrets"] = pods.pull_secrets(spec)
+    pod_spec.update(spec.coordinator.pod_fields())
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
