@@ -40,6 +40,7 @@ from broker_operator.reconcile import (
     RETRY_FIRST,
     RETRY_MAX,
     TERMINATING,
+    Failure,
     backoff_delay,
     classify,
     combine,
@@ -411,7 +412,7 @@ def test_a_stalled_rollout_names_its_most_telling_cause() -> None:
         ),
     ],
 )
-def test_api_errors_are_classified(status: int, message: str, kind: str) -> None:
+def test_api_errors_are_classified(status: int, message: str, kind: Failure) -> None:
     assert classify(ApiError(status, "Reason", message)) == kind
 
 
