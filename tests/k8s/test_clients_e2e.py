@@ -1,0 +1,477 @@
+"""Clients outside the cluster talk through the broker's pods on the real node.
+
+The operator (a local process with ``deploy/rbac.yaml``'s token, serving this
+module's namespace) makes a BrokerCluster whose pods run in containers on the
+node (its taint tolerated through ``spec.*.tolerations``; the broker's image
+imported into the node's containerd): the coordinator behind a NodePort
+Service, comm servers at their pod addresses (``network.mode: PodIP``). The
+clients run on the host, outside the pod network: they reach the coordinator
+through the NodePort on the node's address and open WebRTC sessions with the
+comm servers' pod addresses. This proves that:
+
+1. two Python SDK clients land on different comm-server pods and exchange
+   reliable and unreliable messages both ways across them; so do Debian's
+   Chromium (the browser SDK served by the coordinator through the NodePort)
+   and a Python client on the other pod;
+2. ``kubectl scale bkc`` to 3 then back to 1, under a publisher sending
+   numbered reliable messages throughout: a subscriber whose session lives
+   throughout gets every message whose ``publish`` returned, in order, once; a
+   subscriber on a server that joins or stays meanwhile misses nothing while
+   the mesh grows; the clients of the removed servers move to the one left,
+   with their subscriptions;
+3. a comm-server pod deleted through the API: its clients are back on another
+   server within what the SDK promises (the server's drain, the keepalive's
+   timeout, one reconnect attempt), the others neither reconnect nor lose a
+   message; the StatefulSet makes the pod again and it rejoins.
+
+Every test prints its numbers (connect times, messages, reconnects, durations).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from broker_operator import GROUP, PLURAL, VERSION
+from broker_operator.naming import COMMSERVER
+from tests.browser.pages import BrowserClient, ConsoleLog, PageHost
+from tests.e2e.helpers import inbox_size, receive, subscribe, until_routed
+from tests.k8s.clients import (
+    DRAIN_SECONDS,
+    NAME,
+    Feed,
+    KubeBroker,
+    OperatorRun,
+    Publisher,
+    broker_cluster_body,
+    browser_client,
+    chromium,
+)
+from tests.k8s.cluster import ControlPlane
+from tests.k8s.node import Node
+from tests.k8s.support import installed_identity
+from tests.operator.support import until
+from webrtc_broker.client import BrokerClient
+from webrtc_broker.client.client import Keepalive, Reconnect
+
+# The first test also waits for the cluster's pods (image import, start, probes).
+pytestmark = pytest.mark.timeout(600)
+
+CONNECT_TIMEOUT = 30.0
+EXCHANGED = 20
+"""Messages each way per kind in the exchanges of test 1."""
+RATE = 20.0
+"""Numbered reliable messages per second during scaling and pod loss."""
+
+
+@dataclass
+class Deployed:
+    """The module's BrokerCluster: where it runs and how to reach it."""
+
+    plane: ControlPlane
+    namespace: str
+    node_address: str
+    home: Path
+    operator: OperatorRun
+
+
+@pytest.fixture(scope="module")
+def deployed(
+    control_plane: ControlPlane,
+    node: Node,
+    broker_image: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Deployed]:
+    """The operator and one BrokerCluster (2 comm servers) for the module's tests; the
+    namespaces (and with them the pods) removed at the end."""
+    workdir = tmp_path_factory.mktemp("clients-e2e")
+    with installed_identity(control_plane, workdir) as identity:
+        namespace = identity.clusters_namespace
+        operator = OperatorRun.start(identity, workdir, namespace)
+        try:
+            with control_plane.client(timeout=30) as admin:
+                answer = admin.post(
+                    f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}",
+                    json=broker_cluster_body(broker_image, replicas=2),
+                )
+                assert answer.status_code == 201, answer.text
+            yield Deployed(control_plane, namespace, node.address, workdir, operator)
+        finally:
+            code = operator.stop()
+            log = operator.log()
+            print(f"operator exit code {code}")
+            assert "Traceback" not in log, log[-4000:]
+
+
+@pytest.fixture
+async def broker(deployed: Deployed, request: pytest.FixtureRequest) -> AsyncIterator[KubeBroker]:
+    """The BrokerCluster seen from the host; pods, events and logs printed on failure."""
+    with deployed.plane.client(timeout=30) as admin:
+        kube = KubeBroker(
+            deployed.plane, admin, deployed.namespace, deployed.node_address, deployed.home
+        )
+        try:
+            await until(kube.find_node_port, timeout=120, interval=0.5)
+            yield kube
+        finally:
+            report = getattr(request.node, "rep_call", None)
+            if report is not None and report.failed:
+                print(await kube.describe())
+                print(deployed.operator.log()[-4000:])
+            await kube.aclose()
+
+
+async def connect(broker: KubeBroker, name: str, server: int | None = None) -> BrokerClient:
+    started = time.monotonic()
+    client = await BrokerClient.connect(broker.url, name, server=server, timeout=CONNECT_TIMEOUT)
+    print(
+        f"{name}: connected in {time.monotonic() - started:.2f} s to server {client.server_alias}"
+    )
+    return client
+
+
+@contextlib.asynccontextmanager
+async def closing(*clients: BrokerClient) -> AsyncIterator[None]:
+    try:
+        yield
+    finally:
+        for client in clients:
+            await client.close()
+
+
+async def drain(client: BrokerClient) -> None:
+    while inbox_size(client):
+        await client.receive()
+
+
+# --- 1. the exchange ----------------------------------------------------------
+
+
+async def python_exchange(sender: BrokerClient, receiver: BrokerClient, label: str) -> None:
+    """``EXCHANGED`` reliable messages arrive all, in order, from ``sender``; of as many
+    unreliable ones at least one does (the unreliable channel may drop)."""
+    for i in range(EXCHANGED):
+        sender.publish("room", f"{label}-r{i}".encode(), reliable=True)
+    got = [await receive(receiver, timeout=30) for _ in range(EXCHANGED)]
+    assert [(m.sender, m.body, m.reliable) for m in got] == [
+        (sender.alias, f"{label}-r{i}".encode(), True) for i in range(EXCHANGED)
+    ]
+    for i in range(EXCHANGED):
+        sender.publish("room", f"{label}-u{i}".encode(), reliable=False)
+    unreliable = [await receive(receiver, timeout=30)]
+    with contextlib.suppress(TimeoutError):
+        while len(unreliable) < EXCHANGED:
+            unreliable.append(await receive(receiver, timeout=2))
+    assert all(m.sender == sender.alias and not m.reliable for m in unreliable), unreliable
+    assert {m.body for m in unreliable} <= {f"{label}-u{i}".encode() for i in range(EXCHANGED)}
+    print(f"{label}: reliable {EXCHANGED}/{EXCHANGED}, unreliable {len(unreliable)}/{EXCHANGED}")
+
+
+async def test_outside_clients_exchange_messages_across_two_pods(broker: KubeBroker) -> None:
+    started = time.monotonic()
+    aliases = await broker.wait_servers(2)
+    print(f"2 comm servers ready, registered and meshed after {time.monotonic() - started:.1f} s")
+    print(f"coordinator at {broker.url}; servers {aliases}")
+    names = {alias: name for name, alias in aliases.items()}
+
+    alice = await connect(broker, "alice")
+    bob = await connect(broker, "bob")
+    async with closing(alice, bob):
+        # The coordinator's least-clients choice puts them on different pods.
+        assert {alice.server_alias, bob.server_alias} == set(names), (alice, bob, names)
+
+        async def one_client_each() -> bool:
+            status = await broker.coordinator_status()
+            return all(s["clients"] == 1 for s in status["servers"])
+
+        await until(one_client_each, timeout=30, interval=0.3)
+        await subscribe(alice, ["room"])
+        await subscribe(bob, ["room"])
+        await until_routed(alice, bob, "room")
+        await until_routed(bob, alice, "room")
+        await python_exchange(alice, bob, "alice")
+        await python_exchange(bob, alice, "bob")
+        assert (alice.reconnects, bob.reconnects) == (0, 0)
+
+    console = ConsoleLog()
+    try:
+        async with PageHost.running() as host, chromium(console) as browser:
+            page, took = await browser_client(browser, host, broker, console, "carol")
+            print(f"carol (Chromium): connected in {took:.2f} s to server {page.server}")
+            assert page.server in names
+            other = next(alias for alias in names if alias != page.server)
+            dave = await connect(broker, "dave", server=other)
+            async with closing(dave):
+                await browser_exchange(page, dave)
+            await page.close()
+    except BaseException:
+        print(console.dump())
+        raise
+
+
+async def browser_exchange(page: BrowserClient, dave: BrokerClient) -> None:
+    """Chromium and a Python client on another pod: reliable and unreliable both ways."""
+    await page.subscribe(["room"])
+    await subscribe(dave, ["room"])
+
+    async def routed_to_dave() -> bool:
+        await page.publish("room", "probe")
+        with contextlib.suppress(TimeoutError):
+            await receive(dave, timeout=0.3)
+            return True
+        return False
+
+    async def routed_to_page() -> bool:
+        dave.publish("room", b"probe")
+        await asyncio.sleep(0.3)
+        return await page.inbox_size() > 0
+
+    await until(routed_to_dave, timeout=30)
+    await until(routed_to_page, timeout=30)
+    await asyncio.sleep(0.5)  # probes still in flight arrive, then go
+    await drain(dave)
+    await page.page.evaluate("() => window.inbox.splice(0)")
+
+    # Browser -> Python.
+    await page.publish_many("room", [f"carol-r{i}" for i in range(EXCHANGED)])
+    got = [await receive(dave, timeout=30) for _ in range(EXCHANGED)]
+    assert [(m.sender, m.body, m.reliable) for m in got] == [
+        (page.alias, f"carol-r{i}".encode(), True) for i in range(EXCHANGED)
+    ]
+    await page.publish_many("room", [f"carol-u{i}" for i in range(EXCHANGED)], reliable=False)
+    unreliable = [await receive(dave, timeout=30)]
+    with contextlib.suppress(TimeoutError):
+        while len(unreliable) < EXCHANGED:
+            unreliable.append(await receive(dave, timeout=2))
+    assert all(m.sender == page.alias and not m.reliable for m in unreliable), unreliable
+    print(f"carol -> dave: reliable {EXCHANGED}/{EXCHANGED}, unreliable {len(unreliable)}")
+
+    # Python -> browser.
+    for i in range(EXCHANGED):
+        dave.publish("room", f"dave-r{i}".encode(), reliable=True)
+    received = await page.receive(EXCHANGED, timeout_ms=30_000)
+    assert [(m["sender"], m["text"], m["reliable"]) for m in received] == [
+        (dave.alias, f"dave-r{i}", True) for i in range(EXCHANGED)
+    ]
+    for i in range(EXCHANGED):
+        dave.publish("room", f"dave-u{i}".encode(), reliable=False)
+    first = await page.receive(1, timeout_ms=30_000)
+    await asyncio.sleep(2)  # let the rest of the unreliable ones arrive, to count them
+    rest = await page.page.evaluate("() => window.inbox.splice(0)")
+    unreliable_texts = [m["text"] for m in first + rest]
+    assert all(not m["reliable"] and m["sender"] == dave.alias for m in first + rest)
+    assert set(unreliable_texts) <= {f"dave-u{i}" for i in range(EXCHANGED)}
+    print(f"dave -> carol: reliable {EXCHANGED}/{EXCHANGED}, unreliable {len(unreliable_texts)}")
+    assert dave.reconnects == 0
+    assert await page.page.evaluate("() => window.reconnects.length") == 0
+
+
+# --- 2. scaling ---------------------------------------------------------------
+
+
+async def until_has(feed: Feed, numbers: set[int], timeout: float = 60.0) -> None:
+    try:
+        await until(lambda: feed.has(numbers), timeout=timeout, interval=0.1)
+    except AssertionError:
+        missing = sorted(numbers - set(feed.numbers))
+        raise AssertionError(f"{feed.name} misses {len(missing)}: {missing[:20]}") from None
+
+
+def contiguous_from_first(feed: Feed, last: int) -> set[int]:
+    """Every number from the first ``feed`` received to ``last``: once a subscription
+    is routed, nothing published after may be missing."""
+    return set(range(feed.numbers[0], last + 1))
+
+
+def in_order_once(feed: Feed) -> None:
+    assert feed.numbers == sorted(set(feed.numbers)), f"{feed.name}: duplicates or disorder"
+
+
+async def everything_published(feed: Feed, publisher: Publisher) -> None:
+    """``feed`` got every number whose publish returned, once, in order. Called with the
+    publisher stopped, after its server echoed a PING: it has handled them all."""
+    await until_has(feed, set(publisher.published))
+    assert feed.numbers == publisher.published, f"{feed.name}: duplicates or disorder"
+
+
+async def after_move(client: BrokerClient, servers: set[int]) -> bool:
+    return client.reconnects >= 1 and client.server_alias in servers and client.session is not None
+
+
+def report(publisher: Publisher, feeds: list[Feed]) -> None:
+    print(
+        f"published {len(publisher.published)} reliable at {RATE:g}/s "
+        f"({len(publisher.errors)} publish errors)"
+    )
+    for feed in feeds:
+        print(
+            f"{feed.name}: received {len(set(feed.numbers))} "
+            f"(numbers {feed.numbers[0]}..{feed.numbers[-1]}), reconnects "
+            f"{feed.client.reconnects}, missed while moving {feed.gaps()}"
+        )
+
+
+async def shrink_to_one(
+    broker: KubeBroker, first: int, movers: list[BrokerClient], feeds: list[Feed], pub: Publisher
+) -> None:
+    """``kubectl scale`` to 1: the removed servers drain, ``movers`` land on ``first``
+    and get what is published afterwards (their subscriptions came along)."""
+    started = time.monotonic()
+    await broker.scale(1)
+    moved_after = []
+    for client in movers:
+        await until(lambda c=client: after_move(c, {first}), timeout=120, interval=0.05)  # type: ignore[misc]
+        moved_after.append(time.monotonic() - started)
+    await broker.wait_servers(1)
+    print(
+        f"scaled 3 -> 1 in {time.monotonic() - started:.1f} s; clients moved after "
+        + ", ".join(f"{t:.2f} s" for t in moved_after)
+    )
+    resumed = pub.last + 1
+    for feed in feeds:
+        await until(lambda f=feed: max(f.numbers) >= resumed, timeout=30)  # type: ignore[misc]
+
+
+async def test_scaling_up_and_down_under_traffic(broker: KubeBroker) -> None:
+    await broker.scale(2)
+    aliases = await broker.wait_servers(2)
+    first, second = (aliases[f"{NAME}-{COMMSERVER}-{i}"] for i in range(2))
+    # Scaling down removes the highest ordinals: the publisher and one subscriber sit
+    # on commserver-0, which stays throughout.
+    pub = await connect(broker, "publisher", server=first)
+    clients = [pub]
+    feeds: list[Feed] = []
+    publisher = Publisher(pub, "feed", rate=RATE)
+    try:
+        stay = await connect(broker, "stays", server=first)
+        moves = await connect(broker, "moves-1", server=second)
+        clients += [stay, moves]
+        for client in (stay, moves):
+            await subscribe(client, ["feed"])
+        await until_routed(pub, moves, "feed")
+        feeds += [Feed("stays", stay).start(), Feed("moves-1", moves).start()]
+        publisher.start()
+        await until(lambda: feeds[1].numbers, timeout=30)
+
+        started = time.monotonic()
+        await broker.scale(3)
+        aliases = await broker.wait_servers(3)
+        print(f"scaled 2 -> 3 in {time.monotonic() - started:.1f} s (ready, registered, meshed)")
+        late = await connect(broker, "moves-2", server=aliases[f"{NAME}-{COMMSERVER}-2"])
+        clients.append(late)
+        await subscribe(late, ["feed"])
+        feeds.append(Feed("moves-2", late).start())
+        await until(lambda: feeds[2].numbers, timeout=30)
+
+        # While the mesh grew, nothing published went missing on any server.
+        await pub.ping()
+        mark = publisher.last
+        for feed in feeds:
+            await until_has(feed, contiguous_from_first(feed, mark))
+        assert [c.reconnects for c in clients] == [0, 0, 0, 0]
+
+        await shrink_to_one(broker, first, [moves, late], feeds[1:], publisher)
+        await asyncio.sleep(1)
+        await publisher.stop()
+        await pub.ping()
+
+        # The subscriber whose session lived throughout: every message, in order, once.
+        await everything_published(feeds[0], publisher)
+        for feed in feeds:
+            in_order_once(feed)
+        assert publisher.errors == [], publisher.errors
+        assert [c.reconnects > 0 for c in clients] == [False, False, True, True]
+        assert {c.server_alias for c in clients} == {first}
+        report(publisher, feeds)
+        print(f"moved clients: {sum(1 for c in clients if c.reconnects)} of {len(clients)}")
+    finally:
+        await publisher.stop()
+        for feed in feeds:
+            await feed.stop()
+        for client in clients:
+            await client.close()
+
+
+# --- 3. pod loss --------------------------------------------------------------
+
+
+async def test_deleted_pod_moves_its_clients_and_leaves_the_others_alone(
+    broker: KubeBroker,
+) -> None:
+    await broker.scale(3)
+    aliases = await broker.wait_servers(3)
+    first, victim, third = (aliases[f"{NAME}-{COMMSERVER}-{i}"] for i in range(3))
+    victim_pod = f"{NAME}-{COMMSERVER}-1"
+    pub = await connect(broker, "publisher", server=first)
+    clients = [pub]
+    publisher = Publisher(pub, "feed", rate=RATE)
+    feeds: list[Feed] = []
+    try:
+        far = await connect(broker, "far", server=third)  # across the mesh from the publisher
+        near = await connect(broker, "near", server=first)
+        lost = [await connect(broker, f"lost-{i}", server=victim) for i in range(2)]
+        clients += [far, near, *lost]
+        for client in (far, near, *lost):
+            await subscribe(client, ["feed"])
+        for client in (far, *lost):
+            await until_routed(pub, client, "feed")
+        named = (("far", far), ("near", near), ("lost-0", lost[0]), ("lost-1", lost[1]))
+        feeds += [Feed(name, client).start() for name, client in named]
+        publisher.start()
+        await until(lambda: all(f.numbers for f in feeds), timeout=30)
+
+        before = await broker.pod(victim_pod)
+        assert before is not None
+        deleted_at = time.monotonic()
+        await broker.delete_pod(victim_pod)
+        # What the SDK promises: the draining server closes its clients' sessions within
+        # its drain (a dead one is noticed within the keepalive's timeout), and the
+        # client is back after one reconnect attempt (the first is immediate), which
+        # takes at most attempt_timeout.
+        promise = DRAIN_SECONDS + Keepalive().timeout + Reconnect().attempt_timeout
+        back = []
+        for client in lost:
+            await until(lambda c=client: after_move(c, {first, third}), timeout=promise)  # type: ignore[misc]
+            back.append(time.monotonic() - deleted_at)
+        print(
+            f"deleted {victim_pod}: its clients on another server after "
+            + ", ".join(f"{t:.2f} s" for t in back)
+            + f" (the SDK's promise: {promise:g} s)"
+        )
+        resumed = publisher.last + 1
+        for feed in feeds[2:]:
+            await until(lambda f=feed: max(f.numbers) >= resumed, timeout=30)  # type: ignore[misc]
+
+        # The StatefulSet makes the pod again; it registers and rejoins the mesh.
+        again = await broker.wait_servers(3)
+        replaced = await broker.pod(victim_pod)
+        assert replaced is not None
+        assert replaced["metadata"]["uid"] != before["metadata"]["uid"]
+        print(
+            f"{victim_pod} replaced and meshed {time.monotonic() - deleted_at:.1f} s after "
+            f"the delete (alias {victim} -> {again[victim_pod]})"
+        )
+        await asyncio.sleep(1)
+        await publisher.stop()
+        await pub.ping()
+
+        # The others: no reconnect, and every message whose publish returned.
+        assert [c.reconnects for c in (pub, far, near)] == [0, 0, 0]
+        assert publisher.errors == [], publisher.errors
+        for feed in feeds[:2]:
+            await everything_published(feed, publisher)
+        for feed in feeds:
+            in_order_once(feed)
+        report(publisher, feeds)
+    finally:
+        await publisher.stop()
+        for feed in feeds:
+            await feed.stop()
+        for client in clients:
+            await client.close()
