@@ -2,7 +2,7 @@
 
 The node of ``make k8s-up`` is tainted (``tests.k8s.node.TAINT``), as nodes
 kept for brokers are. A BrokerCluster whose coordinator and comm servers
-carry the matching toleration and a nodeSelector for the node's hostname
+(hubs included) carry the matching toleration and a nodeSelector for the node's hostname
 label gets its pods bound to that node by the real scheduler; one without
 the toleration stays Pending, and the scheduler's FailedScheduling event
 names the taint. The pods need not start: binding (``spec.nodeName``) is
@@ -126,6 +126,8 @@ async def test_tolerating_pods_land_on_the_tainted_node_and_others_stay_pending(
         assert TAINT in node_object["spec"].get("taints", []), node_object["spec"]
         selector = {HOSTNAME_LABEL: labels[HOSTNAME_LABEL]}
         placed = placed_cluster("placed", {"nodeSelector": selector, "tolerations": [TOLERATION]})
+        # Hub topology: the hubs' StatefulSet takes the comm servers' placement too.
+        placed["spec"]["topology"] = {"mode": "Hub", "hubs": 1}
         # The same node asked for, without the toleration: only the taint stands in the way.
         pending = placed_cluster("pending", {"nodeSelector": selector})
         operator = operator_identity.operator(tmp_path, namespaces=(namespace,))
@@ -138,7 +140,7 @@ async def test_tolerating_pods_land_on_the_tainted_node_and_others_stay_pending(
             def bound() -> list[dict[str, Any]] | None:
                 pods = pods_of(admin, namespace, "placed")
                 on_node = [p for p in pods if p["spec"].get("nodeName")]
-                wanted = {"coordinator", "commserver"}
+                wanted = {"coordinator", "commserver", "hub"}
                 return on_node if {component(p) for p in on_node} == wanted else None
 
             on_node = await until(bound, timeout=120, interval=1)
