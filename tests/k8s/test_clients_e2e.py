@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -304,6 +305,24 @@ async def after_move(client: BrokerClient, servers: set[int]) -> bool:
     return client.reconnects >= 1 and client.server_alias in servers and client.session is not None
 
 
+async def coordinator_agrees(broker: KubeBroker, clients: list[BrokerClient]) -> None:
+    """The coordinator's ``/status`` counts each client on the server it is on now
+    (moved clients no longer on the one they left)."""
+    wanted = Counter(client.server_alias for client in clients)
+    last: list[object] = []
+
+    async def agrees() -> bool:
+        status = await broker.coordinator_status()
+        counted = {s["alias"]: s["clients"] for s in status["servers"] if s["clients"]}
+        last[:] = [status]
+        return counted == dict(wanted) and status["clients"] == len(clients)
+
+    try:
+        await until(agrees, timeout=30, interval=0.3)
+    except AssertionError:
+        raise AssertionError(f"clients {dict(wanted)}; coordinator: {last}") from None
+
+
 def report(publisher: Publisher, feeds: list[Feed]) -> None:
     print(
         f"published {len(publisher.published)} reliable at {RATE:g}/s "
@@ -388,6 +407,7 @@ async def test_scaling_up_and_down_under_traffic(broker: KubeBroker) -> None:
         assert publisher.errors == [], publisher.errors
         assert [c.reconnects > 0 for c in clients] == [False, False, True, True]
         assert {c.server_alias for c in clients} == {first}
+        await coordinator_agrees(broker, clients)
         report(publisher, feeds)
         print(f"moved clients: {sum(1 for c in clients if c.reconnects)} of {len(clients)}")
     finally:
@@ -468,6 +488,7 @@ async def test_deleted_pod_moves_its_clients_and_leaves_the_others_alone(
             await everything_published(feed, publisher)
         for feed in feeds:
             in_order_once(feed)
+        await coordinator_agrees(broker, clients)
         report(publisher, feeds)
     finally:
         await publisher.stop()
