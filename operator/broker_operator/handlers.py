@@ -24,6 +24,7 @@ import kopf
 
 from broker_operator import GROUP, PLURAL, VERSION
 from broker_operator.reconcile import Reconciler
+from broker_operator.served import KopfCoverage
 
 STORAGE_PREFIX = "kopf.webrtc-broker.io"
 
@@ -59,10 +60,18 @@ def operator_settings(*, clusterwide: bool = True) -> kopf.OperatorSettings:
     return settings
 
 
-def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, retry: float) -> None:
-    """Register the operator's handlers for ``BrokerCluster`` on ``registry``."""
+def register(
+    registry: kopf.OperatorRegistry,
+    reconciler: Reconciler,
+    retry: float,
+    coverage: KopfCoverage | None = None,
+) -> None:
+    """Register the operator's handlers for ``BrokerCluster`` on ``registry``; each call
+    is noted in ``coverage`` (what kopf serves, as the resync checks)."""
 
     async def reconcile_now(body: kopf.Body, **_: Any) -> None:
+        if coverage is not None:
+            coverage.handled(str(body.get("metadata", {}).get("uid", "")))
         outcome = await reconciler.reconcile(body)
         if outcome.retry and outcome.problem is not None:
             raise kopf.TemporaryError(outcome.problem.message, delay=retry)

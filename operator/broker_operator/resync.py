@@ -12,16 +12,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from broker_operator import API_VERSION, KIND
 from broker_operator.kube import ApiError, KubeClient
 from broker_operator.reconcile import TRANSIENT, Reconciler
+from broker_operator.served import KopfCoverage, nudge
 
 logger = logging.getLogger(__name__)
 
 
-async def resync_once(client: KubeClient, reconciler: Reconciler, namespaces: list[str]) -> int:
-    """Reconcile (and autoscale) every resource in ``namespaces`` (empty: all); how many."""
+async def resync_once(
+    client: KubeClient,
+    reconciler: Reconciler,
+    namespaces: list[str],
+    coverage: KopfCoverage | None = None,
+) -> int:
+    """Reconcile (and autoscale) every resource in ``namespaces`` (empty: all); how many.
+
+    With ``coverage`` (serving every namespace), BrokerClusters that kopf keeps
+    not handing to a handler make the operator nudge kopf (:mod:`.served`)."""
     bodies = []
     complete = True
     scopes: list[str | None] = list(namespaces) or [None]
@@ -34,8 +44,14 @@ async def resync_once(client: KubeClient, reconciler: Reconciler, namespaces: li
     if complete:
         # Forget resources deleted while kopf was not looking (metrics, autoscaler memory).
         reconciler.retain({(b["metadata"]["namespace"], b["metadata"]["name"]) for b in bodies})
+        live = [b["metadata"].get("uid", "") for b in bodies if not deleting(b)]
+        if coverage is not None and coverage.round(live):
+            try:
+                await nudge(client)
+            except TRANSIENT as exc:
+                logger.warning("could not touch the BrokerCluster CRD: %s", exc)
     for body in bodies:
-        if body.get("metadata", {}).get("deletionTimestamp"):
+        if deleting(body):
             continue
         try:
             await reconciler.reconcile(body, autoscale=True)
@@ -48,10 +64,18 @@ async def resync_once(client: KubeClient, reconciler: Reconciler, namespaces: li
     return len(bodies)
 
 
+def deleting(body: dict[str, Any]) -> bool:
+    return bool(body.get("metadata", {}).get("deletionTimestamp"))
+
+
 async def resync_forever(
-    client: KubeClient, reconciler: Reconciler, namespaces: list[str], interval: float
+    client: KubeClient,
+    reconciler: Reconciler,
+    namespaces: list[str],
+    interval: float,
+    coverage: KopfCoverage | None = None,
 ) -> None:
     """:func:`resync_once` every ``interval`` seconds, until cancelled."""
     while True:
         await asyncio.sleep(interval)
-        await resync_once(client, reconciler, namespaces)
+        await resync_once(client, reconciler, namespaces, coverage)

@@ -36,6 +36,7 @@ from broker_operator.kube import KubeClient
 from broker_operator.metrics import OperatorStats, operator_registry
 from broker_operator.reconcile import Reconciler
 from broker_operator.resync import resync_forever
+from broker_operator.served import KopfCoverage
 from webrtc_broker.config import OperatorConfig
 from webrtc_broker.supervise import Failure, RestartPolicy, Supervisor
 
@@ -65,7 +66,9 @@ async def run_operator(config: OperatorConfig) -> int:
     stats = OperatorStats()
     reconciler = Reconciler(client, stats, config)
     registry = kopf.OperatorRegistry()
-    register(registry, reconciler, config.resync_seconds)
+    # Serving every namespace, kopf discovers the CRD by itself, and may need a nudge.
+    coverage = None if config.namespaces else KopfCoverage()
+    register(registry, reconciler, config.resync_seconds, coverage)
     liveness = (
         f"http://{config.metrics_host}:{config.health_port}/healthz" if config.health_port else None
     )
@@ -86,7 +89,9 @@ async def run_operator(config: OperatorConfig) -> int:
     )
     supervisor.start(
         "resync",
-        lambda: resync_forever(client, reconciler, list(config.namespaces), config.resync_seconds),
+        lambda: resync_forever(
+            client, reconciler, list(config.namespaces), config.resync_seconds, coverage
+        ),
         restart=True,
         policy=resync_policy(config.resync_seconds),
     )

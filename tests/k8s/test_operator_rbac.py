@@ -41,6 +41,9 @@ ALLOWANCES: dict[Pair, str] = {
     ("monitoring.coreos.com", "servicemonitors", "patch"): "as create, on drift",
     ("monitoring.coreos.com", "servicemonitors", "delete"): "after serviceMonitor is turned off",
     ("policy", "poddisruptionbudgets", "patch"): "only when a live budget drifts from the spec",
+    ("apiextensions.k8s.io", "customresourcedefinitions", "patch"): (
+        "its own CRD's annotation, only when kopf missed a CRD installed after it started"
+    ),
     ("", "services", "patch"): "only when a live Service drifts from the spec",
     ("apps", "deployments", "patch"): "only when the live Deployment drifts from the spec",
     ("apps", "statefulsets", "patch"): "only when the live StatefulSet drifts from the spec",

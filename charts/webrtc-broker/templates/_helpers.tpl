@@ -147,4 +147,8 @@ CRDs, so a BrokerCluster CRD installed after the operator is served at once.
 - apiGroups: [apiextensions.k8s.io]
   resources: [customresourcedefinitions]
   verbs: [list, watch]
+- apiGroups: [apiextensions.k8s.io]
+  resources: [customresourcedefinitions]
+  resourceNames: [brokerclusters.webrtc-broker.io]
+  verbs: [patch]
 {{- end }}
