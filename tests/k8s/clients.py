@@ -318,6 +318,8 @@ class Feed:
     numbers: list[int] = field(default_factory=list)
     other: int = 0
     arrivals: list[float] = field(default_factory=list)
+    servers: list[int] = field(default_factory=list)
+    """The servers the client was on when messages arrived, each once, in order."""
     task: asyncio.Task[None] | None = None
 
     def start(self) -> Feed:
@@ -329,6 +331,8 @@ class Feed:
             self.record(message)
 
     def record(self, message: ReceivedMessage) -> None:
+        if not self.servers or self.servers[-1] != self.client.server_alias:
+            self.servers.append(self.client.server_alias)
         if message.body.isdigit():
             self.numbers.append(int(message.body))
             self.arrivals.append(time.monotonic())

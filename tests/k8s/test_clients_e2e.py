@@ -323,16 +323,17 @@ async def coordinator_agrees(broker: KubeBroker, clients: list[BrokerClient]) ->
         raise AssertionError(f"clients {dict(wanted)}; coordinator: {last}") from None
 
 
-def report(publisher: Publisher, feeds: list[Feed]) -> None:
+def report(publisher: Publisher, feeds: list[Feed], names: dict[int, str]) -> None:
     print(
         f"published {len(publisher.published)} reliable at {RATE:g}/s "
         f"({len(publisher.errors)} publish errors)"
     )
     for feed in feeds:
+        path = " -> ".join(names.get(alias, str(alias)) for alias in feed.servers)
         print(
             f"{feed.name}: received {len(set(feed.numbers))} "
             f"(numbers {feed.numbers[0]}..{feed.numbers[-1]}), reconnects "
-            f"{feed.client.reconnects}, missed while moving {feed.gaps()}"
+            f"{feed.client.reconnects}, missed while moving {feed.gaps()}, on {path}"
         )
 
 
@@ -408,7 +409,7 @@ async def test_scaling_up_and_down_under_traffic(broker: KubeBroker) -> None:
         assert [c.reconnects > 0 for c in clients] == [False, False, True, True]
         assert {c.server_alias for c in clients} == {first}
         await coordinator_agrees(broker, clients)
-        report(publisher, feeds)
+        report(publisher, feeds, {alias: name for name, alias in aliases.items()})
         print(f"moved clients: {sum(1 for c in clients if c.reconnects)} of {len(clients)}")
     finally:
         await publisher.stop()
@@ -489,7 +490,8 @@ async def test_deleted_pod_moves_its_clients_and_leaves_the_others_alone(
         for feed in feeds:
             in_order_once(feed)
         await coordinator_agrees(broker, clients)
-        report(publisher, feeds)
+        names = {alias: name for name, alias in aliases.items()}
+        report(publisher, feeds, {**names, again[victim_pod]: f"{victim_pod} (new)"})
     finally:
         await publisher.stop()
         for feed in feeds:
