@@ -580,6 +580,14 @@ def import_archive(address: Path, archive: Path | None = None) -> str:
     return reference()
 
 
+def tag(address: Path, target: str, source: str | None = None) -> str:
+    """Name the imported image (``source``, by default :func:`reference`) ``target`` too,
+    in the k8s.io namespace of the containerd at ``address``: the same manifest under a
+    second reference (``ctr images tag --force``, so a present ``target`` is renamed)."""
+    ctr(address, "images", "tag", "--force", source or reference(), target)
+    return target
+
+
 @dataclass(frozen=True)
 class ImageRow:
     ref: str

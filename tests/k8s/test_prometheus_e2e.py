@@ -1,0 +1,283 @@
+"""Prometheus on the host scrapes the broker's pods on the real node.
+
+The operator (a local process with ``deploy/rbac.yaml``'s token, serving this
+test's namespace) runs a BrokerCluster of two comm servers and a coordinator on
+the node, with ``metrics.enabled`` left at its default: the pods carry the
+``prometheus.io/scrape``, ``prometheus.io/port`` and ``prometheus.io/path``
+annotations (docs/kubernetes.md). Debian's Prometheus runs on the host with
+the conventional scrape configuration for those annotations: Kubernetes service
+discovery of pods through the API server, with the token of a ServiceAccount
+that may only list and watch pods of this namespace and the cluster's CA; the
+annotations pick the targets, their port and path; the pods are reached at
+their pod addresses (the host routes the pod range to the node's bridge).
+
+This proves that the annotations the operator writes are enough for such a
+Prometheus: every pod is a target that is up, and named series of the
+coordinator's and the comm servers' families (docs/metrics.md) come from each
+pod, carrying its ``pod`` label: ``webrtc_broker_build_info`` of each service,
+``webrtc_broker_coordinator_servers`` counting both comm servers, each comm
+server ``webrtc_broker_commserver_registered``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from broker_operator import GROUP, PLURAL, VERSION
+from broker_operator.naming import COMMSERVER, COORDINATOR
+from tests.k8s.clients import NAME, KubeBroker, OperatorRun, broker_cluster_body
+from tests.k8s.cluster import ControlPlane
+from tests.k8s.node import Node
+from tests.k8s.support import installed_identity
+from tests.k8s.workloads import Phases, wait_running
+from tests.metrics.prometheus_server import Prometheus, binary
+from tests.operator.support import until
+from tests.support import free_port
+
+pytestmark = pytest.mark.timeout(420)
+
+ACCOUNT = "prometheus"
+SCRAPE_INTERVAL = "2s"
+
+
+def annotation_relabeling() -> list[dict[str, Any]]:
+    """The conventional relabeling for ``prometheus.io/*`` pod annotations (Prometheus'
+    own example configuration for Kubernetes, job ``kubernetes-pods``)."""
+    return [
+        {
+            "source_labels": ["__meta_kubernetes_pod_annotation_prometheus_io_scrape"],
+            "action": "keep",
+            "regex": "true",
+        },
+        {
+            "source_labels": ["__meta_kubernetes_pod_annotation_prometheus_io_path"],
+            "action": "replace",
+            "target_label": "__metrics_path__",
+            "regex": "(.+)",
+        },
+        {
+            "source_labels": [
+                "__address__",
+                "__meta_kubernetes_pod_annotation_prometheus_io_port",
+            ],
+            "action": "replace",
+            "regex": r"([^:]+)(?::\d+)?;(\d+)",
+            "replacement": "$1:$2",
+            "target_label": "__address__",
+        },
+        {"action": "labelmap", "regex": "__meta_kubernetes_pod_label_(.+)"},
+        {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
+        {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
+    ]
+
+
+def scrape_config(plane: ControlPlane, namespace: str, token_file: Path) -> dict[str, Any]:
+    """Pods of ``namespace`` discovered through the API server as the ServiceAccount."""
+    return {
+        "global": {"scrape_interval": SCRAPE_INTERVAL, "scrape_timeout": SCRAPE_INTERVAL},
+        "scrape_configs": [
+            {
+                "job_name": "kubernetes-pods",
+                "kubernetes_sd_configs": [
+                    {
+                        "role": "pod",
+                        "api_server": plane.server,
+                        "namespaces": {"names": [namespace]},
+                        "authorization": {"credentials_file": str(token_file)},
+                        "tls_config": {"ca_file": str(plane.pki / "ca.crt")},
+                    }
+                ],
+                "relabel_configs": annotation_relabeling(),
+            }
+        ],
+    }
+
+
+def pod_reader(namespace: str) -> list[tuple[str, dict[str, Any]]]:
+    """A ServiceAccount allowed to get, list and watch the pods of ``namespace`` only."""
+    rbac = "/apis/rbac.authorization.k8s.io/v1"
+    return [
+        (
+            f"/api/v1/namespaces/{namespace}/serviceaccounts",
+            {"metadata": {"name": ACCOUNT}},
+        ),
+        (
+            f"{rbac}/namespaces/{namespace}/roles",
+            {
+                "metadata": {"name": ACCOUNT},
+                "rules": [
+                    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}
+                ],
+            },
+        ),
+        (
+            f"{rbac}/namespaces/{namespace}/rolebindings",
+            {
+                "metadata": {"name": ACCOUNT},
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "Role",
+                    "name": ACCOUNT,
+                },
+                "subjects": [{"kind": "ServiceAccount", "name": ACCOUNT, "namespace": namespace}],
+            },
+        ),
+    ]
+
+
+@contextlib.asynccontextmanager
+async def prometheus_with(workdir: Path, config: dict[str, Any]) -> AsyncIterator[Prometheus]:
+    """Debian's Prometheus with ``config`` on a free loopback port; stopped on exit."""
+    config_file = workdir / "prometheus.yml"
+    config_file.write_text(json.dumps(config, indent=2))  # JSON is valid YAML
+    port = free_port()
+    log_path = workdir / "prometheus.log"
+    with log_path.open("ab") as log:
+        process = await asyncio.create_subprocess_exec(
+            binary("prometheus"),
+            f"--config.file={config_file}",
+            f"--storage.tsdb.path={workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--storage.tsdb.retention.time=1h",
+            "--log.level=info",
+            cwd=workdir,
+            stdout=log,
+            stderr=log,
+        )
+    prometheus = Prometheus(f"http://127.0.0.1:{port}", process, log_path)
+    try:
+
+        async def up() -> bool:
+            if process.returncode is not None:
+                raise AssertionError(f"prometheus exited: {prometheus.log()[-3000:]}")
+            with contextlib.suppress(Exception):
+                answer = await prometheus.http.get(f"{prometheus.url}/-/ready")
+                return answer.status_code == 200
+            return False
+
+        await until(up, timeout=60, interval=0.5)
+        yield prometheus
+    finally:
+        await prometheus.http.aclose()
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), 15)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+
+
+async def targets_of(prometheus: Prometheus) -> dict[str, dict[str, Any]]:
+    """Active targets by their ``pod`` label."""
+    active = (await prometheus.api("targets"))["activeTargets"]
+    return {t["labels"].get("pod", ""): t for t in active}
+
+
+async def by_pod(prometheus: Prometheus, expr: str) -> dict[str, float]:
+    return await prometheus.values(expr, "pod")
+
+
+async def test_prometheus_scrapes_every_pod_through_kubernetes_discovery(
+    control_plane: ControlPlane, node: Node, broker_image: str, tmp_path: Path
+) -> None:
+    phases = Phases("prometheus")
+    with installed_identity(control_plane, tmp_path) as identity:
+        namespace = identity.clusters_namespace
+        operator = await asyncio.to_thread(OperatorRun.start, identity, tmp_path, namespace)
+        path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}"
+        with control_plane.client(timeout=30) as admin:
+            broker = KubeBroker(
+                control_plane, admin, namespace, node.address, tmp_path, node.socket
+            )
+            try:
+                for collection, body in pod_reader(namespace):
+                    answer = admin.post(collection, json=body)
+                    assert answer.status_code == 201, answer.text
+                token_file = tmp_path / "prometheus.token"
+                token_file.write_text(
+                    control_plane.service_account_token(namespace, ACCOUNT, create=False)
+                )
+                answer = admin.post(path, json=broker_cluster_body(broker_image, replicas=2))
+                assert answer.status_code == 201, answer.text
+                await until(broker.find_node_port, timeout=120, interval=0.5)
+                aliases = await broker.wait_servers(2)
+                await asyncio.to_thread(wait_running, admin, namespace, NAME, timeout=120)
+                coordinator = [p["metadata"]["name"] for p in await broker.pods(COORDINATOR)]
+                servers = sorted(aliases)
+                pods = {*coordinator, *servers}
+                assert len(coordinator) == 1, coordinator
+                for pod in [*await broker.pods(COORDINATOR), *await broker.pods(COMMSERVER)]:
+                    annotations = pod["metadata"].get("annotations", {})
+                    print(
+                        f"{pod['metadata']['name']} at {pod['status']['podIP']}: "
+                        f"{ {k: v for k, v in annotations.items() if 'prometheus' in k} }"
+                    )
+                phases.mark("cluster running (1 coordinator, 2 comm servers)")
+
+                config = scrape_config(control_plane, namespace, token_file)
+                async with prometheus_with(tmp_path, config) as prometheus:
+                    await scraped(prometheus, pods, coordinator[0], servers, phases)
+                print(phases.summary())
+            except BaseException:
+                print(await broker.describe())
+                raise
+            finally:
+                await broker.aclose()
+                code = await asyncio.to_thread(operator.stop)
+                log = operator.log()
+                print(f"operator exit code {code}")
+                assert "Traceback" not in log, log[-4000:]
+
+
+async def scraped(
+    prometheus: Prometheus, pods: set[str], coordinator: str, servers: list[str], phases: Phases
+) -> None:
+    """Every pod an up target, and the named series from each, by its ``pod`` label."""
+    last: list[Any] = [None]
+
+    async def all_up() -> bool:
+        found = await targets_of(prometheus)
+        last[0] = {
+            pod: (t["health"], t["scrapeUrl"], t.get("lastError")) for pod, t in found.items()
+        }
+        return set(found) == pods and all(t["health"] == "up" for t in found.values())
+
+    try:
+        await until(all_up, timeout=90, interval=1)
+    except AssertionError:
+        raise AssertionError(
+            f"targets {last[0]}, wanted one up per pod {sorted(pods)}\n"
+            f"--- prometheus log\n{prometheus.log()[-4000:]}"
+        ) from None
+    for pod, (health, url, _) in sorted(last[0].items()):
+        print(f"target {pod}: {health} {url}")
+    phases.mark("every pod discovered and scraped")
+
+    wanted = {
+        "webrtc_broker_build_info": {pod: 1.0 for pod in pods},
+        'webrtc_broker_build_info{service="coordinator"}': {coordinator: 1.0},
+        'webrtc_broker_build_info{service="commserver"}': {pod: 1.0 for pod in servers},
+        "webrtc_broker_coordinator_ready": {coordinator: 1.0},
+        'webrtc_broker_coordinator_servers{role="server"}': {coordinator: 2.0},
+        "webrtc_broker_commserver_registered": {pod: 1.0 for pod in servers},
+        "webrtc_broker_commserver_coordinator_connected": {pod: 1.0 for pod in servers},
+    }
+    for expr, expected in wanted.items():
+        await prometheus.eventually_equal(expr, expected, by="pod", timeout=30)
+        print(f"{expr}: {expected}")
+    # Each series also carries the pod's own labels (the relabeling's labelmap).
+    result = await prometheus.query("webrtc_broker_commserver_registered")
+    for series in result:
+        labels = series["metric"]
+        assert labels["namespace"], labels
+        assert labels["app_kubernetes_io_component"] == COMMSERVER, labels
+    phases.mark("named series of every pod found")
