@@ -161,6 +161,8 @@ class KubeBroker:
     namespace: str
     node_address: str
     home: Path
+    containerd: Path
+    """The node's containerd socket."""
     http: httpx.AsyncClient = field(
         default_factory=lambda: httpx.AsyncClient(timeout=5, trust_env=False)
     )
@@ -202,6 +204,20 @@ class KubeBroker:
         assert answer.status_code == 200, answer.text
         return answer.json()  # type: ignore[no-any-return]
 
+    async def kill_container(self, pod: dict[str, Any]) -> None:
+        """SIGKILL the pod's container's process through the node's containerd, as the
+        kernel's OOM killer would: no SIGTERM, no drain."""
+        (status,) = pod["status"]["containerStatuses"]
+        container = str(status["containerID"]).removeprefix("containerd://")
+        command = ["ctr", "--address", str(self.containerd), "--namespace", "k8s.io"]
+        await asyncio.to_thread(
+            subprocess.run,
+            [*command, "tasks", "kill", "--signal", "SIGKILL", container],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+
     # --- the broker, from the host ------------------------------------------
 
     @property
@@ -227,6 +243,18 @@ class KubeBroker:
         answer.raise_for_status()
         body: dict[str, Any] = answer.json()
         return body
+
+    async def coordinator_dropped(self) -> dict[str, float]:
+        """The coordinator's ``frames_dropped_total`` by reason, from its ``/metrics``."""
+        answer = await self.http.get(f"{self.http_url}/metrics")
+        answer.raise_for_status()
+        prefix = 'webrtc_broker_coordinator_frames_dropped_total{reason="'
+        dropped = {}
+        for line in answer.text.splitlines():
+            if line.startswith(prefix):
+                labels, value = line.rsplit(" ", 1)
+                dropped[labels[len(prefix) :].split('"', 1)[0]] = float(value)
+        return dropped
 
     async def server_status(self, pod: dict[str, Any]) -> dict[str, Any]:
         """A comm server's ``/status`` at its pod address (the host routes the pod range)."""

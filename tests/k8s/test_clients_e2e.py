@@ -19,10 +19,12 @@ comm servers' pod addresses. This proves that:
    subscriber on a server that joins or stays meanwhile misses nothing while
    the mesh grows; the clients of the removed servers move to the one left,
    with their subscriptions;
-3. a comm-server pod deleted through the API: its clients are back on another
-   server within what the SDK promises (the server's drain, the keepalive's
-   timeout, one reconnect attempt), the others neither reconnect nor lose a
-   message; the StatefulSet makes the pod again and it rejoins.
+3. a comm-server pod lost, deleted through the API (it drains) or its
+   container's process killed on the node (no drain, only silence): its
+   clients are back on another server within what the SDK promises (the
+   drain or the keepalive's timeout, then one reconnect attempt), the others
+   neither reconnect nor lose a message; the StatefulSet makes the pod again
+   (the kubelet restarts the killed container) and the server rejoins the mesh.
 
 Every test prints its numbers (connect times, messages, reconnects, durations).
 """
@@ -36,6 +38,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -80,6 +83,7 @@ class Deployed:
     node_address: str
     home: Path
     operator: OperatorRun
+    containerd: Path
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +106,7 @@ def deployed(
                     json=broker_cluster_body(broker_image, replicas=2),
                 )
                 assert answer.status_code == 201, answer.text
-            yield Deployed(control_plane, namespace, node.address, workdir, operator)
+            yield Deployed(control_plane, namespace, node.address, workdir, operator, node.socket)
         finally:
             code = operator.stop()
             log = operator.log()
@@ -115,7 +119,12 @@ async def broker(deployed: Deployed, request: pytest.FixtureRequest) -> AsyncIte
     """The BrokerCluster seen from the host; pods, events and logs printed on failure."""
     with deployed.plane.client(timeout=30) as admin:
         kube = KubeBroker(
-            deployed.plane, admin, deployed.namespace, deployed.node_address, deployed.home
+            deployed.plane,
+            admin,
+            deployed.namespace,
+            deployed.node_address,
+            deployed.home,
+            deployed.containerd,
         )
         try:
             await until(kube.find_node_port, timeout=120, interval=0.5)
@@ -301,8 +310,16 @@ async def everything_published(feed: Feed, publisher: Publisher) -> None:
     assert feed.numbers == publisher.published, f"{feed.name}: duplicates or disorder"
 
 
-async def after_move(client: BrokerClient, servers: set[int]) -> bool:
+async def moved_to(client: BrokerClient, servers: set[int]) -> bool:
+    """``client`` moved, and is now on one of ``servers``."""
     return client.reconnects >= 1 and client.server_alias in servers and client.session is not None
+
+
+async def moved_off(client: BrokerClient, lost: int) -> bool:
+    """``client`` moved, and is now on a server other than ``lost`` (a killed server's
+    container restarts at once and registers under a new alias: that is another
+    server too)."""
+    return client.reconnects >= 1 and client.server_alias not in {0, lost} and bool(client.session)
 
 
 async def coordinator_agrees(broker: KubeBroker, clients: list[BrokerClient]) -> None:
@@ -321,6 +338,16 @@ async def coordinator_agrees(broker: KubeBroker, clients: list[BrokerClient]) ->
         await until(agrees, timeout=30, interval=0.3)
     except AssertionError:
         raise AssertionError(f"clients {dict(wanted)}; coordinator: {last}") from None
+
+
+def print_moves(caplog: pytest.LogCaptureFixture) -> None:
+    """What the SDK said while its clients moved (lost sessions, failed attempts)."""
+    for record in caplog.records:
+        if record.name.startswith("webrtc_broker.client") and "reconnect" in record.getMessage():
+            print(
+                f"  {time.strftime('%H:%M:%S', time.gmtime(record.created))}"
+                f".{int(record.msecs):03d} {record.getMessage()}"
+            )
 
 
 def report(publisher: Publisher, feeds: list[Feed], names: dict[int, str]) -> None:
@@ -342,23 +369,29 @@ async def shrink_to_one(
 ) -> None:
     """``kubectl scale`` to 1: the removed servers drain, ``movers`` land on ``first``
     and get what is published afterwards (their subscriptions came along)."""
+    dropped = await broker.coordinator_dropped()
     started = time.monotonic()
     await broker.scale(1)
     moved_after = []
     for client in movers:
-        await until(lambda c=client: after_move(c, {first}), timeout=120, interval=0.05)  # type: ignore[misc]
+        await until(lambda c=client: moved_to(c, {first}), timeout=120, interval=0.05)  # type: ignore[misc]
         moved_after.append(time.monotonic() - started)
     await broker.wait_servers(1)
     print(
         f"scaled 3 -> 1 in {time.monotonic() - started:.1f} s; clients moved after "
         + ", ".join(f"{t:.2f} s" for t in moved_after)
     )
+    # A CONNECT for a server that left the coordinator meanwhile is dropped there.
+    now = await broker.coordinator_dropped()
+    print(f"coordinator frames dropped meanwhile: { {k: now[k] - dropped.get(k, 0) for k in now} }")
     resumed = pub.last + 1
     for feed in feeds:
         await until(lambda f=feed: max(f.numbers) >= resumed, timeout=30)  # type: ignore[misc]
 
 
-async def test_scaling_up_and_down_under_traffic(broker: KubeBroker) -> None:
+async def test_scaling_up_and_down_under_traffic(
+    broker: KubeBroker, caplog: pytest.LogCaptureFixture
+) -> None:
     await broker.scale(2)
     aliases = await broker.wait_servers(2)
     first, second = (aliases[f"{NAME}-{COMMSERVER}-{i}"] for i in range(2))
@@ -411,6 +444,7 @@ async def test_scaling_up_and_down_under_traffic(broker: KubeBroker) -> None:
         await coordinator_agrees(broker, clients)
         report(publisher, feeds, {alias: name for name, alias in aliases.items()})
         print(f"moved clients: {sum(1 for c in clients if c.reconnects)} of {len(clients)}")
+        print_moves(caplog)
     finally:
         await publisher.stop()
         for feed in feeds:
@@ -422,9 +456,25 @@ async def test_scaling_up_and_down_under_traffic(broker: KubeBroker) -> None:
 # --- 3. pod loss --------------------------------------------------------------
 
 
-async def test_deleted_pod_moves_its_clients_and_leaves_the_others_alone(
-    broker: KubeBroker,
+def promise(how: str) -> float:
+    """How long the SDK may take to be back on another server.
+
+    A deleted pod's server drains: it closes its clients' sessions within
+    ``drainSeconds``. A killed one says nothing: the keepalive gives it up after
+    ``Keepalive.timeout`` of silence. Then the first reconnect attempt is
+    immediate and takes at most ``Reconnect.attempt_timeout``.
+    """
+    noticed = DRAIN_SECONDS + Keepalive().timeout if how == "deleted" else Keepalive().timeout
+    return noticed + Reconnect().attempt_timeout
+
+
+@pytest.mark.parametrize("how", ["deleted", "killed"])
+async def test_lost_pod_moves_its_clients_and_leaves_the_others_alone(
+    broker: KubeBroker, how: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """``deleted``: the pod deleted through the API (SIGTERM, drain, a new pod);
+    ``killed``: its container's process SIGKILLed on the node, as by the kernel's OOM
+    killer (no drain; the kubelet restarts the container in the same pod)."""
     await broker.scale(3)
     aliases = await broker.wait_servers(3)
     first, victim, third = (aliases[f"{NAME}-{COMMSERVER}-{i}"] for i in range(3))
@@ -449,35 +499,15 @@ async def test_deleted_pod_moves_its_clients_and_leaves_the_others_alone(
 
         before = await broker.pod(victim_pod)
         assert before is not None
-        deleted_at = time.monotonic()
-        await broker.delete_pod(victim_pod)
-        # What the SDK promises: the draining server closes its clients' sessions within
-        # its drain (a dead one is noticed within the keepalive's timeout), and the
-        # client is back after one reconnect attempt (the first is immediate), which
-        # takes at most attempt_timeout.
-        promise = DRAIN_SECONDS + Keepalive().timeout + Reconnect().attempt_timeout
-        back = []
-        for client in lost:
-            await until(lambda c=client: after_move(c, {first, third}), timeout=promise)  # type: ignore[misc]
-            back.append(time.monotonic() - deleted_at)
-        print(
-            f"deleted {victim_pod}: its clients on another server after "
-            + ", ".join(f"{t:.2f} s" for t in back)
-            + f" (the SDK's promise: {promise:g} s)"
-        )
+        lost_at = time.monotonic()
+        await lose(broker, how, before, lost, victim)
         resumed = publisher.last + 1
         for feed in feeds[2:]:
             await until(lambda f=feed: max(f.numbers) >= resumed, timeout=30)  # type: ignore[misc]
 
-        # The StatefulSet makes the pod again; it registers and rejoins the mesh.
-        again = await broker.wait_servers(3)
-        replaced = await broker.pod(victim_pod)
-        assert replaced is not None
-        assert replaced["metadata"]["uid"] != before["metadata"]["uid"]
-        print(
-            f"{victim_pod} replaced and meshed {time.monotonic() - deleted_at:.1f} s after "
-            f"the delete (alias {victim} -> {again[victim_pod]})"
-        )
+        # The StatefulSet makes the pod again (the kubelet restarts the killed
+        # container); the server registers anew and rejoins the mesh.
+        again = await back_again(broker, how, before, lost_at)
         await asyncio.sleep(1)
         await publisher.stop()
         await pub.ping()
@@ -491,10 +521,58 @@ async def test_deleted_pod_moves_its_clients_and_leaves_the_others_alone(
             in_order_once(feed)
         await coordinator_agrees(broker, clients)
         names = {alias: name for name, alias in aliases.items()}
-        report(publisher, feeds, {**names, again[victim_pod]: f"{victim_pod} (new)"})
+        report(publisher, feeds, {**names, again[victim_pod]: f"{victim_pod} (back)"})
+        print_moves(caplog)
     finally:
         await publisher.stop()
         for feed in feeds:
             await feed.stop()
         for client in clients:
             await client.close()
+
+
+async def lose(
+    broker: KubeBroker,
+    how: str,
+    pod: dict[str, Any],
+    clients: list[BrokerClient],
+    alias: int,
+) -> None:
+    """Lose ``pod`` (``how``), the server ``alias``; its ``clients`` are on another
+    server within the SDK's promise."""
+    started = time.monotonic()
+    if how == "deleted":
+        await broker.delete_pod(pod["metadata"]["name"])
+    else:
+        await broker.kill_container(pod)
+    back = []
+    for client in clients:
+        await until(lambda c=client: moved_off(c, alias), timeout=promise(how))  # type: ignore[misc]
+        back.append(time.monotonic() - started)
+    print(
+        f"{pod['metadata']['name']} {how}: its clients on another server after "
+        + ", ".join(f"{t:.2f} s" for t in back)
+        + f" (the SDK's promise: {promise(how):g} s)"
+    )
+
+
+async def back_again(
+    broker: KubeBroker, how: str, before: dict[str, Any], lost_at: float
+) -> dict[str, int]:
+    """The StatefulSet makes a deleted pod again, the kubelet restarts a killed
+    container in the same pod; the server registers anew and rejoins the mesh."""
+    name = before["metadata"]["name"]
+    again = await broker.wait_servers(3)
+    after = await broker.pod(name)
+    assert after is not None
+    if how == "deleted":
+        assert after["metadata"]["uid"] != before["metadata"]["uid"]
+    else:
+        assert after["metadata"]["uid"] == before["metadata"]["uid"]
+        assert restarts(after) == restarts(before) + 1
+    print(f"{name} back and meshed {time.monotonic() - lost_at:.1f} s after it was {how}")
+    return again
+
+
+def restarts(pod: dict[str, Any]) -> int:
+    return sum(int(c.get("restartCount", 0)) for c in pod["status"]["containerStatuses"])
