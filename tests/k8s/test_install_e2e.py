@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,7 @@ import pytest
 import yaml
 
 from broker_operator import GROUP
-from tests.helm.chart import CHART, run_helm
+from tests.helm.chart import CHART, HelmResult, run_helm
 from tests.k8s.cluster import ControlPlane
 from tests.k8s.node import NODE_NAME
 from tests.k8s.support import install_crd, unique
@@ -275,14 +276,6 @@ def test_kubectl_apply_deploy_runs_the_broker_on_the_node(
 # --- helm ---------------------------------------------------------------------
 
 
-def helm(plane: ControlPlane, home: Path, namespace: str, *args: str, timeout: float = 120) -> str:
-    result = run_helm(
-        *args, "--namespace", namespace, kubeconfig=plane.kubeconfig, home=home, timeout=timeout
-    )
-    assert result.returncode == 0, f"helm {' '.join(args)}:\n{result.output}"
-    return result.output
-
-
 def chart_values(image: str, namespace: str) -> dict[str, Any]:
     """Values putting every pod of the release on the node: the image imported there,
     the node's taint tolerated by the operator, the BrokerCluster and the test pod."""
@@ -301,98 +294,101 @@ def chart_values(image: str, namespace: str) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class Release:
+    """A helm release of the chart: its name, namespace and helm's home."""
+
+    plane: ControlPlane
+    name: str
+    namespace: str
+    home: Path
+
+    def __call__(self, *args: str, timeout: float = 120) -> HelmResult:
+        return run_helm(
+            *args,
+            "--namespace",
+            self.namespace,
+            kubeconfig=self.plane.kubeconfig,
+            home=self.home,
+            timeout=timeout,
+        )
+
+    def ok(self, *args: str) -> str:
+        result = self(*args)
+        assert result.returncode == 0, f"helm {' '.join(args)}:\n{result.output}"
+        return result.output
+
+
+@pytest.fixture
+def release(control_plane: ControlPlane, admin: httpx.Client, tmp_path: Path) -> Iterator[Release]:
+    """A release name and namespace; whatever the test leaves is uninstalled, and the
+    namespace deleted, waiting until its pods are gone from the node."""
+    found = Release(control_plane, unique("wb"), unique("helm"), tmp_path / "helm-home")
+    try:
+        yield found
+    finally:
+        found("uninstall", found.name, "--ignore-not-found", "--wait", "--timeout", "120s")
+        wait_namespace_gone(admin, found.namespace, timeout=GONE_TIMEOUT)
+
+
 def test_helm_install_and_helm_test_round_trip_on_the_node(
-    control_plane: ControlPlane,
     broker_image: str,  # the node's fixture too: the image is imported there
     admin: httpx.Client,
+    release: Release,
     tmp_path: Path,
 ) -> None:
     phases = Phases("helm")
-    release = unique("wb")
-    namespace = unique("helm")
-    home = tmp_path / "helm-home"
+    namespace = release.namespace
     values = tmp_path / "values.yaml"
     values.write_text(yaml.safe_dump(chart_values(broker_image, namespace)))
     # helm installs crds/ only where the CRD is absent and never upgrades it; the control
     # plane may hold an older one (without the placement fields, which it would prune),
     # so the CRD is applied first, as the chart's README says for upgrades.
-    install_crd(control_plane, tmp_path)
-    installed = False
-    try:
-        out = helm(
-            control_plane,
-            home,
-            namespace,
-            "install",
-            release,
-            str(CHART),
-            "--create-namespace",
-            "--values",
-            str(values),
-        )
-        installed = True
-        assert "STATUS: deployed" in out, out
-        phases.mark("helm install")
-        manifest = helm(control_plane, home, namespace, "get", "manifest", release)
-        objects = [doc for doc in yaml.safe_load_all(manifest) if doc]
-        (cluster,) = [o for o in objects if o["kind"] == "BrokerCluster"]
-        name = cluster["metadata"]["name"]
-        assert cluster["spec"]["image"] == broker_image, cluster["spec"]
-        operator = operator_ready(
-            admin, namespace, f"app.kubernetes.io/instance={release},{OPERATOR_SELECTOR}", phases
-        )
-        on_the_node([operator], broker_image)
-        pods = brokers_ready(admin, namespace, name, phases)
-        on_the_node(pods, broker_image)
-        status = wait_running(admin, namespace, name, timeout=RUNNING_TIMEOUT)
-        phases.mark("BrokerCluster Running")
-        assert status["readyServers"] == SERVERS, status
+    install_crd(release.plane, tmp_path)
+    out = release.ok(
+        "install", release.name, str(CHART), "--create-namespace", "--values", str(values)
+    )
+    assert "STATUS: deployed" in out, out
+    phases.mark("helm install")
+    manifest = release.ok("get", "manifest", release.name)
+    objects = [doc for doc in yaml.safe_load_all(manifest) if doc]
+    (cluster,) = [o for o in objects if o["kind"] == "BrokerCluster"]
+    name = cluster["metadata"]["name"]
+    assert cluster["spec"]["image"] == broker_image, cluster["spec"]
+    operator = operator_ready(
+        admin, namespace, f"app.kubernetes.io/instance={release.name},{OPERATOR_SELECTOR}", phases
+    )
+    on_the_node([operator], broker_image)
+    pods = brokers_ready(admin, namespace, name, phases)
+    on_the_node(pods, broker_image)
+    status = wait_running(admin, namespace, name, timeout=RUNNING_TIMEOUT)
+    phases.mark("BrokerCluster Running")
+    assert status["readyServers"] == SERVERS, status
 
-        # The chart's test pod: two clients through the coordinator, a message round trip.
-        # Without --logs: the pod is deleted once it succeeds (hook-succeeded), before
-        # helm (before 4.1) asks for its log; a failed one stays, and describe() shows it.
-        result = run_helm(
-            "test",
-            release,
-            "--namespace",
-            namespace,
-            "--timeout",
-            f"{HELM_TEST_TIMEOUT}s",
-            kubeconfig=control_plane.kubeconfig,
-            home=home,
-            timeout=HELM_TEST_TIMEOUT + 60,
-        )
-        phases.mark("helm test")
-        assert result.returncode == 0, f"helm test:\n{result.output}\n{describe(admin, namespace)}"
-        print(result.output)
-        suite = [line.split() for line in result.output.splitlines()]
-        assert ["TEST", "SUITE:", f"{release}-webrtc-broker-test-roundtrip"] in suite, result.output
-        assert ["Phase:", "Succeeded"] in suite, result.output
+    # The chart's test pod: two clients through the coordinator, a message round trip.
+    # Without --logs: the pod is deleted once it succeeds (hook-succeeded), before
+    # helm (before 4.1) asks for its log; a failed one stays, and describe() shows it.
+    result = release(
+        "test", release.name, "--timeout", f"{HELM_TEST_TIMEOUT}s", timeout=HELM_TEST_TIMEOUT + 60
+    )
+    phases.mark("helm test")
+    assert result.returncode == 0, f"helm test:\n{result.output}\n{describe(admin, namespace)}"
+    print(result.output)
+    suite = [line.split() for line in result.output.splitlines()]
+    assert ["TEST", "SUITE:", f"{release.name}-webrtc-broker-test-roundtrip"] in suite, (
+        result.output
+    )
+    assert ["Phase:", "Succeeded"] in suite, result.output
 
-        out = helm(
-            control_plane, home, namespace, "uninstall", release, "--wait", "--timeout", "120s"
-        )
-        installed = False
-        assert f'release "{release}" uninstalled' in out, out
-        assert admin.get(f"{clusters_path(namespace)}/{name}").status_code == 404
-        wait_for(
-            lambda: not list_pods(admin, namespace),
-            timeout=GONE_TIMEOUT,
-            what="every pod of the release gone after helm uninstall",
-            admin=admin,
-            namespaces=(namespace,),
-        )
-        phases.mark("helm uninstall, pods gone")
-        print(phases.summary())
-    finally:
-        if installed:
-            run_helm(
-                "uninstall",
-                release,
-                "--namespace",
-                namespace,
-                "--ignore-not-found",
-                kubeconfig=control_plane.kubeconfig,
-                home=home,
-            )
-        wait_namespace_gone(admin, namespace, timeout=GONE_TIMEOUT)
+    out = release.ok("uninstall", release.name, "--wait", "--timeout", "120s")
+    assert f'release "{release.name}" uninstalled' in out, out
+    assert admin.get(f"{clusters_path(namespace)}/{name}").status_code == 404
+    wait_for(
+        lambda: not list_pods(admin, namespace),
+        timeout=GONE_TIMEOUT,
+        what="every pod of the release gone after helm uninstall",
+        admin=admin,
+        namespaces=(namespace,),
+    )
+    phases.mark("helm uninstall, pods gone")
+    print(phases.summary())
