@@ -3,9 +3,10 @@
 # Kubernetes workload passes its own arguments (coordinator, commserver, operator).
 #   docker build -t webrtc-broker:0.1.0 .
 #   docker run --rm -p 9090:9090 webrtc-broker:0.1.0 coordinator --host 0.0.0.0
-# BASE is any image with Python 3.11 as `python` (with venv), groupadd and
-# useradd: tests/k8s/image.py passes one made from Debian's packages, so that
-# the image is built without a registry.
+# BASE is any image with Python 3.11 as `python` (with venv), groupadd,
+# useradd and the C++ runtime (libstdc++6, which the comm server's media
+# wheels link against): tests/k8s/image.py passes one made from Debian's
+# packages, so that the image is built without a registry.
 
 ARG BASE=python:3.11-slim
 

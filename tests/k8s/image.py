@@ -91,9 +91,18 @@ CACHE_VERSION = "v1"
 SUITE = "bookworm"
 """Debian 12: its python3 is 3.11, the Python of ``python:3.11-slim``."""
 
-PACKAGES = ("passwd", "python3", "python3-venv", "python-is-python3", "ca-certificates")
+PACKAGES = (
+    "passwd",
+    "python3",
+    "python3-venv",
+    "python-is-python3",
+    "ca-certificates",
+    "libstdc++6",
+)
 """On top of Debian's essential packages: what the Dockerfile uses (``python``
-with venv; ``groupadd``/``useradd``) and the CA certificates pip's TLS needs."""
+with venv; ``groupadd``/``useradd``), the CA certificates pip's TLS needs, and
+the C++ runtime that wheels of the comm server's dependencies link against
+(aiortc's ``av``, protobuf's ``upb``; ``python:3.11-slim`` has it)."""
 
 DPKG_OPTIONS = (
     "path-exclude=/usr/share/man/*",
