@@ -4,19 +4,30 @@ The operator (a local process with ``deploy/rbac.yaml``'s token, serving this
 test's namespace) runs a BrokerCluster of two comm servers and a coordinator on
 the node, with ``metrics.enabled`` left at its default: the pods carry the
 ``prometheus.io/scrape``, ``prometheus.io/port`` and ``prometheus.io/path``
-annotations (docs/kubernetes.md). Debian's Prometheus runs on the host with
-the conventional scrape configuration for those annotations: Kubernetes service
-discovery of pods through the API server, with the token of a ServiceAccount
-that may only list and watch pods of this namespace and the cluster's CA; the
-annotations pick the targets, their port and path; the pods are reached at
-their pod addresses (the host routes the pod range to the node's bridge).
+annotations (docs/kubernetes.md). The docs give no scrape configuration; this
+uses the conventional one for those annotations (Prometheus' example job
+``kubernetes-pods``: keep pods whose ``scrape`` is ``true``, take the path and
+port from the annotations, copy the pod's labels, its namespace and its name).
+
+Debian's Prometheus is built without Kubernetes discovery (its NEWS: "Kubernetes
+support has been completely removed"; ``kubernetes_sd_configs`` is refused as
+an unknown field). So the test does what that discovery does, as it would:
+it lists the namespace's pods through the API server with the token of a
+ServiceAccount that may only get, list and watch pods there, and the cluster's
+CA, and hands Prometheus the targets with the labels Kubernetes discovery gives
+(``__meta_kubernetes_*``, one target per declared container port at the pod's
+address) through ``file_sd_configs``; the relabeling is Prometheus' own. The
+pods are reached at their pod addresses (the host routes the pod range to the
+node's bridge).
 
 This proves that the annotations the operator writes are enough for such a
-Prometheus: every pod is a target that is up, and named series of the
-coordinator's and the comm servers' families (docs/metrics.md) come from each
-pod, carrying its ``pod`` label: ``webrtc_broker_build_info`` of each service,
-``webrtc_broker_coordinator_servers`` counting both comm servers, each comm
-server ``webrtc_broker_commserver_registered``.
+Prometheus: every pod is one target, up, at the annotated port and path; and
+named series of the coordinator's and the comm servers' families
+(docs/metrics.md) come from each pod, carrying its ``pod`` label:
+``webrtc_broker_build_info`` of each service, ``webrtc_broker_coordinator_ready``
+and ``webrtc_broker_coordinator_servers`` counting both comm servers, and each
+comm server's ``webrtc_broker_commserver_registered`` and
+``webrtc_broker_commserver_coordinator_connected``.
 """
 
 from __future__ import annotations
@@ -24,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -79,26 +91,74 @@ def annotation_relabeling() -> list[dict[str, Any]]:
     ]
 
 
-def scrape_config(plane: ControlPlane, namespace: str, token_file: Path) -> dict[str, Any]:
-    """Pods of ``namespace`` discovered through the API server as the ServiceAccount."""
+def sanitized(name: str) -> str:
+    """A label or annotation key as Kubernetes discovery names its meta label."""
+    return re.sub(r"[^a-zA-Z0-9_]", "_", name)
+
+
+def pod_targets(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Target groups with the labels Prometheus' Kubernetes discovery (role ``pod``) gives:
+    one target per declared container port at the pod's address, with the pod's
+    namespace, name, labels and annotations as ``__meta_kubernetes_*`` labels."""
+    groups = []
+    for pod in pods:
+        meta = pod["metadata"]
+        labels = {
+            "__meta_kubernetes_namespace": meta["namespace"],
+            "__meta_kubernetes_pod_name": meta["name"],
+            "__meta_kubernetes_pod_ip": pod["status"]["podIP"],
+            **{
+                f"__meta_kubernetes_pod_label_{sanitized(k)}": v
+                for k, v in (meta.get("labels") or {}).items()
+            },
+            **{
+                f"__meta_kubernetes_pod_annotation_{sanitized(k)}": v
+                for k, v in (meta.get("annotations") or {}).items()
+            },
+        }
+        for container in pod["spec"]["containers"]:
+            for port in container.get("ports") or [{}]:
+                address = pod["status"]["podIP"]
+                if "containerPort" in port:
+                    address = f"{address}:{port['containerPort']}"
+                groups.append(
+                    {
+                        "targets": [address],
+                        "labels": {
+                            **labels,
+                            "__meta_kubernetes_pod_container_name": container["name"],
+                        },
+                    }
+                )
+    return groups
+
+
+def scrape_config(targets_file: Path) -> dict[str, Any]:
+    """The job ``kubernetes-pods`` with :func:`annotation_relabeling`, its targets from
+    ``targets_file`` (what Kubernetes discovery would give; see :func:`discover`)."""
     return {
         "global": {"scrape_interval": SCRAPE_INTERVAL, "scrape_timeout": SCRAPE_INTERVAL},
         "scrape_configs": [
             {
                 "job_name": "kubernetes-pods",
-                "kubernetes_sd_configs": [
-                    {
-                        "role": "pod",
-                        "api_server": plane.server,
-                        "namespaces": {"names": [namespace]},
-                        "authorization": {"credentials_file": str(token_file)},
-                        "tls_config": {"ca_file": str(plane.pki / "ca.crt")},
-                    }
-                ],
+                "file_sd_configs": [{"files": [str(targets_file)], "refresh_interval": "2s"}],
                 "relabel_configs": annotation_relabeling(),
             }
         ],
     }
+
+
+def discover(plane: ControlPlane, namespace: str, token: str) -> list[dict[str, Any]]:
+    """The namespace's pods as Kubernetes discovery reads them: through the API server,
+    with the ServiceAccount's token and the cluster's CA (what ``kubernetes_sd_configs``
+    is given), as target groups."""
+    with plane.client(token=token) as reader:
+        answer = reader.get(f"/api/v1/namespaces/{namespace}/pods")
+        assert answer.status_code == 200, answer.text
+        pods = [p for p in answer.json()["items"] if p["status"].get("podIP")]
+        # The account may list pods of this namespace only.
+        assert reader.get("/api/v1/namespaces/default/pods").status_code == 403
+    return pod_targets(pods)
 
 
 def pod_reader(namespace: str) -> list[tuple[str, dict[str, Any]]]:
@@ -202,10 +262,7 @@ async def test_prometheus_scrapes_every_pod_through_kubernetes_discovery(
                 for collection, body in pod_reader(namespace):
                     answer = admin.post(collection, json=body)
                     assert answer.status_code == 201, answer.text
-                token_file = tmp_path / "prometheus.token"
-                token_file.write_text(
-                    control_plane.service_account_token(namespace, ACCOUNT, create=False)
-                )
+                token = control_plane.service_account_token(namespace, ACCOUNT, create=False)
                 answer = admin.post(path, json=broker_cluster_body(broker_image, replicas=2))
                 assert answer.status_code == 201, answer.text
                 await until(broker.find_node_port, timeout=120, interval=0.5)
@@ -223,7 +280,11 @@ async def test_prometheus_scrapes_every_pod_through_kubernetes_discovery(
                     )
                 phases.mark("cluster running (1 coordinator, 2 comm servers)")
 
-                config = scrape_config(control_plane, namespace, token_file)
+                targets_file = tmp_path / "pods.json"
+                groups = discover(control_plane, namespace, token)
+                targets_file.write_text(json.dumps(groups, indent=2))
+                print(f"{len(groups)} target groups discovered: {[g['targets'] for g in groups]}")
+                config = scrape_config(targets_file)
                 async with prometheus_with(tmp_path, config) as prometheus:
                     await scraped(prometheus, pods, coordinator[0], servers, phases)
                 print(phases.summary())

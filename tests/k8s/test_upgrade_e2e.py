@@ -151,7 +151,8 @@ async def back_and_receiving(
     try:
         await until(all_back, timeout=60, interval=0.2)
     except AssertionError:
-        states = [(c.closed, c.server_alias, c.reconnects) for c in clients]
+        # Why a closed client ended (the SDK keeps it, it does not log it).
+        states = [(c.closed and c._closed_reason, c.server_alias, c.reconnects) for c in clients]
         raise AssertionError(f"clients (closed, server, reconnects) {states}; {servers}") from None
     resumed = publisher.last + 1
     for feed in feeds:
