@@ -153,7 +153,10 @@ async def back_and_receiving(
     except AssertionError:
         # Why a closed client ended (the SDK keeps it, it does not log it).
         states = [(c.closed and c._closed_reason, c.server_alias, c.reconnects) for c in clients]
-        raise AssertionError(f"clients (closed, server, reconnects) {states}; {servers}") from None
+        raise AssertionError(
+            f"clients (closed, server, reconnects) {states}; servers {servers}; "
+            f"last publish errors {publisher.errors[-3:]}"
+        ) from None
     resumed = publisher.last + 1
     for feed in feeds:
         await until(lambda f=feed: max(f.numbers) >= resumed, timeout=60)  # type: ignore[misc]
