@@ -246,7 +246,7 @@ async def by_pod(prometheus: Prometheus, expr: str) -> dict[str, float]:
     return await prometheus.values(expr, "pod")
 
 
-async def test_prometheus_scrapes_every_pod_through_kubernetes_discovery(
+async def test_prometheus_scrapes_every_pod_by_its_scrape_annotations(
     control_plane: ControlPlane, node: Node, broker_image: str, tmp_path: Path
 ) -> None:
     phases = Phases("prometheus")
