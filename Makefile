@@ -48,15 +48,26 @@ chromium:
 	@test -x /usr/bin/chromium || { $(SUDO) apt-get update && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }
 
-# Debian's Prometheus (prometheus, promtool) for the metrics tests; installed only when
-# missing. No recommends: prometheus-node-exporter would take port 9100 on hosts with systemd.
-# On such hosts the package also starts a Prometheus service on :9090, the coordinator's
-# default port: `systemctl disable --now prometheus` frees it (the tests run their own).
+# Debian's packages the tests run, installed only when missing (no recommends:
+# prometheus-node-exporter would take port 9100 on hosts with systemd):
+# Prometheus for the metrics tests; containerd, runc, the CNI plugins, iptables
+# and conntrack for the local Kubernetes node; buildah and mmdebstrap for the
+# broker's image. On hosts with systemd, the prometheus package also starts a
+# Prometheus service on :9090, the coordinator's default port:
+# `systemctl disable --now prometheus` frees it (the tests run their own).
+SYSTEM_TOOLS := prometheus:prometheus promtool:prometheus containerd:containerd \
+	runc:runc iptables:iptables conntrack:conntrack buildah:buildah \
+	mmdebstrap:mmdebstrap /usr/lib/cni/bridge:containernetworking-plugins
 deps-system:
-	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
+	@missing=$$(for pair in $(SYSTEM_TOOLS); do tool=$${pair%%:*}; \
+		[ -x "$$tool" ] || command -v "$$tool" >/dev/null || echo "$${pair##*:}"; \
+		done | sort -u | tr '\n' ' '); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian's $$missing"; \
 		$(SUDO) apt-get update && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive \
-			apt-get install -y --no-install-recommends prometheus; }
+			apt-get install -y --no-install-recommends $$missing; \
+	fi
 
 # A real Kubernetes control plane on 127.0.0.1 (etcd, kube-apiserver,
 # kube-controller-manager, kube-scheduler; tests/k8s/). Built with Go from
