@@ -33,11 +33,8 @@ comm server's ``webrtc_broker_commserver_registered`` and
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import re
-import signal
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -50,9 +47,8 @@ from tests.k8s.cluster import ControlPlane
 from tests.k8s.node import Node
 from tests.k8s.support import installed_identity
 from tests.k8s.workloads import Phases, wait_running
-from tests.metrics.prometheus_server import Prometheus, binary
+from tests.metrics.prometheus_server import Prometheus, prometheus_with_config
 from tests.operator.support import until
-from tests.support import free_port
 
 pytestmark = pytest.mark.timeout(420)
 
@@ -193,49 +189,6 @@ def pod_reader(namespace: str) -> list[tuple[str, dict[str, Any]]]:
     ]
 
 
-@contextlib.asynccontextmanager
-async def prometheus_with(workdir: Path, config: dict[str, Any]) -> AsyncIterator[Prometheus]:
-    """Debian's Prometheus with ``config`` on a free loopback port; stopped on exit."""
-    config_file = workdir / "prometheus.yml"
-    config_file.write_text(json.dumps(config, indent=2))  # JSON is valid YAML
-    port = free_port()
-    log_path = workdir / "prometheus.log"
-    with log_path.open("ab") as log:
-        process = await asyncio.create_subprocess_exec(
-            binary("prometheus"),
-            f"--config.file={config_file}",
-            f"--storage.tsdb.path={workdir / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--storage.tsdb.retention.time=1h",
-            "--log.level=info",
-            cwd=workdir,
-            stdout=log,
-            stderr=log,
-        )
-    prometheus = Prometheus(f"http://127.0.0.1:{port}", process, log_path)
-    try:
-
-        async def up() -> bool:
-            if process.returncode is not None:
-                raise AssertionError(f"prometheus exited: {prometheus.log()[-3000:]}")
-            with contextlib.suppress(Exception):
-                answer = await prometheus.http.get(f"{prometheus.url}/-/ready")
-                return answer.status_code == 200
-            return False
-
-        await until(up, timeout=60, interval=0.5)
-        yield prometheus
-    finally:
-        await prometheus.http.aclose()
-        if process.returncode is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(process.wait(), 15)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
-
-
 async def targets_of(prometheus: Prometheus) -> dict[str, dict[str, Any]]:
     """Active targets by their ``pod`` label."""
     active = (await prometheus.api("targets"))["activeTargets"]
@@ -285,7 +238,7 @@ async def test_prometheus_scrapes_every_pod_by_its_scrape_annotations(
                 targets_file.write_text(json.dumps(groups, indent=2))
                 print(f"{len(groups)} target groups discovered: {[g['targets'] for g in groups]}")
                 config = scrape_config(targets_file)
-                async with prometheus_with(tmp_path, config) as prometheus:
+                async with prometheus_with_config(tmp_path, config) as prometheus:
                     await scraped(prometheus, pods, coordinator[0], servers, phases)
                 print(phases.summary())
             except BaseException:

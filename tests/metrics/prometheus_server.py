@@ -119,19 +119,27 @@ class Prometheus:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
-def _write_config(workdir: Path, jobs: Mapping[str, Sequence[str]]) -> Path:
+def _write_config(workdir: Path, settings: Mapping[str, Any]) -> Path:
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "prometheus.yml"
-    config.write_text(json.dumps(scrape_config(jobs), indent=2))  # JSON is valid YAML
+    config.write_text(json.dumps(settings, indent=2))  # JSON is valid YAML
     return config
 
 
-@contextlib.asynccontextmanager
-async def running_prometheus(
+def running_prometheus(
     workdir: Path, jobs: Mapping[str, Sequence[str]]
-) -> AsyncIterator[Prometheus]:
+) -> contextlib.AbstractAsyncContextManager[Prometheus]:
     """Start Prometheus scraping ``jobs``; it is stopped (and waited for) on exit."""
-    config = _write_config(workdir, jobs)
+    return prometheus_with_config(workdir, scrape_config(jobs))
+
+
+@contextlib.asynccontextmanager
+async def prometheus_with_config(
+    workdir: Path, settings: Mapping[str, Any]
+) -> AsyncIterator[Prometheus]:
+    """Start Prometheus with the configuration ``settings`` on a free loopback port; it is
+    stopped (and waited for) on exit."""
+    config = _write_config(workdir, settings)
     port = free_port()
     log_path = workdir / "prometheus.log"
     with log_path.open("ab") as log:
