@@ -12,6 +12,7 @@ import contextlib
 import copy
 import os
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -157,6 +158,38 @@ def operator_identity(control_plane: ControlPlane, tmp_path: Path) -> Iterator[O
     """The CRD, deploy/rbac.yaml in a namespace of its own, a namespace for clusters."""
     with installed_identity(control_plane, tmp_path) as identity:
         yield identity
+
+
+DEPLOY_FILES = [DEPLOY / name for name in ("operator.yaml", "rbac.yaml", "namespace.yaml")]
+"""Everything of deploy/ but the CRD: shared by every test, never deleted (deleting it
+would delete every BrokerCluster of the control plane)."""
+
+
+def remove_deploy(plane: ControlPlane, home: Path) -> None:
+    """deploy/'s objects but the CRD deleted, and their namespace gone (its controller
+    finalizes it: asynchronous)."""
+    files = [arg for path in DEPLOY_FILES for arg in ("-f", str(path))]
+    run_kubectl(plane, home, "delete", "--ignore-not-found", "--wait=false", *files)
+    namespace = next(doc for doc in load_yaml(RBAC_FILE) if doc["kind"] == "ServiceAccount")[
+        "metadata"
+    ]["namespace"]
+    with plane.client() as admin:
+        # Synchronous: this runs in fixtures, outside the test's event loop.
+        deadline = time.monotonic() + 120
+        while admin.get(f"/api/v1/namespaces/{namespace}").status_code != 404:
+            assert time.monotonic() < deadline, f"namespace {namespace} not deleted"
+            time.sleep(0.5)
+
+
+@pytest.fixture
+def deploy_home(control_plane: ControlPlane, tmp_path: Path) -> Iterator[Path]:
+    """A home for kubectl; deploy/'s fixed-name objects absent before and removed after
+    (their names are fixed: tests that apply deploy/ must run one at a time)."""
+    remove_deploy(control_plane, tmp_path)
+    try:
+        yield tmp_path
+    finally:
+        remove_deploy(control_plane, tmp_path)
 
 
 def events_about(admin: httpx.Client, namespace: str, name: str) -> list[dict[str, Any]]:

@@ -57,7 +57,6 @@ from tests.k8s.test_kubectl import (
     OPERATOR_NAMESPACE,
     Kubectl,
     apply_deploy,
-    remove_deploy,
 )
 from tests.k8s.workloads import (
     PULL_POLICY,
@@ -97,16 +96,6 @@ def component(name: str, part: str) -> str:
 def admin(control_plane: ControlPlane) -> Iterator[httpx.Client]:
     with control_plane.client(timeout=30) as http:
         yield http
-
-
-@pytest.fixture
-def deploy_home(control_plane: ControlPlane, tmp_path: Path) -> Iterator[Path]:
-    """A home for kubectl; deploy/'s fixed-name objects absent before and removed after."""
-    remove_deploy(control_plane, tmp_path)
-    try:
-        yield tmp_path
-    finally:
-        remove_deploy(control_plane, tmp_path)
 
 
 @pytest.fixture

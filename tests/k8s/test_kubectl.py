@@ -21,7 +21,6 @@ plane, and each of them installs the same CRD anyway (``install_crd``).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,8 +39,6 @@ pytestmark = pytest.mark.timeout(300)
 ACCOUNT = next(doc for doc in load_yaml(RBAC_FILE) if doc["kind"] == "ServiceAccount")
 OPERATOR_NAMESPACE: str = ACCOUNT["metadata"]["namespace"]
 OPERATOR_ACCOUNT: str = ACCOUNT["metadata"]["name"]
-# Everything of deploy/ but the CRD (shared, never deleted: see the docstring).
-DEPLOY_FILES = [DEPLOY / name for name in ("operator.yaml", "rbac.yaml", "namespace.yaml")]
 NAME = load_yaml(EXAMPLE_FILE)[0]["metadata"]["name"]
 # Kinds the operator creates with an owner reference to the BrokerCluster.
 OWNED = {
@@ -51,33 +48,6 @@ OWNED = {
     "Secret": "/api/v1/namespaces/{ns}/secrets",
     "PodDisruptionBudget": "/apis/policy/v1/namespaces/{ns}/poddisruptionbudgets",
 }
-
-
-def remove_deploy(plane: ControlPlane, home: Path) -> None:
-    """deploy/'s objects but the CRD deleted, and the namespace gone (its controller
-    finalizes it: asynchronous)."""
-    files = [arg for path in DEPLOY_FILES for arg in ("-f", str(path))]
-    run_kubectl(plane, home, "delete", "--ignore-not-found", "--wait=false", *files)
-    with plane.client() as admin:
-
-        def gone() -> bool:
-            return admin.get(f"/api/v1/namespaces/{OPERATOR_NAMESPACE}").status_code == 404
-
-        # Synchronous: this runs in fixtures, outside the test's event loop.
-        deadline = time.monotonic() + 120
-        while not gone():
-            assert time.monotonic() < deadline, f"namespace {OPERATOR_NAMESPACE} not deleted"
-            time.sleep(0.5)
-
-
-@pytest.fixture
-def deployed_home(control_plane: ControlPlane, tmp_path: Path) -> Iterator[Path]:
-    """A home for kubectl; deploy/'s fixed-name objects absent before and removed after."""
-    remove_deploy(control_plane, tmp_path)
-    try:
-        yield tmp_path
-    finally:
-        remove_deploy(control_plane, tmp_path)
 
 
 @pytest.fixture
@@ -201,9 +171,9 @@ def delete_example(kubectl: Kubectl, admin: httpx.Client, namespace: str) -> Cal
 
 
 async def test_kubectl_installs_deploy_and_the_example(
-    control_plane: ControlPlane, deployed_home: Path, namespace: str, tmp_path: Path
+    control_plane: ControlPlane, deploy_home: Path, namespace: str, tmp_path: Path
 ) -> None:
-    kubectl = Kubectl(control_plane, deployed_home)
+    kubectl = Kubectl(control_plane, deploy_home)
     apply_deploy(kubectl)
     with control_plane.client() as admin:
         await operator_pod_pending(admin)
