@@ -14,10 +14,10 @@ import os
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -58,6 +58,23 @@ def install_crd(plane: ControlPlane, home: Path) -> None:
     run_kubectl(
         plane, home, "wait", "--for=condition=Established", f"crd/{PLURAL}.{GROUP}", "--timeout=60s"
     )
+
+
+T = TypeVar("T")
+
+
+def poll(probe: Callable[[], T | None], *, timeout: float, what: str, interval: float) -> T:
+    """Call ``probe`` every ``interval`` seconds until it returns something truthy; fail
+    saying ``what`` was not reached, with its last value (synchronous: for fixtures and
+    tests that use blocking clients)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what or probe}; last {value!r}")
+        time.sleep(interval)
 
 
 def unique(prefix: str) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ipaddress
 import subprocess
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,7 +21,7 @@ from broker_operator import GROUP, PLURAL, VERSION
 from tests.k8s import hostnet
 from tests.k8s.build import KUBERNETES_VERSION
 from tests.k8s.cluster import ControlPlane
-from tests.k8s.support import run_kubectl
+from tests.k8s.support import poll, run_kubectl
 from tests.operator.support import CRD_FILE, EXAMPLE_FILE, broker_cluster, load_yaml
 
 pytestmark = pytest.mark.timeout(120)
@@ -31,14 +30,7 @@ T = TypeVar("T")
 
 
 def until(probe: Callable[[], T | None], timeout: float = 60.0, what: str = "") -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what or probe}; last {value!r}")
-        time.sleep(0.25)
+    return poll(probe, timeout=timeout, what=what, interval=0.25)
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import json
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -26,6 +25,7 @@ import pytest
 
 from tests.k8s.cluster import SERVICE_CIDR, ControlPlane
 from tests.k8s.node import DNS_IP, NODE_NAME, POD_CIDR, TOLERATION, Node
+from tests.k8s.support import poll
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -34,14 +34,7 @@ REPLICAS = 2
 
 
 def until(probe: Callable[[], T | None], timeout: float = 120.0, what: str = "") -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what or probe}; last {value!r}")
-        time.sleep(0.5)
+    return poll(probe, timeout=timeout, what=what, interval=0.5)
 
 
 def host_get(url: str) -> httpx.Response:
