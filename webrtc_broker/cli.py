@@ -72,13 +72,24 @@ main.add_command(operator)
     help="Address or network whose X-Forwarded-For names the client (repeatable) [none]",
 )
 @click.option("--selector", type=click.Choice(["random", "round-robin", "least-clients"]))
+@click.option(
+    "--turn-url",
+    "turn_urls",
+    multiple=True,
+    help="turn:/turns: URL of a TURN server sharing --turn-secret (repeatable) [none]",
+)
+@click.option("--turn-secret", help="TURN REST shared secret (coturn static-auth-secret) [none]")
+@click.option("--turn-ttl", type=float, help="Seconds issued TURN credentials last [600]")
+@click.option("--turn-issue-rate", type=float, help="TURN credentials/s per address [0.2]")
+@click.option("--turn-issue-burst", type=int, help="TURN credentials per address at once [10]")
 @click.option("--log-level", help="Log level [info]")
 def coordinator(**flags: Any) -> None:
     """Run the coordinator (WebSocket entry point and signalling relay)."""
     from coordinator import serve  # noqa: PLC0415 - keep `webrtc-broker --help` fast
 
     # A repeatable flag given no times is an empty tuple: leave the setting alone.
-    flags["trusted_proxies"] = list(flags["trusted_proxies"]) or None
+    for repeatable in ("trusted_proxies", "turn_urls"):
+        flags[repeatable] = list(flags[repeatable]) or None
     config: CoordinatorConfig = _load(CoordinatorConfig, **flags)
     logs.configure(config.log_level)
     asyncio.run(serve(config))
@@ -110,11 +121,31 @@ def coordinator(**flags: Any) -> None:
 @click.option("--batch-window", type=float, help="Seconds frames wait to be batched, 0=off [0.01]")
 @click.option("--batch-max-bytes", type=int, help="Largest batch message [1160]")
 @click.option("--drain-seconds", type=float, help="On SIGTERM, seconds to hand clients over [10]")
+@click.option("--udp-port", type=int, help="One UDP port for all peer connections [a port each]")
+@click.option("--udp-port-range", help="LOW-HIGH: peer connections bind ports in it [any port]")
+@click.option(
+    "--advertise-address",
+    "advertise_addresses",
+    multiple=True,
+    help="HOST[:PORT] candidates carry instead of interface addresses (repeatable) [none]",
+)
+@click.option(
+    "--candidate-include",
+    multiple=True,
+    help="Interface glob or CIDR whose addresses are offered (repeatable) [all]",
+)
+@click.option(
+    "--candidate-exclude",
+    multiple=True,
+    help="Interface glob or CIDR never offered (repeatable) [lo, container and CNI devices]",
+)
 @click.option("--log-level", help="Log level [info]")
 def commserver(**flags: Any) -> None:
     """Run a comm server that relays topic messages over WebRTC."""
     from commserver import serve  # noqa: PLC0415
 
+    for repeatable in ("advertise_addresses", "candidate_include", "candidate_exclude"):
+        flags[repeatable] = list(flags[repeatable]) or None
     config: CommServerConfig = _load(CommServerConfig, **flags)
     logs.configure(config.log_level)
     asyncio.run(serve(config))

@@ -31,6 +31,60 @@ ServerRole = Literal["server", "hub"]
 ClientAuth = Literal["none", "jwt"]
 
 
+VIRTUAL_INTERFACES = (
+    "lo",
+    "docker*",
+    "br-*",
+    "cni*",
+    "cbr*",
+    "flannel*",
+    "vxlan*",
+    "kube-ipvs*",
+    "kube-bridge",
+    "cali*",
+    "cilium*",
+    "weave*",
+    "tunl*",
+    "virbr*",
+    "lxc*",
+    "genev_sys*",
+    "nodelocaldns",
+)
+"""Interfaces whose addresses no peer outside this host can reach, or that only route inside
+a cluster: loopback, container bridges, CNI and overlay devices, the IPVS dummy that holds
+every Service address. Offered as candidates, they cost each connection checks that fail."""
+
+
+def parse_port_range(value: str) -> tuple[int, int]:
+    """``"LOW-HIGH"`` as (low, high); ValueError naming what is wrong."""
+    low, sep, high = value.partition("-")
+    if not sep or not low.strip().isdigit() or not high.strip().isdigit():
+        raise ValueError(f"not a port range LOW-HIGH: {value!r}")
+    first, last = int(low), int(high)
+    if not 1 <= first <= last <= 65535:
+        raise ValueError(f"port range {value!r} must be 1 <= LOW <= HIGH <= 65535")
+    return first, last
+
+
+def parse_host_port(value: str) -> tuple[str, int | None]:
+    """``HOST``, ``HOST:PORT`` or ``[IPv6]:PORT`` as (host, port or None)."""
+    host, port_text = value, ""
+    if value.startswith("["):
+        host, sep, rest = value[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValueError(f"not HOST[:PORT]: {value!r}")
+        port_text = rest[1:]
+    elif value.count(":") == 1:
+        host, _, port_text = value.partition(":")
+    if not host:
+        raise ValueError(f"no host in {value!r}")
+    if not port_text:
+        return host, None
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ValueError(f"not a port in {value!r}")
+    return host, int(port_text)
+
+
 class IceServer(BaseModel):
     """A STUN or TURN server, shaped like WebRTC's ``RTCIceServer`` dictionary.
 
@@ -177,7 +231,29 @@ class CoordinatorConfig(ClientAuthSettings):
     )
     ice_servers: list[IceServer] = Field(
         default_factory=list,
-        description="STUN/TURN servers handed to clients at GET /ice-servers",
+        description="STUN/TURN servers handed to clients at GET /ice-servers as they are: "
+        "static TURN credentials here are given to anyone who asks (for external TURN "
+        "services that need them; prefer turn_urls with turn_secret)",
+    )
+    turn_urls: list[str] = Field(
+        default_factory=list,
+        description="turn: and turns: URLs of TURN servers sharing turn_secret (coturn's "
+        "use-auth-secret); GET /ice-servers hands out short-lived credentials for them",
+    )
+    turn_secret: SecretStr | None = Field(
+        None, description="TURN REST shared secret (coturn's static-auth-secret)"
+    )
+    turn_ttl: float = Field(
+        600.0, ge=30, le=86400, description="Seconds the issued TURN credentials are valid"
+    )
+    turn_issue_rate: float = Field(
+        0.2,
+        gt=0,
+        description="TURN credentials issued per second to one remote address when clients "
+        "are not authenticated (with tokens: per token subject)",
+    )
+    turn_issue_burst: int = Field(
+        10, ge=1, description="TURN credentials one address (or subject) may take at once"
     )
     log_level: str = Field("info", description="Log level")
 
@@ -185,6 +261,23 @@ class CoordinatorConfig(ClientAuthSettings):
     def _servers_prove_a_secret(self) -> Self:
         require_server_secret(self.client_auth, self.server_secret, "WEBRTC_BROKER_COORDINATOR_")
         return self
+
+    @model_validator(mode="after")
+    def _turn_is_complete(self) -> Self:
+        """TURN URLs without the secret could only be handed out without credentials."""
+        if self.turn_urls and (self.turn_secret is None or not self.turn_secret.get_secret_value()):
+            raise ValueError("turn_urls need turn_secret (the TURN server's shared secret)")
+        if self.turn_secret is not None and not self.turn_urls:
+            raise ValueError("turn_secret needs turn_urls (where the TURN server is)")
+        return self
+
+    @field_validator("turn_urls")
+    @classmethod
+    def _turn_urls_are_turn(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not url.startswith(("turn:", "turns:")):
+                raise ValueError(f"not a turn: or turns: URL: {url!r}")
+        return value
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -308,12 +401,77 @@ class CommServerConfig(ClientAuthSettings):
         default_factory=list,
         description="STUN/TURN servers for this server's own peer connections",
     )
+    udp_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="One UDP port for every peer connection's ICE traffic (ICE UDP mux); "
+        "unset: a socket on a free port per connection",
+    )
+    udp_port_range: str | None = Field(
+        None,
+        description="LOW-HIGH: each peer connection binds a port in this range (a firewall "
+        "opens the range); exclusive with udp_port",
+    )
+    advertise_addresses: list[str] = Field(
+        default_factory=list,
+        description="HOST[:PORT] put in this server's candidates instead of its interface "
+        "addresses (1:1 NAT, a NodePort or a load balancer); PORT defaults to the bound one",
+    )
+    candidate_include: list[str] = Field(
+        default_factory=list,
+        description="Interface names (globs such as eth*) or networks (CIDR) whose addresses "
+        "become host candidates; empty: every interface not excluded",
+    )
+    candidate_exclude: list[str] = Field(
+        default_factory=lambda: list(VIRTUAL_INTERFACES),
+        description="Interface names (globs) or networks (CIDR) never offered as candidates; "
+        "the default leaves out container, CNI, overlay and IPVS interfaces",
+    )
     log_level: str = Field("info", description="Log level")
 
     @model_validator(mode="after")
     def _servers_prove_a_secret(self) -> Self:
         require_server_secret(self.client_auth, self.server_secret, "WEBRTC_BROKER_COMMSERVER_")
         return self
+
+    @model_validator(mode="after")
+    def _one_port_mode(self) -> Self:
+        if self.udp_port is not None and self.udp_port_range is not None:
+            raise ValueError("udp_port and udp_port_range are exclusive: choose one")
+        return self
+
+    @field_validator("udp_port_range")
+    @classmethod
+    def _port_range_is_low_high(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_port_range(value)
+        return value
+
+    @field_validator("advertise_addresses")
+    @classmethod
+    def _advertised_are_host_port(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            parse_host_port(entry)
+        return value
+
+    @field_validator("candidate_include", "candidate_exclude")
+    @classmethod
+    def _filters_are_names_or_networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            if "/" in entry:
+                try:
+                    ipaddress.ip_network(entry, strict=False)
+                except ValueError:
+                    raise ValueError(f"not a network: {entry!r}") from None
+            elif not entry:
+                raise ValueError("an empty interface name")
+        return value
+
+    @property
+    def udp_ports(self) -> tuple[int, int] | None:
+        """``udp_port_range`` as (low, high), both bound inclusive; None without one."""
+        return None if self.udp_port_range is None else parse_port_range(self.udp_port_range)
 
 
 class OperatorConfig(BaseSettings):
