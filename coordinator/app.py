@@ -4,6 +4,9 @@ Credentials are checked before the WebSocket is accepted: a refused peer
 gets an HTTP answer to its upgrade whose status says why (403 for bad
 credentials, 503 or 429 for "not now", see :mod:`coordinator.refusals`), no
 WebSocket, no alias, and no trace in the registry.
+
+``GET /ice-servers`` hands out STUN/TURN servers, with short-lived TURN
+credentials signed per request (:mod:`coordinator.turn`, docs/turn.md).
 """
 
 from __future__ import annotations
@@ -31,19 +34,45 @@ from webrtc_broker.tokens import client_authenticator
 
 from .admission import UNKNOWN_ADDRESS
 from .core import Coordinator
-from .counters import RefusalReason
+from .counters import RefusalReason, TurnRefusal
 from .credentials import ClaimProblem, display_name, presented_token, server_claim, server_role
 from .metrics import add_metrics_route
 from .refusals import PUBLIC_CORS, deny, refusal_response
 from .registry import Claim, PeerRole, ServerClaim
 from .selector import ServerSelector
 from .static import add_static_routes
+from .turn import IssueLimiter, anonymous_subject, issue, retry_after, turn_entry
 
 logger = logging.getLogger(__name__)
 
 _FLOOD_REFUSALS = frozenset(
     {RefusalReason.TOO_MANY_CONNECTIONS, RefusalReason.TOO_MANY_FROM_ADDRESS}
 )
+
+ICE_SERVERS_CORS = {
+    **PUBLIC_CORS,
+    # The browser SDK sends its token as a header, which makes the request
+    # "non-simple": the browser asks first (OPTIONS) whether it may.
+    "Access-Control-Allow-Headers": "Authorization",
+    "Access-Control-Allow-Methods": "GET",
+    "Access-Control-Expose-Headers": "Retry-After",
+    "Access-Control-Max-Age": "600",
+}
+"""``/ice-servers`` takes no cookies, only a bearer token the page holds, so
+any origin may call it; what it returns depends on that token, never on ambient
+credentials."""
+
+_TURN_REFUSAL_STATUS = {
+    TurnRefusal.NO_TOKEN: 401,
+    TurnRefusal.BAD_TOKEN: 401,
+    TurnRefusal.RATE_LIMITED: 429,
+}
+
+_TURN_REFUSAL_MESSAGE = {
+    TurnRefusal.NO_TOKEN: "a client token is required (Authorization: Bearer, or ?token=)",
+    TurnRefusal.BAD_TOKEN: "the client token was refused",
+    TurnRefusal.RATE_LIMITED: "too many TURN credentials requested; retry later",
+}
 
 
 class ServerStatus(BaseModel):
@@ -86,6 +115,11 @@ def create_app(
     # What the config refuses for --client-auth, refused for an authenticator given
     # in code too: with /discover open, checking clients would protect nothing.
     check_trust_anchor(client_auth, server_secret)
+    if any(server.username or server.credential for server in config.ice_servers):
+        logger.warning(
+            "ice_servers carry static TURN credentials: /ice-servers gives them to every "
+            "client; prefer turn_urls with turn_secret (short-lived credentials)"
+        )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -109,6 +143,7 @@ def create_app(
     _add_peer_routes(app, coordinator, client_auth, server_secret)
     _add_admission_check(app, coordinator, client_auth)  # GET /connect, for browsers
     _add_http_routes(app, coordinator)
+    _add_ice_servers_route(app, coordinator, client_auth)  # GET /ice-servers
     app.state.metrics_registry = add_metrics_route(app, coordinator)  # GET /metrics
     add_static_routes(app)  # the demo page at / and the browser SDK under /sdk/
     return app
@@ -244,12 +279,6 @@ def _add_http_routes(app: FastAPI, coordinator: Coordinator) -> None:
             return JSONResponse({"status": "ready"}, headers=headers)
         return JSONResponse({"status": "not ready"}, status_code=503, headers=headers)
 
-    @app.get("/ice-servers")
-    async def ice_servers() -> JSONResponse:
-        """STUN/TURN servers for clients, TURN credentials included (clients need them)."""
-        body = [server.to_json() for server in coordinator.config.ice_servers]
-        return JSONResponse(body, headers={**PUBLIC_CORS, "Cache-Control": "no-store"})
-
     @app.get("/status")
     async def status() -> Status:
         registry = coordinator.registry
@@ -261,3 +290,70 @@ def _add_http_routes(app: FastAPI, coordinator: Coordinator) -> None:
             clients=registry.client_count,
             version=webrtc_broker.__version__,
         )
+
+
+def _add_ice_servers_route(
+    app: FastAPI, coordinator: Coordinator, client_auth: ClientAuthenticator
+) -> None:
+    """``GET /ice-servers``: static entries as configured, plus fresh TURN credentials.
+
+    With client tokens on, only a client with a valid token gets anything, and
+    its TURN username carries the token's subject; the rate limit is per
+    subject. Without them, anyone who can reach the coordinator gets
+    credentials (a random subject each), rate-limited per remote address: the
+    relay stays open to all of them, but only for ``turn_ttl`` seconds at a time.
+    """
+    config = coordinator.config
+    counters = coordinator.counters
+    tokens_required = not isinstance(client_auth, OpenClientAuthenticator)
+    secret = config.turn_secret.get_secret_value() if config.turn_secret is not None else None
+    limiter = IssueLimiter(config.turn_issue_rate, config.turn_issue_burst)
+    static = [server.to_json() for server in config.ice_servers]
+
+    def refuse(reason: TurnRefusal, headers: dict[str, str] | None = None) -> JSONResponse:
+        counters.turn_credentials_refused[reason] += 1
+        return JSONResponse(
+            {"error": reason.value, "message": _TURN_REFUSAL_MESSAGE[reason]},
+            status_code=_TURN_REFUSAL_STATUS[reason],
+            headers={**ICE_SERVERS_CORS, "Cache-Control": "no-store", **(headers or {})},
+        )
+
+    def subject_of(request: Request) -> str | TurnRefusal:
+        token = presented_token(request.headers, request.query_params)
+        if not token:
+            return TurnRefusal.NO_TOKEN
+        try:
+            identity = client_auth.authenticate(token.encode())
+        except AuthError:
+            return TurnRefusal.BAD_TOKEN
+        except Exception:
+            logger.exception("client authenticator failed")  # fail closed, and loudly
+            return TurnRefusal.BAD_TOKEN
+        return identity.value.decode(errors="replace")
+
+    @app.options("/ice-servers", include_in_schema=False)
+    async def ice_servers_preflight() -> Response:
+        """The CORS preflight of a browser sending its token in ``Authorization``."""
+        return Response(status_code=204, headers=ICE_SERVERS_CORS)
+
+    @app.get("/ice-servers")
+    async def ice_servers(request: Request) -> Response:
+        """STUN/TURN servers for this client; the TURN credentials expire after ``turn_ttl``."""
+        if tokens_required:
+            subject = subject_of(request)
+            if isinstance(subject, TurnRefusal):
+                return refuse(subject, {"WWW-Authenticate": "Bearer"})
+            key = f"subject:{subject}"
+        else:
+            subject = anonymous_subject()
+            address = request.client.host if request.client is not None else UNKNOWN_ADDRESS
+            key = f"address:{address}"
+        body: list[dict[str, object]] = list(static)
+        if secret is not None and config.turn_urls:
+            wait = limiter.take(key)
+            if wait is not None:
+                return refuse(TurnRefusal.RATE_LIMITED, {"Retry-After": retry_after(wait)})
+            credential = issue(secret, subject, config.turn_ttl)
+            counters.turn_credentials_issued += 1
+            body.append(turn_entry(config.turn_urls, credential))
+        return JSONResponse(body, headers={**ICE_SERVERS_CORS, "Cache-Control": "no-store"})

@@ -56,6 +56,14 @@ class RefusalReason(StrEnum):
     ALIAS_TAKEN = "alias_taken"  # a server proposed an alias another peer holds
 
 
+class TurnRefusal(StrEnum):
+    """Why ``GET /ice-servers`` issued no TURN credentials."""
+
+    NO_TOKEN = "no_token"  # client tokens are on and none was presented (HTTP 401)
+    BAD_TOKEN = "bad_token"  # the token presented did not verify (HTTP 401)
+    RATE_LIMITED = "rate_limited"  # above turn_issue_rate for the address or subject (HTTP 429)
+
+
 class TimeoutPhase(StrEnum):
     """Where a connection was when the coordinator closed it for taking too long."""
 
@@ -81,3 +89,7 @@ class CoordinatorCounters:
         default_factory=lambda: {phase.value: 0 for phase in TimeoutPhase}
     )
     slow_connections_closed: int = 0
+    turn_credentials_issued: int = 0
+    turn_credentials_refused: dict[str, int] = field(
+        default_factory=lambda: {reason.value: 0 for reason in TurnRefusal}
+    )

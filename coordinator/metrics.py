@@ -102,6 +102,19 @@ class CoordinatorCollector:
             "WebSockets closed because their outbound queue overflowed.",
             counters.slow_connections_closed,
         )
+        yield counter(
+            SERVICE,
+            "turn_credentials_issued_total",
+            "Short-lived TURN credentials handed out at GET /ice-servers.",
+            counters.turn_credentials_issued,
+        )
+        yield counter(
+            SERVICE,
+            "turn_credentials_refused_total",
+            "GET /ice-servers requests that got no TURN credentials (HTTP 401 or 429), by reason.",
+            [((reason,), value) for reason, value in counters.turn_credentials_refused.items()],
+            ("reason",),
+        )
 
 
 def coordinator_registry(coordinator: Coordinator) -> CollectorRegistry:

@@ -13,6 +13,7 @@ from webrtc_broker.client.errors import (
     PingTimeoutError,
     ServerFullError,
 )
+from webrtc_broker.client.link import IceTransportPolicy
 
 __all__ = [
     "AuthenticationError",
@@ -22,6 +23,7 @@ __all__ = [
     "ConnectTimeoutError",
     "CoordinatorUnavailableError",
     "DisconnectedError",
+    "IceTransportPolicy",
     "Keepalive",
     "MessageTooLargeError",
     "NoServerAvailableError",

@@ -35,7 +35,7 @@ from webrtc_broker.client.errors import (
     NoServerAvailableError,
     PingTimeoutError,
 )
-from webrtc_broker.client.link import Link
+from webrtc_broker.client.link import IceTransportPolicy, Link
 from webrtc_broker.config import IceServer
 from webrtc_broker.rtc import FlushScheduler, Session
 from webrtc_broker.rtc.liveness import KEEPALIVE_PING, SilenceClock
@@ -116,8 +116,10 @@ class BrokerClient:
         keepalive: Keepalive | None,
         reconnect: Reconnect | None,
         ice_servers: Sequence[IceServer] | None = None,
+        ice_transport_policy: IceTransportPolicy = "all",
     ) -> None:
         self._url = url
+        self._ice_transport_policy: IceTransportPolicy = ice_transport_policy
         self._ice_servers = None if ice_servers is None else list(ice_servers)
         self._credentials = credentials
         self._keepalive = keepalive
@@ -158,6 +160,7 @@ class BrokerClient:
         keepalive: Keepalive | None = Keepalive(),
         reconnect: Reconnect | None = Reconnect(),
         ice_servers: Sequence[IceServer] | None = None,
+        ice_transport_policy: IceTransportPolicy = "all",
     ) -> BrokerClient:
         """Connect through the coordinator at ``coordinator_url`` (``ws://host:port``).
 
@@ -172,8 +175,15 @@ class BrokerClient:
         ``reconnect=None`` makes the client end (iteration stops, calls raise
         :class:`ClosedError`) when its session ends. ``ice_servers`` (STUN/TURN)
         replaces those the coordinator hands out at ``/ice-servers`` (none if it
-        has no such endpoint).
+        has no such endpoint); those are fetched again for every session, since
+        their TURN credentials expire, with ``credentials`` as a bearer token.
+        ``ice_transport_policy="relay"`` restricts sessions to TURN-relayed
+        candidates (the WebRTC ``iceTransportPolicy``).
         """
+        if ice_transport_policy not in ("all", "relay"):
+            raise ValueError(
+                f"ice_transport_policy must be 'all' or 'relay': {ice_transport_policy!r}"
+            )
         if isinstance(credentials, str):
             credentials = credentials.encode()
         client = cls(
@@ -184,6 +194,7 @@ class BrokerClient:
             keepalive=keepalive,
             reconnect=reconnect,
             ice_servers=ice_servers,
+            ice_transport_policy=ice_transport_policy,
         )
         try:
             async with asyncio.timeout(timeout):
@@ -242,6 +253,7 @@ class BrokerClient:
             ice_servers=self._ice_servers,
             avoid=avoid,
             dropped=self.signalling_dropped,
+            ice_transport_policy=self._ice_transport_policy,
         )
         self._link = link
         self.server_capabilities = 0

@@ -14,10 +14,11 @@ import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlencode
 
 import httpx
+from aiortc import RTCConfiguration, RTCIceTransportPolicy, RTCPeerConnection
 from pydantic import TypeAdapter
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus, WebSocketException
@@ -45,6 +46,11 @@ ICE_SERVERS_TIMEOUT = 3.0
 """Seconds the coordinator's ``/ice-servers`` may take to answer."""
 
 _ICE_SERVER_LIST = TypeAdapter(list[IceServer])
+
+IceTransportPolicy = Literal["all", "relay"]
+"""Which local candidates a session may use: ``"relay"`` only TURN-relayed ones
+(the WebRTC ``iceTransportPolicy``), for networks that must not see the peers'
+addresses, or to prove that TURN works."""
 
 
 class SignallingDrop(StrEnum):
@@ -76,17 +82,52 @@ def ice_servers_url(url: str) -> str:
     return f"{base}/ice-servers"
 
 
-async def fetch_ice_servers(url: str) -> list[IceServer]:
-    """The coordinator's STUN/TURN servers; none if it cannot say (an old coordinator)."""
+async def fetch_ice_servers(url: str, credentials: bytes = b"") -> list[IceServer]:
+    """The coordinator's STUN/TURN servers, with TURN credentials fresh for this session.
+
+    ``credentials`` (the client's token) go as ``Authorization: Bearer``: with
+    client tokens on, the coordinator issues TURN credentials only against a
+    valid one. A refused token raises :class:`AuthenticationError` (``/connect``
+    would refuse it too); anything else that goes wrong gives no servers (an old
+    coordinator without the endpoint, a rate limit), and the session tries
+    without TURN.
+    """
+    token = credentials.decode(errors="replace")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
         async with httpx.AsyncClient(timeout=ICE_SERVERS_TIMEOUT) as http:
-            response = await http.get(ice_servers_url(url))
+            response = await http.get(ice_servers_url(url), headers=headers)
+            if response.status_code == 401:
+                raise AuthenticationError(
+                    "the coordinator refused the credentials for /ice-servers (HTTP 401)"
+                )
+            if response.status_code == 429:
+                log.warning(
+                    "the coordinator rate-limits TURN credentials (retry after %s s): "
+                    "this session gets no ICE servers",
+                    response.headers.get("retry-after", "?")[:8],
+                )
+                return []
             response.raise_for_status()
             return _ICE_SERVER_LIST.validate_python(response.json())
     except (httpx.HTTPError, ValueError) as exc:  # ValueError: bad JSON, bad entries
         # Never log the body: it carries TURN credentials.
         log.debug("no ICE servers from the coordinator: %s", type(exc).__name__)
         return []
+
+
+def restrict_to_relay(pc: RTCPeerConnection) -> None:
+    """Make ``pc`` gather and use TURN-relayed candidates only.
+
+    aiortc reads ``iceTransportPolicy`` from the peer connection's configuration
+    when it creates the ICE transport (on the first description), so setting it
+    on a fresh connection is the same as constructing it with the policy; the
+    session constructor takes only the server list, and aiortc offers no setter.
+    """
+    configuration = getattr(pc, "_RTCPeerConnection__configuration", None)
+    if not isinstance(configuration, RTCConfiguration):
+        raise RuntimeError("this aiortc version hides its configuration: no relay-only policy")
+    configuration.iceTransportPolicy = RTCIceTransportPolicy.RELAY
 
 
 CREDENTIALS_REFUSED = frozenset({401, 403})
@@ -125,6 +166,7 @@ class Link:
         *,
         servers: Sequence[int],
         dropped: Counter[str] | None = None,
+        ice_transport_policy: IceTransportPolicy = "all",
     ) -> None:
         self.ws = ws
         self.servers = list(servers)
@@ -134,6 +176,8 @@ class Link:
         self.alias = alias
         self.server_alias = server_alias
         self.session = Session(on_frame=on_frame, ice_servers=rtc_ice_servers(self.ice_servers))
+        if ice_transport_policy == "relay":
+            restrict_to_relay(self.session.pc)
         self.refusal: asyncio.Future[BrokerError] = asyncio.get_running_loop().create_future()
         self.answered = asyncio.Event()
         """Set when the server answers CONNECT, with an OFFER or a refusal."""
@@ -153,15 +197,17 @@ class Link:
         ice_servers: Sequence[IceServer] | None = None,
         avoid: Collection[int] = (),
         dropped: Counter[str] | None = None,
+        ice_transport_policy: IceTransportPolicy = "all",
     ) -> Link:
         """Connect to the coordinator and create the session object (not yet connected).
 
-        Without ``ice_servers`` the session uses those the coordinator hands out.
+        Without ``ice_servers`` the session uses those the coordinator hands out,
+        fetched now: TURN credentials expire, so every link asks for its own.
         Without ``server`` the coordinator's first choice is taken, passing over
         the servers in ``avoid`` when another one is listed.
         """
         if ice_servers is None:
-            ice_servers = await fetch_ice_servers(url)
+            ice_servers = await fetch_ice_servers(url, credentials)
         query = urlencode({"token": credentials.decode(errors="replace")}) if credentials else ""
         endpoint = f"{url.rstrip('/')}/connect" + (f"?{query}" if query else "")
         try:
@@ -179,7 +225,14 @@ class Link:
                 raise NoServerAvailableError(f"server {server} is not registered: {servers}")
             chosen = server if server is not None else _pick(servers, avoid)
             return cls(
-                ws, welcome.alias, chosen, on_frame, ice_servers, servers=servers, dropped=dropped
+                ws,
+                welcome.alias,
+                chosen,
+                on_frame,
+                ice_servers,
+                servers=servers,
+                dropped=dropped,
+                ice_transport_policy=ice_transport_policy,
             )
         except BaseException:
             await ws.close()
