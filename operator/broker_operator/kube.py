@@ -63,6 +63,7 @@ RESOURCES: dict[tuple[str, str], ResourceType] = {
     (api_version, kind): ResourceType(api_version, plural)
     for api_version, kind, plural in [
         ("v1", "Service", "services"),
+        ("v1", "Pod", "pods"),  # list (advertised addresses), patch (a load balancer's)
         ("apps/v1", "Deployment", "deployments"),
         ("apps/v1", "StatefulSet", "statefulsets"),
         ("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets"),
@@ -291,10 +292,17 @@ class KubeClient:
         return await self.request("PATCH", path, patch, content_type=MERGE_PATCH)
 
     async def list_objects(
-        self, api_version: str, kind: str, namespace: str | None
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None,
+        label_selector: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Every object of a kind in ``namespace`` (``None``: all namespaces)."""
-        answer = await self.request("GET", RESOURCES[(api_version, kind)].path(namespace))
+        """Every object of a kind in ``namespace`` (``None``: all namespaces), or those
+        ``label_selector`` matches."""
+        params = {"labelSelector": label_selector} if label_selector else None
+        path = RESOURCES[(api_version, kind)].path(namespace)
+        answer = await self.request("GET", path, params=params)
         items = answer.get("items") or []
         for item in items:  # lists leave apiVersion and kind out of their items
             item.setdefault("apiVersion", api_version)

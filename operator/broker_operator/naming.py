@@ -21,6 +21,7 @@ COORDINATOR = "coordinator"
 COMMSERVER = "commserver"
 HUB = "hub"
 SERVER_SECRET = "server-secret"
+TURN = "turn"
 Component = str
 
 
@@ -47,6 +48,11 @@ class ClusterRef:
     @property
     def service_monitor(self) -> str:
         return self.name
+
+    @property
+    def turn_service(self) -> str:
+        """The managed coturn's Deployment and Service."""
+        return self.object_name(TURN)
 
     @property
     def server_secret(self) -> str:

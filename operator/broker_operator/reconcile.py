@@ -68,7 +68,15 @@ from broker_operator.conditions import (
     workload_condition,
 )
 from broker_operator.kube import ApiError, KubeClient, resource_of
-from broker_operator.manifests import Manifest, ObjectKey, desired_objects, key_of, optional_objects
+from broker_operator.manifests import (
+    Manifest,
+    ObjectKey,
+    commserver,
+    desired_objects,
+    key_of,
+    optional_objects,
+)
+from broker_operator.manifests.commserver import server_replicas
 from broker_operator.manifests.secret import generated_secret, uses_generated_secret
 from broker_operator.metrics import OperatorStats
 from broker_operator.naming import (
@@ -263,6 +271,30 @@ def _latest(
     return found
 
 
+def load_balancer_host(service: Mapping[str, Any] | None) -> str | None:
+    """The first address a Service's load balancer reports (an IP, else a hostname)."""
+    if service is None:
+        return None
+    for ingress in (service.get("status") or {}).get("loadBalancer", {}).get("ingress") or []:
+        host = ingress.get("ip") or ingress.get("hostname")
+        if host:
+            return str(host)
+    return None
+
+
+def join_host_port(host: str, port: int) -> str:
+    """``HOST:PORT``, with an IPv6 address in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def pod_index(meta: Mapping[str, Any]) -> int | None:
+    """A StatefulSet pod's ordinal: its pod-index label, else its name's suffix."""
+    labels = meta.get("labels") or {}
+    suffix = str(meta.get("name", "")).rpartition("-")[2]
+    text = str(labels.get(commserver.POD_INDEX_LABEL) or suffix)
+    return int(text) if text.isdigit() else None
+
+
 def owned_by(obj: Mapping[str, Any], uid: str) -> bool:
     refs = obj.get("metadata", {}).get("ownerReferences") or []
     return any(ref.get("uid") == uid for ref in refs)
@@ -425,6 +457,12 @@ class Reconciler:
         for key in optional_objects(ref):
             if key not in wanted_keys:
                 steps.append((key, partial(self._remove, ref, key)))
+        # Per-pod Services of pods scaled away (or of a mode left): found by their label.
+        pruned = ObjectKey("v1", "Service", ref.namespace, f"{ref.headless_service}-*")
+        steps.append((pruned, partial(self._prune_pod_services, ref, wanted_keys)))
+        if spec.comm_servers.network.mode == "LoadBalancer":
+            annotated = ObjectKey("v1", "Pod", ref.namespace, f"{ref.headless_service}-*")
+            steps.append((annotated, partial(self._annotate_load_balancers, ref, spec)))
         backoffs = self._backoff.setdefault((ref.namespace, ref.name), {})
         for entry in backoffs.values():
             if entry.problem.reason == "NamespaceTerminating" and entry.holds(
@@ -600,6 +638,81 @@ class Reconciler:
         self.stats.applied["created"] += 1
         return f"created Secret {ref.namespace}/{ref.server_secret}"
 
+    async def _prune_pod_services(self, ref: ClusterRef, wanted: set[ObjectKey]) -> str | None:
+        """Delete this cluster's per-pod Services that the spec no longer wants."""
+        selector = f"app.kubernetes.io/instance={ref.name},{commserver.POD_SERVICE_LABEL}=true"
+        found = await self.client.list_objects("v1", "Service", ref.namespace, selector)
+        gone = []
+        for item in found:
+            key = key_of({**item, "metadata": {"namespace": ref.namespace, **item["metadata"]}})
+            if key in wanted or not owned_by(item, ref.uid):
+                continue
+            if await self.client.delete(key):
+                self.stats.applied["deleted"] += 1
+                gone.append(key.name)
+        return f"deleted per-pod Services {', '.join(sorted(gone))}" if gone else None
+
+    async def _annotate_load_balancers(
+        self, ref: ClusterRef, spec: BrokerClusterSpec
+    ) -> str | None:
+        """Tell each comm-server pod its load balancer's address (LoadBalancer mode).
+
+        The pod reads the annotation through the downward API and waits for it
+        before starting (see :mod:`.manifests.commserver`); a pod whose load
+        balancer has no address yet is left waiting.
+        """
+        port = spec.comm_servers.network.udp_port
+        told = []
+        for index in range(server_replicas(spec)):
+            name = commserver.pod_service_name(ref, index)
+            service = await self.client.get(ObjectKey("v1", "Service", ref.namespace, name))
+            host = load_balancer_host(service)
+            if host is None:
+                continue
+            pod_key = ObjectKey("v1", "Pod", ref.namespace, name)
+            pod = await self.client.get(pod_key)
+            if pod is None:
+                continue
+            address = join_host_port(host, port)
+            annotations = pod.get("metadata", {}).get("annotations") or {}
+            if annotations.get(commserver.ADVERTISE_ANNOTATION) == address:
+                continue
+            patch = {"metadata": {"annotations": {commserver.ADVERTISE_ANNOTATION: address}}}
+            await self.client.merge_patch(pod_key, patch)
+            told.append(f"{name}={address}")
+        return f"annotated pods with their load balancers: {', '.join(told)}" if told else None
+
+    async def _advertised(self, ref: ClusterRef, spec: BrokerClusterSpec) -> list[dict[str, str]]:
+        """Each comm server and the address:port it advertises, from its pod (node address,
+        ordinal) or its load balancer; empty in PodIP mode (pod addresses, any port)."""
+        network = spec.comm_servers.network
+        if network.mode == "PodIP":
+            return []
+        selector = ref.label_selector(COMMSERVER)
+        try:
+            found = await self.client.list_objects("v1", "Pod", ref.namespace, selector)
+        except TRANSIENT as exc:
+            logger.warning("cannot list the pods of %s/%s: %s", ref.namespace, ref.name, exc)
+            return []
+        out = []
+        for pod in sorted(found, key=lambda item: str(item["metadata"].get("name"))):
+            meta = pod.get("metadata") or {}
+            name = str(meta.get("name"))
+            host_ip = (pod.get("status") or {}).get("hostIP")
+            entry = {"name": name, "node": str((pod.get("spec") or {}).get("nodeName") or "")}
+            if network.mode == "HostNetwork" and host_ip:
+                entry["address"] = join_host_port(host_ip, network.udp_port)
+            elif network.mode == "NodePort" and host_ip and network.node_port_base is not None:
+                index = pod_index(meta)
+                if index is not None:
+                    entry["address"] = join_host_port(host_ip, network.node_port_base + index)
+            elif network.mode == "LoadBalancer":
+                address = (meta.get("annotations") or {}).get(commserver.ADVERTISE_ANNOTATION)
+                if address:
+                    entry["address"] = str(address)
+            out.append(entry)
+        return out
+
     async def _remove(self, ref: ClusterRef, key: ObjectKey) -> str | None:
         """Delete an optional object the spec no longer wants, if this resource owns it."""
         return f"deleted {key}" if await self._delete_if_owned(ref, key) else None
@@ -668,6 +781,10 @@ class Reconciler:
         if problem is None and stalled is not None and _degraded_reason(previous) != stalled.reason:
             # Told once per cause: the controllers' messages (pod names) change every try.
             notes.append(Note("Warning", stalled.reason, stalled.message))
+        if spec is not None:
+            advertised = await self._advertised(ref, spec)
+            if advertised:
+                status["advertised"] = advertised
         if autoscaling is not None:
             status["autoscaler"] = autoscaling
         elif spec is not None and spec.autoscaling.enabled and "autoscaler" in previous:

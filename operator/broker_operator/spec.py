@@ -14,6 +14,7 @@ fails if a field, default, enum or bound differs.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
@@ -37,6 +38,8 @@ DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 SECRET_KEY = r"^[-._a-zA-Z0-9]+$"
 ICE_URL = r"^(stun|stuns|turn|turns):[^\s]+$"
+TURN_URL = r"^(turn|turns):[^\s]+$"
+CIDR = r"^[0-9a-fA-F.:]+/[0-9]{1,3}$"
 DURATION = r"^[0-9]+(ms|s|m|h)$"
 QUANTITY = (
     r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
@@ -174,6 +177,8 @@ COMMSERVER_RESOURCES = Resources(
     requests={"cpu": "500m", "memory": "256Mi"}, limits={"memory": "1Gi"}
 )
 
+TURN_RESOURCES = Resources(requests={"cpu": "100m", "memory": "64Mi"}, limits={"memory": "256Mi"})
+
 
 class CoordinatorSpec(Placement):
     selector: Literal["random", "round-robin", "least-clients"] = "least-clients"
@@ -183,8 +188,40 @@ class CoordinatorSpec(Placement):
     log_level: LogLevel = "info"
 
 
+NetworkMode = Literal["PodIP", "HostNetwork", "NodePort", "LoadBalancer"]
+
+DEFAULT_UDP_PORT = 7591
+"""The one UDP port of every comm server outside PodIP mode: next to the HTTP port, so
+outside the ports node agents hold and Linux's ephemeral range (see ``DEFAULT_HTTP_PORT``)."""
+
+NODE_PORT_MIN, NODE_PORT_MAX = 30000, 32767
+"""Kubernetes' default NodePort range (``--service-node-port-range``)."""
+
+
 class NetworkSpec(Model):
-    mode: Literal["PodIP", "HostNetwork"] = "PodIP"
+    """How browsers outside the cluster reach the comm servers' UDP port.
+
+    ``PodIP``: candidates of the pod's own address (clients in the cluster, or through
+    TURN). The other modes bind one UDP port (``udpPort``) and advertise an address
+    outside the pod network: the node's (``HostNetwork``), the node's with a per-pod
+    NodePort (``NodePort``), or a per-pod load balancer's (``LoadBalancer``).
+    """
+
+    mode: NetworkMode = "PodIP"
+    udp_port: int = Field(DEFAULT_UDP_PORT, ge=1024, le=65535)
+    node_port_base: int | None = Field(None, ge=NODE_PORT_MIN, le=NODE_PORT_MAX)
+    service_annotations: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _node_port_needs_base(self) -> NetworkSpec:
+        if self.mode == "NodePort" and self.node_port_base is None:
+            raise ValueError("network.nodePortBase is required when network.mode is NodePort")
+        return self
+
+    @property
+    def per_pod_services(self) -> bool:
+        """True when every comm-server pod gets a Service of its own."""
+        return self.mode in ("NodePort", "LoadBalancer")
 
 
 DEFAULT_HTTP_PORT = 7590
@@ -272,6 +309,64 @@ class AutoscalingSpec(Model):
         return self
 
 
+class ManagedTurnSpec(Placement):
+    """A coturn Deployment the operator runs, and the Service that exposes it."""
+
+    image: str = Field("docker.io/coturn/coturn:4.6", min_length=1, max_length=512)
+    replicas: int = Field(1, ge=1, le=16)
+    service_type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "LoadBalancer"
+    service_annotations: dict[str, str] = Field(default_factory=dict)
+    relay_port_min: int = Field(49160, ge=1024, le=65535)
+    relay_port_max: int = Field(49200, ge=1024, le=65535)
+    allowed_peer_networks: list[Annotated[str, Field(pattern=CIDR)]] = Field(
+        min_length=1, max_length=16
+    )
+    tls_secret_ref: LocalObjectReference | None = None
+    resources: Resources = TURN_RESOURCES
+
+    @field_validator("allowed_peer_networks")
+    @classmethod
+    def _networks(cls, networks: list[str]) -> list[str]:
+        for network in networks:
+            try:
+                ipaddress.ip_network(network)
+            except ValueError as exc:
+                raise ValueError(f"not a network (CIDR with host bits zero): {exc}") from None
+        return networks
+
+    @model_validator(mode="after")
+    def _relay_range(self) -> ManagedTurnSpec:
+        if self.relay_port_min > self.relay_port_max:
+            raise ValueError("turn.managed.relayPortMin must not exceed relayPortMax")
+        return self
+
+
+class TurnSpec(Model):
+    """TURN for clients that cannot reach the comm servers directly.
+
+    ``External``: a TURN server of the user's at ``urls``, sharing ``secretRef``'s secret;
+    ``Managed``: a coturn the operator runs (``urls`` then say how clients reach it; empty:
+    its Service's cluster DNS name). The coordinator hands out short-lived credentials
+    derived from the secret (TURN REST) either way.
+    """
+
+    mode: Literal["None", "External", "Managed"] = "None"
+    urls: list[Annotated[str, Field(pattern=TURN_URL)]] = Field(default_factory=list, max_length=8)
+    secret_ref: SecretKeyRef | None = None
+    ttl_seconds: int = Field(600, ge=30, le=86400)
+    managed: ManagedTurnSpec | None = None
+
+    @model_validator(mode="after")
+    def _mode_needs(self) -> TurnSpec:
+        if self.mode != "None" and self.secret_ref is None:
+            raise ValueError("turn.secretRef is required when turn.mode is External or Managed")
+        if self.mode == "External" and not self.urls:
+            raise ValueError("turn.urls are required when turn.mode is External")
+        if self.mode == "Managed" and self.managed is None:
+            raise ValueError("turn.managed is required when turn.mode is Managed")
+        return self
+
+
 DEFAULT_PROGRESS_DEADLINE = 600
 """Seconds a rollout may go without progress before it is reported ``Degraded``: the
 default of a Deployment's ``progressDeadlineSeconds``, which it also sets."""
@@ -288,7 +383,28 @@ class BrokerClusterSpec(Model):
     ice_servers: list[IceServerSpec] = Field(default_factory=list, max_length=8)
     metrics: MetricsSpec = MetricsSpec()
     autoscaling: AutoscalingSpec = AutoscalingSpec()
+    turn: TurnSpec = TurnSpec()
     progress_deadline_seconds: int = Field(DEFAULT_PROGRESS_DEADLINE, ge=1, le=86400)
+
+    @model_validator(mode="after")
+    def _node_ports_fit(self) -> BrokerClusterSpec:
+        # Pod i takes nodePortBase + i, for every pod the autoscaler may make too.
+        base = self.comm_servers.network.node_port_base
+        if self.comm_servers.network.mode == "NodePort" and base is not None:
+            most = self.max_server_replicas
+            if base + most - 1 > NODE_PORT_MAX:
+                raise ValueError(
+                    f"commServers.network.nodePortBase ({base}) + {most} comm servers "
+                    f"go beyond NodePort {NODE_PORT_MAX}"
+                )
+        return self
+
+    @property
+    def max_server_replicas(self) -> int:
+        """The most comm servers this spec may run (the autoscaler's bound when it is on)."""
+        if self.autoscaling.enabled:
+            return self.autoscaling.max_replicas
+        return self.comm_servers.replicas
 
 
 class SpecError(Exception):

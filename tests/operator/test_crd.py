@@ -38,7 +38,7 @@ def test_crd_is_structural_and_valid_for_kubernetes() -> None:
         "labelSelectorPath": ".status.selector",
     }
     columns = [c["name"] for c in version["additionalPrinterColumns"]]
-    assert columns == ["Servers", "Ready", "Phase", "Endpoint", "Age"]
+    assert columns == ["Servers", "Ready", "Phase", "Network", "Endpoint", "Age"]
 
 
 def test_example_is_accepted_and_defaulted() -> None:
@@ -254,6 +254,62 @@ CEL_TWINS: dict[str, tuple[str, dict[str, Any], str]] = {
             }
         },
         "spec.commServers.tolerations[0]: tolerationSeconds needs effect NoExecute",
+    ),
+    "!has(self.mode) || self.mode != 'NodePort' || has(self.nodePortBase)": (
+        "demo",
+        {"commServers": {"network": {"mode": "NodePort"}}},
+        "network.nodePortBase is required when network.mode is NodePort",
+    ),
+    (
+        "!has(self.commServers) || !has(self.commServers.network) || "
+        "!has(self.commServers.network.mode) || self.commServers.network.mode != 'NodePort' || "
+        "!has(self.commServers.network.nodePortBase) || self.commServers.network.nodePortBase + "
+        "((has(self.autoscaling) && has(self.autoscaling.enabled) && self.autoscaling.enabled) ? "
+        "(has(self.autoscaling.maxReplicas) ? self.autoscaling.maxReplicas : 10) : "
+        "(has(self.commServers.replicas) ? self.commServers.replicas : 2)) <= 32768"
+    ): (
+        "demo",
+        {
+            "commServers": {
+                "replicas": 2,
+                "network": {"mode": "NodePort", "nodePortBase": 32760},
+            },
+            "autoscaling": {"enabled": True, "maxReplicas": 10},
+        },
+        "nodePortBase (32760) + 10 comm servers go beyond NodePort 32767",
+    ),
+    "!has(self.mode) || self.mode == 'None' || has(self.secretRef)": (
+        "demo",
+        {"turn": {"mode": "External", "urls": ["turn:turn.example.org:3478"]}},
+        "turn.secretRef is required when turn.mode is External or Managed",
+    ),
+    "!has(self.mode) || self.mode != 'External' || (has(self.urls) && size(self.urls) > 0)": (
+        "demo",
+        {"turn": {"mode": "External", "secretRef": {"name": "turn"}}},
+        "turn.urls are required when turn.mode is External",
+    ),
+    "!has(self.mode) || self.mode != 'Managed' || has(self.managed)": (
+        "demo",
+        {"turn": {"mode": "Managed", "secretRef": {"name": "turn"}}},
+        "turn.managed is required when turn.mode is Managed",
+    ),
+    (
+        "!has(self.relayPortMin) || !has(self.relayPortMax) || "
+        "self.relayPortMin <= self.relayPortMax"
+    ): (
+        "demo",
+        {
+            "turn": {
+                "mode": "Managed",
+                "secretRef": {"name": "turn"},
+                "managed": {
+                    "allowedPeerNetworks": ["10.0.0.0/8"],
+                    "relayPortMin": 50000,
+                    "relayPortMax": 49999,
+                },
+            }
+        },
+        "turn.managed.relayPortMin must not exceed relayPortMax",
     ),
 }
 

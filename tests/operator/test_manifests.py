@@ -72,6 +72,37 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 4},
     },
     "no-metrics": {"metrics": {"enabled": False}, "commServers": {"replicas": 0}},
+    "node-port": {
+        "commServers": {
+            "replicas": 3,
+            "network": {"mode": "NodePort", "nodePortBase": 31000, "udpPort": 7600},
+        },
+        "topology": {"mode": "Hub", "hubs": 1},
+        "turn": {
+            "mode": "External",
+            "urls": ["turn:turn.example.org:3478?transport=udp"],
+            "secretRef": {"name": "turn-secret"},
+        },
+    },
+    "load-balancer": {
+        "commServers": {
+            "replicas": 2,
+            "network": {
+                "mode": "LoadBalancer",
+                "serviceAnnotations": {"service.beta.kubernetes.io/aws-load-balancer-type": "nlb"},
+            },
+        },
+        "turn": {
+            "mode": "Managed",
+            "secretRef": {"name": "turn-secret", "key": "shared"},
+            "managed": {
+                "serviceType": "NodePort",
+                "allowedPeerNetworks": ["10.244.0.0/16", "fd00:10:244::/56"],
+                "tlsSecretRef": {"name": "turn-tls"},
+                "nodeSelector": {"example.org/pool": "edge"},
+            },
+        },
+    },
 }
 
 
@@ -176,6 +207,10 @@ def test_comm_servers_follow_the_spec() -> None:
         "0.0.0.0",
         "--http-port",
         "9200",
+        "--udp-port",
+        "7591",
+        "--advertise-address",
+        "$(HOST_IP)",
     ]
     env = env_of(servers)
     assert env["WEBRTC_BROKER_COMMSERVER_ROLE"] == "server"
@@ -273,17 +308,21 @@ def test_placement_of_one_component_stays_off_the_other() -> None:
 
 
 def test_host_network_default_http_port_is_free_of_node_agents() -> None:
-    """In HostNetwork mode the comm servers' HTTP port is a port of the node itself."""
+    """In HostNetwork mode the comm servers' HTTP and UDP ports are ports of the node itself."""
     spec = {"image": IMAGE, "commServers": {"network": {"mode": "HostNetwork"}}}
     items = desired_objects(REF, parse_spec(REF.name, spec))
     servers = by_kind(items, "StatefulSet", "demo-commserver")
     pod = servers["spec"]["template"]["spec"]
     assert pod["hostNetwork"] is True
     (container,) = pod["containers"]
-    port = container["ports"][0]["containerPort"]
-    assert container["args"][-2:] == ["--http-port", str(port)]
+    http, udp = container["ports"]
+    port = http["containerPort"]
+    assert container["args"][-6:-4] == ["--http-port", str(port)]
+    assert container["args"][-4:-2] == ["--udp-port", str(udp["containerPort"])]
+    assert udp["protocol"] == "UDP"
     for low, high, holder in NODE_PORTS_TAKEN:
-        assert not low <= port <= high, f"{port} is in {low}-{high} ({holder})"
+        for taken in (port, udp["containerPort"]):
+            assert not low <= taken <= high, f"{taken} is in {low}-{high} ({holder})"
     # The CRD's default is the same (the API server fills it in before the operator reads it).
     http_port = crd_schema()["properties"]["spec"]["properties"]["commServers"]["properties"][
         "httpPort"
@@ -379,14 +418,14 @@ def test_rbac_is_least_privilege() -> None:
         for verb in rule["verbs"]
     }
     assert not any(verb in ("*", "escalate", "bind", "impersonate") for _, _, verb in granted)
-    assert not any(resource in ("pods", "*") for _, resource, _ in granted)
+    assert not any(resource == "*" for _, resource, _ in granted)
+    # Pods: listed (the advertised addresses in the status) and patched (a load balancer's
+    # address as an annotation), never created, changed otherwise or deleted.
+    assert {verb for _, resource, verb in granted if resource == "pods"} == {"list", "patch"}
     # Secrets: only created (the generated server secret), never read, changed or deleted.
     assert {verb for _, resource, verb in granted if resource == "secrets"} == {"create"}
-    assert ("", "services", "delete") not in granted
-    # Never done by the code: the coordinator Deployment is never deleted, Events are
-    # only created, status and scale are only patched.
+    # Never done by the code: Events are only created, status and scale are only patched.
     for unused in [
-        ("apps", "deployments", "delete"),
         ("", "events", "patch"),
         ("webrtc-broker.io", "brokerclusters/status", "get"),
         ("webrtc-broker.io", "brokerclusters/scale", "get"),
@@ -402,6 +441,10 @@ def test_rbac_is_least_privilege() -> None:
         ("", "events", "create"),
         ("", "events", "list"),
         ("", "secrets", "create"),
+        # Per-pod Services are listed and deleted with scaling; a managed TURN goes.
+        ("", "services", "list"),
+        ("", "services", "delete"),
+        ("apps", "deployments", "delete"),
     ]:
         assert needed in granted
 

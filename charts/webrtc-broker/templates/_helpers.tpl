@@ -112,16 +112,23 @@ characters (the operator derives "<name>-coordinator" and others from it).
   resources: [brokerclusters/finalizers]
   verbs: [update]
 # The coordinator Deployment always exists; a hub StatefulSet goes when
-# the topology leaves Hub.
+# the topology leaves Hub, a managed TURN Deployment when turn leaves Managed.
 - apiGroups: [apps]
   resources: [deployments]
-  verbs: [get, create, patch]
+  verbs: [get, create, patch, delete]
 - apiGroups: [apps]
   resources: [statefulsets]
   verbs: [get, create, patch, delete]
+# Per-pod Services (NodePort, LoadBalancer) are listed by label and deleted
+# with scaling.
 - apiGroups: [""]
   resources: [services]
-  verbs: [get, create, patch]
+  verbs: [get, list, create, patch, delete]
+# Pods of comm servers: listed for the addresses they advertise (status), and
+# annotated with their load balancer's address (LoadBalancer mode).
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [list, patch]
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
   verbs: [get, create, patch, delete]

@@ -4,16 +4,18 @@
 like in the cluster; :func:`optional_objects` names the objects that some
 specs have and others not, so that the reconciler can delete them when a
 spec stops asking for them (a hub StatefulSet after switching to mesh, a
-ServiceMonitor after turning it off).
+ServiceMonitor after turning it off, a managed TURN server). Per-pod Services
+come and go with the replica count: the reconciler finds them by label
+(:data:`commserver.POD_SERVICE_LABEL`) instead.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from broker_operator.manifests import commserver, coordinator, extras
+from broker_operator.manifests import commserver, coordinator, extras, turn
 from broker_operator.manifests.pods import Manifest
-from broker_operator.naming import COMMSERVER, HUB, ClusterRef
+from broker_operator.naming import COMMSERVER, HUB, TURN, ClusterRef
 from broker_operator.spec import BrokerClusterSpec
 
 __all__ = ["Manifest", "ObjectKey", "desired_objects", "key_of", "optional_objects"]
@@ -44,7 +46,10 @@ def desired_objects(ref: ClusterRef, spec: BrokerClusterSpec) -> list[Manifest]:
     must resolve when comm servers start); the coordinator before the comm
     servers that dial it.
     """
-    objects = [
+    objects = []
+    if spec.turn.mode == "Managed":
+        objects += [turn.service(ref, spec), turn.deployment(ref, spec)]
+    objects += [
         coordinator.service(ref, spec),
         coordinator.deployment(ref, spec),
         commserver.headless_service(ref, spec),
@@ -52,6 +57,8 @@ def desired_objects(ref: ClusterRef, spec: BrokerClusterSpec) -> list[Manifest]:
     if spec.topology.mode == "Hub":
         objects.append(commserver.statefulset(ref, spec, HUB))
         objects.append(extras.disruption_budget(ref, HUB))
+    # Per-pod Services first: a pod's port is reachable once it starts advertising it.
+    objects.extend(commserver.pod_services(ref, spec))
     objects.append(commserver.statefulset(ref, spec, COMMSERVER))
     objects.append(extras.disruption_budget(ref, COMMSERVER))
     if spec.metrics.enabled and spec.metrics.service_monitor.enabled:
@@ -66,4 +73,6 @@ def optional_objects(ref: ClusterRef) -> list[ObjectKey]:
         ObjectKey("apps/v1", "StatefulSet", ns, ref.object_name(HUB)),
         ObjectKey("policy/v1", "PodDisruptionBudget", ns, ref.object_name(HUB)),
         ObjectKey(extras.SERVICE_MONITOR_API, "ServiceMonitor", ns, ref.service_monitor),
+        ObjectKey("apps/v1", "Deployment", ns, ref.object_name(TURN)),
+        ObjectKey("v1", "Service", ns, ref.object_name(TURN)),
     ]

@@ -8,6 +8,14 @@ one another, so pods start and stop in parallel.
 Shutdown is a drain: on SIGTERM a comm server stops accepting sessions,
 tells its clients to move and exits within ``drainSeconds``; the pod's grace
 period is that plus a margin, so the kubelet never kills a draining server.
+
+Outside ``PodIP`` mode every server binds one UDP port (``network.udpPort``)
+and advertises an address browsers outside the cluster can reach
+(:func:`advertising`): the node's (``HostNetwork``), the node's with the
+pod's own NodePort (``NodePort``: pod ``i`` of the StatefulSet gets
+``nodePortBase + i`` through a Service of its own), or its own load
+balancer's (``LoadBalancer``). Hubs only talk to servers inside the cluster,
+so they keep the pod network in the per-pod Service modes.
 """
 
 from __future__ import annotations
@@ -15,10 +23,46 @@ from __future__ import annotations
 from broker_operator.manifests import pods
 from broker_operator.manifests.pods import Manifest
 from broker_operator.naming import COMMSERVER, HUB, ClusterRef, Component
-from broker_operator.spec import BrokerClusterSpec
+from broker_operator.spec import BrokerClusterSpec, NetworkMode
 
 PREFIX = "WEBRTC_BROKER_COMMSERVER_"
 PORT_NAME = "http"
+UDP_PORT_NAME = "rtc"
+POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"
+"""The StatefulSet controller's label with the pod's ordinal (Kubernetes 1.28 and later)."""
+POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name"
+"""The StatefulSet controller's label with the pod's name: a per-pod Service's selector."""
+POD_SERVICE_LABEL = "webrtc-broker.io/pod-service"
+"""On per-pod Services: the reconciler lists them by it to delete those scaled away."""
+ADVERTISE_ANNOTATION = "webrtc-broker.io/advertise-address"
+"""On comm-server pods in LoadBalancer mode: ``HOST:PORT`` of the pod's load balancer,
+written by the operator from its Service's ``status.loadBalancer.ingress``."""
+PODINFO_VOLUME = "podinfo"
+PODINFO_PATH = "/etc/webrtc-broker/pod"
+ADVERTISE_FILE = f"{PODINFO_PATH}/advertise-address"
+
+NODE_PORT_SCRIPT = (
+    'index="${POD_INDEX:-${POD_NAME##*-}}"; '
+    "port=$((NODE_PORT_BASE + index)); "
+    'case "$HOST_IP" in *:*) host="[$HOST_IP]" ;; *) host="$HOST_IP" ;; esac; '
+    'exec "$0" "$@" --advertise-address "$host:$port"'
+)
+"""NodePort mode: the advertised port is ``nodePortBase`` plus the pod's ordinal, which a
+StatefulSet's one pod template cannot spell and the kubelet's ``$(VAR)`` expansion cannot
+add, so POSIX shell arithmetic does it (the image's ``/bin/sh``), then ``exec``s the comm
+server with the arguments unchanged. The ordinal comes from the pod-index label, or the
+pod name's suffix on clusters older than 1.28 (where the label is missing)."""
+
+LOAD_BALANCER_SCRIPT = (
+    f"file={ADVERTISE_FILE}; "
+    'until [ -s "$file" ]; do '
+    'echo "waiting for $file: the operator writes it once the load balancer of this pod has an '
+    'address" >&2; sleep 5; done; '
+    'exec "$0" "$@" --advertise-address "$(cat "$file")"'
+)
+"""LoadBalancer mode: the address exists only once the load balancer has one; the operator
+annotates the pod with it and the downward API shows the annotation as a file, which this
+waits for before starting the comm server (a startup probe keeps the kubelet patient)."""
 GRACE_MARGIN_SECONDS = 5
 HOSTNAME_KEY = "kubernetes.io/hostname"
 COMMSERVER_LABEL = "webrtc-broker.io/commserver"
@@ -33,10 +77,54 @@ def batch_window(milliseconds: int) -> str:
     return f"{milliseconds / 1000:g}"
 
 
+def network_mode(spec: BrokerClusterSpec, component: Component) -> NetworkMode:
+    """The mode a component's pods run in: hubs keep the pod network with per-pod Services."""
+    mode = spec.comm_servers.network.mode
+    if component == HUB and spec.comm_servers.network.per_pod_services:
+        return "PodIP"
+    return mode
+
+
+def _field_env(name: str, path: str) -> Manifest:
+    return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
+
+
+def advertising(spec: BrokerClusterSpec, mode: NetworkMode) -> tuple[list[str], list[Manifest]]:
+    """The wrapper (a command before the entrypoint, or none) and the env it reads."""
+    network = spec.comm_servers.network
+    if mode == "HostNetwork":
+        return [], [_field_env("HOST_IP", "status.hostIP")]
+    if mode == "NodePort":
+        assert network.node_port_base is not None
+        env = [
+            _field_env("HOST_IP", "status.hostIP"),
+            _field_env("POD_INDEX", f"metadata.labels['{POD_INDEX_LABEL}']"),
+            pods.env_value("NODE_PORT_BASE", str(network.node_port_base)),
+        ]
+        return ["sh", "-c", NODE_PORT_SCRIPT], env
+    if mode == "LoadBalancer":
+        return ["sh", "-c", LOAD_BALANCER_SCRIPT], []
+    return [], []
+
+
+def network_args(spec: BrokerClusterSpec, mode: NetworkMode) -> list[str]:
+    """``--udp-port`` outside PodIP; the node's address as is in HostNetwork mode (the
+    kubelet expands ``$(HOST_IP)``; an IPv6 address without a port needs no brackets)."""
+    if mode == "PodIP":
+        return []
+    args = ["--udp-port", str(spec.comm_servers.network.udp_port)]
+    if mode == "HostNetwork":
+        args += ["--advertise-address", "$(HOST_IP)"]
+    return args
+
+
 def container(ref: ClusterRef, spec: BrokerClusterSpec, role: str) -> Manifest:
     servers = spec.comm_servers
+    mode = network_mode(spec, HUB if role == "hub" else COMMSERVER)
+    wrapper, network_env = advertising(spec, mode)
     env = [
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        *network_env,
         pods.env_value(f"{PREFIX}ROLE", role),
         pods.env_value(f"{PREFIX}MAX_PEERS", str(servers.max_peers)),
         pods.env_value(f"{PREFIX}BATCH_WINDOW", batch_window(servers.batch_window_milliseconds)),
@@ -46,10 +134,19 @@ def container(ref: ClusterRef, spec: BrokerClusterSpec, role: str) -> Manifest:
         *pods.client_auth_env(spec, PREFIX),
         *pods.ice_servers_env(spec, f"{PREFIX}ICE_SERVERS"),
     ]
-    return {
+    ports = [{"name": PORT_NAME, "containerPort": servers.http_port, "protocol": "TCP"}]
+    if mode != "PodIP":
+        # On the host network this also makes the scheduler keep two servers off one node.
+        ports.append(
+            {"name": UDP_PORT_NAME, "containerPort": servers.network.udp_port, "protocol": "UDP"}
+        )
+    mounts = [pods.tmp_mount()]
+    if mode == "LoadBalancer":
+        mounts.append({"name": PODINFO_VOLUME, "mountPath": PODINFO_PATH, "readOnly": True})
+    out: Manifest = {
         "name": COMMSERVER,
         **pods.image_fields(spec),
-        "command": list(pods.ENTRYPOINT),
+        "command": [*wrapper, *pods.ENTRYPOINT],
         "args": [
             "commserver",
             "--coordinator-url",
@@ -60,14 +157,24 @@ def container(ref: ClusterRef, spec: BrokerClusterSpec, role: str) -> Manifest:
             "0.0.0.0",
             "--http-port",
             str(servers.http_port),
+            *network_args(spec, mode),
         ],
         "env": env,
-        "ports": [{"name": PORT_NAME, "containerPort": servers.http_port, "protocol": "TCP"}],
+        "ports": ports,
         **pods.probes(PORT_NAME),
         "resources": servers.resources.as_manifest(),
         "securityContext": pods.container_security_context(),
-        "volumeMounts": [pods.tmp_mount()],
+        "volumeMounts": mounts,
     }
+    if mode == "LoadBalancer":
+        # Waiting for the load balancer's address is not a hang: liveness starts after it.
+        out["startupProbe"] = {
+            "httpGet": {"path": "/healthz", "port": PORT_NAME},
+            "periodSeconds": 5,
+            "timeoutSeconds": 3,
+            "failureThreshold": 720,
+        }
+    return out
 
 
 def _affinity(ref: ClusterRef, spec: BrokerClusterSpec) -> Manifest:
@@ -79,7 +186,7 @@ def _affinity(ref: ClusterRef, spec: BrokerClusterSpec) -> Manifest:
         ]
     }
     term = {"labelSelector": selector, "topologyKey": HOSTNAME_KEY}
-    if spec.comm_servers.network.mode == "HostNetwork":
+    if spec.comm_servers.network.mode == "HostNetwork":  # hubs too: they share the node
         return {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term]}}
     return {
         "podAntiAffinity": {
@@ -91,6 +198,24 @@ def _affinity(ref: ClusterRef, spec: BrokerClusterSpec) -> Manifest:
 
 
 def pod_spec(ref: ClusterRef, spec: BrokerClusterSpec, role: str) -> Manifest:
+    mode = network_mode(spec, HUB if role == "hub" else COMMSERVER)
+    volumes = [pods.tmp_volume()]
+    if mode == "LoadBalancer":
+        volumes.append(
+            {
+                "name": PODINFO_VOLUME,
+                "downwardAPI": {
+                    "items": [
+                        {
+                            "path": "advertise-address",
+                            "fieldRef": {
+                                "fieldPath": f"metadata.annotations['{ADVERTISE_ANNOTATION}']"
+                            },
+                        }
+                    ]
+                },
+            }
+        )
     out: Manifest = {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
@@ -98,9 +223,9 @@ def pod_spec(ref: ClusterRef, spec: BrokerClusterSpec, role: str) -> Manifest:
         "securityContext": pods.pod_security_context(),
         "affinity": _affinity(ref, spec),
         "containers": [container(ref, spec, role)],
-        "volumes": [pods.tmp_volume()],
+        "volumes": volumes,
     }
-    if spec.comm_servers.network.mode == "HostNetwork":
+    if mode == "HostNetwork":
         # The node's addresses become the ICE host candidates browsers can reach;
         # cluster DNS must still resolve the coordinator's Service.
         out["hostNetwork"] = True
@@ -169,3 +294,58 @@ def headless_service(ref: ClusterRef, spec: BrokerClusterSpec) -> Manifest:
             ],
         },
     }
+
+
+def pod_service_name(ref: ClusterRef, index: int) -> str:
+    """The Service of comm-server pod ``index``: named like the pod itself."""
+    return f"{ref.object_name(COMMSERVER)}-{index}"
+
+
+def pod_services(ref: ClusterRef, spec: BrokerClusterSpec) -> list[Manifest]:
+    """One NodePort or LoadBalancer Service per comm-server pod, for its UDP port.
+
+    ``externalTrafficPolicy: Local`` sends a packet only to the node running the pod
+    (the one whose address the pod advertises in NodePort mode) without source NAT:
+    the server sees the client's own address, which its per-address limits count,
+    and no second hop between nodes. Not-ready addresses are published: a draining
+    server is not ready, yet its clients' media must still reach it until they move.
+    """
+    network = spec.comm_servers.network
+    if not network.per_pod_services:
+        return []
+    services = []
+    for index in range(server_replicas(spec)):
+        name = pod_service_name(ref, index)
+        metadata = ref.metadata(name, COMMSERVER)
+        labels = metadata["labels"]
+        assert isinstance(labels, dict)
+        labels[POD_SERVICE_LABEL] = "true"
+        if network.service_annotations:
+            metadata["annotations"] = dict(network.service_annotations)
+        port: Manifest = {
+            "name": UDP_PORT_NAME,
+            "protocol": "UDP",
+            "port": network.udp_port,
+            "targetPort": network.udp_port,
+        }
+        if network.mode == "NodePort":
+            assert network.node_port_base is not None
+            port["nodePort"] = network.node_port_base + index
+        services.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": metadata,
+                "spec": {
+                    "type": network.mode,
+                    "externalTrafficPolicy": "Local",
+                    "publishNotReadyAddresses": True,
+                    "selector": {
+                        "app.kubernetes.io/instance": ref.name,
+                        POD_NAME_LABEL: name,
+                    },
+                    "ports": [port],
+                },
+            }
+        )
+    return services

@@ -8,7 +8,7 @@ reconnect with backoff while it restarts (docs/reliability.md).
 
 from __future__ import annotations
 
-from broker_operator.manifests import pods
+from broker_operator.manifests import pods, turn
 from broker_operator.manifests.pods import Manifest
 from broker_operator.naming import COORDINATOR, COORDINATOR_PORT, ClusterRef
 from broker_operator.spec import BrokerClusterSpec
@@ -25,6 +25,7 @@ def container(ref: ClusterRef, spec: BrokerClusterSpec) -> Manifest:
         *pods.server_secret_env(ref, spec, f"{PREFIX}SERVER_SECRET"),
         *pods.client_auth_env(spec, PREFIX),
         *pods.ice_servers_env(spec, f"{PREFIX}ICE_SERVERS"),
+        *turn.coordinator_env(ref, spec, PREFIX),
     ]
     return {
         "name": COORDINATOR,
