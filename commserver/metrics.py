@@ -78,6 +78,7 @@ class CommServerCollector:
         yield from self._traffic()
         yield from self._writers()
         yield from self._topics()
+        yield from self._udp_mux()
 
     # -- the server itself --------------------------------------------------
 
@@ -404,6 +405,52 @@ class CommServerCollector:
                 for audience, table in tables.items()
             ],
             ("audience",),
+        )
+
+    # -- UDP mux ------------------------------------------------------------
+
+    def _udp_mux(self) -> Iterator[Metric]:
+        """Present only in single-port mode (the other modes have no shared socket)."""
+        mux = self._server.candidates.mux
+        if mux is None:
+            return
+        yield counter(
+            SERVICE,
+            "udp_mux_dropped_unknown_total",
+            "Datagrams on the shared UDP port from a source bound to no connection, or STUN "
+            "messages naming no connection (scans, stale peers, spoofing).",
+            mux.stats.dropped_unknown,
+        )
+        yield counter(
+            SERVICE,
+            "udp_mux_refused_rebinds_total",
+            "Authenticated checks from an address already confirmed for another connection; "
+            "the address was not moved (a spoofed source, or two sessions on one 5-tuple).",
+            mux.stats.refused_rebinds,
+        )
+        yield counter(
+            SERVICE,
+            "udp_mux_refused_bindings_total",
+            "Addresses not bound because their connection held its limit of confirmed ones.",
+            mux.stats.refused_bindings,
+        )
+        yield counter(
+            SERVICE,
+            "udp_mux_dropped_sends_total",
+            "Datagrams not sent: the socket's queue was full or the peer's address unusable.",
+            mux.stats.dropped_sends,
+        )
+        yield gauge(
+            SERVICE,
+            "udp_mux_bound_addresses",
+            "Remote addresses bound to a connection on the shared UDP port.",
+            mux.bound_addresses,
+        )
+        yield gauge(
+            SERVICE,
+            "udp_mux_connections",
+            "Peer connections registered on the shared UDP port.",
+            mux.endpoints,
         )
 
 

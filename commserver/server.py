@@ -45,6 +45,7 @@ from webrtc_broker.rtc import (
     SignalingError,
     rtc_ice_servers,
 )
+from webrtc_broker.rtc.candidates import CandidatePolicy
 from webrtc_broker.rtc.liveness import KEEPALIVE_PING, SilenceClock
 from webrtc_broker.rtc.memory import MemoryReclaimer
 from webrtc_broker.rtc.writer import MAX_QUEUE_BYTES
@@ -96,10 +97,14 @@ class CommServer:
         config: CommServerConfig,
         *,
         authenticator: ClientAuthenticator | None = None,
+        candidates: CandidatePolicy | None = None,
     ) -> None:
         self.config = config
         self.role = ROLE_BY_NAME[config.role]
         self.ice_servers = rtc_ice_servers(config.ice_servers)
+        self.candidates = candidates or CandidatePolicy.from_config(config)
+        """Ports, advertised addresses and filters of every session's host candidates,
+        clients' and server links' alike; the server opens and closes its UDP mux."""
         self.server_id = uuid.uuid4().hex
         self.own_alias = random_server_alias()
         """The alias this server proposes at every registration (see
@@ -197,6 +202,7 @@ class CommServer:
             buffered_high_bytes=config.buffered_high_bytes,
             unreliable_high_bytes=config.unreliable_buffered_high_bytes,
             max_candidates=config.max_candidates,
+            candidate_policy=self.candidates,
         )
         peer = Peer(
             alias=alias,
@@ -628,6 +634,7 @@ class CommServer:
             "server_topics": len(self.relay.servers.by_topic),
             "queue_depth": sum(p.session.queue_depth for p in peers),
             "stats": self.stats.as_dict(),
+            "ice": self.candidates.describe(),
         }
 
     @property
@@ -642,12 +649,19 @@ class CommServer:
     async def run(self) -> None:
         """Serve until cancelled or until a long-lived task fails for good (then
         :attr:`healthy` is False and the caller exits non-zero); close every session."""
+        await self.open()
         self.supervisor.start(LINK_TASK, self.link.run, restart=True)
         self.supervisor.start("keepalive", self._keepalive, restart=True)
         try:
             await self._failed.wait()
         finally:
             await self.close()
+
+    async def open(self) -> None:
+        """Bind the UDP mux (single-port mode) and resolve advertised names; a taken
+        port raises an OSError naming it. :meth:`run` calls it; calling it first
+        reports such errors before anything else starts."""
+        await self.candidates.open()
 
     async def close(self) -> None:
         await self.supervisor.close()
@@ -665,4 +679,5 @@ class CommServer:
         )
         if self.batching is not None:
             self.batching.close()
+        self.candidates.close()
         self.reclaimer.close()

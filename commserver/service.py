@@ -14,6 +14,7 @@ from commserver.server import CommServer
 from webrtc_broker.auth import ClientAuthenticator
 from webrtc_broker.config import CommServerConfig
 from webrtc_broker.httpserver import EmbeddedServer
+from webrtc_broker.rtc.candidates import CandidatePolicy
 from webrtc_broker.rtc.memory import freeze_startup_objects
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,21 @@ async def serve(
     config: CommServerConfig, *, authenticator: ClientAuthenticator | None = None
 ) -> None:
     """Run a comm server until SIGINT or SIGTERM; ``authenticator`` checks clients' AUTH."""
-    server = CommServer(config, authenticator=authenticator)
+    try:
+        candidates = CandidatePolicy.from_config(config)
+        # Before anything listens: a taken UDP port stops the process with its number.
+        await candidates.open()
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"comm server {config.name} cannot start: {exc}") from None
+    ice = candidates.describe()
+    log.info(
+        "comm server %s: UDP %s, ports %s, candidates %s",
+        config.name,
+        ice["mode"],
+        ice["ports"],
+        " ".join(ice["candidates"]) or "none",
+    )
+    server = CommServer(config, authenticator=authenticator, candidates=candidates)
     http = EmbeddedServer(
         uvicorn.Config(
             create_http_app(server),

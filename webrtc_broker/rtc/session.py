@@ -6,6 +6,10 @@ CONNECT answers (:meth:`Session.accept_offer`). aiortc gathers every
 candidate before it returns a local description, so this side never trickles;
 candidates trickled by the remote side (browsers do) are held until the remote
 description is set.
+
+Given a :class:`~webrtc_broker.rtc.candidates.CandidatePolicy` (a comm server's
+ports, advertised addresses and interface filters), a session gathers its host
+candidates by it; without one, aioice gathers as it always does.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from aiortc import (
     RTCPeerConnection,
 )
 
+from webrtc_broker.rtc.aiortc_internals import acknowledged_tsn, install_gathering
+from webrtc_broker.rtc.candidates import CandidatePolicy
 from webrtc_broker.rtc.signaling import (
     SignalingError,
     candidate_from_json,
@@ -82,8 +88,11 @@ class Session:
         unreliable_high_bytes: int = 64 * 1024,
         max_queue_bytes: int = MAX_QUEUE_BYTES,
         max_candidates: int = MAX_CANDIDATES,
+        candidate_policy: CandidatePolicy | None = None,
     ) -> None:
         self._on_frame = on_frame
+        self._candidate_policy = candidate_policy
+        self._release_gathering: Callable[[], None] | None = None
         self._queue_limits = (
             reliable_queue_frames,
             unreliable_queue_frames,
@@ -119,6 +128,7 @@ class Session:
         """Create both channels and return the offer's JSON (the CONNECT target's part)."""
         self._adopt_channel(self.pc.createDataChannel(RELIABLE, ordered=True))
         self._adopt_channel(self.pc.createDataChannel(UNRELIABLE, ordered=False, maxRetransmits=0))
+        self._prepare_gathering()
         await self.pc.setLocalDescription(await self.pc.createOffer())
         return description_to_json(self.pc.localDescription)
 
@@ -126,12 +136,21 @@ class Session:
         """Apply the remote offer and return the answer's JSON (the CONNECT sender's part)."""
         await self.pc.setRemoteDescription(description_from_json(offer, "offer"))
         await self._remote_description_set()
+        self._prepare_gathering()
         await self.pc.setLocalDescription(await self.pc.createAnswer())
         return description_to_json(self.pc.localDescription)
 
     async def accept_answer(self, answer: bytes) -> None:
         await self.pc.setRemoteDescription(description_from_json(answer, "answer"))
         await self._remote_description_set()
+
+    def _prepare_gathering(self) -> None:
+        """Hand host-candidate gathering to the policy, before the description that
+        carries the ufrag and the candidates is created."""
+        policy = self._candidate_policy
+        if policy is None or policy.is_default or self._release_gathering is not None:
+            return
+        self._release_gathering = install_gathering(self.pc, policy)
 
     async def add_candidate(self, candidate: bytes) -> None:
         """Add a trickled remote candidate, holding it until the remote description is set.
@@ -251,13 +270,7 @@ class Session:
     def peer_progress(self) -> tuple[int, int]:
         """Changes whenever the peer shows life: a message from it, or its SCTP
         acknowledgement of more of ours (see :mod:`webrtc_broker.rtc.liveness`)."""
-        return self.received, self._acknowledged_tsn()
-
-    def _acknowledged_tsn(self) -> int:
-        # aiortc keeps the peer's cumulative TSN ack private; without it (another
-        # aiortc version) only received messages count, which is merely stricter.
-        transport = self.pc.sctp
-        return int(getattr(transport, "_last_sacked_tsn", 0)) if transport is not None else 0
+        return self.received, acknowledged_tsn(self.pc)
 
     @property
     def queue_depth(self) -> int:
@@ -298,5 +311,10 @@ class Session:
             except Exception:
                 log.exception("session close callback failed")
         self._close_callbacks.clear()
-        with contextlib.suppress(Exception):
-            await self.pc.close()
+        try:
+            with contextlib.suppress(Exception):
+                await self.pc.close()
+        finally:
+            # The mux forgets the ufrag and the addresses even if aiortc's close failed.
+            if self._release_gathering is not None:
+                self._release_gathering()

@@ -1,0 +1,230 @@
+"""A comm server's peer connections on one UDP port, on a port range, and behind an
+advertised address, with real processes and Python SDK clients on this machine.
+
+What it proves: with ``--udp-port P`` the server process holds exactly one UDP
+socket (read from ``/proc/<pid>/fd`` and ``/proc/<pid>/net/udp``) and it serves
+every client and every server link; with ``--udp-port-range`` every socket the
+server holds is in the range; a server whose only candidate is an advertised
+address (its interface addresses filtered out) still serves; a taken port stops
+the process with an error naming it; ``/status`` and ``/metrics`` show the mode,
+the candidates and the mux's counters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.helpers import TIMEOUT, receive, subscribe, wait_status
+from tests.support import Cluster, eventually
+from webrtc_broker.client import BrokerClient
+
+CLIENTS = 24
+
+
+def udp_port_base() -> int:
+    """A port that is free for UDP now (the kernel's choice)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("0.0.0.0", 0))
+        return int(sock.getsockname()[1])
+
+
+def free_udp_range(size: int) -> tuple[int, int]:
+    """``size`` consecutive ports free for UDP now, above the ephemeral range's start."""
+    for low in range(20000, 32000, size):
+        held: list[socket.socket] = []
+        try:
+            for port in range(low, low + size):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                held.append(sock)
+                sock.bind(("0.0.0.0", port))
+            return low, low + size - 1
+        except OSError:
+            continue
+        finally:
+            for sock in held:
+                sock.close()
+    raise AssertionError("no free UDP port range")
+
+
+def udp_ports_of(pid: int) -> list[int]:
+    """Local ports of every UDP socket process ``pid`` holds (IPv4 and IPv6)."""
+    inodes: set[str] = set()
+    fd_dir = Path(f"/proc/{pid}/fd")
+    for fd in fd_dir.iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    ports: list[int] = []
+    for table in ("udp", "udp6"):
+        path = Path(f"/proc/{pid}/net/{table}")
+        if not path.exists():
+            continue
+        for line in path.read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[9] in inodes:
+                ports.append(int(fields[1].rsplit(":", 1)[1], 16))
+    return sorted(ports)
+
+
+def pid_of(cluster: Cluster, name: str) -> int:
+    process = cluster.servers[name].process
+    assert process is not None
+    return process.pid
+
+
+@contextlib.asynccontextmanager
+async def clients_on(
+    cluster: Cluster, server: str, count: int
+) -> AsyncIterator[list[BrokerClient]]:
+    alias = await cluster.alias_of(server)
+    async with contextlib.AsyncExitStack() as stack:
+        clients = await asyncio.gather(
+            *(
+                BrokerClient.connect(cluster.url, f"c{index}", server=alias)
+                for index in range(count)
+            )
+        )
+        for client in clients:
+            stack.push_async_callback(client.close)
+        yield list(clients)
+
+
+async def everyone_hears_everyone(clients: list[BrokerClient], topic: str = "room") -> None:
+    """Each client publishes once; each receives every other client's message."""
+    for client in clients:
+        await subscribe(client, [topic])
+    for index, client in enumerate(clients):
+        client.publish(topic, f"from {index}")
+    for index, client in enumerate(clients):
+        got = {(await receive(client)).body for _ in range(len(clients) - 1)}
+        assert got == {f"from {i}".encode() for i in range(len(clients)) if i != index}
+
+
+async def metric(cluster: Cluster, name: str, family: str) -> float:
+    response = await cluster.http.get(f"http://127.0.0.1:{cluster.servers[name].http_port}/metrics")
+    for line in response.text.splitlines():
+        if line.startswith(family + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"no {family} in /metrics")
+
+
+async def test_one_udp_socket_serves_every_client(cluster: Cluster) -> None:
+    port = udp_port_base()
+    await cluster.start_coordinator()
+    await cluster.start_server("s1", "--udp-port", str(port))
+    status = await cluster.server_status("s1")
+    assert status["ice"]["mode"] == "single-port"
+    assert status["ice"]["ports"] == port
+    assert status["ice"]["candidates"], "no candidate address on this machine"
+    assert all(c.endswith(f":{port}") for c in status["ice"]["candidates"])
+    async with clients_on(cluster, "s1", CLIENTS) as clients:
+        await everyone_hears_everyone(clients)
+        assert udp_ports_of(pid_of(cluster, "s1")) == [port]
+        status = await cluster.server_status("s1")
+        assert status["clients"] == CLIENTS
+        assert status["ice"]["mux"]["endpoints"] == CLIENTS
+        assert status["ice"]["mux"]["bound_addresses"] >= CLIENTS
+        assert await metric(cluster, "s1", "webrtc_broker_commserver_udp_mux_bound_addresses") >= (
+            CLIENTS
+        )
+    # Closed sessions leave no binding behind.
+    await eventually(lambda: _mux_empty(cluster, "s1"), timeout=TIMEOUT)
+    assert udp_ports_of(pid_of(cluster, "s1")) == [port]
+
+
+async def _mux_empty(cluster: Cluster, name: str) -> bool:
+    mux = (await cluster.server_status(name))["ice"]["mux"]
+    return bool(mux["endpoints"] == 0 and mux["bound_addresses"] == 0)
+
+
+async def test_port_range_holds_every_socket_in_range(cluster: Cluster) -> None:
+    low, high = free_udp_range(64)
+    await cluster.start_coordinator()
+    await cluster.start_server("s1", "--udp-port-range", f"{low}-{high}")
+    status = await cluster.server_status("s1")
+    assert (status["ice"]["mode"], status["ice"]["ports"]) == ("port-range", f"{low}-{high}")
+    async with clients_on(cluster, "s1", 20) as clients:
+        await everyone_hears_everyone(clients)
+        ports = udp_ports_of(pid_of(cluster, "s1"))
+        assert len(ports) >= 20, ports
+        assert all(low <= p <= high for p in ports), ports
+
+
+async def test_advertised_address_is_the_only_candidate(cluster: Cluster) -> None:
+    """Interfaces filtered out (no address is in TEST-NET-3), loopback advertised:
+    clients on this machine reach the server through the advertised address only."""
+    port = udp_port_base()
+    await cluster.start_coordinator()
+    await cluster.start_server(
+        "s1",
+        "--udp-port", str(port),
+        "--advertise-address", "127.0.0.1",
+        "--candidate-include", "203.0.113.0/24",
+    )  # fmt: skip
+    status = await cluster.server_status("s1")
+    assert status["ice"]["candidates"] == [f"127.0.0.1:{port}"]
+    async with clients_on(cluster, "s1", 4) as clients:
+        await everyone_hears_everyone(clients)
+    assert udp_ports_of(pid_of(cluster, "s1")) == [port]
+
+
+async def test_loopback_included_by_name(cluster: Cluster) -> None:
+    """``--candidate-include lo`` offers loopback although the default exclude list
+    names it (and aioice itself never offers 127.0.0.1)."""
+    port = udp_port_base()
+    await cluster.start_coordinator()
+    await cluster.start_server("s1", "--udp-port", str(port), "--candidate-include", "lo")
+    status = await cluster.server_status("s1")
+    assert status["ice"]["candidates"] == [f"127.0.0.1:{port}"]
+    async with clients_on(cluster, "s1", 3) as clients:
+        await everyone_hears_everyone(clients)
+
+
+async def test_two_servers_meshed_on_single_ports(cluster: Cluster) -> None:
+    ports = {"s1": udp_port_base(), "s2": udp_port_base()}
+    await cluster.start_coordinator()
+    for name, port in ports.items():
+        await cluster.start_server(name, "--udp-port", str(port))
+    for name in ports:
+        await cluster.wait_mesh(name, 1)
+    async with (
+        clients_on(cluster, "s1", 5) as first,
+        clients_on(cluster, "s2", 5) as second,
+    ):
+        for client in (*first, *second):
+            await subscribe(client, ["mesh"])
+        # s2's subscription reaches s1 a moment after s2 applied it.
+        await wait_status(cluster, "s1", "server_topics", 1)
+        first[0].publish("mesh", "across")
+        for client in (*first[1:], *second):
+            assert (await receive(client)).body == b"across"
+        for name, port in ports.items():
+            assert udp_ports_of(pid_of(cluster, name)) == [port]
+            mux = (await cluster.server_status(name))["ice"]["mux"]
+            assert mux["endpoints"] == 6  # five clients and the server link
+
+
+async def test_taken_port_stops_the_server_naming_it(cluster: Cluster) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as holder:
+        holder.bind(("0.0.0.0", 0))
+        port = holder.getsockname()[1]
+        await cluster.start_coordinator()
+        proc = await cluster.start_server("s1", "--udp-port", str(port), wait=False)
+        assert proc.process is not None
+        code = await asyncio.wait_for(proc.process.wait(), 30)
+    assert code != 0
+    assert f"cannot bind UDP port {port}" in proc.log()
+
+
+@pytest.fixture(autouse=True)
+def _linux_only() -> None:
+    if not Path("/proc/self/net/udp").exists():
+        pytest.skip("needs Linux /proc to count a process's UDP sockets")

@@ -1,0 +1,447 @@
+"""One UDP socket for every peer connection of a comm server (an ICE UDP mux).
+
+Each peer connection's ICE agent normally binds a socket of its own per host
+address, on a random port: a firewall, a NodePort or a load balancer in front
+of the server would have to open every port. Here one socket, bound to
+``0.0.0.0:PORT``, carries every connection's ICE, DTLS and SCTP traffic, and
+each connection's host candidates are :class:`MuxTransport` objects that send
+through it. The socket is IPv4 and bound to the wildcard address, not one
+socket per interface address, because the addresses a comm server is reached
+at are often not its own (1:1 NAT, a NodePort, an advertised address) and
+interface addresses come and go; one wildcard socket is reachable at all of
+them and is one port to open. The cost is that the kernel picks the source
+address of what it sends by routing, which only matters on a multi-homed host
+with asymmetric routes.
+
+Incoming datagrams are routed to a connection as the ICE specification allows
+for a shared socket (RFC 8445 section 7.3; Pion and libwebrtc do the same):
+
+1. a STUN binding request carries ``USERNAME = LOCALUFRAG:REMOTEUFRAG``; it goes
+   to the connection whose local ufrag that is (the mux hands out ufrags, so
+   they are unique and long enough not to be guessed);
+2. a STUN response goes to the transport whose request has that transaction
+   ID, if it comes from the address the request went to;
+3. everything else (DTLS, SCTP over DTLS, STUN indications) goes by source
+   address to the connection the address is bound to; unknown sources are
+   dropped and counted.
+
+Addresses become bound two ways. Sending a binding request (a connectivity
+check) to an address binds it *tentatively* to the sender, so that what the
+peer sends back finds it. Answering a binding request with a success response
+*confirms* the binding: the ICE agent sends success only after checking the
+request's MESSAGE-INTEGRITY with its password, so only the real peer can
+confirm. A confirmed binding is never moved to another connection (a hostile
+peer that spoofs another session's address cannot steal its traffic; the
+attempt is counted); a tentative one yields to a confirmation or to another
+connection's check. Each connection holds at most ``max_bindings`` addresses
+(the oldest tentative one goes first) and all of them go when it closes.
+
+The hot path, DTLS and SCTP data from a bound address, is one dict lookup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import socket
+import string
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+Address = tuple[str, int]
+
+STUN_HEADER = 20
+MAGIC_COOKIE = b"\x21\x12\xa4\x42"
+BINDING_REQUEST = 0x0001
+BINDING_SUCCESS = 0x0101
+USERNAME = 0x0006
+STUN_MAX_FIRST_BYTE = 3
+"""RFC 7983: a first byte of 0-3 is STUN, 20-63 DTLS (SCTP rides inside DTLS)."""
+
+REQUEST, INDICATION, SUCCESS, ERROR = 0, 1, 2, 3
+"""STUN message classes (RFC 8489 section 5)."""
+
+UFRAG_LENGTH = 16
+"""ICE allows 4 to 256 characters; 16 random ones (as Pion uses) are never guessed
+and make a collision between live connections negligible."""
+UFRAG_ALPHABET = string.ascii_letters + string.digits
+
+MAX_BINDINGS = 64
+"""Addresses one connection may hold: its peer's candidates that it checks, plus
+peer-reflexive ones. A peer trickles at most ``max_candidates`` (64 by default)."""
+MAX_TRANSACTIONS = 65536
+"""Outstanding STUN transactions over every connection; the oldest go first beyond it."""
+MAX_WRITE_BUFFER = 4 * 1024 * 1024
+"""Bytes asyncio may queue for the socket when the kernel's buffer is full; beyond
+it datagrams are dropped, as a full network would (SCTP retransmits)."""
+SOCKET_BUFFER = 4 * 1024 * 1024
+"""Kernel receive/send buffer asked for the shared socket (capped by rmem_max/wmem_max)."""
+
+
+class MuxError(OSError):
+    """The mux's port cannot be bound."""
+
+
+@dataclass(slots=True)
+class MuxStats:
+    """Counters of a mux, read by ``/status`` and Prometheus."""
+
+    dropped_unknown: int = 0
+    """Datagrams from a source bound to no connection (or a STUN message naming none)."""
+    refused_rebinds: int = 0
+    """Confirmations refused because the address is confirmed for another connection."""
+    refused_bindings: int = 0
+    """Bindings refused because the connection already holds ``max_bindings`` confirmed."""
+    dropped_sends: int = 0
+    """Datagrams not sent because the socket's queue was full or the address was bad."""
+
+
+class _Binding:
+    """An address bound to one transport of one endpoint."""
+
+    __slots__ = ("confirmed", "endpoint", "protocol")
+
+    def __init__(
+        self, endpoint: MuxEndpoint, protocol: asyncio.DatagramProtocol, confirmed: bool
+    ) -> None:
+        self.endpoint = endpoint
+        self.protocol = protocol
+        self.confirmed = confirmed
+
+
+class MuxTransport(asyncio.DatagramTransport):
+    """What an ICE agent's protocol sees as its socket: sends go through the shared one."""
+
+    def __init__(self, endpoint: MuxEndpoint, protocol: asyncio.DatagramProtocol) -> None:
+        super().__init__()
+        self.endpoint = endpoint
+        self.protocol = protocol
+        self._closing = False
+
+    def sendto(self, data: bytes | bytearray | memoryview, addr: Any = None) -> None:
+        if not self._closing and addr is not None:
+            self.endpoint.mux.send(self, bytes(data), (addr[0], addr[1]))
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self.endpoint.transport_closed(self)
+        # asyncio's transports report the loss on the next loop iteration, and
+        # aioice waits for it before its close() returns.
+        asyncio.get_running_loop().call_soon(self.protocol.connection_lost, None)
+
+    def abort(self) -> None:
+        self.close()
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "sockname":
+            return self.endpoint.mux.sockname
+        # The shared socket is not one connection's to tune: "socket" stays None.
+        return default
+
+    def get_write_buffer_size(self) -> int:
+        return self.endpoint.mux.write_buffer_size()
+
+
+class MuxEndpoint:
+    """One peer connection on the mux: its ufrag, its transports and its bindings."""
+
+    def __init__(self, mux: UdpMux, ufrag: str) -> None:
+        self.mux = mux
+        self.ufrag = ufrag
+        self.transports: list[MuxTransport] = []
+        self.bindings: dict[Address, _Binding] = {}
+        """Addresses bound to this endpoint, oldest first."""
+        self.transactions: set[bytes] = set()
+        self.closed = False
+
+    def open_transport(self, protocol: asyncio.DatagramProtocol) -> MuxTransport:
+        """A transport for ``protocol`` (one host candidate); calls ``connection_made``."""
+        if self.closed:
+            raise MuxError(f"endpoint {self.ufrag} is closed")
+        transport = MuxTransport(self, protocol)
+        self.transports.append(transport)
+        protocol.connection_made(transport)
+        return transport
+
+    def transport_closed(self, transport: MuxTransport) -> None:
+        with contextlib.suppress(ValueError):
+            self.transports.remove(transport)
+        if not self.transports:
+            self.close()
+
+    def close(self) -> None:
+        """Forget the ufrag, every binding and transaction; close the transports."""
+        if self.closed:
+            return
+        self.closed = True
+        self.mux.endpoint_closed(self)
+        for transport in list(self.transports):
+            transport.close()
+
+
+class _MuxProtocol(asyncio.DatagramProtocol):
+    def __init__(self, mux: UdpMux) -> None:
+        self.mux = mux
+
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        self.mux.datagram_received(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        # An ICMP error for one peer (port unreachable) says nothing about the others.
+        log.debug("udp mux: %s", exc)
+
+
+class UdpMux:
+    """The shared socket, its routing tables and counters."""
+
+    def __init__(
+        self,
+        port: int,
+        *,
+        host: str = "0.0.0.0",
+        max_bindings: int = MAX_BINDINGS,
+        max_transactions: int = MAX_TRANSACTIONS,
+        ufrag_factory: Callable[[], str] | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.max_bindings = max_bindings
+        self.max_transactions = max_transactions
+        self.stats = MuxStats()
+        self._ufrag_factory = ufrag_factory or _random_ufrag
+        self._transport: asyncio.DatagramTransport | None = None
+        self._endpoints: dict[str, MuxEndpoint] = {}
+        self._bindings: dict[Address, _Binding] = {}
+        self._transactions: dict[bytes, tuple[MuxTransport, Address]] = {}
+        self._queued: Callable[[], int] = _nothing_queued
+        self.sockname: Address = (host, port)
+
+    # -- lifetime ---------------------------------------------------------
+
+    async def open(self) -> None:
+        """Bind the socket; a taken port is a :class:`MuxError` naming it."""
+        loop = asyncio.get_running_loop()
+        try:
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: _MuxProtocol(self), local_addr=(self.host, self.port)
+            )
+        except OSError as exc:
+            raise MuxError(
+                exc.errno, f"cannot bind UDP port {self.port} on {self.host}: {exc.strerror}"
+            ) from exc
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
+        self._transport = transport
+        # asyncio's datagram transports have it (typeshed puts it on write transports only).
+        self._queued = getattr(transport, "get_write_buffer_size", _nothing_queued)
+        self.sockname = transport.get_extra_info("sockname")[:2]
+        self.port = self.sockname[1]
+
+    def close(self) -> None:
+        """Close the socket and every endpoint still open (their connections see the loss)."""
+        for endpoint in list(self._endpoints.values()):
+            endpoint.close()
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+
+    @property
+    def is_open(self) -> bool:
+        return self._transport is not None
+
+    # -- endpoints --------------------------------------------------------
+
+    def register(self) -> MuxEndpoint:
+        """A new endpoint with a ufrag no live endpoint has."""
+        ufrag = self._ufrag_factory()
+        while ufrag in self._endpoints:
+            ufrag = self._ufrag_factory()
+        endpoint = MuxEndpoint(self, ufrag)
+        self._endpoints[ufrag] = endpoint
+        return endpoint
+
+    def endpoint_closed(self, endpoint: MuxEndpoint) -> None:
+        if self._endpoints.get(endpoint.ufrag) is endpoint:
+            del self._endpoints[endpoint.ufrag]
+        for addr in list(endpoint.bindings):
+            self._unbind(addr)
+        for txid in endpoint.transactions:
+            self._transactions.pop(txid, None)
+        endpoint.transactions.clear()
+
+    @property
+    def endpoints(self) -> int:
+        return len(self._endpoints)
+
+    @property
+    def bound_addresses(self) -> int:
+        return len(self._bindings)
+
+    @property
+    def pending_transactions(self) -> int:
+        return len(self._transactions)
+
+    def binding_of(self, addr: Address) -> tuple[str, bool] | None:
+        """(ufrag, confirmed) of the endpoint ``addr`` is bound to; for tests and debugging."""
+        binding = self._bindings.get(addr)
+        return None if binding is None else (binding.endpoint.ufrag, binding.confirmed)
+
+    # -- receiving --------------------------------------------------------
+
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        if len(addr) != 2:
+            addr = (addr[0], addr[1])
+        binding = self._bindings.get(addr)
+        if binding is not None and data and data[0] > STUN_MAX_FIRST_BYTE:
+            binding.protocol.datagram_received(data, addr)
+            return
+        self._route_stun(data, (addr[0], addr[1]), binding)
+
+    def _route_stun(self, data: bytes, addr: Address, binding: _Binding | None) -> None:
+        if len(data) < STUN_HEADER or data[0] > STUN_MAX_FIRST_BYTE or data[4:8] != MAGIC_COOKIE:
+            # Not STUN (or too short to be): only a bound source may send it.
+            if binding is not None:
+                binding.protocol.datagram_received(data, addr)
+            else:
+                self.stats.dropped_unknown += 1
+            return
+        kind = (data[0] << 8) | data[1]
+        klass = ((kind >> 7) & 2) | ((kind >> 4) & 1)
+        if klass == REQUEST:
+            ufrag = _request_ufrag(data)
+            endpoint = self._endpoints.get(ufrag) if ufrag is not None else None
+            if endpoint is None or not endpoint.transports:
+                self.stats.dropped_unknown += 1
+                return
+            endpoint.transports[0].protocol.datagram_received(data, addr)
+        elif klass in (SUCCESS, ERROR):
+            txid = data[8:20]
+            pending = self._transactions.get(txid)
+            if pending is None or pending[1] != addr:
+                self.stats.dropped_unknown += 1
+                return
+            transport = pending[0]
+            del self._transactions[txid]
+            transport.endpoint.transactions.discard(txid)
+            transport.protocol.datagram_received(data, addr)
+        elif binding is not None:
+            binding.protocol.datagram_received(data, addr)
+        else:
+            self.stats.dropped_unknown += 1
+
+    # -- sending ----------------------------------------------------------
+
+    def send(self, transport: MuxTransport, data: bytes, addr: Address) -> None:
+        """Send for ``transport``; a binding request or success response binds ``addr``."""
+        sock = self._transport
+        if sock is None:
+            return
+        if len(data) >= STUN_HEADER and data[0] <= STUN_MAX_FIRST_BYTE:
+            kind = (data[0] << 8) | data[1]
+            if kind == BINDING_REQUEST:
+                self._remember_transaction(transport, data[8:20], addr)
+                self._bind(transport, addr, confirmed=False)
+            elif kind == BINDING_SUCCESS:
+                self._bind(transport, addr, confirmed=True)
+        if self._queued() > MAX_WRITE_BUFFER:
+            self.stats.dropped_sends += 1
+            return
+        try:
+            sock.sendto(data, addr)
+        except (OSError, ValueError, TypeError) as exc:
+            # A peer's candidate of another address family or a bad address: that
+            # peer's check fails, nothing else does.
+            self.stats.dropped_sends += 1
+            log.debug("udp mux: cannot send to %s: %s", addr, exc)
+
+    def write_buffer_size(self) -> int:
+        return 0 if self._transport is None else self._queued()
+
+    def _remember_transaction(self, transport: MuxTransport, txid: bytes, addr: Address) -> None:
+        if txid in self._transactions:  # a retransmission
+            return
+        while len(self._transactions) >= self.max_transactions:
+            oldest = next(iter(self._transactions))
+            owner, _ = self._transactions.pop(oldest)
+            owner.endpoint.transactions.discard(oldest)
+        self._transactions[txid] = (transport, addr)
+        transport.endpoint.transactions.add(txid)
+
+    # -- bindings ---------------------------------------------------------
+
+    def _bind(self, transport: MuxTransport, addr: Address, *, confirmed: bool) -> None:
+        endpoint = transport.endpoint
+        if endpoint.closed:
+            return
+        current = self._bindings.get(addr)
+        if current is not None:
+            if current.endpoint is endpoint:
+                if confirmed and not current.confirmed:
+                    current.confirmed = True
+                    current.protocol = transport.protocol
+                return
+            if current.confirmed:
+                if confirmed:
+                    self.stats.refused_rebinds += 1
+                    log.info(
+                        "udp mux: %s:%d is confirmed for another connection; not rebound", *addr
+                    )
+                return
+            self._unbind(addr)  # another connection's tentative binding yields
+        if len(endpoint.bindings) >= self.max_bindings:
+            victim = next((a for a, b in endpoint.bindings.items() if not b.confirmed), None)
+            if victim is None:
+                self.stats.refused_bindings += 1
+                return
+            self._unbind(victim)
+        binding = _Binding(endpoint, transport.protocol, confirmed)
+        self._bindings[addr] = binding
+        endpoint.bindings[addr] = binding
+
+    def _unbind(self, addr: Address) -> None:
+        binding = self._bindings.pop(addr, None)
+        if binding is not None:
+            binding.endpoint.bindings.pop(addr, None)
+
+
+def _nothing_queued() -> int:
+    return 0
+
+
+def _random_ufrag() -> str:
+    return "".join(secrets.choice(UFRAG_ALPHABET) for _ in range(UFRAG_LENGTH))
+
+
+def _request_ufrag(data: bytes) -> str | None:
+    """The local part of a STUN request's USERNAME (``LOCAL:REMOTE``), or None."""
+    end = min(len(data), STUN_HEADER + int.from_bytes(data[2:4], "big"))
+    offset = STUN_HEADER
+    while offset + 4 <= end:
+        kind = int.from_bytes(data[offset : offset + 2], "big")
+        length = int.from_bytes(data[offset + 2 : offset + 4], "big")
+        start = offset + 4
+        if start + length > end:
+            return None
+        if kind == USERNAME:
+            local, sep, _ = data[start : start + length].partition(b":")
+            if not sep:
+                return None
+            try:
+                return local.decode("utf-8")
+            except UnicodeDecodeError:
+                return None
+        offset = start + ((length + 3) & ~3)
+    return None
