@@ -219,3 +219,19 @@ class Processes:
 
     def logs(self) -> str:
         return "\n".join(f"==== {p.name} ====\n{p.log()[-5000:]}" for p in self.started)
+
+
+async def exchange(
+    sender: PeerProcess, sender_name: str, receiver: PeerProcess, receiver_name: str, topic: str
+) -> list[str]:
+    """``sender_name`` publishes on ``topic`` reliably and unreliably; ``receiver_name``
+    (the only subscriber) gets both. Returns what crossed."""
+    crossed = []
+    for reliable in (True, False):
+        body = f"{sender_name} -> {receiver_name} reliable={reliable}"
+        await sender.ok("publish", name=sender_name, topic=topic, body=body, reliable=reliable)
+        reply = await receiver.ok("receive", name=receiver_name, count=1, timeout=10)
+        [got] = reply["messages"]
+        assert (got["body"], got["reliable"], got["topic"]) == (body, reliable, topic), got
+        crossed.append(body)
+    return crossed

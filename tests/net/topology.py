@@ -42,7 +42,7 @@ about IPv4 NAT, and link-local addresses would only add candidates that fail.
 Every piece is a context manager that removes what it made (namespaces, veths,
 the bridge, the claim routes, processes left in its namespaces) even when the
 body fails; names carry a random tag, so parallel runs do not collide. Without
-root, ``ip`` or ``iptables``, the test is skipped with the reason.
+root, ``ip``, ``iptables`` or ``conntrack``, the test is skipped with the reason.
 """
 
 from __future__ import annotations
@@ -73,9 +73,9 @@ def skip_reason() -> str | None:
     """Why namespaces and NAT cannot be made here, or None."""
     if os.geteuid() != 0:
         return "network namespaces and NAT rules need root"
-    for tool in ("ip", "iptables"):
+    for tool in ("ip", "iptables", "conntrack"):
         if shutil.which(tool) is None:
-            return f"the network tests need `{tool}` (iproute2, iptables)"
+            return f"the network tests need `{tool}` (iproute2, iptables, conntrack)"
     return None
 
 
@@ -437,3 +437,37 @@ def _proc_address(text: str, width: int) -> str:
     raw = bytes.fromhex(text)
     words = [raw[i : i + 4][::-1] for i in range(0, width, 4)]
     return str(ipaddress.ip_address(b"".join(words)))
+
+
+@dataclass(frozen=True)
+class NatFlow:
+    """One connection a router tracks, as sent and as answered (after NAT)."""
+
+    protocol: str
+    source: tuple[str, int]
+    destination: tuple[str, int]
+    reply_destination: tuple[str, int]
+    """Where the answers go: the translated source, when the router NATs the flow."""
+
+
+def nat_flows(router: Namespace, protocol: str = "udp") -> list[NatFlow]:
+    """The ``protocol`` flows the router's conntrack table holds (``conntrack -L``)."""
+    output = router.run("conntrack", "-L", "-p", protocol, check=False).stdout
+    flows = []
+    for line in output.splitlines():
+        fields = [word.split("=", 1) for word in line.split() if "=" in word]
+        values: dict[str, list[str]] = {}
+        for key, value in fields:
+            values.setdefault(key, []).append(value)
+        try:
+            flows.append(
+                NatFlow(
+                    protocol,
+                    (values["src"][0], int(values["sport"][0])),
+                    (values["dst"][0], int(values["dport"][0])),
+                    (values["dst"][1], int(values["dport"][1])),
+                )
+            )
+        except (KeyError, IndexError, ValueError):
+            continue
+    return flows
