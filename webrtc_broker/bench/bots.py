@@ -7,8 +7,10 @@ would disturb their timing), hence worker processes.
 
 It speaks JSON lines with the orchestrator:
 
-* stdout ``{"event": "connect", "ok": true, "seconds": 0.8}`` once per bot
-  (``"ok": false, "error": "<exception type>"`` for a failure), then
+* stdout ``{"event": "connect", "ok": true, "seconds": 0.8, "started": T,
+  "ended": T'}`` once per bot (``"ok": false, "error": "<exception type>"``
+  for a failure; ``started`` and ``ended`` are wall-clock times, so the
+  orchestrator can tell how long all workers' connects took together), then
   ``{"event": "ready"}`` when every bot is connected and subscribed;
 * stdin ``{"start": T0, "window_start": T1, "window_end": T2, "traffic_end":
   T3}`` (wall-clock ``time.time()`` values): publish from T0 to T3, measure
@@ -130,6 +132,11 @@ async def _connect_all(plan: WorkerPlan) -> list[_Bot]:
     async def connect(index: int, server: int | None) -> _Bot | None:
         async with gate:
             started = time.perf_counter()
+            wall = time.time()
+
+            def ended() -> dict[str, float]:
+                return {"started": wall, "ended": wall + time.perf_counter() - started}
+
             try:
                 # No reconnect: a lost session must show in ``sessions_lost``, not
                 # silently move the bot to another server.
@@ -141,18 +148,19 @@ async def _connect_all(plan: WorkerPlan) -> list[_Bot]:
                     reconnect=None,
                 )
             except (BrokerError, OSError) as exc:
-                _emit("connect", ok=False, error=type(exc).__name__)
+                _emit("connect", ok=False, error=type(exc).__name__, **ended())
                 return None
             seconds = time.perf_counter() - started
+            times = ended()
             try:
                 client.subscribe([plan.topic])
                 # The echo of a PING sent after SUBSCRIPTION proves the server applied it.
                 await asyncio.wait_for(client.ping(), plan.connect_timeout)
             except (BrokerError, TimeoutError) as exc:
                 await client.close()
-                _emit("connect", ok=False, error=f"subscribe:{type(exc).__name__}")
+                _emit("connect", ok=False, error=f"subscribe:{type(exc).__name__}", **times)
                 return None
-            _emit("connect", ok=True, seconds=seconds)
+            _emit("connect", ok=True, seconds=seconds, **times)
             return _Bot(index, client)
 
     bots = await asyncio.gather(*(connect(index, server) for index, server in plan.bots))

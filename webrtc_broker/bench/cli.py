@@ -26,6 +26,8 @@ ATTACK_NAMES = (
 )
 """The attacks of ``bench attack`` (:mod:`webrtc_broker.bench.attacker` checks the names);
 listed here so that ``--help`` does not import the bench."""
+UDP_MODES = ("per-connection", "single-port", "port-range")
+"""The values of :class:`webrtc_broker.bench.options.UdpMode`, default first (same reason)."""
 
 
 def _counts(_ctx: click.Context, _param: click.Parameter, value: str | None) -> tuple[int, ...]:
@@ -79,6 +81,29 @@ def _counts(_ctx: click.Context, _param: click.Parameter, value: str | None) -> 
     type=click.Path(path_type=Path),
     help="Keep the processes' logs here [a temporary folder, removed after a clean run]",
 )
+@click.option(
+    "--udp-mode",
+    type=click.Choice(UDP_MODES),
+    default=UDP_MODES[0],
+    show_default=True,
+    help="How the started comm servers bind peer connections: a socket each, "
+    "one port (--udp-port), or a port range (--udp-port-range)",
+)
+@click.option(
+    "--compare-udp-modes",
+    is_flag=True,
+    help="Alternate per-connection and single-port runs (connect stage of --connect-bots "
+    "clients, then the dense scenario) and print the medians' ratios",
+)
+@click.option(
+    "--runs", default=3, show_default=True, help="Runs per mode, with --compare-udp-modes"
+)
+@click.option(
+    "--connect-bots",
+    default=200,
+    show_default=True,
+    help="Clients of the connect stage, with --compare-udp-modes",
+)
 @click.pass_context
 def bench(ctx: click.Context, /, **flags: Any) -> None:
     """Measure the broker on the dense scenario: N bots, one topic, all publishing.
@@ -88,15 +113,17 @@ def bench(ctx: click.Context, /, **flags: Any) -> None:
     if ctx.invoked_subcommand is not None:
         return
     from webrtc_broker.bench.command import run_bench  # noqa: PLC0415
-    from webrtc_broker.bench.options import BenchOptions  # noqa: PLC0415
+    from webrtc_broker.bench.options import BenchOptions, UdpMode  # noqa: PLC0415
+    from webrtc_broker.bench.udpmodes import run_comparison  # noqa: PLC0415
 
     try:
-        options = BenchOptions(**flags)
+        options = BenchOptions(**{**flags, "udp_mode": UdpMode(flags["udp_mode"])})
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     logs.configure("warning")
+    command = run_comparison if options.compare_udp_modes else run_bench
     try:
-        code = asyncio.run(run_bench(options, ["webrtc-broker", *sys.argv[1:]]))
+        code = asyncio.run(command(options, ["webrtc-broker", *sys.argv[1:]]))
     except (KeyboardInterrupt, asyncio.CancelledError):  # Ctrl-C, or SIGTERM (command.py)
         code = 130
     raise SystemExit(code)

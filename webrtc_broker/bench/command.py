@@ -19,6 +19,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.progress import (
@@ -53,11 +54,11 @@ class _CountColumn(ProgressColumn):
         return Text(f"{task.completed:.0f}/{task.total:.0f}{unit}")
 
 
-def _now() -> str:
+def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def _machine() -> Machine:
+def machine_info() -> Machine:
     return Machine(
         cpus=os.cpu_count() or 1,
         platform=platform.platform(),
@@ -67,17 +68,31 @@ def _machine() -> Machine:
     )
 
 
-async def run_bench(options: BenchOptions, argv: list[str]) -> int:
-    """Run everything ``options`` asks for; the exit code of the command."""
+def stdout_console() -> Console:
+    """Where the tables go."""
     out = Console()
     if not out.is_terminal:
         out = Console(width=140)  # a file or a pipe: do not squeeze the tables into 80 columns
-    options_json = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()}
-    options_json["workers"] = options.worker_count
-    report = Report(argv, _now(), "", _machine(), options_json, None, [])
+    return out
+
+
+def options_json(options: BenchOptions) -> dict[str, Any]:
+    """``options`` as the JSON file records them (with the worker count actually used)."""
+    data = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()}
+    data["workers"] = options.worker_count
+    return data
+
+
+def log_directory(options: BenchOptions) -> Path:
+    """``--log-dir``, or a new temporary folder (removed by the caller after a clean run)."""
     log_dir = options.log_dir or Path(tempfile.mkdtemp(prefix="webrtc-broker-bench-"))
     log_dir.mkdir(parents=True, exist_ok=True)
-    progress = Progress(
+    return log_dir
+
+
+def progress_display() -> Progress:
+    """The transient progress lines on stderr."""
+    return Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
         BarColumn(),
@@ -86,10 +101,22 @@ async def run_bench(options: BenchOptions, argv: list[str]) -> int:
         console=Console(stderr=True),
         transient=True,
     )
-    # SIGTERM stops the bench like Ctrl-C does: cancelled, so every process is stopped.
+
+
+def cancel_on_sigterm() -> None:
+    """SIGTERM stops the bench like Ctrl-C does: cancelled, so every process is stopped."""
     main = asyncio.current_task()
     if main is not None:
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)
+
+
+async def run_bench(options: BenchOptions, argv: list[str]) -> int:
+    """Run everything ``options`` asks for; the exit code of the command."""
+    out = stdout_console()
+    report = Report(argv, now_iso(), "", machine_info(), options_json(options), None, [])
+    log_dir = log_directory(options)
+    progress = progress_display()
+    cancel_on_sigterm()
     try:
         with progress:
             runner = Runner(options, progress, log_dir)
@@ -109,7 +136,7 @@ async def run_bench(options: BenchOptions, argv: list[str]) -> int:
 
 
 def _finish(report: Report, options: BenchOptions, out: Console) -> int:
-    report.finished_at = _now()
+    report.finished_at = now_iso()
     print_report(out, report)
     if options.json_path is not None:
         write_json(options.json_path, report)

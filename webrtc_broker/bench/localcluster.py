@@ -5,14 +5,16 @@ Starting reuses :mod:`webrtc_broker.cluster` (the helpers behind
 are polled over HTTP until ready. The differences are what a measurement
 needs: free ports (other test runs may hold the usual ones), the batching
 window passed to every server, logs in a file instead of the terminal, the
-process ids for /proc sampling, and a wait until the servers' mesh is
-complete so every subscription has reached every server before traffic.
+process ids for /proc sampling, a wait until the servers' mesh is
+complete so every subscription has reached every server before traffic, and
+the UDP port mode (:class:`UdpMode`) each server's peer connections use.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -20,11 +22,19 @@ from pathlib import Path
 from typing import IO, Any
 
 import httpx
+from aioice.ice import get_host_addresses
 
+from webrtc_broker.bench.options import UdpMode
+from webrtc_broker.bench.results import ServerUdp
+from webrtc_broker.bench.sampling import udp_ports
 from webrtc_broker.cluster import spawn, stop, wait_http_ok, wait_servers_registered
 
 HOST = "127.0.0.1"
 START_TIMEOUT = 30.0
+LOWEST_UDP_PORT = 10000
+"""Fixed UDP ports are chosen from here up to the kernel's ephemeral range."""
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+PORT_PROBES = 50
 
 
 class ClusterError(Exception):
@@ -38,6 +48,8 @@ class ServerInfo:
     pid: int | None
     """``None`` for a server the bench did not start."""
     status_url: str | None
+    udp_ports: tuple[int, int] | None = None
+    """The (low, high) ports its peer connections must use; ``None``: any port."""
 
 
 @dataclass
@@ -48,6 +60,8 @@ class ClusterHandle:
     batch_window: float | None
     """The servers' flush window, when the bench set it."""
     processes: list[asyncio.subprocess.Process] = field(default_factory=list)
+    udp_mode: UdpMode | None = None
+    """The servers' UDP port mode, when the bench set it."""
 
 
 def free_port() -> int:
@@ -55,6 +69,78 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind((HOST, 0))
         return int(probe.getsockname()[1])
+
+
+def ephemeral_ports() -> tuple[int, int]:
+    """The kernel's ephemeral port range (bind to port 0, outgoing connections)."""
+    try:
+        low, high = EPHEMERAL_RANGE.read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def _udp_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind(("", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_udp_ports(count: int, taken: set[int] | frozenset[int] = frozenset()) -> tuple[int, int]:
+    """``count`` consecutive UDP ports nobody holds now, as (low, high), both inclusive.
+
+    They lie outside the kernel's ephemeral range: every peer connection of
+    the bots (and of per-connection servers) binds an ephemeral port, and one
+    of them must not take a port a server is about to bind. ``taken``: ports
+    already handed to another server of this cluster.
+    """
+    ephemeral_low, ephemeral_high = ephemeral_ports()
+    spans = [(LOWEST_UDP_PORT, ephemeral_low - count), (ephemeral_high + 1, 65536 - count)]
+    spans = [(low, high) for low, high in spans if high >= low]
+    for _ in range(PORT_PROBES if spans else 0):
+        low, high = random.choice(spans)
+        start = random.randint(low, high)
+        ports = range(start, start + count)
+        if not taken.intersection(ports) and all(_udp_free(port) for port in ports):
+            return start, start + count - 1
+    raise ClusterError(f"no {count} free consecutive UDP ports outside the ephemeral range")
+
+
+def udp_flags(mode: UdpMode, ports: tuple[int, int] | None) -> list[str]:
+    """The comm server's command-line flags for ``mode`` on ``ports``."""
+    if mode is UdpMode.PER_CONNECTION or ports is None:
+        return []
+    if mode is UdpMode.SINGLE_PORT:
+        return ["--udp-port", str(ports[0])]
+    return ["--udp-port-range", f"{ports[0]}-{ports[1]}"]
+
+
+def udp_census(servers: list[ServerInfo]) -> list[ServerUdp]:
+    """Each started server's UDP sockets and whether they keep to its port mode."""
+    found = []
+    for server in servers:
+        if server.pid is None:
+            continue
+        ports = udp_ports(server.pid) or []
+        expected = server.udp_ports
+        in_mode = None
+        if expected is not None and ports:
+            in_mode = all(expected[0] <= port <= expected[1] for port in ports)
+        found.append(
+            ServerUdp(
+                server.name,
+                len(ports),
+                len(set(ports)),
+                min(ports, default=None),
+                max(ports, default=None),
+                expected,
+                in_mode,
+            )
+        )
+    return found
 
 
 def http_base(ws_url: str) -> str:
@@ -76,14 +162,21 @@ async def fetch_json(url: str, timeout: float = 5.0) -> dict[str, Any] | None:
 
 @contextlib.asynccontextmanager
 async def local_cluster(
-    servers: int, batch_window: float, log: Path
+    servers: int,
+    batch_window: float,
+    log: Path,
+    udp_mode: UdpMode = UdpMode.PER_CONNECTION,
+    peers: int = 0,
 ) -> AsyncIterator[ClusterHandle]:
-    """A coordinator and ``servers`` comm servers on free ports, stopped on exit."""
-    handle = ClusterHandle(f"ws://{HOST}:{free_port()}", [], None, batch_window)
+    """A coordinator and ``servers`` comm servers on free ports, stopped on exit.
+
+    ``peers``: the clients expected, which sizes each server's port range.
+    """
+    handle = ClusterHandle(f"ws://{HOST}:{free_port()}", [], None, batch_window, udp_mode=udp_mode)
     with log.open("ab") as output:
         try:
             try:
-                await _start(handle, servers, output)
+                await _start(handle, servers, output, _udp_ports(udp_mode, servers, peers))
             except TimeoutError as exc:
                 raise ClusterError(
                     f"the cluster did not come up within {START_TIMEOUT:.0f} s (log: {log})"
@@ -93,7 +186,29 @@ async def local_cluster(
             await stop(handle.processes)
 
 
-async def _start(handle: ClusterHandle, servers: int, output: IO[bytes]) -> None:
+def _udp_ports(mode: UdpMode, servers: int, peers: int) -> list[tuple[int, int] | None]:
+    """Each server's own port (or range): servers on one host cannot share one."""
+    if mode is UdpMode.PER_CONNECTION:
+        return [None] * servers
+    # A peer connection binds a socket per local address (at most: the server may filter
+    # some out), and its mesh links count as peers too.
+    sockets_per_peer = len(get_host_addresses(use_ipv4=True, use_ipv6=True)) or 1
+    count = 1 if mode is UdpMode.SINGLE_PORT else sockets_per_peer * (peers + servers) + 16
+    chosen: list[tuple[int, int] | None] = []
+    taken: set[int] = set()
+    for _ in range(servers):
+        low, high = free_udp_ports(count, taken)
+        taken.update(range(low, high + 1))
+        chosen.append((low, high))
+    return chosen
+
+
+async def _start(
+    handle: ClusterHandle,
+    servers: int,
+    output: IO[bytes],
+    udp_ports: list[tuple[int, int] | None],
+) -> None:
     url = handle.coordinator_url
     port = url.rsplit(":", 1)[1]
     coordinator = await spawn(
@@ -105,6 +220,7 @@ async def _start(handle: ClusterHandle, servers: int, output: IO[bytes]) -> None
     handle.coordinator_pid = coordinator.pid
     await wait_http_ok(f"{http_base(url)}/readyz", START_TIMEOUT)
     bases = []
+    mode = handle.udp_mode or UdpMode.PER_CONNECTION
     for index in range(servers):
         http_port = free_port()
         process = await spawn(
@@ -112,6 +228,7 @@ async def _start(handle: ClusterHandle, servers: int, output: IO[bytes]) -> None
             *("--coordinator-url", url, "--name", f"bench-server-{index + 1}"),
             *("--http-host", HOST, "--http-port", str(http_port)),
             *("--batch-window", str(handle.batch_window), "--max-peers", "100000"),
+            *udp_flags(mode, udp_ports[index]),
             *("--log-level", "warning"),
             stdout=output,
             stderr=output,
@@ -124,7 +241,9 @@ async def _start(handle: ClusterHandle, servers: int, output: IO[bytes]) -> None
         if status is None:
             raise ClusterError(f"comm server {index + 1} answers no /status")
         handle.servers.append(
-            ServerInfo(str(status["name"]), int(status["alias"]), pid, f"{base}/status")
+            ServerInfo(
+                str(status["name"]), int(status["alias"]), pid, f"{base}/status", udp_ports[index]
+            )
         )
     await wait_servers_registered(f"{http_base(url)}/status", servers, START_TIMEOUT)
     await _wait_mesh(handle.servers)

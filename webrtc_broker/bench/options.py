@@ -4,11 +4,25 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 from webrtc_broker.bench.payload import HEADER_SIZE
 
 DEFAULT_TOPIC = "bench/dense"
+DEFAULT_CONNECT_BOTS = 200
+"""Clients of the connect stage of ``--compare-udp-modes``."""
+
+
+class UdpMode(StrEnum):
+    """How the comm servers the bench starts bind their peer connections' UDP sockets."""
+
+    PER_CONNECTION = "per-connection"
+    """A socket on a free port for every peer connection (the default)."""
+    SINGLE_PORT = "single-port"
+    """Every peer connection on one port (``--udp-port``)."""
+    PORT_RANGE = "port-range"
+    """Every peer connection's sockets on ports of one range (``--udp-port-range``)."""
 
 
 def default_workers(servers: int, cpus: int | None = None) -> int:
@@ -57,6 +71,14 @@ class BenchOptions:
     topic: str = DEFAULT_TOPIC
     log_dir: Path | None = None
     """Where the processes' logs go; a temporary folder when unset."""
+    udp_mode: UdpMode = UdpMode.PER_CONNECTION
+    """Passed to the comm servers this bench starts (a cluster it did not start keeps its own)."""
+    compare_udp_modes: bool = False
+    """Alternate per-connection and single-port runs instead of one run per bot count."""
+    runs: int = 3
+    """Runs of each mode in the comparison."""
+    connect_bots: int = DEFAULT_CONNECT_BOTS
+    """Clients whose connect time the comparison measures (``bots`` is its dense stage)."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -80,6 +102,19 @@ class BenchOptions:
             problems.append("--baseline-seconds must not be negative")
         if self.connect_concurrency < 1:
             problems.append("--connect-concurrency must be at least 1")
+        if self.coordinator_url is not None and (
+            self.udp_mode is not UdpMode.PER_CONNECTION or self.compare_udp_modes
+        ):
+            problems.append(
+                "--udp-mode and --compare-udp-modes need the bench's own cluster "
+                "(not --coordinator-url): a running server keeps its port mode"
+            )
+        if self.compare_udp_modes and self.sweep:
+            problems.append("--compare-udp-modes runs fixed bot counts: drop --sweep")
+        if self.runs < 1:
+            problems.append("--runs must be at least 1")
+        if self.connect_bots < 2:
+            problems.append("--connect-bots must be at least 2")
         if problems:
             raise ValueError("; ".join(problems))
 

@@ -40,7 +40,8 @@ def baseline_table(baseline: Baseline) -> Table:
     return table
 
 
-def run_table(run: RunResult, baseline: Baseline | None) -> Table:
+def run_table(run: RunResult, baseline: Baseline | None, udp_mode: str | None = None) -> Table:
+    """``udp_mode``: the servers' UDP port mode, when the bench started them."""
     kind = "reliable" if run.reliable else "unreliable"
     batching = (
         "existing cluster"
@@ -52,7 +53,9 @@ def run_table(run: RunResult, baseline: Baseline | None) -> Table:
     table = Table(
         title=(
             f"Dense scenario: {run.bots} bots x {run.rate:g} Hz x {run.size} B, {kind}, "
-            f"{run.servers} server(s), {batching}, {run.workers} worker(s), {run.duration:g} s"
+            f"{run.servers} server(s), {batching}"
+            + ("" if run.batch_window is None or udp_mode is None else f", UDP {udp_mode}")
+            + f", {run.workers} worker(s), {run.duration:g} s"
         )
     )
     table.add_column("metric")
@@ -157,8 +160,9 @@ def sweep_table(runs: list[RunResult], baseline: Baseline | None) -> Table:
 def print_report(console: Console, report: Report) -> None:
     if report.baseline is not None:
         console.print(baseline_table(report.baseline))
+    udp_mode = report.options.get("udp_mode")
     for run in report.runs:
-        console.print(run_table(run, report.baseline))
+        console.print(run_table(run, report.baseline, None if udp_mode is None else str(udp_mode)))
         console.print(cpu_table(run))
         for warning in run.warnings:
             console.print(f"[yellow]warning:[/yellow] {warning}")

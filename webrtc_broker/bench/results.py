@@ -184,3 +184,94 @@ class Report:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+# -- the UDP port mode comparison (``--compare-udp-modes``) ---------------
+
+
+@dataclass(frozen=True)
+class ServerUdp:
+    """The UDP sockets one comm server held, read from /proc once its clients connected."""
+
+    name: str
+    sockets: int
+    ports: int
+    """Distinct local ports among them."""
+    lowest: int | None
+    highest: int | None
+    expected: tuple[int, int] | None
+    """The (low, high) ports its mode allows; ``None``: any port (per-connection)."""
+    in_mode: bool | None
+    """Every socket lies on the expected ports; ``None`` when any port is allowed or the
+    process was not readable. ``False`` means the server ignored its port mode."""
+
+
+@dataclass(frozen=True)
+class ConnectStage:
+    """``bots`` clients connecting to a fresh cluster, with no traffic."""
+
+    bots: int
+    connected: int
+    p50_s: float | None
+    p99_s: float | None
+    max_s: float | None
+    """Per client: ``BrokerClient.connect`` (coordinator, ICE, DTLS, SCTP, both channels
+    open, AUTH confirmed by a PING echo), in seconds."""
+    total_s: float | None
+    """From the first client's connect start to the last one's end."""
+    failures: int
+    errors: dict[str, int]
+    server_cpu_ms_per_connect: float | None
+    """Comm servers' CPU time from the first connect to the last, per connected client."""
+    memory_per_client_mb: float | None
+    servers_udp: list[ServerUdp]
+
+
+@dataclass(frozen=True)
+class ModeRun:
+    """One run of one mode: the connect stage, then the dense stage on a fresh cluster."""
+
+    mode: str
+    number: int
+    """1-based; runs alternate modes, so run 1 of each mode precedes run 2 of either."""
+    connect: ConnectStage
+    dense: RunResult
+    dense_servers_udp: list[ServerUdp]
+
+
+@dataclass(frozen=True)
+class MetricSummary:
+    """One metric's median per mode and what single-port costs against per-connection."""
+
+    name: str
+    unit: str
+    better: str
+    """``higher`` or ``lower``: which way is an improvement."""
+    per_connection: float | None
+    single_port: float | None
+    ratio: float | None
+    """single_port / per_connection of the medians."""
+    verdict: str | None
+    """``PASS`` within the budget, ``WARN`` beyond it, ``None`` for a metric without a
+    budget (or without values)."""
+
+
+@dataclass
+class Comparison:
+    command: list[str]
+    started_at: str
+    finished_at: str
+    machine: Machine
+    loadavg_before: list[float]
+    """/proc/loadavg's 1, 5 and 15 minute averages before the first run."""
+    loadavg_after: list[float]
+    options: dict[str, Any]
+    budget_percent: float
+    runs: list[ModeRun]
+    summary: list[MetricSummary]
+    schema: int = SCHEMA_VERSION
+    error: str | None = None
+    """Why the comparison stopped early; the runs before it are still reported."""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)

@@ -7,6 +7,10 @@ measured window until T2. CPU and memory of every process are sampled over
 the window and the servers' relay counters are read at both ends. Workers
 report counts and latency histograms, which are merged here.
 
+A connect stage (:meth:`Runner.connect_stage`) is the first half alone: a
+fresh cluster, the bots connect and subscribe, their connect times and the
+servers' cost of them are noted, and the bots leave without traffic.
+
 Everything started is stopped on the way out, whatever the way out is (an
 error, a timeout, Ctrl-C cancelling the task).
 """
@@ -14,36 +18,48 @@ error, a timeout, Ctrl-C cancelling the task).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import os
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from rich.progress import Progress, TaskID
 
 from webrtc_broker.bench.baseline import SETUP_TIMEOUT
-from webrtc_broker.bench.bots import CLOSE_TIMEOUT, Schedule, WorkerResult
+from webrtc_broker.bench.bots import CLOSE_TIMEOUT, Schedule, WorkerPlan, WorkerResult
 from webrtc_broker.bench.latency import LatencyHistogram, percentile
 from webrtc_broker.bench.localcluster import (
     ClusterHandle,
     external_cluster,
     fetch_json,
     local_cluster,
+    udp_census,
 )
 from webrtc_broker.bench.options import BenchOptions
 from webrtc_broker.bench.results import (
     Baseline,
+    ConnectStage,
     ConnectSummary,
     CpuShare,
     LatencySummary,
     ProcessUsage,
     RunResult,
     ServerSummary,
+    ServerUdp,
 )
-from webrtc_broker.bench.sampling import MB, Usage, Watched, WindowSampler, rss_bytes
+from webrtc_broker.bench.sampling import (
+    MB,
+    Usage,
+    Watched,
+    WindowSampler,
+    cpu_seconds,
+    rss_bytes,
+)
 from webrtc_broker.bench.workers import (
     ConnectLog,
     Worker,
@@ -111,17 +127,101 @@ class Runner:
     # -- one run ----------------------------------------------------------
 
     async def run(self, bots: int, baseline: Baseline | None) -> RunResult:
-        options = self.options
+        return (await self.measure(bots, baseline))[0]
+
+    async def measure(
+        self, bots: int, baseline: Baseline | None
+    ) -> tuple[RunResult, list[ServerUdp]]:
+        """One run, and the servers' UDP sockets once the bots connected."""
         log_path = self.log_dir / f"run-{bots}-bots.log"
         task = self.progress.add_task(f"{bots} bots: starting the cluster", total=None)
         try:
-            if options.coordinator_url is not None:
-                cluster = await external_cluster(options.coordinator_url, options.servers)
-                return await self._with_cluster(cluster, bots, baseline, log_path, task)
-            async with local_cluster(options.servers, options.batch_window, log_path) as cluster:
+            async with self._cluster(bots, log_path) as cluster:
                 return await self._with_cluster(cluster, bots, baseline, log_path, task)
         finally:
             self.progress.remove_task(task)
+
+    async def connect_stage(self, bots: int) -> ConnectStage:
+        """``bots`` clients connect to a fresh cluster and leave again, without traffic."""
+        log_path = self.log_dir / f"connect-{bots}-bots.log"
+        task = self.progress.add_task(f"{bots} bots: starting the cluster", total=None)
+        try:
+            async with self._cluster(bots, log_path) as cluster:
+                return await self._connect_only(cluster, bots, log_path, task)
+        finally:
+            self.progress.remove_task(task)
+
+    @contextlib.asynccontextmanager
+    async def _cluster(self, bots: int, log_path: Path) -> AsyncIterator[ClusterHandle]:
+        options = self.options
+        if options.coordinator_url is not None:
+            yield await external_cluster(options.coordinator_url, options.servers)
+            return
+        async with local_cluster(
+            options.servers, options.batch_window, log_path, options.udp_mode, peers=bots
+        ) as cluster:
+            yield cluster
+
+    def _plans(self, cluster: ClusterHandle, bots: int) -> list[WorkerPlan]:
+        options = self.options
+        return make_plans(
+            coordinator_url=cluster.coordinator_url,
+            topic=options.topic,
+            servers=[server.alias for server in cluster.servers],
+            bots=bots,
+            workers=options.workers_for(bots),
+            rate=options.rate,
+            size=options.size,
+            reliable=options.reliable,
+            connect_concurrency=options.connect_concurrency,
+            connect_timeout=options.connect_timeout,
+        )
+
+    async def _connect_only(
+        self, cluster: ClusterHandle, bots: int, log_path: Path, task: TaskID
+    ) -> ConnectStage:
+        server_pids = [s.pid for s in cluster.servers if s.pid is not None]
+        memory_before = _total_rss(server_pids)
+        connects = ConnectLog()
+        workers: list[Worker] = []
+        finished = False
+        with log_path.open("ab") as log:
+            try:
+                workers = await start_workers(self._plans(cluster, bots), log)
+                cpu_before = _total_cpu(server_pids)
+                await self._connect(workers, bots, connects, task)
+                cpu_after = _total_cpu(server_pids)
+                connected = sum(worker.connected for worker in workers)
+                await asyncio.sleep(SETTLE)
+                memory_after = _total_rss(server_pids)
+                servers_udp = udp_census(cluster.servers)
+                finished = True
+            finally:
+                self.progress.update(task, description=f"{bots} bots: stopping")
+                await stop_workers(workers, graceful=finished)
+        cpu_ms = (
+            (cpu_after - cpu_before) * 1000.0 / connected
+            if cpu_before is not None and cpu_after is not None and connected
+            else None
+        )
+        memory = (
+            (memory_after - memory_before) / connected
+            if memory_before is not None and memory_after is not None and connected
+            else None
+        )
+        return ConnectStage(
+            bots=bots,
+            connected=connected,
+            p50_s=percentile(connects.seconds, 0.50),
+            p99_s=percentile(connects.seconds, 0.99),
+            max_s=max(connects.seconds, default=None),
+            total_s=connects.total_seconds,
+            failures=sum(connects.errors.values()),
+            errors=dict(connects.errors),
+            server_cpu_ms_per_connect=cpu_ms,
+            memory_per_client_mb=memory,
+            servers_udp=servers_udp,
+        )
 
     async def _with_cluster(
         self,
@@ -130,21 +230,10 @@ class Runner:
         baseline: Baseline | None,
         log_path: Path,
         task: TaskID,
-    ) -> RunResult:
+    ) -> tuple[RunResult, list[ServerUdp]]:
         options = self.options
         worker_count = options.workers_for(bots)
-        plans = make_plans(
-            coordinator_url=cluster.coordinator_url,
-            topic=options.topic,
-            servers=[server.alias for server in cluster.servers],
-            bots=bots,
-            workers=worker_count,
-            rate=options.rate,
-            size=options.size,
-            reliable=options.reliable,
-            connect_concurrency=options.connect_concurrency,
-            connect_timeout=options.connect_timeout,
-        )
+        plans = self._plans(cluster, bots)
         server_pids = [s.pid for s in cluster.servers if s.pid is not None]
         memory_before = _total_rss(server_pids)
         connects = ConnectLog()
@@ -161,6 +250,7 @@ class Runner:
                     )
                 await asyncio.sleep(SETTLE)
                 memory_after = _total_rss(server_pids)
+                servers_udp = udp_census(cluster.servers)
                 watched = _watched(cluster, workers)
                 start = time.time() + LEAD_IN
                 window_end = start + options.warmup + options.duration
@@ -182,7 +272,7 @@ class Runner:
             finally:
                 self.progress.update(task, description=f"{bots} bots: stopping")
                 await stop_workers(workers, graceful=finished)
-        return summarise(
+        run = summarise(
             options=options,
             cluster=cluster,
             bots=bots,
@@ -196,6 +286,7 @@ class Runner:
             memory=(memory_before, memory_after),
             status_delta=status_delta,
         )
+        return run, servers_udp
 
     async def _connect(
         self, workers: list[Worker], bots: int, connects: ConnectLog, task: TaskID
@@ -251,6 +342,13 @@ class Runner:
             await asyncio.sleep(min(0.25, max(0.0, schedule.traffic_end - time.time())))
         delta = {key: after[key] - before[key] for key in after}
         return usages, machine, delta
+
+
+def _total_cpu(pids: list[int]) -> float | None:
+    """CPU seconds of all ``pids`` together; ``None`` if one is gone."""
+    times = [cpu_seconds(pid) for pid in pids]
+    known = [t for t in times if t is not None]
+    return sum(known) if known and len(known) == len(times) else None
 
 
 def _total_rss(pids: list[int]) -> float | None:

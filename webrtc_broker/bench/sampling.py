@@ -13,6 +13,7 @@ functions are called straight from the event loop.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -117,3 +118,31 @@ class WindowSampler:
                 )
             )
         return usages, machine
+
+
+def udp_ports(pid: int) -> list[int] | None:
+    """The local port of every UDP socket ``pid`` holds (one entry per socket); ``None`` if gone.
+
+    Which mode a comm server's peer connections really use shows here: a
+    socket per connection on as many ports, or one port for all of them. The
+    process's file descriptors name socket inodes; its network namespace's
+    ``net/udp`` and ``net/udp6`` tables give each inode's local address.
+    """
+    base = Path(f"/proc/{pid}")
+    try:
+        inodes = set()
+        for fd in os.listdir(base / "fd"):
+            with contextlib.suppress(OSError):  # closed since the listing
+                link = os.readlink(base / "fd" / fd)
+                if link.startswith("socket:["):
+                    inodes.add(link[8:-1])
+        tables = [(base / "net" / name).read_text() for name in ("udp", "udp6")]
+    except OSError:
+        return None
+    ports = []
+    for table in tables:
+        for line in table.splitlines()[1:]:
+            fields = line.split()
+            if len(fields) > 9 and fields[9] in inodes:
+                ports.append(int(fields[1].rsplit(":", 1)[1], 16))
+    return sorted(ports)

@@ -30,10 +30,32 @@ class ConnectLog:
 
     seconds: list[float] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
+    first_started: float | None = None
+    """Wall-clock time the first connect began (any worker)."""
+    last_ended: float | None = None
+    """Wall-clock time the last connect succeeded or failed."""
 
     @property
     def done(self) -> int:
         return len(self.seconds) + sum(self.errors.values())
+
+    @property
+    def total_seconds(self) -> float | None:
+        """From the first connect's start to the last one's end: all bots' connect time."""
+        if self.first_started is None or self.last_ended is None:
+            return None
+        return self.last_ended - self.first_started
+
+    def add(self, event: dict[str, Any]) -> None:
+        """One worker's ``connect`` event."""
+        if event.get("ok"):
+            self.seconds.append(float(event["seconds"]))
+        else:
+            self.errors[str(event.get("error", "unknown"))] += 1
+        if "started" in event and "ended" in event:
+            started, ended = float(event["started"]), float(event["ended"])
+            self.first_started = min(started, self.first_started or started)
+            self.last_ended = max(ended, self.last_ended or ended)
 
 
 @dataclass
@@ -119,10 +141,7 @@ async def wait_ready(
         while True:
             event = await worker.event()
             if event["event"] == "connect":
-                if event.get("ok"):
-                    connects.seconds.append(float(event["seconds"]))
-                else:
-                    connects.errors[str(event.get("error", "unknown"))] += 1
+                connects.add(event)
                 on_connect()
             elif event["event"] == "ready":
                 worker.connected = int(event["connected"])
