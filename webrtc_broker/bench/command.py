@@ -37,7 +37,7 @@ from webrtc_broker.bench.localcluster import ClusterError
 from webrtc_broker.bench.options import BenchOptions
 from webrtc_broker.bench.plot import PlotUnavailable, plot_sweep
 from webrtc_broker.bench.report import print_report, write_json
-from webrtc_broker.bench.results import Machine, Report
+from webrtc_broker.bench.results import Machine, Report, ServerUdp
 from webrtc_broker.bench.runner import BenchError, Runner
 from webrtc_broker.bench.workers import WorkerError
 
@@ -66,6 +66,23 @@ def machine_info() -> Machine:
         aiortc=version("aiortc"),
         loadavg_1m=os.getloadavg()[0],
     )
+
+
+def describe_udp(server: ServerUdp) -> str:
+    """One server's UDP sockets in a sentence."""
+    if not server.sockets:
+        return f"{server.name} held no UDP socket"
+    where = (
+        f"port {server.lowest}"
+        if server.ports == 1
+        else f"{server.ports} ports ({server.lowest}-{server.highest})"
+    )
+    text = f"{server.name} held {server.sockets} UDP socket(s) on {where}"
+    if server.in_mode is True:
+        text += ", all where its mode puts them"
+    elif server.in_mode is False:
+        text += ", NOT where its mode puts them"
+    return text
 
 
 def stdout_console() -> Console:
@@ -117,27 +134,36 @@ async def run_bench(options: BenchOptions, argv: list[str]) -> int:
     log_dir = log_directory(options)
     progress = progress_display()
     cancel_on_sigterm()
+    sockets: list[list[ServerUdp]] = []
     try:
         with progress:
             runner = Runner(options, progress, log_dir)
             report.baseline = await runner.baseline()
             for bots in options.bot_counts:
-                report.runs.append(await runner.run(bots, report.baseline))
+                run, servers_udp = await runner.measure(bots, report.baseline)
+                report.runs.append(run)
+                sockets.append(servers_udp)
     except (BenchError, ClusterError, WorkerError) as exc:
         report.error = f"{exc} (logs in {log_dir})"
     except asyncio.CancelledError:
         report.error = "interrupted"
-        _finish(report, options, out)
+        _finish(report, options, out, sockets)
         raise
-    code = _finish(report, options, out)
+    code = _finish(report, options, out, sockets)
     if report.error is None and options.log_dir is None:
         shutil.rmtree(log_dir, ignore_errors=True)
     return code
 
 
-def _finish(report: Report, options: BenchOptions, out: Console) -> int:
+def _finish(
+    report: Report, options: BenchOptions, out: Console, sockets: list[list[ServerUdp]]
+) -> int:
     report.finished_at = now_iso()
     print_report(out, report)
+    # Which ports the servers' peer connections really used: the mode in effect.
+    for run, census in zip(report.runs, sockets, strict=False):
+        for server in census:
+            out.print(f"{run.bots} bots, UDP {options.udp_mode}: {describe_udp(server)}")
     if options.json_path is not None:
         write_json(options.json_path, report)
         out.print(f"JSON written to {options.json_path}")
