@@ -52,11 +52,13 @@ async def test_clients_behind_two_nats_share_topics_through_one_server(
     east, west = sites
     async with Processes.running(tmp_path) as processes:
         url = await processes.coordinator(net.address)
-        extra: list[str] = []
+        # Only the internet's address is offered: the host's other addresses are
+        # reachable from the sites too (they are all this host's), but not public.
+        extra = ["--candidate-include", str(net.network)]
         udp_port = None
         if mode == "single-port":
-            udp_port = free_port(net.address, socket.SOCK_DGRAM)
-            extra = ["--udp-port", str(udp_port)]
+            udp_port = free_port("0.0.0.0", socket.SOCK_DGRAM)
+            extra += ["--udp-port", str(udp_port)]
         server = await processes.commserver("s1", url, *extra)
         peers = {
             site.client.name: await processes.peer(
@@ -91,6 +93,9 @@ async def test_clients_behind_two_nats_share_topics_through_one_server(
         )
         if udp_port is not None:
             assert sockets == [(sockets[0][0], udp_port)], sockets
+            # Every client's session runs to that one port.
+            for name, pair in pairs.items():
+                assert pair.endswith(f"-> host {net.address}:{udp_port}"), (name, pair)
         else:
             # Every session has its own socket(s): at least one per client.
             assert len(sockets) >= clients, sockets

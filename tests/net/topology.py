@@ -446,6 +446,8 @@ class NatFlow:
     protocol: str
     source: tuple[str, int]
     destination: tuple[str, int]
+    reply_source: tuple[str, int]
+    """Where the answers come from: the translated destination, when the router DNATs."""
     reply_destination: tuple[str, int]
     """Where the answers go: the translated source, when the router NATs the flow."""
 
@@ -465,6 +467,7 @@ def nat_flows(router: Namespace, protocol: str = "udp") -> list[NatFlow]:
                     protocol,
                     (values["src"][0], int(values["sport"][0])),
                     (values["dst"][0], int(values["dport"][0])),
+                    (values["src"][1], int(values["sport"][1])),
                     (values["dst"][1], int(values["dport"][1])),
                 )
             )
