@@ -170,6 +170,8 @@ def test_default_broker_cluster_is_the_crd_default_with_the_chart_image() -> Non
     assert spec["coordinator"].pop("serviceAnnotations") == {}
     assert spec.pop("iceServers") == []
     assert spec["metrics"]["serviceMonitor"].pop("labels") == {}
+    assert spec["commServers"]["network"].pop("serviceAnnotations") == {}
+    assert spec["turn"].pop("urls") == []
     for component in ("coordinator", "commServers"):
         assert spec[component].pop("nodeSelector") == {}
         assert spec[component].pop("tolerations") == []

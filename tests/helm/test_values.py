@@ -52,7 +52,7 @@ def default_values() -> dict[str, Any]:
             "--set",
             "brokerCluster.spec.commServers.network.mode=Overlay",
             "at '/brokerCluster/spec/commServers/network/mode': "
-            "value must be one of 'PodIP', 'HostNetwork'",
+            "value must be one of 'PodIP', 'HostNetwork', 'NodePort', 'LoadBalancer'",
         ),
         (
             "--set",
@@ -145,6 +145,16 @@ def default_values() -> dict[str, Any]:
         ),
         (
             "--set",
+            "brokerCluster.spec.commServers.network.mode=NodePort",
+            "at '/brokerCluster/spec/commServers/network': missing property 'nodePortBase'",
+        ),
+        (
+            "--set",
+            "brokerCluster.spec.turn.mode=Managed",
+            "at '/brokerCluster/spec/turn': missing property 'secretRef'",
+        ),
+        (
+            "--set",
             "tests.tolerations=dedicated",
             "at '/tests/tolerations': got string, want array",
         ),
@@ -215,6 +225,11 @@ def test_wrong_type_in_a_values_file_is_refused(tmp_path: Path) -> None:
         "global.anything=1",
         "brokerCluster.spec.commServers.tolerations[0].operator=Exists",
         "brokerCluster.spec.coordinator.nodeSelector.example\\.org/pool=brokers",
+        "brokerCluster.spec.commServers.network.mode=NodePort,"
+        "brokerCluster.spec.commServers.network.nodePortBase=32766",
+        "brokerCluster.spec.commServers.network.mode=LoadBalancer",
+        "brokerCluster.spec.turn.mode=External,brokerCluster.spec.turn.urls={turn:t.example.org},"
+        "brokerCluster.spec.turn.secretRef.name=turn",
     ],
 )
 def test_edge_values_are_accepted(value: str) -> None:
@@ -231,6 +246,22 @@ def test_edge_values_are_accepted(value: str) -> None:
                 "brokerCluster.spec.autoscaling.maxReplicas=3",
             ],
             "brokerCluster.spec.autoscaling.minReplicas (5) must not exceed maxReplicas (3)",
+        ),
+        (
+            [
+                "brokerCluster.spec.commServers.network.mode=NodePort",
+                "brokerCluster.spec.commServers.network.nodePortBase=32767",
+            ],
+            "brokerCluster.spec.commServers.network.nodePortBase (32767) + 2 comm servers go "
+            "beyond NodePort 32767",
+        ),
+        (
+            [
+                "brokerCluster.spec.commServers.network.mode=NodePort",
+                "brokerCluster.spec.commServers.network.nodePortBase=32760",
+                "brokerCluster.spec.autoscaling.enabled=true",
+            ],
+            "nodePortBase (32760) + 10 comm servers go beyond NodePort 32767",
         ),
         (
             ["operator.watchNamespaces={team-a}"],
@@ -306,6 +337,8 @@ def test_values_yaml_spec_holds_the_crd_defaults() -> None:
     assert spec.pop("image") == ""
     assert spec["coordinator"].pop("serviceAnnotations") == {}
     assert spec.pop("iceServers") == []
+    assert spec["commServers"]["network"].pop("serviceAnnotations") == {}
+    assert spec["turn"].pop("urls") == []
     assert spec["metrics"]["serviceMonitor"].pop("labels") == {}
     for component in ("coordinator", "commServers"):
         # No default in the CRD: absent and empty both mean "any node".

@@ -11,6 +11,7 @@ rendered here (no load-balancer controller or coturn image in these tests).
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 from typing import Any
@@ -21,7 +22,8 @@ from broker_operator.manifests import commserver, desired_objects, turn
 from broker_operator.naming import ClusterRef
 from broker_operator.reconcile import join_host_port, load_balancer_host, pod_index
 from broker_operator.spec import SpecError, parse_spec
-from tests.operator.support import IMAGE
+from tests.operator import schemas
+from tests.operator.support import DEPLOY, IMAGE, crd_schema, load_yaml
 
 REF = ClusterRef("demo", "team-a", "0b5e7a3c-1111-2222-3333-444455556666")
 
@@ -344,3 +346,13 @@ def test_managed_turn_script_writes_the_secret_to_a_private_file(tmp_path: Any) 
     assert result.stdout.split() == ["-c", str(config), "--use-auth-secret"]
     assert config.read_text() == "static-auth-secret=s3cr%t\n"
     assert config.stat().st_mode & 0o077 == 0
+
+
+def test_every_example_is_accepted_by_the_crd_and_the_operator() -> None:
+    files = sorted((DEPLOY / "examples").glob("*.yaml"))
+    assert len(files) >= 2
+    for path in files:
+        for body in load_yaml(path):
+            assert schemas.validate_custom(crd_schema(), body) == [], path.name
+            defaulted = schemas.apply_defaults(crd_schema(), copy.deepcopy(body))
+            parse_spec(body["metadata"]["name"], defaulted["spec"])
