@@ -68,6 +68,8 @@ export interface LinkOptions {
    */
   avoid?: readonly number[] | undefined;
   iceServers: RTCIceServer[];
+  /** `"relay"`: the session uses TURN-relayed candidates only (default `"all"`). */
+  iceTransportPolicy?: RTCIceTransportPolicy | undefined;
   /** Where the link counts the coordinator frames it drops (shared across links). */
   dropped?: SignallingDrops | undefined;
 }
@@ -83,20 +85,46 @@ const ICE_SERVERS_TIMEOUT_MS = 3000;
 
 /**
  * The STUN/TURN servers the coordinator hands out at `/ice-servers` (on its
- * http(s) origin); none if it cannot say (an older coordinator, an error).
+ * http(s) origin), with TURN credentials fresh for this session; none if it
+ * cannot say (an older coordinator, an error, a rate limit).
+ *
+ * `credentials` (the client's token) go as `Authorization: Bearer`: with
+ * client tokens on, the coordinator issues TURN credentials only against a
+ * valid one (the header makes the browser ask first with a CORS preflight,
+ * which the coordinator answers). A refused token is an
+ * {@link AuthenticationError}: `/connect` would refuse it too.
  */
-export async function fetchIceServers(url: string): Promise<RTCIceServer[]> {
+export async function fetchIceServers(
+  url: string,
+  credentials: Uint8Array = new Uint8Array(),
+): Promise<RTCIceServer[]> {
   const endpoint = `${coordinatorBase(url).replace(/^ws/, "http")}/ice-servers`;
+  const token = utf8Decoder.decode(credentials);
+  const headers: Record<string, string> = token ? { Authorization: `Bearer ${token}` } : {};
   const controller = new AbortController();
   const timer = setTimeout(() => controller.abort(), ICE_SERVERS_TIMEOUT_MS);
+  let response: Response;
   try {
-    const response = await fetch(endpoint, { signal: controller.signal });
+    response = await fetch(endpoint, { signal: controller.signal, headers });
+  } catch {
+    clearTimeout(timer);
+    return [];
+  }
+  try {
+    if (response.status === 401) {
+      throw new AuthenticationError(
+        "the coordinator refused the credentials for /ice-servers (HTTP 401)",
+      );
+    }
     if (!response.ok) {
       return [];
     }
     const body: unknown = await response.json();
     return Array.isArray(body) ? (body as RTCIceServer[]) : [];
-  } catch {
+  } catch (error) {
+    if (error instanceof AuthenticationError) {
+      throw error;
+    }
     return [];
   } finally {
     clearTimeout(timer);
@@ -132,7 +160,7 @@ export class Link {
       this.refuse = resolve;
     });
     this.dropped = options.dropped ?? {};
-    this.session = new Session(onFrame, options.iceServers);
+    this.session = new Session(onFrame, options.iceServers, options.iceTransportPolicy);
     this.session.onCandidate = (candidate) =>
       this.signal(MessageType.WEBRTC_ICE_CANDIDATE, utf8Encoder.encode(candidate));
     this.session.onClose(() => {

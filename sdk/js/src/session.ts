@@ -48,6 +48,7 @@ export class Session {
   constructor(
     private readonly onFrame: FrameHandler,
     iceServers: RTCIceServer[] = [],
+    iceTransportPolicy: RTCIceTransportPolicy = "all",
     private readonly limits: WriterLimits = DEFAULT_LIMITS,
   ) {
     this.opened = new Promise<void>((resolve, reject) => {
@@ -55,7 +56,7 @@ export class Session {
       this.rejectOpened = reject;
     });
     this.opened.catch(() => {}); // nobody may be waiting when it closes
-    this.pc = new RTCPeerConnection({ iceServers });
+    this.pc = new RTCPeerConnection({ iceServers, iceTransportPolicy });
     this.pc.addEventListener("datachannel", (event) => this.adopt(event.channel));
     this.pc.addEventListener("icecandidate", (event) => {
       // A null candidate (or an empty one) marks the end of gathering: nothing to send.

@@ -129,9 +129,16 @@ export interface ConnectOptions {
 	timeout?: number;
 	/**
 	 * STUN/TURN servers for the peer connection (default: those the coordinator
-	 * hands out at `/ice-servers`; none if it has no such endpoint).
+	 * hands out at `/ice-servers`, fetched again for every session since their
+	 * TURN credentials expire, with the credentials as a bearer token; none if
+	 * it has no such endpoint).
 	 */
 	iceServers?: RTCIceServer[];
+	/**
+	 * `"relay"` restricts sessions to TURN-relayed candidates (the peer
+	 * connection's `iceTransportPolicy`; default `"all"`).
+	 */
+	iceTransportPolicy?: RTCIceTransportPolicy;
 	/**
 	 * Capability bits announced in AUTH (default {@link CLIENT_CAPABILITIES});
 	 * 0 makes the session look like an original-protocol client.

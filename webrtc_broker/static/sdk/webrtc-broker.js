@@ -3762,7 +3762,7 @@ var utf8 = new TextEncoder();
 var MAX_CANDIDATES = 64;
 var MAX_CANDIDATE_BYTES = 1024;
 var Session = class {
-  constructor(onFrame, iceServers = [], limits = DEFAULT_LIMITS) {
+  constructor(onFrame, iceServers = [], iceTransportPolicy = "all", limits = DEFAULT_LIMITS) {
     this.onFrame = onFrame;
     this.limits = limits;
     this.opened = new Promise((resolve, reject) => {
@@ -3771,7 +3771,7 @@ var Session = class {
     });
     this.opened.catch(() => {
     });
-    this.pc = new RTCPeerConnection({ iceServers });
+    this.pc = new RTCPeerConnection({ iceServers, iceTransportPolicy });
     this.pc.addEventListener("datachannel", (event) => this.adopt(event.channel));
     this.pc.addEventListener("icecandidate", (event) => {
       if (event.candidate !== null && event.candidate.candidate !== "") {
@@ -3957,18 +3957,34 @@ function coordinatorBase(url) {
   return base.replace(/^http(s?):\/\//, "ws$1://");
 }
 var ICE_SERVERS_TIMEOUT_MS = 3e3;
-async function fetchIceServers(url) {
+async function fetchIceServers(url, credentials = new Uint8Array()) {
   const endpoint = `${coordinatorBase(url).replace(/^ws/, "http")}/ice-servers`;
+  const token = utf8Decoder.decode(credentials);
+  const headers = token ? { Authorization: `Bearer ${token}` } : {};
   const controller = new AbortController();
   const timer = setTimeout(() => controller.abort(), ICE_SERVERS_TIMEOUT_MS);
+  let response;
   try {
-    const response = await fetch(endpoint, { signal: controller.signal });
+    response = await fetch(endpoint, { signal: controller.signal, headers });
+  } catch {
+    clearTimeout(timer);
+    return [];
+  }
+  try {
+    if (response.status === 401) {
+      throw new AuthenticationError(
+        "the coordinator refused the credentials for /ice-servers (HTTP 401)"
+      );
+    }
     if (!response.ok) {
       return [];
     }
     const body = await response.json();
     return Array.isArray(body) ? body : [];
-  } catch {
+  } catch (error) {
+    if (error instanceof AuthenticationError) {
+      throw error;
+    }
     return [];
   } finally {
     clearTimeout(timer);
@@ -3987,7 +4003,7 @@ var Link = class _Link {
       this.refuse = resolve;
     });
     this.dropped = options.dropped ?? {};
-    this.session = new Session(onFrame, options.iceServers);
+    this.session = new Session(onFrame, options.iceServers, options.iceTransportPolicy);
     this.session.onCandidate = (candidate) => this.signal(5 /* WEBRTC_ICE_CANDIDATE */, utf8Encoder2.encode(candidate));
     this.session.onClose(() => {
       if (this.established) {
@@ -4506,9 +4522,15 @@ var BrokerClient = class _BrokerClient {
         this.onFrame(opened, frame, reliable);
       }
     };
-    const iceServers = this.options.iceServers ?? await fetchIceServers(this.url);
+    const iceServers = this.options.iceServers ?? await fetchIceServers(this.url, this.credentials);
     attempt.check();
-    const options = { server, avoid, iceServers, dropped: this.droppedSignalling };
+    const options = {
+      server,
+      avoid,
+      iceServers,
+      iceTransportPolicy: this.options.iceTransportPolicy,
+      dropped: this.droppedSignalling
+    };
     const link = await Link.open(this.url, this.credentials, options, onFrame, attempt);
     opened = link;
     this.pending = link;
