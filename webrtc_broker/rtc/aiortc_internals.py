@@ -10,8 +10,8 @@ and leaves server-reflexive and relayed candidates to aioice.
 
 Each internal used below says what it relies on;
 ``tests/unit/test_aioice_contract.py`` checks all of them, naming the one
-that an aiortc or aioice upgrade changed. Versions checked: aioice 0.10 to 0.13,
-aiortc 1.9 to 1.16.
+that an aiortc or aioice upgrade changed. Checked with aioice 0.10.1, 0.11.0,
+0.12.0 and 0.13.0 (0.9 lacks ``_local_username``) under aiortc 1.16.
 """
 
 from __future__ import annotations
