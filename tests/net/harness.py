@@ -189,11 +189,13 @@ class Processes:
         *,
         prefix: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
+        module: str = "tests.net.peer",
     ) -> PeerProcess:
-        """A process of Python SDK clients (see :mod:`tests.net.peer`)."""
+        """A process of Python SDK clients (:mod:`tests.net.peer`), or of browser
+        pages (``module="tests.net.browser_peer"``)."""
         process = await self.spawn(
             name,
-            [sys.executable, "-m", "tests.net.peer", coordinator_url],
+            [sys.executable, "-m", module, coordinator_url],
             prefix=prefix,
             env=env,
             stdio=True,

@@ -1,0 +1,171 @@
+"""Debian's Chromium behind a real NAT talks to a Python client through a single-port server.
+
+The Playwright driver runs inside a NAT'd client namespace (``ip netns exec``),
+so Chromium's sockets live there; the Python SDK client sits behind another
+NAT; coordinator and comm server (``--udp-port``, only the internet's address
+offered) run on the host side of the "internet" (``tests/net/topology.py``).
+
+Chromium hides its host candidates behind mDNS names, which the comm server
+cannot resolve and which would be private anyway: the session works because
+the server, which has the reachable address, takes the browser's NAT'd
+address from its checks as a peer-reflexive candidate. Reliable and
+unreliable messages cross both ways; the browser's router translated its flows
+to the server's one port, the only port any session of the server uses.
+
+A second test puts Chromium on a network that drops all UDP, with the SDK's
+``iceTransportPolicy: "relay"`` and TURN over TCP from the coordinator's
+``/ice-servers`` (coturn on the host side): the session runs on a relay
+candidate and messages cross the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.net import topology
+from tests.net.harness import PeerProcess, Processes, exchange, free_port
+from tests.net.topology import Internet, NattedSite
+from tests.turn.coturn import Coturn, run_coturn
+
+pytestmark = pytest.mark.timeout(300)
+
+CHROMIUM = Path("/usr/bin/chromium")
+MDNS_PORT = 5353
+
+
+@pytest.fixture
+def net() -> Iterator[Internet]:
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(f"{CHROMIUM} is missing: `make test` installs Debian's chromium package")
+    with topology.internet() as made:
+        yield made
+
+
+@pytest.fixture
+def sites(net: Internet) -> Iterator[tuple[NattedSite, NattedSite]]:
+    """The browser's site and the Python client's."""
+    with topology.natted_site(net) as browser_site, topology.natted_site(net) as python_site:
+        yield browser_site, python_site
+
+
+@pytest.fixture
+def walled(net: Internet) -> Iterator[tuple[NattedSite, NattedSite, Coturn]]:
+    """A UDP-blocked site for the browser, the Python client's site, and coturn."""
+    with (
+        topology.natted_site(net, block_udp=True) as browser_site,
+        topology.natted_site(net) as python_site,
+        run_coturn(address=net.address) as turn,
+    ):
+        yield browser_site, python_site, turn
+
+
+async def _clients(
+    processes: Processes, url: str, browser_site: NattedSite, python_site: NattedSite
+) -> tuple[PeerProcess, PeerProcess]:
+    browser = await processes.peer(
+        "chromium", url, prefix=browser_site.client.command(), module="tests.net.browser_peer"
+    )
+    python = await processes.peer("python", url, prefix=python_site.client.command())
+    return browser, python
+
+
+async def _exchange(browser: PeerProcess, python: PeerProcess) -> list[str]:
+    await browser.ok("subscribe", name="chromium", topics=["to-browser"])
+    await python.ok("subscribe", name="python", topics=["to-python"])
+    crossed = await exchange(python, "python", browser, "chromium", "to-browser")
+    crossed += await exchange(browser, "chromium", python, "python", "to-python")
+    return crossed
+
+
+async def test_chromium_behind_nat_and_a_python_client_share_a_single_port_server(
+    net: Internet, sites: tuple[NattedSite, NattedSite], tmp_path: Path
+) -> None:
+    browser_site, python_site = sites
+    udp_port = free_port("0.0.0.0", socket.SOCK_DGRAM)
+    async with Processes.running(tmp_path) as processes:
+        url = await processes.coordinator(net.address)
+        server = await processes.commserver(
+            "s1", url, "--udp-port", str(udp_port), "--candidate-include", str(net.network)
+        )
+        browser, python = await _clients(processes, url, browser_site, python_site)
+        page = await browser.ok("connect", name="chromium", timeout=30, wait=60)
+        other = await python.ok("connect", name="python", timeout=20)
+        crossed = await _exchange(browser, python)
+
+        flows = [
+            flow
+            for flow in topology.nat_flows(browser_site.router)
+            if flow.source[0] == browser_site.client_address
+            and flow.destination == (net.address, udp_port)
+        ]
+        sockets = topology.udp_sockets(server.pid)
+        print(
+            f"\n[chromium, single port] internet {net.network}; coordinator and comm server "
+            f"on {net.address}, UDP port {udp_port}"
+            f"\n  Chromium at {browser_site.client_address} behind NAT "
+            f"{browser_site.public_address}: pair {page['pair']}"
+            f"\n  Python at {python_site.client_address} behind NAT "
+            f"{python_site.public_address}: pair {other['pair']}"
+            f"\n  browser router flows to the server port: "
+            f"{[(f.source, f.reply_destination) for f in flows]}"
+            f"\n  comm server UDP sockets: {sockets}"
+            f"{' (5353: aioice mDNS resolver)' if any(p == MDNS_PORT for _, p in sockets) else ''}"
+            f"\n  messages exchanged: {len(crossed)}"
+        )
+        assert page["pair"].endswith(f"-> host {net.address}:{udp_port}"), page
+        assert flows, topology.nat_flows(browser_site.router)
+        assert {f.reply_destination[0] for f in flows} == {browser_site.public_address}
+        # One port carries every session. A browser's mDNS (.local) candidate makes
+        # aioice open its mDNS resolver's socket (port 5353) in the server besides:
+        # no session runs on it, so it is printed, not counted.
+        sessions = [entry for entry in sockets if entry[1] != MDNS_PORT]
+        assert sessions == [("0.0.0.0", udp_port)], sockets
+
+
+async def test_chromium_without_udp_relays_through_turn_over_tcp(
+    net: Internet, walled: tuple[NattedSite, NattedSite, Coturn], tmp_path: Path
+) -> None:
+    browser_site, python_site, turn = walled
+    udp_port = free_port("0.0.0.0", socket.SOCK_DGRAM)
+    async with Processes.running(tmp_path) as processes:
+        url = await processes.coordinator(
+            net.address, "--turn-url", turn.tcp_url, "--turn-secret", turn.secret
+        )
+        await processes.commserver(
+            "s1", url, "--udp-port", str(udp_port), "--candidate-include", str(net.network)
+        )
+        browser, python = await _clients(processes, url, browser_site, python_site)
+        page = await browser.ok(
+            "connect", name="chromium", timeout=30, wait=60,
+            options={"iceTransportPolicy": "relay"},
+        )  # fmt: skip
+        other = await python.ok("connect", name="python", timeout=20)
+        crossed = await _exchange(browser, python)
+
+        tcp = {
+            flow.destination
+            for flow in topology.nat_flows(browser_site.router, "tcp")
+            if flow.source[0] == browser_site.client_address
+        }
+        udp = [
+            flow
+            for flow in topology.nat_flows(browser_site.router, "udp")
+            if flow.source[0] == browser_site.client_address
+        ]
+        print(
+            f"\n[chromium, UDP blocked, relay only] internet {net.network}; coturn, coordinator "
+            f"and comm server on {net.address} (TURN {turn.tcp_url})"
+            f"\n  Chromium at {browser_site.client_address} behind NAT "
+            f"{browser_site.public_address}: pair {page['pair']}"
+            f"\n  Python at {python_site.client_address}: pair {other['pair']}"
+            f"\n  browser router flows: TCP {sorted(tcp)}, UDP {len(udp)}"
+            f"\n  messages exchanged: {len(crossed)}"
+        )
+        assert page["pair"].startswith("relay "), page
+        assert (turn.address, turn.port) in tcp, tcp
+        assert not udp, udp
