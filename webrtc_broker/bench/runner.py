@@ -373,11 +373,17 @@ async def _server_counters(cluster: ClusterHandle) -> dict[str, Counter[str]]:
     for server in cluster.servers:
         if server.status_url is None:
             continue
-        status = await fetch_json(server.status_url)
-        stats = (status or {}).get("stats", {})
+        status = await fetch_json(server.status_url) or {}
+        stats = status.get("stats", {})
         for source, target in ((stats.get("deliveries"), deliveries), (stats.get("drops"), drops)):
             if isinstance(source, dict):
                 target.update({str(k): int(v) for k, v in source.items()})
+        # A single-port server's shared socket drops datagrams of its own (a full send
+        # queue, an unknown source): they count among the window's drops.
+        mux = status.get("ice", {}).get("mux", {}) if isinstance(status.get("ice"), dict) else {}
+        if isinstance(mux, dict):
+            counted = {k: v for k, v in mux.items() if k.startswith(("dropped", "refused"))}
+            drops.update({f"udp mux {k}": int(v) for k, v in counted.items()})
     return {"deliveries": deliveries, "drops": drops}
 
 
