@@ -19,6 +19,7 @@ The sockets are counted from ``/proc/PID/fd`` matched against the server's
 from __future__ import annotations
 
 import socket
+import statistics
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -69,11 +70,13 @@ async def test_clients_behind_two_nats_share_topics_through_one_server(
         east_peer, west_peer = peers[east.client.name], peers[west.client.name]
 
         pairs: dict[str, str] = {}
+        connect_seconds: list[float] = []
         for index in range(CLIENTS_PER_SITE):
             for label, peer in (("east", east_peer), ("west", west_peer)):
                 name = f"{label}{index}"
                 reply = await peer.ok("connect", name=name, timeout=20)
                 pairs[name] = reply["pair"]
+                connect_seconds.append(reply["elapsed"])
         for label, peer in (("east", east_peer), ("west", west_peer)):
             await peer.ok("subscribe", name=f"{label}0", topics=[f"to-{label}"])
 
@@ -87,6 +90,8 @@ async def test_clients_behind_two_nats_share_topics_through_one_server(
             f"\n  east: client {east.client_address} ({east.lan}) behind NAT {east.public_address}"
             f"\n  west: client {west.client_address} ({west.lan}) behind NAT {west.public_address}"
             f"\n  east0 pair: {pairs['east0']}\n  west0 pair: {pairs['west0']}"
+            f"\n  connect (one at a time): median {statistics.median(connect_seconds):.3f} s, "
+            f"max {max(connect_seconds):.3f} s"
             f"\n  messages crossed both NATs: {len(crossed)} ({', '.join(crossed)})"
             f"\n  comm server UDP sockets with {clients} NAT'd clients connected: {len(sockets)}"
             f" -> {sorted({port for _, port in sockets})[:20]}"
