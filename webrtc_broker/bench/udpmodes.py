@@ -200,8 +200,8 @@ def runs_table(comparison: Comparison) -> Table:
         caption=(
             "connect: clients connected, p50/p99 per client, all = first start to last end, "
             "server CPU ms per connect, the servers' UDP sockets/ports once connected; "
-            "dense: delivered/s, loss, server CPU µs per delivery and %, other load on the "
-            "machine (% of a core)"
+            "dense: delivered/s, loss, frames and datagrams the servers dropped, server CPU "
+            "µs per delivery and %, other load on the machine (% of a core)"
         ),
     )
     headings = (
@@ -215,6 +215,7 @@ def runs_table(comparison: Comparison) -> Table:
         "UDP s/p",
         "deliv/s",
         "loss %",
+        "drops",
         "µs/deliv",
         "CPU %",
         "other %",
@@ -234,6 +235,7 @@ def runs_table(comparison: Comparison) -> Table:
             _sockets(connect.servers_udp),
             _num(dense.delivered_per_s),
             _num(dense.loss_percent, 2),
+            _num(sum(dense.server.drops.values())),
             _num(dense.server.cpu_us_per_delivery, 1),
             _num(dense.server.cpu_percent),
             _num(dense.cpu.other_percent),
@@ -356,6 +358,7 @@ def _run_line(run: ModeRun) -> str:
         f"p50 {_num(connect.p50_s, 3)} s, p99 {_num(connect.p99_s, 3)} s, "
         f"all {_num(connect.total_s, 2)} s, UDP sockets/ports {_sockets(connect.servers_udp)}; "
         f"dense {_num(dense.delivered_per_s)}/s delivered, "
+        f"{_num(sum(dense.server.drops.values()))} dropped by the server, "
         f"{_num(dense.server.cpu_us_per_delivery, 1)} µs server CPU per delivery"
     )
 
