@@ -45,7 +45,7 @@ from webrtc_broker.rtc import (
     SignalingError,
     rtc_ice_servers,
 )
-from webrtc_broker.rtc.candidates import CandidatePolicy
+from webrtc_broker.rtc.candidates import CandidatePolicy, PortRangeExhausted
 from webrtc_broker.rtc.liveness import KEEPALIVE_PING, SilenceClock
 from webrtc_broker.rtc.memory import MemoryReclaimer
 from webrtc_broker.rtc.writer import MAX_QUEUE_BYTES
@@ -522,6 +522,9 @@ class CommServer:
     async def _answer(self, peer: Peer, offer: bytes) -> None:
         try:
             answer = await peer.session.accept_offer(offer)
+        except PortRangeExhausted as exc:  # ours, not the offer's fault
+            self._close_peer(peer, CloseReason.CONNECTION_FAILED, f"cannot answer: {exc}")
+            return
         except Exception as exc:
             self.stats.drops["bad_signalling"] += 1
             self._close_peer(peer, CloseReason.BAD_SIGNALLING, f"offer: {exc!r}"[:200])

@@ -212,6 +212,35 @@ async def test_two_servers_meshed_on_single_ports(cluster: Cluster) -> None:
             assert mux["endpoints"] == 6  # five clients and the server link
 
 
+async def test_server_restarted_on_its_port_relinks(cluster: Cluster) -> None:
+    """A server killed and restarted on the same UDP port (a pod restart with host
+    networking or a NodePort) links again with the server that still holds the old
+    session on the same address pair: the address passes to the new session."""
+    ports = {"s1": udp_port_base(), "s2": udp_port_base()}
+    await cluster.start_coordinator()
+    for name, port in ports.items():
+        await cluster.start_server(name, "--udp-port", str(port))
+    for name in ports:
+        await cluster.wait_mesh(name, 1)
+    await cluster.stop(cluster.servers["s2"], kill=True)
+    started = asyncio.get_running_loop().time()
+    await cluster.start_server("s2", "--udp-port", str(ports["s2"]))
+    await cluster.wait_mesh("s2", 1)
+    await cluster.wait_mesh("s1", 1)
+    mux = (await cluster.server_status("s1"))["ice"]["mux"]
+    print(
+        f"re-meshed {asyncio.get_running_loop().time() - started:.1f} s after the restart; "
+        f"s1 refused {mux['refused_rebinds']} rebinds meanwhile"
+    )
+    async with clients_on(cluster, "s1", 2) as first, clients_on(cluster, "s2", 2) as second:
+        for client in (*first, *second):
+            await subscribe(client, ["mesh"])
+        await wait_status(cluster, "s1", "server_topics", 1)
+        second[0].publish("mesh", "after restart")
+        for client in (*first, second[1]):
+            assert (await receive(client)).body == b"after restart"
+
+
 async def test_taken_port_stops_the_server_naming_it(cluster: Cluster) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as holder:
         holder.bind(("0.0.0.0", 0))

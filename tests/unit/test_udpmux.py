@@ -176,6 +176,32 @@ async def test_a_confirmed_address_is_never_stolen(mux: UdpMux) -> None:
     assert bodies(hostile_proto) == [forged]
 
 
+async def test_claimed_address_passes_when_its_owner_closes(mux: UdpMux) -> None:
+    """A peer restarted on the same address and port: its new session authenticates
+    while the old one still holds the address; the address passes once the old closes."""
+    old, old_proto = connection(mux)
+    new, new_proto = connection(mux)
+    bystander, bystander_proto = connection(mux)
+    answer(old_proto, PEER_1, old.ufrag)
+    answer(new_proto, PEER_1, new.ufrag)
+    assert mux.binding_of(PEER_1) == (old.ufrag, True)
+    assert mux.pending_claims == 1
+    old.close()
+    assert mux.binding_of(PEER_1) == (new.ufrag, True)
+    assert mux.pending_claims == 0
+    mux.datagram_received(DTLS, PEER_1)
+    assert bodies(new_proto) == [DTLS]
+    # A claimant that closed first claims nothing.
+    answer(bystander_proto, PEER_2, bystander.ufrag)
+    third, third_proto = connection(mux)
+    answer(third_proto, PEER_2, third.ufrag)
+    third.close()
+    assert mux.pending_claims == 0
+    bystander.close()
+    assert mux.binding_of(PEER_2) is None
+    assert mux.bound_addresses == 1
+
+
 async def test_tentative_bindings_yield(mux: UdpMux) -> None:
     a, proto_a = connection(mux)
     b, proto_b = connection(mux)

@@ -162,6 +162,8 @@ class MuxEndpoint:
         self.bindings: dict[Address, _Binding] = {}
         """Addresses bound to this endpoint, oldest first."""
         self.transactions: set[bytes] = set()
+        self.claims: set[Address] = set()
+        """Addresses this endpoint claimed while another held them (see UdpMux._claims)."""
         self.closed = False
 
     def open_transport(self, protocol: asyncio.DatagramProtocol) -> MuxTransport:
@@ -223,6 +225,9 @@ class UdpMux:
         self._endpoints: dict[str, MuxEndpoint] = {}
         self._bindings: dict[Address, _Binding] = {}
         self._transactions: dict[bytes, tuple[MuxTransport, Address]] = {}
+        self._claims: dict[Address, MuxTransport] = {}
+        """Confirmed addresses another live connection authenticated for: the last
+        claimant of each, bound when the owner closes."""
         self._queued: Callable[[], int] = _nothing_queued
         self.sockname: Address = (host, port)
 
@@ -276,11 +281,19 @@ class UdpMux:
     def endpoint_closed(self, endpoint: MuxEndpoint) -> None:
         if self._endpoints.get(endpoint.ufrag) is endpoint:
             del self._endpoints[endpoint.ufrag]
-        for addr in list(endpoint.bindings):
-            self._unbind(addr)
         for txid in endpoint.transactions:
             self._transactions.pop(txid, None)
         endpoint.transactions.clear()
+        for addr in endpoint.claims:
+            claim = self._claims.get(addr)
+            if claim is not None and claim.endpoint is endpoint:
+                del self._claims[addr]
+        endpoint.claims.clear()
+        for addr, binding in list(endpoint.bindings.items()):
+            self._unbind(addr)
+            claimant = self._claims.pop(addr, None) if binding.confirmed else None
+            if claimant is not None and not claimant.endpoint.closed:
+                self._bind(claimant, addr, confirmed=True)
 
     @property
     def endpoints(self) -> int:
@@ -293,6 +306,10 @@ class UdpMux:
     @property
     def pending_transactions(self) -> int:
         return len(self._transactions)
+
+    @property
+    def pending_claims(self) -> int:
+        return len(self._claims)
 
     def binding_of(self, addr: Address) -> tuple[str, bool] | None:
         """(ufrag, confirmed) of the endpoint ``addr`` is bound to; for tests and debugging."""
@@ -396,6 +413,14 @@ class UdpMux:
             if current.confirmed:
                 if confirmed:
                     self.stats.refused_rebinds += 1
+                    # Remembered: if the owner closes (a peer restarted on the same
+                    # address and port, its old session timing out), the address
+                    # passes to this connection at once instead of at its next check.
+                    previous = self._claims.get(addr)
+                    if previous is not None and previous.endpoint is not endpoint:
+                        previous.endpoint.claims.discard(addr)
+                    self._claims[addr] = transport
+                    endpoint.claims.add(addr)
                     log.info(
                         "udp mux: %s:%d is confirmed for another connection; not rebound", *addr
                     )
