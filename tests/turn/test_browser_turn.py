@@ -4,8 +4,8 @@ Chromium pages (on another origin than the coordinator) connect with client
 tokens on and ``iceTransportPolicy: "relay"``: the SDK must send its token to
 ``/ice-servers`` in a header (so the coordinator's CORS preflight must allow
 it), get TURN credentials bound to its subject, and carry its session through
-coturn. A page whose token is refused at ``/ice-servers`` gets an
-authentication error, not a session without TURN.
+coturn. A page whose token is refused gets no TURN credentials (and the
+authentication error of ``/connect``).
 """
 
 from __future__ import annotations

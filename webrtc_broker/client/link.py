@@ -87,10 +87,10 @@ async def fetch_ice_servers(url: str, credentials: bytes = b"") -> list[IceServe
 
     ``credentials`` (the client's token) go as ``Authorization: Bearer``: with
     client tokens on, the coordinator issues TURN credentials only against a
-    valid one. A refused token raises :class:`AuthenticationError` (``/connect``
-    would refuse it too); anything else that goes wrong gives no servers (an old
-    coordinator without the endpoint, a rate limit), and the session tries
-    without TURN.
+    valid one. Whatever goes wrong gives no servers (a refused token, a rate
+    limit, an old coordinator without the endpoint): the session then tries
+    without TURN, and a refused token is reported by ``/connect``, which checks
+    it the same way and says why.
     """
     token = credentials.decode(errors="replace")
     headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -98,9 +98,8 @@ async def fetch_ice_servers(url: str, credentials: bytes = b"") -> list[IceServe
         async with httpx.AsyncClient(timeout=ICE_SERVERS_TIMEOUT) as http:
             response = await http.get(ice_servers_url(url), headers=headers)
             if response.status_code == 401:
-                raise AuthenticationError(
-                    "the coordinator refused the credentials for /ice-servers (HTTP 401)"
-                )
+                log.info("the coordinator refused the credentials for /ice-servers (HTTP 401)")
+                return []
             if response.status_code == 429:
                 log.warning(
                     "the coordinator rate-limits TURN credentials (retry after %s s): "

@@ -86,13 +86,13 @@ const ICE_SERVERS_TIMEOUT_MS = 3000;
 /**
  * The STUN/TURN servers the coordinator hands out at `/ice-servers` (on its
  * http(s) origin), with TURN credentials fresh for this session; none if it
- * cannot say (an older coordinator, an error, a rate limit).
+ * cannot say (an older coordinator, an error, a rate limit, a refused token).
  *
  * `credentials` (the client's token) go as `Authorization: Bearer`: with
  * client tokens on, the coordinator issues TURN credentials only against a
  * valid one (the header makes the browser ask first with a CORS preflight,
- * which the coordinator answers). A refused token is an
- * {@link AuthenticationError}: `/connect` would refuse it too.
+ * which the coordinator answers). A refused token is reported by `/connect`,
+ * which checks it the same way and says why.
  */
 export async function fetchIceServers(
   url: string,
@@ -103,28 +103,14 @@ export async function fetchIceServers(
   const headers: Record<string, string> = token ? { Authorization: `Bearer ${token}` } : {};
   const controller = new AbortController();
   const timer = setTimeout(() => controller.abort(), ICE_SERVERS_TIMEOUT_MS);
-  let response: Response;
   try {
-    response = await fetch(endpoint, { signal: controller.signal, headers });
-  } catch {
-    clearTimeout(timer);
-    return [];
-  }
-  try {
-    if (response.status === 401) {
-      throw new AuthenticationError(
-        "the coordinator refused the credentials for /ice-servers (HTTP 401)",
-      );
-    }
+    const response = await fetch(endpoint, { signal: controller.signal, headers });
     if (!response.ok) {
       return [];
     }
     const body: unknown = await response.json();
     return Array.isArray(body) ? (body as RTCIceServer[]) : [];
-  } catch (error) {
-    if (error instanceof AuthenticationError) {
-      throw error;
-    }
+  } catch {
     return [];
   } finally {
     clearTimeout(timer);

@@ -3963,28 +3963,14 @@ async function fetchIceServers(url, credentials = new Uint8Array()) {
   const headers = token ? { Authorization: `Bearer ${token}` } : {};
   const controller = new AbortController();
   const timer = setTimeout(() => controller.abort(), ICE_SERVERS_TIMEOUT_MS);
-  let response;
   try {
-    response = await fetch(endpoint, { signal: controller.signal, headers });
-  } catch {
-    clearTimeout(timer);
-    return [];
-  }
-  try {
-    if (response.status === 401) {
-      throw new AuthenticationError(
-        "the coordinator refused the credentials for /ice-servers (HTTP 401)"
-      );
-    }
+    const response = await fetch(endpoint, { signal: controller.signal, headers });
     if (!response.ok) {
       return [];
     }
     const body = await response.json();
     return Array.isArray(body) ? body : [];
-  } catch (error) {
-    if (error instanceof AuthenticationError) {
-      throw error;
-    }
+  } catch {
     return [];
   } finally {
     clearTimeout(timer);
