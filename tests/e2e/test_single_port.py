@@ -74,6 +74,21 @@ def udp_ports_of(pid: int) -> list[int]:
     return sorted(ports)
 
 
+def send_junk(port: int) -> int:
+    """Datagrams a stranger sends to the shared port: DTLS-looking records, binding
+    requests naming no session, responses to no transaction. Returns how many."""
+    stun_header = b"\x21\x12\xa4\x42" + os.urandom(12)
+    datagrams = [
+        b"\x16\xfe\xfd" + os.urandom(60),
+        b"\x00\x01\x00\x0c" + stun_header + b"\x00\x06\x00\x08nobody:x",
+        b"\x01\x01\x00\x00" + stun_header,
+    ] * 30
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger:
+        for datagram in datagrams:
+            stranger.sendto(datagram, ("127.0.0.1", port))
+    return len(datagrams)
+
+
 def pid_of(cluster: Cluster, name: str) -> int:
     process = cluster.servers[name].process
     assert process is not None
@@ -125,9 +140,13 @@ async def test_one_udp_socket_serves_every_client(cluster: Cluster) -> None:
     assert status["ice"]["ports"] == port
     assert status["ice"]["candidates"], "no candidate address on this machine"
     assert all(c.endswith(f":{port}") for c in status["ice"]["candidates"])
+    junk = send_junk(port)
     async with clients_on(cluster, "s1", CLIENTS) as clients:
         await everyone_hears_everyone(clients)
         assert udp_ports_of(pid_of(cluster, "s1")) == [port]
+        # The junk sent before the clients came was dropped and counted, nothing else.
+        mux = (await cluster.server_status("s1"))["ice"]["mux"]
+        assert mux["dropped_unknown"] >= junk, mux
         status = await cluster.server_status("s1")
         assert status["clients"] == CLIENTS
         assert status["ice"]["mux"]["endpoints"] == CLIENTS
