@@ -33,7 +33,7 @@ from aioice import stun, turn
 
 from coordinator.turn import issue
 from tests.e2e.helpers import receive, subscribe
-from tests.support import Cluster
+from tests.support import Cluster, eventually
 from tests.turn.coturn import DEFAULT_ALLOWED_PEERS, Coturn, run_coturn
 from webrtc_broker.client import BrokerClient, ConnectTimeoutError
 from webrtc_broker.tokens import issue_token
@@ -158,6 +158,26 @@ async def test_anonymous_credentials_without_tokens(cluster: Cluster, coturn: Co
         assert nominated_local_types(alice) == {"relay"}
     subjects = [name.split(":", 1)[1] for name in allocated_usernames(coturn)]
     assert len(subjects) >= 2 and all(s.startswith("anon-") for s in subjects), subjects
+
+
+async def test_a_reconnect_fetches_fresh_credentials(cluster: Cluster, coturn: Coturn) -> None:
+    alias = await start_broker(cluster, coturn.udp_url, coturn.secret, tokens=False)
+    await cluster.start_server("s2")
+    async with relay_clients(cluster, "alice") as (alice,):
+        first = alice.ice_servers[0].username
+        # Kill whichever server it is on: it moves to the other one.
+        victim = cluster.servers["s1" if alice.server_alias == alias else "s2"]
+        await cluster.stop(victim, kill=True)
+
+        async def moved() -> bool:
+            return alice.reconnects == 1
+
+        await eventually(moved, timeout=3 * TIMEOUT)
+        await asyncio.wait_for(alice.ping(), TIMEOUT)
+        second = alice.ice_servers[0].username
+        assert first is not None and second is not None and first != second
+        assert nominated_local_types(alice) == {"relay"}
+    assert {first, second} <= set(allocated_usernames(coturn))
 
 
 async def test_relay_policy_without_turn_gets_no_session(cluster: Cluster) -> None:
