@@ -66,16 +66,22 @@ class PeerProcess:
         stdin, stdout = self.process.process.stdin, self.process.process.stdout
         assert stdin is not None and stdout is not None
         async with self._lock:
-            stdin.write(json.dumps({"op": op, **fields}).encode() + b"\n")
-            await stdin.drain()
             try:
+                stdin.write(json.dumps({"op": op, **fields}).encode() + b"\n")
+                await stdin.drain()
                 line = await asyncio.wait_for(stdout.readline(), wait + REPLY_GRACE)
             except TimeoutError:
                 raise AssertionError(
                     f"{self.process.name}: no reply to {op} within {wait + REPLY_GRACE:g} s"
                 ) from None
+            except ConnectionError:
+                line = b""
         if not line:
-            raise AssertionError(f"{self.process.name} exited:\n{self.process.log()[-3000:]}")
+            await self.process.process.wait()
+            raise AssertionError(
+                f"{self.process.name} exited with {self.process.process.returncode} "
+                f"before answering {op}:\n{self.process.log()[-3000:]}"
+            )
         reply: dict[str, Any] = json.loads(line)
         return reply
 
