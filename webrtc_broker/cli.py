@@ -80,8 +80,14 @@ main.add_command(operator)
 )
 @click.option("--turn-secret", help="TURN REST shared secret (coturn static-auth-secret) [none]")
 @click.option("--turn-ttl", type=float, help="Seconds issued TURN credentials last [600]")
-@click.option("--turn-issue-rate", type=float, help="TURN credentials/s per address [0.2]")
-@click.option("--turn-issue-burst", type=int, help="TURN credentials per address at once [10]")
+@click.option(
+    "--turn-issue-rate",
+    type=float,
+    help="TURN credentials/s per address (per subject with tokens) [0.2]",
+)
+@click.option(
+    "--turn-issue-burst", type=int, help="TURN credentials per address (subject) at once [10]"
+)
 @click.option("--log-level", help="Log level [info]")
 def coordinator(**flags: Any) -> None:
     """Run the coordinator (WebSocket entry point and signalling relay)."""
