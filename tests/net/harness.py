@@ -25,6 +25,8 @@ import httpx
 from tests.support import ROOT, eventually
 
 STARTUP_TIMEOUT = 30.0
+PEER_EXIT = 5.0
+"""Seconds peer processes get to close their clients at end of input."""
 REPLY_GRACE = 15.0
 """Seconds a peer process may take beyond a command's own timeout to answer it."""
 
@@ -209,11 +211,17 @@ class Processes:
         return PeerProcess(process)
 
     async def close(self) -> None:
+        # Peer processes first, by end of input: they close their sessions (and a
+        # browser its pages) while the servers still run, so no server drains them.
+        peers = [p.process for p in self.started if p.process.stdin is not None]
+        for process in peers:
+            if process.returncode is None and process.stdin is not None:
+                process.stdin.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*(p.wait() for p in peers)), PEER_EXIT)
         for started in reversed(self.started):
             process = started.process
             if process.returncode is None:
-                if process.stdin is not None:
-                    process.stdin.close()  # a peer process ends at end of input
                 with contextlib.suppress(ProcessLookupError):
                     process.send_signal(signal.SIGTERM)
         for started in self.started:

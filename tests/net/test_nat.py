@@ -9,8 +9,9 @@ public address, learned as a peer-reflexive candidate from the clients' checks.
 * Reliable and unreliable messages cross both NATs, both ways.
 * In single-port mode (``--udp-port``) the comm server holds exactly one UDP
   socket, on that port, while a dozen NAT'd clients are connected: one port
-  serves every session. In the default mode each session has sockets of its
-  own, which the printed summary shows next to it.
+  serves every session. With ``--udp-port-range`` every socket, and every flow
+  the routers translated, is on a port of the range. In the default mode each
+  session has sockets of its own, which the printed summary shows next to it.
 
 The sockets are counted from ``/proc/PID/fd`` matched against the server's
 ``/proc/PID/net/udp`` tables.
@@ -46,7 +47,25 @@ def sites(net: Internet) -> Iterator[tuple[NattedSite, NattedSite]]:
         yield east, west
 
 
-@pytest.mark.parametrize("mode", ["single-port", "per-connection"])
+def free_udp_range(size: int) -> tuple[int, int]:
+    """``size`` consecutive ports free for UDP now, below the ephemeral range."""
+    for low in range(20000, 32000, size):
+        held: list[socket.socket] = []
+        try:
+            for port in range(low, low + size):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                held.append(sock)
+                sock.bind(("0.0.0.0", port))
+            return low, low + size - 1
+        except OSError:
+            continue
+        finally:
+            for sock in held:
+                sock.close()
+    raise AssertionError("no free UDP port range")
+
+
+@pytest.mark.parametrize("mode", ["single-port", "port-range", "per-connection"])
 async def test_clients_behind_two_nats_share_topics_through_one_server(
     mode: str, net: Internet, sites: tuple[NattedSite, NattedSite], tmp_path: Path
 ) -> None:
@@ -57,9 +76,13 @@ async def test_clients_behind_two_nats_share_topics_through_one_server(
         # reachable from the sites too (they are all this host's), but not public.
         extra = ["--candidate-include", str(net.network)]
         udp_port = None
+        port_range = None
         if mode == "single-port":
             udp_port = free_port("0.0.0.0", socket.SOCK_DGRAM)
             extra += ["--udp-port", str(udp_port)]
+        elif mode == "port-range":
+            port_range = free_udp_range(4 * CLIENTS_PER_SITE)
+            extra += ["--udp-port-range", "{}-{}".format(*port_range)]
         server = await processes.commserver("s1", url, *extra)
         peers = {
             site.client.name: await processes.peer(
@@ -85,8 +108,10 @@ async def test_clients_behind_two_nats_share_topics_through_one_server(
 
         sockets = topology.udp_sockets(server.pid)
         clients = 2 * CLIENTS_PER_SITE
+        ports = "" if port_range is None else " (range {}-{})".format(*port_range)
         print(
-            f"\n[{mode}] internet {net.network}, coordinator and comm server on {net.address}"
+            f"\n[{mode}{ports}] internet {net.network}, coordinator and comm server on "
+            f"{net.address}"
             f"\n  east: client {east.client_address} ({east.lan}) behind NAT {east.public_address}"
             f"\n  west: client {west.client_address} ({west.lan}) behind NAT {west.public_address}"
             f"\n  east0 pair: {pairs['east0']}\n  west0 pair: {pairs['west0']}"
@@ -104,6 +129,9 @@ async def test_clients_behind_two_nats_share_topics_through_one_server(
         else:
             # Every session has its own socket(s): at least one per client.
             assert len(sockets) >= clients, sockets
+        if port_range is not None:
+            low, high = port_range
+            assert all(low <= port <= high for _, port in sockets), (port_range, sockets)
         for site in (east, west):
             # Every client's own socket left through the router, translated to its
             # public address; in single-port mode all of them went to the one port.
@@ -122,3 +150,5 @@ async def test_clients_behind_two_nats_share_topics_through_one_server(
             assert {flow.reply_destination[0] for flow in flows} == {site.public_address}
             if udp_port is not None:
                 assert {flow.destination[1] for flow in flows} == {udp_port}, flows
+            if port_range is not None:
+                assert all(port_range[0] <= f.destination[1] <= port_range[1] for f in flows)
