@@ -110,23 +110,16 @@ def _routed_networks() -> list[Network]:
     output = run("ip", "-4", "route", "show", "table", "all").stdout
     for line in output.splitlines():
         words = line.split()
-        if not words:
-            continue
-        if words[0] in ("unreachable", "blackhole", "prohibit", "local", "broadcast"):
-            if words[0] in ("local", "broadcast"):
-                continue  # single addresses, also found as interface addresses
-            prefix = words[1]
-            # The cluster's blackhole for the whole /15 is a backstop, not a user.
-            if ipaddress.ip_network(prefix, strict=False).prefixlen <= 15:
-                continue
-        else:
-            prefix = words[0]
-        if prefix == "default":
-            continue
-        with contextlib.suppress(ValueError):
-            network = ipaddress.ip_network(prefix, strict=False)
-            if isinstance(network, ipaddress.IPv4Network):
-                found.append(network)
+        if len(words) < 2 or words[0] in ("local", "broadcast", "multicast", "anycast"):
+            continue  # single addresses: interface addresses are listed below
+        typed = words[0] in ("unreachable", "blackhole", "prohibit", "throw")
+        try:
+            network = ipaddress.IPv4Network(words[1] if typed else words[0], strict=False)
+        except ValueError:
+            continue  # "default", or not IPv4
+        if typed and network.prefixlen <= 15:
+            continue  # the cluster's blackhole for the whole /15 is a backstop, not a user
+        found.append(network)
     for line in run("ip", "-4", "-o", "addr", "show").stdout.splitlines():
         words = line.split()
         if "inet" in words:
