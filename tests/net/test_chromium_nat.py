@@ -2,11 +2,16 @@
 
 The Playwright driver runs inside a NAT'd client namespace (``ip netns exec``),
 so Chromium's sockets live there; the Python SDK client sits behind another
-NAT; coordinator and comm server (``--udp-port``, only the internet's address
-offered) run on the host side of the "internet" (``tests/net/topology.py``).
+NAT; the coordinator runs on the host side of the "internet"
+(``tests/net/topology.py``) and the comm server (``--udp-port``) on a public
+host of its own there: the browser's mDNS candidates make the server send
+multicast queries, which from a namespace whose only link is the internet
+bridge stay on this machine.
 
-Chromium hides its host candidates behind mDNS names, which the comm server
-cannot resolve and which would be private anyway: the session works because
+Chromium hides its host candidates behind mDNS names. aioice in the comm
+server tries to resolve them (it opens its mDNS resolver's socket, port 5353,
+and asks the network), which cannot work across a NAT, and the addresses
+would be private anyway: the session works because
 the server, which has the reachable address, takes the browser's NAT'd
 address from its checks as a peer-reflexive candidate. Reliable and
 unreliable messages cross both ways; the browser's router translated its flows
@@ -21,21 +26,22 @@ candidate and messages cross the same way.
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.net import topology
-from tests.net.harness import PeerProcess, Processes, exchange, free_port
-from tests.net.topology import Internet, NattedSite
+from tests.net.harness import PeerProcess, Process, Processes, exchange
+from tests.net.topology import Internet, NattedSite, PublicHost
 from tests.turn.coturn import Coturn, run_coturn
 
 pytestmark = pytest.mark.timeout(300)
 
 CHROMIUM = Path("/usr/bin/chromium")
 MDNS_PORT = 5353
+UDP_PORT = 47001
+"""The comm server's one port (its namespace is fresh: the port is free)."""
 
 
 @pytest.fixture
@@ -44,6 +50,13 @@ def net() -> Iterator[Internet]:
         pytest.fail(f"{CHROMIUM} is missing: `make test` installs Debian's chromium package")
     with topology.internet() as made:
         yield made
+
+
+@pytest.fixture
+def server_host(net: Internet) -> Iterator[PublicHost]:
+    """Where the comm server runs: a public address and no other link (see the docstring)."""
+    with topology.public_host(net) as host:
+        yield host
 
 
 @pytest.fixture
@@ -62,6 +75,12 @@ def walled(net: Internet) -> Iterator[tuple[NattedSite, NattedSite, Coturn]]:
         run_coturn(address=net.address) as turn,
     ):
         yield browser_site, python_site, turn
+
+
+async def _commserver(processes: Processes, url: str, host: PublicHost) -> Process:
+    return await processes.commserver(
+        "s1", url, "--udp-port", str(UDP_PORT), prefix=host.namespace.command()
+    )
 
 
 async def _clients(
@@ -83,15 +102,13 @@ async def _exchange(browser: PeerProcess, python: PeerProcess) -> list[str]:
 
 
 async def test_chromium_behind_nat_and_a_python_client_share_a_single_port_server(
-    net: Internet, sites: tuple[NattedSite, NattedSite], tmp_path: Path
+    net: Internet, server_host: PublicHost, sites: tuple[NattedSite, NattedSite], tmp_path: Path
 ) -> None:
     browser_site, python_site = sites
-    udp_port = free_port("0.0.0.0", socket.SOCK_DGRAM)
+    udp_port, public = UDP_PORT, server_host.address
     async with Processes.running(tmp_path) as processes:
         url = await processes.coordinator(net.address)
-        server = await processes.commserver(
-            "s1", url, "--udp-port", str(udp_port), "--candidate-include", str(net.network)
-        )
+        server = await _commserver(processes, url, server_host)
         browser, python = await _clients(processes, url, browser_site, python_site)
         page = await browser.ok("connect", name="chromium", timeout=30, wait=60)
         other = await python.ok("connect", name="python", timeout=20)
@@ -101,12 +118,12 @@ async def test_chromium_behind_nat_and_a_python_client_share_a_single_port_serve
             flow
             for flow in topology.nat_flows(browser_site.router)
             if flow.source[0] == browser_site.client_address
-            and flow.destination == (net.address, udp_port)
+            and flow.destination == (public, udp_port)
         ]
         sockets = topology.udp_sockets(server.pid)
         print(
-            f"\n[chromium, single port] internet {net.network}; coordinator and comm server "
-            f"on {net.address}, UDP port {udp_port}"
+            f"\n[chromium, single port] internet {net.network}; coordinator on {net.address}, "
+            f"comm server on {public}, UDP port {udp_port}"
             f"\n  Chromium at {browser_site.client_address} behind NAT "
             f"{browser_site.public_address}: pair {page['pair']}"
             f"\n  Python at {python_site.client_address} behind NAT "
@@ -117,7 +134,7 @@ async def test_chromium_behind_nat_and_a_python_client_share_a_single_port_serve
             f"{' (5353: aioice mDNS resolver)' if any(p == MDNS_PORT for _, p in sockets) else ''}"
             f"\n  messages exchanged: {len(crossed)}"
         )
-        assert page["pair"].endswith(f"-> host {net.address}:{udp_port}"), page
+        assert page["pair"].endswith(f"-> host {public}:{udp_port}"), page
         assert flows, topology.nat_flows(browser_site.router)
         assert {f.reply_destination[0] for f in flows} == {browser_site.public_address}
         # One port carries every session. A browser's mDNS (.local) candidate makes
@@ -128,17 +145,17 @@ async def test_chromium_behind_nat_and_a_python_client_share_a_single_port_serve
 
 
 async def test_chromium_without_udp_relays_through_turn_over_tcp(
-    net: Internet, walled: tuple[NattedSite, NattedSite, Coturn], tmp_path: Path
+    net: Internet,
+    server_host: PublicHost,
+    walled: tuple[NattedSite, NattedSite, Coturn],
+    tmp_path: Path,
 ) -> None:
     browser_site, python_site, turn = walled
-    udp_port = free_port("0.0.0.0", socket.SOCK_DGRAM)
     async with Processes.running(tmp_path) as processes:
         url = await processes.coordinator(
             net.address, "--turn-url", turn.tcp_url, "--turn-secret", turn.secret
         )
-        await processes.commserver(
-            "s1", url, "--udp-port", str(udp_port), "--candidate-include", str(net.network)
-        )
+        await _commserver(processes, url, server_host)
         browser, python = await _clients(processes, url, browser_site, python_site)
         page = await browser.ok(
             "connect", name="chromium", timeout=30, wait=60,
@@ -158,14 +175,16 @@ async def test_chromium_without_udp_relays_through_turn_over_tcp(
             if flow.source[0] == browser_site.client_address
         ]
         print(
-            f"\n[chromium, UDP blocked, relay only] internet {net.network}; coturn, coordinator "
-            f"and comm server on {net.address} (TURN {turn.tcp_url})"
+            f"\n[chromium, UDP blocked, relay only] internet {net.network}; coturn and "
+            f"coordinator on {net.address} (TURN {turn.tcp_url}), comm server on "
+            f"{server_host.address}:{UDP_PORT}"
             f"\n  Chromium at {browser_site.client_address} behind NAT "
             f"{browser_site.public_address}: pair {page['pair']}"
             f"\n  Python at {python_site.client_address}: pair {other['pair']}"
             f"\n  browser router flows: TCP {sorted(tcp)}, UDP {len(udp)}"
             f"\n  messages exchanged: {len(crossed)}"
         )
-        assert page["pair"].startswith("relay "), page
+        assert page["pair"].startswith(f"relay {turn.address}:"), page
+        assert page["pair"].endswith(f"-> host {server_host.address}:{UDP_PORT}"), page
         assert (turn.address, turn.port) in tcp, tcp
         assert not udp, udp

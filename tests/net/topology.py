@@ -31,6 +31,8 @@ Address plan (all of it in 198.18.0.0/15, RFC 2544's benchmarking range):
   ``ip_forward=1`` in the router namespace only; a client namespace with ``.2``
   of that LAN, its default route via the router. Optionally the router drops
   every UDP packet it would forward (a network that allows only TCP out).
+* A public host (:func:`public_host`): a namespace with ``.N`` of the internet
+  and nothing else, for a server that must not reach the host's other links.
 * A 1:1 NAT'd server (:func:`nat_one_to_one_server`): a router whose WAN has a
   second, public address mapped 1:1 (DNAT in, SNAT out) to a server namespace on
   a private /24, optionally with one UDP port mapped to another (public P to
@@ -328,6 +330,32 @@ def natted_site(net: Internet, *, block_udp: bool = False) -> Iterator[NattedSit
         if block_udp:
             router.iptables("-A", "FORWARD", "-p", "udp", "-j", "DROP")
         yield NattedSite(router, client, wan_address, lan, client_address, block_udp)
+
+
+# -- a public host ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PublicHost:
+    """A namespace with a public address of its own on the internet (no NAT)."""
+
+    namespace: Namespace
+    address: str
+
+
+@contextlib.contextmanager
+def public_host(net: Internet) -> Iterator[PublicHost]:
+    """A server with a public address and no other interface than its link to ``net``.
+
+    What it sends to a multicast group (an mDNS query, say) stays on the bridge,
+    where a process in the host namespace would send it out of every interface.
+    """
+    with namespace("ph", _tag()) as host:
+        address = net.allocate()
+        net.plug(host, "eth0")
+        _address(host, "eth0", f"{address}/{net.network.prefixlen}")
+        host.run("ip", "route", "add", "default", "via", net.address)
+        yield PublicHost(host, address)
 
 
 # -- a server behind 1:1 NAT ------------------------------------------------
