@@ -5,12 +5,15 @@ that in both modes clients connected and messages were delivered, that the
 single-port servers really kept every peer connection's socket on their one
 port (read from /proc by the bench), that the report and JSON carry the
 medians, ratios and verdicts, and that no process outlives the command. The
-verdict rule and the port choice are checked on their own. No rate or
+verdict rule and the port choice are checked on their own, and a server that
+cannot bind its port fails the bench's start at once instead of after the
+start timeout. No rate or
 latency is asserted: those belong to the benchmark report (docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import subprocess
@@ -20,7 +23,13 @@ from typing import Any
 
 import pytest
 
-from webrtc_broker.bench.localcluster import ephemeral_ports, free_udp_ports, udp_flags
+from webrtc_broker.bench import localcluster
+from webrtc_broker.bench.localcluster import (
+    ClusterError,
+    ephemeral_ports,
+    free_udp_ports,
+    udp_flags,
+)
 from webrtc_broker.bench.options import BenchOptions, UdpMode
 from webrtc_broker.bench.udpmodes import METRICS, verdict
 
@@ -204,3 +213,22 @@ def test_modes_need_a_cluster_the_bench_starts() -> None:
         BenchOptions(coordinator_url="ws://127.0.0.1:1", compare_udp_modes=True)
     with pytest.raises(ValueError, match="runs"):
         BenchOptions(compare_udp_modes=True, runs=0)
+
+
+async def test_a_server_that_cannot_bind_its_port_fails_the_start_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    holder = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    holder.bind(("", 0))
+    taken = int(holder.getsockname()[1])
+    monkeypatch.setattr(localcluster, "free_udp_ports", lambda count, taken_=(): (taken, taken))
+    try:
+        with pytest.raises(ClusterError, match="comm server 1 exited"):
+            async with asyncio.timeout(localcluster.START_TIMEOUT - 5):  # not the start timeout
+                async with localcluster.local_cluster(
+                    1, 0.01, tmp_path / "cluster.log", UdpMode.SINGLE_PORT
+                ):
+                    pass
+    finally:
+        holder.close()
+    assert f"{taken}" in (tmp_path / "cluster.log").read_text()  # the server said which port

@@ -218,7 +218,7 @@ async def _start(
     )
     handle.processes.append(coordinator)
     handle.coordinator_pid = coordinator.pid
-    await wait_http_ok(f"{http_base(url)}/readyz", START_TIMEOUT)
+    await _ready(coordinator, "the coordinator", f"{http_base(url)}/readyz")
     bases = []
     mode = handle.udp_mode or UdpMode.PER_CONNECTION
     for index in range(servers):
@@ -234,19 +234,42 @@ async def _start(
             stderr=output,
         )
         handle.processes.append(process)
-        bases.append((f"http://{HOST}:{http_port}", process.pid))
-    for index, (base, pid) in enumerate(bases):
-        await wait_http_ok(f"{base}/readyz", START_TIMEOUT)
+        bases.append((f"http://{HOST}:{http_port}", process))
+    for index, (base, process) in enumerate(bases):
+        await _ready(process, f"comm server {index + 1}", f"{base}/readyz")
         status = await fetch_json(f"{base}/status")
         if status is None:
             raise ClusterError(f"comm server {index + 1} answers no /status")
         handle.servers.append(
             ServerInfo(
-                str(status["name"]), int(status["alias"]), pid, f"{base}/status", udp_ports[index]
+                str(status["name"]),
+                int(status["alias"]),
+                process.pid,
+                f"{base}/status",
+                udp_ports[index],
             )
         )
     await wait_servers_registered(f"{http_base(url)}/status", servers, START_TIMEOUT)
     await _wait_mesh(handle.servers)
+
+
+async def _ready(process: asyncio.subprocess.Process, name: str, url: str) -> None:
+    """Until ``url`` answers; a process that exits first (a taken port, a bad flag) fails
+    the start at once, instead of after the whole start timeout."""
+    ready = asyncio.ensure_future(wait_http_ok(url, START_TIMEOUT))
+    exited = asyncio.ensure_future(process.wait())
+    try:
+        done, _ = await asyncio.wait({ready, exited}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiting in (ready, exited):
+            if not waiting.done():
+                waiting.cancel()
+        await asyncio.gather(ready, exited, return_exceptions=True)
+    if ready in done and ready.exception() is None:
+        return
+    if exited in done:
+        raise ClusterError(f"{name} exited with code {exited.result()} while starting")
+    ready.result()  # the start timeout
 
 
 async def _wait_mesh(servers: list[ServerInfo]) -> None:
