@@ -63,7 +63,8 @@ async def _broker(processes: Processes, net: Internet, turn: Coturn) -> str:
         net.address,
         "--turn-url", turn.tcp_url, "--turn-url", turn.tls_url, "--turn-secret", turn.secret,
     )  # fmt: skip
-    await processes.commserver("s1", url)
+    # Only the internet's address is offered, as a server with one public address would.
+    await processes.commserver("s1", url, "--candidate-include", str(net.network))
     return url
 
 
