@@ -21,6 +21,10 @@ A second test puts Chromium on a network that drops all UDP, with the SDK's
 ``iceTransportPolicy: "relay"`` and TURN over TCP from the coordinator's
 ``/ice-servers`` (coturn on the host side): the session runs on a relay
 candidate and messages cross the same way.
+
+A third reaches a comm server behind 1:1 NAT, with a public port mapped to
+its bound one, at its ``--advertise-address PUBLIC:PORT`` (the NodePort way
+browsers outside a Kubernetes cluster reach a comm server).
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import pytest
 
 from tests.net import topology
 from tests.net.harness import PeerProcess, Process, Processes, exchange
-from tests.net.topology import Internet, NattedSite, PublicHost
+from tests.net.topology import Internet, NattedSite, OneToOneServer, PublicHost
 from tests.turn.coturn import Coturn, run_coturn
 
 pytestmark = pytest.mark.timeout(300)
@@ -42,6 +46,8 @@ CHROMIUM = Path("/usr/bin/chromium")
 MDNS_PORT = 5353
 UDP_PORT = 47001
 """The comm server's one port (its namespace is fresh: the port is free)."""
+PUBLIC_PORT = 31000
+"""The public port a 1:1 NAT maps to it, as a NodePort would."""
 
 
 @pytest.fixture
@@ -188,3 +194,56 @@ async def test_chromium_without_udp_relays_through_turn_over_tcp(
         assert page["pair"].endswith(f"-> host {server_host.address}:{UDP_PORT}"), page
         assert (turn.address, turn.port) in tcp, tcp
         assert not udp, udp
+
+
+@pytest.fixture
+def behind_one_to_one(net: Internet) -> Iterator[tuple[OneToOneServer, NattedSite, NattedSite]]:
+    """A comm server behind 1:1 NAT (public port 31000 to bound 47000) and two client sites."""
+    with (
+        topology.nat_one_to_one_server(net, udp_port_map=[(PUBLIC_PORT, UDP_PORT)]) as server,
+        topology.natted_site(net) as browser_site,
+        topology.natted_site(net) as python_site,
+    ):
+        yield server, browser_site, python_site
+
+
+async def test_chromium_behind_nat_reaches_a_one_to_one_natted_server_at_its_advertised_port(
+    net: Internet,
+    behind_one_to_one: tuple[OneToOneServer, NattedSite, NattedSite],
+    tmp_path: Path,
+) -> None:
+    server, browser_site, python_site = behind_one_to_one
+    advertised = f"{server.public_address}:{PUBLIC_PORT}"
+    async with Processes.running(tmp_path) as processes:
+        url = await processes.coordinator(net.address)
+        await processes.commserver(
+            "s1", url, "--udp-port", str(UDP_PORT), "--advertise-address", advertised,
+            prefix=server.server.command(),
+        )  # fmt: skip
+        browser, python = await _clients(processes, url, browser_site, python_site)
+        page = await browser.ok("connect", name="chromium", timeout=30, wait=60)
+        other = await python.ok("connect", name="python", timeout=20)
+        crossed = await _exchange(browser, python)
+        flows = [
+            flow
+            for flow in topology.nat_flows(server.router)
+            if flow.destination == (server.public_address, PUBLIC_PORT)
+        ]
+        print(
+            f"\n[chromium, advertised] comm server bound to {server.private_address}:{UDP_PORT}"
+            f" behind 1:1 NAT, advertised {advertised}"
+            f"\n  Chromium at {browser_site.client_address} behind NAT "
+            f"{browser_site.public_address}: pair {page['pair']}"
+            f"\n  Python at {python_site.client_address}: pair {other['pair']}"
+            f"\n  server router: "
+            + "; ".join(
+                f"{f.source} -> {f.destination} answered by {f.reply_source}" for f in flows
+            )
+            + f"\n  messages exchanged: {len(crossed)}"
+        )
+        assert page["pair"].endswith(f"-> host {advertised}"), page
+        assert {f.source[0] for f in flows} == {
+            browser_site.public_address,
+            python_site.public_address,
+        }, flows
+        assert {f.reply_source for f in flows} == {(server.private_address, UDP_PORT)}, flows
