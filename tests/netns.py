@@ -3,8 +3,8 @@
 Limits that count per remote address cannot be tested from 127.0.0.1: the
 attacker and the well-behaved clients would be one address. :func:`network_namespace`
 creates a namespace joined to the host by a veth pair, with a /30 from
-198.18.0.0/15 (reserved for benchmarking, RFC 2544, so it routes nowhere
-else): ``host_address`` on the host side, ``address`` inside. A service bound
+198.19.128.0/18 (in 198.18.0.0/15, reserved for benchmarking by RFC 2544, so it
+routes nowhere else): ``host_address`` on the host side, ``address`` inside. A service bound
 to ``host_address`` is reached from the namespace with ``address`` as the
 peer, and from the host with ``host_address``.
 
@@ -26,8 +26,10 @@ from dataclasses import dataclass
 
 import pytest
 
-NETWORK = ipaddress.ip_network("198.18.0.0/15")
-"""RFC 2544's benchmarking range: never routed beyond this host's veth pairs."""
+NETWORK = ipaddress.ip_network("198.19.128.0/18")
+"""A part of RFC 2544's benchmarking range (198.18.0.0/15, never routed beyond this host's
+veth pairs) that no other test uses: tests/net takes 198.18.64.0/18 and 198.19.0.0/17, the
+local Kubernetes cluster 198.18.0.0/24, 198.18.128.0/20 and 198.19.255.0/24."""
 
 
 @dataclass(frozen=True)
