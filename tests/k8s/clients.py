@@ -167,6 +167,8 @@ class KubeBroker:
         default_factory=lambda: httpx.AsyncClient(timeout=5, trust_env=False)
     )
     node_port: int = 0
+    http_port: int = HTTP_PORT
+    """The comm servers' ``httpPort`` (their ``/status``)."""
 
     # --- the API, off the event loop ----------------------------------------
 
@@ -258,7 +260,7 @@ class KubeBroker:
 
     async def server_status(self, pod: dict[str, Any]) -> dict[str, Any]:
         """A comm server's ``/status`` at its pod address (the host routes the pod range)."""
-        answer = await self.http.get(f"http://{pod['status']['podIP']}:{HTTP_PORT}/status")
+        answer = await self.http.get(f"http://{pod['status']['podIP']}:{self.http_port}/status")
         answer.raise_for_status()
         body: dict[str, Any] = answer.json()
         return body

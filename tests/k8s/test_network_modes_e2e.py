@@ -1,0 +1,337 @@
+"""A client behind a NAT reaches comm servers on the real node in NodePort and HostNetwork mode.
+
+The operator (a local process with ``deploy/rbac.yaml``'s token) runs one
+BrokerCluster on the node; its coordinator is reached through its NodePort on
+the node's address, as a browser outside the cluster would. One client runs
+behind a real MASQUERADE router (``tests/net/topology.py``: a client namespace,
+a router namespace, an "internet" bridge on the host): its private address
+routes nowhere, it reaches the node's address only through the router, and the
+comm server only ever sees the router's public address. Another client runs on
+the host. This proves that:
+
+1. ``network.mode: NodePort``: every comm-server pod gets a NodePort Service of
+   its own (``nodePortBase + index``, ``externalTrafficPolicy: Local``); each
+   server advertises the node's address and its own NodePort (listed in the
+   BrokerCluster's ``status.advertised``, as ``kubectl get bkc -o yaml`` shows
+   it, and in the server's ``/status``); the NAT'd client's ICE pair ends at
+   that address and port, and reliable and unreliable messages cross both ways
+   between it and the host's client;
+2. switching the same cluster to ``network.mode: HostNetwork`` (one server: one
+   per node) replaces the pod with one on the node's network, bound to
+   ``udpPort`` and advertising the node's address with it; the per-pod Services
+   are deleted by the operator; the exchange crosses the NAT again. The comm
+   server sends from one wildcard UDP socket, so the kernel picks the source
+   address of its replies by routing: the route towards the "internet" gets the
+   node's address as its source, as on a node whose clients are reached from
+   the address it advertises (without it the NAT drops the replies, which come
+   from the bridge's address: a limit of HostNetwork mode on multi-homed
+   nodes, which NodePort mode does not have, since conntrack rewrites the
+   replies' source there).
+
+Printed: the advertised addresses, the selected ICE pairs, the phases' times.
+The image must hold the comm server's single-port ICE (``--udp-port``,
+``--advertise-address``); the ``broker_image`` fixture rebuilds it from the
+sources.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from broker_operator import GROUP, PLURAL, VERSION
+from broker_operator.naming import COMMSERVER
+from tests.k8s.clients import NAME, KubeBroker, OperatorRun, broker_cluster_body, ready
+from tests.k8s.cluster import ControlPlane
+from tests.k8s.node import Node
+from tests.k8s.support import installed_identity
+from tests.k8s.workloads import Phases
+from tests.net import topology
+from tests.net.harness import PeerProcess, Processes, exchange
+from tests.net.topology import Internet, NattedSite
+from tests.operator.support import until
+
+pytestmark = pytest.mark.timeout(900)
+
+NODE_PORT_BASE = 31590
+"""The per-pod NodePorts of this test's comm servers: 31590 and 31591."""
+TOPIC_IN, TOPIC_OUT = "to-natted", "to-host"
+
+
+def free_port(kind: int) -> int:
+    """A port free on the host now: in HostNetwork mode the pod binds it on the node."""
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.bind(("0.0.0.0", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Deployed:
+    plane: ControlPlane
+    namespace: str
+    node_address: str
+    home: Path
+    operator: OperatorRun
+    containerd: Path
+    http_port: int
+    udp_port: int
+
+
+@pytest.fixture(scope="module")
+def deployed(
+    control_plane: ControlPlane,
+    node: Node,
+    broker_image: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Deployed]:
+    """The operator and a BrokerCluster in NodePort mode (2 comm servers); the
+    namespaces (and with them pods and Services) removed at the end."""
+    workdir = tmp_path_factory.mktemp("network-modes-e2e")
+    http_port, udp_port = free_port(socket.SOCK_STREAM), free_port(socket.SOCK_DGRAM)
+    body = broker_cluster_body(broker_image, replicas=2)
+    servers = body["spec"]["commServers"]
+    servers["httpPort"] = http_port
+    servers["network"] = {"mode": "NodePort", "nodePortBase": NODE_PORT_BASE, "udpPort": udp_port}
+    with installed_identity(control_plane, workdir) as identity:
+        namespace = identity.clusters_namespace
+        operator = OperatorRun.start(identity, workdir, namespace)
+        try:
+            with control_plane.client(timeout=30) as admin:
+                answer = admin.post(
+                    f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}", json=body
+                )
+                assert answer.status_code == 201, answer.text
+            yield Deployed(
+                control_plane,
+                namespace,
+                node.address,
+                workdir,
+                operator,
+                node.socket,
+                http_port,
+                udp_port,
+            )
+        finally:
+            code = operator.stop()
+            log = operator.log()
+            print(f"operator exit code {code}")
+            assert "Traceback" not in log, log[-4000:]
+
+
+@pytest.fixture
+async def broker(deployed: Deployed, request: pytest.FixtureRequest) -> AsyncIterator[KubeBroker]:
+    with deployed.plane.client(timeout=30) as admin:
+        kube = KubeBroker(
+            deployed.plane,
+            admin,
+            deployed.namespace,
+            deployed.node_address,
+            deployed.home,
+            deployed.containerd,
+            http_port=deployed.http_port,
+        )
+        try:
+            await until(kube.find_node_port, timeout=120, interval=0.5)
+            yield kube
+        finally:
+            report = getattr(request.node, "rep_call", None)
+            if report is not None and report.failed:
+                print(await kube.describe())
+                print(deployed.operator.log()[-4000:])
+            await kube.aclose()
+
+
+@pytest.fixture
+def site() -> Iterator[tuple[Internet, NattedSite]]:
+    """A client namespace behind a MASQUERADE router on an "internet" bridge of the host."""
+    with topology.internet() as net, topology.natted_site(net) as natted:
+        yield net, natted
+
+
+# --- helpers ----------------------------------------------------------------
+
+
+async def cluster(broker: KubeBroker) -> dict[str, Any]:
+    path = f"/apis/{GROUP}/{VERSION}/namespaces/{broker.namespace}/{PLURAL}/{NAME}"
+    return await broker.api(path)
+
+
+async def patch_cluster(broker: KubeBroker, spec: dict[str, Any]) -> None:
+    path = f"/apis/{GROUP}/{VERSION}/namespaces/{broker.namespace}/{PLURAL}/{NAME}"
+    answer = await asyncio.to_thread(
+        broker.admin.patch,
+        path,
+        json={"spec": spec},
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
+    assert answer.status_code == 200, answer.text
+
+
+async def advertised_in_yaml(broker: KubeBroker) -> dict[str, str]:
+    """``status.advertised`` as ``kubectl get bkc -o yaml`` shows it: pod -> address."""
+    text = await broker.kubectl("get", "bkc", NAME, "-o", "yaml")
+    status = yaml.safe_load(text).get("status") or {}
+    return {e["name"]: e.get("address", "") for e in status.get("advertised") or []}
+
+
+async def server_status(broker: KubeBroker, pod: dict[str, Any], port: int) -> dict[str, Any]:
+    """A comm server's ``/status`` at its pod address (the node's in HostNetwork mode)."""
+    async with httpx.AsyncClient(timeout=5, trust_env=False) as http:
+        answer = await http.get(f"http://{pod['status']['podIP']}:{port}/status")
+        answer.raise_for_status()
+        body: dict[str, Any] = answer.json()
+        return body
+
+
+async def pod_services(broker: KubeBroker) -> dict[str, int]:
+    """The cluster's per-pod Services: name -> nodePort."""
+    listed = await broker.api(
+        f"/api/v1/namespaces/{broker.namespace}/services",
+        labelSelector=f"app.kubernetes.io/instance={NAME},webrtc-broker.io/pod-service=true",
+    )
+    return {
+        s["metadata"]["name"]: int(s["spec"]["ports"][0].get("nodePort") or 0)
+        for s in listed["items"]
+        if not s["metadata"].get("deletionTimestamp")
+    }
+
+
+async def wait_advertised(broker: KubeBroker, wanted: dict[str, str]) -> None:
+    async def shown() -> bool:
+        return await advertised_in_yaml(broker) == wanted
+
+    try:
+        await until(shown, timeout=120, interval=1)
+    except AssertionError:
+        print(f"wanted {wanted}, shown {await advertised_in_yaml(broker)}")
+        raise
+
+
+async def cross_the_nat(
+    broker: KubeBroker, natted: NattedSite, workdir: Path, advertised: set[str]
+) -> None:
+    """A client behind the NAT and one on the host exchange both ways; the NAT'd
+    client's selected pair ends at one of the ``advertised`` addresses."""
+    async with Processes.running(workdir) as processes:
+        outside: PeerProcess = await processes.peer(
+            "natted", broker.url, prefix=natted.client.command()
+        )
+        host: PeerProcess = await processes.peer("host", broker.url)
+        started = time.monotonic()
+        far = await outside.ok("connect", name="far", timeout=30, wait=30)
+        print(f"NAT'd client: connected in {time.monotonic() - started:.2f} s, pair {far['pair']}")
+        near = await host.ok("connect", name="near", timeout=30, wait=30)
+        print(f"host client: server {near['server']}, pair {near['pair']}")
+        remote = far["pair"].rpartition(" ")[2]
+        assert remote in advertised, (far["pair"], advertised)
+        await outside.ok("subscribe", name="far", topics=[TOPIC_IN])
+        await host.ok("subscribe", name="near", topics=[TOPIC_OUT])
+
+        async def routed() -> bool:
+            # Subscriptions reach the other server through the mesh: probe until one lands.
+            await host.ok("publish", name="near", topic=TOPIC_IN, body="probe", reliable=True)
+            got = await outside.request("receive", name="far", count=1, timeout=1, wait=1)
+            await outside.ok("publish", name="far", topic=TOPIC_OUT, body="probe", reliable=True)
+            got_back = await host.request("receive", name="near", count=1, timeout=1, wait=1)
+            return bool(got.get("ok") and got_back.get("ok"))
+
+        await until(routed, timeout=60, interval=0.5)
+        await asyncio.sleep(1.0)
+        for peer, name in ((outside, "far"), (host, "near")):  # leftover probes
+            while (await peer.request("receive", name=name, count=1, timeout=0.5, wait=1))["ok"]:
+                pass
+        crossed = await exchange(host, "near", outside, "far", TOPIC_IN)
+        crossed += await exchange(outside, "far", host, "near", TOPIC_OUT)
+        print(f"crossed the NAT: {len(crossed)} messages: {crossed}")
+        assert len(crossed) == 4
+
+
+# --- the tests ----------------------------------------------------------------
+
+
+async def test_node_port_mode_per_pod_services_reach_a_natted_client(
+    broker: KubeBroker, deployed: Deployed, site: tuple[Internet, NattedSite], tmp_path: Path
+) -> None:
+    phases = Phases("NodePort")
+    net, natted = site
+    await broker.wait_servers(2, timeout=600)
+    phases.mark("2 comm servers ready and meshed")
+    services = await pod_services(broker)
+    assert services == {
+        f"{NAME}-{COMMSERVER}-0": NODE_PORT_BASE,
+        f"{NAME}-{COMMSERVER}-1": NODE_PORT_BASE + 1,
+    }
+    node = deployed.node_address
+    wanted = {f"{NAME}-{COMMSERVER}-{i}": f"{node}:{NODE_PORT_BASE + i}" for i in range(2)}
+    await wait_advertised(broker, wanted)
+    print(f"status.advertised: {wanted}")
+    for pod in await broker.pods(COMMSERVER):
+        status = await server_status(broker, pod, deployed.http_port)
+        shown = {k: v for k, v in status.items() if k in ("ice", "udp", "candidates", "network")}
+        print(f"{pod['metadata']['name']} /status: {shown or sorted(status)}")
+    print(f"NAT'd client {natted.client_address} behind {natted.public_address} on {net.network}")
+    await cross_the_nat(broker, natted, tmp_path, set(wanted.values()))
+    phases.mark("exchange across the NAT")
+    print(phases.summary())
+
+
+async def test_host_network_mode_advertises_the_node_to_a_natted_client(
+    broker: KubeBroker, deployed: Deployed, site: tuple[Internet, NattedSite], tmp_path: Path
+) -> None:
+    phases = Phases("HostNetwork")
+    net, natted = site
+    # The node's address is on an interface of its own here (wbk8s-*), while the NAT'd
+    # site is reached through the internet bridge, whose address the kernel would put
+    # on the replies of the comm server's one wildcard UDP socket: the router's
+    # conntrack would not match them. A node reaches its clients from the address it
+    # advertises (its one interface, or routes with that source), so the bridge's
+    # route is given the node's address as its source.
+    topology.run(
+        "ip", "route", "replace", str(net.network), "dev", net.bridge,
+        "scope", "link", "src", deployed.node_address,
+    )  # fmt: skip
+    await patch_cluster(
+        broker, {"commServers": {"replicas": 1, "network": {"mode": "HostNetwork"}}}
+    )
+
+    async def on_host_network() -> bool:
+        pods = await broker.pods(COMMSERVER)
+        return (
+            len(pods) == 1
+            and bool(pods[0]["spec"].get("hostNetwork"))
+            and ready(pods[0])
+            and not pods[0]["metadata"].get("deletionTimestamp")
+        )
+
+    await until(on_host_network, timeout=300, interval=1)
+    phases.mark("the comm server on the node's network")
+
+    async def services_gone() -> bool:
+        return await pod_services(broker) == {}
+
+    await until(services_gone, timeout=120, interval=1)
+    node = deployed.node_address
+    wanted = {f"{NAME}-{COMMSERVER}-0": f"{node}:{deployed.udp_port}"}
+    await wait_advertised(broker, wanted)
+    print(f"status.advertised: {wanted}; per-pod Services deleted")
+    (pod,) = await broker.pods(COMMSERVER)
+    assert pod["status"]["podIP"] == node
+    status = await server_status(broker, pod, deployed.http_port)
+    print(f"{pod['metadata']['name']} /status: {status['ice']}")
+
+    async def registered() -> bool:
+        return [name for name, _ in await broker.servers()] == [f"{NAME}-{COMMSERVER}-0"]
+
+    await until(registered, timeout=120, interval=0.5)
+    await cross_the_nat(broker, natted, tmp_path, set(wanted.values()))
+    phases.mark("exchange across the NAT")
+    print(phases.summary())
