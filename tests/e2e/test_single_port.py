@@ -254,7 +254,8 @@ async def test_server_restarted_on_its_port_relinks(cluster: Cluster) -> None:
     async with clients_on(cluster, "s1", 2) as first, clients_on(cluster, "s2", 2) as second:
         for client in (*first, *second):
             await subscribe(client, ["mesh"])
-        await wait_status(cluster, "s1", "server_topics", 1)
+        for name in ports:  # each server knows the other's clients want the topic
+            await wait_status(cluster, name, "server_topics", 1)
         second[0].publish("mesh", "after restart")
         for client in (*first, second[1]):
             assert (await receive(client)).body == b"after restart"

@@ -33,8 +33,9 @@ from webrtc_broker.rtc.udpmux import MuxEndpoint
 
 log = logging.getLogger(__name__)
 
-SOCKET_BUFFER = 1024 * 1024
-"""Receive buffer of a per-connection socket (aioice asks for the same)."""
+SOCKET_BUFFER = 262144
+"""Receive buffer of a per-connection socket: what aioice asks for its own
+(``aioice.turn.UDP_SOCKET_BUFFER_SIZE``), so sessions behave as they would without a policy."""
 STUN_TIMEOUT = 5.0
 """Seconds a server-reflexive query may take (aioice's gathering timeout)."""
 

@@ -150,6 +150,8 @@ class Session:
         policy = self._candidate_policy
         if policy is None or policy.is_default or self._release_gathering is not None:
             return
+        if self.closed.is_set():
+            return  # closed while the offer was applied: nothing may outlive close()
         self._release_gathering = install_gathering(self.pc, policy)
 
     async def add_candidate(self, candidate: bytes) -> None:
