@@ -18,8 +18,14 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 from aioice import stun
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
+from commserver.metrics import commserver_registry
+from commserver.server import CommServer
+from tests.metrics.prometheus_server import promtool_check
 from tests.support import eventually
+from webrtc_broker.config import CommServerConfig
 from webrtc_broker.rtc.udpmux import MuxEndpoint, MuxError, MuxTransport, UdpMux
 
 DTLS = b"\x16\xfe\xfd" + b"\x00" * 30
@@ -371,3 +377,21 @@ async def _until(condition: Callable[[], bool]) -> None:
         return condition()
 
     await eventually(probe, timeout=5, interval=0.01)
+
+
+async def test_mux_metrics_are_promtool_clean() -> None:
+    """A single-port comm server exports the mux's families, valid for Prometheus."""
+    server = CommServer(
+        CommServerConfig(name="unit", coordinator_url="ws://127.0.0.1:9", udp_port=1)
+    )
+    assert server.candidates.mux is not None
+    server.candidates.mux.stats.dropped_unknown = 7
+    text = generate_latest(commserver_registry(server)).decode()
+    assert await promtool_check(text) == (0, "")
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    prefix = "webrtc_broker_commserver_udp_mux_"
+    assert families[prefix + "dropped_unknown"].samples[0].value == 7
+    for name in ("refused_rebinds", "refused_bindings", "dropped_sends"):
+        assert families[prefix + name].type == "counter"
+    for name in ("bound_addresses", "connections"):
+        assert families[prefix + name].type == "gauge"
