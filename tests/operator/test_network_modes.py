@@ -71,6 +71,19 @@ def test_host_network_advertises_the_node_address_one_server_per_node() -> None:
     assert pod["hostNetwork"] is True and pod["dnsPolicy"] == "ClusterFirstWithHostNet"
     (term,) = pod["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
     assert term["topologyKey"] == "kubernetes.io/hostname"
+    # Only host-network pods repel each other: a rollout to another mode can place its
+    # pods next to the host-network ones it replaces.
+    labels = named(items, "StatefulSet", "demo-commserver")["spec"]["template"]["metadata"][
+        "labels"
+    ]
+    assert labels["webrtc-broker.io/host-network"] == "true"
+    assert {
+        "key": "webrtc-broker.io/host-network",
+        "operator": "In",
+        "values": ["true"],
+    } in term["labelSelector"]["matchExpressions"]
+    pod_ip = named(render(), "StatefulSet", "demo-commserver")["spec"]["template"]
+    assert "webrtc-broker.io/host-network" not in pod_ip["metadata"]["labels"]
     container = pod["containers"][0]
     assert container["args"][-4:] == ["--udp-port", "7601", "--advertise-address", "$(HOST_IP)"]
     assert env_of(container)["HOST_IP"] == {"fieldRef": {"fieldPath": "status.hostIP"}}

@@ -66,6 +66,8 @@ waits for before starting the comm server (a startup probe keeps the kubelet pat
 GRACE_MARGIN_SECONDS = 5
 HOSTNAME_KEY = "kubernetes.io/hostname"
 COMMSERVER_LABEL = "webrtc-broker.io/commserver"
+HOST_NETWORK_LABEL = "webrtc-broker.io/host-network"
+"""On pods in the node's network namespace: what their required anti-affinity selects."""
 
 
 def grace_seconds(spec: BrokerClusterSpec) -> int:
@@ -178,16 +180,23 @@ def container(ref: ClusterRef, spec: BrokerClusterSpec, role: str) -> Manifest:
 
 
 def _affinity(ref: ClusterRef, spec: BrokerClusterSpec) -> Manifest:
-    """Spread comm servers over nodes; on the host network two per node would share ports."""
-    selector = {
-        "matchExpressions": [
-            {"key": "app.kubernetes.io/instance", "operator": "In", "values": [ref.name]},
-            {"key": "app.kubernetes.io/component", "operator": "In", "values": [COMMSERVER, HUB]},
-        ]
-    }
-    term = {"labelSelector": selector, "topologyKey": HOSTNAME_KEY}
+    """Spread comm servers over nodes; on the host network two per node would share ports.
+
+    The required term selects host-network pods only (:data:`HOST_NETWORK_LABEL`):
+    anti-affinity holds both ways, so a term matching every comm server would keep
+    the pod-network pods of a rollout away from HostNetwork mode off the nodes
+    that still run host-network ones, and the rollout, which waits for them, would
+    never end on a cluster without free nodes.
+    """
+    expressions = [
+        {"key": "app.kubernetes.io/instance", "operator": "In", "values": [ref.name]},
+        {"key": "app.kubernetes.io/component", "operator": "In", "values": [COMMSERVER, HUB]},
+    ]
     if spec.comm_servers.network.mode == "HostNetwork":  # hubs too: they share the node
+        expressions.append({"key": HOST_NETWORK_LABEL, "operator": "In", "values": ["true"]})
+        term = {"labelSelector": {"matchExpressions": expressions}, "topologyKey": HOSTNAME_KEY}
         return {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term]}}
+    term = {"labelSelector": {"matchExpressions": expressions}, "topologyKey": HOSTNAME_KEY}
     return {
         "podAntiAffinity": {
             "preferredDuringSchedulingIgnoredDuringExecution": [
@@ -242,6 +251,8 @@ def statefulset(ref: ClusterRef, spec: BrokerClusterSpec, component: Component) 
     role = "hub" if component == HUB else "server"
     replicas = spec.topology.hubs if component == HUB else server_replicas(spec)
     template_meta: Manifest = {"labels": pod_labels(ref, component)}
+    if network_mode(spec, component) == "HostNetwork":
+        template_meta["labels"][HOST_NETWORK_LABEL] = "true"
     annotations = pods.metrics_annotations(spec, spec.comm_servers.http_port)
     if annotations:
         template_meta["annotations"] = annotations

@@ -81,6 +81,7 @@ def turnserver_args(ref: ClusterRef, managed: ManagedTurnSpec) -> list[str]:
         "--no-multicast-peers",
         "--log-file=stdout",
         "--pidfile=/tmp/turnserver.pid",
+        "--userdb=/tmp/turndb",  # unused with a static secret; its default is read-only here
         f"--denied-peer-ip={EVERY_IPV4}",
         f"--denied-peer-ip={EVERY_IPV6}",
         *(f"--allowed-peer-ip={peer_range(n)}" for n in managed.allowed_peer_networks),
