@@ -15,8 +15,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import socket
-from collections.abc import AsyncIterator
+import subprocess
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -193,6 +195,66 @@ async def test_advertised_address_is_the_only_candidate(cluster: Cluster) -> Non
     async with clients_on(cluster, "s1", 4) as clients:
         await everyone_hears_everyone(clients)
     assert udp_ports_of(pid_of(cluster, "s1")) == [port]
+
+
+def default_source_address() -> str | None:
+    """The address this host sends from by default (no packet is sent)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("198.51.100.1", 9))
+        except OSError:
+            return None
+        return str(probe.getsockname()[0])
+
+
+@contextlib.contextmanager
+def node_port(public: int, target: str, bound: int) -> Iterator[None]:
+    """What a NodePort in front of a NAT does, on this host, with iptables.
+
+    UDP to ``127.0.0.1:public`` is mapped to ``target:bound`` (nat OUTPUT DNAT); what
+    the server sends from ``bound`` leaves only as a reply of such a mapped flow
+    (conntrack rewrites its source back to ``127.0.0.1:public``): anything else it
+    sends from that port is dropped, as a NAT drops what no mapping covers, so the
+    clients can reach the server through the advertised port and no other way.
+    Both rules are removed on exit.
+    """
+    if os.geteuid() != 0 or shutil.which("iptables") is None:
+        pytest.skip("emulating a NodePort needs root and iptables")
+    comment = ["-m", "comment", "--comment", "webrtc-broker test NodePort"]
+    rules = [
+        ("nat", "OUTPUT", ["-p", "udp", "-d", "127.0.0.1", "--dport", str(public),
+         *comment, "-j", "DNAT", "--to-destination", f"{target}:{bound}"]),
+        ("filter", "OUTPUT", ["-p", "udp", "--sport", str(bound),
+         "-m", "conntrack", "!", "--ctstate", "DNAT", *comment, "-j", "DROP"]),
+    ]  # fmt: skip
+    added: list[tuple[str, str, list[str]]] = []
+    try:
+        for table, chain, spec in rules:
+            subprocess.run(["iptables", "-t", table, "-I", chain, *spec], check=True)
+            added.append((table, chain, spec))
+        yield
+    finally:
+        for table, chain, spec in added:
+            subprocess.run(["iptables", "-t", table, "-D", chain, *spec], check=True)
+
+
+async def test_advertised_port_maps_to_the_bound_one(cluster: Cluster) -> None:
+    """A NodePort: candidates carry a port the server does not bind; the network maps
+    it to the bound one, and clients connect through it (no other path exists)."""
+    target = default_source_address()
+    if target is None:
+        pytest.skip("no default route: the clients' addresses are unknown")
+    bound, public = udp_port_base(), udp_port_base()
+    with node_port(public, target, bound):
+        await cluster.start_coordinator()
+        await cluster.start_server(
+            "s1", "--udp-port", str(bound), "--advertise-address", f"127.0.0.1:{public}"
+        )
+        status = await cluster.server_status("s1")
+        assert status["ice"]["candidates"] == [f"127.0.0.1:{public}"]
+        async with clients_on(cluster, "s1", 4) as clients:
+            await everyone_hears_everyone(clients)
+        assert udp_ports_of(pid_of(cluster, "s1")) == [bound]
 
 
 async def test_loopback_included_by_name(cluster: Cluster) -> None:
