@@ -3,11 +3,15 @@ advertised address, with real processes and Python SDK clients on this machine.
 
 What it proves: with ``--udp-port P`` the server process holds exactly one UDP
 socket (read from ``/proc/<pid>/fd`` and ``/proc/<pid>/net/udp``) and it serves
-every client and every server link; with ``--udp-port-range`` every socket the
-server holds is in the range; a server whose only candidate is an advertised
-address (its interface addresses filtered out) still serves; a taken port stops
-the process with an error naming it; ``/status`` and ``/metrics`` show the mode,
-the candidates and the mux's counters.
+24 clients and every server link, while junk from a stranger is dropped and
+counted; with ``--udp-port-range`` every socket the server holds is in the
+range; a server whose only candidate is an advertised address (its interface
+addresses filtered out) still serves; an advertised port that a NodePort-like
+iptables mapping sends to the bound one is the only path and works;
+``--candidate-include lo`` offers loopback; a server killed and restarted on its
+port relinks although the other server still holds the old link on the same
+address pair; a taken port stops the process with an error naming it;
+``/status`` and ``/metrics`` show the mode, the candidates and the mux's counters.
 """
 
 from __future__ import annotations
