@@ -28,6 +28,16 @@ the host. This proves that:
    nodes, which NodePort mode does not have, since conntrack rewrites the
    replies' source there).
 
+3. ``turn.mode: Managed`` with the comm servers back on ``PodIP`` (relay only,
+   "TURN only"): the operator runs coturn (an image made here from Debian's
+   ``coturn``, ``tests/k8s/turnimage.py``) behind a NodePort Service, relaying
+   only to the pod network; with ``turn.urls`` set to the node's address and the
+   Service's NodePorts, the coordinator hands out short-lived credentials for
+   it. A client behind a NAT that drops every UDP packet (only TCP leaves its
+   site) reaches a comm server through TURN over TCP, and a relay-only client on
+   the host (``ice_transport_policy="relay"``) through TURN over UDP; both
+   sessions' local candidates are relayed, and messages cross both ways.
+
 Printed: the advertised addresses, the selected ICE pairs, the phases' times.
 The image must hold the comm server's single-port ICE (``--udp-port``,
 ``--advertise-address``); the ``broker_image`` fixture rebuilds it from the
@@ -37,6 +47,8 @@ sources.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import socket
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -50,15 +62,19 @@ import yaml
 
 from broker_operator import GROUP, PLURAL, VERSION
 from broker_operator.naming import COMMSERVER
+from tests.e2e.helpers import receive, subscribe
+from tests.k8s import turnimage
 from tests.k8s.clients import NAME, KubeBroker, OperatorRun, broker_cluster_body, ready
 from tests.k8s.cluster import ControlPlane
-from tests.k8s.node import Node
+from tests.k8s.node import POD_CIDR, TOLERATION, Node
 from tests.k8s.support import installed_identity
 from tests.k8s.workloads import Phases
 from tests.net import topology
 from tests.net.harness import PeerProcess, Processes, exchange
+from tests.net.peer import selected_pair
 from tests.net.topology import Internet, NattedSite
 from tests.operator.support import until
+from webrtc_broker.client import BrokerClient
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -334,4 +350,150 @@ async def test_host_network_mode_advertises_the_node_to_a_natted_client(
     await until(registered, timeout=120, interval=0.5)
     await cross_the_nat(broker, natted, tmp_path, set(wanted.values()))
     phases.mark("exchange across the NAT")
+    print(phases.summary())
+
+
+async def start_managed_turn(broker: KubeBroker, deployed: Deployed, phases: Phases) -> list[str]:
+    """coturn run by the operator, comm servers back on the pod network; the TURN URLs
+    the coordinator hands out once they are set (the node's address, the NodePorts)."""
+    coturn = await asyncio.to_thread(turnimage.import_into, deployed.containerd)
+    phases.mark(f"coturn image {coturn} in the node's containerd")
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "turn-secret"},
+        "stringData": {"secret": "a-turn-rest-shared-secret-for-the-test-0123456789"},
+    }
+    answer = await asyncio.to_thread(
+        broker.admin.post, f"/api/v1/namespaces/{broker.namespace}/secrets", json=secret
+    )
+    assert answer.status_code == 201, answer.text
+    small = {"requests": {"cpu": "50m", "memory": "32Mi"}, "limits": {"memory": "256Mi"}}
+    managed = {
+        "image": coturn,
+        "serviceType": "NodePort",
+        "allowedPeerNetworks": [POD_CIDR],
+        "tolerations": [dict(TOLERATION)],
+        "resources": small,
+    }
+    await patch_cluster(
+        broker,
+        {
+            "commServers": {"replicas": 2, "network": {"mode": "PodIP"}},
+            "turn": {"mode": "Managed", "secretRef": {"name": "turn-secret"}, "managed": managed},
+        },
+    )
+
+    async def turn_ready() -> bool:
+        pods = await broker.pods("turn")
+        return len(pods) == 1 and ready(pods[0])
+
+    await until(turn_ready, timeout=180, interval=1)
+    phases.mark("coturn ready")
+    service = await broker.api(f"/api/v1/namespaces/{broker.namespace}/services/{NAME}-turn")
+    ports = {p["name"]: int(p["nodePort"]) for p in service["spec"]["ports"]}
+    node = deployed.node_address
+    urls = [
+        f"turn:{node}:{ports['turn-udp']}?transport=udp",
+        f"turn:{node}:{ports['turn-tcp']}?transport=tcp",
+    ]
+    # Where clients reach coturn is known once its Service has ports: set it, as a user
+    # sets the address of the load balancer in front of it.
+    await patch_cluster(broker, {"turn": {"urls": urls}})
+
+    async def handed_out() -> bool:
+        # Read from the pod, not /ice-servers: the coordinator rate-limits credentials per
+        # address, and every client here reaches it from the node's address.
+        pods = await broker.pods("coordinator")
+        if len(pods) != 1 or not ready(pods[0]) or pods[0]["metadata"].get("deletionTimestamp"):
+            return False
+        (container,) = pods[0]["spec"]["containers"]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        return env.get("WEBRTC_BROKER_COORDINATOR_TURN_URLS") == json.dumps(urls)
+
+    await until(handed_out, timeout=180, interval=1)
+    await broker.find_node_port()
+
+    async def fetched() -> Any:
+        # The replaced coordinator's endpoint reaches kube-proxy a moment after it is ready.
+        with contextlib.suppress(httpx.TransportError):
+            answer = await broker.http.get(f"{broker.http_url}/ice-servers")
+            assert answer.status_code == 200, answer.text
+            return answer.json()
+        return None
+
+    body = await until(fetched, timeout=60, interval=1)
+    servers = body.get("iceServers", body) if isinstance(body, dict) else body
+    assert [url for server in servers for url in server["urls"]] == urls, body
+    assert all(server.get("username") and server.get("credential") for server in servers)
+    print(f"/ice-servers: {[(s['urls'], s['username']) for s in servers]}")
+    await broker.wait_servers(2, timeout=300)
+    phases.mark(f"coordinator hands out {urls}; 2 comm servers on the pod network")
+    return urls
+
+
+async def exchange_through_turn(outside: PeerProcess, near: BrokerClient) -> int:
+    """Messages both ways between the peer's ``far`` and ``near``; how many crossed."""
+    await subscribe(near, [TOPIC_OUT])
+    await outside.ok("subscribe", name="far", topics=[TOPIC_IN])
+
+    async def routed() -> bool:
+        near.publish(TOPIC_IN, b"probe", reliable=True)
+        got = await outside.request("receive", name="far", count=1, timeout=1, wait=1)
+        await outside.ok("publish", name="far", topic=TOPIC_OUT, body="probe", reliable=True)
+        with contextlib.suppress(TimeoutError):
+            await receive(near, timeout=1)
+            return bool(got.get("ok"))
+        return False
+
+    await until(routed, timeout=60, interval=0.5)
+    await asyncio.sleep(1.0)
+    while (await outside.request("receive", name="far", count=1, timeout=0.5))["ok"]:
+        pass
+    with contextlib.suppress(TimeoutError):
+        while True:
+            await receive(near, timeout=0.5)
+    crossed = 0
+    for reliable in (True, False):
+        body = f"near -> far reliable={reliable}"
+        near.publish(TOPIC_IN, body.encode(), reliable=reliable)
+        reply = await outside.ok("receive", name="far", count=1, timeout=10)
+        assert [m["body"] for m in reply["messages"]] == [body]
+        body = f"far -> near reliable={reliable}"
+        await outside.ok("publish", name="far", topic=TOPIC_OUT, body=body, reliable=reliable)
+        got = await receive(near, timeout=10)
+        assert got.body == body.encode(), got
+        crossed += 2
+    return crossed
+
+
+async def test_managed_turn_relays_clients_to_comm_servers_on_the_pod_network(
+    broker: KubeBroker, deployed: Deployed, tmp_path: Path
+) -> None:
+    phases = Phases("Managed TURN")
+    urls = await start_managed_turn(broker, deployed, phases)
+    (tcp,) = [url for url in urls if url.endswith("transport=tcp")]
+    with topology.internet() as net, topology.natted_site(net, block_udp=True) as natted:
+        print(f"UDP-blocked client {natted.client_address} behind {natted.public_address}")
+        async with Processes.running(tmp_path) as processes:
+            outside = await processes.peer(
+                "udp-blocked", broker.url, prefix=natted.client.command()
+            )
+            # aiortc gathers through the first TURN URL only: this client is given the
+            # TCP one (its UDP would be dropped), the host's client the UDP one.
+            far = await outside.ok("connect", name="far", timeout=45, wait=45, turn_only=tcp)
+            print(f"UDP-blocked client: pair {far['pair']}")
+            assert far["pair"].startswith("relay "), far
+            near = await BrokerClient.connect(
+                broker.url, "near", timeout=45, ice_transport_policy="relay"
+            )
+            try:
+                print(f"relay-only host client: pair {selected_pair(near)}")
+                assert selected_pair(near).startswith("relay "), selected_pair(near)
+                crossed = await exchange_through_turn(outside, near)
+                print(f"crossed through TURN: {crossed} messages")
+                assert crossed == 4
+            finally:
+                await near.close()
+    phases.mark("exchange through coturn")
     print(phases.summary())
