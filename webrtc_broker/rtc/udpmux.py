@@ -293,6 +293,7 @@ class UdpMux:
             self._unbind(addr)
             claimant = self._claims.pop(addr, None) if binding.confirmed else None
             if claimant is not None and not claimant.endpoint.closed:
+                claimant.endpoint.claims.discard(addr)
                 self._bind(claimant, addr, confirmed=True)
 
     @property
