@@ -662,17 +662,21 @@ class Reconciler:
         balancer has no address yet is left waiting.
         """
         port = spec.comm_servers.network.udp_port
+        # Listed, not read one by one: the operator's roles let it list pods, not get them.
+        selector = ref.label_selector(COMMSERVER)
+        listed = await self.client.list_objects("v1", "Pod", ref.namespace, selector)
+        pods = {str(pod["metadata"].get("name")): pod for pod in listed}
         told = []
         for index in range(server_replicas(spec)):
             name = commserver.pod_service_name(ref, index)
+            pod = pods.get(name)
+            if pod is None or pod["metadata"].get("deletionTimestamp"):
+                continue
             service = await self.client.get(ObjectKey("v1", "Service", ref.namespace, name))
             host = load_balancer_host(service)
             if host is None:
                 continue
             pod_key = ObjectKey("v1", "Pod", ref.namespace, name)
-            pod = await self.client.get(pod_key)
-            if pod is None:
-                continue
             address = join_host_port(host, port)
             annotations = pod.get("metadata", {}).get("annotations") or {}
             if annotations.get(commserver.ADVERTISE_ANNOTATION) == address:

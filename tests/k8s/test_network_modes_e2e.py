@@ -38,6 +38,15 @@ the host. This proves that:
    the host (``ice_transport_policy="relay"``) through TURN over UDP; both
    sessions' local candidates are relayed, and messages cross both ways.
 
+4. ``network.mode: LoadBalancer`` (one server): no load-balancer controller runs
+   here, so the test writes the per-pod Service's ``status.loadBalancer.ingress``
+   (an address of the host's "internet" bridge) as a controller would, and
+   kube-proxy, which forwards a Service's ingress addresses, plays the load
+   balancer. The operator annotates the pod with that address and ``udpPort``;
+   the pod's wrapper, which waited for the annotation through the downward API,
+   starts the comm server advertising it; the NAT'd client's pair ends there and
+   messages cross both ways.
+
 Printed: the advertised addresses, the selected ICE pairs, the phases' times.
 The image must hold the comm server's single-port ICE (``--udp-port``,
 ``--advertise-address``); the ``broker_image`` fixture rebuilds it from the
@@ -497,3 +506,62 @@ async def test_managed_turn_relays_clients_to_comm_servers_on_the_pod_network(
                 await near.close()
     phases.mark("exchange through coturn")
     print(phases.summary())
+
+
+async def test_load_balancer_mode_advertises_the_address_its_service_reports(
+    broker: KubeBroker, deployed: Deployed, site: tuple[Internet, NattedSite], tmp_path: Path
+) -> None:
+    """No load-balancer controller runs here: the test writes the Service's
+    ``status.loadBalancer.ingress`` itself, as one would, with an address of the
+    host's "internet" bridge, and kube-proxy, which forwards a Service's ingress
+    addresses to its endpoints, plays the load balancer."""
+    phases = Phases("LoadBalancer")
+    net, natted = site
+    balancer = net.allocate()
+    topology.run("ip", "addr", "add", f"{balancer}/32", "dev", net.bridge)
+    turn_off = {"mode": "None", "urls": None, "secretRef": None, "managed": None}
+    await patch_cluster(
+        broker,
+        {"commServers": {"replicas": 1, "network": {"mode": "LoadBalancer"}}, "turn": turn_off},
+    )
+    name = f"{NAME}-{COMMSERVER}-0"
+    path = f"/api/v1/namespaces/{broker.namespace}/services/{name}"
+
+    async def load_balancer_service() -> bool:
+        service = await broker.api(path)
+        return bool(service["spec"]["type"] == "LoadBalancer")
+
+    await until(load_balancer_service, timeout=120, interval=1)
+    answer = await asyncio.to_thread(
+        broker.admin.patch,
+        f"{path}/status",
+        json={"status": {"loadBalancer": {"ingress": [{"ip": balancer}]}}},
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
+    assert answer.status_code == 200, answer.text
+    phases.mark(f"{name}: a LoadBalancer Service, its ingress {balancer} reported")
+    advertised = f"{balancer}:{deployed.udp_port}"
+
+    async def annotated_and_ready() -> bool:
+        pods = await broker.pods(COMMSERVER)
+        if len(pods) != 1 or pods[0]["metadata"].get("deletionTimestamp"):
+            return False
+        annotations = pods[0]["metadata"].get("annotations") or {}
+        shown = annotations.get("webrtc-broker.io/advertise-address")
+        return bool(shown == advertised and ready(pods[0]))
+
+    await until(annotated_and_ready, timeout=300, interval=1)
+    phases.mark("the operator annotated the pod; its comm server started and is ready")
+    await wait_advertised(broker, {name: advertised})
+    (pod,) = await broker.pods(COMMSERVER)
+    status = await server_status(broker, pod, deployed.http_port)
+    print(f"status.advertised: {{{name!r}: {advertised!r}}}; /status: {status['ice']}")
+    assert status["ice"]["candidates"] == [advertised]
+    await until(lambda: registered_only(broker, [name]), timeout=120, interval=0.5)
+    await cross_the_nat(broker, natted, tmp_path, {advertised})
+    phases.mark("exchange across the NAT through the load balancer's address")
+    print(phases.summary())
+
+
+async def registered_only(broker: KubeBroker, names: list[str]) -> bool:
+    return sorted(name for name, _ in await broker.servers()) == sorted(names)
