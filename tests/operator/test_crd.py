@@ -39,6 +39,9 @@ def test_crd_is_structural_and_valid_for_kubernetes() -> None:
     }
     columns = [c["name"] for c in version["additionalPrinterColumns"]]
     assert columns == ["Servers", "Ready", "Phase", "Network", "Endpoint", "Age"]
+    # The network mode only in wide output: the default table stays as it was.
+    wide = [c["name"] for c in version["additionalPrinterColumns"] if c.get("priority", 0) > 0]
+    assert wide == ["Network"]
 
 
 def test_example_is_accepted_and_defaulted() -> None:
