@@ -15,7 +15,8 @@ the host. This proves that:
    BrokerCluster's ``status.advertised``, as ``kubectl get bkc -o yaml`` shows
    it, and in the server's ``/status``); the NAT'd client's ICE pair ends at
    that address and port, and reliable and unreliable messages cross both ways
-   between it and the host's client;
+   between it and the host's client; ``kubectl scale bkc`` to 3 adds a Service
+   and NodePort for the third pod, back to 2 deletes it;
 2. switching the same cluster to ``network.mode: HostNetwork`` (one server: one
    per node) replaces the pod with one on the node's network, bound to
    ``udpPort`` and advertising the node's address with it; the per-pod Services
@@ -36,7 +37,9 @@ the host. This proves that:
    it. A client behind a NAT that drops every UDP packet (only TCP leaves its
    site) reaches a comm server through TURN over TCP, and a relay-only client on
    the host (``ice_transport_policy="relay"``) through TURN over UDP; both
-   sessions' local candidates are relayed, and messages cross both ways.
+   sessions' local candidates are relayed, and messages cross both ways; an
+   allocation with the same credentials may not relay to the node's own address
+   (outside the pod network): coturn answers 403.
 
 4. ``network.mode: LoadBalancer`` (one server): no load-balancer controller runs
    here, so the test writes the per-pod Service's ``status.loadBalancer.ingress``
@@ -68,6 +71,8 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from aioice import stun
+from aioice.turn import create_turn_endpoint
 
 from broker_operator import GROUP, PLURAL, VERSION
 from broker_operator.naming import COMMSERVER
@@ -306,6 +311,22 @@ async def test_node_port_mode_per_pod_services_reach_a_natted_client(
     print(f"NAT'd client {natted.client_address} behind {natted.public_address} on {net.network}")
     await cross_the_nat(broker, natted, tmp_path, set(wanted.values()))
     phases.mark("exchange across the NAT")
+    # The per-pod Services follow the replicas: one more with a scale-up, gone again after.
+    await broker.scale(3)
+    await broker.wait_servers(3, timeout=300)
+    third = f"{NAME}-{COMMSERVER}-2"
+    assert (await pod_services(broker)).get(third) == NODE_PORT_BASE + 2
+    await wait_advertised(broker, {**wanted, third: f"{node}:{NODE_PORT_BASE + 2}"})
+    phases.mark("scaled to 3: a third Service and NodePort, advertised")
+    await broker.scale(2)
+    await broker.wait_servers(2, timeout=300)
+
+    async def two_services() -> bool:
+        return set(await pod_services(broker)) == set(wanted)
+
+    await until(two_services, timeout=120, interval=1)
+    await wait_advertised(broker, wanted)
+    phases.mark("scaled back to 2: the third Service deleted")
     print(phases.summary())
 
 
@@ -362,7 +383,9 @@ async def test_host_network_mode_advertises_the_node_to_a_natted_client(
     print(phases.summary())
 
 
-async def start_managed_turn(broker: KubeBroker, deployed: Deployed, phases: Phases) -> list[str]:
+async def start_managed_turn(
+    broker: KubeBroker, deployed: Deployed, phases: Phases
+) -> list[dict[str, Any]]:
     """coturn run by the operator, comm servers back on the pod network; the TURN URLs
     the coordinator hands out once they are set (the node's address, the NodePorts)."""
     coturn = await asyncio.to_thread(turnimage.import_into, deployed.containerd)
@@ -438,7 +461,7 @@ async def start_managed_turn(broker: KubeBroker, deployed: Deployed, phases: Pha
     print(f"/ice-servers: {[(s['urls'], s['username']) for s in servers]}")
     await broker.wait_servers(2, timeout=300)
     phases.mark(f"coordinator hands out {urls}; 2 comm servers on the pod network")
-    return urls
+    return list(servers)
 
 
 async def exchange_through_turn(outside: PeerProcess, near: BrokerClient) -> int:
@@ -480,8 +503,8 @@ async def test_managed_turn_relays_clients_to_comm_servers_on_the_pod_network(
     broker: KubeBroker, deployed: Deployed, tmp_path: Path
 ) -> None:
     phases = Phases("Managed TURN")
-    urls = await start_managed_turn(broker, deployed, phases)
-    (tcp,) = [url for url in urls if url.endswith("transport=tcp")]
+    servers = await start_managed_turn(broker, deployed, phases)
+    (tcp,) = [url for s in servers for url in s["urls"] if url.endswith("transport=tcp")]
     with topology.internet() as net, topology.natted_site(net, block_udp=True) as natted:
         print(f"UDP-blocked client {natted.client_address} behind {natted.public_address}")
         async with Processes.running(tmp_path) as processes:
@@ -505,7 +528,39 @@ async def test_managed_turn_relays_clients_to_comm_servers_on_the_pod_network(
             finally:
                 await near.close()
     phases.mark("exchange through coturn")
+    await relay_refused_outside_the_pod_network(servers[0], deployed.node_address)
+    phases.mark("a relay to the node's own address refused")
     print(phases.summary())
+
+
+class TurnProbe(asyncio.DatagramProtocol):
+    """What a TURN allocation reports: the errors of its sends."""
+
+    def __init__(self) -> None:
+        self.errors: asyncio.Queue[Exception] = asyncio.Queue()
+
+    def error_received(self, exc: Exception) -> None:
+        self.errors.put_nowait(exc)
+
+
+async def relay_refused_outside_the_pod_network(server: dict[str, Any], target: str) -> None:
+    """With the coordinator's credentials, an allocation on the managed coturn may not
+    relay to ``target`` (outside ``allowedPeerNetworks``): coturn answers 403."""
+    (udp,) = [url for url in server["urls"] if url.endswith("transport=udp")]
+    host, _, port = udp.removeprefix("turn:").split("?")[0].rpartition(":")
+    transport, probe = await create_turn_endpoint(
+        TurnProbe, (host, int(port)), server["username"], server["credential"]
+    )
+    try:
+        print(f"TURN allocation {transport.get_extra_info('sockname')}; relaying to {target}")
+        transport.sendto(b"probe", (target, 10250))  # the kubelet's port on the node
+        refused = await asyncio.wait_for(probe.errors.get(), 20)
+        assert isinstance(refused, stun.TransactionFailed), refused
+        code, reason = refused.response.attributes["ERROR-CODE"]
+        print(f"coturn refused the relay to {target}: {code} {reason}")
+        assert code == 403, refused
+    finally:
+        transport.close()
 
 
 async def test_load_balancer_mode_advertises_the_address_its_service_reports(
