@@ -35,6 +35,10 @@ ALLOWANCES: dict[Pair, str] = {
     ),
     ("apps", "statefulsets", "delete"): "the hub StatefulSet, after switching Hub to Mesh",
     ("policy", "poddisruptionbudgets", "delete"): "the hub's budget, after leaving Hub mode",
+    ("", "pods", "list"): "the addresses comm servers advertise (status.advertised), outside PodIP",
+    ("", "pods", "patch"): "a load balancer's address annotated on its pod, LoadBalancer mode",
+    ("", "services", "delete"): "per-pod Services of pods scaled away or of a mode left",
+    ("apps", "deployments", "delete"): "the managed TURN Deployment, after turn leaves Managed",
     ("monitoring.coreos.com", "servicemonitors", "create"): (
         "only when metrics.serviceMonitor is on (needs the Prometheus Operator's CRD)"
     ),
