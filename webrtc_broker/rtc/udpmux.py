@@ -76,11 +76,18 @@ MAX_BINDINGS = 64
 peer-reflexive ones. A peer trickles at most ``max_candidates`` (64 by default)."""
 MAX_TRANSACTIONS = 65536
 """Outstanding STUN transactions over every connection; the oldest go first beyond it."""
-MAX_WRITE_BUFFER = 4 * 1024 * 1024
-"""Bytes asyncio may queue for the socket when the kernel's buffer is full; beyond
-it datagrams are dropped, as a full network would (SCTP retransmits)."""
 SOCKET_BUFFER = 4 * 1024 * 1024
-"""Kernel receive/send buffer asked for the shared socket (capped by rmem_max/wmem_max)."""
+"""Kernel receive/send buffer asked for the shared socket (capped by rmem_max/wmem_max).
+Nothing queues above the kernel's: a datagram the send buffer cannot take is
+dropped, as a full network would drop it (SCTP retransmits)."""
+RECV_BATCH = 64
+"""Datagrams read per readiness event of the socket. asyncio's datagram transport
+reads one per event, which on one socket shared by every connection costs an
+event-loop iteration per datagram (docs/benchmarks.md measured it: about 30 %
+more CPU per delivery than a socket per connection, and less than per-connection
+once drained this way); the bound keeps one busy socket from starving the loop."""
+RECV_SIZE = 65536
+"""Largest UDP payload."""
 
 
 class MuxError(OSError):
@@ -149,7 +156,7 @@ class MuxTransport(asyncio.DatagramTransport):
         return default
 
     def get_write_buffer_size(self) -> int:
-        return self.endpoint.mux.write_buffer_size()
+        return 0  # the shared socket never queues (see SOCKET_BUFFER)
 
 
 class MuxEndpoint:
@@ -191,18 +198,6 @@ class MuxEndpoint:
             transport.close()
 
 
-class _MuxProtocol(asyncio.DatagramProtocol):
-    def __init__(self, mux: UdpMux) -> None:
-        self.mux = mux
-
-    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
-        self.mux.datagram_received(data, addr)
-
-    def error_received(self, exc: Exception) -> None:
-        # An ICMP error for one peer (port unreachable) says nothing about the others.
-        log.debug("udp mux: %s", exc)
-
-
 class UdpMux:
     """The shared socket, its routing tables and counters."""
 
@@ -221,51 +216,49 @@ class UdpMux:
         self.max_transactions = max_transactions
         self.stats = MuxStats()
         self._ufrag_factory = ufrag_factory or _random_ufrag
-        self._transport: asyncio.DatagramTransport | None = None
+        self._sock: socket.socket | None = None
         self._endpoints: dict[str, MuxEndpoint] = {}
         self._bindings: dict[Address, _Binding] = {}
         self._transactions: dict[bytes, tuple[MuxTransport, Address]] = {}
         self._claims: dict[Address, MuxTransport] = {}
         """Confirmed addresses another live connection authenticated for: the last
         claimant of each, bound when the owner closes."""
-        self._queued: Callable[[], int] = _nothing_queued
         self.sockname: Address = (host, port)
 
     # -- lifetime ---------------------------------------------------------
 
     async def open(self) -> None:
         """Bind the socket; a taken port is a :class:`MuxError` naming it."""
-        loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
-            transport, _ = await loop.create_datagram_endpoint(
-                lambda: _MuxProtocol(self), local_addr=(self.host, self.port)
-            )
+            sock.bind((self.host, self.port))
         except OSError as exc:
+            sock.close()
             raise MuxError(
                 exc.errno, f"cannot bind UDP port {self.port} on {self.host}: {exc.strerror}"
             ) from exc
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
-        self._transport = transport
-        # asyncio's datagram transports have it (typeshed puts it on write transports only).
-        self._queued = getattr(transport, "get_write_buffer_size", _nothing_queued)
-        self.sockname = transport.get_extra_info("sockname")[:2]
+        sock.setblocking(False)
+        for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
+        asyncio.get_running_loop().add_reader(sock.fileno(), self._drain)
+        self._sock = sock
+        self.sockname = sock.getsockname()[:2]
         self.port = self.sockname[1]
 
     def close(self) -> None:
         """Close the socket and every endpoint still open (their connections see the loss)."""
         for endpoint in list(self._endpoints.values()):
             endpoint.close()
-        if self._transport is not None:
-            self._transport.close()
-            self._transport = None
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is already closed
+                asyncio.get_running_loop().remove_reader(sock.fileno())
+            sock.close()
 
     @property
     def is_open(self) -> bool:
-        return self._transport is not None
+        return self._sock is not None
 
     # -- endpoints --------------------------------------------------------
 
@@ -319,6 +312,28 @@ class UdpMux:
 
     # -- receiving --------------------------------------------------------
 
+    def _drain(self) -> None:
+        """Read what the socket holds, up to :data:`RECV_BATCH` datagrams."""
+        sock = self._sock
+        if sock is None:
+            return
+        recvfrom = sock.recvfrom
+        for _ in range(RECV_BATCH):
+            try:
+                data, addr = recvfrom(RECV_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                # An ICMP error for one peer says nothing about the others.
+                log.debug("udp mux: %s", exc)
+                continue
+            try:
+                self.datagram_received(data, addr)
+            except Exception:
+                # One connection's failure to handle its datagram is that
+                # connection's: the others' datagrams in this batch still go.
+                log.exception("udp mux: a connection failed to take a datagram")
+
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
         if len(addr) != 2:
             addr = (addr[0], addr[1])
@@ -364,7 +379,7 @@ class UdpMux:
 
     def send(self, transport: MuxTransport, data: bytes, addr: Address) -> None:
         """Send for ``transport``; a binding request or success response binds ``addr``."""
-        sock = self._transport
+        sock = self._sock
         if sock is None:
             return
         if len(data) >= STUN_HEADER and data[0] <= STUN_MAX_FIRST_BYTE:
@@ -374,19 +389,13 @@ class UdpMux:
                 self._bind(transport, addr, confirmed=False)
             elif kind == BINDING_SUCCESS:
                 self._bind(transport, addr, confirmed=True)
-        if self._queued() > MAX_WRITE_BUFFER:
-            self.stats.dropped_sends += 1
-            return
         try:
             sock.sendto(data, addr)
-        except (OSError, ValueError, TypeError) as exc:
-            # A peer's candidate of another address family or a bad address: that
-            # peer's check fails, nothing else does.
+        except (OSError, ValueError, TypeError, OverflowError) as exc:
+            # A full send buffer, a peer's candidate of another address family, an
+            # unreachable or filtered address: that datagram is lost, nothing else.
             self.stats.dropped_sends += 1
             log.debug("udp mux: cannot send to %s: %s", addr, exc)
-
-    def write_buffer_size(self) -> int:
-        return 0 if self._transport is None else self._queued()
 
     def _remember_transaction(self, transport: MuxTransport, txid: bytes, addr: Address) -> None:
         if txid in self._transactions:  # a retransmission
@@ -441,10 +450,6 @@ class UdpMux:
         binding = self._bindings.pop(addr, None)
         if binding is not None:
             binding.endpoint.bindings.pop(addr, None)
-
-
-def _nothing_queued() -> int:
-    return 0
 
 
 def _random_ufrag() -> str:
