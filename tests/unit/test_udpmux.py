@@ -354,6 +354,35 @@ async def test_datagrams_cross_the_real_socket(mux: UdpMux) -> None:
         peer.close()
 
 
+class Failing(Recorder):
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        raise RuntimeError("this connection cannot take it")
+
+
+async def test_a_failing_connection_costs_only_itself(mux: UdpMux) -> None:
+    """Datagrams read in one batch: one connection raising does not lose the others'."""
+    endpoint, proto = connection(mux)
+    broken = mux.register()
+    failing = Failing()
+    broken.open_transport(failing)
+    loop = asyncio.get_running_loop()
+    peers = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2)]
+    try:
+        for peer in peers:
+            peer.bind(("127.0.0.1", 0))
+            peer.setblocking(False)
+        good, bad = (p.getsockname() for p in peers)
+        answer(proto, good, endpoint.ufrag)
+        answer(failing, bad, broken.ufrag)
+        for _ in range(5):
+            await loop.sock_sendto(peers[1], DTLS, mux.sockname)
+            await loop.sock_sendto(peers[0], DTLS, mux.sockname)
+        await _until(lambda: len(proto.received) == 5)
+    finally:
+        for peer in peers:
+            peer.close()
+
+
 async def test_taken_port_names_it() -> None:
     holder = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     holder.bind(("127.0.0.1", 0))
