@@ -441,6 +441,14 @@ class CommServerConfig(ClientAuthSettings):
             raise ValueError("udp_port and udp_port_range are exclusive: choose one")
         return self
 
+    @model_validator(mode="after")
+    def _advertised_port_needs_one_port(self) -> Self:
+        """Only one bound port can be mapped to one advertised port (a NodePort, a load
+        balancer): with a socket per connection there is no port to advertise."""
+        if self.udp_port is None and any(parse_host_port(a)[1] for a in self.advertise_addresses):
+            raise ValueError("an advertised address with a port needs udp_port (one UDP port)")
+        return self
+
     @field_validator("udp_port_range")
     @classmethod
     def _port_range_is_low_high(cls, value: str | None) -> str | None:

@@ -4,18 +4,17 @@ The Playwright driver runs inside a NAT'd client namespace (``ip netns exec``),
 so Chromium's sockets live there; the Python SDK client sits behind another
 NAT; the coordinator runs on the host side of the "internet"
 (``tests/net/topology.py``) and the comm server (``--udp-port``) on a public
-host of its own there: the browser's mDNS candidates make the server send
-multicast queries, which from a namespace whose only link is the internet
-bridge stay on this machine.
+host of its own there, so that nothing it might send to a multicast group
+leaves the internet bridge.
 
-Chromium hides its host candidates behind mDNS names. aioice in the comm
-server tries to resolve them (it opens its mDNS resolver's socket, port 5353,
-and asks the network), which cannot work across a NAT, and the addresses
-would be private anyway: the session works because
-the server, which has the reachable address, takes the browser's NAT'd
-address from its checks as a peer-reflexive candidate. Reliable and
-unreliable messages cross both ways; the browser's router translated its flows
-to the server's one port, the only port any session of the server uses.
+Chromium hides its host candidates behind mDNS names. The comm server drops
+them instead of resolving them (that would open a resolver socket on port
+5353 and cannot work across a NAT; the addresses would be private anyway):
+the session works because the server, which has the reachable address, takes
+the browser's NAT'd address from its checks as a peer-reflexive candidate.
+Reliable and unreliable messages cross both ways; the browser's router
+translated its flows to the server's one port, the only UDP socket the server
+holds.
 
 A second test puts Chromium on a network that drops all UDP, with the SDK's
 ``iceTransportPolicy: "relay"`` and TURN over TCP from the coordinator's
@@ -43,7 +42,6 @@ from tests.turn.coturn import Coturn, run_coturn
 pytestmark = pytest.mark.timeout(300)
 
 CHROMIUM = Path("/usr/bin/chromium")
-MDNS_PORT = 5353
 UDP_PORT = 47001
 """The comm server's one port (its namespace is fresh: the port is free)."""
 PUBLIC_PORT = 31000
@@ -137,17 +135,14 @@ async def test_chromium_behind_nat_and_a_python_client_share_a_single_port_serve
             f"\n  browser router flows to the server port: "
             f"{[(f.source, f.reply_destination) for f in flows]}"
             f"\n  comm server UDP sockets: {sockets}"
-            f"{' (5353: aioice mDNS resolver)' if any(p == MDNS_PORT for _, p in sockets) else ''}"
             f"\n  messages exchanged: {len(crossed)}"
         )
         assert page["pair"].endswith(f"-> host {public}:{udp_port}"), page
         assert flows, topology.nat_flows(browser_site.router)
         assert {f.reply_destination[0] for f in flows} == {browser_site.public_address}
-        # One port carries every session. A browser's mDNS (.local) candidate makes
-        # aioice open its mDNS resolver's socket (port 5353) in the server besides:
-        # no session runs on it, so it is printed, not counted.
-        sessions = [entry for entry in sockets if entry[1] != MDNS_PORT]
-        assert sessions == [("0.0.0.0", udp_port)], sockets
+        # One socket carries every session; the browser's mDNS (.local) candidates
+        # opened no resolver socket (port 5353) beside it.
+        assert sockets == [("0.0.0.0", udp_port)], sockets
 
 
 async def test_chromium_without_udp_relays_through_turn_over_tcp(

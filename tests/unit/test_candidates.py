@@ -141,8 +141,12 @@ def test_settings_choose_the_mode() -> None:
 
 
 def test_an_advertised_port_needs_the_single_port() -> None:
-    with pytest.raises(ValueError, match="needs a single UDP port"):
-        CandidatePolicy.from_config(CommServerConfig(advertise_addresses=["198.51.100.7:31000"]))
+    # Each connection binds its own port: one advertised port cannot map them all.
+    with pytest.raises(ValueError, match="needs udp_port"):
+        CommServerConfig(advertise_addresses=["198.51.100.7:31000"])
+    with pytest.raises(ValueError, match="needs udp_port"):
+        CommServerConfig(advertise_addresses=["198.51.100.7:31000"], udp_port_range="40000-40009")
+    assert CommServerConfig(advertise_addresses=["198.51.100.7:31000"], udp_port=7591)
 
 
 def test_describe_names_mode_ports_and_candidates(interfaces: None) -> None:

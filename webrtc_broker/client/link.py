@@ -18,7 +18,6 @@ from typing import Any, Literal
 from urllib.parse import urlencode
 
 import httpx
-from aiortc import RTCConfiguration, RTCIceTransportPolicy, RTCPeerConnection
 from pydantic import TypeAdapter
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus, WebSocketException
@@ -115,20 +114,6 @@ async def fetch_ice_servers(url: str, credentials: bytes = b"") -> list[IceServe
         return []
 
 
-def restrict_to_relay(pc: RTCPeerConnection) -> None:
-    """Make ``pc`` gather and use TURN-relayed candidates only.
-
-    aiortc reads ``iceTransportPolicy`` from the peer connection's configuration
-    when it creates the ICE transport (on the first description), so setting it
-    on a fresh connection is the same as constructing it with the policy; the
-    session constructor takes only the server list, and aiortc offers no setter.
-    """
-    configuration = getattr(pc, "_RTCPeerConnection__configuration", None)
-    if not isinstance(configuration, RTCConfiguration):
-        raise RuntimeError("this aiortc version hides its configuration: no relay-only policy")
-    configuration.iceTransportPolicy = RTCIceTransportPolicy.RELAY
-
-
 CREDENTIALS_REFUSED = frozenset({401, 403})
 NOT_NOW = frozenset({429, 503})
 """Statuses of a coordinator that will take the connection later (see coordinator.refusals)."""
@@ -174,9 +159,11 @@ class Link:
         """The STUN/TURN servers of this link's session."""
         self.alias = alias
         self.server_alias = server_alias
-        self.session = Session(on_frame=on_frame, ice_servers=rtc_ice_servers(self.ice_servers))
-        if ice_transport_policy == "relay":
-            restrict_to_relay(self.session.pc)
+        self.session = Session(
+            on_frame=on_frame,
+            ice_servers=rtc_ice_servers(self.ice_servers),
+            relay_only=ice_transport_policy == "relay",
+        )
         self.refusal: asyncio.Future[BrokerError] = asyncio.get_running_loop().create_future()
         self.answered = asyncio.Event()
         """Set when the server answers CONNECT, with an OFFER or a refusal."""

@@ -194,9 +194,6 @@ class CandidatePolicy:
                 filter=address_filter,
                 mux=UdpMux(config.udp_port),
             )
-        if any(a.port is not None for a in advertised):
-            # Each connection binds its own port: one advertised port cannot map them all.
-            raise ValueError("an advertised address with a port needs a single UDP port (udp_port)")
         ports = config.udp_ports
         if ports is not None:
             return cls(

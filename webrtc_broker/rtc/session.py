@@ -23,7 +23,9 @@ from enum import StrEnum
 from aiortc import (
     RTCConfiguration,
     RTCDataChannel,
+    RTCIceCandidate,
     RTCIceServer,
+    RTCIceTransportPolicy,
     RTCPeerConnection,
 )
 
@@ -89,6 +91,7 @@ class Session:
         max_queue_bytes: int = MAX_QUEUE_BYTES,
         max_candidates: int = MAX_CANDIDATES,
         candidate_policy: CandidatePolicy | None = None,
+        relay_only: bool = False,
     ) -> None:
         self._on_frame = on_frame
         self._candidate_policy = candidate_policy
@@ -102,7 +105,11 @@ class Session:
         )
         # An explicit list, even empty: given None, aiortc falls back to a public
         # STUN server, which a broker must never contact unasked.
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=list(ice_servers)))
+        # relay_only: TURN-relayed candidates only (the WebRTC iceTransportPolicy "relay").
+        policy = RTCIceTransportPolicy.RELAY if relay_only else RTCIceTransportPolicy.ALL
+        self.pc = RTCPeerConnection(
+            RTCConfiguration(iceServers=list(ice_servers), iceTransportPolicy=policy)
+        )
         self.reliable: ChannelWriter | None = None
         self.unreliable: ChannelWriter | None = None
         loop = asyncio.get_running_loop()
@@ -169,7 +176,22 @@ class Session:
         if not self._remote_set:
             self._held_candidates.append(candidate)
             return
-        await self.pc.addIceCandidate(candidate_from_json(candidate))
+        await self._apply_candidate(candidate_from_json(candidate))
+
+    async def _apply_candidate(self, candidate: RTCIceCandidate | None) -> None:
+        """Give a parsed candidate to ICE, unless it names an mDNS host.
+
+        Browsers hide their host addresses behind ``<uuid>.local`` names. Resolving
+        one means multicast queries from a socket on port 5353 (a second socket
+        beside a single UDP port, and queries leaking onto the host's LAN), and
+        cannot succeed across a NAT anyway. The browser's checks reach this side
+        from its real address, which ICE then learns as peer-reflexive, so the
+        name is worth nothing here.
+        """
+        if candidate is not None and candidate.ip.endswith(".local"):
+            self.candidates_refused += 1
+            return
+        await self.pc.addIceCandidate(candidate)
 
     async def _remote_description_set(self) -> None:
         self._remote_set = True
@@ -178,7 +200,7 @@ class Session:
             # One bad candidate held from before the description must not fail the
             # offer or answer with it: it is worth nothing, the others may work.
             try:
-                await self.pc.addIceCandidate(candidate_from_json(candidate))
+                await self._apply_candidate(candidate_from_json(candidate))
             except Exception as exc:
                 self.candidates_refused += 1
                 log.debug("dropped a held candidate: %r", exc)
