@@ -29,6 +29,7 @@ import pytest
 
 from tests.e2e.helpers import TIMEOUT, receive, subscribe, wait_status
 from tests.support import Cluster, eventually
+from tests.udp import free_udp_range, udp_ports
 from webrtc_broker.client import BrokerClient
 
 CLIENTS = 24
@@ -39,45 +40,6 @@ def udp_port_base() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("0.0.0.0", 0))
         return int(sock.getsockname()[1])
-
-
-def free_udp_range(size: int) -> tuple[int, int]:
-    """``size`` consecutive ports free for UDP now, above the ephemeral range's start."""
-    for low in range(20000, 32000, size):
-        held: list[socket.socket] = []
-        try:
-            for port in range(low, low + size):
-                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                held.append(sock)
-                sock.bind(("0.0.0.0", port))
-            return low, low + size - 1
-        except OSError:
-            continue
-        finally:
-            for sock in held:
-                sock.close()
-    raise AssertionError("no free UDP port range")
-
-
-def udp_ports_of(pid: int) -> list[int]:
-    """Local ports of every UDP socket process ``pid`` holds (IPv4 and IPv6)."""
-    inodes: set[str] = set()
-    fd_dir = Path(f"/proc/{pid}/fd")
-    for fd in fd_dir.iterdir():
-        with contextlib.suppress(OSError):
-            target = os.readlink(fd)
-            if target.startswith("socket:["):
-                inodes.add(target[8:-1])
-    ports: list[int] = []
-    for table in ("udp", "udp6"):
-        path = Path(f"/proc/{pid}/net/{table}")
-        if not path.exists():
-            continue
-        for line in path.read_text().splitlines()[1:]:
-            fields = line.split()
-            if fields[9] in inodes:
-                ports.append(int(fields[1].rsplit(":", 1)[1], 16))
-    return sorted(ports)
 
 
 def send_junk(port: int) -> int:
@@ -149,7 +111,7 @@ async def test_one_udp_socket_serves_every_client(cluster: Cluster) -> None:
     junk = send_junk(port)
     async with clients_on(cluster, "s1", CLIENTS) as clients:
         await everyone_hears_everyone(clients)
-        assert udp_ports_of(pid_of(cluster, "s1")) == [port]
+        assert udp_ports(pid_of(cluster, "s1")) == [port]
         # The junk sent before the clients came was dropped and counted, nothing else.
         mux = (await cluster.server_status("s1"))["ice"]["mux"]
         assert mux["dropped_unknown"] >= junk, mux
@@ -162,7 +124,7 @@ async def test_one_udp_socket_serves_every_client(cluster: Cluster) -> None:
         )
     # Closed sessions leave no binding behind.
     await eventually(lambda: _mux_empty(cluster, "s1"), timeout=TIMEOUT)
-    assert udp_ports_of(pid_of(cluster, "s1")) == [port]
+    assert udp_ports(pid_of(cluster, "s1")) == [port]
 
 
 async def _mux_empty(cluster: Cluster, name: str) -> bool:
@@ -178,7 +140,7 @@ async def test_port_range_holds_every_socket_in_range(cluster: Cluster) -> None:
     assert (status["ice"]["mode"], status["ice"]["ports"]) == ("port-range", f"{low}-{high}")
     async with clients_on(cluster, "s1", 20) as clients:
         await everyone_hears_everyone(clients)
-        ports = udp_ports_of(pid_of(cluster, "s1"))
+        ports = udp_ports(pid_of(cluster, "s1"))
         assert len(ports) >= 20, ports
         assert all(low <= p <= high for p in ports), ports
 
@@ -198,7 +160,7 @@ async def test_advertised_address_is_the_only_candidate(cluster: Cluster) -> Non
     assert status["ice"]["candidates"] == [f"127.0.0.1:{port}"]
     async with clients_on(cluster, "s1", 4) as clients:
         await everyone_hears_everyone(clients)
-    assert udp_ports_of(pid_of(cluster, "s1")) == [port]
+    assert udp_ports(pid_of(cluster, "s1")) == [port]
 
 
 def default_source_address() -> str | None:
@@ -258,7 +220,7 @@ async def test_advertised_port_maps_to_the_bound_one(cluster: Cluster) -> None:
         assert status["ice"]["candidates"] == [f"127.0.0.1:{public}"]
         async with clients_on(cluster, "s1", 4) as clients:
             await everyone_hears_everyone(clients)
-        assert udp_ports_of(pid_of(cluster, "s1")) == [bound]
+        assert udp_ports(pid_of(cluster, "s1")) == [bound]
 
 
 async def test_loopback_included_by_name(cluster: Cluster) -> None:
@@ -292,7 +254,7 @@ async def test_two_servers_meshed_on_single_ports(cluster: Cluster) -> None:
         for client in (*first[1:], *second):
             assert (await receive(client)).body == b"across"
         for name, port in ports.items():
-            assert udp_ports_of(pid_of(cluster, name)) == [port]
+            assert udp_ports(pid_of(cluster, name)) == [port]
             mux = (await cluster.server_status(name))["ice"]["mux"]
             assert mux["endpoints"] == 6  # five clients and the server link
 

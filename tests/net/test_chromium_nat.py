@@ -38,6 +38,7 @@ from tests.net import topology
 from tests.net.harness import PeerProcess, Process, Processes, exchange
 from tests.net.topology import Internet, NattedSite, OneToOneServer, PublicHost
 from tests.turn.coturn import Coturn, run_coturn
+from tests.udp import udp_sockets
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -124,7 +125,7 @@ async def test_chromium_behind_nat_and_a_python_client_share_a_single_port_serve
             if flow.source[0] == browser_site.client_address
             and flow.destination == (public, udp_port)
         ]
-        sockets = topology.udp_sockets(server.pid)
+        sockets = udp_sockets(server.pid)
         print(
             f"\n[chromium, single port] internet {net.network}; coordinator on {net.address}, "
             f"comm server on {public}, UDP port {udp_port}"

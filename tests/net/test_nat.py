@@ -29,6 +29,7 @@ import pytest
 from tests.net import topology
 from tests.net.harness import Processes, exchange, free_port
 from tests.net.topology import Internet, NattedSite
+from tests.udp import free_udp_range, udp_sockets
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -45,24 +46,6 @@ def net() -> Iterator[Internet]:
 def sites(net: Internet) -> Iterator[tuple[NattedSite, NattedSite]]:
     with topology.natted_site(net) as east, topology.natted_site(net) as west:
         yield east, west
-
-
-def free_udp_range(size: int) -> tuple[int, int]:
-    """``size`` consecutive ports free for UDP now, below the ephemeral range."""
-    for low in range(20000, 32000, size):
-        held: list[socket.socket] = []
-        try:
-            for port in range(low, low + size):
-                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                held.append(sock)
-                sock.bind(("0.0.0.0", port))
-            return low, low + size - 1
-        except OSError:
-            continue
-        finally:
-            for sock in held:
-                sock.close()
-    raise AssertionError("no free UDP port range")
 
 
 @pytest.mark.parametrize("mode", ["single-port", "port-range", "per-connection"])
@@ -106,7 +89,7 @@ async def test_clients_behind_two_nats_share_topics_through_one_server(
         crossed = await exchange(east_peer, "east1", west_peer, "west0", "to-west")
         crossed += await exchange(west_peer, "west1", east_peer, "east0", "to-east")
 
-        sockets = topology.udp_sockets(server.pid)
+        sockets = udp_sockets(server.pid)
         clients = 2 * CLIENTS_PER_SITE
         ports = "" if port_range is None else " (range {}-{})".format(*port_range)
         print(

@@ -427,39 +427,6 @@ def nat_one_to_one_server(
 # -- inspecting processes ---------------------------------------------------
 
 
-def udp_sockets(pid: int) -> list[tuple[str, int]]:
-    """(address, port) of every UDP socket process ``pid`` holds, read from /proc.
-
-    The socket inodes among ``/proc/PID/fd`` are matched against
-    ``/proc/PID/net/udp`` and ``udp6``, the tables of the process's own
-    network namespace.
-    """
-    inodes: set[str] = set()
-    fd_dir = f"/proc/{pid}/fd"
-    for entry in os.listdir(fd_dir):
-        with contextlib.suppress(OSError):
-            target = os.readlink(f"{fd_dir}/{entry}")
-            if target.startswith("socket:["):
-                inodes.add(target[len("socket:[") : -1])
-    found: list[tuple[str, int]] = []
-    for table, width in (("udp", 4), ("udp6", 16)):
-        with contextlib.suppress(OSError), open(f"/proc/{pid}/net/{table}") as lines:
-            next(lines)  # the header
-            for line in lines:
-                fields = line.split()
-                if fields[9] in inodes:
-                    host, port = fields[1].split(":")
-                    found.append((_proc_address(host, width), int(port, 16)))
-    return found
-
-
-def _proc_address(text: str, width: int) -> str:
-    """An address as /proc/net/udp prints it (host-order 32-bit words in hex)."""
-    raw = bytes.fromhex(text)
-    words = [raw[i : i + 4][::-1] for i in range(0, width, 4)]
-    return str(ipaddress.ip_address(b"".join(words)))
-
-
 @dataclass(frozen=True)
 class NatFlow:
     """One connection a router tracks, as sent and as answered (after NAT)."""
