@@ -25,12 +25,13 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from playwright.async_api import Browser, async_playwright
 
 from broker_operator import GROUP, PLURAL, VERSION
@@ -38,7 +39,7 @@ from broker_operator.naming import COMMSERVER, COORDINATOR, COORDINATOR_PORT
 from tests.browser.pages import BrowserClient, ConsoleLog, PageHost, open_page
 from tests.k8s.cluster import ControlPlane
 from tests.k8s.node import TOLERATION
-from tests.k8s.support import OperatorIdentity, run_kubectl
+from tests.k8s.support import OperatorIdentity, installed_identity, run_kubectl
 from tests.operator.support import until
 from tests.support import ROOT, free_port
 from webrtc_broker.client import BrokerClient, ReceivedMessage
@@ -336,6 +337,78 @@ class KubeBroker:
 
     async def aclose(self) -> None:
         await self.http.aclose()
+
+
+@dataclass
+class Deployed:
+    """A module's BrokerCluster: where it runs and how to reach it."""
+
+    plane: ControlPlane
+    namespace: str
+    node_address: str
+    home: Path
+    operator: OperatorRun
+    containerd: Path
+    http_port: int = HTTP_PORT
+
+
+@contextlib.contextmanager
+def deployed_cluster(
+    control_plane: ControlPlane,
+    node_address: str,
+    containerd: Path,
+    workdir: Path,
+    body: dict[str, Any],
+    *,
+    http_port: int = HTTP_PORT,
+) -> Iterator[Deployed]:
+    """The operator serving a namespace of its own and the BrokerCluster ``body`` in it;
+    the namespaces (and with them the pods and Services) removed at the end, and the
+    operator's log checked for tracebacks."""
+    with installed_identity(control_plane, workdir) as identity:
+        namespace = identity.clusters_namespace
+        operator = OperatorRun.start(identity, workdir, namespace)
+        try:
+            with control_plane.client(timeout=30) as admin:
+                answer = admin.post(
+                    f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}", json=body
+                )
+                assert answer.status_code == 201, answer.text
+            yield Deployed(
+                control_plane, namespace, node_address, workdir, operator, containerd, http_port
+            )
+        finally:
+            code = operator.stop()
+            log = operator.log()
+            print(f"operator exit code {code}")
+            assert "Traceback" not in log, log[-4000:]
+
+
+@contextlib.asynccontextmanager
+async def broker_from_host(
+    deployed: Deployed, request: pytest.FixtureRequest
+) -> AsyncIterator[KubeBroker]:
+    """The BrokerCluster seen from the host once its coordinator has a NodePort; pods,
+    events and the operator's log printed when the test failed."""
+    with deployed.plane.client(timeout=30) as admin:
+        kube = KubeBroker(
+            deployed.plane,
+            admin,
+            deployed.namespace,
+            deployed.node_address,
+            deployed.home,
+            deployed.containerd,
+            http_port=deployed.http_port,
+        )
+        try:
+            await until(kube.find_node_port, timeout=120, interval=0.5)
+            yield kube
+        finally:
+            report = getattr(request.node, "rep_call", None)
+            if report is not None and report.failed:
+                print(await kube.describe())
+                print(deployed.operator.log()[-4000:])
+            await kube.aclose()
 
 
 @dataclass

@@ -36,30 +36,28 @@ import contextlib
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from broker_operator import GROUP, PLURAL, VERSION
 from broker_operator.naming import COMMSERVER
 from tests.browser.pages import BrowserClient, ConsoleLog, PageHost
 from tests.e2e.helpers import inbox_size, receive, subscribe, until_routed
 from tests.k8s.clients import (
     DRAIN_SECONDS,
     NAME,
+    Deployed,
     Feed,
     KubeBroker,
-    OperatorRun,
     Publisher,
     broker_cluster_body,
+    broker_from_host,
     browser_client,
     chromium,
+    deployed_cluster,
 )
 from tests.k8s.cluster import ControlPlane
 from tests.k8s.node import Node
-from tests.k8s.support import installed_identity
 from tests.operator.support import until
 from webrtc_broker.client import BrokerClient
 from webrtc_broker.client.client import Keepalive, Reconnect
@@ -74,18 +72,6 @@ RATE = 20.0
 """Numbered reliable messages per second during scaling and pod loss."""
 
 
-@dataclass
-class Deployed:
-    """The module's BrokerCluster: where it runs and how to reach it."""
-
-    plane: ControlPlane
-    namespace: str
-    node_address: str
-    home: Path
-    operator: OperatorRun
-    containerd: Path
-
-
 @pytest.fixture(scope="module")
 def deployed(
     control_plane: ControlPlane,
@@ -93,48 +79,18 @@ def deployed(
     broker_image: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Deployed]:
-    """The operator and one BrokerCluster (2 comm servers) for the module's tests; the
-    namespaces (and with them the pods) removed at the end."""
+    """The operator and one BrokerCluster (2 comm servers) for the module's tests."""
     workdir = tmp_path_factory.mktemp("clients-e2e")
-    with installed_identity(control_plane, workdir) as identity:
-        namespace = identity.clusters_namespace
-        operator = OperatorRun.start(identity, workdir, namespace)
-        try:
-            with control_plane.client(timeout=30) as admin:
-                answer = admin.post(
-                    f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}",
-                    json=broker_cluster_body(broker_image, replicas=2),
-                )
-                assert answer.status_code == 201, answer.text
-            yield Deployed(control_plane, namespace, node.address, workdir, operator, node.socket)
-        finally:
-            code = operator.stop()
-            log = operator.log()
-            print(f"operator exit code {code}")
-            assert "Traceback" not in log, log[-4000:]
+    body = broker_cluster_body(broker_image, replicas=2)
+    with deployed_cluster(control_plane, node.address, node.socket, workdir, body) as deployed:
+        yield deployed
 
 
 @pytest.fixture
 async def broker(deployed: Deployed, request: pytest.FixtureRequest) -> AsyncIterator[KubeBroker]:
     """The BrokerCluster seen from the host; pods, events and logs printed on failure."""
-    with deployed.plane.client(timeout=30) as admin:
-        kube = KubeBroker(
-            deployed.plane,
-            admin,
-            deployed.namespace,
-            deployed.node_address,
-            deployed.home,
-            deployed.containerd,
-        )
-        try:
-            await until(kube.find_node_port, timeout=120, interval=0.5)
-            yield kube
-        finally:
-            report = getattr(request.node, "rep_call", None)
-            if report is not None and report.failed:
-                print(await kube.describe())
-                print(deployed.operator.log()[-4000:])
-            await kube.aclose()
+    async with broker_from_host(deployed, request) as kube:
+        yield kube
 
 
 async def connect(broker: KubeBroker, name: str, server: int | None = None) -> BrokerClient:

@@ -64,7 +64,6 @@ import json
 import socket
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -78,10 +77,17 @@ from broker_operator import GROUP, PLURAL, VERSION
 from broker_operator.naming import COMMSERVER
 from tests.e2e.helpers import receive, subscribe
 from tests.k8s import turnimage
-from tests.k8s.clients import NAME, KubeBroker, OperatorRun, broker_cluster_body, ready
+from tests.k8s.clients import (
+    NAME,
+    Deployed,
+    KubeBroker,
+    broker_cluster_body,
+    broker_from_host,
+    deployed_cluster,
+    ready,
+)
 from tests.k8s.cluster import ControlPlane
 from tests.k8s.node import POD_CIDR, TOLERATION, Node
-from tests.k8s.support import installed_identity
 from tests.k8s.workloads import Phases
 from tests.net import topology
 from tests.net.harness import PeerProcess, Processes, exchange
@@ -104,16 +110,11 @@ def free_port(kind: int) -> int:
         return int(sock.getsockname()[1])
 
 
-@dataclass
-class Deployed:
-    plane: ControlPlane
-    namespace: str
-    node_address: str
-    home: Path
-    operator: OperatorRun
-    containerd: Path
-    http_port: int
-    udp_port: int
+@pytest.fixture(scope="module")
+def udp_port() -> int:
+    """The comm servers' ``udpPort``: free on the host now, since in HostNetwork mode
+    the pods bind it on the node."""
+    return free_port(socket.SOCK_DGRAM)
 
 
 @pytest.fixture(scope="module")
@@ -122,62 +123,26 @@ def deployed(
     node: Node,
     broker_image: str,
     tmp_path_factory: pytest.TempPathFactory,
+    udp_port: int,
 ) -> Iterator[Deployed]:
     """The operator and a BrokerCluster in NodePort mode (2 comm servers); the
     namespaces (and with them pods and Services) removed at the end."""
     workdir = tmp_path_factory.mktemp("network-modes-e2e")
-    http_port, udp_port = free_port(socket.SOCK_STREAM), free_port(socket.SOCK_DGRAM)
+    http_port = free_port(socket.SOCK_STREAM)
     body = broker_cluster_body(broker_image, replicas=2)
     servers = body["spec"]["commServers"]
     servers["httpPort"] = http_port
     servers["network"] = {"mode": "NodePort", "nodePortBase": NODE_PORT_BASE, "udpPort": udp_port}
-    with installed_identity(control_plane, workdir) as identity:
-        namespace = identity.clusters_namespace
-        operator = OperatorRun.start(identity, workdir, namespace)
-        try:
-            with control_plane.client(timeout=30) as admin:
-                answer = admin.post(
-                    f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}", json=body
-                )
-                assert answer.status_code == 201, answer.text
-            yield Deployed(
-                control_plane,
-                namespace,
-                node.address,
-                workdir,
-                operator,
-                node.socket,
-                http_port,
-                udp_port,
-            )
-        finally:
-            code = operator.stop()
-            log = operator.log()
-            print(f"operator exit code {code}")
-            assert "Traceback" not in log, log[-4000:]
+    with deployed_cluster(
+        control_plane, node.address, node.socket, workdir, body, http_port=http_port
+    ) as deployed:
+        yield deployed
 
 
 @pytest.fixture
 async def broker(deployed: Deployed, request: pytest.FixtureRequest) -> AsyncIterator[KubeBroker]:
-    with deployed.plane.client(timeout=30) as admin:
-        kube = KubeBroker(
-            deployed.plane,
-            admin,
-            deployed.namespace,
-            deployed.node_address,
-            deployed.home,
-            deployed.containerd,
-            http_port=deployed.http_port,
-        )
-        try:
-            await until(kube.find_node_port, timeout=120, interval=0.5)
-            yield kube
-        finally:
-            report = getattr(request.node, "rep_call", None)
-            if report is not None and report.failed:
-                print(await kube.describe())
-                print(deployed.operator.log()[-4000:])
-            await kube.aclose()
+    async with broker_from_host(deployed, request) as kube:
+        yield kube
 
 
 @pytest.fixture
@@ -331,7 +296,11 @@ async def test_node_port_mode_per_pod_services_reach_a_natted_client(
 
 
 async def test_host_network_mode_advertises_the_node_to_a_natted_client(
-    broker: KubeBroker, deployed: Deployed, site: tuple[Internet, NattedSite], tmp_path: Path
+    broker: KubeBroker,
+    deployed: Deployed,
+    site: tuple[Internet, NattedSite],
+    tmp_path: Path,
+    udp_port: int,
 ) -> None:
     phases = Phases("HostNetwork")
     net, natted = site
@@ -366,7 +335,7 @@ async def test_host_network_mode_advertises_the_node_to_a_natted_client(
 
     await until(services_gone, timeout=120, interval=1)
     node = deployed.node_address
-    wanted = {f"{NAME}-{COMMSERVER}-0": f"{node}:{deployed.udp_port}"}
+    wanted = {f"{NAME}-{COMMSERVER}-0": f"{node}:{udp_port}"}
     await wait_advertised(broker, wanted)
     print(f"status.advertised: {wanted}; per-pod Services deleted")
     (pod,) = await broker.pods(COMMSERVER)
@@ -564,7 +533,11 @@ async def relay_refused_outside_the_pod_network(server: dict[str, Any], target: 
 
 
 async def test_load_balancer_mode_advertises_the_address_its_service_reports(
-    broker: KubeBroker, deployed: Deployed, site: tuple[Internet, NattedSite], tmp_path: Path
+    broker: KubeBroker,
+    deployed: Deployed,
+    site: tuple[Internet, NattedSite],
+    tmp_path: Path,
+    udp_port: int,
 ) -> None:
     """No load-balancer controller runs here: the test writes the Service's
     ``status.loadBalancer.ingress`` itself, as one would, with an address of the
@@ -595,7 +568,7 @@ async def test_load_balancer_mode_advertises_the_address_its_service_reports(
     )
     assert answer.status_code == 200, answer.text
     phases.mark(f"{name}: a LoadBalancer Service, its ingress {balancer} reported")
-    advertised = f"{balancer}:{deployed.udp_port}"
+    advertised = f"{balancer}:{udp_port}"
 
     async def annotated_and_ready() -> bool:
         pods = await broker.pods(COMMSERVER)
