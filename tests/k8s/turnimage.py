@@ -21,21 +21,18 @@ Command line: ``python -m tests.k8s.turnimage build|import``.
 from __future__ import annotations
 
 import hashlib
-import io
-import json
 import os
 import subprocess
 import sys
-import tarfile
 import time
 from pathlib import Path
-from typing import Any
 
 from tests.k8s import image
-from tests.k8s.node.images import REPOSITORY
+from tests.k8s.node.images import REPOSITORY, write_image
 
 PACKAGES = ("coturn",)
 TURNSERVER = "/usr/bin/turnserver"
+PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def cache_dir() -> Path:
@@ -76,83 +73,6 @@ def _rootfs(target: Path) -> None:
         raise RuntimeError(f"{' '.join(command)} failed ({result.returncode}):\n{result.stderr}")
 
 
-def _digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return "sha256:" + digest.hexdigest()
-
-
-def _member(name: str, size: int, *, folder: bool = False) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.type = tarfile.DIRTYPE if folder else tarfile.REGTYPE
-    info.mode = 0o755 if folder else 0o644
-    info.size = size
-    return info
-
-
-def _oci_archive(layer: Path, ref: str, out: Path) -> None:
-    """An OCI image layout (a tar) of ``ref``: ``layer`` as its one layer, linux/<arch>."""
-    arch = image.architecture()
-    layer_digest, layer_size = _digest(layer), layer.stat().st_size
-    layer_desc: dict[str, Any] = {
-        "mediaType": "application/vnd.oci.image.layer.v1.tar",
-        "digest": layer_digest,
-        "size": layer_size,
-    }
-    config = {
-        "architecture": arch,
-        "os": "linux",
-        "config": {
-            "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
-            "Cmd": [TURNSERVER],
-            "WorkingDir": "/",
-        },
-        "rootfs": {"type": "layers", "diff_ids": [layer_desc["digest"]]},
-    }
-    blobs: dict[str, bytes] = {}
-
-    def blob(data: bytes, media_type: str) -> dict[str, Any]:
-        digest = "sha256:" + hashlib.sha256(data).hexdigest()
-        blobs[digest] = data
-        return {"mediaType": media_type, "digest": digest, "size": len(data)}
-
-    config_desc = blob(json.dumps(config).encode(), "application/vnd.oci.image.config.v1+json")
-    manifest = {
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": config_desc,
-        "layers": [layer_desc],
-    }
-    manifest_desc = blob(
-        json.dumps(manifest).encode(), "application/vnd.oci.image.manifest.v1+json"
-    )
-    manifest_desc["annotations"] = {
-        "io.containerd.image.name": ref,
-        "org.opencontainers.image.ref.name": ref.rsplit(":", 1)[1],
-    }
-    manifest_desc["platform"] = {"architecture": arch, "os": "linux"}
-    index = {
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": [manifest_desc],
-    }
-    files = {
-        "oci-layout": json.dumps({"imageLayoutVersion": "1.0.0"}).encode(),
-        "index.json": json.dumps(index).encode(),
-        **{f"blobs/sha256/{digest.split(':')[1]}": data for digest, data in blobs.items()},
-    }
-    with tarfile.open(out, "w") as tar:
-        for folder in ("blobs", "blobs/sha256"):
-            tar.addfile(_member(folder, 0, folder=True))
-        for name, data in files.items():
-            tar.addfile(_member(name, len(data)), io.BytesIO(data))
-        with layer.open("rb") as handle:
-            name = f"blobs/sha256/{layer_digest.split(':')[1]}"
-            tar.addfile(_member(name, layer_size), handle)
-
-
 def build() -> Path:
     """The archive, built unless cached (one build at a time per machine)."""
     target = archive_path()
@@ -169,7 +89,8 @@ def build() -> Path:
         try:
             print(f"[turn image] mmdebstrap {image.SUITE} + {', '.join(PACKAGES)}", flush=True)
             _rootfs(rootfs)
-            _oci_archive(rootfs, reference(), partial)
+            settings = {"Env": [f"PATH={PATH}"], "Cmd": [TURNSERVER]}
+            write_image(rootfs, reference(), partial, settings, arch=image.architecture())
             partial.replace(target)
         finally:
             rootfs.unlink(missing_ok=True)

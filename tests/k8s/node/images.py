@@ -51,17 +51,41 @@ def _blob(blobs: dict[str, bytes], data: bytes, media_type: str) -> dict[str, An
     return {"mediaType": media_type, "digest": digest, "size": len(data)}
 
 
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return "sha256:" + digest.hexdigest()
+
+
 def oci_archive(program: Path, ref: str, out: Path) -> Path:
     """Write an OCI image layout (a tar archive) of ``ref``: ``/<program name>`` as its
     entrypoint, for linux/amd64."""
     name = ref.rsplit("/", maxsplit=1)[-1].split(":", maxsplit=1)[0]
+    return write_image(_layer(program, name), ref, out, {"Entrypoint": [f"/{name}"]})
+
+
+def write_image(
+    layer: bytes | Path, ref: str, out: Path, settings: dict[str, Any], *, arch: str = "amd64"
+) -> Path:
+    """Write an OCI image layout (a tar archive) of ``ref`` for linux/``arch``: ``layer``
+    (a tar, in memory or a file, streamed) as its one layer, ``settings`` as its image
+    configuration (``Entrypoint``, ``Cmd``, ``Env``; ``WorkingDir`` is ``/``)."""
     blobs: dict[str, bytes] = {}
-    layer = _layer(program, name)
-    layer_desc = _blob(blobs, layer, "application/vnd.oci.image.layer.v1.tar")
+    layer_desc: dict[str, Any]
+    if isinstance(layer, Path):
+        layer_desc = {
+            "mediaType": "application/vnd.oci.image.layer.v1.tar",
+            "digest": _file_digest(layer),
+            "size": layer.stat().st_size,
+        }
+    else:
+        layer_desc = _blob(blobs, layer, "application/vnd.oci.image.layer.v1.tar")
     config = {
-        "architecture": "amd64",
+        "architecture": arch,
         "os": "linux",
-        "config": {"Entrypoint": [f"/{name}"], "WorkingDir": "/"},
+        "config": {**settings, "WorkingDir": "/"},
         "rootfs": {"type": "layers", "diff_ids": [layer_desc["digest"]]},
     }
     config_desc = _blob(
@@ -80,7 +104,7 @@ def oci_archive(program: Path, ref: str, out: Path) -> Path:
         "io.containerd.image.name": ref,  # the whole name, as ctr import reads it
         "org.opencontainers.image.ref.name": ref.rsplit(":", 1)[1],
     }
-    manifest_desc["platform"] = {"architecture": "amd64", "os": "linux"}
+    manifest_desc["platform"] = {"architecture": arch, "os": "linux"}
     index = {
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.index.v1+json",
@@ -97,4 +121,11 @@ def oci_archive(program: Path, ref: str, out: Path) -> Path:
             tar.addfile(_member(folder, folder=True))
         for path, data in files.items():
             tar.addfile(_member(path, folder=False, size=len(data), mode=0o644), io.BytesIO(data))
+        if isinstance(layer, Path):
+            digest: str = layer_desc["digest"]
+            size: int = layer_desc["size"]
+            member = _member(f"blobs/sha256/{digest.split(':')[1]}", folder=False, size=size)
+            member.mode = 0o644
+            with layer.open("rb") as handle:
+                tar.addfile(member, handle)
     return out
