@@ -18,15 +18,14 @@ peer-reflexive candidate). ``connect`` takes the SDK's options
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
-import time
 from typing import Any
 
 from playwright.async_api import Browser, Page, async_playwright
 
 from tests.browser.conftest import CHROMIUM, LAUNCH_ARGS
 from tests.browser.pages import PageHost
+from tests.net.peer import serve_commands
 
 # Every peer connection the page makes is kept, so its selected pair can be read.
 _KEEP_CONNECTIONS = """
@@ -133,25 +132,13 @@ class BrowserPeers:
 
 
 async def main(url: str) -> None:
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     async with PageHost.running() as host, async_playwright() as playwright:
         browser = await playwright.chromium.launch(
             executable_path=str(CHROMIUM), headless=True, args=LAUNCH_ARGS
         )
         peers = BrowserPeers(browser, host, url)
         try:
-            while line := await reader.readline():
-                command = json.loads(line)
-                started = time.monotonic()
-                try:
-                    reply = {"ok": True, **await peers.handle(command)}
-                except Exception as exc:  # the test reads the failure from the reply
-                    reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-                reply["elapsed"] = round(time.monotonic() - started, 3)
-                sys.stdout.write(json.dumps(reply) + "\n")
-                sys.stdout.flush()
+            await serve_commands(peers.handle)
         finally:
             for message in peers.console:
                 print(message, file=sys.stderr)

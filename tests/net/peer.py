@@ -29,6 +29,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from webrtc_broker.client import BrokerClient
@@ -135,22 +136,31 @@ class Peers:
         self.clients.clear()
 
 
-async def main(url: str) -> None:
+Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+async def serve_commands(handle: Handler) -> None:
+    """Answer each JSON line on stdin with one on stdout: ``handle``'s reply with
+    ``ok``, or the failure as ``error`` (the test reads it), and ``elapsed`` seconds."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while line := await reader.readline():
+        command = json.loads(line)
+        started = time.monotonic()
+        try:
+            reply = {"ok": True, **await handle(command)}
+        except Exception as exc:  # the test reads the failure from the reply
+            reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        reply["elapsed"] = round(time.monotonic() - started, 3)
+        sys.stdout.write(json.dumps(reply) + "\n")
+        sys.stdout.flush()
+
+
+async def main(url: str) -> None:
     peers = Peers(url)
     try:
-        while line := await reader.readline():
-            command = json.loads(line)
-            started = time.monotonic()
-            try:
-                reply = {"ok": True, **await peers.handle(command)}
-            except Exception as exc:  # the test reads the failure from the reply
-                reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-            reply["elapsed"] = round(time.monotonic() - started, 3)
-            sys.stdout.write(json.dumps(reply) + "\n")
-            sys.stdout.flush()
+        await serve_commands(peers.handle)
     finally:
         await peers.close()
 
