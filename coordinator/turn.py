@@ -8,8 +8,10 @@ with nothing but the shared secret (coturn's ``static-auth-secret``):
 * username: ``"<unix expiry>:<subject>"``
 * password: ``base64(HMAC-SHA1(secret, username))``
 
-coturn refuses a username whose expiry is in the past, so a leaked credential
-is worth at most ``turn_ttl`` seconds, and the subject in it names who it was
+coturn refuses a username whose expiry is in the past when a relay is
+allocated, so a leaked credential opens no relay after ``turn_ttl`` seconds
+(one allocated before lives on: coturn does not check the expiry again when
+it is refreshed, see docs/turn.md), and the subject in it names who it was
 issued to (coturn logs the username of every session). The subject is escaped
 so that it holds no ``:``, the separator: a token subject cannot make a
 username whose expiry field is its own choosing.
