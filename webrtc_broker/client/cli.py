@@ -44,12 +44,18 @@ async def run_client(
     identity: bool,
     no_stdin: bool,
 ) -> int:
+    # Coordinator replicas may be listed comma-separated (a base URL holds no comma).
+    urls = [url.strip() for url in coordinator_url.split(",") if url.strip()]
     try:
-        client = await BrokerClient.connect(coordinator_url, credentials)
-    except BrokerError as exc:
+        client = await BrokerClient.connect(urls, credentials)
+    except (BrokerError, ValueError) as exc:  # ValueError: no URL given
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"connected as alias {client.alias} via server {client.server_alias}", file=sys.stderr)
+    print(
+        f"connected as alias {client.alias} via server {client.server_alias}"
+        f" (coordinator {client.coordinator_url})",
+        file=sys.stderr,
+    )
     client.subscribe(topics)
     printer = asyncio.create_task(_print_messages(client))
     try:

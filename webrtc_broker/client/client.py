@@ -10,6 +10,10 @@ client then goes back to the coordinator, which points it to a live server,
 and restores its subscriptions there. Its alias changes, since the
 coordinator hands out a new one; messages published while it is
 reconnecting raise :class:`DisconnectedError`.
+
+Several coordinator replicas can be given (:func:`coordinator_order`): a
+connect, and every reconnect, goes through whichever of them answers. Only
+refused credentials end the search, since every replica checks them alike.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import contextlib
 import functools
 import itertools
 import logging
+import random
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Collection, Iterable, Sequence
@@ -103,12 +108,38 @@ PING_TIMEOUT = 10.0
 trip a live session has, well below what a caller waiting on a stalled server tolerates."""
 
 
+_spread = random.Random()
+"""Where a first connect starts in the coordinator list (not security-relevant)."""
+
+
+def coordinator_urls(urls: str | Sequence[str]) -> tuple[str, ...]:
+    """The coordinator URLs as a tuple: one URL as a string, or several (replicas)."""
+    listed = (urls,) if isinstance(urls, str) else tuple(urls)
+    if not listed or not all(isinstance(url, str) and url for url in listed):
+        raise ValueError(f"coordinator URLs must be non-empty strings: {urls!r}")
+    return listed
+
+
+def coordinator_order(urls: Sequence[str], *, after: str | None = None) -> list[str]:
+    """The order in which a connect tries ``urls``: each once, rotating through the list.
+
+    The first connect (``after=None``) starts at a random URL, so that clients
+    given the same list spread over the replicas instead of all holding their
+    coordinator connection on the first one (which would also send all of them
+    back at once when it goes away). A reconnect starts after ``after``, the
+    URL of the link that died, so that URL is tried last: its replica may be
+    what failed.
+    """
+    start = urls.index(after) + 1 if after in urls else _spread.randrange(len(urls))
+    return [urls[(start + i) % len(urls)] for i in range(len(urls))]
+
+
 class BrokerClient:
     """A client of the broker: one session with one comm server at a time."""
 
     def __init__(
         self,
-        url: str,
+        urls: Sequence[str],
         credentials: bytes,
         *,
         inbox_size: int,
@@ -118,7 +149,9 @@ class BrokerClient:
         ice_servers: Sequence[IceServer] | None = None,
         ice_transport_policy: IceTransportPolicy = "all",
     ) -> None:
-        self._url = url
+        self._urls = tuple(urls)
+        self._url = self._urls[0]
+        """The coordinator of the current (or last) link; see :attr:`coordinator_url`."""
         self._ice_transport_policy: IceTransportPolicy = ice_transport_policy
         self._ice_servers = None if ice_servers is None else list(ice_servers)
         self._credentials = credentials
@@ -150,7 +183,7 @@ class BrokerClient:
     @classmethod
     async def connect(
         cls,
-        coordinator_url: str,
+        coordinator_url: str | Sequence[str],
         credentials: bytes | str = b"",
         *,
         server: int | None = None,
@@ -163,6 +196,17 @@ class BrokerClient:
         ice_transport_policy: IceTransportPolicy = "all",
     ) -> BrokerClient:
         """Connect through the coordinator at ``coordinator_url`` (``ws://host:port``).
+
+        ``coordinator_url`` may also be a sequence of URLs, one per coordinator
+        replica: the client starts at a random one (so clients spread over the
+        replicas) and moves on to the next when one cannot take it: a refusal
+        that says "not now" (HTTP 503 or 429), a coordinator that cannot be
+        reached or does not WELCOME within half of ``timeout``, one with no
+        comm server, or one whose servers all fail the set-up. Refused
+        credentials (HTTP 401/403, or a server's AUTH refusal) are final: every
+        replica checks them alike. When every URL fails, the last error is
+        raised. Reconnects go through the same list, the URL of the lost link
+        last; :attr:`coordinator_url` is the one in use.
 
         ``credentials`` go to the coordinator (``token`` query parameter) and to
         the comm server (AUTH body). ``server`` picks a server alias from the
@@ -187,7 +231,7 @@ class BrokerClient:
         if isinstance(credentials, str):
             credentials = credentials.encode()
         client = cls(
-            coordinator_url,
+            coordinator_urls(coordinator_url),
             credentials,
             inbox_size=inbox_size,
             capabilities=capabilities,
@@ -211,16 +255,44 @@ class BrokerClient:
         return client
 
     async def _first_link(self, server: int | None, *, answer_within: float) -> None:
-        """The first session: with ``server``, on that server only; otherwise on the
-        coordinator's choice, or on the next server it lists when one refuses (full),
-        fails, or does not answer CONNECT within ``answer_within`` seconds."""
+        """The first session, through the first coordinator (in :func:`coordinator_order`)
+        that gives one; only refused credentials stop the search early."""
+        order = coordinator_order(self._urls)
+        for index, url in enumerate(order):
+            last = index == len(order) - 1
+            try:
+                await self._first_link_via(url, server, answer_within=answer_within, last=last)
+                return
+            except AuthenticationError:
+                raise  # every replica checks credentials alike
+            except (BrokerError, OSError, TimeoutError) as exc:
+                if last:
+                    raise
+                why = str(exc) or type(exc).__name__
+                log.info("no session through the coordinator at %s (%s); trying the next", url, why)
+
+    async def _first_link_via(
+        self, url: str, server: int | None, *, answer_within: float, last: bool
+    ) -> None:
+        """The first session through the coordinator at ``url``: with ``server``, on that
+        server only; otherwise on the coordinator's choice, or on the next server it lists
+        when one refuses (full), fails, or does not answer CONNECT within ``answer_within``
+        seconds. Unless this is the ``last`` coordinator to try, it too must WELCOME within
+        ``answer_within``: an unreachable one must not eat the time the next one needs."""
+        welcome_within = None if last else answer_within
         if server is not None:
-            await self._open_link(server)
+            await self._open_link(url, server, welcome_within=welcome_within)
             return
         failed: list[int] = []
         while True:
             try:
-                await self._open_link(None, avoid=failed, answer_within=answer_within)
+                await self._open_link(
+                    url,
+                    None,
+                    avoid=failed,
+                    answer_within=answer_within,
+                    welcome_within=welcome_within,
+                )
                 return
             except (AuthenticationError, NoServerAvailableError):
                 raise  # the same on every server
@@ -237,25 +309,38 @@ class BrokerClient:
 
     async def _open_link(
         self,
+        url: str,
         server: int | None,
         *,
         avoid: Collection[int] = (),
         answer_within: float | None = None,
+        welcome_within: float | None = None,
     ) -> None:
-        """A session through a new coordinator connection. ``answer_within`` bounds
-        the wait for the server's first answer, when another server could be tried."""
+        """A session through a new connection to the coordinator at ``url``.
+        ``answer_within`` bounds the wait for the server's first answer, when another
+        server could be tried; ``welcome_within`` the wait for the coordinator's WELCOME
+        (``/ice-servers`` included), when another coordinator could be tried."""
         self._failed_attempt = None
-        link = await Link.open(
-            self._url,
-            self._credentials,
-            server=server,
-            on_frame=self._on_frame,
-            ice_servers=self._ice_servers,
-            avoid=avoid,
-            dropped=self.signalling_dropped,
-            ice_transport_policy=self._ice_transport_policy,
-        )
+        try:
+            async with asyncio.timeout(welcome_within):
+                link = await Link.open(
+                    url,
+                    self._credentials,
+                    server=server,
+                    on_frame=self._on_frame,
+                    ice_servers=self._ice_servers,
+                    avoid=avoid,
+                    dropped=self.signalling_dropped,
+                    ice_transport_policy=self._ice_transport_policy,
+                )
+        except TimeoutError:
+            if welcome_within is None:
+                raise  # the caller's own deadline
+            raise TimeoutError(
+                f"the coordinator at {url} did not WELCOME within {welcome_within:g} s"
+            ) from None
         self._link = link
+        self._url = url
         self.server_capabilities = 0
         auth = pb.AuthMessage(
             type=pb.AUTH, role=pb.CLIENT, body=self._credentials, capabilities=self.capabilities
@@ -276,6 +361,17 @@ class BrokerClient:
         link.session.on_close(lambda _s: self._fail_pings())
         if self._subscription is not None:
             link.session.send(self._subscription, reliable=True)
+
+    @property
+    def coordinator_url(self) -> str:
+        """The URL of the coordinator the current session was made through (while
+        reconnecting: the last one that gave a session)."""
+        return self._url
+
+    @property
+    def coordinator_urls(self) -> tuple[str, ...]:
+        """Every coordinator URL the client was given."""
+        return self._urls
 
     @property
     def alias(self) -> int:
@@ -322,7 +418,7 @@ class BrokerClient:
                 return
             log.info("session with server %d lost (%s); reconnecting", link.server_alias, reason)
             self._link = None
-            if not await self._reestablish(self._reconnect, lost=link.server_alias):
+            if not await self._reestablish(self._reconnect, lost=link.server_alias, via=self._url):
                 return
 
     async def _watch(self, link: Link) -> None:
@@ -349,22 +445,37 @@ class BrokerClient:
         """An unawaited PING: its echo is something heard, which is all the keepalive needs."""
         link.session.send(KEEPALIVE_PING, reliable=True)
 
-    async def _reestablish(self, policy: Reconnect, *, lost: int) -> bool:
+    async def _reestablish(self, policy: Reconnect, *, lost: int, via: str) -> bool:
+        """Get a new session after losing the one with server ``lost``, made through the
+        coordinator at ``via``. Each round tries every coordinator once, ``via`` last
+        (its replica may be what failed), without waiting between them; rounds are
+        spaced by backoff. Only refused credentials end the client."""
         backoff = Backoff(policy.first_delay, policy.max_delay)
+        order = coordinator_order(self._urls, after=via)
+        # A server alias means something only to the coordinator that gave it.
+        avoid: dict[str, tuple[int, ...]] = {via: (lost,)}
         while True:
-            try:
-                async with asyncio.timeout(policy.attempt_timeout):
-                    await self._open_link(None, avoid=(lost,))
-            except AuthenticationError as exc:
-                self._end(f"credentials refused on reconnect: {exc}")
-                return False
-            except (BrokerError, OSError, TimeoutError) as exc:
-                delay = backoff.next_delay()
-                log.info("reconnect failed (%s); next try in %.1f s", exc, delay)
-                await asyncio.sleep(delay)
-                continue
-            self.reconnects += 1
-            return True
+            for index, url in enumerate(order):
+                last = index == len(order) - 1
+                try:
+                    async with asyncio.timeout(policy.attempt_timeout):
+                        await self._open_link(
+                            url,
+                            None,
+                            avoid=avoid.get(url, ()),
+                            welcome_within=None if last else policy.attempt_timeout / 2,
+                        )
+                except AuthenticationError as exc:
+                    self._end(f"credentials refused on reconnect: {exc}")
+                    return False
+                except (BrokerError, OSError, TimeoutError) as exc:
+                    log.info("reconnect through %s failed (%s)", url, str(exc) or repr(exc))
+                    continue
+                self.reconnects += 1
+                return True
+            delay = backoff.next_delay()
+            log.info("no coordinator gave a session; next round in %.1f s", delay)
+            await asyncio.sleep(delay)
 
     # -- traffic ----------------------------------------------------------
 

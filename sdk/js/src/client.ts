@@ -11,6 +11,10 @@
  * server, and restores its subscriptions there. Its alias changes, since the
  * coordinator hands out a new one; publishing while it is reconnecting
  * throws {@link DisconnectedError}.
+ *
+ * Several coordinator replicas can be given ({@link coordinatorOrder}): a
+ * connect, and every reconnect, goes through whichever of them answers. Only
+ * refused credentials end the search, since every replica checks them alike.
  */
 
 import {
@@ -146,6 +150,46 @@ function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
+/** The coordinator URLs as a list: one URL as a string, or several (replicas). */
+function coordinatorUrls(urls: string | readonly string[]): readonly string[] {
+  const listed = typeof urls === "string" ? [urls] : [...urls];
+  if (listed.length === 0 || !listed.every((url) => typeof url === "string" && url !== "")) {
+    throw new TypeError(`coordinator URLs must be non-empty strings: ${String(urls)}`);
+  }
+  return listed;
+}
+
+/**
+ * The order in which a connect tries `urls`: each once, rotating through the
+ * list. The first connect (no `after`) starts at a random URL, so that clients
+ * given the same list spread over the replicas instead of all holding their
+ * coordinator connection on the first one (which would also send all of them
+ * back at once when it goes away). A reconnect starts after `after`, the URL
+ * of the link that died, so that URL is tried last: its replica may be what
+ * failed.
+ */
+export function coordinatorOrder(urls: readonly string[], after?: string): string[] {
+  const index = after === undefined ? -1 : urls.indexOf(after);
+  const start = index >= 0 ? index + 1 : Math.floor(Math.random() * urls.length);
+  return urls.map((_, i) => urls[(start + i) % urls.length] as string);
+}
+
+/** `work`, unless `ms` pass first (then a {@link ConnectTimeoutError} saying `what`). */
+async function within<T>(ms: number | undefined, work: Promise<T>, what: string): Promise<T> {
+  if (ms === undefined) {
+    return work;
+  }
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const expired = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new ConnectTimeoutError(`${what} within ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([work, expired]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** A client of the broker: one session with one comm server at a time. */
 export class BrokerClient {
   /** What this client announces in its AUTH. */
@@ -171,11 +215,15 @@ export class BrokerClient {
     }
   };
 
+  /** The coordinator of the current (or last) link; see {@link coordinatorUrl}. */
+  private url: string;
+
   private constructor(
-    private readonly url: string,
+    private readonly urls: readonly string[],
     private readonly credentials: Uint8Array,
     private readonly options: ConnectOptions,
   ) {
+    this.url = urls[0] ?? "";
     this.capabilities = options.capabilities ?? CLIENT_CAPABILITIES;
     const keepalive = options.keepalive ?? {};
     this.keepalive = keepalive && { interval: 1000, timeout: 4000, ...keepalive };
@@ -198,13 +246,24 @@ export class BrokerClient {
    * comm server (AUTH body). Rejects with {@link ServerFullError},
    * {@link AuthenticationError}, {@link NoServerAvailableError},
    * {@link ConnectTimeoutError} or another {@link BrokerError}.
+   *
+   * `coordinatorUrl` may also be a list of URLs, one per coordinator replica:
+   * the client starts at a random one (so clients spread over the replicas)
+   * and moves on to the next when one cannot take it: a refusal that says
+   * "not now" (HTTP 503 or 429), a coordinator that cannot be reached or does
+   * not WELCOME within half of `options.timeout`, one with no comm server, or
+   * one whose servers all fail the set-up. Refused credentials (HTTP 401/403,
+   * or a server's AUTH refusal) are final: every replica checks them alike.
+   * When every URL fails, the last error is thrown. Reconnects go through the
+   * same list, the URL of the lost link last; `coordinatorUrl` is the one in use.
    */
   static async connect(
-    coordinatorUrl: string,
+    coordinatorUrl: string | readonly string[],
     credentials: string | Uint8Array = "",
     options: ConnectOptions = {},
   ): Promise<BrokerClient> {
-    const client = new BrokerClient(coordinatorUrl, toBytes(credentials), options);
+    const urls = coordinatorUrls(coordinatorUrl);
+    const client = new BrokerClient(urls, toBytes(credentials), options);
     await client.firstLink(options.server, options.timeout ?? 20_000);
     globalThis.addEventListener?.("pagehide", client.onPageHide);
     void client.supervise();
@@ -212,16 +271,50 @@ export class BrokerClient {
   }
 
   /**
-   * The first session: on `server` only, if given; otherwise on the
-   * coordinator's choice, or on the next server it lists when one refuses
-   * (full), fails, or does not answer CONNECT within half of `timeoutMs`.
+   * The first session, through the first coordinator (in
+   * {@link coordinatorOrder}) that gives one; only refused credentials stop
+   * the search early.
    */
   private async firstLink(server: number | undefined, timeoutMs: number): Promise<void> {
+    const deadline = performance.now() + timeoutMs;
+    const order = coordinatorOrder(this.urls);
+    for (const [index, url] of order.entries()) {
+      const last = index === order.length - 1;
+      try {
+        await this.firstLinkVia(url, server, timeoutMs, deadline, last);
+        return;
+      } catch (error) {
+        if (last || error instanceof AuthenticationError || this.endReason) {
+          throw error;
+        }
+        console.info(`webrtc-broker: no session through ${url} (${String(error)}); next one`);
+      }
+    }
+  }
+
+  /**
+   * The first session through the coordinator at `url`: on `server` only, if
+   * given; otherwise on the coordinator's choice, or on the next server it
+   * lists when one refuses (full), fails, or does not answer CONNECT within
+   * half of `timeoutMs`. Unless this is the `last` coordinator to try, it too
+   * must WELCOME within half of `timeoutMs`: an unreachable one must not eat
+   * the time the next one needs.
+   */
+  private async firstLinkVia(
+    url: string,
+    server: number | undefined,
+    timeoutMs: number,
+    deadline: number,
+    last: boolean,
+  ): Promise<void> {
+    const welcomeWithin = last ? undefined : timeoutMs / 2;
     if (server !== undefined) {
-      await withinTimeout(timeoutMs, (attempt) => this.openLink(server, attempt));
+      const left = Math.max(0, deadline - performance.now());
+      await withinTimeout(left, (attempt) =>
+        this.openLink(url, server, attempt, [], undefined, welcomeWithin),
+      );
       return;
     }
-    const deadline = performance.now() + timeoutMs;
     const failed: number[] = [];
     for (;;) {
       const left = deadline - performance.now();
@@ -233,7 +326,7 @@ export class BrokerClient {
       try {
         await withinTimeout(left, (attempt) => {
           made.attempt = attempt;
-          return this.openLink(undefined, attempt, failed, timeoutMs / 2);
+          return this.openLink(url, undefined, attempt, failed, timeoutMs / 2, welcomeWithin);
         });
         return;
       } catch (error) {
@@ -254,11 +347,20 @@ export class BrokerClient {
     }
   }
 
+  /**
+   * A session through a new connection to the coordinator at `url`.
+   * `answerWithinMs` bounds the wait for the server's first answer, when
+   * another server could be tried; `welcomeWithinMs` the wait for the
+   * coordinator's WELCOME (`/ice-servers` included), when another coordinator
+   * could be tried.
+   */
   private async openLink(
+    url: string,
     server: number | undefined,
     attempt: Attempt,
     avoid: readonly number[] = [],
     answerWithinMs?: number,
+    welcomeWithinMs?: number,
   ): Promise<void> {
     let opened: Link | undefined;
     const onFrame = (frame: Uint8Array, reliable: boolean): void => {
@@ -266,17 +368,22 @@ export class BrokerClient {
         this.onFrame(opened, frame, reliable);
       }
     };
-    const iceServers =
-      this.options.iceServers ?? (await fetchIceServers(this.url, this.credentials));
-    attempt.check();
-    const options = {
-      server,
-      avoid,
-      iceServers,
-      iceTransportPolicy: this.options.iceTransportPolicy,
-      dropped: this.droppedSignalling,
+    const welcomed = async (): Promise<Link> => {
+      // The ICE servers come from the coordinator this link goes through.
+      const iceServers =
+        this.options.iceServers ?? (await fetchIceServers(url, this.credentials));
+      attempt.check();
+      const options = {
+        server,
+        avoid,
+        iceServers,
+        iceTransportPolicy: this.options.iceTransportPolicy,
+        dropped: this.droppedSignalling,
+      };
+      return Link.open(url, this.credentials, options, onFrame, attempt);
     };
-    const link = await Link.open(this.url, this.credentials, options, onFrame, attempt);
+    // On expiry the caller's withinTimeout aborts the attempt, which releases the link.
+    const link = await within(welcomeWithinMs, welcomed(), `no WELCOME from ${url}`);
     opened = link;
     this.pending = link;
     this.announced = 0;
@@ -302,6 +409,7 @@ export class BrokerClient {
       throw new ClosedError(`client closed: ${this.endReason}`);
     }
     this.link = link;
+    this.url = url;
     if (this.subscription !== undefined) {
       link.session.send(this.subscription, true);
     }
@@ -310,6 +418,19 @@ export class BrokerClient {
   /** This client's alias (it changes when the client reconnects; 0 while it does). */
   get alias(): number {
     return this.link?.alias ?? 0;
+  }
+
+  /**
+   * The URL of the coordinator the current session was made through (while
+   * reconnecting: the last one that gave a session).
+   */
+  get coordinatorUrl(): string {
+    return this.url;
+  }
+
+  /** Every coordinator URL the client was given. */
+  get coordinatorUrls(): readonly string[] {
+    return this.urls;
   }
 
   /** The comm server of the current session (0 while reconnecting). */
@@ -340,7 +461,7 @@ export class BrokerClient {
         return;
       }
       this.events.emit("reconnecting", reason);
-      if (!(await this.reestablish(this.reconnect, link.serverAlias))) {
+      if (!(await this.reestablish(this.reconnect, link.serverAlias, this.url))) {
         return;
       }
       this.events.emit("reconnected", this);
@@ -372,31 +493,46 @@ export class BrokerClient {
     });
   }
 
-  private async reestablish(policy: Required<ReconnectOptions>, lost: number): Promise<boolean> {
+  /**
+   * Get a new session after losing the one with server `lost`, made through
+   * the coordinator at `via`. Each round tries every coordinator once, `via`
+   * last (its replica may be what failed), without waiting between them;
+   * rounds are spaced by backoff. Only refused credentials end the client.
+   */
+  private async reestablish(
+    policy: Required<ReconnectOptions>,
+    lost: number,
+    via: string,
+  ): Promise<boolean> {
     let wait = policy.firstDelay;
+    const order = coordinatorOrder(this.urls, via);
     while (!this.endReason) {
-      try {
-        await withinTimeout(policy.attemptTimeout, (attempt) =>
-          this.openLink(undefined, attempt, [lost]),
-        );
-        this.reconnectCount += 1;
-        return true;
-      } catch (error) {
-        if (this.endReason) {
-          return false;
+      for (const [index, url] of order.entries()) {
+        // A server alias means something only to the coordinator that gave it.
+        const avoid = url === via ? [lost] : [];
+        const welcomeWithin = index === order.length - 1 ? undefined : policy.attemptTimeout / 2;
+        try {
+          await withinTimeout(policy.attemptTimeout, (attempt) =>
+            this.openLink(url, undefined, attempt, avoid, undefined, welcomeWithin),
+          );
+          this.reconnectCount += 1;
+          return true;
+        } catch (error) {
+          if (this.endReason) {
+            return false;
+          }
+          if (error instanceof AuthenticationError) {
+            this.end(`credentials refused on reconnect: ${error.message}`);
+            return false;
+          }
+          console.info(`webrtc-broker: reconnect through ${url} failed (${String(error)})`);
         }
-        if (error instanceof AuthenticationError) {
-          this.end(`credentials refused on reconnect: ${error.message}`);
-          return false;
-        }
-        // +-20% jitter: the clients of a dead server must not retry in lockstep.
-        const jittered = Math.round(wait * (0.8 + 0.4 * Math.random()));
-        console.info(
-          `webrtc-broker: reconnect failed (${String(error)}); next try in ${jittered} ms`,
-        );
-        await delay(jittered);
-        wait = Math.min(policy.maxDelay, wait * 2);
       }
+      // +-20% jitter: the clients of a dead server must not retry in lockstep.
+      const jittered = Math.round(wait * (0.8 + 0.4 * Math.random()));
+      console.info(`webrtc-broker: no coordinator gave a session; next round in ${jittered} ms`);
+      await delay(jittered);
+      wait = Math.min(policy.maxDelay, wait * 2);
     }
     return false;
   }

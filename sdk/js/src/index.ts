@@ -8,10 +8,12 @@
  * client.on("message", (m) => console.log(m.sender, m.text));
  * await client.subscribe(["room/1"]);
  * client.publish("room/1", "hello");
+ * // Several coordinator replicas: whichever answers, the others on reconnect.
+ * // BrokerClient.connect(["wss://c1.example", "wss://c2.example"], token);
  * ```
  */
 
-export { BrokerClient, CLIENT_CAPABILITIES, MAX_FRAME_BYTES } from "./client.js";
+export { BrokerClient, CLIENT_CAPABILITIES, MAX_FRAME_BYTES, coordinatorOrder } from "./client.js";
 export type {
   BrokerClientEvents,
   ConnectOptions,

@@ -175,9 +175,19 @@ export interface BrokerClientEvents extends Record<string, unknown> {
 	/** The client has ended (closed, or reconnecting off or refused); the reason. */
 	close: string;
 }
+/**
+ * The order in which a connect tries `urls`: each once, rotating through the
+ * list. The first connect (no `after`) starts at a random URL, so that clients
+ * given the same list spread over the replicas instead of all holding their
+ * coordinator connection on the first one (which would also send all of them
+ * back at once when it goes away). A reconnect starts after `after`, the URL
+ * of the link that died, so that URL is tried last: its replica may be what
+ * failed.
+ */
+export declare function coordinatorOrder(urls: readonly string[], after?: string): string[];
 /** A client of the broker: one session with one comm server at a time. */
 export declare class BrokerClient {
-	private readonly url;
+	private readonly urls;
 	private readonly credentials;
 	private readonly options;
 	/** What this client announces in its AUTH. */
@@ -198,6 +208,8 @@ export declare class BrokerClient {
 	private readonly droppedSignalling;
 	/** A page that goes away closes its client, so that the server frees the session at once. */
 	private readonly onPageHide;
+	/** The coordinator of the current (or last) link; see {@link coordinatorUrl}. */
+	private url;
 	private constructor();
 	/**
 	 * Connect through the coordinator at `coordinatorUrl` (`ws://host:port`,
@@ -207,17 +219,50 @@ export declare class BrokerClient {
 	 * comm server (AUTH body). Rejects with {@link ServerFullError},
 	 * {@link AuthenticationError}, {@link NoServerAvailableError},
 	 * {@link ConnectTimeoutError} or another {@link BrokerError}.
+	 *
+	 * `coordinatorUrl` may also be a list of URLs, one per coordinator replica:
+	 * the client starts at a random one (so clients spread over the replicas)
+	 * and moves on to the next when one cannot take it: a refusal that says
+	 * "not now" (HTTP 503 or 429), a coordinator that cannot be reached or does
+	 * not WELCOME within half of `options.timeout`, one with no comm server, or
+	 * one whose servers all fail the set-up. Refused credentials (HTTP 401/403,
+	 * or a server's AUTH refusal) are final: every replica checks them alike.
+	 * When every URL fails, the last error is thrown. Reconnects go through the
+	 * same list, the URL of the lost link last; `coordinatorUrl` is the one in use.
 	 */
-	static connect(coordinatorUrl: string, credentials?: string | Uint8Array, options?: ConnectOptions): Promise<BrokerClient>;
+	static connect(coordinatorUrl: string | readonly string[], credentials?: string | Uint8Array, options?: ConnectOptions): Promise<BrokerClient>;
 	/**
-	 * The first session: on `server` only, if given; otherwise on the
-	 * coordinator's choice, or on the next server it lists when one refuses
-	 * (full), fails, or does not answer CONNECT within half of `timeoutMs`.
+	 * The first session, through the first coordinator (in
+	 * {@link coordinatorOrder}) that gives one; only refused credentials stop
+	 * the search early.
 	 */
 	private firstLink;
+	/**
+	 * The first session through the coordinator at `url`: on `server` only, if
+	 * given; otherwise on the coordinator's choice, or on the next server it
+	 * lists when one refuses (full), fails, or does not answer CONNECT within
+	 * half of `timeoutMs`. Unless this is the `last` coordinator to try, it too
+	 * must WELCOME within half of `timeoutMs`: an unreachable one must not eat
+	 * the time the next one needs.
+	 */
+	private firstLinkVia;
+	/**
+	 * A session through a new connection to the coordinator at `url`.
+	 * `answerWithinMs` bounds the wait for the server's first answer, when
+	 * another server could be tried; `welcomeWithinMs` the wait for the
+	 * coordinator's WELCOME (`/ice-servers` included), when another coordinator
+	 * could be tried.
+	 */
 	private openLink;
 	/** This client's alias (it changes when the client reconnects; 0 while it does). */
 	get alias(): number;
+	/**
+	 * The URL of the coordinator the current session was made through (while
+	 * reconnecting: the last one that gave a session).
+	 */
+	get coordinatorUrl(): string;
+	/** Every coordinator URL the client was given. */
+	get coordinatorUrls(): readonly string[];
 	/** The comm server of the current session (0 while reconnecting). */
 	get serverAlias(): number;
 	/** The coordinator's list of servers when the current session was made, best first. */
@@ -226,6 +271,12 @@ export declare class BrokerClient {
 	private supervise;
 	/** Resolve when `link`'s session has closed or its server went silent. */
 	private watch;
+	/**
+	 * Get a new session after losing the one with server `lost`, made through
+	 * the coordinator at `via`. Each round tries every coordinator once, `via`
+	 * last (its replica may be what failed), without waiting between them;
+	 * rounds are spaced by backoff. Only refused credentials end the client.
+	 */
 	private reestablish;
 	private onFrame;
 	private deliver;

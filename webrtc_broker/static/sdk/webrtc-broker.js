@@ -4404,11 +4404,38 @@ var KEEPALIVE_FRAME = encode(PingMessageSchema, { type: 6 /* PING */, time: -1 }
 function delay(ms) {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
+function coordinatorUrls(urls) {
+  const listed = typeof urls === "string" ? [urls] : [...urls];
+  if (listed.length === 0 || !listed.every((url) => typeof url === "string" && url !== "")) {
+    throw new TypeError(`coordinator URLs must be non-empty strings: ${String(urls)}`);
+  }
+  return listed;
+}
+function coordinatorOrder(urls, after) {
+  const index = after === void 0 ? -1 : urls.indexOf(after);
+  const start = index >= 0 ? index + 1 : Math.floor(Math.random() * urls.length);
+  return urls.map((_, i) => urls[(start + i) % urls.length]);
+}
+async function within(ms, work, what) {
+  if (ms === void 0) {
+    return work;
+  }
+  let timer;
+  const expired = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new ConnectTimeoutError(`${what} within ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([work, expired]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
 var BrokerClient = class _BrokerClient {
-  constructor(url, credentials, options) {
-    this.url = url;
+  constructor(urls, credentials, options) {
+    this.urls = urls;
     this.credentials = credentials;
     this.options = options;
+    this.url = urls[0] ?? "";
     this.capabilities = options.capabilities ?? CLIENT_CAPABILITIES;
     const keepalive = options.keepalive ?? {};
     this.keepalive = keepalive && { interval: 1e3, timeout: 4e3, ...keepalive };
@@ -4420,7 +4447,7 @@ var BrokerClient = class _BrokerClient {
       ...reconnect
     };
   }
-  url;
+  urls;
   credentials;
   options;
   /** What this client announces in its AUTH. */
@@ -4445,6 +4472,8 @@ var BrokerClient = class _BrokerClient {
       this.close();
     }
   };
+  /** The coordinator of the current (or last) link; see {@link coordinatorUrl}. */
+  url;
   // -- connecting -------------------------------------------------------
   /**
    * Connect through the coordinator at `coordinatorUrl` (`ws://host:port`,
@@ -4454,25 +4483,64 @@ var BrokerClient = class _BrokerClient {
    * comm server (AUTH body). Rejects with {@link ServerFullError},
    * {@link AuthenticationError}, {@link NoServerAvailableError},
    * {@link ConnectTimeoutError} or another {@link BrokerError}.
+   *
+   * `coordinatorUrl` may also be a list of URLs, one per coordinator replica:
+   * the client starts at a random one (so clients spread over the replicas)
+   * and moves on to the next when one cannot take it: a refusal that says
+   * "not now" (HTTP 503 or 429), a coordinator that cannot be reached or does
+   * not WELCOME within half of `options.timeout`, one with no comm server, or
+   * one whose servers all fail the set-up. Refused credentials (HTTP 401/403,
+   * or a server's AUTH refusal) are final: every replica checks them alike.
+   * When every URL fails, the last error is thrown. Reconnects go through the
+   * same list, the URL of the lost link last; `coordinatorUrl` is the one in use.
    */
   static async connect(coordinatorUrl, credentials = "", options = {}) {
-    const client = new _BrokerClient(coordinatorUrl, toBytes(credentials), options);
+    const urls = coordinatorUrls(coordinatorUrl);
+    const client = new _BrokerClient(urls, toBytes(credentials), options);
     await client.firstLink(options.server, options.timeout ?? 2e4);
     globalThis.addEventListener?.("pagehide", client.onPageHide);
     void client.supervise();
     return client;
   }
   /**
-   * The first session: on `server` only, if given; otherwise on the
-   * coordinator's choice, or on the next server it lists when one refuses
-   * (full), fails, or does not answer CONNECT within half of `timeoutMs`.
+   * The first session, through the first coordinator (in
+   * {@link coordinatorOrder}) that gives one; only refused credentials stop
+   * the search early.
    */
   async firstLink(server, timeoutMs) {
+    const deadline = performance.now() + timeoutMs;
+    const order = coordinatorOrder(this.urls);
+    for (const [index, url] of order.entries()) {
+      const last = index === order.length - 1;
+      try {
+        await this.firstLinkVia(url, server, timeoutMs, deadline, last);
+        return;
+      } catch (error) {
+        if (last || error instanceof AuthenticationError || this.endReason) {
+          throw error;
+        }
+        console.info(`webrtc-broker: no session through ${url} (${String(error)}); next one`);
+      }
+    }
+  }
+  /**
+   * The first session through the coordinator at `url`: on `server` only, if
+   * given; otherwise on the coordinator's choice, or on the next server it
+   * lists when one refuses (full), fails, or does not answer CONNECT within
+   * half of `timeoutMs`. Unless this is the `last` coordinator to try, it too
+   * must WELCOME within half of `timeoutMs`: an unreachable one must not eat
+   * the time the next one needs.
+   */
+  async firstLinkVia(url, server, timeoutMs, deadline, last) {
+    const welcomeWithin = last ? void 0 : timeoutMs / 2;
     if (server !== void 0) {
-      await withinTimeout(timeoutMs, (attempt) => this.openLink(server, attempt));
+      const left = Math.max(0, deadline - performance.now());
+      await withinTimeout(
+        left,
+        (attempt) => this.openLink(url, server, attempt, [], void 0, welcomeWithin)
+      );
       return;
     }
-    const deadline = performance.now() + timeoutMs;
     const failed = [];
     for (; ; ) {
       const left = deadline - performance.now();
@@ -4483,7 +4551,7 @@ var BrokerClient = class _BrokerClient {
       try {
         await withinTimeout(left, (attempt) => {
           made.attempt = attempt;
-          return this.openLink(void 0, attempt, failed, timeoutMs / 2);
+          return this.openLink(url, void 0, attempt, failed, timeoutMs / 2, welcomeWithin);
         });
         return;
       } catch (error) {
@@ -4501,23 +4569,33 @@ var BrokerClient = class _BrokerClient {
       }
     }
   }
-  async openLink(server, attempt, avoid = [], answerWithinMs) {
+  /**
+   * A session through a new connection to the coordinator at `url`.
+   * `answerWithinMs` bounds the wait for the server's first answer, when
+   * another server could be tried; `welcomeWithinMs` the wait for the
+   * coordinator's WELCOME (`/ice-servers` included), when another coordinator
+   * could be tried.
+   */
+  async openLink(url, server, attempt, avoid = [], answerWithinMs, welcomeWithinMs) {
     let opened;
     const onFrame = (frame, reliable) => {
       if (opened !== void 0) {
         this.onFrame(opened, frame, reliable);
       }
     };
-    const iceServers = this.options.iceServers ?? await fetchIceServers(this.url, this.credentials);
-    attempt.check();
-    const options = {
-      server,
-      avoid,
-      iceServers,
-      iceTransportPolicy: this.options.iceTransportPolicy,
-      dropped: this.droppedSignalling
+    const welcomed = async () => {
+      const iceServers = this.options.iceServers ?? await fetchIceServers(url, this.credentials);
+      attempt.check();
+      const options = {
+        server,
+        avoid,
+        iceServers,
+        iceTransportPolicy: this.options.iceTransportPolicy,
+        dropped: this.droppedSignalling
+      };
+      return Link.open(url, this.credentials, options, onFrame, attempt);
     };
-    const link = await Link.open(this.url, this.credentials, options, onFrame, attempt);
+    const link = await within(welcomeWithinMs, welcomed(), `no WELCOME from ${url}`);
     opened = link;
     this.pending = link;
     this.announced = 0;
@@ -4542,6 +4620,7 @@ var BrokerClient = class _BrokerClient {
       throw new ClosedError(`client closed: ${this.endReason}`);
     }
     this.link = link;
+    this.url = url;
     if (this.subscription !== void 0) {
       link.session.send(this.subscription, true);
     }
@@ -4549,6 +4628,17 @@ var BrokerClient = class _BrokerClient {
   /** This client's alias (it changes when the client reconnects; 0 while it does). */
   get alias() {
     return this.link?.alias ?? 0;
+  }
+  /**
+   * The URL of the coordinator the current session was made through (while
+   * reconnecting: the last one that gave a session).
+   */
+  get coordinatorUrl() {
+    return this.url;
+  }
+  /** Every coordinator URL the client was given. */
+  get coordinatorUrls() {
+    return this.urls;
   }
   /** The comm server of the current session (0 while reconnecting). */
   get serverAlias() {
@@ -4575,7 +4665,7 @@ var BrokerClient = class _BrokerClient {
         return;
       }
       this.events.emit("reconnecting", reason);
-      if (!await this.reestablish(this.reconnect, link.serverAlias)) {
+      if (!await this.reestablish(this.reconnect, link.serverAlias, this.url)) {
         return;
       }
       this.events.emit("reconnected", this);
@@ -4604,31 +4694,41 @@ var BrokerClient = class _BrokerClient {
       }, keepalive.interval);
     });
   }
-  async reestablish(policy, lost) {
+  /**
+   * Get a new session after losing the one with server `lost`, made through
+   * the coordinator at `via`. Each round tries every coordinator once, `via`
+   * last (its replica may be what failed), without waiting between them;
+   * rounds are spaced by backoff. Only refused credentials end the client.
+   */
+  async reestablish(policy, lost, via) {
     let wait = policy.firstDelay;
+    const order = coordinatorOrder(this.urls, via);
     while (!this.endReason) {
-      try {
-        await withinTimeout(
-          policy.attemptTimeout,
-          (attempt) => this.openLink(void 0, attempt, [lost])
-        );
-        this.reconnectCount += 1;
-        return true;
-      } catch (error) {
-        if (this.endReason) {
-          return false;
+      for (const [index, url] of order.entries()) {
+        const avoid = url === via ? [lost] : [];
+        const welcomeWithin = index === order.length - 1 ? void 0 : policy.attemptTimeout / 2;
+        try {
+          await withinTimeout(
+            policy.attemptTimeout,
+            (attempt) => this.openLink(url, void 0, attempt, avoid, void 0, welcomeWithin)
+          );
+          this.reconnectCount += 1;
+          return true;
+        } catch (error) {
+          if (this.endReason) {
+            return false;
+          }
+          if (error instanceof AuthenticationError) {
+            this.end(`credentials refused on reconnect: ${error.message}`);
+            return false;
+          }
+          console.info(`webrtc-broker: reconnect through ${url} failed (${String(error)})`);
         }
-        if (error instanceof AuthenticationError) {
-          this.end(`credentials refused on reconnect: ${error.message}`);
-          return false;
-        }
-        const jittered = Math.round(wait * (0.8 + 0.4 * Math.random()));
-        console.info(
-          `webrtc-broker: reconnect failed (${String(error)}); next try in ${jittered} ms`
-        );
-        await delay(jittered);
-        wait = Math.min(policy.maxDelay, wait * 2);
       }
+      const jittered = Math.round(wait * (0.8 + 0.4 * Math.random()));
+      console.info(`webrtc-broker: no coordinator gave a session; next round in ${jittered} ms`);
+      await delay(jittered);
+      wait = Math.min(policy.maxDelay, wait * 2);
     }
     return false;
   }
@@ -4868,5 +4968,6 @@ export {
   PingTimeoutError,
   ReceivedMessage,
   Role,
-  ServerFullError
+  ServerFullError,
+  coordinatorOrder
 };
