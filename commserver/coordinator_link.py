@@ -8,7 +8,9 @@ starts with a fresh WELCOME, which re-registers the server.
 The server proposes its own alias at every registration (``alias`` and
 ``id`` in the URL), so it keeps one alias for the life of its process: the
 other servers key their sessions with it by that alias, and a reconnect
-of this link alone changes nothing for them.
+of this link alone changes nothing for them. A server links to every
+coordinator replica (:mod:`commserver.coordinators`), each link proposing
+the same alias, read from the server at every connect.
 """
 
 from __future__ import annotations
@@ -45,13 +47,14 @@ class CoordinatorLink:
         on_frame: FrameHandler,
         on_disconnect: Callable[[], None],
         backoff: Backoff,
-        alias: int,
+        alias: Callable[[], int],
         server_id: str,
         on_alias_taken: Callable[[], int],
         queue_frames: int = 1024,
     ) -> None:
         self._base = f"{base_url.rstrip('/')}/discover"
-        self._query = {"role": role, "name": name, "alias": str(alias), "id": server_id}
+        self._query = {"role": role, "name": name, "id": server_id}
+        self._alias = alias
         self._on_alias_taken = on_alias_taken
         self._headers = {"Authorization": f"Bearer {secret.decode()}"} if secret else {}
         self._on_frame = on_frame
@@ -64,7 +67,7 @@ class CoordinatorLink:
 
     @property
     def url(self) -> str:
-        return f"{self._base}?{urlencode(self._query)}"
+        return f"{self._base}?{urlencode({**self._query, 'alias': str(self._alias())})}"
 
     def send(self, frame: bytes) -> None:
         """Queue a frame for the coordinator; dropped (and counted) while disconnected."""
@@ -90,7 +93,7 @@ class CoordinatorLink:
             except InvalidStatus as exc:
                 log.warning("coordinator refused the connection: %s", exc)
                 if exc.response.status_code == ALIAS_TAKEN:
-                    self._query["alias"] = str(self._on_alias_taken())
+                    self._on_alias_taken()
             except (TimeoutError, OSError, WebSocketException) as exc:
                 log.warning("coordinator connection failed: %s", exc)
             finally:

@@ -24,7 +24,11 @@ def create_http_app(server: CommServer) -> Starlette:
         return JSONResponse({"status": "failed", "reason": str(failure)}, status_code=503)
 
     async def readyz(_: Request) -> JSONResponse:
-        """Ready while registered with the coordinator and not draining."""
+        """Ready while registered with at least one coordinator replica and not draining.
+
+        It does not ask whether a coordinator is *ready*: a coordinator that waits
+        for a ready server (``--ready-needs-server``) would otherwise wait forever
+        for a server that waits for it."""
         ready = server.link.connected.is_set() and server.alias != 0 and not server.draining
         return JSONResponse(
             {"status": "ready" if ready else "not ready"}, status_code=200 if ready else 503

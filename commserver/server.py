@@ -29,6 +29,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from commserver.coordinator_link import CoordinatorLink
+from commserver.coordinators import CoordinatorLinks, LinkSlot
 from commserver.lifecycle import ACCEPTED, CloseReason, PeerState, Signal
 from commserver.limits import PeerLimits
 from commserver.peer import SERVER_ROLES, Peer
@@ -65,8 +66,6 @@ DUPLICATE_LINK = "duplicate session with a connected server"
 
 SERVER_QUEUE_FACTOR = 16
 """A server link carries many clients' traffic: its writer queue is this much larger."""
-
-LINK_TASK = "coordinator-link"
 
 DRAIN_STEP = 0.05
 """Longest pause between two client sessions closed by a draining server (seconds)."""
@@ -136,18 +135,6 @@ class CommServer:
             batching=self.batching,
             batch_max_bytes=config.batch_max_bytes,
         )
-        self.link = CoordinatorLink(
-            base_url=config.coordinator_url,
-            role=pb.Role.Name(self.role),
-            name=config.name,
-            secret=secret.credentials(),
-            on_frame=self._on_coordinator_frame,
-            on_disconnect=self._on_coordinator_lost,
-            backoff=Backoff(config.reconnect_min, config.reconnect_max),
-            alias=self.own_alias,
-            server_id=self.server_id,
-            on_alias_taken=self._new_alias,
-        )
         self.alias = 0
         self.peers: dict[int, Peer] = {}
         """Every live session, by the alias the coordinator gave the remote side."""
@@ -155,7 +142,35 @@ class CommServer:
         self._tasks: set[asyncio.Task[Any]] = set()
         """Short tasks of one session each (offers, answers, relinks)."""
         self.supervisor = Supervisor("commserver", on_fatal=self._fatal)
-        """Owns the long-lived tasks: the coordinator link and the keepalive."""
+        """Owns the long-lived tasks: the coordinator links (and DNS), the keepalive and
+        the load reports."""
+        credentials = secret.credentials()
+
+        def make_link(url: str, on_frame: Any, on_disconnect: Any) -> CoordinatorLink:
+            return CoordinatorLink(
+                base_url=url,
+                role=pb.Role.Name(self.role),
+                name=config.name,
+                secret=credentials,
+                on_frame=on_frame,
+                on_disconnect=on_disconnect,
+                backoff=Backoff(config.reconnect_min, config.reconnect_max),
+                alias=lambda: self.own_alias,
+                server_id=self.server_id,
+                on_alias_taken=self._new_alias,
+            )
+
+        self.link = CoordinatorLinks(
+            make_link=make_link,
+            supervisor=self.supervisor,
+            on_frame=self._on_coordinator_frame,
+            on_lost=self._on_coordinator_lost,
+            urls=config.coordinator_urls,
+            dns=config.coordinator_dns,
+            dns_port=config.coordinator_dns_port,
+            dns_interval=config.coordinator_dns_interval,
+        )
+        """One link per coordinator replica, routed by alias (see its module)."""
         self._failed = asyncio.Event()
         self._setups = TokenBucket(config.setup_rate, config.setup_burst)
         """Client session set-ups this server may start (CONNECTs it answers with an offer)."""
@@ -332,22 +347,29 @@ class CommServer:
 
     # -- coordinator signalling -------------------------------------------
 
-    async def _on_coordinator_frame(self, data: bytes) -> None:
-        """Handle one frame from the coordinator; never raises.
+    async def _on_coordinator_frame(self, data: bytes, slot: LinkSlot | None = None) -> None:
+        """Handle one frame from the coordinator reached through ``slot``; never raises.
 
         Most of what arrives was relayed from another party, so no frame may
         end the coordinator link: a bug surfaces as ``signalling_internal_error``.
+        The sender of a relayed frame is answered through the same replica.
         """
         try:
             kind = frame_type(data)
             if kind == pb.WELCOME:
-                self._welcome(decode_as(data, pb.WelcomeMessage))
+                self._welcome(decode_as(data, pb.WelcomeMessage), slot)
             elif kind == pb.CONNECT:
-                self._connect_requested(decode_as(data, pb.ConnectMessage))
+                connect = decode_as(data, pb.ConnectMessage)
+                self._route(connect.from_alias, slot)
+                self._connect_requested(connect)
             elif kind in (pb.WEBRTC_OFFER, pb.WEBRTC_ANSWER, pb.WEBRTC_ICE_CANDIDATE):
-                self._webrtc(kind, decode_as(data, pb.WebRtcMessage))
+                signal = decode_as(data, pb.WebRtcMessage)
+                self._route(signal.from_alias, slot)
+                self._webrtc(kind, signal)
             elif kind == pb.CONNECTION_REFUSED:
-                await self._refused(decode_as(data, pb.ConnectionRefusedMessage))
+                refusal = decode_as(data, pb.ConnectionRefusedMessage)
+                self._route(refusal.from_alias, slot)
+                await self._refused(refusal)
         except (FrameError, SignalingError) as exc:
             self.stats.drops["bad_signalling"] += 1
             log.debug("bad frame from coordinator: %s", exc)
@@ -377,19 +399,32 @@ class CommServer:
         log.warning("our alias is taken at the coordinator; proposing %d", self.own_alias)
         return self.own_alias
 
-    def _welcome(self, message: pb.WelcomeMessage) -> None:
+    def _route(self, alias: int, slot: LinkSlot | None) -> None:
+        if slot is not None:
+            self.link.note_route(alias, slot)
+
+    def _welcome(self, message: pb.WelcomeMessage, slot: LinkSlot | None = None) -> None:
         self.alias = message.alias
         self.stats.coordinator_connects += 1
         log.info(
-            "registered as alias %d; %d servers to mesh with",
+            "registered as alias %d at %s; %d servers to mesh with",
             self.alias,
+            slot.url if slot else "the coordinator",
             len(message.available_servers),
         )
-        for alias in message.available_servers:
-            # After a reconnect under the same alias, links that outlived the
-            # coordinator connection are kept, not made again.
+        servers = [alias for alias in message.available_servers if alias != self.alias]
+        if slot is not None:
+            # Routes first: a CONNECT to a listed server goes through the replica
+            # that listed it, and this replica hears our client count at once.
+            self.link.welcomed(slot, servers)
+            if slot.link is not None:
+                slot.link.send(self._load_report())
+        for alias in servers:
+            # One session per server, whichever replica listed it (each replica's
+            # WELCOME lists it again), and after a reconnect under the same alias,
+            # links that outlived the coordinator connection are kept, not made again.
             peer = self.peers.get(alias)
-            if alias != self.alias and (peer is None or peer.state is PeerState.CLOSED):
+            if peer is None or peer.state is PeerState.CLOSED:
                 self._connect_to_server(alias)
 
     def _connect_to_server(self, alias: int) -> None:
@@ -429,6 +464,12 @@ class CommServer:
         latency of the established ones."""
         alias = message.from_alias
         is_server = message.from_role in SERVER_ROLES
+        if is_server:
+            current = self.peers.get(alias)
+            live = current is not None and current.state is not PeerState.CLOSED
+            if live and current is not None and not self._yields_to(current):
+                self.stats.drops["connect_crossed"] += 1
+                return
         if not is_server:
             current = self.peers.get(alias)
             if current is not None and current.pending:
@@ -441,6 +482,19 @@ class CommServer:
             return
         peer = self._new_peer(alias, initiated_by_us=False, expected_role=message.from_role)
         self._spawn(self._offer(peer), f"offer-{alias}")
+
+    def _yields_to(self, current: Peer) -> bool:
+        """Whether a server's CONNECT replaces ``current``, our session with it.
+
+        Two replicas may each introduce the same pair of servers the other way
+        round (their registration orders differ), so both ends send CONNECT.
+        Whoever has the higher alias keeps the session it initiated and drops
+        the other's CONNECT; the lower one takes the CONNECT and gives its own
+        attempt up, so exactly one session is made. Any other session is
+        replaced, as before: the other end is remaking a link it lost."""
+        if current.initiated_by_us and current.pending:
+            return self.alias < current.alias
+        return True
 
     def _refusal(self, is_server: bool) -> str | None:
         """Why a CONNECT is answered SERVER_FULL (the counter's reason), or None."""
@@ -587,6 +641,20 @@ class CommServer:
             # echo it, and the server echoes every client PING: they would play ping-pong.
             peer.send(KEEPALIVE_PING, reliable=False)
 
+    # -- load reports -------------------------------------------------------
+
+    def _load_report(self) -> bytes:
+        """PING to the coordinator itself, ``time`` = established clients (docs/protocol.md,
+        "Load reports"): each replica relays only its own clients' CONNECTs, so none
+        could count this server's clients otherwise."""
+        return pb.PingMessage(type=pb.PING, time=float(self.client_count)).SerializeToString()
+
+    async def _report_load(self) -> None:
+        """Tell every registered replica the client count, every ``load_report_interval``."""
+        while True:
+            await asyncio.sleep(self.config.load_report_interval)
+            self.link.broadcast(self._load_report())
+
     # -- draining ----------------------------------------------------------
 
     async def drain(self, seconds: float) -> None:
@@ -598,7 +666,7 @@ class CommServer:
         DTLS handshakes on the other servers), and waits for them to be gone.
         """
         self.draining = True
-        await self.supervisor.stop(LINK_TASK)
+        await self.link.stop()
         clients = [p for p in self.peers.values() if self._from_client(p)]
         log.info("draining: handing %d clients over within %.1f s", len(clients), seconds)
         if clients:
@@ -613,11 +681,17 @@ class CommServer:
             async with asyncio.timeout(seconds / 2):
                 await asyncio.gather(*(peer.session.closed.wait() for peer in clients))
 
-    def _on_coordinator_lost(self) -> None:
-        # Sessions still being set up depend on signalling that is now gone.
+    def _on_coordinator_lost(self, slot: LinkSlot | None = None) -> None:
+        # Sessions still being set up through that replica depend on signalling
+        # that is now gone; those going through another replica carry on.
+        alone = not self.link.connected.is_set()
         for peer in list(self.peers.values()):
-            if peer.pending:
+            if peer.pending and (slot is None or self._signalled_through(peer, slot, alone)):
                 self._close_peer(peer, CloseReason.COORDINATOR_LOST)
+
+    def _signalled_through(self, peer: Peer, slot: LinkSlot, alone: bool) -> bool:
+        routed = self.link.routed(peer.alias)
+        return routed is slot or (routed is None and alone)
 
     # -- running ----------------------------------------------------------
 
@@ -629,6 +703,7 @@ class CommServer:
             "role": self.config.role,
             "server_id": self.server_id,
             "registered": self.link.connected.is_set(),
+            "coordinators": self.link.status(),
             "draining": self.draining,
             "clients": sum(1 for p in peers if p.role == pb.CLIENT),
             "servers": sum(1 for p in peers if p.is_server),
@@ -653,8 +728,9 @@ class CommServer:
         """Serve until cancelled or until a long-lived task fails for good (then
         :attr:`healthy` is False and the caller exits non-zero); close every session."""
         await self.open()
-        self.supervisor.start(LINK_TASK, self.link.run, restart=True)
+        self.link.start()
         self.supervisor.start("keepalive", self._keepalive, restart=True)
+        self.supervisor.start("load-report", self._report_load, restart=True)
         try:
             await self._failed.wait()
         finally:

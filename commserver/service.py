@@ -62,9 +62,9 @@ async def serve(
     relay_task = asyncio.create_task(server.run(), name="commserver")
     http_task = asyncio.create_task(_serve_http(http, config), name="commserver-http")
     log.info(
-        "comm server %s: coordinator %s, status http://%s:%d/status",
+        "comm server %s: coordinators %s, status http://%s:%d/status",
         config.name,
-        config.coordinator_url,
+        _coordinators(config),
         config.http_host,
         config.http_port,
     )
@@ -97,6 +97,13 @@ async def _serve_http(http: EmbeddedServer, config: CommServerConfig) -> None:
         await http.serve()
     except SystemExit:
         raise RuntimeError(f"cannot serve HTTP on {config.http_host}:{config.http_port}") from None
+
+
+def _coordinators(config: CommServerConfig) -> str:
+    """The coordinator replicas a log line names: URLs and the DNS name followed."""
+    dns = config.coordinator_dns
+    found = [f"dns:{dns}:{config.coordinator_dns_port}"] if dns else []
+    return " ".join([*config.coordinator_urls, *found])
 
 
 def _why(server: CommServer, http_task: asyncio.Task[None]) -> str:

@@ -86,6 +86,9 @@ class Status(BaseModel):
     servers: list[ServerStatus]
     clients: int
     version: str
+    replica: int = 0
+    """This replica's alias space (docs/protocol.md, "Aliases across replicas")."""
+    alias_spaces: int = 1
 
 
 def create_app(
@@ -272,7 +275,8 @@ def _add_http_routes(app: FastAPI, coordinator: Coordinator) -> None:
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
-        """Readiness: started and not shutting down, so new peers are welcome."""
+        """Readiness: started and not shutting down, so new peers are welcome (and with
+        ``--ready-needs-server``, a comm server registered)."""
         # Pages on other origins read it too (the browser SDK, after a failed upgrade).
         headers = {**PUBLIC_CORS, "Cache-Control": "no-store"}
         if coordinator.ready:
@@ -289,6 +293,8 @@ def _add_http_routes(app: FastAPI, coordinator: Coordinator) -> None:
             ],
             clients=registry.client_count,
             version=webrtc_broker.__version__,
+            replica=coordinator.aliases.replica,
+            alias_spaces=coordinator.aliases.spaces,
         )
 
 

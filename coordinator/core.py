@@ -19,7 +19,7 @@ from .admission import ConnectionCaps
 from .budget import SignalBudget, SubjectBudgets, TokenBucket
 from .counters import CoordinatorCounters
 from .outbox import Outbox, Overflow
-from .registry import Claim, Peer, PeerRole, Registry, ServerClaim
+from .registry import AliasAllocator, Claim, Peer, PeerRole, Registry, ServerClaim
 from .relay import Relay
 from .selector import ServerSelector, make_selector
 from .session import CLOSE_GOING_AWAY, CLOSE_POLICY_VIOLATION, Session, SessionSocket
@@ -40,7 +40,9 @@ class Coordinator:
     ) -> None:
         self.config = config
         self.selector: ServerSelector = selector or make_selector(config.selector)
-        self.registry = registry or Registry()
+        self.aliases = AliasAllocator.for_replica(config.alias_spaces, config.replica_id)
+        """This replica's alias space (docs/protocol.md, "Aliases across replicas")."""
+        self.registry = registry or Registry(self.aliases.allocate)
         self.counters = CoordinatorCounters()
         self.relay = Relay(
             self.registry, self.counters, max_pending_connects=config.max_pending_connects
@@ -53,7 +55,13 @@ class Coordinator:
 
     @property
     def ready(self) -> bool:
-        """True between lifespan startup and the start of shutdown."""
+        """True between lifespan startup and the start of shutdown, and with
+        ``ready_needs_server`` only while a comm server is registered (a replica
+        that knows no server has nothing to offer a client; the comm servers'
+        own readiness does not wait for a ready coordinator, so there is no
+        cycle at start)."""
+        if self.config.ready_needs_server and self.registry.server_count == 0:
+            return False
         return self._started and not self._draining
 
     @property

@@ -8,6 +8,8 @@ registry testable without a network and keeps slow sockets out of its way.
 
 from __future__ import annotations
 
+import math
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -119,17 +121,48 @@ def _initial_alias() -> int:
     return time.time_ns() // 1_000_000 * 1000
 
 
-class AliasAllocator:
-    """Hands out increasing aliases that are never reused in this process."""
+ALIAS_SPACE_UNIT = 1000
+"""``_initial_alias`` is a multiple of this; every number of alias spaces divides it."""
 
-    def __init__(self, start: int | None = None) -> None:
-        self._next = _initial_alias() if start is None else start
+MAX_CLIENT_ALIAS = 2**52
+"""Client aliases stay below the comm servers' range [2^52, 2^53)."""
+
+
+class AliasAllocator:
+    """Hands out increasing aliases that are never reused in this process.
+
+    Coordinator replicas share nothing, so each hands out aliases from its own
+    space: with ``spaces`` replicas' spaces, replica ``replica`` gives only
+    aliases congruent to ``replica`` modulo ``spaces``: start + replica,
+    then every ``spaces``-th number. The start is (ms since the epoch) x 1000
+    and ``spaces`` divides 1000, so the start is a multiple of ``spaces``
+    whenever the replica started: two replicas with different ids never hand
+    out the same alias, whatever their start times (docs/protocol.md, "Aliases
+    across replicas"). A restarted replica still starts above its earlier
+    aliases unless it gave out more than 1000 / ``spaces`` per millisecond of
+    its earlier life.
+    """
+
+    def __init__(self, start: int | None = None, *, spaces: int = 1, replica: int = 0) -> None:
+        if spaces < 1 or ALIAS_SPACE_UNIT % spaces or not 0 <= replica < spaces:
+            raise ValueError(f"replica {replica} of {spaces} alias spaces")
+        self.spaces = spaces
+        self.replica = replica
+        self._next = (_initial_alias() if start is None else start) + replica
         if self._next <= 0:
             raise ValueError("aliases must be positive: 0 means 'unset' on the wire")
 
+    @classmethod
+    def for_replica(cls, spaces: int, replica: int | None) -> AliasAllocator:
+        """The allocator of replica ``replica`` (a random one if None)."""
+        chosen = random.randrange(spaces) if replica is None else replica
+        return cls(spaces=spaces, replica=chosen)
+
     def allocate(self) -> int:
         alias = self._next
-        self._next += 1
+        if alias >= MAX_CLIENT_ALIAS:
+            raise OverflowError("client aliases reached 2^52")
+        self._next += self.spaces
         return alias
 
 
@@ -143,6 +176,10 @@ class Registry:
         # order servers see in WELCOME and /status lists.
         self._servers: dict[int, Peer] = {}
         self._clients_per_server: dict[int, int] = {}
+        self._reported: dict[int, int] = {}
+        """Client counts servers reported themselves (docs/protocol.md, "Load reports")."""
+        self._since_report: dict[int, int] = {}
+        """CONNECTs relayed here to a reporting server since its last report."""
         self._client_count = 0
 
     def get(self, alias: int) -> Peer | None:
@@ -183,6 +220,8 @@ class Registry:
         if peer.is_server:
             del self._servers[alias]
             del self._clients_per_server[alias]
+            self._reported.pop(alias, None)
+            self._since_report.pop(alias, None)
             # Clients still pointing at it keep the stale alias; aliases are
             # never reused, so it can never be miscounted for another server.
         else:
@@ -198,6 +237,31 @@ class Registry:
         client.server = server_alias
         if server_alias in self._clients_per_server:
             self._clients_per_server[server_alias] += 1
+        if server_alias in self._since_report:
+            self._since_report[server_alias] += 1
+
+    def report_clients(self, server_alias: int, count: float) -> bool:
+        """A server's own count of its clients (all replicas' clients, not only ours).
+
+        Until its next report, CONNECTs relayed to it here are added on top, so a
+        burst of clients does not all see the same count. False (and nothing
+        changes) for an alias that is not a registered server or a count that is
+        not a plausible number of clients."""
+        if server_alias not in self._servers:
+            return False
+        if not math.isfinite(count) or not 0 <= count < 2**31:
+            return False
+        self._reported[server_alias] = int(count)
+        self._since_report[server_alias] = 0
+        return True
+
+    def clients_of(self, server_alias: int) -> int:
+        """Clients of a server as selectors see them: its report when it sends
+        them, else the clients whose CONNECT this coordinator relayed to it."""
+        reported = self._reported.get(server_alias)
+        if reported is None:
+            return self._clients_per_server[server_alias]
+        return reported + self._since_report[server_alias]
 
     def _leave_server(self, client: Peer) -> None:
         previous = client.server
@@ -210,7 +274,7 @@ class Registry:
                 alias=alias,
                 name=peer.name,
                 role="hub" if peer.role == "hub" else "server",
-                clients=self._clients_per_server[alias],
+                clients=self.clients_of(alias),
             )
             for alias, peer in self._servers.items()
         ]

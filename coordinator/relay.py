@@ -73,6 +73,9 @@ class Relay:
         except codec.FrameError:
             self.drop(DropReason.MALFORMED)
             return
+        if kind == codec.MessageType.PING and sender.is_server:
+            self._load_report(sender, frame)
+            return
         cls = _CLASSES.get(kind)
         if cls is None:
             self.drop(DropReason.UNEXPECTED_TYPE)
@@ -119,6 +122,17 @@ class Relay:
             _answered(target, sender.alias)
             if kind == codec.MessageType.WEBRTC_OFFER:
                 target.phase = ClientPhase.OFFERED
+
+    def _load_report(self, server: Peer, frame: bytes) -> None:
+        """Addition (docs/protocol.md, "Load reports"): a comm server's PING to the
+        coordinator itself carries its client count in ``time``."""
+        try:
+            report = codec.decode_as(frame, pb.PingMessage)
+        except codec.FrameError:
+            self.drop(DropReason.MALFORMED)
+            return
+        if not self._registry.report_clients(server.alias, report.time):
+            self.drop(DropReason.MALFORMED)
 
     def _may_connect(self, client: Peer) -> bool:
         """Whether ``client`` is below its limit of unanswered CONNECTs.

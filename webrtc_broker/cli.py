@@ -73,6 +73,15 @@ main.add_command(operator)
 )
 @click.option("--selector", type=click.Choice(["random", "round-robin", "least-clients"]))
 @click.option(
+    "--alias-spaces", type=int, help="Replicas' disjoint alias spaces, a divisor of 1000 [1]"
+)
+@click.option("--replica-id", type=int, help="This replica's alias space [random]")
+@click.option(
+    "--ready-needs-server/--ready-without-server",
+    default=None,
+    help="/readyz only while a comm server is registered [--ready-without-server]",
+)
+@click.option(
     "--turn-url",
     "turn_urls",
     multiple=True,
@@ -102,7 +111,18 @@ def coordinator(**flags: Any) -> None:
 
 
 @main.command()
-@click.option("--coordinator-url", help="Coordinator WebSocket URL [ws://127.0.0.1:9090]")
+@click.option(
+    "--coordinator-url",
+    "coordinator_urls",
+    multiple=True,
+    help="Coordinator WebSocket URL; repeat it for every replica [ws://127.0.0.1:9090]",
+)
+@click.option(
+    "--coordinator-dns", help="Host name whose A records are the coordinator replicas [none]"
+)
+@click.option("--coordinator-dns-port", type=int, help="Port of those replicas [9090]")
+@click.option("--coordinator-dns-interval", type=float, help="Seconds between lookups [10]")
+@click.option("--load-report-interval", type=float, help="Seconds between client-count reports [2]")
 @click.option("--name", help="Name shown in the coordinator's status [hostname]")
 @click.option("--role", type=click.Choice(["server", "hub"]), help="Mesh role [server]")
 @click.option("--server-secret", help="Shared server secret [none]")
@@ -150,7 +170,8 @@ def commserver(**flags: Any) -> None:
     """Run a comm server that relays topic messages over WebRTC."""
     from commserver import serve  # noqa: PLC0415
 
-    for repeatable in ("advertise_addresses", "candidate_include", "candidate_exclude"):
+    repeatables = ("coordinator_urls", "advertise_addresses", "candidate_include")
+    for repeatable in (*repeatables, "candidate_exclude"):
         flags[repeatable] = list(flags[repeatable]) or None
     config: CommServerConfig = _load(CommServerConfig, **flags)
     logs.configure(config.log_level)
@@ -162,6 +183,13 @@ def commserver(**flags: Any) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind")
 @click.option("--port", default=9090, show_default=True, type=int, help="Coordinator port")
 @click.option(
+    "--coordinators",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 10),
+    help="Coordinator replicas on consecutive ports from --port; every server links to all",
+)
+@click.option(
     "--http-port-base",
     default=9101,
     show_default=True,
@@ -171,7 +199,7 @@ def commserver(**flags: Any) -> None:
 @click.option("--max-peers", type=int, help="Client sessions per server [1000]")
 @click.option("--demo/--no-demo", default=False, help="Run a short demo once the cluster is up")
 def up(**options: Any) -> None:
-    """Run a local cluster: a coordinator and N comm servers, until Ctrl-C."""
+    """Run a local cluster: coordinators and N comm servers, until Ctrl-C."""
     from webrtc_broker.cluster import ClusterSpec, run_cluster  # noqa: PLC0415
 
     logs.configure("info")
@@ -179,6 +207,7 @@ def up(**options: Any) -> None:
         servers=options["servers"],
         host=options["host"],
         port=options["port"],
+        coordinators=options["coordinators"],
         http_port_base=options["http_port_base"],
         max_peers=options["max_peers"],
     )

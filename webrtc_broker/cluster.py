@@ -1,4 +1,8 @@
-"""``webrtc-broker up``: a coordinator and N comm servers as child processes.
+"""``webrtc-broker up``: coordinators and N comm servers as child processes.
+
+With ``--coordinators N`` the replicas listen on consecutive ports, each with
+its own alias space (``--alias-spaces 10 --replica-id i``), and every comm
+server links to all of them.
 
 The children die with the parent (``PR_SET_PDEATHSIG``), so even a ``kill -9``
 of ``up`` leaves no orphans; Ctrl-C or SIGTERM stops them in order (servers,
@@ -25,6 +29,8 @@ from webrtc_broker.client.errors import BrokerError
 
 _PR_SET_PDEATHSIG = 1
 STOP_GRACE = 10.0
+ALIAS_SPACES = 10
+"""Alias spaces of a local cluster's replicas: room for the ten ``up`` allows."""
 
 
 @dataclass(frozen=True)
@@ -34,6 +40,7 @@ class ClusterSpec:
     port: int = 9090
     http_port_base: int = 9101
     max_peers: int | None = None
+    coordinators: int = 1
 
     @property
     def coordinator_url(self) -> str:
@@ -42,6 +49,21 @@ class ClusterSpec:
     @property
     def coordinator_http(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def coordinator_ports(self) -> list[int]:
+        return [self.port + index for index in range(self.coordinators)]
+
+    @property
+    def coordinator_urls(self) -> list[str]:
+        return [f"ws://{self.host}:{port}" for port in self.coordinator_ports]
+
+    def coordinator_args(self, index: int) -> list[str]:
+        """The command line of coordinator replica ``index``."""
+        args = ["coordinator", "--host", self.host, "--port", str(self.coordinator_ports[index])]
+        if self.coordinators > 1:
+            args += ["--alias-spaces", str(ALIAS_SPACES), "--replica-id", str(index)]
+        return args
 
     def server_status_url(self, index: int) -> str:
         return f"http://{self.host}:{self.http_port_base + index}/status"
@@ -153,14 +175,18 @@ async def run_cluster(spec: ClusterSpec, *, demo: bool = False) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
     env = children_environment(os.environ)
-    coordinator = await spawn("coordinator", "--host", spec.host, "--port", str(spec.port), env=env)
+    coordinators = [
+        await spawn(*spec.coordinator_args(index), env=env) for index in range(spec.coordinators)
+    ]
     servers: list[asyncio.subprocess.Process] = []
     try:
-        await wait_http_ok(f"{spec.coordinator_http}/readyz")
+        for port in spec.coordinator_ports:
+            await wait_http_ok(f"http://{spec.host}:{port}/readyz")
+        links = [arg for url in spec.coordinator_urls for arg in ("--coordinator-url", url)]
         for index in range(spec.servers):
             args = [
                 "commserver",
-                "--coordinator-url", spec.coordinator_url,
+                *links,
                 "--name", f"commserver-{index + 1}",
                 "--http-host", spec.host,
                 "--http-port", str(spec.http_port_base + index),
@@ -168,7 +194,10 @@ async def run_cluster(spec: ClusterSpec, *, demo: bool = False) -> int:
             if spec.max_peers is not None:
                 args += ["--max-peers", str(spec.max_peers)]
             servers.append(await spawn(*args, env=env))
-        aliases = await wait_servers_registered(f"{spec.coordinator_http}/status", spec.servers)
+        for port in spec.coordinator_ports:
+            aliases = await wait_servers_registered(
+                f"http://{spec.host}:{port}/status", spec.servers
+            )
         _print_urls(spec)
         if demo:
             from webrtc_broker.demo import run_demo  # noqa: PLC0415
@@ -178,7 +207,7 @@ async def run_cluster(spec: ClusterSpec, *, demo: bool = False) -> int:
             except (BrokerError, TimeoutError) as exc:
                 print(f"demo failed: {exc}", flush=True)
         print("cluster is up; Ctrl-C stops it", flush=True)
-        children = [asyncio.ensure_future(p.wait()) for p in (coordinator, *servers)]
+        children = [asyncio.ensure_future(p.wait()) for p in (*coordinators, *servers)]
         stopper = asyncio.ensure_future(stopping.wait())
         done, _ = await asyncio.wait({stopper, *children}, return_when=asyncio.FIRST_COMPLETED)
         for future in (stopper, *children):
@@ -191,11 +220,12 @@ async def run_cluster(spec: ClusterSpec, *, demo: bool = False) -> int:
         print("the cluster did not come up in time", flush=True)
         return 1
     finally:
-        await stop([*servers, coordinator])
+        await stop([*servers, *coordinators])
 
 
 def _print_urls(spec: ClusterSpec) -> None:
-    print(f"coordinator  {spec.coordinator_url}  (status {spec.coordinator_http}/status)")
+    for url, port in zip(spec.coordinator_urls, spec.coordinator_ports, strict=True):
+        print(f"coordinator  {url}  (status http://{spec.host}:{port}/status)")
     print(f"demo page    {spec.coordinator_http}/  (open it in two browser tabs)")
     for index in range(spec.servers):
         print(f"commserver-{index + 1} status {spec.server_status_url(index)}")

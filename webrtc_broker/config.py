@@ -161,6 +161,21 @@ class CoordinatorConfig(ClientAuthSettings):
         None, description="Shared secret comm servers must present; unset accepts any server"
     )
     selector: SelectorName = Field("random", description="How servers are ordered for a client")
+    alias_spaces: int = Field(
+        1,
+        description="Replicas' disjoint alias spaces (a divisor of 1000: 1, 2, 4, 5, 8, 10, 20,"
+        " 25, 40, 50, 100, ...); every replica of one deployment uses the same value",
+    )
+    replica_id: int | None = Field(
+        None,
+        ge=0,
+        description="This replica's alias space, in [0, alias_spaces); unset: a random one"
+        " (distinct ids guarantee disjoint aliases, random ones only make a clash unlikely)",
+    )
+    ready_needs_server: bool = Field(
+        False,
+        description="Answer /readyz 200 only while at least one comm server is registered",
+    )
     ping_interval: float = Field(20.0, gt=0, description="Seconds between WebSocket pings")
     ping_timeout: float = Field(20.0, gt=0, description="Seconds to wait for a pong")
     max_message_bytes: int = Field(
@@ -263,6 +278,14 @@ class CoordinatorConfig(ClientAuthSettings):
         return self
 
     @model_validator(mode="after")
+    def _alias_space_is_valid(self) -> Self:
+        if self.alias_spaces < 1 or 1000 % self.alias_spaces:
+            raise ValueError(f"alias_spaces must divide 1000, not {self.alias_spaces}")
+        if self.replica_id is not None and self.replica_id >= self.alias_spaces:
+            raise ValueError(f"replica_id must be below alias_spaces ({self.alias_spaces})")
+        return self
+
+    @model_validator(mode="after")
     def _turn_is_complete(self) -> Self:
         """TURN URLs without the secret could only be handed out without credentials."""
         if self.turn_urls and (self.turn_secret is None or not self.turn_secret.get_secret_value()):
@@ -296,8 +319,31 @@ class CommServerConfig(ClientAuthSettings):
 
     model_config = SettingsConfigDict(env_prefix="WEBRTC_BROKER_COMMSERVER_", frozen=True)
 
-    coordinator_url: str = Field(
-        "ws://127.0.0.1:9090", description="Base WebSocket URL of the coordinator"
+    coordinator_urls: list[str] = Field(
+        default_factory=list,
+        description="Base WebSocket URLs of the coordinator replicas: one link to each"
+        " (a JSON list in the environment) [ws://127.0.0.1:9090]",
+    )
+    coordinator_url: str | None = Field(
+        None,
+        description="One coordinator URL: the single-replica spelling of coordinator_urls,"
+        " kept for existing deployments",
+    )
+    coordinator_dns: str | None = Field(
+        None,
+        description="Host name whose A records are the coordinator replicas (a headless"
+        " Service): one link per address, re-resolved every coordinator_dns_interval",
+    )
+    coordinator_dns_port: int = Field(
+        9090, ge=1, le=65535, description="Port of the replicas found by coordinator_dns"
+    )
+    coordinator_dns_interval: float = Field(
+        10.0, gt=0, description="Seconds between resolutions of coordinator_dns"
+    )
+    load_report_interval: float = Field(
+        2.0,
+        gt=0,
+        description="Seconds between client-count reports to each coordinator",
     )
     name: str = Field(
         default_factory=socket.gethostname, description="Name shown in the coordinator's status"
@@ -433,6 +479,17 @@ class CommServerConfig(ClientAuthSettings):
     @model_validator(mode="after")
     def _servers_prove_a_secret(self) -> Self:
         require_server_secret(self.client_auth, self.server_secret, "WEBRTC_BROKER_COMMSERVER_")
+        return self
+
+    @model_validator(mode="after")
+    def _coordinators_are_known(self) -> Self:
+        urls = list(self.coordinator_urls)
+        if self.coordinator_url is not None and self.coordinator_url not in urls:
+            urls.insert(0, self.coordinator_url)
+        if not urls and self.coordinator_dns is None:
+            urls = ["ws://127.0.0.1:9090"]
+        # Frozen model: the merged list is written once, here.
+        object.__setattr__(self, "coordinator_urls", urls)
         return self
 
     @model_validator(mode="after")

@@ -79,8 +79,7 @@ async def test_a_comm_server_whose_alias_is_taken_proposes_another() -> None:
         taken = random_server_alias()
         await server(coord, taken, "somebody-else")
         cs = CommServer(CommServerConfig(name="s1", coordinator_url=f"ws://127.0.0.1:{coord.port}"))
-        cs.own_alias = taken
-        cs.link._query["alias"] = str(taken)
+        cs.own_alias = taken  # every link proposes it at its next connect
         task = asyncio.create_task(cs.run())
         try:
             await wait_until(lambda: cs.alias != 0)

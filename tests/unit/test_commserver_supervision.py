@@ -18,8 +18,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from commserver.coordinators import LINK_TASK
 from commserver.http import create_http_app
-from commserver.server import LINK_TASK, CommServer
+from commserver.server import CommServer
 from tests.coordinator.harness import running_coordinator, wait_until
 from tests.support import Cluster
 from webrtc_broker.config import CommServerConfig
@@ -54,7 +55,9 @@ async def test_a_dead_coordinator_link_is_restarted_and_reregisters(
             await wait_until(lambda: cs.alias != 0)
             first = cs.alias
             # The link's frame loop raises once: its task ends with an exception.
-            serve = cs.link._serve
+            link = cs.link.slots[f"ws://127.0.0.1:{coordinator.port}"].link
+            assert link is not None
+            serve = link._serve
             calls = 0
 
             async def broken_once(ws: object) -> None:
@@ -64,7 +67,7 @@ async def test_a_dead_coordinator_link_is_restarted_and_reregisters(
                     raise RuntimeError("injected failure")
                 await serve(ws)  # type: ignore[arg-type]
 
-            monkeypatch.setattr(cs.link, "_serve", broken_once)
+            monkeypatch.setattr(link, "_serve", broken_once)
             # Force a reconnect so the broken loop runs: drop the coordinator's side.
             for session in list(coordinator.coordinator._sessions):
                 session.stop()
