@@ -20,7 +20,7 @@ COPY coordinator ./coordinator
 COPY commserver ./commserver
 COPY operator ./operator
 RUN /opt/webrtc-broker/bin/pip install --upgrade pip \
-    && /opt/webrtc-broker/bin/pip install .
+    && /opt/webrtc-broker/bin/pip install '.[server,operator]'
 
 FROM ${BASE} AS runtime
 # The same uid/gid as runAsUser/runAsGroup in the operator's pod specs.

@@ -25,6 +25,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 proto: $(STAMP)
 	cd webrtc_broker/wire && PATH="$(abspath $(VENV))/bin:$$PATH" \

@@ -16,6 +16,7 @@ from broker_operator.cli import operator
 from webrtc_broker import __version__, logs
 from webrtc_broker.bench.cli import bench, soak
 from webrtc_broker.config import CommServerConfig, CoordinatorConfig
+from webrtc_broker.extras import missing_extra
 
 
 def _given(**flags: Any) -> dict[str, Any]:
@@ -37,7 +38,20 @@ def _load(model: type[CoordinatorConfig] | type[CommServerConfig], **flags: Any)
         raise click.UsageError("; ".join(lines)) from exc
 
 
-@click.group()
+class _Commands(click.Group):
+    """The command group; a subcommand missing an extra's module says which to install."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ModuleNotFoundError as exc:
+            hint = missing_extra(exc, ctx.invoked_subcommand)
+            if hint is None:
+                raise
+            raise click.ClickException(hint) from exc
+
+
+@click.group(cls=_Commands)
 @click.version_option(__version__, prog_name="webrtc-broker")
 def main() -> None:
     """A pub/sub message broker whose clients talk over WebRTC data channels."""

@@ -23,6 +23,7 @@ from typing import Any
 import kopf
 
 from broker_operator import GROUP, PLURAL, VERSION
+from broker_operator.login import credentials
 from broker_operator.reconcile import Reconciler
 from broker_operator.served import KopfCoverage
 
@@ -80,9 +81,9 @@ def register(
         if name and namespace:
             reconciler.forget(namespace, name)
 
-    # Credentials as the kubernetes library finds them (in-cluster, then kubeconfig);
+    # In-cluster, then kubeconfig, as the KubeClient logs in;
     # an explicit registry gets none of kopf's default login handlers.
-    kopf.on.login(registry=registry, id="login")(kopf.login_via_client)
+    kopf.on.login(registry=registry, id="login")(credentials)
     resource = (GROUP, VERSION, PLURAL)
     kopf.on.resume(*resource, registry=registry, id="reconcile")(reconcile_now)
     kopf.on.create(*resource, registry=registry, id="reconcile")(reconcile_now)

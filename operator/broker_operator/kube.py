@@ -3,7 +3,7 @@
 kopf watches and patches the ``BrokerCluster`` itself; everything else
 (get, create, merge-patch, delete of the objects it owns, status and scale of
 the resource) goes through here. It logs in exactly as kopf does
-(``kopf.login_via_client``: in-cluster service account, else kubeconfig), so
+(:mod:`broker_operator.login`: in-cluster service account, else kubeconfig), so
 both always talk to the same server with the same identity, and it speaks
 plain HTTP+JSON through aiohttp (already kopf's transport) instead of the
 ``kubernetes`` package's generated, thread-bound API classes. Only the kinds
@@ -18,12 +18,14 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import aiohttp
 import kopf
 
 from broker_operator import API_VERSION, KIND, PLURAL
+from broker_operator.login import credentials
 from broker_operator.manifests import ObjectKey
 
 logger = logging.getLogger(__name__)
@@ -102,14 +104,6 @@ class ApiError(Exception):
         return self.status == 401
 
 
-def read_credentials(settings: kopf.OperatorSettings) -> kopf.ConnectionInfo:
-    """Credentials the way kopf finds them: in-cluster first, then kubeconfig (blocking I/O)."""
-    info = kopf.login_via_client(logger=logger, settings=settings)
-    if info is None:
-        raise kopf.LoginError("the kubernetes client library is not installed")
-    return info
-
-
 def _transport(info: kopf.ConnectionInfo) -> tuple[object, ...]:
     """What the HTTP session is built from (all but the token, which goes in each request)."""
     return (
@@ -153,7 +147,7 @@ class KubeClient:
         chosen = settings or kopf.OperatorSettings()
 
         async def read() -> kopf.ConnectionInfo:
-            return await asyncio.to_thread(read_credentials, chosen)
+            return await asyncio.to_thread(partial(credentials, settings=chosen))
 
         return cls(await read(), read)
 

@@ -1,0 +1,53 @@
+"""Where the operator's Kubernetes credentials come from: no client library needed.
+
+In a pod: the mounted service-account token and CA, and the API server the
+kubelet names in ``KUBERNETES_SERVICE_HOST``/``_PORT`` (the address the
+Kubernetes client libraries use; kopf's own service-account login assumes the
+name ``kubernetes.default.svc``, which needs cluster DNS and a server
+certificate that names it). Elsewhere: kopf's kubeconfig login (token, client
+certificate or basic auth; not exec plugins). kopf's watches and
+:class:`~broker_operator.kube.KubeClient` both use this, so they always talk to
+the same server with the same identity.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import kopf
+
+SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+
+
+def in_cluster(account: Path = SERVICE_ACCOUNT) -> kopf.ConnectionInfo | None:
+    """The pod's service-account credentials, or None outside a pod."""
+    host = os.environ.get("KUBERNETES_SERVICE_HOST")
+    port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+    token_file = account / "token"
+    if not host or not token_file.exists():
+        return None
+    server_host = f"[{host}]" if ":" in host else host
+    ca_file = account / "ca.crt"
+    namespace_file = account / "namespace"
+    return kopf.ConnectionInfo(
+        server=f"https://{server_host}:{port}",
+        ca_path=str(ca_file) if ca_file.exists() else None,
+        token=token_file.read_text(encoding="utf-8").strip() or None,
+        default_namespace=(
+            namespace_file.read_text(encoding="utf-8").strip() or None
+            if namespace_file.exists()
+            else None
+        ),
+    )
+
+
+def credentials(*, settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo:
+    """In-cluster credentials, else the kubeconfig's (blocking file reads).
+
+    Also kopf's ``on.login`` handler: kopf passes ``settings`` and more keywords."""
+    info = in_cluster() or kopf.login_with_kubeconfig(settings=settings)
+    if info is None:
+        raise kopf.LoginError("no service account in this pod and no kubeconfig (KUBECONFIG)")
+    return info
