@@ -6,7 +6,7 @@ SDK    := sdk/js
 NODE_STAMP := $(SDK)/node_modules/.package-lock.json
 SUDO   := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: run test lint unit proto clean sdk sdk-check chromium deps-system k8s-build k8s-up k8s-down k8s-image
+.PHONY: run test lint unit proto clean sdk sdk-check sdk-lint sdk-test chromium deps-system k8s-build k8s-up k8s-down k8s-image
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -17,11 +17,11 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(VENV)/bin/webrtc-broker up --servers 2 --demo
 
-test: lint sdk-check chromium deps-system
+test: lint sdk-check sdk-test chromium deps-system
 	$(PY) -m tests.k8s.build build --optional
 	$(VENV)/bin/pytest
 
-lint: $(STAMP)
+lint: $(STAMP) sdk-lint
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
@@ -39,6 +39,15 @@ sdk: $(STAMP) $(NODE_STAMP)
 
 sdk-check: $(STAMP) $(NODE_STAMP)
 	cd $(SDK) && PYTHON=$(abspath $(PY)) node scripts/build.mjs --check
+
+# The TypeScript's lint and format check (Biome, pinned by package-lock.json;
+# `cd sdk/js && npm run format` applies its fixes), and its unit tests (Node's
+# test runner over esbuild's output; the browser tests drive it in Chromium).
+sdk-lint: $(NODE_STAMP)
+	cd $(SDK) && node_modules/.bin/biome ci --colors=off .
+
+sdk-test: $(STAMP) $(NODE_STAMP)
+	cd $(SDK) && PYTHON=$(abspath $(PY)) node scripts/test.mjs
 
 $(NODE_STAMP): $(SDK)/package-lock.json
 	cd $(SDK) && npm ci --no-audit --no-fund
@@ -93,4 +102,4 @@ k8s-image: $(STAMP)
 	$(PY) -m tests.k8s.image import --optional
 
 clean:
-	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache $(SDK)/node_modules $(SDK)/src/gen
+	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache $(SDK)/node_modules $(SDK)/src/gen $(SDK)/dist

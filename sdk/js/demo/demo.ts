@@ -14,13 +14,10 @@
  * default: the coordinator that served this page).
  */
 
-import { BrokerClient, DisconnectedError } from "/sdk/webrtc-broker.js";
 import type { ReceivedMessage } from "/sdk/webrtc-broker.js";
+import { BrokerClient, DisconnectedError } from "/sdk/webrtc-broker.js";
 
-type Body =
-  | { k: "pos"; x: number; y: number }
-  | { k: "chat"; text: string }
-  | { k: "bye" };
+type Body = { k: "pos"; x: number; y: number } | { k: "chat"; text: string } | { k: "bye" };
 
 interface Avatar {
   alias: number;

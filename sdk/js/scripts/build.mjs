@@ -5,53 +5,32 @@
 //   node scripts/build.mjs           build and write the files
 //   node scripts/build.mjs --check   the same, but exit 1 if any file changed,
 //                                    i.e. the committed build was stale
+//   node scripts/build.mjs --dist    write the same SDK module and .d.ts into
+//                                    dist/ for the npm package (`npm pack` runs
+//                                    this as its prepack step)
 //
-// Steps: protoc-gen-es generates the protobuf code from broker.proto (protoc
-// is grpcio-tools' one, from the project's virtualenv: $PYTHON), tsc checks
-// every source in strict mode, esbuild bundles, dts-bundle-generator rolls the
-// declarations up. Every tool is pinned by package-lock.json, so the same
-// sources always give the same bytes.
+// Steps: the npm package's version must be the Python package's; protoc-gen-es
+// generates the protobuf code from broker.proto (protoc is grpcio-tools' one,
+// from the project's virtualenv: $PYTHON), tsc checks every source in strict
+// mode, esbuild bundles (@bufbuild/protobuf included: the module imports
+// nothing), dts-bundle-generator rolls the declarations up. Every tool is
+// pinned by package-lock.json, so the same sources always give the same bytes.
 
-import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
-import { dirname, join, relative, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { dirname, join, relative } from "node:path";
 
 import { generateDtsBundle } from "dts-bundle-generator";
 import * as esbuild from "esbuild";
 
-const here = dirname(fileURLToPath(import.meta.url));
-const sdk = resolve(here, "..");
-const root = resolve(sdk, "../..");
+import { checkedVersion, generateProtobuf, root, sdk, typeCheck } from "./steps.mjs";
+
 const staticDir = join(root, "webrtc_broker/static");
+const distDir = join(sdk, "dist");
 const check = process.argv.includes("--check");
-const python = process.env.PYTHON ?? join(root, ".venv/bin/python");
+const dist = process.argv.includes("--dist");
 
 const BANNER =
   "// webrtc-broker browser SDK. Generated from sdk/js by `make sdk`: edit the sources there.";
-
-function generateProtobuf() {
-  const out = join(sdk, "src/gen");
-  mkdirSync(out, { recursive: true });
-  execFileSync(
-    python,
-    [
-      "-m", "grpc_tools.protoc",
-      `--plugin=protoc-gen-es=${join(sdk, "node_modules/.bin/protoc-gen-es")}`,
-      `-I${join(root, "webrtc_broker/wire")}`,
-      `--es_out=${out}`,
-      "--es_opt=target=ts,import_extension=js",
-      "broker.proto",
-    ],
-    { stdio: "inherit" },
-  );
-}
-
-function typeCheck() {
-  execFileSync(join(sdk, "node_modules/.bin/tsc"), ["-p", join(sdk, "tsconfig.json")], {
-    stdio: "inherit",
-  });
-}
 
 async function bundle(entry, extra = {}) {
   const result = await esbuild.build({
@@ -83,18 +62,36 @@ function declarations() {
   return `${BANNER}\n${text}`;
 }
 
-async function main() {
-  generateProtobuf();
-  typeCheck();
-  const outputs = {
-    "sdk/webrtc-broker.js": await bundle("src/index.ts", { banner: { js: BANNER } }),
-    "sdk/webrtc-broker.d.ts": declarations(),
-    "demo.js": await bundle("demo/demo.ts", {
-      // The demo loads the SDK the coordinator serves rather than a copy of it.
-      external: ["/sdk/webrtc-broker.js"],
-      banner: { js: "// The demo page's script. Generated from sdk/js/demo by `make sdk`." },
-    }),
+/** The SDK's module and declarations, as the coordinator serves them and npm ships them. */
+async function sdkFiles() {
+  return {
+    "webrtc-broker.js": await bundle("src/index.ts", { banner: { js: BANNER } }),
+    "webrtc-broker.d.ts": declarations(),
   };
+}
+
+/** Write the npm package's files into dist/ (replacing what was there). */
+async function writeDist() {
+  const files = await sdkFiles();
+  rmSync(distDir, { recursive: true, force: true });
+  mkdirSync(distDir, { recursive: true });
+  for (const [name, text] of Object.entries(files)) {
+    writeFileSync(join(distDir, name), text);
+  }
+  console.log(`browser SDK: wrote ${relative(root, distDir)} (${Object.keys(files).join(", ")})`);
+}
+
+/** Write the static files that changed; with --check, exit 1 if any did. */
+async function writeStatic() {
+  const outputs = {};
+  for (const [name, text] of Object.entries(await sdkFiles())) {
+    outputs[`sdk/${name}`] = text;
+  }
+  outputs["demo.js"] = await bundle("demo/demo.ts", {
+    // The demo loads the SDK the coordinator serves rather than a copy of it.
+    external: ["/sdk/webrtc-broker.js"],
+    banner: { js: "// The demo page's script. Generated from sdk/js/demo by `make sdk`." },
+  });
   const stale = [];
   for (const [name, text] of Object.entries(outputs)) {
     const path = join(staticDir, name);
@@ -115,6 +112,18 @@ async function main() {
   } else {
     console.log(`browser SDK: wrote ${stale.join(", ")}`);
   }
+}
+
+async function main() {
+  try {
+    checkedVersion();
+  } catch (error) {
+    console.error(`browser SDK: ${error.message}`);
+    process.exit(1);
+  }
+  generateProtobuf();
+  typeCheck("tsconfig.json");
+  await (dist ? writeDist() : writeStatic());
 }
 
 await main();

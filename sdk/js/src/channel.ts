@@ -15,7 +15,7 @@
  * batching adds no latency.
  */
 
-import { BatchMessageSchema, MessageType, encode } from "./wire.js";
+import { BatchMessageSchema, encode, MessageType } from "./wire.js";
 
 /** Largest batch: what fits one SCTP packet (the comm servers use the same bound). */
 export const BATCH_MAX_BYTES = 1160;

@@ -26,18 +26,22 @@ import {
   NoServerAvailableError,
   PingTimeoutError,
 } from "./errors.js";
-import { Emitter } from "./events.js";
 import type { Listener } from "./events.js";
-import { Link, fetchIceServers, withinTimeout } from "./link.js";
+import { Emitter } from "./events.js";
 import type { Attempt, SignallingDrops } from "./link.js";
+import { fetchIceServers, Link, withinTimeout } from "./link.js";
 import { SilenceClock } from "./liveness.js";
 import { ReceivedMessage } from "./message.js";
 import { compressedSubscriptionFrame, subscriptionFrame } from "./subscription.js";
 import {
   AuthMessageSchema,
+  aliasNumber,
   BatchMessageSchema,
   Capability,
+  decodeAs,
+  encode,
   FrameError,
+  frameType,
   MessageType,
   PingMessageSchema,
   Role,
@@ -45,10 +49,6 @@ import {
   TopicIdentityFWMessageSchema,
   TopicIdentityMessageSchema,
   TopicMessageSchema,
-  aliasNumber,
-  decodeAs,
-  encode,
-  frameType,
   toBytes,
 } from "./wire.js";
 
@@ -370,8 +370,7 @@ export class BrokerClient {
     };
     const welcomed = async (): Promise<Link> => {
       // The ICE servers come from the coordinator this link goes through.
-      const iceServers =
-        this.options.iceServers ?? (await fetchIceServers(url, this.credentials));
+      const iceServers = this.options.iceServers ?? (await fetchIceServers(url, this.credentials));
       attempt.check();
       const options = {
         server,

@@ -7,7 +7,11 @@ export class Emitter<Events extends Record<string, unknown>> {
 
   /** Call `listener` for every `type` event; returns a function that removes it. */
   on<K extends keyof Events>(type: K, listener: Listener<Events[K]>): () => void {
-    const set = (this.listeners[type] ??= new Set());
+    let set = this.listeners[type];
+    if (set === undefined) {
+      set = new Set();
+      this.listeners[type] = set;
+    }
     set.add(listener);
     return () => this.off(type, listener);
   }

@@ -13,7 +13,6 @@
  * ```
  */
 
-export { BrokerClient, CLIENT_CAPABILITIES, MAX_FRAME_BYTES, coordinatorOrder } from "./client.js";
 export type {
   BrokerClientEvents,
   ConnectOptions,
@@ -23,6 +22,7 @@ export type {
   ReconnectOptions,
   SubscribeOptions,
 } from "./client.js";
+export { BrokerClient, CLIENT_CAPABILITIES, coordinatorOrder, MAX_FRAME_BYTES } from "./client.js";
 export {
   AuthenticationError,
   BrokerError,
@@ -39,4 +39,3 @@ export type { Listener } from "./events.js";
 export type { SignallingDrop, SignallingDrops } from "./link.js";
 export { ReceivedMessage } from "./message.js";
 export { Capability, Role } from "./wire.js";
-

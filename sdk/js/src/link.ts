@@ -15,21 +15,21 @@ import {
   NoServerAvailableError,
   ServerFullError,
 } from "./errors.js";
-import { Session } from "./session.js";
 import type { FrameHandler } from "./session.js";
+import { Session } from "./session.js";
 import {
-  ConnectMessageSchema,
+  aliasBigint,
+  aliasNumber,
   ConnectionRefusedMessageSchema,
   ConnectionRefusedReason,
+  ConnectMessageSchema,
+  decodeAs,
+  encode,
+  FrameError,
+  frameType,
   MessageType,
   WebRtcMessageSchema,
   WelcomeMessageSchema,
-  aliasBigint,
-  FrameError,
-  aliasNumber,
-  decodeAs,
-  encode,
-  frameType,
 } from "./wire.js";
 
 /** Milliseconds to wait, after a session closed during set-up, for the server's reason. */
@@ -462,7 +462,7 @@ function coordinatorRefusal(status: number, reason: string): BrokerError | undef
  * answer (even an opaque cross-origin one) that it refused the credentials,
  * no answer that it cannot be reached.
  */
-async function diagnoseRefusal(httpBase: string, query: string): Promise<BrokerError> {
+export async function diagnoseRefusal(httpBase: string, query: string): Promise<BrokerError> {
   try {
     const check = await fetch(`${httpBase}/connect${query}`, { cache: "no-store" });
     const refusal = coordinatorRefusal(check.status, (await check.text()).trim());

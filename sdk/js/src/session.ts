@@ -9,8 +9,8 @@
  * that arrive before the offer is applied are held, as the protocol asks.
  */
 
-import { ChannelWriter, DEFAULT_LIMITS } from "./channel.js";
 import type { WriterLimits } from "./channel.js";
+import { ChannelWriter, DEFAULT_LIMITS } from "./channel.js";
 
 export type FrameHandler = (frame: Uint8Array, reliable: boolean) => void;
 

@@ -3,7 +3,7 @@
  * optionally gzip-compressed (a browser's CompressionStream does the gzip).
  */
 
-import { Format, MessageType, SubscriptionMessageSchema, encode } from "./wire.js";
+import { encode, Format, MessageType, SubscriptionMessageSchema } from "./wire.js";
 
 /** Sorted unique topic names, checked the way the Python SDK checks them. */
 export function topicList(topics: Iterable<string>): string[] {

@@ -8,10 +8,10 @@
  * in this SDK's API: the coordinator keeps them below 2**53.
  */
 
-import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import type { DescMessage, MessageInitShape, MessageShape } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 
-import { MessageHeaderSchema, MessageType } from "./gen/broker_pb.js";
+import { MessageHeaderSchema, type MessageType } from "./gen/broker_pb.js";
 
 export * from "./gen/broker_pb.js";
 

@@ -2,6 +2,61 @@
 /** A tiny typed event emitter: browsers' EventTarget cannot type its payloads. */
 export type Listener<T> = (value: T) => void;
 /**
+ * Errors the SDK raises. They mirror the Python SDK's exceptions so that code
+ * and docs can talk about both the same way; `name` is set explicitly so that
+ * it survives any minifier and reads well in a page (`${err.name}: ...`).
+ */
+/** Base class of every error the SDK raises. */
+export declare class BrokerError extends Error {
+	constructor(message: string);
+}
+/** The coordinator knows no comm server (or not the one asked for). */
+export declare class NoServerAvailableError extends BrokerError {
+	constructor(message: string);
+}
+/** The comm server refused the session: it has reached its peer limit. */
+export declare class ServerFullError extends BrokerError {
+	constructor(message: string);
+}
+/** The coordinator or the comm server refused the credentials. */
+export declare class AuthenticationError extends BrokerError {
+	constructor(message: string);
+}
+/**
+ * The coordinator said "not now": it is shutting down or at a connection cap.
+ * Unlike {@link AuthenticationError} this passes: try again later (a
+ * reconnecting client does, with backoff). `status` is the HTTP status of the
+ * refusal (503, or 429 over the per-address cap).
+ */
+export declare class CoordinatorUnavailableError extends BrokerError {
+	readonly status: number;
+	constructor(message: string, status: number);
+}
+/** The session was not established in time. */
+export declare class ConnectTimeoutError extends BrokerError {
+	constructor(message: string);
+}
+/**
+ * No echo of a PING within its timeout: the server is slow or the path to it
+ * is stalled. The session is left as it is (the keepalive decides whether the
+ * server is dead).
+ */
+export declare class PingTimeoutError extends BrokerError {
+	constructor(message: string);
+}
+/** The client has ended (closed by `close()`, or its session lost with reconnecting off). */
+export declare class ClosedError extends BrokerError {
+	constructor(message: string);
+}
+/** The session ended and the client is reconnecting to another server; try again. */
+export declare class DisconnectedError extends ClosedError {
+	constructor(message: string);
+}
+/** A frame is larger than data channels carry once the server has relayed it. */
+export declare class MessageTooLargeError extends BrokerError {
+	constructor(message: string);
+}
+/**
  * Why a frame from the coordinator was dropped (`BrokerClient.signallingDropped`).
  * What the coordinator relays is another party's input: a frame the link
  * cannot use is counted and dropped, and costs at most the link's session.
@@ -332,61 +387,6 @@ export declare class BrokerClient {
 	 * What was published before still goes out.
 	 */
 	close(): void;
-}
-/**
- * Errors the SDK raises. They mirror the Python SDK's exceptions so that code
- * and docs can talk about both the same way; `name` is set explicitly so that
- * it survives any minifier and reads well in a page (`${err.name}: ...`).
- */
-/** Base class of every error the SDK raises. */
-export declare class BrokerError extends Error {
-	constructor(message: string);
-}
-/** The coordinator knows no comm server (or not the one asked for). */
-export declare class NoServerAvailableError extends BrokerError {
-	constructor(message: string);
-}
-/** The comm server refused the session: it has reached its peer limit. */
-export declare class ServerFullError extends BrokerError {
-	constructor(message: string);
-}
-/** The coordinator or the comm server refused the credentials. */
-export declare class AuthenticationError extends BrokerError {
-	constructor(message: string);
-}
-/**
- * The coordinator said "not now": it is shutting down or at a connection cap.
- * Unlike {@link AuthenticationError} this passes: try again later (a
- * reconnecting client does, with backoff). `status` is the HTTP status of the
- * refusal (503, or 429 over the per-address cap).
- */
-export declare class CoordinatorUnavailableError extends BrokerError {
-	readonly status: number;
-	constructor(message: string, status: number);
-}
-/** The session was not established in time. */
-export declare class ConnectTimeoutError extends BrokerError {
-	constructor(message: string);
-}
-/**
- * No echo of a PING within its timeout: the server is slow or the path to it
- * is stalled. The session is left as it is (the keepalive decides whether the
- * server is dead).
- */
-export declare class PingTimeoutError extends BrokerError {
-	constructor(message: string);
-}
-/** The client has ended (closed by `close()`, or its session lost with reconnecting off). */
-export declare class ClosedError extends BrokerError {
-	constructor(message: string);
-}
-/** The session ended and the client is reconnecting to another server; try again. */
-export declare class DisconnectedError extends ClosedError {
-	constructor(message: string);
-}
-/** A frame is larger than data channels carry once the server has relayed it. */
-export declare class MessageTooLargeError extends BrokerError {
-	constructor(message: string);
 }
 
 export {};

@@ -69,7 +69,11 @@ var Emitter = class {
   listeners = {};
   /** Call `listener` for every `type` event; returns a function that removes it. */
   on(type, listener) {
-    const set = this.listeners[type] ??= /* @__PURE__ */ new Set();
+    let set = this.listeners[type];
+    if (set === void 0) {
+      set = /* @__PURE__ */ new Set();
+      this.listeners[type] = set;
+    }
     set.add(listener);
     return () => this.off(type, listener);
   }
@@ -3568,24 +3572,24 @@ var TopicFWMessageSchema = /* @__PURE__ */ messageDesc(file_broker, 10);
 var TopicIdentityMessageSchema = /* @__PURE__ */ messageDesc(file_broker, 11);
 var TopicIdentityFWMessageSchema = /* @__PURE__ */ messageDesc(file_broker, 12);
 var BatchMessageSchema = /* @__PURE__ */ messageDesc(file_broker, 13);
-var MessageType = /* @__PURE__ */ ((MessageType3) => {
-  MessageType3[MessageType3["UNKNOWN_MESSAGE_TYPE"] = 0] = "UNKNOWN_MESSAGE_TYPE";
-  MessageType3[MessageType3["WELCOME"] = 1] = "WELCOME";
-  MessageType3[MessageType3["CONNECT"] = 2] = "CONNECT";
-  MessageType3[MessageType3["WEBRTC_OFFER"] = 3] = "WEBRTC_OFFER";
-  MessageType3[MessageType3["WEBRTC_ANSWER"] = 4] = "WEBRTC_ANSWER";
-  MessageType3[MessageType3["WEBRTC_ICE_CANDIDATE"] = 5] = "WEBRTC_ICE_CANDIDATE";
-  MessageType3[MessageType3["PING"] = 6] = "PING";
-  MessageType3[MessageType3["SUBSCRIPTION"] = 7] = "SUBSCRIPTION";
-  MessageType3[MessageType3["AUTH"] = 8] = "AUTH";
-  MessageType3[MessageType3["TOPIC"] = 9] = "TOPIC";
-  MessageType3[MessageType3["TOPIC_FW"] = 10] = "TOPIC_FW";
-  MessageType3[MessageType3["TOPIC_IDENTITY"] = 11] = "TOPIC_IDENTITY";
-  MessageType3[MessageType3["TOPIC_IDENTITY_FW"] = 12] = "TOPIC_IDENTITY_FW";
-  MessageType3[MessageType3["CONNECTION_REFUSED"] = 13] = "CONNECTION_REFUSED";
-  MessageType3[MessageType3["ERROR"] = 14] = "ERROR";
-  MessageType3[MessageType3["BATCH"] = 15] = "BATCH";
-  return MessageType3;
+var MessageType = /* @__PURE__ */ ((MessageType2) => {
+  MessageType2[MessageType2["UNKNOWN_MESSAGE_TYPE"] = 0] = "UNKNOWN_MESSAGE_TYPE";
+  MessageType2[MessageType2["WELCOME"] = 1] = "WELCOME";
+  MessageType2[MessageType2["CONNECT"] = 2] = "CONNECT";
+  MessageType2[MessageType2["WEBRTC_OFFER"] = 3] = "WEBRTC_OFFER";
+  MessageType2[MessageType2["WEBRTC_ANSWER"] = 4] = "WEBRTC_ANSWER";
+  MessageType2[MessageType2["WEBRTC_ICE_CANDIDATE"] = 5] = "WEBRTC_ICE_CANDIDATE";
+  MessageType2[MessageType2["PING"] = 6] = "PING";
+  MessageType2[MessageType2["SUBSCRIPTION"] = 7] = "SUBSCRIPTION";
+  MessageType2[MessageType2["AUTH"] = 8] = "AUTH";
+  MessageType2[MessageType2["TOPIC"] = 9] = "TOPIC";
+  MessageType2[MessageType2["TOPIC_FW"] = 10] = "TOPIC_FW";
+  MessageType2[MessageType2["TOPIC_IDENTITY"] = 11] = "TOPIC_IDENTITY";
+  MessageType2[MessageType2["TOPIC_IDENTITY_FW"] = 12] = "TOPIC_IDENTITY_FW";
+  MessageType2[MessageType2["CONNECTION_REFUSED"] = 13] = "CONNECTION_REFUSED";
+  MessageType2[MessageType2["ERROR"] = 14] = "ERROR";
+  MessageType2[MessageType2["BATCH"] = 15] = "BATCH";
+  return MessageType2;
 })(MessageType || {});
 var Role = /* @__PURE__ */ ((Role2) => {
   Role2[Role2["UNKNOWN_ROLE"] = 0] = "UNKNOWN_ROLE";
