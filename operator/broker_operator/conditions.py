@@ -61,11 +61,19 @@ class Workload:
             obj.get("metadata", {}).get("generation", 1)
         )
         revisions_match = status.get("currentRevision") == status.get("updateRevision")
+        current = int(status.get("replicas", 0))
+        # A Deployment mid-rollout has old pods beside the new ones (maxSurge): ready
+        # counts both, so it is rolled out only once no pod of an old revision is left.
+        old_pods = obj.get("kind") == "Deployment" and current > updated
         return cls(
             desired=desired,
             ready=ready,
-            current=int(status.get("replicas", 0)),
-            rolled_out=seen and updated >= desired and ready >= desired and revisions_match,
+            current=current,
+            rolled_out=seen
+            and updated >= desired
+            and ready >= desired
+            and revisions_match
+            and not old_pods,
         )
 
     @property
@@ -102,9 +110,11 @@ class Summary:
         return all(w.rolled_out for w in self.workloads)
 
     def describe(self) -> str:
-        coordinator = "ready" if self.coordinator.all_ready else "not ready"
-        servers = self.servers
-        text = f"coordinator {coordinator}; {servers.ready}/{servers.desired} comm servers ready"
+        coordinators, servers = self.coordinator, self.servers
+        text = (
+            f"{coordinators.ready}/{coordinators.desired} coordinators ready; "
+            f"{servers.ready}/{servers.desired} comm servers ready"
+        )
         if self.hubs is not None:
             text += f"; {self.hubs.ready}/{self.hubs.desired} hubs ready"
         return text
@@ -303,7 +313,10 @@ def compute_status(
         "replicas": summary.servers.current,
         "servers": summary.servers.desired,
         "readyServers": summary.servers.ready,
-        "coordinatorReady": summary.coordinator.all_ready and observed.coordinator is not None,
+        "coordinators": summary.coordinator.desired,
+        "readyCoordinators": summary.coordinator.ready,
+        # Clients can connect: the Service has a ready replica to send them to.
+        "coordinatorReady": summary.coordinator.ready >= 1,
         "coordinatorEndpoint": endpoint,
         "selector": selector,
         "conditions": conditions,

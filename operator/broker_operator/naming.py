@@ -41,6 +41,16 @@ class ClusterRef:
         return self.object_name(COORDINATOR)
 
     @property
+    def coordinator_peers_service(self) -> str:
+        """The coordinators' headless Service: every replica's address, ready or not,
+        which the comm servers resolve to link to each replica."""
+        return f"{self.object_name(COORDINATOR)}-peers"
+
+    def coordinator_peers_host(self) -> str:
+        """The host name the comm servers resolve (one A record per replica)."""
+        return f"{self.coordinator_peers_service}.{self.namespace}.svc"
+
+    @property
     def headless_service(self) -> str:
         """The governing Service of both comm-server StatefulSets (servers and hubs)."""
         return self.object_name(COMMSERVER)
@@ -59,10 +69,6 @@ class ClusterRef:
         """The Secret holding the server secret the operator generates (see
         :mod:`broker_operator.manifests.secret`)."""
         return self.object_name(SERVER_SECRET)
-
-    def coordinator_url(self) -> str:
-        """What comm servers dial: the Service's short name resolves in the namespace."""
-        return f"ws://{self.coordinator_service}:{COORDINATOR_PORT}"
 
     def coordinator_endpoint(self) -> str:
         """What clients elsewhere in the cluster dial (shown in the status)."""

@@ -181,6 +181,10 @@ TURN_RESOURCES = Resources(requests={"cpu": "100m", "memory": "64Mi"}, limits={"
 
 
 class CoordinatorSpec(Placement):
+    """The coordinator replicas: no shared store, clients' aliases from disjoint spaces
+    (docs/protocol.md, "Coordinator replicas"); every comm server links to each."""
+
+    replicas: int = Field(2, ge=1, le=16)
     selector: Literal["random", "round-robin", "least-clients"] = "least-clients"
     service_type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "ClusterIP"
     service_annotations: dict[str, str] = Field(default_factory=dict)
@@ -398,6 +402,11 @@ class BrokerClusterSpec(Model):
                     f"go beyond NodePort {NODE_PORT_MAX}"
                 )
         return self
+
+    @property
+    def has_servers(self) -> bool:
+        """True when the spec runs comm servers (the autoscaler never goes below one)."""
+        return self.autoscaling.enabled or self.comm_servers.replicas >= 1
 
     @property
     def max_server_replicas(self) -> int:

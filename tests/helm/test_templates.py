@@ -296,6 +296,28 @@ def test_autoscaling_leaves_replicas_to_the_operator() -> None:
     assert manual["spec"]["commServers"]["replicas"] == 2
 
 
+@pytest.mark.parametrize(
+    ("values", "sets", "replicas"),
+    [([], [], 2), ([VALUES_ALL], [], 3), ([], ["brokerCluster.spec.coordinator.replicas=1"], 1)],
+)
+def test_coordinator_replicas_reach_the_operators_objects(
+    values: list[Path], sets: list[str], replicas: int
+) -> None:
+    cluster = find(render(values, sets=sets), "BrokerCluster")
+    assert cluster["spec"]["coordinator"]["replicas"] == replicas
+    stored = schemas.apply_defaults(crd_schema(), copy.deepcopy(cluster))
+    ref = ClusterRef(cluster["metadata"]["name"], NAMESPACE, "uid")
+    made = desired_objects(ref, parse_spec(ref.name, stored["spec"]))
+    (deployment,) = [item for item in made if item["kind"] == "Deployment"]
+    assert deployment["spec"]["replicas"] == replicas
+    budgets = [item["metadata"]["name"] for item in made if item["kind"] == "PodDisruptionBudget"]
+    assert (ref.object_name("coordinator") in budgets) is (replicas >= 2)
+    if not values:  # values-all.yaml points the test pod elsewhere
+        # The helm test pod dials the client Service, whichever replicas are behind it.
+        pod = find(render(values, sets=sets), "Pod")
+        assert container(pod)["args"][2] == ref.coordinator_endpoint()
+
+
 def test_client_auth_is_passed_to_the_broker_cluster() -> None:
     cluster = find(render([VALUES_ALL]), "BrokerCluster")
     assert cluster["spec"]["auth"]["clients"] == {

@@ -39,9 +39,11 @@ def owned_idents(name: str = "demo") -> list[Ident]:
     """What the operator makes for a default BrokerCluster ``name`` (besides its Secret)."""
     return [
         ("", "services", f"{name}-coordinator"),
+        ("", "services", f"{name}-coordinator-peers"),
         ("", "services", f"{name}-commserver"),
         ("apps", "deployments", f"{name}-coordinator"),
         ("apps", "statefulsets", f"{name}-commserver"),
+        ("policy", "poddisruptionbudgets", f"{name}-coordinator"),
         ("policy", "poddisruptionbudgets", f"{name}-commserver"),
     ]
 

@@ -333,6 +333,52 @@ async def test_topology_and_foreign_objects(
         assert condition_status(ns.cluster(), "Degraded") == "False"
 
 
+async def test_coordinator_replicas_and_their_budget_follow_the_spec(
+    operator_identity: OperatorIdentity, ns: Namespace, tmp_path: Path
+) -> None:
+    """Two replicas by default with a budget; one has none (it would block drains), and
+    the budget left from two is deleted; three bring it back."""
+    budget = ("policy", "poddisruptionbudgets", "demo-coordinator")
+    deployment = ("apps", "deployments", "demo-coordinator")
+
+    def coordinators(count: int) -> dict[str, Any] | None:
+        found = ns.get(*deployment)
+        return found if found is not None and found["spec"]["replicas"] == count else None
+
+    async with running_operator(operator_identity, tmp_path):
+        ns.create(broker_cluster())
+        await until(lambda: ns.all_exist(OWNED), timeout=60)
+        made = await until(lambda: coordinators(2), timeout=60)
+        assert made["spec"]["strategy"] == {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+        }
+        peers = ns.get("", "services", "demo-coordinator-peers")
+        assert peers is not None and peers["spec"]["clusterIP"] == "None"
+        assert peers["spec"]["publishNotReadyAddresses"] is True
+        servers = ns.get("apps", "statefulsets", "demo-commserver")
+        assert servers is not None
+        env = env_of(servers)
+        assert env["WEBRTC_BROKER_COMMSERVER_COORDINATOR_DNS"] == (
+            f"demo-coordinator-peers.{ns.name}.svc"
+        )
+        await until(lambda: ns.cluster().get("status", {}).get("coordinators") == 2, timeout=60)
+        assert ns.cluster()["status"]["readyCoordinators"] == 0, "no node here"
+
+        answer = ns.patch({"spec": {"coordinator": {"replicas": 1}}})
+        assert answer.status_code == 200, answer.text
+        await until(lambda: coordinators(1), timeout=60)
+        await until(lambda: ns.get(*budget) is None, timeout=60)
+        await until(lambda: ns.cluster().get("status", {}).get("coordinators") == 1, timeout=60)
+
+        answer = ns.patch({"spec": {"coordinator": {"replicas": 3}}})
+        assert answer.status_code == 200, answer.text
+        await until(lambda: coordinators(3), timeout=60)
+        created = await until(lambda: ns.get(*budget), timeout=60)
+        assert created["spec"]["maxUnavailable"] == 1
+        assert condition_status(ns.cluster(), "Degraded") == "False"
+
+
 SERVICE_MONITORS = "servicemonitors.monitoring.coreos.com"
 SERVICE_MONITOR_CRD = {
     "apiVersion": "apiextensions.k8s.io/v1",

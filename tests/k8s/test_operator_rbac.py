@@ -34,7 +34,9 @@ ALLOWANCES: dict[Pair, str] = {
         "checked by OwnerReferencesPermissionEnforcement admission (off here), never requested"
     ),
     ("apps", "statefulsets", "delete"): "the hub StatefulSet, after switching Hub to Mesh",
-    ("policy", "poddisruptionbudgets", "delete"): "the hub's budget, after leaving Hub mode",
+    ("policy", "poddisruptionbudgets", "delete"): (
+        "the hub's budget after leaving Hub mode, the coordinators' after going to one replica"
+    ),
     ("", "pods", "list"): "the addresses comm servers advertise (status.advertised), outside PodIP",
     ("", "pods", "patch"): "a load balancer's address annotated on its pod, LoadBalancer mode",
     ("", "services", "delete"): "per-pod Services of pods scaled away or of a mode left",

@@ -38,10 +38,16 @@ def test_crd_is_structural_and_valid_for_kubernetes() -> None:
         "labelSelectorPath": ".status.selector",
     }
     columns = [c["name"] for c in version["additionalPrinterColumns"]]
-    assert columns == ["Servers", "Ready", "Phase", "Network", "Endpoint", "Age"]
-    # The network mode only in wide output: the default table stays as it was.
+    assert columns == ["Servers", "Ready", "Phase", "Network", "Coordinators", "Endpoint", "Age"]
+    # The network mode and the ready coordinators only in wide output: the default
+    # table stays as it was.
     wide = [c["name"] for c in version["additionalPrinterColumns"] if c.get("priority", 0) > 0]
-    assert wide == ["Network"]
+    assert wide == ["Network", "Coordinators"]
+    status = crd_schema()["properties"]["status"]["properties"]
+    for column in version["additionalPrinterColumns"]:
+        path = column["jsonPath"].split(".")
+        if path[1] == "status":
+            assert status[path[2]]["type"] == column["type"], column["name"]
 
 
 def test_example_is_accepted_and_defaulted() -> None:
@@ -52,6 +58,7 @@ def test_example_is_accepted_and_defaulted() -> None:
     assert spec["commServers"]["httpPort"] == 7590
     assert spec["auth"] == {"mode": "None", "clients": {"mode": "None"}}
     assert spec["coordinator"]["resources"]["requests"] == {"cpu": "100m", "memory": "128Mi"}
+    assert spec["coordinator"]["replicas"] == 2
     parse_spec("demo", spec)
 
 
@@ -80,6 +87,14 @@ def test_example_is_accepted_and_defaulted() -> None:
             "spec.commServers.resources.limits.memory: 'lots' does not match",
         ),
         ({"comServers": {"replicas": 2}}, 'spec.comServers: unknown field "comServers"'),
+        (
+            {"coordinator": {"replicas": 0}},
+            "spec.coordinator.replicas: 0 is less than the minimum of 1",
+        ),
+        (
+            {"coordinator": {"replicas": 17}},
+            "spec.coordinator.replicas: 17 is greater than the maximum of 16",
+        ),
         (
             {"auth": {"clients": {"mode": "Token"}}},
             "spec.auth.clients.mode: 'Token' is not one of ['None', 'JWT']",

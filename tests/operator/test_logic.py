@@ -347,6 +347,42 @@ def test_status_phases_and_transition_times() -> None:
     assert broken["observedGeneration"] == 3
 
 
+def test_status_counts_coordinator_replicas() -> None:
+    servers = workload(2, 2)
+    one_down = status(Observed(coordinator=workload(2, 1), servers=servers), {}, "t1")
+    assert (one_down["coordinators"], one_down["readyCoordinators"]) == (2, 1)
+    assert one_down["coordinatorReady"] is True, "clients still have a replica"
+    assert one_down["phase"] == "Progressing"
+    ready = {c["type"]: c for c in one_down["conditions"]}["Ready"]
+    assert ready["message"] == "1/2 coordinators ready; 2/2 comm servers ready"
+    none = status(Observed(coordinator=workload(2, 0), servers=servers), {}, "t2")
+    assert none["coordinatorReady"] is False
+    missing = status(Observed(servers=servers), {}, "t3")
+    assert (missing["readyCoordinators"], missing["coordinatorReady"]) == (0, False)
+    both = status(Observed(coordinator=workload(2, 2), servers=servers), {}, "t4")
+    assert both["phase"] == "Running"
+
+
+def test_a_coordinator_rollout_lasts_until_no_old_replica_is_left() -> None:
+    """maxSurge: the new replicas are up and ready while an old one still runs."""
+    surging: dict[str, Any] = {
+        "kind": "Deployment",
+        "metadata": {"generation": 2},
+        "spec": {"replicas": 2},
+        "status": {
+            "observedGeneration": 2,
+            "replicas": 3,
+            "updatedReplicas": 2,
+            "readyReplicas": 3,
+        },
+    }
+    assert not Workload.of(surging).rolled_out
+    done = {**surging, "status": {**surging["status"], "replicas": 2, "readyReplicas": 2}}
+    assert Workload.of(done).rolled_out
+    result = status(Observed(coordinator=surging, servers=workload(2, 2)), {}, "t")
+    assert result["phase"] == "Progressing"
+
+
 def test_a_stalled_rollout_is_degraded_and_no_longer_progressing() -> None:
     observed = Observed(coordinator=workload(1, 0), servers=workload(2, 0))
     stuck = Stalled(

@@ -199,8 +199,6 @@ def test_comm_servers_follow_the_spec() -> None:
     (container,) = pod["containers"]
     assert container["args"] == [
         "commserver",
-        "--coordinator-url",
-        "ws://demo-coordinator:9090",
         "--name",
         "$(POD_NAME)",
         "--http-host",
@@ -214,6 +212,13 @@ def test_comm_servers_follow_the_spec() -> None:
     ]
     env = env_of(servers)
     assert env["WEBRTC_BROKER_COMMSERVER_ROLE"] == "server"
+    # Every coordinator replica, found through the peers Service (cluster DNS works on
+    # the host network too: dnsPolicy ClusterFirstWithHostNet).
+    assert env["WEBRTC_BROKER_COMMSERVER_COORDINATOR_DNS"] == "demo-coordinator-peers.team-a.svc"
+    assert env["WEBRTC_BROKER_COMMSERVER_COORDINATOR_DNS_PORT"] == "9090"
+    assert env_of(hubs)["WEBRTC_BROKER_COMMSERVER_COORDINATOR_DNS"] == (
+        "demo-coordinator-peers.team-a.svc"
+    )
     assert env_of(hubs)["WEBRTC_BROKER_COMMSERVER_ROLE"] == "hub"
     assert env["WEBRTC_BROKER_COMMSERVER_MAX_PEERS"] == "2000"
     assert env["WEBRTC_BROKER_COMMSERVER_BATCH_WINDOW"] == "0"

@@ -4,7 +4,8 @@
 like in the cluster; :func:`optional_objects` names the objects that some
 specs have and others not, so that the reconciler can delete them when a
 spec stops asking for them (a hub StatefulSet after switching to mesh, a
-ServiceMonitor after turning it off, a managed TURN server). Per-pod Services
+ServiceMonitor after turning it off, a managed TURN server, the coordinators'
+budget after going down to one replica). Per-pod Services
 come and go with the replica count: the reconciler finds them by label
 (:data:`commserver.POD_SERVICE_LABEL`) instead.
 """
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 
 from broker_operator.manifests import commserver, coordinator, extras, turn
 from broker_operator.manifests.pods import Manifest
-from broker_operator.naming import COMMSERVER, HUB, TURN, ClusterRef
+from broker_operator.naming import COMMSERVER, COORDINATOR, HUB, TURN, ClusterRef
 from broker_operator.spec import BrokerClusterSpec
 
 __all__ = ["Manifest", "ObjectKey", "desired_objects", "key_of", "optional_objects"]
@@ -42,8 +43,8 @@ def key_of(manifest: Manifest) -> ObjectKey:
 def desired_objects(ref: ClusterRef, spec: BrokerClusterSpec) -> list[Manifest]:
     """Every object this cluster needs, in the order to create them.
 
-    Services come before the workloads that use them (the coordinator's name
-    must resolve when comm servers start); the coordinator before the comm
+    Services come before the workloads that use them (the coordinators' peers
+    name must resolve when comm servers start); the coordinator before the comm
     servers that dial it.
     """
     objects = []
@@ -51,9 +52,13 @@ def desired_objects(ref: ClusterRef, spec: BrokerClusterSpec) -> list[Manifest]:
         objects += [turn.service(ref, spec), turn.deployment(ref, spec)]
     objects += [
         coordinator.service(ref, spec),
+        coordinator.peers_service(ref),
         coordinator.deployment(ref, spec),
-        commserver.headless_service(ref, spec),
     ]
+    budget = coordinator.disruption_budget(ref, spec)
+    if budget is not None:
+        objects.append(budget)
+    objects.append(commserver.headless_service(ref, spec))
     if spec.topology.mode == "Hub":
         objects.append(commserver.statefulset(ref, spec, HUB))
         objects.append(extras.disruption_budget(ref, HUB))
@@ -70,6 +75,7 @@ def optional_objects(ref: ClusterRef) -> list[ObjectKey]:
     """Objects that only some specs have; the reconciler deletes those no longer desired."""
     ns = ref.namespace
     return [
+        ObjectKey("policy/v1", "PodDisruptionBudget", ns, ref.object_name(COORDINATOR)),
         ObjectKey("apps/v1", "StatefulSet", ns, ref.object_name(HUB)),
         ObjectKey("policy/v1", "PodDisruptionBudget", ns, ref.object_name(HUB)),
         ObjectKey(extras.SERVICE_MONITOR_API, "ServiceMonitor", ns, ref.service_monitor),

@@ -3,7 +3,10 @@
 A StatefulSet gives every comm server a stable name (``<cluster>-commserver-0``)
 that it registers with at the coordinator and that Prometheus and people see;
 the headless Service gives each pod a DNS name. Servers are independent of
-one another, so pods start and stop in parallel.
+one another, so pods start and stop in parallel. Each links to every
+coordinator replica, found through the coordinators' headless Service
+(:func:`.coordinator.comm_server_env`), and is ready while one link is
+registered.
 
 Shutdown is a drain: on SIGTERM a comm server stops accepting sessions,
 tells its clients to move and exits within ``drainSeconds``; the pod's grace
@@ -20,7 +23,7 @@ so they keep the pod network in the per-pod Service modes.
 
 from __future__ import annotations
 
-from broker_operator.manifests import pods
+from broker_operator.manifests import coordinator, pods
 from broker_operator.manifests.pods import Manifest
 from broker_operator.naming import COMMSERVER, HUB, ClusterRef, Component
 from broker_operator.spec import BrokerClusterSpec, NetworkMode
@@ -127,6 +130,7 @@ def container(ref: ClusterRef, spec: BrokerClusterSpec, role: str) -> Manifest:
     env = [
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         *network_env,
+        *coordinator.comm_server_env(ref, PREFIX),
         pods.env_value(f"{PREFIX}ROLE", role),
         pods.env_value(f"{PREFIX}MAX_PEERS", str(servers.max_peers)),
         pods.env_value(f"{PREFIX}BATCH_WINDOW", batch_window(servers.batch_window_milliseconds)),
@@ -151,8 +155,6 @@ def container(ref: ClusterRef, spec: BrokerClusterSpec, role: str) -> Manifest:
         "command": [*wrapper, *pods.ENTRYPOINT],
         "args": [
             "commserver",
-            "--coordinator-url",
-            ref.coordinator_url(),
             "--name",
             "$(POD_NAME)",
             "--http-host",

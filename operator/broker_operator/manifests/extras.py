@@ -2,8 +2,9 @@
 
 A voluntary disruption (node drain, cluster upgrade) evicts at most one comm
 server of each kind at a time, so only one server's clients reconnect at
-once. The coordinator gets no budget: with a single replica, any budget
-would block node drains forever.
+once, and at most one coordinator replica, so the others keep taking clients.
+A single coordinator replica gets no budget: it would block node drains
+forever (see :func:`.coordinator.disruption_budget`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from broker_operator.naming import ClusterRef, Component
 from broker_operator.spec import BrokerClusterSpec
 
 SERVICE_MONITOR_API = "monitoring.coreos.com/v1"
+DISCOVERY_LABEL = "webrtc-broker.io/discovery"
+"""On Services only for finding pods (the coordinators' peers Service), not scraped."""
 
 
 def disruption_budget(ref: ClusterRef, component: Component) -> Manifest:
@@ -28,7 +31,11 @@ def disruption_budget(ref: ClusterRef, component: Component) -> Manifest:
 
 
 def service_monitor(ref: ClusterRef, spec: BrokerClusterSpec) -> Manifest:
-    """Scrapes the coordinator's Service and every comm server through the headless one."""
+    """Scrapes the coordinator's Service and every comm server through the headless one.
+
+    The coordinators' peers Service reaches the same pods as their client Service
+    and is left out (:data:`DISCOVERY_LABEL`): each pod is scraped once.
+    """
     monitor = spec.metrics.service_monitor
     metadata = ref.metadata(ref.service_monitor, "metrics")
     labels = metadata["labels"]
@@ -39,7 +46,10 @@ def service_monitor(ref: ClusterRef, spec: BrokerClusterSpec) -> Manifest:
         "kind": "ServiceMonitor",
         "metadata": metadata,
         "spec": {
-            "selector": {"matchLabels": ref.instance_labels()},
+            "selector": {
+                "matchLabels": ref.instance_labels(),
+                "matchExpressions": [{"key": DISCOVERY_LABEL, "operator": "DoesNotExist"}],
+            },
             "endpoints": [{"port": "http", "path": "/metrics", "interval": monitor.interval}],
         },
     }
