@@ -21,6 +21,11 @@ test: lint sdk-check sdk-test chromium deps-system
 	$(PY) -m tests.k8s.build build --optional
 	$(VENV)/bin/pytest
 
+# The in-process tests (pytest marker `unit`, set by folder in tests/conftest.py;
+# also -m e2e, browser, k8s, helm): the quick loop while changing code.
+unit: $(STAMP)
+	$(VENV)/bin/pytest -m unit -q
+
 lint: $(STAMP) sdk-lint
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .

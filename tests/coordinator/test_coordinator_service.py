@@ -359,6 +359,8 @@ async def test_status_counts_servers_clients_and_clients_per_server(
         ],
         "clients": 3,
         "version": webrtc_broker.__version__,
+        "replica": 0,
+        "alias_spaces": 1,
     }
     # a client that moves is counted once, at its new server
     await clients[0].connect_to(hub.alias)

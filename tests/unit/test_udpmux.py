@@ -424,3 +424,32 @@ async def test_mux_metrics_are_promtool_clean() -> None:
         assert families[prefix + name].type == "counter"
     for name in ("bound_addresses", "connections"):
         assert families[prefix + name].type == "gauge"
+
+
+async def test_replies_leave_from_the_address_the_peer_sent_to() -> None:
+    """A wildcard socket answers from the address each peer reached it at, not the
+    one the kernel's routing would pick: ICE drops a response from another address."""
+    wildcard = UdpMux(0)  # 0.0.0.0, as a comm server binds it
+    await wildcard.open()
+    endpoint, proto = connection(wildcard)
+    loop = asyncio.get_running_loop()
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer.bind(("127.0.0.2", 0))  # routed back to from 127.0.0.1 by default
+    peer.setblocking(False)
+    reached_at = ("127.0.0.3", wildcard.port)
+    try:
+        addr = peer.getsockname()
+        await loop.sock_sendto(peer, bytes(request(endpoint.ufrag)), reached_at)
+        await _until(lambda: len(proto.received) == 1)
+        answer(proto, addr, endpoint.ufrag)
+        data, source = await asyncio.wait_for(loop.sock_recvfrom(peer, 2048), 5)
+        assert source == reached_at
+        assert stun.parse_message(data).message_class == stun.Class.RESPONSE
+        await loop.sock_sendto(peer, DTLS, reached_at)
+        await _until(lambda: len(proto.received) == 2)
+        assert proto.transport is not None
+        proto.transport.sendto(DTLS, addr)
+        assert await asyncio.wait_for(loop.sock_recvfrom(peer, 2048), 5) == (DTLS, reached_at)
+    finally:
+        peer.close()
+        wildcard.close()

@@ -9,9 +9,12 @@ through it. The socket is IPv4 and bound to the wildcard address, not one
 socket per interface address, because the addresses a comm server is reached
 at are often not its own (1:1 NAT, a NodePort, an advertised address) and
 interface addresses come and go; one wildcard socket is reachable at all of
-them and is one port to open. The cost is that the kernel picks the source
-address of what it sends by routing, which only matters on a multi-homed host
-with asymmetric routes.
+them and is one port to open. A wildcard socket's replies would leave from
+whatever source address the kernel's routing picks, which need not be the
+address the peer sent to (a host with several addresses; a peer on the same
+host): ICE drops a response from another address than its check went to. So
+the mux reads each datagram's destination address (``IP_PKTINFO``) and sends
+to an address it heard from with that address as the source.
 
 Incoming datagrams are routed to a connection as the ICE specification allows
 for a shared socket (RFC 8445 section 7.3; Pion and libwebrtc do the same):
@@ -36,7 +39,8 @@ attempt is counted); a tentative one yields to a confirmation or to another
 connection's check. Each connection holds at most ``max_bindings`` addresses
 (the oldest tentative one goes first) and all of them go when it closes.
 
-The hot path, DTLS and SCTP data from a bound address, is one dict lookup.
+The hot path, DTLS and SCTP data from a bound address, is one dict lookup
+(two on a wildcard socket: the address it was sent to is kept for the reply).
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ import logging
 import secrets
 import socket
 import string
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -88,6 +93,11 @@ more CPU per delivery than a socket per connection, and less than per-connection
 once drained this way); the bound keeps one busy socket from starving the loop."""
 RECV_SIZE = 65536
 """Largest UDP payload."""
+IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
+"""Linux's IP_PKTINFO (Python's socket module names it only from 3.12 on)."""
+PKTINFO = struct.Struct("=i4s4s")
+"""struct in_pktinfo: interface index, local (source) address, header destination."""
+PKTINFO_SPACE = socket.CMSG_SPACE(PKTINFO.size)
 
 
 class MuxError(OSError):
@@ -223,6 +233,12 @@ class UdpMux:
         self._claims: dict[Address, MuxTransport] = {}
         """Confirmed addresses another live connection authenticated for: the last
         claimant of each, bound when the owner closes."""
+        self._wildcard = host in ("", "0.0.0.0")
+        self._reply_from: dict[Address, bytes] = {}
+        """The local address each peer address last sent to (wildcard sockets only):
+        the source of what goes back to it. Kept for routed datagrams only, and at
+        most ``max_transactions`` entries."""
+        self._pktinfo: dict[bytes, list[tuple[int, int, bytes]]] = {}
         self.sockname: Address = (host, port)
 
     # -- lifetime ---------------------------------------------------------
@@ -241,6 +257,8 @@ class UdpMux:
         for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
+        if self._wildcard:
+            sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
         asyncio.get_running_loop().add_reader(sock.fileno(), self._drain)
         self._sock = sock
         self.sockname = sock.getsockname()[:2]
@@ -317,33 +335,48 @@ class UdpMux:
         sock = self._sock
         if sock is None:
             return
-        recvfrom = sock.recvfrom
+        recvmsg = sock.recvmsg
+        ancillary = PKTINFO_SPACE if self._wildcard else 0
         for _ in range(RECV_BATCH):
             try:
-                data, addr = recvfrom(RECV_SIZE)
+                data, cmsgs, _flags, addr = recvmsg(RECV_SIZE, ancillary)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
                 # An ICMP error for one peer says nothing about the others.
                 log.debug("udp mux: %s", exc)
                 continue
+            local = _destination(cmsgs) if cmsgs else None
             try:
-                self.datagram_received(data, addr)
+                self.datagram_received(data, addr, local)
             except Exception:
                 # One connection's failure to handle its datagram is that
                 # connection's: the others' datagrams in this batch still go.
                 log.exception("udp mux: a connection failed to take a datagram")
 
-    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+    def datagram_received(
+        self, data: bytes, addr: tuple[Any, ...], local: bytes | None = None
+    ) -> None:
+        """Route one datagram; ``local`` is the (packed IPv4) address it was sent to."""
         if len(addr) != 2:
             addr = (addr[0], addr[1])
         binding = self._bindings.get(addr)
         if binding is not None and data and data[0] > STUN_MAX_FIRST_BYTE:
+            if local is not None and self._reply_from.get(addr) != local:
+                self._note_local(addr, local)
             binding.protocol.datagram_received(data, addr)
             return
-        self._route_stun(data, (addr[0], addr[1]), binding)
+        self._route_stun(data, (addr[0], addr[1]), binding, local)
 
-    def _route_stun(self, data: bytes, addr: Address, binding: _Binding | None) -> None:
+    def _note_local(self, addr: Address, local: bytes) -> None:
+        replies = self._reply_from
+        if addr not in replies and len(replies) >= self.max_transactions:
+            del replies[next(iter(replies))]
+        replies[addr] = local
+
+    def _route_stun(
+        self, data: bytes, addr: Address, binding: _Binding | None, local: bytes | None = None
+    ) -> None:
         if len(data) < STUN_HEADER or data[0] > STUN_MAX_FIRST_BYTE or data[4:8] != MAGIC_COOKIE:
             # Not STUN (or too short to be): only a bound source may send it.
             if binding is not None:
@@ -359,6 +392,8 @@ class UdpMux:
             if endpoint is None or not endpoint.transports:
                 self.stats.dropped_unknown += 1
                 return
+            if local is not None:
+                self._note_local(addr, local)  # where the response must come from
             endpoint.transports[0].protocol.datagram_received(data, addr)
         elif klass in (SUCCESS, ERROR):
             txid = data[8:20]
@@ -389,13 +424,25 @@ class UdpMux:
                 self._bind(transport, addr, confirmed=False)
             elif kind == BINDING_SUCCESS:
                 self._bind(transport, addr, confirmed=True)
+        local = self._reply_from.get(addr)
         try:
-            sock.sendto(data, addr)
+            if local is None:
+                sock.sendto(data, addr)
+            else:
+                sock.sendmsg([data], self._source(local), 0, addr)
         except (OSError, ValueError, TypeError, OverflowError) as exc:
             # A full send buffer, a peer's candidate of another address family, an
             # unreachable or filtered address: that datagram is lost, nothing else.
             self.stats.dropped_sends += 1
             log.debug("udp mux: cannot send to %s: %s", addr, exc)
+
+    def _source(self, local: bytes) -> list[tuple[int, int, bytes]]:
+        """The ancillary data that makes ``local`` the source of a datagram."""
+        cmsgs = self._pktinfo.get(local)
+        if cmsgs is None:
+            info = PKTINFO.pack(0, local, bytes(4))
+            cmsgs = self._pktinfo[local] = [(socket.IPPROTO_IP, IP_PKTINFO, info)]
+        return cmsgs
 
     def _remember_transaction(self, transport: MuxTransport, txid: bytes, addr: Address) -> None:
         if txid in self._transactions:  # a retransmission
@@ -450,6 +497,15 @@ class UdpMux:
         binding = self._bindings.pop(addr, None)
         if binding is not None:
             binding.endpoint.bindings.pop(addr, None)
+            self._reply_from.pop(addr, None)
+
+
+def _destination(cmsgs: list[tuple[int, int, bytes]]) -> bytes | None:
+    """The header destination address of a datagram, from its IP_PKTINFO message."""
+    for level, kind, data in cmsgs:
+        if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(data) >= PKTINFO.size:
+            return bytes(data[8:12])
+    return None
 
 
 def _random_ufrag() -> str:
