@@ -19,10 +19,10 @@ from .admission import ConnectionCaps
 from .budget import SignalBudget, SubjectBudgets, TokenBucket
 from .counters import CoordinatorCounters
 from .outbox import Outbox, Overflow
-from .registry import AliasAllocator, Claim, Peer, PeerRole, Registry, ServerClaim
-from .relay import Relay
+from .registry import AliasAllocator, Claim, PeerRole, RegisteredPeer, Registry, ServerClaim
+from .relay import SignalRelay
 from .selector import ServerSelector, make_selector
-from .session import CLOSE_GOING_AWAY, CLOSE_POLICY_VIOLATION, Session, SessionSocket
+from .session import CLOSE_GOING_AWAY, CLOSE_POLICY_VIOLATION, SessionSocket, SocketSession
 from .topology import welcome_servers
 
 logger = logging.getLogger(__name__)
@@ -44,12 +44,12 @@ class Coordinator:
         """This replica's alias space (docs/protocol.md, "Aliases across replicas")."""
         self.registry = registry or Registry(self.aliases.allocate)
         self.counters = CoordinatorCounters()
-        self.relay = Relay(
+        self.relay = SignalRelay(
             self.registry, self.counters, max_pending_connects=config.max_pending_connects
         )
         self.caps = ConnectionCaps(config.max_clients, config.max_clients_per_address)
         self.subjects = SubjectBudgets(config.subject_signal_rate, config.subject_signal_burst)
-        self._sessions: set[Session] = set()
+        self._sessions: set[SocketSession] = set()
         self._started = False
         self._draining = False
 
@@ -171,10 +171,10 @@ class Coordinator:
                 overflow=Overflow.DROP,
                 client_share=self.config.client_queue_share,
             )
-        peer = Peer(alias=alias, role=role, sink=outbox, name=name, server_id=server_id)
+        peer = RegisteredPeer(alias=alias, role=role, sink=outbox, name=name, server_id=server_id)
         self.registry.add(peer)
         self.counters.connections[role] += 1
-        session = Session(
+        session = SocketSession(
             websocket,
             peer=peer,
             outbox=outbox,

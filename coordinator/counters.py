@@ -24,7 +24,7 @@ RELAYED_TYPES: dict[int, str] = {
     codec.MessageType.CONNECTION_REFUSED: "CONNECTION_REFUSED",
 }
 
-PEER_ROLES = ("client", "server", "hub")
+CONNECTION_ROLES = ("client", "server", "hub")
 
 
 class DropReason(StrEnum):
@@ -81,7 +81,7 @@ class CoordinatorCounters:
     frames_dropped: dict[str, int] = field(
         default_factory=lambda: {reason.value: 0 for reason in DropReason}
     )
-    connections: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PEER_ROLES, 0))
+    connections: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CONNECTION_ROLES, 0))
     connections_refused: dict[str, int] = field(
         default_factory=lambda: {reason.value: 0 for reason in RefusalReason}
     )

@@ -15,7 +15,7 @@ from webrtc_broker.wire.aliases import SERVER_ALIASES
 
 from .registry import PeerRole, ServerClaim
 
-SERVER_ROLES: dict[str, PeerRole] = {
+SERVER_ROLE_NAMES: dict[str, PeerRole] = {
     "COMMUNICATION_SERVER": "server",
     "COMMUNICATION_SERVER_HUB": "hub",
 }
@@ -37,7 +37,7 @@ def server_role(value: str | None) -> PeerRole | None:
     """The registry role for a ``role`` query value, or None if it is not a server role."""
     if value is None:
         return None
-    return SERVER_ROLES.get(value)
+    return SERVER_ROLE_NAMES.get(value)
 
 
 def display_name(value: str | None) -> str:

@@ -70,7 +70,7 @@ class ClientPhase(Enum):
 
 
 @dataclass(slots=True, eq=False)
-class Peer:
+class RegisteredPeer:
     """One connected WebSocket: a client or a comm server."""
 
     alias: int
@@ -171,10 +171,10 @@ class Registry:
 
     def __init__(self, allocate_alias: Callable[[], int] | None = None) -> None:
         self.allocate_alias: Callable[[], int] = allocate_alias or AliasAllocator().allocate
-        self._peers: dict[int, Peer] = {}
+        self._peers: dict[int, RegisteredPeer] = {}
         # Servers keep registration order (dicts are ordered), which is the
         # order servers see in WELCOME and /status lists.
-        self._servers: dict[int, Peer] = {}
+        self._servers: dict[int, RegisteredPeer] = {}
         self._clients_per_server: dict[int, int] = {}
         self._reported: dict[int, int] = {}
         """Client counts servers reported themselves (docs/protocol.md, "Load reports")."""
@@ -182,10 +182,10 @@ class Registry:
         """CONNECTs relayed here to a reporting server since its last report."""
         self._client_count = 0
 
-    def get(self, alias: int) -> Peer | None:
+    def get(self, alias: int) -> RegisteredPeer | None:
         return self._peers.get(alias)
 
-    def add(self, peer: Peer) -> None:
+    def add(self, peer: RegisteredPeer) -> None:
         if peer.alias in self._peers:
             raise ValueError(f"alias {peer.alias} is already registered")
         self._peers[peer.alias] = peer
@@ -205,7 +205,7 @@ class Registry:
             return Claim.MINE
         return Claim.TAKEN
 
-    def remove(self, alias: int, peer: Peer | None = None) -> Peer | None:
+    def remove(self, alias: int, peer: RegisteredPeer | None = None) -> RegisteredPeer | None:
         """Forget a peer; removing an unknown alias is a no-op (cleanup runs once per path).
 
         With ``peer``, only if the alias is still that peer's: a server that
@@ -229,7 +229,7 @@ class Registry:
             self._leave_server(peer)
         return peer
 
-    def note_connect(self, client: Peer, server_alias: int) -> None:
+    def note_connect(self, client: RegisteredPeer, server_alias: int) -> None:
         """Record that ``client`` sent CONNECT to ``server_alias``."""
         if client.server == server_alias:
             return
@@ -263,7 +263,7 @@ class Registry:
             return self._clients_per_server[server_alias]
         return reported + self._since_report[server_alias]
 
-    def _leave_server(self, client: Peer) -> None:
+    def _leave_server(self, client: RegisteredPeer) -> None:
         previous = client.server
         if previous is not None and previous in self._clients_per_server:
             self._clients_per_server[previous] -= 1
@@ -279,7 +279,7 @@ class Registry:
             for alias, peer in self._servers.items()
         ]
 
-    def peers(self) -> list[Peer]:
+    def peers(self) -> list[RegisteredPeer]:
         return list(self._peers.values())
 
     @property

@@ -27,7 +27,7 @@ from webrtc_broker.wire import broker_pb2 as pb
 from webrtc_broker.wire import codec
 
 from .counters import RELAYED_TYPES, CoordinatorCounters, DropReason
-from .registry import ClientPhase, Delivery, Origin, Peer, Registry
+from .registry import ClientPhase, Delivery, Origin, RegisteredPeer, Registry
 
 SignallingMessage = pb.ConnectMessage | pb.WebRtcMessage | pb.ConnectionRefusedMessage
 
@@ -46,14 +46,14 @@ _WIRE_ROLES: dict[str, pb.Role.ValueType] = {
 }
 
 
-def route_allowed(sender: Peer, target: Peer) -> bool:
+def route_allowed(sender: RegisteredPeer, target: RegisteredPeer) -> bool:
     """client->server, server->client and server->server; never client->client or to self."""
     if sender is target:
         return False
     return sender.is_server or target.is_server
 
 
-class Relay:
+class SignalRelay:
     """Applies the relay rules to every binary frame a peer sends."""
 
     def __init__(
@@ -66,7 +66,7 @@ class Relay:
     def drop(self, reason: DropReason) -> None:
         self._counters.frames_dropped[reason] += 1
 
-    def handle(self, sender: Peer, frame: bytes) -> None:
+    def handle(self, sender: RegisteredPeer, frame: bytes) -> None:
         """Forward or drop one frame; never raises for anything the peer sent."""
         try:
             kind = codec.frame_type(frame)
@@ -123,7 +123,7 @@ class Relay:
             if kind == codec.MessageType.WEBRTC_OFFER:
                 target.phase = ClientPhase.OFFERED
 
-    def _load_report(self, server: Peer, frame: bytes) -> None:
+    def _load_report(self, server: RegisteredPeer, frame: bytes) -> None:
         """Addition (docs/protocol.md, "Load reports"): a comm server's PING to the
         coordinator itself carries its client count in ``time``."""
         try:
@@ -134,7 +134,7 @@ class Relay:
         if not self._registry.report_clients(server.alias, report.time):
             self.drop(DropReason.MALFORMED)
 
-    def _may_connect(self, client: Peer) -> bool:
+    def _may_connect(self, client: RegisteredPeer) -> bool:
         """Whether ``client`` is below its limit of unanswered CONNECTs.
 
         At the limit, CONNECTs to servers that have gone since are forgotten
@@ -154,7 +154,7 @@ _ANSWERS = frozenset({codec.MessageType.WEBRTC_OFFER, codec.MessageType.CONNECTI
 """What a server sends a client in answer to its CONNECT, one per CONNECT."""
 
 
-def _answered(client: Peer, server_alias: int) -> None:
+def _answered(client: RegisteredPeer, server_alias: int) -> None:
     count = client.pending.get(server_alias, 0)
     if count > 1:
         client.pending[server_alias] = count - 1

@@ -26,8 +26,8 @@ from typing import Any, Protocol
 from .budget import SignalBudget
 from .counters import CoordinatorCounters, DropReason, TimeoutPhase
 from .outbox import BytesSender, Outbox
-from .registry import ClientPhase, Peer, Registry
-from .relay import Relay
+from .registry import ClientPhase, RegisteredPeer, Registry
+from .relay import SignalRelay
 
 logger = logging.getLogger(__name__)
 
@@ -48,17 +48,17 @@ class SessionSocket(BytesSender, Protocol):
     async def close(self, code: int = 1000, reason: str | None = None) -> None: ...
 
 
-class Session:
+class SocketSession:
     """Runs one registered peer until either side ends it."""
 
     def __init__(
         self,
         websocket: SessionSocket,
         *,
-        peer: Peer,
+        peer: RegisteredPeer,
         outbox: Outbox,
         registry: Registry,
-        relay: Relay,
+        relay: SignalRelay,
         counters: CoordinatorCounters,
         budget: SignalBudget | None = None,
         idle_timeout: float = 0.0,

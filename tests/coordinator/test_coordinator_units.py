@@ -17,15 +17,22 @@ from coordinator.counters import CoordinatorCounters, DropReason
 from coordinator.credentials import display_name, presented_token, server_role
 from coordinator.outbox import Outbox, Overflow
 from coordinator.redact import QueryStringRedactor
-from coordinator.registry import AliasAllocator, Delivery, Origin, Peer, Registry, ServerInfo
-from coordinator.relay import Relay
+from coordinator.registry import (
+    AliasAllocator,
+    Delivery,
+    Origin,
+    RegisteredPeer,
+    Registry,
+    ServerInfo,
+)
+from coordinator.relay import SignalRelay
 from coordinator.selector import (
     LeastClientsSelector,
     RandomSelector,
     RoundRobinSelector,
     make_selector,
 )
-from coordinator.session import CLOSE_POLICY_VIOLATION, Session
+from coordinator.session import CLOSE_POLICY_VIOLATION, SocketSession
 from coordinator.topology import servers_for_client, servers_for_server
 from tests.coordinator.harness import make_config, wait_until
 from webrtc_broker.wire import broker_pb2 as pb
@@ -131,10 +138,10 @@ def test_alias_allocator_starts_at_milliseconds_times_1000() -> None:
 
 def test_registry_counts_clients_per_server() -> None:
     registry = Registry(AliasAllocator(start=1).allocate)
-    a = Peer(alias=registry.allocate_alias(), role="server", sink=ListSink(), name="a")
-    b = Peer(alias=registry.allocate_alias(), role="hub", sink=ListSink(), name="b")
-    c1 = Peer(alias=registry.allocate_alias(), role="client", sink=ListSink())
-    c2 = Peer(alias=registry.allocate_alias(), role="client", sink=ListSink())
+    a = RegisteredPeer(alias=registry.allocate_alias(), role="server", sink=ListSink(), name="a")
+    b = RegisteredPeer(alias=registry.allocate_alias(), role="hub", sink=ListSink(), name="b")
+    c1 = RegisteredPeer(alias=registry.allocate_alias(), role="client", sink=ListSink())
+    c2 = RegisteredPeer(alias=registry.allocate_alias(), role="client", sink=ListSink())
     for peer in (a, b, c1, c2):
         registry.add(peer)
     with pytest.raises(ValueError, match="already registered"):
@@ -164,18 +171,18 @@ def test_registry_counts_clients_per_server() -> None:
 # --- relay rules ---------------------------------------------------------------
 
 
-def make_relay() -> tuple[Registry, Relay, CoordinatorCounters]:
+def make_relay() -> tuple[Registry, SignalRelay, CoordinatorCounters]:
     registry = Registry(AliasAllocator(start=100).allocate)
     counters = CoordinatorCounters()
-    return registry, Relay(registry, counters), counters
+    return registry, SignalRelay(registry, counters), counters
 
 
 def test_relay_routes_and_refusals() -> None:
     registry, relay, counters = make_relay()
-    server = Peer(alias=1, role="server", sink=ListSink())
-    client = Peer(alias=2, role="client", sink=ListSink())
-    other = Peer(alias=3, role="client", sink=ListSink())
-    full = Peer(alias=4, role="server", sink=ListSink(accept=False))
+    server = RegisteredPeer(alias=1, role="server", sink=ListSink())
+    client = RegisteredPeer(alias=2, role="client", sink=ListSink())
+    other = RegisteredPeer(alias=3, role="client", sink=ListSink())
+    full = RegisteredPeer(alias=4, role="server", sink=ListSink(accept=False))
     for peer in (server, client, other, full):
         registry.add(peer)
 
@@ -299,11 +306,11 @@ async def test_slow_peer_is_closed_with_1008_and_unregistered() -> None:
     registry, relay, counters = make_relay()
     socket = StalledSocket()
     outbox = Outbox(limit=1)
-    slow = Peer(alias=1, role="client", sink=outbox)
-    fast = Peer(alias=2, role="server", sink=ListSink())
+    slow = RegisteredPeer(alias=1, role="client", sink=outbox)
+    fast = RegisteredPeer(alias=2, role="server", sink=ListSink())
     registry.add(slow)
     registry.add(fast)
-    session = Session(
+    session = SocketSession(
         socket, peer=slow, outbox=outbox, registry=registry, relay=relay, counters=counters
     )
     task = asyncio.create_task(session.run())
@@ -329,21 +336,21 @@ async def test_session_survives_a_relay_bug_and_ends_on_disconnect(
     socket = StalledSocket()
     socket.unblock.set()
     outbox = Outbox(limit=4)
-    server = Peer(alias=1, role="server", sink=outbox)
+    server = RegisteredPeer(alias=1, role="server", sink=outbox)
     client_sink = ListSink()
-    client = Peer(alias=2, role="client", sink=client_sink)
+    client = RegisteredPeer(alias=2, role="client", sink=client_sink)
     registry.add(server)
     registry.add(client)
     calls: list[bytes] = []
 
-    class BuggyRelay(Relay):
-        def handle(self, sender: Peer, frame: bytes) -> None:
+    class BuggyRelay(SignalRelay):
+        def handle(self, sender: RegisteredPeer, frame: bytes) -> None:
             calls.append(frame)
             if len(calls) == 1:
                 raise RuntimeError("bug")
             super().handle(sender, frame)
 
-    session = Session(
+    session = SocketSession(
         socket,
         peer=server,
         outbox=outbox,
@@ -371,9 +378,9 @@ async def test_session_stop_closes_with_going_away() -> None:
     registry, relay, counters = make_relay()
     socket = StalledSocket()
     outbox = Outbox(limit=4)
-    peer = Peer(alias=1, role="server", sink=outbox)
+    peer = RegisteredPeer(alias=1, role="server", sink=outbox)
     registry.add(peer)
-    session = Session(
+    session = SocketSession(
         socket, peer=peer, outbox=outbox, registry=registry, relay=relay, counters=counters
     )
     task = asyncio.create_task(session.run())
