@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -23,6 +24,8 @@ import pytest
 from tests.support import Cluster
 
 ROOT = Path(__file__).resolve().parents[2]
+SOURCES = ("pyproject.toml", "README.md", "webrtc_broker", "coordinator", "commserver", "operator")
+UNBUILT = shutil.ignore_patterns("__pycache__", "*.egg-info", "node_modules")
 NOT_IN_BASE = ("fastapi", "starlette", "uvicorn", "kopf", "kubernetes", "matplotlib", "rich")
 
 CLIENT_SCRIPT = textwrap.dedent(
@@ -75,7 +78,16 @@ def base_venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A virtualenv with the wheel of this checkout installed without extras."""
     work = tmp_path_factory.mktemp("base-install")
     print("\nbuilding the wheel and installing it without extras (about a minute)", flush=True)
-    checked(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", work, ROOT)
+    # Built from a copy of what the Dockerfile copies: setuptools leaves a build/
+    # folder where it builds, and a stale one could put removed modules in a wheel.
+    source = work / "source"
+    source.mkdir()
+    for name in SOURCES:
+        if (ROOT / name).is_dir():
+            shutil.copytree(ROOT / name, source / name, ignore=UNBUILT)
+        else:
+            shutil.copy2(ROOT / name, source / name)
+    checked(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", work, source)
     (wheel,) = work.glob("webrtc_broker-*.whl")
     venv = work / "venv"
     checked(sys.executable, "-m", "venv", venv)
