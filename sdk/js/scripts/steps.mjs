@@ -33,9 +33,15 @@ export function generateProtobuf() {
 
 /** Check every source of the TypeScript project `config` in strict mode (tsc, no output). */
 export function typeCheck(config) {
-  execFileSync(join(sdk, "node_modules/.bin/tsc"), ["-p", join(sdk, config)], {
-    stdio: "inherit",
-  });
+  try {
+    execFileSync(join(sdk, "node_modules/.bin/tsc"), ["-p", join(sdk, config)], {
+      stdio: "inherit",
+    });
+  } catch {
+    // tsc printed the errors: a stack trace of this script would only bury them.
+    console.error(`browser SDK: tsc found errors in ${config}`);
+    process.exit(1);
+  }
 }
 
 /**

@@ -47,9 +47,19 @@ async function main() {
   const outdir = mkdtempSync(join(tmpdir(), "webrtc-broker-sdk-test-"));
   try {
     const files = await compile(outdir);
-    const run = spawnSync(process.execPath, ["--test", "--test-reporter=spec", ...files], {
-      stdio: "inherit",
-    });
+    const run = spawnSync(
+      process.execPath,
+      [
+        "--test",
+        "--test-reporter=spec",
+        // Node 20 calls node:test's mock timers experimental, once per test file.
+        "--disable-warning=ExperimentalWarning",
+        ...files,
+      ],
+      {
+        stdio: "inherit",
+      },
+    );
     process.exitCode = run.status ?? 1;
   } finally {
     rmSync(outdir, { recursive: true, force: true });

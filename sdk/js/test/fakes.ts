@@ -69,7 +69,8 @@ export class FakeChannel extends Events {
 
 /** An RTCPeerConnection that records descriptions and candidates. */
 export class FakePeerConnection extends Events {
-  static last: FakePeerConnection | undefined;
+  /** Every peer connection made since the last reset, in order. */
+  static all: FakePeerConnection[] = [];
   readonly log: string[] = [];
   readonly candidates: RTCIceCandidateInit[] = [];
   localDescription: RTCSessionDescriptionInit | null = null;
@@ -79,7 +80,7 @@ export class FakePeerConnection extends Events {
 
   constructor(readonly config: RTCConfiguration) {
     super();
-    FakePeerConnection.last = this;
+    FakePeerConnection.all.push(this);
   }
 
   async setRemoteDescription(description: RTCSessionDescriptionInit): Promise<void> {
@@ -110,23 +111,27 @@ export class FakePeerConnection extends Events {
   }
 }
 
-/** A WebSocket that opens on the next task and takes the frames the test pushes. */
+/**
+ * A WebSocket that opens on the next task (or, for URLs in `refused`, closes
+ * as a refused upgrade does) and takes the frames the test pushes.
+ */
 export class FakeWebSocket extends Events {
   static readonly CONNECTING = 0;
   static readonly OPEN = 1;
   static readonly CLOSING = 2;
   static readonly CLOSED = 3;
-  static last: FakeWebSocket | undefined;
+  /** Every socket made since the last reset, in order. */
+  static all: FakeWebSocket[] = [];
+  /** Coordinator hosts whose upgrade fails. */
+  static refused = new Set<string>();
   readyState = FakeWebSocket.CONNECTING;
   binaryType = "blob";
   readonly sent: Uint8Array[] = [];
 
-  constructor(
-    readonly url: string,
-    opens = true,
-  ) {
+  constructor(readonly url: string) {
     super();
-    FakeWebSocket.last = this;
+    FakeWebSocket.all.push(this);
+    const opens = !FakeWebSocket.refused.has(new URL(url).host);
     setTimeout(() => {
       if (opens) {
         this.readyState = FakeWebSocket.OPEN;
