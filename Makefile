@@ -17,9 +17,13 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(VENV)/bin/webrtc-broker up --servers 2 --demo
 
+# The suite runs under coverage (the broker's child processes too; settings in
+# pyproject.toml); the report is printed whether or not a test failed.
 test: lint sdk-check sdk-test chromium deps-system
 	$(PY) -m tests.k8s.build build --optional
-	$(VENV)/bin/pytest
+	rm -rf .cache/coverage && mkdir -p .cache/coverage
+	$(VENV)/bin/coverage run -m pytest; status=$$?; \
+		$(VENV)/bin/coverage combine -q && $(VENV)/bin/coverage report; exit $$status
 
 # The in-process tests (pytest marker `unit`, set by folder in tests/conftest.py;
 # also -m e2e, browser, k8s, helm): the quick loop while changing code.
