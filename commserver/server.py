@@ -112,7 +112,11 @@ class CommServer:
             config.server_secret.get_secret_value() if config.server_secret else None
         )
         self.stats = RelayStats()
-        self.batching = FlushScheduler(config.batch_window) if config.batch_window > 0 else None
+        self.batching = (
+            FlushScheduler(config.batch_window, config.batch_mode)
+            if config.batch_window > 0
+            else None
+        )
         self.reclaimer = MemoryReclaimer()
         """Collects closed sessions' aiortc objects and returns their memory (see its module)."""
         capabilities = (

@@ -158,7 +158,14 @@ def coordinator(**flags: Any) -> None:
 @click.option("--establish-timeout", type=float, help="Seconds to set up a session [15]")
 @click.option("--http-host", help="Address of the health/status endpoint [127.0.0.1]")
 @click.option("--http-port", type=int, help="Port of the health/status endpoint [9100]")
-@click.option("--batch-window", type=float, help="Seconds frames wait to be batched, 0=off [0.01]")
+@click.option(
+    "--batch-window", type=float, help="Longest wait of a batched frame in seconds, 0=off [0.01]"
+)
+@click.option(
+    "--batch-mode",
+    type=click.Choice(["idle", "window"]),
+    help="Batched frames leave once the server is idle, or after the whole window [idle]",
+)
 @click.option("--batch-max-bytes", type=int, help="Largest batch message [1160]")
 @click.option("--drain-seconds", type=float, help="On SIGTERM, seconds to hand clients over [10]")
 @click.option("--udp-port", type=int, help="One UDP port for all peer connections [a port each]")

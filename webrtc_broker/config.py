@@ -29,6 +29,10 @@ channels carry 256 KiB; the relay adds the sender's alias and the topic to what 
 SelectorName = Literal["random", "round-robin", "least-clients"]
 ServerRole = Literal["server", "hub"]
 ClientAuth = Literal["none", "jwt"]
+BatchMode = Literal["idle", "window"]
+"""When a comm server's batched frames leave (see :mod:`webrtc_broker.rtc.writer`):
+``idle`` once the server has nothing else queued, at most ``batch_window`` after the
+first; ``window`` always ``batch_window`` after the first."""
 
 
 VIRTUAL_INTERFACES = (
@@ -394,6 +398,11 @@ class CommServerConfig(ClientAuthSettings):
         ge=0,
         le=1,
         description="Seconds frames for one peer may wait to share a message (0: no batching)",
+    )
+    batch_mode: BatchMode = Field(
+        "idle",
+        description="'idle': batched frames leave once the server has nothing else queued, "
+        "waiting at most batch_window; 'window': they always wait batch_window",
     )
     batch_max_bytes: int = Field(
         1160, ge=64, le=64 * 1024, description="Largest batch (1160 fits one SCTP packet)"

@@ -9,20 +9,26 @@ is what a position update stream wants anyway.
 
 aiortc sends one SCTP packet per data-channel message and its cost is per
 packet, not per byte (docs/benchmarks.md, "Where the time goes"). For peers
-that accept BATCH frames the writer therefore collects the frames due within
-a short window and sends them as one message that fits one SCTP packet. One
-:class:`FlushScheduler` serves every writer of a process, so a busy server
-arms one timer per window, not one per peer.
+that accept BATCH frames the writer therefore collects frames and sends them
+as one message that fits one SCTP packet. When the collected frames leave is
+the :class:`FlushScheduler`'s :data:`~webrtc_broker.config.BatchMode`: once
+the event loop has nothing else queued (``idle``: a frame waits only while
+the process has more work to do, at most the window), or once per window
+(``window``: every frame may wait up to the window, even on an idle server).
+One scheduler serves every writer of a process, so a busy server arms one
+callback per flush, not one per peer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from webrtc_broker.config import BatchMode
 from webrtc_broker.wire.codec import encode_batch
 
 SCTP_PACKET_PAYLOAD = 1160
@@ -43,23 +49,46 @@ class QueueOverflow(Exception):
 
 
 class FlushScheduler:
-    """Flushes every writer holding a partial batch once per window, with one timer."""
+    """Flushes every writer holding a partial batch, with one callback for all of them.
 
-    def __init__(self, window: float) -> None:
+    ``window`` mode flushes ``window`` seconds after the first frame of a round.
+    ``idle`` mode flushes as soon as the event loop has no other callback queued
+    (checked once per loop iteration, see :class:`_IdleFlusher`), and at the
+    latest ``window`` seconds after the first frame. Everything that the work of
+    one loop iteration produces for one peer (the datagrams read together, the
+    tasks they wake) therefore shares a message, a lone frame leaves on the next
+    iteration, and the busier the process, the longer frames wait and the fuller
+    the messages: batching costs latency only while there is work it saves.
+    """
+
+    def __init__(self, window: float, mode: BatchMode = "idle") -> None:
         self.window = window
+        self.mode: BatchMode = mode
         self._dirty: set[ChannelWriter] = set()
         self._timer: asyncio.TimerHandle | None = None
+        """Window mode: the current round's flush."""
+        self._idle: _IdleFlusher | None = None
+        """Idle mode: the loop's flusher, while the current round waits on it."""
+        self.deadline = 0.0
+        """Idle mode: loop time by which the current round is flushed, idle or not."""
 
     def mark(self, writer: ChannelWriter) -> None:
         self._dirty.add(writer)
-        if self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self.window, self.flush)
+        if self._timer is not None or self._idle is not None:
+            return
+        loop = asyncio.get_running_loop()
+        if self.mode == "window":
+            self._timer = loop.call_later(self.window, self.flush)
+        else:
+            self.deadline = loop.time() + self.window
+            self._idle = _IdleFlusher.of(loop)
+            self._idle.wait(self, loop)
 
     def flush(self) -> None:
-        """Flush every dirty writer. This runs from a timer, where nobody could catch
+        """Flush every dirty writer. This runs from the loop, where nobody could catch
         an overflow: each writer's overflow goes to its own handler, and the other
-        writers of the window are flushed all the same."""
-        self._timer = None
+        writers of the round are flushed all the same."""
+        self._end_round()
         dirty, self._dirty = self._dirty, set()
         for writer in dirty:
             try:
@@ -68,10 +97,74 @@ class FlushScheduler:
                 writer.overflowed(exc)
 
     def close(self) -> None:
+        self._end_round()
+        self._dirty.clear()
+
+    def _end_round(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._dirty.clear()
+        if self._idle is not None:
+            self._idle.forget(self)
+            self._idle = None
+
+
+class _IdleFlusher:
+    """The idle check of one event loop, shared by every idle-mode scheduler on it.
+
+    One check per loop, not one per scheduler: two schedulers checking on their
+    own would each see the other's check queued, take the loop for busy, and
+    spin until their windows ran out (an SDK process holds a scheduler per
+    client).
+    """
+
+    def __init__(self) -> None:
+        self._waiting: dict[FlushScheduler, None] = {}
+        """Schedulers with a round to flush, in the order they started it."""
+        self._check: asyncio.Handle | None = None
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop) -> _IdleFlusher:
+        flusher = _IDLE_FLUSHERS.get(loop)
+        if flusher is None:
+            flusher = _IDLE_FLUSHERS[loop] = cls()
+        return flusher
+
+    def wait(self, scheduler: FlushScheduler, loop: asyncio.AbstractEventLoop) -> None:
+        self._waiting[scheduler] = None
+        if self._check is None:
+            self._check = loop.call_soon(self._flush_when_idle, loop)
+
+    def forget(self, scheduler: FlushScheduler) -> None:
+        self._waiting.pop(scheduler, None)
+
+    def _flush_when_idle(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._check = None
+        if not _has_queued_callbacks(loop):
+            due = list(self._waiting)
+        else:
+            now = loop.time()
+            due = [scheduler for scheduler in self._waiting if scheduler.deadline <= now]
+        for scheduler in due:
+            scheduler.flush()  # which forgets it here
+        if self._waiting:  # behind the work queued now
+            self._check = loop.call_soon(self._flush_when_idle, loop)
+
+
+_IDLE_FLUSHERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _IdleFlusher] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _has_queued_callbacks(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether the loop has callbacks due before it next waits for I/O or a timer.
+
+    asyncio's loops keep them in ``_ready`` (ready handles, woken tasks), which no
+    public API exposes; a loop without it (uvloop) counts as idle, so the flush
+    happens on the next iteration, never later than it would with a timer.
+    """
+    ready = getattr(loop, "_ready", None)
+    return bool(ready)
 
 
 class ChannelWriter:
