@@ -28,6 +28,8 @@ ATTACK_NAMES = (
 listed here so that ``--help`` does not import the bench."""
 UDP_MODES = ("per-connection", "single-port", "port-range")
 """The values of :class:`webrtc_broker.bench.options.UdpMode`, default first (same reason)."""
+BATCH_MODES = ("idle", "window")
+"""The comm server's batch modes, default first (:data:`webrtc_broker.config.BatchMode`)."""
 
 
 def _counts(_ctx: click.Context, _param: click.Parameter, value: str | None) -> tuple[int, ...]:
@@ -37,6 +39,11 @@ def _counts(_ctx: click.Context, _param: click.Parameter, value: str | None) -> 
         return tuple(int(part) for part in value.split(",") if part.strip())
     except ValueError as exc:
         raise click.BadParameter("expected comma-separated bot counts, e.g. 10,25,50") from exc
+
+
+def _settings(_ctx: click.Context, _param: click.Parameter, value: str | None) -> tuple[str, ...]:
+    """Comma-separated names, checked by the bench's options."""
+    return tuple(part.strip() for part in (value or "").split(",") if part.strip())
 
 
 @click.group(invoke_without_command=True)
@@ -51,7 +58,21 @@ def _counts(_ctx: click.Context, _param: click.Parameter, value: str | None) -> 
     "--batch-window",
     default=0.01,
     show_default=True,
-    help="Comm servers' batching window in seconds; 0 = unbatched",
+    help="Comm servers' batching window in seconds (idle mode: the longest wait); 0 = unbatched",
+)
+@click.option(
+    "--batch-mode",
+    type=click.Choice(BATCH_MODES),
+    default=BATCH_MODES[0],
+    show_default=True,
+    help="When the comm servers' batched frames leave: once the server is idle, or after "
+    "the whole window",
+)
+@click.option(
+    "--batch-sweep",
+    callback=_settings,
+    help="Alternate these batching settings for --runs rounds (windows in ms, 0 = unbatched, "
+    "and 'idle'), e.g. 0,1,2,5,10,20,idle; print medians and plot latency against server CPU",
 )
 @click.option(
     "--workers",
@@ -96,7 +117,10 @@ def _counts(_ctx: click.Context, _param: click.Parameter, value: str | None) -> 
     "clients, then the dense scenario) and print the medians' ratios",
 )
 @click.option(
-    "--runs", default=3, show_default=True, help="Runs per mode, with --compare-udp-modes"
+    "--runs",
+    default=3,
+    show_default=True,
+    help="Runs per mode, with --compare-udp-modes or --batch-sweep",
 )
 @click.option(
     "--connect-bots",
@@ -112,6 +136,7 @@ def bench(ctx: click.Context, /, **flags: Any) -> None:
     """
     if ctx.invoked_subcommand is not None:
         return
+    from webrtc_broker.bench.batchsweep import run_batch_sweep  # noqa: PLC0415
     from webrtc_broker.bench.command import run_bench  # noqa: PLC0415
     from webrtc_broker.bench.options import BenchOptions, UdpMode  # noqa: PLC0415
     from webrtc_broker.bench.udpmodes import run_comparison  # noqa: PLC0415
@@ -122,6 +147,8 @@ def bench(ctx: click.Context, /, **flags: Any) -> None:
         raise click.UsageError(str(exc)) from exc
     logs.configure("warning")
     command = run_comparison if options.compare_udp_modes else run_bench
+    if options.batch_sweep:
+        command = run_batch_sweep
     try:
         code = asyncio.run(command(options, ["webrtc-broker", *sys.argv[1:]]))
     except (KeyboardInterrupt, asyncio.CancelledError):  # Ctrl-C, or SIGTERM (command.py)

@@ -170,7 +170,7 @@ def _finish(
     plot_path = options.plot_path or (DEFAULT_PLOT if options.sweep else None)
     if plot_path is not None and report.runs:
         try:
-            plot_sweep(report.runs, report.baseline, plot_path)
+            plot_sweep(report.runs, report.baseline, plot_path, options.batch_mode)
             out.print(f"plot written to {plot_path}")
         except PlotUnavailable as exc:
             print(exc, file=sys.stderr)

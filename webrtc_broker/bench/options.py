@@ -8,6 +8,10 @@ from enum import StrEnum
 from pathlib import Path
 
 from webrtc_broker.bench.payload import HEADER_SIZE
+from webrtc_broker.config import BatchMode
+
+IDLE_SETTING = "idle"
+"""The ``--batch-sweep`` entry for idle-mode batching (its longest wait: ``--batch-window``)."""
 
 DEFAULT_TOPIC = "bench/dense"
 DEFAULT_CONNECT_BOTS = 200
@@ -55,6 +59,8 @@ class BenchOptions:
     """Seconds of traffic before the window opens (subscriptions settle, queues fill)."""
     batch_window: float = 0.01
     """Passed to the comm servers this bench starts; 0 disables batching."""
+    batch_mode: BatchMode = "idle"
+    """Passed to the comm servers this bench starts: when batched frames leave."""
     workers: int | None = None
     """Bot worker processes; ``None`` picks :func:`default_workers`."""
     coordinator_url: str | None = None
@@ -79,6 +85,9 @@ class BenchOptions:
     """Runs of each mode in the comparison."""
     connect_bots: int = DEFAULT_CONNECT_BOTS
     """Clients whose connect time the comparison measures (``bots`` is its dense stage)."""
+    batch_sweep: tuple[str, ...] = ()
+    """Batching settings to alternate, ``runs`` times each: windows in ms (``0``:
+    unbatched) and :data:`IDLE_SETTING`."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -115,8 +124,35 @@ class BenchOptions:
             problems.append("--runs must be at least 1")
         if self.connect_bots < 2:
             problems.append("--connect-bots must be at least 2")
+        problems += self._batch_sweep_problems()
         if problems:
             raise ValueError("; ".join(problems))
+
+    def _batch_sweep_problems(self) -> list[str]:
+        if not self.batch_sweep:
+            return []
+        problems = []
+        for setting in self.batch_sweep:
+            if setting == IDLE_SETTING:
+                continue
+            try:
+                milliseconds = float(setting)
+            except ValueError:
+                milliseconds = -1.0
+            if not 0 <= milliseconds <= 1000:
+                problems.append(
+                    f"--batch-sweep entry {setting!r} is neither a window in ms (0-1000) "
+                    f"nor {IDLE_SETTING!r}"
+                )
+        if len(set(self.batch_sweep)) != len(self.batch_sweep):
+            problems.append("--batch-sweep lists a setting twice")
+        if IDLE_SETTING in self.batch_sweep and self.batch_window == 0:
+            problems.append("--batch-sweep idle waits at most --batch-window, which is 0")
+        if self.coordinator_url is not None:
+            problems.append("--batch-sweep starts its own servers: drop --coordinator-url")
+        if self.sweep or self.compare_udp_modes:
+            problems.append("--batch-sweep runs alone: drop --sweep and --compare-udp-modes")
+        return problems
 
     @property
     def bot_counts(self) -> tuple[int, ...]:

@@ -40,16 +40,26 @@ def baseline_table(baseline: Baseline) -> Table:
     return table
 
 
-def run_table(run: RunResult, baseline: Baseline | None, udp_mode: str | None = None) -> Table:
-    """``udp_mode``: the servers' UDP port mode, when the bench started them."""
+def batching_text(window: float | None, mode: str | None) -> str:
+    """How the servers batched: ``window`` and ``mode`` as the bench set them."""
+    if window is None:
+        return "existing cluster"
+    if window == 0:
+        return "unbatched"
+    if mode == "idle":
+        return f"batching when idle (at most {window * 1000:g} ms)"
+    return f"batch window {window * 1000:g} ms"
+
+
+def run_table(
+    run: RunResult,
+    baseline: Baseline | None,
+    udp_mode: str | None = None,
+    batch_mode: str | None = None,
+) -> Table:
+    """``udp_mode`` and ``batch_mode``: the servers' modes, when the bench started them."""
     kind = "reliable" if run.reliable else "unreliable"
-    batching = (
-        "existing cluster"
-        if run.batch_window is None
-        else (
-            "unbatched" if run.batch_window == 0 else f"batch window {run.batch_window * 1000:g} ms"
-        )
-    )
+    batching = batching_text(run.batch_window, batch_mode)
     table = Table(
         title=(
             f"Dense scenario: {run.bots} bots x {run.rate:g} Hz x {run.size} B, {kind}, "
@@ -161,8 +171,16 @@ def print_report(console: Console, report: Report) -> None:
     if report.baseline is not None:
         console.print(baseline_table(report.baseline))
     udp_mode = report.options.get("udp_mode")
+    batch_mode = report.options.get("batch_mode")
     for run in report.runs:
-        console.print(run_table(run, report.baseline, None if udp_mode is None else str(udp_mode)))
+        console.print(
+            run_table(
+                run,
+                report.baseline,
+                None if udp_mode is None else str(udp_mode),
+                None if batch_mode is None else str(batch_mode),
+            )
+        )
         console.print(cpu_table(run))
         for warning in run.warnings:
             console.print(f"[yellow]warning:[/yellow] {warning}")

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from webrtc_broker.config import BatchMode
+
 SCHEMA_VERSION = 1
 
 
@@ -272,6 +274,93 @@ class Comparison:
     schema: int = SCHEMA_VERSION
     error: str | None = None
     """Why the comparison stopped early; the runs before it are still reported."""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# -- the batching sweep (``--batch-sweep``) -------------------------------
+
+
+@dataclass(frozen=True)
+class BatchSetting:
+    """How the comm servers of a run batch: one entry of ``--batch-sweep``."""
+
+    name: str
+    """As given: a window in ms (``"0"``: unbatched) or ``"idle"``."""
+    mode: BatchMode
+    """The servers' ``batch_mode``."""
+    window: float
+    """The servers' ``batch_window`` in seconds: the wait (window mode), the longest
+    wait (idle mode), or 0 for no batching."""
+
+    @property
+    def label(self) -> str:
+        if self.window == 0:
+            return "unbatched"
+        milliseconds = f"{self.window * 1000:g} ms"
+        return f"window {milliseconds}" if self.mode == "window" else f"idle (≤ {milliseconds})"
+
+
+@dataclass(frozen=True)
+class BatchRun:
+    """One run of the dense scenario with one batching setting."""
+
+    setting: BatchSetting
+    number: int
+    """1-based round; every setting runs once per round."""
+    dense: RunResult
+
+
+@dataclass(frozen=True)
+class BatchSummary:
+    """One setting's medians over its runs."""
+
+    setting: BatchSetting
+    runs: int
+    latency_p50_ms: float | None
+    latency_p99_ms: float | None
+    server_cpu_us_per_delivery: float | None
+    """Comm servers' CPU time per message a bot received."""
+    server_cpu_percent: float | None
+    delivered_per_s: float | None
+    loss_percent: float | None
+    workers_cpu_us_per_delivery: float | None
+    """The bots' (the Python SDK's) CPU time per message received."""
+    other_cpu_percent: float | None
+    """CPU of processes other than the bench's during the window: the machine's noise."""
+
+
+@dataclass(frozen=True)
+class TargetCheck:
+    """One target for a setting, against a reference setting's median."""
+
+    setting: str
+    """The label of the setting checked."""
+    name: str
+    value: float | None
+    limit: float | None
+    """The largest value that meets the target."""
+    met: bool | None
+    """``None`` when either median is missing."""
+
+
+@dataclass
+class BatchSweep:
+    command: list[str]
+    started_at: str
+    finished_at: str
+    machine: Machine
+    loadavg_before: list[float]
+    """/proc/loadavg's 1, 5 and 15 minute averages before the first run."""
+    loadavg_after: list[float]
+    options: dict[str, Any]
+    runs: list[BatchRun]
+    summary: list[BatchSummary]
+    targets: list[TargetCheck]
+    schema: int = SCHEMA_VERSION
+    error: str | None = None
+    """Why the sweep stopped early; the runs before it are still reported."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

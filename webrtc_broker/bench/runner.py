@@ -24,7 +24,7 @@ import math
 import os
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +71,7 @@ from webrtc_broker.bench.workers import (
     wait_ready,
 )
 from webrtc_broker.cluster import spawn, stop
+from webrtc_broker.config import BatchMode
 
 LEAD_IN = 0.5
 """Seconds between sending the schedule and T0, so every worker has it in time."""
@@ -85,6 +86,28 @@ NOISY_PERCENT = 25.0
 
 class BenchError(Exception):
     """The run could not be completed."""
+
+
+BATCH_MODE_VARIABLE = "WEBRTC_BROKER_COMMSERVER_BATCH_MODE"
+
+
+@contextlib.contextmanager
+def servers_batch_mode(mode: BatchMode) -> Iterator[None]:
+    """Comm servers started inside get batch mode ``mode``.
+
+    The local cluster's command line gives them the window, not the mode; they
+    inherit this process's environment, where every comm-server setting can be
+    given. The previous value comes back on the way out.
+    """
+    before = os.environ.get(BATCH_MODE_VARIABLE)
+    os.environ[BATCH_MODE_VARIABLE] = mode
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(BATCH_MODE_VARIABLE, None)
+        else:
+            os.environ[BATCH_MODE_VARIABLE] = before
 
 
 class Runner:
@@ -157,10 +180,11 @@ class Runner:
         if options.coordinator_url is not None:
             yield await external_cluster(options.coordinator_url, options.servers)
             return
-        async with local_cluster(
-            options.servers, options.batch_window, log_path, options.udp_mode, peers=bots
-        ) as cluster:
-            yield cluster
+        with servers_batch_mode(options.batch_mode):
+            async with local_cluster(
+                options.servers, options.batch_window, log_path, options.udp_mode, peers=bots
+            ) as cluster:
+                yield cluster
 
     def _plans(self, cluster: ClusterHandle, bots: int) -> list[WorkerPlan]:
         options = self.options

@@ -28,10 +28,7 @@ is 1 only when a run could not be completed).
 
 from __future__ import annotations
 
-import asyncio
 import json
-import shutil
-import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -40,16 +37,8 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from webrtc_broker.bench.command import (
-    cancel_on_sigterm,
-    log_directory,
-    machine_info,
-    now_iso,
-    options_json,
-    progress_display,
-    stdout_console,
-)
-from webrtc_broker.bench.localcluster import ClusterError
+from webrtc_broker.bench.alternating import alternate, load_text, loadavg, median
+from webrtc_broker.bench.command import machine_info, now_iso, options_json, stdout_console
 from webrtc_broker.bench.options import BenchOptions, UdpMode
 from webrtc_broker.bench.results import (
     Comparison,
@@ -58,14 +47,12 @@ from webrtc_broker.bench.results import (
     RunResult,
     ServerUdp,
 )
-from webrtc_broker.bench.runner import BenchError, Runner
-from webrtc_broker.bench.workers import WorkerError
+from webrtc_broker.bench.runner import Runner
 
 BUDGET_PERCENT = 10.0
 """How much worse single-port may be than per-connection on a budgeted metric."""
 MODES = (UdpMode.PER_CONNECTION, UdpMode.SINGLE_PORT)
 """Compared, in this order within each run number."""
-LOADAVG = Path("/proc/loadavg")
 
 
 @dataclass(frozen=True)
@@ -129,14 +116,6 @@ def _per_server_delivery(run: RunResult) -> float | None:
     return server.cpu_percent / 100.0 / server.deliveries_per_s * 1e6
 
 
-def loadavg() -> list[float]:
-    """The 1, 5 and 15 minute load averages."""
-    try:
-        return [float(value) for value in LOADAVG.read_text().split()[:3]]
-    except (OSError, ValueError):
-        return []
-
-
 def verdict(better: str, ratio: float | None, budget_percent: float) -> str | None:
     """``PASS`` when single-port is at most ``budget_percent`` worse, else ``WARN``."""
     if ratio is None:
@@ -147,8 +126,7 @@ def verdict(better: str, ratio: float | None, budget_percent: float) -> str | No
 
 
 def _median(runs: list[ModeRun], mode: UdpMode, metric: Metric) -> float | None:
-    values = [v for r in runs if r.mode == mode and (v := metric.value(r)) is not None]
-    return statistics.median(values) if values else None
+    return median(metric.value(r) for r in runs if r.mode == mode)
 
 
 def summarise_modes(runs: list[ModeRun], budget_percent: float) -> list[MetricSummary]:
@@ -309,8 +287,8 @@ def print_comparison(console: Console, comparison: Comparison) -> None:
     )
     console.print(
         f"machine: {machine.cpus} cores, Python {machine.python}, aiortc {machine.aiortc}; "
-        f"load average before {_load(comparison.loadavg_before)}, "
-        f"after {_load(comparison.loadavg_after)}"
+        f"load average before {load_text(comparison.loadavg_before)}, "
+        f"after {load_text(comparison.loadavg_after)}"
     )
     if comparison.runs:
         console.print(runs_table(comparison))
@@ -319,10 +297,6 @@ def print_comparison(console: Console, comparison: Comparison) -> None:
         console.print(f"[yellow]warning:[/yellow] {warning}")
     if comparison.error:
         console.print(f"[red]error:[/red] {comparison.error}")
-
-
-def _load(values: list[float]) -> str:
-    return " ".join(f"{v:.2f}" for v in values) or "unknown"
 
 
 async def run_comparison(options: BenchOptions, argv: list[str]) -> int:
@@ -340,30 +314,19 @@ async def run_comparison(options: BenchOptions, argv: list[str]) -> int:
         runs=[],
         summary=[],
     )
-    log_dir = log_directory(options)
-    progress = progress_display()
-    cancel_on_sigterm()
-    try:
-        with progress:
-            overall = progress.add_task(
-                "comparing UDP port modes", total=options.runs * len(MODES), unit=" runs"
-            )
-            for number in range(1, options.runs + 1):
-                for mode in MODES:
-                    run = await _one_run(options, mode, number, log_dir, progress)
-                    comparison.runs.append(run)
-                    progress.console.print(_run_line(run))
-                    progress.advance(overall)
-    except (BenchError, ClusterError, WorkerError) as exc:
-        comparison.error = f"{exc} (logs in {log_dir})"
-    except asyncio.CancelledError:
-        comparison.error = "interrupted"
-        _finish(comparison, options, out)
-        raise
-    code = _finish(comparison, options, out)
-    if comparison.error is None and options.log_dir is None:
-        shutil.rmtree(log_dir, ignore_errors=True)
-    return code
+
+    async def run_one(mode: UdpMode, number: int, log_dir: Path, progress: Progress) -> str:
+        run = await _one_run(options, mode, number, log_dir, progress)
+        comparison.runs.append(run)
+        return _run_line(run)
+
+    def finish(error: str | None) -> int:
+        comparison.error = error
+        return _finish(comparison, options, out)
+
+    return await alternate(
+        options, MODES, title="comparing UDP port modes", run_one=run_one, finish=finish
+    )
 
 
 async def _one_run(
