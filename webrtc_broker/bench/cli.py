@@ -203,6 +203,76 @@ def attack(attacks: str, **flags: Any) -> None:
     raise SystemExit(code)
 
 
+@bench.command("coordinator-restart")
+@click.option("--coordinators", default=2, show_default=True, help="Coordinator replicas")
+@click.option(
+    "--servers", default=2, show_default=True, help="Comm servers, linked to every replica"
+)
+@click.option(
+    "--connect-rate", default=20.0, show_default=True, help="New clients per second, steadily"
+)
+@click.option("--duration", default=60.0, show_default=True, help="Seconds of new clients")
+@click.option(
+    "--hold", default=5.0, show_default=True, help="Seconds each new client stays connected"
+)
+@click.option(
+    "--witnesses", default=10, show_default=True, help="Long-lived clients counting every message"
+)
+@click.option(
+    "--witness-rate", default=2.0, show_default=True, help="Messages per second per witness"
+)
+@click.option(
+    "--stream-rate",
+    default=1.0,
+    show_default=True,
+    help="Messages per second each new client publishes to the witnesses",
+)
+@click.option(
+    "--settle",
+    default=5.0,
+    show_default=True,
+    help="Seconds after a replica rejoined, before the next",
+)
+@click.option("--kill", is_flag=True, help="SIGKILL each replica instead of SIGTERM")
+@click.option(
+    "--no-restart", is_flag=True, help="Only the load: what the machine sustains without restarts"
+)
+@click.option(
+    "--workers", type=int, help="Client worker processes [one per 10 connects/s, at least 1]"
+)
+@click.option(
+    "--connect-timeout", default=20.0, show_default=True, help="Seconds per connect, every URL"
+)
+@click.option("--interval", default=5.0, show_default=True, help="Seconds between report lines")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write results here")
+@click.option(
+    "--log-dir",
+    type=click.Path(path_type=Path),
+    help="Where bench-coordinator-restart.log (the processes' output) goes [current directory]",
+)
+def coordinator_restart(**flags: Any) -> None:
+    """A rolling restart of the coordinator replicas under a steady stream of connects.
+
+    A local cluster (coordinator replicas, comm servers linked to all), new
+    clients given every coordinator URL arriving at --connect-rate, and
+    witnesses counting every message; meanwhile each replica in turn is
+    stopped (SIGTERM, or SIGKILL with --kill), started again and waited for
+    until every comm server has rejoined it. Exits 1 if a connect failed or an
+    established session or a message was lost.
+    """
+    from webrtc_broker.bench.rollingrestart import (  # noqa: PLC0415
+        RestartBenchOptions,
+        restart_bench_main,
+    )
+
+    try:
+        options = RestartBenchOptions(**flags)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    logs.configure("warning")
+    raise SystemExit(restart_bench_main(options))
+
+
 @click.command()
 @click.option("--duration", default=60.0, show_default=True, help="Seconds of traffic")
 @click.option("--bots", default=20, show_default=True, help="Bot clients, all on one topic")

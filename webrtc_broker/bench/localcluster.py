@@ -8,6 +8,12 @@ window passed to every server, logs in a file instead of the terminal, the
 process ids for /proc sampling, a wait until the servers' mesh is
 complete so every subscription has reached every server before traffic, and
 the UDP port mode (:class:`UdpMode`) each server's peer connections use.
+
+With several coordinators (replicas in disjoint alias spaces, every comm
+server linked to each), a replica can be stopped (SIGTERM or SIGKILL) and
+started again on its port with its replica id, the way a rolling restart
+does: :func:`stop_coordinator`, :func:`start_coordinator`,
+:func:`wait_rejoined`.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import signal
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -27,7 +34,14 @@ from aioice.ice import get_host_addresses
 from webrtc_broker.bench.options import UdpMode
 from webrtc_broker.bench.results import ServerUdp
 from webrtc_broker.bench.sampling import udp_ports
-from webrtc_broker.cluster import spawn, stop, wait_http_ok, wait_servers_registered
+from webrtc_broker.cluster import (
+    ALIAS_SPACES,
+    STOP_GRACE,
+    spawn,
+    stop,
+    wait_http_ok,
+    wait_servers_registered,
+)
 
 HOST = "127.0.0.1"
 START_TIMEOUT = 30.0
@@ -53,6 +67,26 @@ class ServerInfo:
 
 
 @dataclass
+class CoordinatorReplica:
+    """A coordinator the bench started: what it takes to start it again alike."""
+
+    index: int
+    port: int
+    args: tuple[str, ...]
+    """Its command line (same port, same replica id on every start)."""
+    process: asyncio.subprocess.Process | None = None
+    """The running process; ``None`` while it is stopped."""
+
+    @property
+    def url(self) -> str:
+        return f"ws://{HOST}:{self.port}"
+
+    @property
+    def status_url(self) -> str:
+        return f"http://{HOST}:{self.port}/status"
+
+
+@dataclass
 class ClusterHandle:
     coordinator_url: str
     servers: list[ServerInfo]
@@ -62,6 +96,15 @@ class ClusterHandle:
     processes: list[asyncio.subprocess.Process] = field(default_factory=list)
     udp_mode: UdpMode | None = None
     """The servers' UDP port mode, when the bench set it."""
+    coordinators: list[CoordinatorReplica] = field(default_factory=list)
+    """The coordinators the bench started (the first one's URL is ``coordinator_url``)."""
+    log: Path | None = None
+    """Where the started processes write (a restarted coordinator too)."""
+
+    @property
+    def coordinator_urls(self) -> list[str]:
+        """Every coordinator's URL: what a client given all replicas gets."""
+        return [replica.url for replica in self.coordinators] or [self.coordinator_url]
 
 
 def free_port() -> int:
@@ -167,12 +210,22 @@ async def local_cluster(
     log: Path,
     udp_mode: UdpMode = UdpMode.PER_CONNECTION,
     peers: int = 0,
+    *,
+    coordinators: int = 1,
 ) -> AsyncIterator[ClusterHandle]:
-    """A coordinator and ``servers`` comm servers on free ports, stopped on exit.
+    """``coordinators`` coordinators and ``servers`` comm servers on free ports, stopped
+    on exit. Several coordinators are replicas in disjoint alias spaces (``--alias-spaces
+    10 --replica-id i``, as ``webrtc-broker up --coordinators N`` starts them), and every
+    server links to each.
 
     ``peers``: the clients expected, which sizes each server's port range.
     """
-    handle = ClusterHandle(f"ws://{HOST}:{free_port()}", [], None, batch_window, udp_mode=udp_mode)
+    if not 1 <= coordinators <= ALIAS_SPACES:
+        raise ClusterError(f"between 1 and {ALIAS_SPACES} coordinators, not {coordinators}")
+    replicas = [_replica(index, coordinators) for index in range(coordinators)]
+    handle = ClusterHandle(
+        replicas[0].url, [], None, batch_window, udp_mode=udp_mode, coordinators=replicas, log=log
+    )
     with log.open("ab") as output:
         try:
             try:
@@ -203,29 +256,41 @@ def _udp_ports(mode: UdpMode, servers: int, peers: int) -> list[tuple[int, int] 
     return chosen
 
 
+def _replica(index: int, count: int) -> CoordinatorReplica:
+    port = free_port()
+    args = ["coordinator", "--host", HOST, "--port", str(port), "--log-level", "warning"]
+    if count > 1:
+        args += ["--alias-spaces", str(ALIAS_SPACES), "--replica-id", str(index)]
+    return CoordinatorReplica(index, port, tuple(args))
+
+
+def _name(replica: CoordinatorReplica, count: int) -> str:
+    return "the coordinator" if count == 1 else f"coordinator replica {replica.index}"
+
+
 async def _start(
     handle: ClusterHandle,
     servers: int,
     output: IO[bytes],
     udp_ports: list[tuple[int, int] | None],
 ) -> None:
-    url = handle.coordinator_url
-    port = url.rsplit(":", 1)[1]
-    coordinator = await spawn(
-        *("coordinator", "--host", HOST, "--port", port, "--log-level", "warning"),
-        stdout=output,
-        stderr=output,
-    )
-    handle.processes.append(coordinator)
-    handle.coordinator_pid = coordinator.pid
-    await _ready(coordinator, "the coordinator", f"{http_base(url)}/readyz")
+    started = []
+    for replica in handle.coordinators:
+        replica.process = await spawn(*replica.args, stdout=output, stderr=output)
+        handle.processes.append(replica.process)
+        started.append((replica, replica.process))
+    handle.coordinator_pid = started[0][1].pid
+    for replica, process in started:
+        await _ready(process, _name(replica, len(started)), f"{http_base(replica.url)}/readyz")
+    links = [arg for url in handle.coordinator_urls for arg in ("--coordinator-url", url)]
     bases = []
     mode = handle.udp_mode or UdpMode.PER_CONNECTION
     for index in range(servers):
         http_port = free_port()
         process = await spawn(
             "commserver",
-            *("--coordinator-url", url, "--name", f"bench-server-{index + 1}"),
+            *links,
+            *("--name", f"bench-server-{index + 1}"),
             *("--http-host", HOST, "--http-port", str(http_port)),
             *("--batch-window", str(handle.batch_window), "--max-peers", "100000"),
             *udp_flags(mode, udp_ports[index]),
@@ -249,8 +314,77 @@ async def _start(
                 udp_ports[index],
             )
         )
-    await wait_servers_registered(f"{http_base(url)}/status", servers, START_TIMEOUT)
+    for replica in handle.coordinators:
+        await wait_servers_registered(replica.status_url, servers, START_TIMEOUT)
     await _wait_mesh(handle.servers)
+
+
+async def stop_coordinator(handle: ClusterHandle, index: int, *, kill: bool = False) -> int:
+    """Stop coordinator ``index`` with SIGTERM (it drains) or, with ``kill``, SIGKILL;
+    return its exit status once it is gone. One that outlives the stop grace after
+    SIGTERM is killed (its status then says so)."""
+    replica = handle.coordinators[index]
+    process = replica.process
+    if process is None:
+        raise ClusterError(f"coordinator replica {index} is not running")
+    with contextlib.suppress(ProcessLookupError):
+        process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+    try:
+        await asyncio.wait_for(process.wait(), STOP_GRACE)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()
+    replica.process = None
+    handle.processes.remove(process)
+    assert process.returncode is not None
+    return process.returncode
+
+
+async def start_coordinator(handle: ClusterHandle, index: int) -> None:
+    """Start stopped coordinator ``index`` again, on its port with its replica id, and
+    wait until it answers ``/readyz``."""
+    replica = handle.coordinators[index]
+    if replica.process is not None:
+        raise ClusterError(f"coordinator replica {index} is already running")
+    if handle.log is None:
+        raise ClusterError("the cluster has no log to start a coordinator with")
+    with handle.log.open("ab") as output:  # the child keeps its own descriptor
+        process = await spawn(*replica.args, stdout=output, stderr=output)
+    replica.process = process
+    handle.processes.append(process)
+    if index == 0:
+        handle.coordinator_pid = process.pid
+    name = _name(replica, len(handle.coordinators))
+    try:
+        await _ready(process, name, f"{http_base(replica.url)}/readyz")
+    except TimeoutError as exc:
+        raise ClusterError(f"{name} was not ready within {START_TIMEOUT:.0f} s") from exc
+
+
+async def registered_names(replica: CoordinatorReplica) -> set[str]:
+    """The names of the comm servers registered with ``replica`` now (none if it is down)."""
+    status = await fetch_json(replica.status_url, timeout=2.0)
+    servers = (status or {}).get("servers", [])
+    return {str(server.get("name", "")) for server in servers if isinstance(server, dict)}
+
+
+async def wait_rejoined(handle: ClusterHandle, index: int, timeout: float = START_TIMEOUT) -> None:
+    """Until every comm server of the cluster is registered with coordinator ``index``."""
+    replica = handle.coordinators[index]
+    wanted = {server.name for server in handle.servers}
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                if wanted <= await registered_names(replica):
+                    return
+                await asyncio.sleep(0.1)
+    except TimeoutError as exc:
+        missing = sorted(wanted - await registered_names(replica))
+        raise ClusterError(
+            f"comm servers {missing} did not register with coordinator replica {index} "
+            f"within {timeout:.0f} s"
+        ) from exc
 
 
 async def _ready(process: asyncio.subprocess.Process, name: str, url: str) -> None:
