@@ -70,14 +70,15 @@ chromium:
 # Debian's packages the tests run, installed only when missing (no recommends:
 # prometheus-node-exporter would take port 9100 on hosts with systemd):
 # Prometheus for the metrics tests; containerd, runc, the CNI plugins, iptables
-# and conntrack for the local Kubernetes node; buildah and mmdebstrap for the
+# and conntrack for the local Kubernetes node (nft removes the empty tables
+# iptables-nft leaves behind); buildah and mmdebstrap for the
 # broker's image; coturn (turnserver) for the TURN tests. On hosts with systemd, the prometheus package also starts a
 # Prometheus service on :9090, the coordinator's default port:
 # `systemctl disable --now prometheus` frees it (the tests run their own).
 SYSTEM_TOOLS := prometheus:prometheus promtool:prometheus containerd:containerd \
 	runc:runc iptables:iptables conntrack:conntrack buildah:buildah \
 	mmdebstrap:mmdebstrap /usr/lib/cni/bridge:containernetworking-plugins \
-	turnserver:coturn
+	nft:nftables turnserver:coturn
 deps-system:
 	@missing=$$(for pair in $(SYSTEM_TOOLS); do tool=$${pair%%:*}; \
 		[ -x "$$tool" ] || command -v "$$tool" >/dev/null || echo "$${pair##*:}"; \
