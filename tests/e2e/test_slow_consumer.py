@@ -123,7 +123,9 @@ async def test_stopped_consumer_is_dropped_and_costs_others_nothing(
     cluster: Cluster, tmp_path: Path
 ) -> None:
     await cluster.start_coordinator()
-    await cluster.start_server("s1")
+    # A stopped client also falls silent: on a busy machine the --client-timeout
+    # (10 s) could close it before its queue overflows, which is what is tested here.
+    await cluster.start_server("s1", "--client-timeout", "300")
     output = tmp_path / "slowpoke.out"
     # Started while s1 is the only server, so that it lands on s1.
     async with client_process(cluster, "room", output) as slowpoke:
