@@ -52,6 +52,10 @@ async function main() {
       [
         "--test",
         "--test-reporter=spec",
+        // A test that waits forever fails, and a timer a failed test left behind
+        // (a client still reconnecting) does not keep the run from ending.
+        "--test-timeout=30000",
+        "--test-force-exit",
         // Node 20 calls node:test's mock timers experimental, once per test file.
         "--disable-warning=ExperimentalWarning",
         ...files,

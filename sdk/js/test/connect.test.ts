@@ -12,6 +12,7 @@ import {
   AuthenticationError,
   BrokerError,
   ClosedError,
+  DisconnectedError,
   MessageTooLargeError,
   NoServerAvailableError,
   PingTimeoutError,
@@ -163,11 +164,17 @@ class Far {
 
 const OPTIONS: ConnectOptions = { iceServers: [], keepalive: false, reconnect: false };
 
-async function connected(options: ConnectOptions = {}): Promise<[BrokerClient, Far]> {
+/** A connected client, closed when the test ends (passed or not). */
+async function connected(
+  t: TestContext,
+  options: ConnectOptions = {},
+): Promise<[BrokerClient, Far]> {
   const connecting = BrokerClient.connect("ws://c.test", "tok", { ...OPTIONS, ...options });
   const far = await Far.welcome(0);
   await far.accept();
-  return [await connecting, far];
+  const client = await connecting;
+  t.after(() => client.close());
+  return [client, far];
 }
 
 function topicFw(topic: string, text: string, from = 11): Uint8Array {
@@ -203,8 +210,8 @@ describe("BrokerClient against fake browser APIs", () => {
     }
   });
 
-  test("connects: WELCOME, CONNECT, answer, AUTH with the token, a confirmed PING", async () => {
-    const [client, far] = await connected();
+  test("connects: WELCOME, CONNECT, answer, AUTH with the token, a confirmed PING", async (t) => {
+    const [client, far] = await connected(t);
     assert.equal(far.ws.url, "ws://c.test/connect?token=tok");
     assert.deepEqual(await far.connect(), { from: CLIENT_ALIAS, to: SERVER });
     const [authFrame] = ofType(far.reliable.sent, MessageType.AUTH);
@@ -222,8 +229,8 @@ describe("BrokerClient against fake browser APIs", () => {
     client.close();
   });
 
-  test("sends its ICE candidates to the server through the coordinator", async () => {
-    const [client, far] = await connected();
+  test("sends its ICE candidates to the server through the coordinator", async (t) => {
+    const [client, far] = await connected(t);
     const pc = FakePeerConnection.all[0];
     const local = { candidate: "candidate:1", toJSON: () => ({ candidate: "candidate:1" }) };
     pc?.fire("icecandidate", { candidate: local });
@@ -235,8 +242,8 @@ describe("BrokerClient against fake browser APIs", () => {
     client.close();
   });
 
-  test("delivers topic messages, those in BATCH frames in order; skips what it cannot read", async () => {
-    const [client, far] = await connected();
+  test("delivers topic messages, those in BATCH frames in order; skips what it cannot read", async (t) => {
+    const [client, far] = await connected(t);
     const got: ReceivedMessage[] = [];
     client.on("message", (message) => got.push(message));
     far.deliver(topicFw("room", "one"), false);
@@ -279,8 +286,8 @@ describe("BrokerClient against fake browser APIs", () => {
     client.close();
   });
 
-  test("publishes on the channel asked for, in BATCH frames once the server takes them", async () => {
-    const [client, far] = await connected();
+  test("publishes on the channel asked for, in BATCH frames once the server takes them", async (t) => {
+    const [client, far] = await connected(t);
     client.publish("room", "a");
     client.publish("room", "b");
     client.publish("pos", "p", { reliable: false });
@@ -304,11 +311,12 @@ describe("BrokerClient against fake browser APIs", () => {
     client.close();
   });
 
-  test("without the server's BATCH capability, every frame leaves as itself", async () => {
+  test("without the server's BATCH capability, every frame leaves as itself", async (t) => {
     const connecting = BrokerClient.connect("ws://c.test", "tok", OPTIONS);
     const far = await Far.welcome(0);
     await far.accept(0);
     const client = await connecting;
+    t.after(() => client.close());
     assert.equal(client.serverCapabilities, 0);
     client.publish("room", "a");
     client.publish("room", "b");
@@ -317,8 +325,8 @@ describe("BrokerClient against fake browser APIs", () => {
     client.close();
   });
 
-  test("refuses to publish a frame too large to relay, and sends nothing", async () => {
-    const [client, far] = await connected();
+  test("refuses to publish a frame too large to relay, and sends nothing", async (t) => {
+    const [client, far] = await connected(t);
     const before = far.reliable.sent.length;
     assert.throws(() => client.publish("room", new Uint8Array(256 * 1024)), MessageTooLargeError);
     assert.equal(far.reliable.sent.length, before);
@@ -326,8 +334,8 @@ describe("BrokerClient against fake browser APIs", () => {
     client.close();
   });
 
-  test("subscribe sends the sorted topic set and resolves once the server has it", async () => {
-    const [client, far] = await connected();
+  test("subscribe sends the sorted topic set and resolves once the server has it", async (t) => {
+    const [client, far] = await connected(t);
     let done = false;
     const subscribing = client.subscribe(["b", "a", "b"]).then(() => {
       done = true;
@@ -347,22 +355,22 @@ describe("BrokerClient against fake browser APIs", () => {
     client.close();
   });
 
-  test("ping rejects with PingTimeoutError when no echo comes", async () => {
-    const [client] = await connected();
+  test("ping rejects with PingTimeoutError when no echo comes", async (t) => {
+    const [client] = await connected(t);
     await assert.rejects(client.ping({ timeout: 5 }), PingTimeoutError);
     client.close();
   });
 
-  test("ping resolves with a round-trip time once echoed", async () => {
-    const [client, far] = await connected();
+  test("ping resolves with a round-trip time once echoed", async (t) => {
+    const [client, far] = await connected(t);
     const pinging = client.ping();
     await far.echoPings(1);
     assert.ok((await pinging) >= 0);
     client.close();
   });
 
-  test("close ends the client: a close event, waiting pings fail, publishing throws", async () => {
-    const [client, far] = await connected();
+  test("close ends the client: a close event, waiting pings fail, publishing throws", async (t) => {
+    const [client, far] = await connected(t);
     const reasons: string[] = [];
     client.on("close", (reason) => reasons.push(reason));
     const pinging = client.ping({ timeout: Number.POSITIVE_INFINITY });
@@ -375,8 +383,8 @@ describe("BrokerClient against fake browser APIs", () => {
     assert.equal(far.ws.readyState, FakeWebSocket.CLOSED);
   });
 
-  test("with reconnecting off, a lost session ends the client with its reason", async () => {
-    const [client, far] = await connected();
+  test("with reconnecting off, a lost session ends the client with its reason", async (t) => {
+    const [client, far] = await connected(t);
     const ended = new Promise((resolve) => client.on("close", resolve));
     far.reliable.fire("close");
     assert.equal(await ended, "reliable channel closed");
@@ -419,7 +427,7 @@ describe("BrokerClient against fake browser APIs", () => {
     await assert.rejects(connecting, NoServerAvailableError);
   });
 
-  test("a full server is passed over for the next one the coordinator lists", async () => {
+  test("a full server is passed over for the next one the coordinator lists", async (t) => {
     const connecting = BrokerClient.connect("ws://c.test", "tok", OPTIONS);
     const first = await Far.welcome(0, [SERVER, 4]);
     assert.deepEqual(await first.connect(), { from: CLIENT_ALIAS, to: SERVER });
@@ -432,11 +440,12 @@ describe("BrokerClient against fake browser APIs", () => {
     pc.fire("datachannel", { channel: second.unreliable });
     await second.echoPings(1);
     const client = await connecting;
+    t.after(() => client.close());
     assert.equal(client.serverAlias, 4);
     client.close();
   });
 
-  test("signalling frames it cannot use are counted and dropped; the set-up goes on", async () => {
+  test("signalling frames it cannot use are counted and dropped; the set-up goes on", async (t) => {
     const connecting = BrokerClient.connect("ws://c.test", "tok", OPTIONS);
     const far = await Far.welcome(0);
     await far.connect();
@@ -447,6 +456,7 @@ describe("BrokerClient against fake browser APIs", () => {
     far.signal(MessageType.WEBRTC_OFFER, JSON.stringify({ type: "offer", sdp: "again" }));
     far.signal(MessageType.WEBRTC_ICE_CANDIDATE, "not json");
     const client = await connecting;
+    t.after(() => client.close());
     await until(() => client.signallingDropped.rejected, "the bad candidate counted");
     assert.deepEqual(client.signallingDropped, {
       wrong_sender: 1,
@@ -456,6 +466,76 @@ describe("BrokerClient against fake browser APIs", () => {
       rejected: 1,
     });
     client.close();
+  });
+
+  test("keepalive: a quiet server is asked for an echo, a silent one presumed dead", async (t) => {
+    // Fake clocks: the keepalive's interval timer and performance.now(), moved together.
+    let now = 0;
+    t.mock.method(performance, "now", () => now);
+    t.mock.timers.enable({ apis: ["setInterval"] });
+    const [client, far] = await connected(t, { keepalive: { interval: 1000, timeout: 4000 } });
+    const ended = new Promise((resolve) => client.on("close", resolve));
+    const keepalives = (): number =>
+      ofType(far.reliable.sent, MessageType.PING).filter(
+        (frame) => decodeAs(PingMessageSchema, frame).time === -1,
+      ).length;
+    const second = async (): Promise<void> => {
+      now += 1000;
+      t.mock.timers.tick(1000);
+      await new Promise((resolve) => setImmediate(resolve));
+    };
+    await second();
+    assert.equal(keepalives(), 1, "one quiet second: a PING that only asks for an echo");
+    for (let index = 0; index < 3; index += 1) {
+      far.deliver(topicFw("room", "alive"), false); // any frame is a sign of life
+      await second();
+    }
+    assert.equal(keepalives(), 1, "a server that talks is not asked");
+    assert.equal(client.closed, false);
+    for (let index = 0; index < 4; index += 1) {
+      await second();
+    }
+    assert.equal(client.closed, false, "4 s of silence is not more than the timeout");
+    await second();
+    assert.equal(await ended, "server silent; presumed dead");
+  });
+
+  test("reconnects after losing its server: another server, subscriptions restored", async (t) => {
+    const connecting = BrokerClient.connect("ws://c.test", "tok", {
+      ...OPTIONS,
+      reconnect: { firstDelay: 1, maxDelay: 1, attemptTimeout: 5000 },
+    });
+    const first = await Far.welcome(0);
+    await first.accept();
+    const client = await connecting;
+    t.after(() => client.close());
+    const subscribing = client.subscribe(["room"]);
+    await first.echoPings(1);
+    await subscribing;
+    const events: string[] = [];
+    client.on("reconnecting", (reason) => events.push(`reconnecting: ${reason}`));
+    const reconnected = new Promise((resolve) => client.on("reconnected", resolve));
+
+    first.reliable.fire("close");
+    assert.throws(() => client.publish("room", "x"), DisconnectedError);
+    const second = await Far.welcome(1, [SERVER, 4]);
+    assert.deepEqual(await second.connect(), { from: CLIENT_ALIAS, to: 4 }, "not the lost one");
+    second.signal(MessageType.WEBRTC_OFFER, JSON.stringify({ type: "offer", sdp: "v=0" }), 4);
+    const pc = await until(() => FakePeerConnection.all[1], "a second peer connection");
+    pc.fire("datachannel", { channel: second.reliable });
+    pc.fire("datachannel", { channel: second.unreliable });
+    await second.echoPings(1);
+    assert.equal(await reconnected, client);
+    assert.deepEqual(events, ["reconnecting: reliable channel closed"]);
+    assert.equal(client.alias, CLIENT_ALIAS);
+    assert.equal(client.serverAlias, 4);
+    assert.equal(client.reconnects, 1);
+    const [restored] = ofType(second.reliable.sent, MessageType.SUBSCRIPTION);
+    assert.ok(restored !== undefined, "the subscription was sent again");
+    const topics = decodeAs(SubscriptionMessageSchema, restored).topics;
+    assert.equal(new TextDecoder().decode(topics), "room");
+    client.publish("room", "again");
+    assert.equal(first.ws.readyState, FakeWebSocket.CLOSED);
   });
 
   describe("several coordinators", () => {
@@ -474,13 +554,14 @@ describe("BrokerClient against fake browser APIs", () => {
       });
     });
 
-    test("one that says 'not now' is passed over for the next", async () => {
+    test("one that says 'not now' is passed over for the next", async (t) => {
       FakeWebSocket.refused.add("a.test");
       routes.set("http://a.test/connect?token=tok", 503);
       const connecting = BrokerClient.connect(["ws://a.test", "ws://b.test"], "tok", OPTIONS);
       const far = await Far.welcome(1);
       await far.accept();
       const client = await connecting;
+      t.after(() => client.close());
       assert.deepEqual(
         FakeWebSocket.all.map((ws) => ws.url),
         ["ws://a.test/connect?token=tok", "ws://b.test/connect?token=tok"],
