@@ -65,7 +65,9 @@ PROBE_INTERVAL = 0.2
 DRAIN = 3.0
 """Seconds witnesses keep receiving after the last publish: a message later than
 that on a reliable channel between processes of one machine counts as lost."""
-CLOSE_PING_TIMEOUT = 5.0
+CLOSE_PING_TIMEOUT = 20.0
+"""Seconds a stream client waits for its last PING's echo: only a session that stalls
+this long counts as lost (an overloaded machine answers late, not never)."""
 CLOSE_BUDGET = 10.0
 """Seconds the worker gives its witnesses to close before it exits."""
 SDK_LOGGER = "webrtc_broker.client.client"
@@ -133,6 +135,14 @@ async def _connect(urls: list[str], name: str, timeout: float) -> BrokerClient:
     return await BrokerClient.connect(urls, name, timeout=timeout, reconnect=None)
 
 
+def why_ended(client: BrokerClient, exc: BaseException) -> str:
+    """``ErrorType (the session's close reason)``: the SDK's errors say that the session
+    ended, its session says why (a silent server, a closed channel, ...)."""
+    session = client.session
+    reason = session.close_reason if session is not None else ""
+    return type(exc).__name__ + (f" ({reason})" if reason else f" ({exc})")
+
+
 def _error_kind(exc: BaseException) -> tuple[str, str]:
     return type(exc).__name__, (str(exc) or type(exc).__name__)[:200]
 
@@ -180,7 +190,7 @@ class Witness:
                     seen.add(sequence)
         except ClosedError as exc:
             if self.lost is None:
-                self.lost = str(exc)
+                self.lost = why_ended(self.client, exc)
 
     async def probe(self) -> None:
         """Until cancelled: tell the others this witness's messages reach them."""
@@ -200,7 +210,7 @@ class Witness:
             try:
                 self.client.publish(WITNESS_TOPIC, _body(KIND_WITNESS, self.index, self.published))
             except ClosedError as exc:
-                self.lost = self.lost or str(exc)
+                self.lost = self.lost or why_ended(self.client, exc)
                 return
             self.published += 1
             next_at = max(next_at + period, time.time())
@@ -260,7 +270,7 @@ async def _stream_client(plan: WorkerPlan, index: int, due: float) -> None:
         # Its echo proves the server took every publish before it (same ordered channel).
         await client.ping(timeout=CLOSE_PING_TIMEOUT)
     except (BrokerError, TimeoutError) as exc:
-        lost = f"{type(exc).__name__}: {exc}"
+        lost = why_ended(client, exc)
     finally:
         await client.close()
         listener.cancel()

@@ -52,6 +52,9 @@ WORKER_MODULE = "webrtc_broker.bench.restartclients"
 READY_BUDGET = 90.0
 """Seconds the workers have to connect their witnesses and hear every one."""
 RESULT_BUDGET = DRAIN + 30.0
+LATE_WARNING = 1.0
+"""Seconds a connect may start after it was due before the report says the load
+generator fell behind."""
 
 
 class LoadError(Exception):
@@ -222,8 +225,7 @@ class Tally:
             self.published += int(event["published"])
             self.received += int(event["received"])
             if event.get("lost"):
-                reason = str(event["lost"])
-                self.lost[reason.split(":", 1)[0]] += 1
+                self.lost[str(event["lost"])] += 1
             elif int(event["received"]) == 0:
                 self.deaf += 1
 
@@ -535,6 +537,12 @@ class LoadReport:
             f"{self.stream_messages_lost}; stream clients that heard no witness: "
             f"{self.stream_deaf}",
         ]
+        if (self.lag_max or 0.0) > LATE_WARNING:
+            lines.append(
+                f"warning: the client workers fell behind the schedule (up to "
+                f"{self.lag_max:.1f} s): the machine does not sustain this rate with these "
+                f"--workers"
+            )
         lines += [f"  moved on {n}x: {why}" for why, n in self.retry_reasons.items()]
         lines += [f"  failed {kind}: {text}" for kind, text in sorted(self.failure_details.items())]
         lines += [f"  lost {kind}: {n}" for kind, n in sorted(self.stream_lost.items())]
