@@ -175,18 +175,12 @@ class KubeClient:
             self._read_at = time.monotonic()
 
     def _ssl(self) -> ssl.SSLContext | bool:
-        info = self._info
-        if not info.server.startswith("https"):
+        """TLS as kopf's own sessions set it up: the CA and client certificate from
+        files or from the kubeconfig's inline ``*-data`` (which a kubeconfig login
+        gives instead of paths), or no verification for ``insecure-skip-tls-verify``."""
+        if not self._info.server.startswith("https"):
             return False
-        if info.insecure:
-            context = ssl.create_default_context()
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-            return context
-        context = ssl.create_default_context(cafile=info.ca_path)
-        if info.certificate_path and info.private_key_path:
-            context.load_cert_chain(info.certificate_path, info.private_key_path)
-        return context
+        return self._info.as_ssl_context()
 
     def _headers(self) -> dict[str, str]:
         info = self._info
