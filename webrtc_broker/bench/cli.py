@@ -219,11 +219,11 @@ def attack(attacks: str, **flags: Any) -> None:
     "--witnesses", default=10, show_default=True, help="Long-lived clients counting every message"
 )
 @click.option(
-    "--witness-rate", default=2.0, show_default=True, help="Messages per second per witness"
+    "--witness-rate", default=1.0, show_default=True, help="Messages per second per witness"
 )
 @click.option(
     "--stream-rate",
-    default=1.0,
+    default=0.5,
     show_default=True,
     help="Messages per second each new client publishes to the witnesses",
 )

@@ -69,9 +69,9 @@ class LoadOptions:
     """The clients: the stream of short-lived ones and the witnesses."""
 
     witnesses: int = 10
-    witness_rate: float = 2.0
+    witness_rate: float = 1.0
     """Messages per second each witness publishes."""
-    stream_rate: float = 1.0
+    stream_rate: float = 0.5
     """Messages per second each stream client publishes while it holds its session."""
     hold: float = 5.0
     """Seconds a stream client keeps its session before it closes it."""
@@ -94,8 +94,8 @@ class RestartBenchOptions:
     duration: float = 60.0
     hold: float = 5.0
     witnesses: int = 10
-    witness_rate: float = 2.0
-    stream_rate: float = 1.0
+    witness_rate: float = 1.0
+    stream_rate: float = 0.5
     settle: float = 5.0
     kill: bool = False
     no_restart: bool = False
