@@ -6,8 +6,9 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
-from commserver.lifecycle import CloseReason, PeerState, check_transition
+from commserver.lifecycle import CloseReason, PeerState
 from webrtc_broker.rtc import Session
+from webrtc_broker.rtc.handshake import Handshake
 from webrtc_broker.rtc.liveness import SilenceClock
 from webrtc_broker.wire import broker_pb2 as pb
 
@@ -19,12 +20,11 @@ class Peer:
     """Identity and state of one session; hashed by identity so it can live in sets."""
 
     alias: int
-    session: Session
+    handshake: Handshake
+    """The session and where it is in its set-up (see :mod:`webrtc_broker.rtc.handshake`)."""
     initiated_by_us: bool
     """True for a server we connected to from our WELCOME: it offers, we answer and
     send AUTH first."""
-    state: PeerState = PeerState.CONNECTING
-    """Where the session is in its set-up (see :mod:`commserver.lifecycle`)."""
     close_reason: CloseReason | None = None
     """Why the session ended, once it has."""
     role: pb.Role.ValueType = pb.UNKNOWN_ROLE
@@ -54,8 +54,7 @@ class Peer:
 
     def move(self, state: PeerState) -> None:
         """Take a forward step of the set-up (a bug raises ``IllegalTransition``)."""
-        check_transition(self.state, state)
-        self.state = state
+        self.handshake.move(state)
         if state is PeerState.ESTABLISHED:
             self.established_at = time.monotonic()
             if self.expiry is not None:
@@ -64,14 +63,20 @@ class Peer:
 
     def end(self, reason: CloseReason, detail: str = "") -> None:
         """Close the session for ``reason``; the first reason given is the one counted."""
-        if self.state is PeerState.CLOSED:
+        if not self.handshake.close(f"{reason}: {detail}" if detail else str(reason)):
             return
-        self.state = PeerState.CLOSED
         self.close_reason = reason
         if self.expiry is not None:
             self.expiry.cancel()
             self.expiry = None
-        self.session.close_soon(f"{reason}: {detail}" if detail else str(reason))
+
+    @property
+    def session(self) -> Session:
+        return self.handshake.session
+
+    @property
+    def state(self) -> PeerState:
+        return self.handshake.state
 
     @property
     def established(self) -> bool:

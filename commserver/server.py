@@ -9,7 +9,7 @@ Lifecycle of a session, as docs/protocol.md describes it:
 * either way the session must be open and authenticated within the
   establish timeout, or it is closed.
 
-Every step is a transition of :class:`~commserver.lifecycle.PeerState`, and
+Every step is a transition of :class:`~webrtc_broker.rtc.handshake.Handshake`, and
 all the signalling arrives from other parties through the coordinator, so a
 frame that does not fit the session's state is refused and counted, and one
 the WebRTC stack cannot apply closes that session only. Sessions being set
@@ -30,7 +30,7 @@ from typing import Any
 
 from commserver.coordinator_link import CoordinatorLink
 from commserver.coordinators import CoordinatorLinks, LinkSlot
-from commserver.lifecycle import ACCEPTED, CloseReason, PeerState, Signal
+from commserver.lifecycle import CloseReason, PeerState
 from commserver.limits import PeerLimits
 from commserver.peer import SERVER_ROLES, Peer
 from commserver.relay import Relay, ServerIdentity
@@ -47,6 +47,7 @@ from webrtc_broker.rtc import (
     rtc_ice_servers,
 )
 from webrtc_broker.rtc.candidates import CandidatePolicy, PortRangeExhausted
+from webrtc_broker.rtc.handshake import Handshake, Signal
 from webrtc_broker.rtc.liveness import KEEPALIVE_PING, SilenceClock
 from webrtc_broker.rtc.memory import MemoryReclaimer
 from webrtc_broker.rtc.writer import MAX_QUEUE_BYTES
@@ -223,11 +224,11 @@ class CommServer:
             max_candidates=config.max_candidates,
             candidate_policy=self.candidates,
         )
+        start = PeerState.AWAITING_OFFER if initiated_by_us else PeerState.OFFERING
         peer = Peer(
             alias=alias,
-            session=session,
+            handshake=Handshake(session, start, self.stats.refused_signals),
             initiated_by_us=initiated_by_us,
-            state=PeerState.AWAITING_OFFER if initiated_by_us else PeerState.OFFERING,
             expected_role=expected_role,
         )
         holder.append(peer)
@@ -514,12 +515,11 @@ class CommServer:
 
     async def _offer(self, peer: Peer) -> None:
         try:
-            offer = await peer.session.create_offer()
+            offer = await peer.handshake.offer()
         except Exception as exc:
             self._close_peer(peer, CloseReason.CONNECTION_FAILED, f"cannot create an offer: {exc}")
             return
-        if peer.state is PeerState.OFFERING:  # not closed or replaced meanwhile
-            peer.move(PeerState.AWAITING_ANSWER)
+        if offer is not None:  # None: closed or replaced meanwhile
             self._signal(pb.WEBRTC_OFFER, peer.alias, offer)
 
     def _signal(self, kind: pb.MessageType.ValueType, to_alias: int, data: bytes) -> None:
@@ -542,9 +542,8 @@ class CommServer:
             self.stats.drops["signalling_unknown_peer"] += 1
             return
         signal = SIGNALS[kind]
-        if signal not in ACCEPTED[peer.state]:
+        if not peer.handshake.take(signal):  # counted in stats.refused_signals
             self.stats.drops["signalling_wrong_state"] += 1
-            self.stats.refused_signals[(peer.state, signal)] += 1
             return
         # Applying a description or a candidate can wait (aiortc resolves a .local
         # candidate by mDNS, for up to a second): never in this reader, which every
@@ -552,22 +551,20 @@ class CommServer:
         if signal is Signal.CANDIDATE:
             self._spawn(self._candidate(peer, message.data), f"candidate-{peer.alias}")
         elif signal is Signal.ANSWER:
-            peer.move(PeerState.CONNECTING)  # first: a second answer is now refused
             self._spawn(self._apply_answer(peer, message.data), f"apply-answer-{peer.alias}")
         else:
-            peer.move(PeerState.ANSWERING)
             self._spawn(self._answer(peer, message.data), f"answer-{peer.alias}")
 
     async def _apply_answer(self, peer: Peer, answer: bytes) -> None:
         try:
-            await peer.session.accept_answer(answer)
+            await peer.handshake.accept_answer(answer)
         except Exception as exc:
             self.stats.drops["bad_signalling"] += 1
             self._close_peer(peer, CloseReason.BAD_SIGNALLING, f"answer: {exc!r}"[:200])
 
     async def _candidate(self, peer: Peer, data: bytes) -> None:
         try:
-            await peer.session.add_candidate(data)
+            await peer.handshake.add_candidate(data)
         except CandidateRefused as exc:
             self.stats.drops["candidates_over_budget"] += 1
             log.debug("candidate from %s refused: %s", peer.alias, exc)
@@ -579,7 +576,7 @@ class CommServer:
 
     async def _answer(self, peer: Peer, offer: bytes) -> None:
         try:
-            answer = await peer.session.accept_offer(offer)
+            answer = await peer.handshake.answer(offer)
         except PortRangeExhausted as exc:  # ours, not the offer's fault
             self._close_peer(peer, CloseReason.CONNECTION_FAILED, f"cannot answer: {exc}")
             return
@@ -587,9 +584,8 @@ class CommServer:
             self.stats.drops["bad_signalling"] += 1
             self._close_peer(peer, CloseReason.BAD_SIGNALLING, f"offer: {exc!r}"[:200])
             return
-        if peer.state is not PeerState.ANSWERING:  # closed meanwhile
+        if answer is None:  # closed meanwhile
             return
-        peer.move(PeerState.CONNECTING)
         self._signal(pb.WEBRTC_ANSWER, peer.alias, answer)
         try:
             await peer.session.wait_open(self.config.establish_timeout)

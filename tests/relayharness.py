@@ -13,13 +13,13 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import cast
 
-from commserver.lifecycle import PeerState
 from commserver.limits import PeerLimits
 from commserver.peer import Peer
 from commserver.relay import Relay, ServerIdentity
 from commserver.stats import RelayStats
 from webrtc_broker.auth import OpenClientAuthenticator, ServerSecret
 from webrtc_broker.rtc import FlushScheduler, Session, SessionEnd
+from webrtc_broker.rtc.handshake import Handshake, PeerState
 from webrtc_broker.wire import broker_pb2 as pb
 from webrtc_broker.wire.subscription import subscription_frame
 
@@ -63,7 +63,7 @@ class RelayHarness:
         session = cast(Session, FakeSession())
         return Peer(
             alias=self._next_alias,
-            session=session,
+            handshake=Handshake(session, PeerState.CONNECTING),  # signalling done
             initiated_by_us=False,
             expected_role=expected_role,
         )

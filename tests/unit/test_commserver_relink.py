@@ -20,13 +20,14 @@ from typing import cast
 import pytest
 
 import commserver.server
-from commserver.lifecycle import CloseReason, PeerState
+from commserver.lifecycle import CloseReason
 from commserver.peer import Peer
 from commserver.server import DUPLICATE_LINK, CommServer
 from tests.relayharness import FakeSession
 from tests.support import eventually
 from webrtc_broker.config import CommServerConfig
 from webrtc_broker.rtc import Session, SessionEnd
+from webrtc_broker.rtc.handshake import Handshake, PeerState
 from webrtc_broker.wire import broker_pb2 as pb
 from webrtc_broker.wire import frame_type
 from webrtc_broker.wire.subscription import subscription_frame
@@ -130,7 +131,7 @@ async def test_a_refused_duplicate_link_is_never_routed(
     first, second = (
         Peer(
             alias=alias,
-            session=cast(Session, FakeSession()),
+            handshake=Handshake(cast(Session, FakeSession()), PeerState.CONNECTING),
             initiated_by_us=False,
             expected_role=pb.COMMUNICATION_SERVER,
         )
