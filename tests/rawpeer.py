@@ -5,7 +5,9 @@ the open data channels (coordinator ``/connect``, WELCOME, CONNECT, answer the
 server's offer, ICE) and then stops: the test decides what goes on the wire,
 AUTH or not, valid frames or garbage, binary or text. It also keeps every
 CONNECTION_REFUSED the coordinator relays, so a test can see why a server
-closed the session.
+closed the session. It answers every offer, from anyone, without the SDK's
+state machine (:mod:`webrtc_broker.rtc.handshake`): a hostile client does not
+keep to it either.
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ from webrtc_broker.client.errors import (
 )
 from webrtc_broker.config import IceServer
 from webrtc_broker.rtc import FrameHandler, Session, SessionClosed, rtc_ice_servers
+from webrtc_broker.rtc.handshake import Handshake, PeerState, Signal
 from webrtc_broker.rtc.signaling import candidate_from_json
 from webrtc_broker.wire import FrameError, decode_as, frame_type
 from webrtc_broker.wire import broker_pb2 as pb
@@ -67,10 +68,11 @@ class SignallingDrop(StrEnum):
     WRONG_SENDER = "wrong_sender"
     """From a server other than the one this link asked for a session."""
     REPEATED_OFFER = "repeated_offer"
-    """An offer after the one this link already answered (or failed to)."""
+    """An offer after the one this link already answered (or failed to): the
+    handshake takes one."""
     REJECTED = "rejected"
-    """The WebRTC stack refused it: a description or candidate it cannot use, or
-    one that does not fit the session's state."""
+    """The WebRTC stack refused it (a description or candidate it cannot use), or
+    the handshake did (a candidate to a session that failed its offer)."""
 
 
 def ice_servers_url(url: str) -> str:
@@ -164,12 +166,13 @@ class Link:
             ice_servers=rtc_ice_servers(self.ice_servers),
             relay_only=ice_transport_policy == "relay",
         )
+        self.handshake = Handshake(self.session, PeerState.AWAITING_OFFER)
+        """This link sends CONNECT: it answers the server's offer."""
         self.refusal: asyncio.Future[BrokerError] = asyncio.get_running_loop().create_future()
         self.answered = asyncio.Event()
         """Set when the server answers CONNECT, with an OFFER or a refusal."""
         self.dropped: Counter[str] = Counter() if dropped is None else dropped
         """Coordinator frames dropped, by :class:`SignallingDrop` (shared with the client)."""
-        self._offered = False
         self._reader: asyncio.Task[None] | None = None
 
     @classmethod
@@ -259,6 +262,7 @@ class Link:
             await self._unless_refused(self.session.opened)
             self.session.send(auth, reliable=True)
             await self._unless_refused(asyncio.ensure_future(confirm()))
+            self.handshake.move(PeerState.ESTABLISHED)
         except (SessionClosed, ClosedError) as exc:
             # The server closes a refused session; its reason travels via the coordinator.
             with contextlib.suppress(TimeoutError):
@@ -299,21 +303,37 @@ class Link:
     async def _handle_coordinator_frame(self, data: bytes) -> SignallingDrop | None:
         """Act on one frame; why it was dropped, or None if it was used."""
         kind = frame_type(data)
+        if kind == pb.CONNECTION_REFUSED:
+            return self._refused(decode_as(data, pb.ConnectionRefusedMessage))
+        if kind not in (pb.WEBRTC_OFFER, pb.WEBRTC_ICE_CANDIDATE):
+            return SignallingDrop.UNEXPECTED_TYPE
+        message = decode_as(data, pb.WebRtcMessage)
+        if message.from_alias != self.server_alias:
+            return SignallingDrop.WRONG_SENDER
         if kind == pb.WEBRTC_OFFER:
-            message = decode_as(data, pb.WebRtcMessage)
-            if message.from_alias != self.server_alias:
-                return SignallingDrop.WRONG_SENDER
             self.answered.set()
-            if self._offered:
-                # A session takes one offer; another would renegotiate a live one.
+            # A session takes one offer; another would renegotiate a live one.
+            if not self.handshake.take(Signal.OFFER):
                 return SignallingDrop.REPEATED_OFFER
-            self._offered = True
-            try:
-                answer = await self.session.accept_offer(message.data)
-            except Exception as exc:
-                # Without an answer there is no session: fail the set-up now, not at a timeout.
-                await self.session.close(f"cannot answer the server's offer: {exc!r}")
-                raise
+            await self._answer(message.data)
+            return None
+        # Parsed now even when the session holds it for later: a bad candidate
+        # held until the offer would otherwise fail the offer with it.
+        candidate_from_json(message.data)
+        if not self.handshake.take(Signal.CANDIDATE):
+            return SignallingDrop.REJECTED
+        await self.handshake.add_candidate(message.data)
+        return None
+
+    async def _answer(self, offer: bytes) -> None:
+        try:
+            answer = await self.handshake.answer(offer)
+        except Exception as exc:
+            # Without an answer there is no session: fail the set-up now, not at a timeout.
+            self.handshake.close(f"cannot answer the server's offer: {exc!r}")
+            await self.session.wait_closed()
+            raise
+        if answer is not None:  # None: the link closed meanwhile
             await self.ws.send(
                 pb.WebRtcMessage(
                     type=pb.WEBRTC_ANSWER,
@@ -322,27 +342,13 @@ class Link:
                     data=answer,
                 ).SerializeToString()
             )
-        elif kind == pb.WEBRTC_ICE_CANDIDATE:
-            message = decode_as(data, pb.WebRtcMessage)
-            if message.from_alias != self.server_alias:
-                return SignallingDrop.WRONG_SENDER
-            # Parsed now even when the session holds it for later: a bad candidate
-            # held until the offer would otherwise fail the offer with it.
-            candidate_from_json(message.data)
-            await self.session.add_candidate(message.data)
-        elif kind == pb.CONNECTION_REFUSED:
-            refusal = decode_as(data, pb.ConnectionRefusedMessage)
-            if refusal.from_alias != self.server_alias:
-                return SignallingDrop.WRONG_SENDER
-            self._refused(refusal)
-        else:
-            return SignallingDrop.UNEXPECTED_TYPE
-        return None
 
-    def _refused(self, message: pb.ConnectionRefusedMessage) -> None:
+    def _refused(self, message: pb.ConnectionRefusedMessage) -> SignallingDrop | None:
+        if message.from_alias != self.server_alias:
+            return SignallingDrop.WRONG_SENDER
         self.answered.set()
         if self.refusal.done():
-            return
+            return None
         detail = message.data.decode(errors="replace")
         error: BrokerError
         if message.reason == pb.SERVER_FULL:
@@ -352,9 +358,11 @@ class Link:
         else:
             error = BrokerError(f"server {self.server_alias} refused the session: {detail}")
         self.refusal.set_result(error)
+        return None
 
     async def close(self, reason: str) -> None:
-        await self.session.close(reason)
+        self.handshake.close(reason)
+        await self.session.wait_closed()
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
