@@ -89,6 +89,8 @@ class CoordinatorCounters:
         default_factory=lambda: {phase.value: 0 for phase in TimeoutPhase}
     )
     slow_connections_closed: int = 0
+    load_reports: int = 0
+    """Client counts comm servers reported (docs/protocol.md, "Load reports")."""
     turn_credentials_issued: int = 0
     turn_credentials_refused: dict[str, int] = field(
         default_factory=lambda: {reason.value: 0 for reason in TurnRefusal}

@@ -104,6 +104,12 @@ class CoordinatorCollector:
         )
         yield counter(
             SERVICE,
+            "load_reports_total",
+            "Client counts comm servers reported, which least-clients selection uses.",
+            counters.load_reports,
+        )
+        yield counter(
+            SERVICE,
             "turn_credentials_issued_total",
             "Short-lived TURN credentials handed out at GET /ice-servers.",
             counters.turn_credentials_issued,

@@ -131,7 +131,9 @@ class SignalRelay:
         except codec.FrameError:
             self.drop(DropReason.MALFORMED)
             return
-        if not self._registry.report_clients(server.alias, report.time):
+        if self._registry.report_clients(server.alias, report.time):
+            self._counters.load_reports += 1
+        else:
             self.drop(DropReason.MALFORMED)
 
     def _may_connect(self, client: RegisteredPeer) -> bool:

@@ -124,7 +124,8 @@ def probe(to_alias: int, tag: bytes) -> bytes:
 
 def accounted(coordinator: Coordinator) -> int:
     counters = coordinator.counters
-    return sum(counters.frames_relayed.values()) + sum(counters.frames_dropped.values())
+    relayed, dropped = counters.frames_relayed, counters.frames_dropped
+    return sum(relayed.values()) + sum(dropped.values()) + counters.load_reports
 
 
 async def exchange(draw: st.DataObject) -> None:
