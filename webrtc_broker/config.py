@@ -16,15 +16,15 @@ from typing import Any, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from webrtc_broker import limits
 from webrtc_broker.tokens import check_secret
 
 MIB = 1024 * 1024
 KIB = 1024
 
-MAX_FRAME_BYTES = 255 * KIB
-"""Largest data-channel message a comm server takes from a client by default: the same
-bound as the Python SDK's ``MAX_FRAME_BYTES``, so nothing the SDK sends is refused. Data
-channels carry 256 KiB; the relay adds the sender's alias and the topic to what it forwards."""
+MAX_FRAME_BYTES = limits.MAX_FRAME_BYTES
+"""Largest data-channel message a comm server takes from a client by default: the bound
+both SDKs hold their frames to (webrtc_broker.limits), so nothing they send is refused."""
 
 SelectorName = Literal["random", "round-robin", "least-clients"]
 ServerRole = Literal["server", "hub"]

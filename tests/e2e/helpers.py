@@ -2,8 +2,9 @@
 
 Two barriers make "nothing arrived" assertions exact instead of timed:
 
-* :func:`subscribe` follows SUBSCRIPTION with a PING on the same ordered
-  channel; the echo comes back only after the server applied the subscription.
+* :func:`subscribe` awaits the SDK's confirmation: the PING it sends after the
+  SUBSCRIPTION on the same ordered channel comes back only after the server
+  applied the subscription.
 * :func:`assert_nothing_received` pings the server on the reliable channel
   first: the server handles frames in order and its writers keep order, so any
   reliable delivery it queued for the client before the PING is in the inbox
@@ -43,8 +44,7 @@ async def connected(
 
 async def subscribe(client: BrokerClient, topics: list[str], *, compress: bool = False) -> None:
     """Subscribe and wait until the client's server has applied it."""
-    client.subscribe(topics, compress=compress)
-    await asyncio.wait_for(client.ping(), TIMEOUT)
+    await asyncio.wait_for(client.subscribe(topics, compress=compress), TIMEOUT)
 
 
 async def receive(client: BrokerClient, timeout: float = TIMEOUT) -> ReceivedMessage:

@@ -1,6 +1,17 @@
-"""Python client SDK: connect through a coordinator, subscribe, publish, receive."""
+"""Python client SDK: connect through a coordinator, subscribe, publish, receive.
 
-from webrtc_broker.client.client import BrokerClient, Keepalive, ReceivedMessage, Reconnect
+It mirrors the browser SDK (sdk/js); docs/sdks.md sets their APIs side by side.
+"""
+
+from webrtc_broker.client.client import (
+    CLIENT_CAPABILITIES,
+    MAX_FRAME_BYTES,
+    BrokerClient,
+    Keepalive,
+    ReceivedMessage,
+    Reconnect,
+    coordinator_order,
+)
 from webrtc_broker.client.errors import (
     AuthenticationError,
     BrokerError,
@@ -13,12 +24,16 @@ from webrtc_broker.client.errors import (
     PingTimeoutError,
     ServerFullError,
 )
-from webrtc_broker.client.link import IceTransportPolicy
+from webrtc_broker.client.link import IceTransportPolicy, SignallingDrop
+from webrtc_broker.wire.broker_pb2 import Capability, Role
 
 __all__ = [
+    "CLIENT_CAPABILITIES",
+    "MAX_FRAME_BYTES",
     "AuthenticationError",
     "BrokerClient",
     "BrokerError",
+    "Capability",
     "ClosedError",
     "ConnectTimeoutError",
     "CoordinatorUnavailableError",
@@ -30,5 +45,8 @@ __all__ = [
     "PingTimeoutError",
     "ReceivedMessage",
     "Reconnect",
+    "Role",
     "ServerFullError",
+    "SignallingDrop",
+    "coordinator_order",
 ]

@@ -42,39 +42,81 @@ from webrtc_broker.client.errors import (
 )
 from webrtc_broker.client.link import IceTransportPolicy, Link
 from webrtc_broker.config import IceServer
+from webrtc_broker.limits import (
+    BATCH_MAX_BYTES,
+    CONNECT_TIMEOUT,
+    KEEPALIVE_INTERVAL,
+    KEEPALIVE_TIMEOUT,
+    MAX_FRAME_BYTES,
+    PING_TIMEOUT,
+    RECONNECT_ATTEMPT_TIMEOUT,
+    RECONNECT_FIRST_DELAY,
+    RECONNECT_MAX_DELAY,
+)
 from webrtc_broker.rtc import FlushScheduler, Session
 from webrtc_broker.rtc.liveness import KEEPALIVE_PING, SilenceClock
-from webrtc_broker.rtc.writer import SCTP_PACKET_PAYLOAD
 from webrtc_broker.wire import FrameError, decode_as, frame_type
 from webrtc_broker.wire import broker_pb2 as pb
 from webrtc_broker.wire.subscription import subscription_frame
 
 log = logging.getLogger(__name__)
 
+# MAX_FRAME_BYTES (what a client may send) and PING_TIMEOUT (what ping() waits by
+# default) are re-exported from webrtc_broker.limits, the browser SDK's source too.
+__all__ = [
+    "ALL_CAPABILITIES",
+    "BATCH_WINDOW",
+    "CLIENT_CAPABILITIES",
+    "MAX_FRAME_BYTES",
+    "PING_TIMEOUT",
+    "BrokerClient",
+    "Keepalive",
+    "ReceivedMessage",
+    "Reconnect",
+    "coordinator_order",
+    "coordinator_urls",
+]
+
 
 @dataclass(frozen=True, slots=True)
 class ReceivedMessage:
-    """A topic message delivered to this client."""
+    """A topic message delivered to this client.
+
+    Its fields come in the browser SDK's order: sender, body, reliable, topic,
+    identity, role.
+    """
 
     sender: int
     """Alias of the client that published it."""
     body: bytes
     reliable: bool
     """Whether it came on the reliable channel."""
+    topic: str | None = None
+    """The topic it was published to, when the server sends topic names (servers
+    that announce CAPABILITY_TOPIC_NAMES, as this project's do)."""
     identity: bytes | None = None
     """The sender's authenticated identity, for messages published with identity."""
     role: int | None = None
-    topic: str | None = None
-    """The topic, when the server sends topic names (servers of this project do)."""
+    """The sender's role (a ``Role`` value), for messages published with identity."""
+
+    @property
+    def text(self) -> str:
+        """The body decoded as UTF-8 (invalid bytes replaced)."""
+        return self.body.decode(errors="replace")
+
+    @property
+    def identity_text(self) -> str | None:
+        """The identity decoded as UTF-8 (``None`` for messages without identity)."""
+        return None if self.identity is None else self.identity.decode(errors="replace")
 
 
 @dataclass(frozen=True, slots=True)
 class Keepalive:
     """How the client tells a live server from a dead one."""
 
-    interval: float = 1.0
+    interval: float = KEEPALIVE_INTERVAL
     """Seconds of hearing nothing after which the client sends a PING."""
-    timeout: float = 4.0
+    timeout: float = KEEPALIVE_TIMEOUT
     """Seconds of hearing nothing after which the server is presumed dead."""
 
 
@@ -86,26 +128,24 @@ class Reconnect:
     jitter, so the clients of a dead server do not retry in lockstep.
     """
 
-    first_delay: float = 0.1
-    max_delay: float = 5.0
-    attempt_timeout: float = 20.0
+    first_delay: float = RECONNECT_FIRST_DELAY
+    """Seconds before the second round of attempts; the delay doubles each round."""
+    max_delay: float = RECONNECT_MAX_DELAY
+    """The longest delay between rounds, in seconds."""
+    attempt_timeout: float = RECONNECT_ATTEMPT_TIMEOUT
     """Seconds one attempt (coordinator, WebRTC set-up, AUTH) may take."""
 
 
 _CLOSED = object()
 
-ALL_CAPABILITIES = pb.CAPABILITY_BATCH | pb.CAPABILITY_TOPIC_NAMES
+CLIENT_CAPABILITIES = pb.CAPABILITY_BATCH | pb.CAPABILITY_TOPIC_NAMES
 """What this SDK announces by default: it accepts batches and wants topic names."""
 
-MAX_FRAME_BYTES = 255 * 1024
-"""Data channels carry 256 KiB messages; the relay adds the sender's alias and the topic."""
+ALL_CAPABILITIES = CLIENT_CAPABILITIES
+"""The former name of :data:`CLIENT_CAPABILITIES`."""
 
 BATCH_WINDOW = 0.005
 """Seconds the client's own frames may wait to share one data-channel message."""
-
-PING_TIMEOUT = 10.0
-"""Seconds :meth:`BrokerClient.ping` waits for its echo by default: far above any round
-trip a live session has, well below what a caller waiting on a stalled server tolerates."""
 
 
 _spread = random.Random()
@@ -118,6 +158,23 @@ def coordinator_urls(urls: str | Sequence[str]) -> tuple[str, ...]:
     if not listed or not all(isinstance(url, str) and url for url in listed):
         raise ValueError(f"coordinator URLs must be non-empty strings: {urls!r}")
     return listed
+
+
+def websocket_url(url: str) -> str:
+    """A coordinator URL as the WebSocket URL to dial: ``http(s)://`` becomes ``ws(s)://``
+    (both SDKs take either, as a page knows its coordinator by its web origin)."""
+    for web, socket in (("http://", "ws://"), ("https://", "wss://")):
+        if url[: len(web)].lower() == web:
+            return socket + url[len(web) :]
+    return url
+
+
+def check_size(frame: bytes) -> None:
+    """Raise :class:`MessageTooLargeError` for a frame no server would relay."""
+    if len(frame) > MAX_FRAME_BYTES:
+        raise MessageTooLargeError(
+            f"{len(frame)} bytes encoded; at most {MAX_FRAME_BYTES} can be relayed"
+        )
 
 
 def coordinator_order(urls: Sequence[str], *, after: str | None = None) -> list[str]:
@@ -174,6 +231,10 @@ class BrokerClient:
         """Messages dropped because the inbox was full (the oldest go first)."""
         self.reconnects = 0
         """Times the client moved to another server after losing one."""
+        self.received = 0
+        """Topic messages received (those inside BATCH frames included)."""
+        self.sent = 0
+        """Topic messages published."""
         self.signalling_dropped: Counter[str] = Counter()
         """Frames from the coordinator dropped by every link so far, by
         :class:`~webrtc_broker.client.link.SignallingDrop` reason."""
@@ -187,15 +248,16 @@ class BrokerClient:
         credentials: bytes | str = b"",
         *,
         server: int | None = None,
-        timeout: float = 20.0,
+        timeout: float = CONNECT_TIMEOUT,
         inbox_size: int = 10_000,
-        capabilities: int = ALL_CAPABILITIES,
+        capabilities: int = CLIENT_CAPABILITIES,
         keepalive: Keepalive | None = Keepalive(),
         reconnect: Reconnect | None = Reconnect(),
         ice_servers: Sequence[IceServer] | None = None,
         ice_transport_policy: IceTransportPolicy = "all",
     ) -> BrokerClient:
-        """Connect through the coordinator at ``coordinator_url`` (``ws://host:port``).
+        """Connect through the coordinator at ``coordinator_url`` (``ws://host:port``,
+        ``wss://...``, or the ``http(s)://`` equivalent).
 
         ``coordinator_url`` may also be a sequence of URLs, one per coordinator
         replica: the client starts at a random one (so clients spread over the
@@ -324,7 +386,7 @@ class BrokerClient:
         try:
             async with asyncio.timeout(welcome_within):
                 link = await Link.open(
-                    url,
+                    websocket_url(url),
                     self._credentials,
                     server=server,
                     on_frame=self._on_frame,
@@ -385,7 +447,13 @@ class BrokerClient:
 
     @property
     def server_alias(self) -> int:
+        """The comm server of the current session (0 while reconnecting)."""
         return self._link.server_alias if self._link is not None else 0
+
+    @property
+    def servers(self) -> list[int]:
+        """The coordinator's list of servers when the current session was made, best first."""
+        return list(self._link.servers) if self._link is not None else []
 
     @property
     def session(self) -> Session | None:
@@ -484,9 +552,7 @@ class BrokerClient:
             kind = frame_type(data)
             if kind == pb.TOPIC_FW:
                 fw = decode_as(data, pb.TopicFWMessage)
-                self._deliver(
-                    ReceivedMessage(fw.from_alias, fw.body, reliable, topic=fw.topic or None)
-                )
+                self._deliver(ReceivedMessage(fw.from_alias, fw.body, reliable, fw.topic or None))
             elif kind == pb.TOPIC_IDENTITY_FW:
                 ifw = decode_as(data, pb.TopicIdentityFWMessage)
                 self._deliver(
@@ -494,9 +560,9 @@ class BrokerClient:
                         ifw.from_alias,
                         ifw.body,
                         reliable,
+                        ifw.topic or None,
                         ifw.identity,
                         ifw.role,
-                        ifw.topic or None,
                     )
                 )
             elif kind == pb.BATCH and not in_batch:
@@ -516,9 +582,10 @@ class BrokerClient:
         self.server_capabilities = capabilities
         both = capabilities & self.capabilities
         if both & pb.CAPABILITY_BATCH and self._link is not None:
-            self._link.session.enable_batching(self._batching, SCTP_PACKET_PAYLOAD)
+            self._link.session.enable_batching(self._batching, BATCH_MAX_BYTES)
 
     def _deliver(self, message: ReceivedMessage) -> None:
+        self.received += 1
         if self._inbox.full():
             self._inbox.get_nowait()
             self.dropped += 1
@@ -530,20 +597,53 @@ class BrokerClient:
             if self._closed_reason:
                 raise ClosedError(f"client closed: {self._closed_reason}")
             raise DisconnectedError("the client is reconnecting to another server")
-        if len(frame) > MAX_FRAME_BYTES:
-            raise MessageTooLargeError(
-                f"{len(frame)} bytes encoded; at most {MAX_FRAME_BYTES} can be relayed"
-            )
+        check_size(frame)
         link.session.send(frame, reliable=reliable, immediate=immediate)
 
-    def subscribe(self, topics: Iterable[str], *, compress: bool = False) -> None:
+    def _probe(self, reliable: bool) -> tuple[float, asyncio.Future[float]]:
+        """Send a PING; its id and the future its echo resolves (or the session's end fails)."""
+        # The echo comes back unchanged, so a unique value doubles as the probe's id.
+        probe = float(next(self._ping_ids))
+        waiter: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        frame = pb.PingMessage(type=pb.PING, time=probe).SerializeToString()
+        self._send(frame, reliable, immediate=True)
+        self._pings[probe] = waiter
+        return probe, waiter
+
+    def subscribe(self, topics: Iterable[str], *, compress: bool = False) -> asyncio.Future[None]:
         """Replace this client's subscriptions with ``topics`` (empty: unsubscribe all).
 
-        They are restored on whatever server the client reconnects to.
+        ``await client.subscribe(...)`` returns once the server has applied them:
+        the PING sent after them on the same ordered channel has come back, so
+        messages published to ``topics`` from then on are delivered. The wait
+        fails with :class:`DisconnectedError` if the session ends first (the
+        subscriptions are restored on whatever server the client reconnects to
+        all the same), or :class:`ClosedError` if the client is closed.
+        Awaiting is optional: the subscriptions are sent at once either way, and
+        a confirmation nobody awaits is not reported when it fails.
+
+        Raises at once (:class:`MessageTooLargeError`, ``ValueError`` for a bad
+        topic name) for a list no server would take, which is then not kept;
+        while reconnecting it raises :class:`DisconnectedError`, but keeps the
+        list for the next session.
         """
         frame = subscription_frame(topics, compress=compress)
+        check_size(frame)  # before it is kept: a reconnect sends it again unchecked
         self._subscription = frame
         self._send(frame, True)
+        probe, echoed = self._probe(True)
+        confirmed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        echoed.add_done_callback(functools.partial(_settle, confirmed))
+        confirmed.add_done_callback(functools.partial(self._unconfirmed, probe))
+        return confirmed
+
+    def _unconfirmed(self, probe: float, confirmed: asyncio.Future[None]) -> None:
+        """A subscription's confirmation settled: stop waiting for its echo if it was
+        cancelled, and mark a failure seen (awaiting it is optional)."""
+        if confirmed.cancelled():
+            self._pings.pop(probe, None)
+        else:
+            confirmed.exception()
 
     def publish(self, topic: str, body: bytes | str, *, reliable: bool = True) -> None:
         """Publish ``body`` to every other subscriber of ``topic``."""
@@ -551,6 +651,7 @@ class BrokerClient:
             body = body.encode()
         frame = pb.TopicMessage(type=pb.TOPIC, topic=topic, body=body).SerializeToString()
         self._send(frame, reliable)
+        self.sent += 1
 
     def publish_identity(self, topic: str, body: bytes | str, *, reliable: bool = True) -> None:
         """Publish ``body`` stamped by the server with this client's authenticated identity."""
@@ -560,6 +661,7 @@ class BrokerClient:
             type=pb.TOPIC_IDENTITY, topic=topic, body=body
         ).SerializeToString()
         self._send(frame, reliable)
+        self.sent += 1
 
     async def ping(self, *, reliable: bool = True, timeout: float | None = PING_TIMEOUT) -> float:
         """Round-trip time to the comm server, in seconds.
@@ -569,14 +671,9 @@ class BrokerClient:
         :class:`DisconnectedError` when the session ends first. An unreliable
         PING that is lost is only ever answered by the timeout.
         """
-        # The echo comes back unchanged, so a unique value doubles as the probe's id.
-        probe = float(next(self._ping_ids))
-        waiter: asyncio.Future[float] = asyncio.get_running_loop().create_future()
-        self._pings[probe] = waiter
         started = time.perf_counter()
+        probe, waiter = self._probe(reliable)
         try:
-            frame = pb.PingMessage(type=pb.PING, time=probe).SerializeToString()
-            self._send(frame, reliable, immediate=True)
             async with asyncio.timeout(timeout):
                 await waiter
         except TimeoutError:
@@ -603,8 +700,10 @@ class BrokerClient:
 
     # -- closing ----------------------------------------------------------
 
-    def _fail_pings(self) -> None:
-        error = DisconnectedError("the session with the server ended")
+    def _fail_pings(self, error: ClosedError | None = None) -> None:
+        """Fail every PING (and subscription) waiting for an echo: with ``error``, or
+        :class:`DisconnectedError` as the session ended."""
+        error = error or DisconnectedError("the session with the server ended")
         for waiter in self._pings.values():
             if not waiter.done():
                 waiter.set_exception(error)
@@ -615,7 +714,7 @@ class BrokerClient:
         if self._closed_reason:
             return
         self._closed_reason = reason or "closed"
-        self._fail_pings()
+        self._fail_pings(ClosedError(f"client closed: {self._closed_reason}"))
         self._batching.close()
         if self._inbox.full():
             self._inbox.get_nowait()
@@ -623,7 +722,13 @@ class BrokerClient:
 
     @property
     def closed(self) -> bool:
+        """Whether the client has ended (it has not while it reconnects)."""
         return bool(self._closed_reason)
+
+    @property
+    def close_reason(self) -> str:
+        """Why the client ended ("" while it has not)."""
+        return self._closed_reason
 
     async def close(self) -> None:
         """Close the session and the coordinator connection; no reconnect follows."""
@@ -641,3 +746,15 @@ class BrokerClient:
 
     async def __aexit__(self, *_: object) -> None:
         await self.close()
+
+
+def _settle(confirmed: asyncio.Future[None], echoed: asyncio.Future[float]) -> None:
+    """Settle a subscription's ``confirmed`` as its PING's ``echoed`` settled."""
+    if confirmed.done():
+        return
+    if echoed.cancelled():
+        confirmed.cancel()
+    elif (error := echoed.exception()) is not None:
+        confirmed.set_exception(error)
+    else:
+        confirmed.set_result(None)

@@ -29,10 +29,12 @@ from collections.abc import Callable
 from typing import Any
 
 from webrtc_broker.config import BatchMode
+from webrtc_broker.limits import BATCH_ENTRY_OVERHEAD, BATCH_MAX_BYTES
 from webrtc_broker.wire.codec import encode_batch
 
-SCTP_PACKET_PAYLOAD = 1160
-"""Largest message aiortc sends as a single DATA chunk (one SCTP packet)."""
+SCTP_PACKET_PAYLOAD = BATCH_MAX_BYTES
+"""Largest message aiortc sends as a single DATA chunk (one SCTP packet): the batch
+limit every side shares (webrtc_broker.limits)."""
 
 MAX_QUEUE_BYTES = 16 * 1024 * 1024
 """Bytes one writer may hold queued, whatever the message count: a stalled peer of
@@ -40,8 +42,9 @@ large messages costs at most this much memory before it is given up."""
 
 log = logging.getLogger(__name__)
 
-_BATCH_ENTRY_OVERHEAD = 3
-"""Tag and length bytes of one frame inside a batch (frames are under 16 kB)."""
+_BATCH_ENTRY_OVERHEAD = BATCH_ENTRY_OVERHEAD
+"""Bytes counted for one frame inside a batch besides the frame: its tag and length,
+and its share of the batch's header (webrtc_broker.limits, as the browser SDK counts)."""
 
 
 class QueueOverflow(Exception):

@@ -11,7 +11,9 @@
 //
 // Steps: the npm package's version must be the Python package's; protoc-gen-es
 // generates the protobuf code from broker.proto (protoc is grpcio-tools' one,
-// from the project's virtualenv: $PYTHON), tsc checks every source in strict
+// from the project's virtualenv: $PYTHON), the same Python turns the limits
+// both SDKs share (webrtc_broker/limits.py) into src/gen/limits.ts, so the
+// committed build goes stale when they change; tsc checks every source in strict
 // mode, esbuild bundles (@bufbuild/protobuf included: the module imports
 // nothing), dts-bundle-generator rolls the declarations up. Every tool is
 // pinned by package-lock.json, so the same sources always give the same bytes.
@@ -22,7 +24,14 @@ import { dirname, join, relative } from "node:path";
 import { generateDtsBundle } from "dts-bundle-generator";
 import * as esbuild from "esbuild";
 
-import { checkedVersion, generateProtobuf, root, sdk, typeCheck } from "./steps.mjs";
+import {
+  checkedVersion,
+  generateLimits,
+  generateProtobuf,
+  root,
+  sdk,
+  typeCheck,
+} from "./steps.mjs";
 
 const staticDir = join(root, "webrtc_broker/static");
 const distDir = join(sdk, "dist");
@@ -122,6 +131,7 @@ async function main() {
     process.exit(1);
   }
   generateProtobuf();
+  generateLimits();
   typeCheck("tsconfig.json");
   await (dist ? writeDist() : writeStatic());
 }

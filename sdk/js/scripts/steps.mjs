@@ -1,7 +1,7 @@
 // Steps shared by the build (build.mjs) and the unit tests (test.mjs).
 
 import { execFileSync } from "node:child_process";
-import { mkdirSync, readFileSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -29,6 +29,66 @@ export function generateProtobuf() {
     ],
     { stdio: "inherit" },
   );
+}
+
+/** The Python module of the limits both SDKs share (their one source). */
+const limitsModule = join(root, "webrtc_broker/limits.py");
+
+/**
+ * Reads `limitsModule` with the project's Python: each name in its `__all__`
+ * with its value, whether that is an int or a float (seconds), and its
+ * docstring. The module imports nothing, so it runs on its own.
+ */
+const READ_LIMITS = `
+import ast, inspect, json, runpy, sys
+path = sys.argv[1]
+values = runpy.run_path(path)
+body = ast.parse(open(path, encoding="utf-8").read()).body
+docs = {}
+for node, after in zip(body, body[1:]):
+    if (
+        isinstance(node, ast.Assign)
+        and isinstance(after, ast.Expr)
+        and isinstance(after.value, ast.Constant)
+        and isinstance(after.value.value, str)
+    ):
+        for target in node.targets:
+            if isinstance(target, ast.Name):
+                docs[target.id] = inspect.cleandoc(after.value.value)
+out = []
+for name in values["__all__"]:
+    value = values[name]
+    if type(value) not in (int, float):
+        sys.exit(f"{path}: {name} is a {type(value).__name__}, not an int or float")
+    kind = "int" if type(value) is int else "seconds"
+    out.append({"name": name, "value": value, "kind": kind, "doc": docs.get(name, "")})
+print(json.dumps(out))
+`;
+
+/** A docstring as a TypeScript doc comment (rST's double backticks become Markdown's). */
+function docComment(doc) {
+  const lines = doc.replaceAll("``", "`").replaceAll("*/", "*\\/").split("\n");
+  return ["/**", ...lines.map((line) => (line ? ` * ${line}` : " *")), " */"].join("\n");
+}
+
+/**
+ * Generate src/gen/limits.ts from webrtc_broker/limits.py: ints keep their
+ * names, floats (seconds) become `<NAME>_MS` in whole milliseconds.
+ */
+export function generateLimits() {
+  const out = join(sdk, "src/gen");
+  mkdirSync(out, { recursive: true });
+  const read = execFileSync(python, ["-c", READ_LIMITS, limitsModule], { encoding: "utf8" });
+  const constants = JSON.parse(read).map(({ name, value, kind, doc }) => {
+    if (kind === "int") {
+      return `${docComment(doc)}\nexport const ${name}: number = ${value};\n`;
+    }
+    const comment = docComment(`${doc}\n\nIn milliseconds (the Python SDK has it in seconds).`);
+    return `${comment}\nexport const ${name}_MS: number = ${Math.round(value * 1000)};\n`;
+  });
+  const header =
+    "// Generated from webrtc_broker/limits.py by scripts/steps.mjs: edit that module.\n";
+  writeFileSync(join(out, "limits.ts"), [header, ...constants].join("\n"));
 }
 
 /** Check every source of the TypeScript project `config` in strict mode (tsc, no output). */

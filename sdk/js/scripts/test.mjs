@@ -13,7 +13,7 @@ import { join } from "node:path";
 
 import * as esbuild from "esbuild";
 
-import { generateProtobuf, sdk, typeCheck } from "./steps.mjs";
+import { generateLimits, generateProtobuf, sdk, typeCheck } from "./steps.mjs";
 
 const testDir = join(sdk, "test");
 
@@ -43,6 +43,7 @@ async function compile(outdir) {
 
 async function main() {
   generateProtobuf();
+  generateLimits();
   typeCheck("test/tsconfig.json");
   const outdir = mkdtempSync(join(tmpdir(), "webrtc-broker-sdk-test-"));
   try {

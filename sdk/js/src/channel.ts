@@ -12,13 +12,14 @@
  * its size (docs/benchmarks.md), so once the server announced CAPABILITY_BATCH the
  * frames sent in one JavaScript task (a loop publishing many messages) leave
  * as BATCH frames that fit one SCTP packet. The flush runs as a microtask:
- * batching adds no latency.
+ * batching adds no latency. A batch is counted as the Python SDK and the comm
+ * servers count theirs (BATCH_MAX_BYTES and BATCH_ENTRY_OVERHEAD, from
+ * webrtc_broker/limits.py), so every side cuts the same frames into the same
+ * batches.
  */
 
+import { BATCH_ENTRY_OVERHEAD, BATCH_MAX_BYTES } from "./gen/limits.js";
 import { BatchMessageSchema, encode, MessageType } from "./wire.js";
-
-/** Largest batch: what fits one SCTP packet (the comm servers use the same bound). */
-export const BATCH_MAX_BYTES = 1160;
 
 export interface WriterLimits {
   /** Buffered bytes above which frames queue (reliable) or drop (unreliable). */
@@ -74,16 +75,15 @@ export class ChannelWriter {
       this.write(frame);
       return;
     }
-    const size = batchEntrySize(frame.length);
+    const size = frame.length + BATCH_ENTRY_OVERHEAD;
     if (this.batchBytes + size > this.batchLimit) {
       this.flush(); // keep order: what is pending goes before this frame
-      if (BATCH_HEADER_BYTES + size > this.batchLimit) {
+      if (size > this.batchLimit) {
         this.write(frame);
         return;
       }
     }
     if (this.batch.length === 0) {
-      this.batchBytes = BATCH_HEADER_BYTES;
       queueMicrotask(() => this.flush());
     }
     this.batch.push(frame);
@@ -141,16 +141,4 @@ export class ChannelWriter {
       this.channel.send(frame);
     }
   }
-}
-
-/** Bytes of BatchMessage's type field (tag and value). */
-const BATCH_HEADER_BYTES = 2;
-
-/** Bytes one frame of `length` bytes takes inside a BatchMessage: tag, length, frame. */
-function batchEntrySize(length: number): number {
-  let varint = 1;
-  for (let rest = length >>> 7; rest > 0; rest >>>= 7) {
-    varint += 1;
-  }
-  return 1 + varint + length;
 }

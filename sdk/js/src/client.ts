@@ -28,6 +28,16 @@ import {
 } from "./errors.js";
 import type { Listener } from "./events.js";
 import { Emitter } from "./events.js";
+import {
+  CONNECT_TIMEOUT_MS,
+  KEEPALIVE_INTERVAL_MS,
+  KEEPALIVE_TIMEOUT_MS,
+  MAX_FRAME_BYTES,
+  PING_TIMEOUT_MS,
+  RECONNECT_ATTEMPT_TIMEOUT_MS,
+  RECONNECT_FIRST_DELAY_MS,
+  RECONNECT_MAX_DELAY_MS,
+} from "./gen/limits.js";
 import type { Attempt, SignallingDrops } from "./link.js";
 import { fetchIceServers, Link, withinTimeout } from "./link.js";
 import { SilenceClock } from "./liveness.js";
@@ -55,8 +65,8 @@ import {
 /** What this SDK announces in its AUTH: it unpacks BATCH frames and reads topic names. */
 export const CLIENT_CAPABILITIES = Capability.CAPABILITY_BATCH | Capability.CAPABILITY_TOPIC_NAMES;
 
-/** Data channels carry 256 KiB messages; the relay adds the sender's alias and the topic. */
-export const MAX_FRAME_BYTES = 255 * 1024;
+// The limits both SDKs share come from webrtc_broker/limits.py (see gen/limits.ts).
+export { MAX_FRAME_BYTES, PING_TIMEOUT_MS };
 
 /** How the client tells a live server from a dead one (milliseconds). */
 export interface KeepaliveOptions {
@@ -68,7 +78,9 @@ export interface KeepaliveOptions {
 
 /** Capped exponential backoff between attempts to get back to a server (milliseconds). */
 export interface ReconnectOptions {
+  /** The wait before the second round of attempts; it doubles each round (default 100). */
   firstDelay?: number;
+  /** The longest wait between rounds (default 5000). */
   maxDelay?: number;
   /** How long one attempt (coordinator, WebRTC set-up, AUTH) may take (default 20000). */
   attemptTimeout?: number;
@@ -110,13 +122,6 @@ export interface PublishOptions {
   /** The reliable ordered channel (default) or the unreliable unordered one. */
   reliable?: boolean;
 }
-
-/**
- * Milliseconds `ping()` waits for its echo by default: far above any round
- * trip a live session has, well below what a caller waiting on a stalled
- * server tolerates.
- */
-export const PING_TIMEOUT_MS = 10_000;
 
 export interface PingOptions extends PublishOptions {
   /**
@@ -174,6 +179,15 @@ export function coordinatorOrder(urls: readonly string[], after?: string): strin
   return urls.map((_, i) => urls[(start + i) % urls.length] as string);
 }
 
+/** Throws {@link MessageTooLargeError} for a frame no server would relay. */
+function checkSize(frame: Uint8Array): void {
+  if (frame.length > MAX_FRAME_BYTES) {
+    throw new MessageTooLargeError(
+      `${frame.length} bytes encoded; at most ${MAX_FRAME_BYTES} can be relayed`,
+    );
+  }
+}
+
 /** `work`, unless `ms` pass first (then a {@link ConnectTimeoutError} saying `what`). */
 async function within<T>(ms: number | undefined, work: Promise<T>, what: string): Promise<T> {
   if (ms === undefined) {
@@ -226,12 +240,16 @@ export class BrokerClient {
     this.url = urls[0] ?? "";
     this.capabilities = options.capabilities ?? CLIENT_CAPABILITIES;
     const keepalive = options.keepalive ?? {};
-    this.keepalive = keepalive && { interval: 1000, timeout: 4000, ...keepalive };
+    this.keepalive = keepalive && {
+      interval: KEEPALIVE_INTERVAL_MS,
+      timeout: KEEPALIVE_TIMEOUT_MS,
+      ...keepalive,
+    };
     const reconnect = options.reconnect ?? {};
     this.reconnect = reconnect && {
-      firstDelay: 100,
-      maxDelay: 5000,
-      attemptTimeout: 20_000,
+      firstDelay: RECONNECT_FIRST_DELAY_MS,
+      maxDelay: RECONNECT_MAX_DELAY_MS,
+      attemptTimeout: RECONNECT_ATTEMPT_TIMEOUT_MS,
       ...reconnect,
     };
   }
@@ -264,7 +282,7 @@ export class BrokerClient {
   ): Promise<BrokerClient> {
     const urls = coordinatorUrls(coordinatorUrl);
     const client = new BrokerClient(urls, toBytes(credentials), options);
-    await client.firstLink(options.server, options.timeout ?? 20_000);
+    await client.firstLink(options.server, options.timeout ?? CONNECT_TIMEOUT_MS);
     globalThis.addEventListener?.("pagehide", client.onPageHide);
     void client.supervise();
     return client;
@@ -442,6 +460,11 @@ export class BrokerClient {
     return this.link?.servers ?? [];
   }
 
+  /** The STUN/TURN servers of the current session (empty when there is none). */
+  get iceServers(): readonly RTCIceServer[] {
+    return this.link?.iceServers ?? [];
+  }
+
   // -- staying connected -------------------------------------------------
 
   /** Keep the session alive; replace it when it dies, if reconnecting is on. */
@@ -614,24 +637,24 @@ export class BrokerClient {
 
   private send(frame: Uint8Array, reliable: boolean): void {
     const link = this.current();
-    if (frame.length > MAX_FRAME_BYTES) {
-      throw new MessageTooLargeError(
-        `${frame.length} bytes encoded; at most ${MAX_FRAME_BYTES} can be relayed`,
-      );
-    }
+    checkSize(frame);
     link.session.send(frame, reliable);
   }
 
   /**
    * Replace this client's subscriptions with `topics` (empty: unsubscribe
-   * from everything). Resolves once the server has applied them. They are
-   * restored on whatever server the client reconnects to.
+   * from everything). Resolves once the server has applied them: the PING
+   * sent after them on the same ordered channel has come back, so messages
+   * published to `topics` from then on are delivered. Rejects with
+   * {@link DisconnectedError} if the session ends first; the subscriptions
+   * are restored on whatever server the client reconnects to all the same.
    */
   async subscribe(topics: Iterable<string>, options: SubscribeOptions = {}): Promise<void> {
     const list = [...topics];
     const frame = options.compress
       ? await compressedSubscriptionFrame(list)
       : subscriptionFrame(list);
+    checkSize(frame); // before it is kept: a reconnect sends it again unchecked
     this.subscription = frame;
     this.send(frame, true);
     // The server handles reliable frames in order, so this echo follows the change.

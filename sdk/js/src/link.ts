@@ -15,6 +15,7 @@ import {
   NoServerAvailableError,
   ServerFullError,
 } from "./errors.js";
+import { ICE_SERVERS_TIMEOUT_MS, REFUSAL_GRACE_MS } from "./gen/limits.js";
 import type { FrameHandler } from "./session.js";
 import { Session } from "./session.js";
 import {
@@ -31,9 +32,6 @@ import {
   WebRtcMessageSchema,
   WelcomeMessageSchema,
 } from "./wire.js";
-
-/** Milliseconds to wait, after a session closed during set-up, for the server's reason. */
-const REFUSAL_GRACE_MS = 1000;
 
 const utf8Decoder = new TextDecoder();
 const utf8Encoder = new TextEncoder();
@@ -80,9 +78,6 @@ export function coordinatorBase(url: string): string {
   return base.replace(/^http(s?):\/\//, "ws$1://");
 }
 
-/** Milliseconds the coordinator's `/ice-servers` may take to answer. */
-const ICE_SERVERS_TIMEOUT_MS = 3000;
-
 /**
  * The STUN/TURN servers the coordinator hands out at `/ice-servers` (on its
  * http(s) origin), with TURN credentials fresh for this session; none if it
@@ -120,6 +115,8 @@ export async function fetchIceServers(
 /** A coordinator WebSocket and the session with the server it pointed us to. */
 export class Link {
   readonly session: Session;
+  /** The STUN/TURN servers of this link's session. */
+  readonly iceServers: readonly RTCIceServer[];
   private readonly refusal: Promise<BrokerError>;
   private refuse!: (error: BrokerError) => void;
   private refused = false;
@@ -146,6 +143,7 @@ export class Link {
       this.refuse = resolve;
     });
     this.dropped = options.dropped ?? {};
+    this.iceServers = options.iceServers;
     this.session = new Session(onFrame, options.iceServers, options.iceTransportPolicy);
     this.session.onCandidate = (candidate) =>
       this.signal(MessageType.WEBRTC_ICE_CANDIDATE, utf8Encoder.encode(candidate));

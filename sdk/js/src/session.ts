@@ -11,6 +11,7 @@
 
 import type { WriterLimits } from "./channel.js";
 import { ChannelWriter, DEFAULT_LIMITS } from "./channel.js";
+import { MAX_CANDIDATE_BYTES, MAX_CANDIDATES } from "./gen/limits.js";
 
 export type FrameHandler = (frame: Uint8Array, reliable: boolean) => void;
 
@@ -20,11 +21,6 @@ const DRAIN_MS = 500;
 const UNRELIABLE = "unreliable";
 
 const utf8 = new TextEncoder();
-
-/** Remote candidates one session takes; a server sends a few (aiortc sends none). */
-const MAX_CANDIDATES = 64;
-/** Largest candidate JSON taken (a candidate line is one or two hundred bytes). */
-const MAX_CANDIDATE_BYTES = 1024;
 
 export class Session {
   readonly pc: RTCPeerConnection;

@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 
-import { BATCH_MAX_BYTES, ChannelWriter, type WriterLimits } from "../src/channel.js";
+import { ChannelWriter, type WriterLimits } from "../src/channel.js";
+import { BATCH_ENTRY_OVERHEAD, BATCH_MAX_BYTES } from "../src/gen/limits.js";
 import { BatchMessageSchema, decodeAs, MessageType } from "../src/wire.js";
 import { FakeChannel } from "./fakes.js";
 
@@ -87,7 +88,8 @@ describe("ChannelWriter with batching", () => {
   test("a batch is cut where the next frame would pass the size limit", async () => {
     const [out, channel] = writer("reliable");
     out.enableBatching();
-    // Each 500-byte frame takes 503 bytes in a batch (tag, 2-byte length): two fit in 1160.
+    // Each 500-byte frame counts 504 bytes (tag, 2-byte length, a share of the header):
+    // two fit in 1160, a third would not.
     const frames = [frame(500, 1), frame(500, 2), frame(500, 3)];
     for (const f of frames) {
       out.send(f);
@@ -96,7 +98,7 @@ describe("ChannelWriter with batching", () => {
     const [batch] = channel.sent;
     assert.ok(batch !== undefined);
     assert.ok(isBatch(batch));
-    assert.equal(batch.length, 2 + 503 + 503, "the writer's size estimate is the encoding's");
+    assert.equal(batch.length, 2 + 503 + 503, "header, then tag, length and frame for each");
     await nextTask();
     assert.equal(channel.sent.length, 2);
     assert.deepEqual(channel.sent[1], frames[2]);
@@ -116,6 +118,24 @@ describe("ChannelWriter with batching", () => {
     }
     assert.deepEqual(unpacked(channel.sent), frames);
     assert.ok(channel.sent.length < frames.length / 4, `${channel.sent.length} messages`);
+  });
+
+  test("small frames fill a batch as the Python SDK and the servers count it", async () => {
+    const [out, channel] = writer("reliable", { highBytes: 1 << 30, maxQueuedFrames: 10 });
+    out.enableBatching();
+    // 40-byte frames take 42 bytes encoded but count 44: 26 fit, not the 27 that would.
+    const frames = Array.from({ length: 30 }, (_, index) => frame(40, index));
+    for (const f of frames) {
+      out.send(f);
+    }
+    await nextTask();
+    const perBatch = Math.floor(BATCH_MAX_BYTES / (40 + BATCH_ENTRY_OVERHEAD));
+    assert.equal(perBatch, 26);
+    const [first, second] = channel.sent;
+    assert.ok(first !== undefined && second !== undefined && channel.sent.length === 2);
+    assert.equal(decodeAs(BatchMessageSchema, first).frames.length, perBatch);
+    assert.equal(first.length, 2 + perBatch * 42);
+    assert.deepEqual(unpacked(channel.sent), frames);
   });
 
   test("a frame too large for any batch goes alone, after what was pending", async () => {

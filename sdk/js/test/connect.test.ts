@@ -355,6 +355,32 @@ describe("BrokerClient against fake browser APIs", () => {
     client.close();
   });
 
+  test("a topic list too large to relay is refused and not kept for reconnects", async (t) => {
+    const connecting = BrokerClient.connect("ws://c.test", "tok", {
+      ...OPTIONS,
+      reconnect: { firstDelay: 1, maxDelay: 1, attemptTimeout: 5000 },
+    });
+    const first = await Far.welcome(0);
+    await first.accept();
+    const client = await connecting;
+    t.after(() => client.close());
+    const many = Array.from({ length: 30_000 }, (_, index) => `topic/${index}`);
+    await assert.rejects(client.subscribe(many), MessageTooLargeError);
+    assert.deepEqual(ofType(first.reliable.sent, MessageType.SUBSCRIPTION), []);
+
+    const reconnected = new Promise((resolve) => client.on("reconnected", resolve));
+    first.reliable.fire("close");
+    const second = await Far.welcome(1, [SERVER, 4]);
+    second.signal(MessageType.WEBRTC_OFFER, JSON.stringify({ type: "offer", sdp: "v=0" }), 4);
+    const pc = await until(() => FakePeerConnection.all[1], "a second peer connection");
+    pc.fire("datachannel", { channel: second.reliable });
+    pc.fire("datachannel", { channel: second.unreliable });
+    await second.echoPings(1);
+    await reconnected;
+    assert.deepEqual(ofType(second.reliable.sent, MessageType.SUBSCRIPTION), []);
+    client.close();
+  });
+
   test("ping rejects with PingTimeoutError when no echo comes", async (t) => {
     const [client] = await connected(t);
     await assert.rejects(client.ping({ timeout: 5 }), PingTimeoutError);

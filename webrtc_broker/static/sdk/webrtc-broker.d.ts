@@ -2,6 +2,13 @@
 /** A tiny typed event emitter: browsers' EventTarget cannot type its payloads. */
 export type Listener<T> = (value: T) => void;
 /**
+ * Largest frame a client may send, encoded: what the SDKs refuse with
+ * MessageTooLargeError and what a comm server takes by default (`max_frame_bytes`).
+ * Data channels carry 256 KiB messages; the relay adds the sender's alias and the
+ * topic to what it forwards.
+ */
+export declare const MAX_FRAME_BYTES: number;
+/**
  * Errors the SDK raises. They mirror the Python SDK's exceptions so that code
  * and docs can talk about both the same way; `name` is set explicitly so that
  * it survives any minifier and reads well in a page (`${err.name}: ...`).
@@ -157,8 +164,6 @@ export declare class ReceivedMessage {
 }
 /** What this SDK announces in its AUTH: it unpacks BATCH frames and reads topic names. */
 export declare const CLIENT_CAPABILITIES: number;
-/** Data channels carry 256 KiB messages; the relay adds the sender's alias and the topic. */
-export declare const MAX_FRAME_BYTES: number;
 /** How the client tells a live server from a dead one (milliseconds). */
 export interface KeepaliveOptions {
 	/** Hearing nothing for this long, the client sends a PING (default 1000). */
@@ -168,7 +173,9 @@ export interface KeepaliveOptions {
 }
 /** Capped exponential backoff between attempts to get back to a server (milliseconds). */
 export interface ReconnectOptions {
+	/** The wait before the second round of attempts; it doubles each round (default 100). */
 	firstDelay?: number;
+	/** The longest wait between rounds (default 5000). */
 	maxDelay?: number;
 	/** How long one attempt (coordinator, WebRTC set-up, AUTH) may take (default 20000). */
 	attemptTimeout?: number;
@@ -322,6 +329,8 @@ export declare class BrokerClient {
 	get serverAlias(): number;
 	/** The coordinator's list of servers when the current session was made, best first. */
 	get servers(): readonly number[];
+	/** The STUN/TURN servers of the current session (empty when there is none). */
+	get iceServers(): readonly RTCIceServer[];
 	/** Keep the session alive; replace it when it dies, if reconnecting is on. */
 	private supervise;
 	/** Resolve when `link`'s session has closed or its server went silent. */
@@ -340,8 +349,11 @@ export declare class BrokerClient {
 	private send;
 	/**
 	 * Replace this client's subscriptions with `topics` (empty: unsubscribe
-	 * from everything). Resolves once the server has applied them. They are
-	 * restored on whatever server the client reconnects to.
+	 * from everything). Resolves once the server has applied them: the PING
+	 * sent after them on the same ordered channel has come back, so messages
+	 * published to `topics` from then on are delivered. Rejects with
+	 * {@link DisconnectedError} if the session ends first; the subscriptions
+	 * are restored on whatever server the client reconnects to all the same.
 	 */
 	subscribe(topics: Iterable<string>, options?: SubscribeOptions): Promise<void>;
 	/** Publish `body` to every other subscriber of `topic`. */

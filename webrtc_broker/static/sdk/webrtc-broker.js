@@ -92,6 +92,22 @@ var Emitter = class {
   }
 };
 
+// src/gen/limits.ts
+var BATCH_ENTRY_OVERHEAD = 4;
+var BATCH_MAX_BYTES = 1160;
+var CONNECT_TIMEOUT_MS = 2e4;
+var ICE_SERVERS_TIMEOUT_MS = 3e3;
+var KEEPALIVE_INTERVAL_MS = 1e3;
+var KEEPALIVE_TIMEOUT_MS = 4e3;
+var MAX_CANDIDATES = 64;
+var MAX_CANDIDATE_BYTES = 1024;
+var MAX_FRAME_BYTES = 261120;
+var PING_TIMEOUT_MS = 1e4;
+var RECONNECT_ATTEMPT_TIMEOUT_MS = 2e4;
+var RECONNECT_FIRST_DELAY_MS = 100;
+var RECONNECT_MAX_DELAY_MS = 5e3;
+var REFUSAL_GRACE_MS = 1e3;
+
 // node_modules/@bufbuild/protobuf/dist/esm/is-message.js
 function isMessage(arg, schema) {
   const isMessage2 = arg !== null && typeof arg == "object" && "$typeName" in arg && typeof arg.$typeName == "string";
@@ -3644,7 +3660,6 @@ function toBytes(value) {
 }
 
 // src/channel.ts
-var BATCH_MAX_BYTES = 1160;
 var DEFAULT_LIMITS = { highBytes: 1024 * 1024, maxQueuedFrames: 4096 };
 var ChannelWriter = class {
   /**
@@ -3688,16 +3703,15 @@ var ChannelWriter = class {
       this.write(frame);
       return;
     }
-    const size = batchEntrySize(frame.length);
+    const size = frame.length + BATCH_ENTRY_OVERHEAD;
     if (this.batchBytes + size > this.batchLimit) {
       this.flush();
-      if (BATCH_HEADER_BYTES + size > this.batchLimit) {
+      if (size > this.batchLimit) {
         this.write(frame);
         return;
       }
     }
     if (this.batch.length === 0) {
-      this.batchBytes = BATCH_HEADER_BYTES;
       queueMicrotask(() => this.flush());
     }
     this.batch.push(frame);
@@ -3749,22 +3763,12 @@ var ChannelWriter = class {
     }
   }
 };
-var BATCH_HEADER_BYTES = 2;
-function batchEntrySize(length) {
-  let varint = 1;
-  for (let rest = length >>> 7; rest > 0; rest >>>= 7) {
-    varint += 1;
-  }
-  return 1 + varint + length;
-}
 
 // src/session.ts
 var RELIABLE = "reliable";
 var DRAIN_MS = 500;
 var UNRELIABLE = "unreliable";
 var utf8 = new TextEncoder();
-var MAX_CANDIDATES = 64;
-var MAX_CANDIDATE_BYTES = 1024;
 var Session = class {
   constructor(onFrame, iceServers = [], iceTransportPolicy = "all", limits = DEFAULT_LIMITS) {
     this.onFrame = onFrame;
@@ -3953,14 +3957,12 @@ var Session = class {
 };
 
 // src/link.ts
-var REFUSAL_GRACE_MS = 1e3;
 var utf8Decoder = new TextDecoder();
 var utf8Encoder2 = new TextEncoder();
 function coordinatorBase(url) {
   const base = url.replace(/\/+$/, "");
   return base.replace(/^http(s?):\/\//, "ws$1://");
 }
-var ICE_SERVERS_TIMEOUT_MS = 3e3;
 async function fetchIceServers(url, credentials = new Uint8Array()) {
   const endpoint = `${coordinatorBase(url).replace(/^ws/, "http")}/ice-servers`;
   const token = utf8Decoder.decode(credentials);
@@ -3993,6 +3995,7 @@ var Link = class _Link {
       this.refuse = resolve;
     });
     this.dropped = options.dropped ?? {};
+    this.iceServers = options.iceServers;
     this.session = new Session(onFrame, options.iceServers, options.iceTransportPolicy);
     this.session.onCandidate = (candidate) => this.signal(5 /* WEBRTC_ICE_CANDIDATE */, utf8Encoder2.encode(candidate));
     this.session.onClose(() => {
@@ -4012,6 +4015,8 @@ var Link = class _Link {
   serverAlias;
   servers;
   session;
+  /** The STUN/TURN servers of this link's session. */
+  iceServers;
   refusal;
   refuse;
   refused = false;
@@ -4402,8 +4407,6 @@ async function compressedSubscriptionFrame(topics) {
 
 // src/client.ts
 var CLIENT_CAPABILITIES = 1 /* CAPABILITY_BATCH */ | 2 /* CAPABILITY_TOPIC_NAMES */;
-var MAX_FRAME_BYTES = 255 * 1024;
-var PING_TIMEOUT_MS = 1e4;
 var KEEPALIVE_FRAME = encode(PingMessageSchema, { type: 6 /* PING */, time: -1 });
 function delay(ms) {
   return new Promise((resolve) => setTimeout(resolve, ms));
@@ -4419,6 +4422,13 @@ function coordinatorOrder(urls, after) {
   const index = after === void 0 ? -1 : urls.indexOf(after);
   const start = index >= 0 ? index + 1 : Math.floor(Math.random() * urls.length);
   return urls.map((_, i) => urls[(start + i) % urls.length]);
+}
+function checkSize(frame) {
+  if (frame.length > MAX_FRAME_BYTES) {
+    throw new MessageTooLargeError(
+      `${frame.length} bytes encoded; at most ${MAX_FRAME_BYTES} can be relayed`
+    );
+  }
 }
 async function within(ms, work, what) {
   if (ms === void 0) {
@@ -4442,12 +4452,16 @@ var BrokerClient = class _BrokerClient {
     this.url = urls[0] ?? "";
     this.capabilities = options.capabilities ?? CLIENT_CAPABILITIES;
     const keepalive = options.keepalive ?? {};
-    this.keepalive = keepalive && { interval: 1e3, timeout: 4e3, ...keepalive };
+    this.keepalive = keepalive && {
+      interval: KEEPALIVE_INTERVAL_MS,
+      timeout: KEEPALIVE_TIMEOUT_MS,
+      ...keepalive
+    };
     const reconnect = options.reconnect ?? {};
     this.reconnect = reconnect && {
-      firstDelay: 100,
-      maxDelay: 5e3,
-      attemptTimeout: 2e4,
+      firstDelay: RECONNECT_FIRST_DELAY_MS,
+      maxDelay: RECONNECT_MAX_DELAY_MS,
+      attemptTimeout: RECONNECT_ATTEMPT_TIMEOUT_MS,
       ...reconnect
     };
   }
@@ -4501,7 +4515,7 @@ var BrokerClient = class _BrokerClient {
   static async connect(coordinatorUrl, credentials = "", options = {}) {
     const urls = coordinatorUrls(coordinatorUrl);
     const client = new _BrokerClient(urls, toBytes(credentials), options);
-    await client.firstLink(options.server, options.timeout ?? 2e4);
+    await client.firstLink(options.server, options.timeout ?? CONNECT_TIMEOUT_MS);
     globalThis.addEventListener?.("pagehide", client.onPageHide);
     void client.supervise();
     return client;
@@ -4651,6 +4665,10 @@ var BrokerClient = class _BrokerClient {
   /** The coordinator's list of servers when the current session was made, best first. */
   get servers() {
     return this.link?.servers ?? [];
+  }
+  /** The STUN/TURN servers of the current session (empty when there is none). */
+  get iceServers() {
+    return this.link?.iceServers ?? [];
   }
   // -- staying connected -------------------------------------------------
   /** Keep the session alive; replace it when it dies, if reconnecting is on. */
@@ -4809,21 +4827,21 @@ var BrokerClient = class _BrokerClient {
   }
   send(frame, reliable) {
     const link = this.current();
-    if (frame.length > MAX_FRAME_BYTES) {
-      throw new MessageTooLargeError(
-        `${frame.length} bytes encoded; at most ${MAX_FRAME_BYTES} can be relayed`
-      );
-    }
+    checkSize(frame);
     link.session.send(frame, reliable);
   }
   /**
    * Replace this client's subscriptions with `topics` (empty: unsubscribe
-   * from everything). Resolves once the server has applied them. They are
-   * restored on whatever server the client reconnects to.
+   * from everything). Resolves once the server has applied them: the PING
+   * sent after them on the same ordered channel has come back, so messages
+   * published to `topics` from then on are delivered. Rejects with
+   * {@link DisconnectedError} if the session ends first; the subscriptions
+   * are restored on whatever server the client reconnects to all the same.
    */
   async subscribe(topics, options = {}) {
     const list = [...topics];
     const frame = options.compress ? await compressedSubscriptionFrame(list) : subscriptionFrame(list);
+    checkSize(frame);
     this.subscription = frame;
     this.send(frame, true);
     await this.pingOn(this.current(), true);
