@@ -22,7 +22,7 @@ from playwright.async_api import Browser, Page
 
 from tests.browser.pages import TIMEOUT_MS, ConsoleLog, PageHost, open_page
 from tests.e2e.helpers import TIMEOUT, inbox_size, receive, start_mesh
-from tests.support import Cluster
+from tests.support import Cluster, eventually
 from webrtc_broker.client import (
     CLIENT_CAPABILITIES,
     MAX_FRAME_BYTES,
@@ -64,6 +64,8 @@ class Side(Protocol):
     async def receive(self, count: int) -> list[dict[str, Any]]: ...
     async def pending(self) -> int: ...
     async def ping(self, *, reliable: bool) -> float: ...
+    async def events(self) -> list[str]: ...
+    async def server(self) -> int: ...
     async def close(self) -> str: ...
 
 
@@ -90,6 +92,7 @@ class PythonSide:
     def __init__(self) -> None:
         self.client: BrokerClient | None = None
         self.alias = 0
+        self.heard: list[str] = []
 
     @property
     def live(self) -> BrokerClient:
@@ -102,6 +105,9 @@ class PythonSide:
         except BrokerError as exc:
             return {"error": _error(exc)}
         self.client, self.alias = client, client.alias
+        client.on("reconnecting", lambda _reason: self.heard.append("reconnecting"))
+        client.on("reconnected", lambda _client: self.heard.append("reconnected"))
+        client.on("close", lambda _reason: self.heard.append("close"))
         return {
             "server": client.server_alias,
             "servers": client.servers,
@@ -135,6 +141,12 @@ class PythonSide:
     async def ping(self, *, reliable: bool) -> float:
         return await self.live.ping(reliable=reliable)
 
+    async def events(self) -> list[str]:
+        return list(self.heard)
+
+    async def server(self) -> int:
+        return self.live.server_alias
+
     async def close(self) -> str:
         await self.live.close()
         return self.live.close_reason
@@ -145,9 +157,13 @@ async ([sdkUrl, url, credentials, options]) => {
   const sdk = await import(sdkUrl);
   window.sdk = sdk;
   window.inbox = [];
+  window.events = [];
   try {
     const client = await sdk.BrokerClient.connect(url, credentials, options);
     window.client = client;
+    for (const event of ["reconnecting", "reconnected", "close"]) {
+      client.on(event, () => window.events.push(event));
+    }
     client.on("message", (m) => window.inbox.push({
       fields: Object.keys(m),
       sender: m.sender,
@@ -241,13 +257,20 @@ class BrowserSide:
         )
         return float(rtt_ms) / 1000
 
+    async def events(self) -> list[str]:
+        heard: list[str] = await self.page.evaluate("() => [...window.events]")
+        return heard
+
+    async def server(self) -> int:
+        return int(await self.page.evaluate("() => window.client.serverAlias"))
+
     async def close(self) -> str:
         return str(
             await self.page.evaluate("() => (window.client.close(), window.client.closeReason)")
         )
 
 
-async def each(sides: list[Side], step: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+async def each(sides: list[Side], step: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
     """``step`` (a method name) run on every side, one after the other; outcomes by side."""
     return {side.name: await getattr(side, step)(*args, **kwargs) for side in sides}
 
@@ -336,3 +359,38 @@ async def test_both_sdks_see_the_same_session(
     same(await each(sides, "close"), "closed by the client")
     same(await each(sides, "publish", TOPIC, 1), "ClosedError")
     same(await each(sides, "subscribe", [TOPIC]), "ClosedError")
+    same(await each(sides, "events"), ["close"])
+
+
+async def test_both_sdks_move_to_another_server_alike(
+    cluster: Cluster, browser: Browser, page_host: PageHost, console: ConsoleLog
+) -> None:
+    """Their server stops: both say so, move to the other one and keep their topics."""
+    aliases = await start_mesh(cluster, "s1", "s2")
+    page = await open_page(browser, page_host.url, console, "browser")
+    sides: list[Side] = [
+        PythonSide(),
+        BrowserSide(page, f"{cluster.http_url}/sdk/webrtc-broker.js"),
+    ]
+    for side, outcome in (
+        await each(sides, "connect", cluster.url, "mover", server=aliases["s1"])
+    ).items():
+        assert outcome["server"] == aliases["s1"], (side, outcome)
+    same(await each(sides, "subscribe", [TOPIC]), None)
+
+    await cluster.stop(cluster.servers["s1"])
+
+    async def moved() -> bool:
+        heard = await each(sides, "events")
+        return all(events[-1:] == ["reconnected"] for events in heard.values())
+
+    await eventually(moved, timeout=30)
+    same(await each(sides, "events"), ["reconnecting", "reconnected"])
+    same(await each(sides, "server"), aliases["s2"])
+    # The topics went to the new server before "reconnected", and a PING's echo follows them.
+    await each(sides, "ping", reliable=True)
+    async with await BrokerClient.connect(cluster.url, "carol", server=aliases["s2"]) as carol:
+        carol.publish(TOPIC, "still subscribed")
+        got = await each(sides, "receive", 1)
+    same({side: [m["text"] for m in seen] for side, seen in got.items()}, ["still subscribed"])
+    same(await each(sides, "close"), "closed by the client")

@@ -191,3 +191,21 @@ async def test_a_cancelled_confirmation_stops_waiting_for_its_echo() -> None:
     confirmed.cancel()
     await asyncio.sleep(0)
     assert client._pings == {}
+
+
+async def test_lifecycle_events_reach_their_listeners_until_they_stop() -> None:
+    client, _ = _client()
+    heard: list[str] = []
+
+    def failing(_reason: str) -> None:
+        raise RuntimeError("a listener's own bug")
+
+    client.on("close", failing)
+    stop = client.on("close", lambda reason: heard.append(f"first: {reason}"))
+    client.on("close", lambda reason: heard.append(f"second: {reason}"))
+    stop()
+    with pytest.raises(ValueError, match="no such event"):
+        client.on("message", heard.append)  # type: ignore[call-overload]
+    client._end("closed by the client")
+    client._end("again")  # the client ends once
+    assert heard == ["second: closed by the client"]

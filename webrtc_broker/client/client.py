@@ -26,8 +26,9 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Collection, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any, Literal, overload
 
 from webrtc_broker.backoff import Backoff
 from webrtc_broker.client.errors import (
@@ -70,6 +71,7 @@ __all__ = [
     "MAX_FRAME_BYTES",
     "PING_TIMEOUT",
     "BrokerClient",
+    "ClientEvent",
     "Keepalive",
     "ReceivedMessage",
     "Reconnect",
@@ -147,6 +149,10 @@ ALL_CAPABILITIES = CLIENT_CAPABILITIES
 BATCH_WINDOW = 0.005
 """Seconds the client's own frames may wait to share one data-channel message."""
 
+
+ClientEvent = Literal["reconnecting", "reconnected", "close"]
+"""What :meth:`BrokerClient.on` can listen to (the browser SDK's events but ``message``,
+which Python reads with :meth:`BrokerClient.receive`)."""
 
 _spread = random.Random()
 """Where a first connect starts in the coordinator list (not security-relevant)."""
@@ -235,6 +241,7 @@ class BrokerClient:
         """Topic messages received (those inside BATCH frames included)."""
         self.sent = 0
         """Topic messages published."""
+        self._listeners: dict[str, list[Callable[[Any], object]]] = {}
         self.signalling_dropped: Counter[str] = Counter()
         """Frames from the coordinator dropped by every link so far, by
         :class:`~webrtc_broker.client.link.SignallingDrop` reason."""
@@ -486,8 +493,10 @@ class BrokerClient:
                 return
             log.info("session with server %d lost (%s); reconnecting", link.server_alias, reason)
             self._link = None
+            self._emit("reconnecting", reason)
             if not await self._reestablish(self._reconnect, lost=link.server_alias, via=self._url):
                 return
+            self._emit("reconnected", self)
 
     async def _watch(self, link: Link) -> None:
         """Return when ``link``'s session has closed or its server went silent."""
@@ -715,10 +724,47 @@ class BrokerClient:
             return
         self._closed_reason = reason or "closed"
         self._fail_pings(ClosedError(f"client closed: {self._closed_reason}"))
+        self._emit("close", self._closed_reason)
         self._batching.close()
         if self._inbox.full():
             self._inbox.get_nowait()
         self._inbox.put_nowait(_CLOSED)
+
+    # -- events -----------------------------------------------------------
+
+    @overload
+    def on(
+        self, event: Literal["reconnecting", "close"], listener: Callable[[str], object]
+    ) -> Callable[[], None]: ...
+    @overload
+    def on(
+        self, event: Literal["reconnected"], listener: Callable[[BrokerClient], object]
+    ) -> Callable[[], None]: ...
+    def on(self, event: ClientEvent, listener: Callable[[Any], object]) -> Callable[[], None]:
+        """Call ``listener`` on every ``event``; returns a function that stops it.
+
+        ``"reconnecting"`` (with the reason): the session was lost and the client
+        looks for another. ``"reconnected"`` (with the client): a new session works,
+        subscriptions restored (new alias, maybe another server). ``"close"`` (with
+        the reason): the client has ended. Listeners run in the event loop and must
+        not block it; one that raises is logged and does not stop the others.
+        """
+        if event not in ("reconnecting", "reconnected", "close"):
+            raise ValueError(f"no such event: {event!r}")
+        self._listeners.setdefault(event, []).append(listener)
+        return functools.partial(self.off, event, listener)
+
+    def off(self, event: ClientEvent, listener: Callable[[Any], object]) -> None:
+        """Stop calling ``listener`` on ``event`` (nothing if it was not listening)."""
+        with contextlib.suppress(ValueError):
+            self._listeners.get(event, []).remove(listener)
+
+    def _emit(self, event: ClientEvent, value: object) -> None:
+        for listener in list(self._listeners.get(event, ())):
+            try:
+                listener(value)
+            except Exception:
+                log.exception("a listener of %r failed", event)
 
     @property
     def closed(self) -> bool:
