@@ -81,6 +81,7 @@ SMALL = {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "5
 """Requests that let the operator, three coordinators (a rollout's surge), two comm
 servers and the test pod fit the node beside what else runs on the machine."""
 ATTEMPT = re.compile(r"\(attempt (\d+)\)")
+RETRIED = re.compile(r"attempt \d+ failed")
 
 
 def ha_values(image: str, namespace: str) -> dict[str, Any]:
@@ -210,6 +211,16 @@ class Rollout:
     @property
     def failed(self) -> list[str]:
         return [result.output for _, _, result in self.runs if result.returncode != 0]
+
+    @property
+    def retried(self) -> list[str]:
+        """Why the probe's failed attempts failed, in every run (its log, ``--logs``)."""
+        return [
+            line.strip()
+            for _, _, result in self.runs
+            for line in result.output.splitlines()
+            if RETRIED.search(line)
+        ]
 
     @property
     def attempts(self) -> list[int]:
@@ -362,6 +373,8 @@ def test_two_coordinators_survive_a_rollout_under_helm_tests(
             f"the probe's successful attempt per run: {rollout.attempts}; "
             f"fewest ready coordinators: {rollout.fewest_ready}"
         )
+        for line in rollout.retried:
+            print(f"  probe retried: {line}")
         assert not rollout.failed, "\n---\n".join(rollout.failed) + describe(admin, namespace)
         assert runs[0][0] < rollout.restarted, "a run was under way at the restart"
         assert runs[-1][1] > rollout.restarted + rollout.seconds, "and one at the end"
