@@ -405,7 +405,10 @@ class CommServerConfig(ClientAuthSettings):
         "waiting at most batch_window; 'window': they always wait batch_window",
     )
     batch_max_bytes: int = Field(
-        1160, ge=64, le=64 * 1024, description="Largest batch (1160 fits one SCTP packet)"
+        limits.BATCH_MAX_BYTES,
+        ge=64,
+        le=64 * 1024,
+        description="Largest batch (the default fits one SCTP packet)",
     )
     keepalive_interval: float = Field(
         1.0, gt=0, description="Seconds between keepalive checks of server links"

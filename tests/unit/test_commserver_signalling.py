@@ -20,8 +20,8 @@ from commserver.peer import Peer
 from commserver.server import CommServer
 from tests.support import eventually
 from webrtc_broker.config import CommServerConfig
+from webrtc_broker.limits import MAX_CANDIDATE_BYTES
 from webrtc_broker.rtc.handshake import PeerState, Signal
-from webrtc_broker.rtc.session import MAX_CANDIDATE_BYTES
 from webrtc_broker.wire import broker_pb2 as pb
 from webrtc_broker.wire import frame_type
 

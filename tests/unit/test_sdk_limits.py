@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import gc
+import inspect
 import logging
 from typing import Any
 
@@ -19,7 +20,6 @@ from tests.unit.test_writer import FakeChannel
 from webrtc_broker import config, limits
 from webrtc_broker.client import ClosedError, DisconnectedError, MessageTooLargeError
 from webrtc_broker.client import client as client_module
-from webrtc_broker.client import link as link_module
 from webrtc_broker.client.client import BrokerClient, ReceivedMessage, websocket_url
 from webrtc_broker.rtc import session as session_module
 from webrtc_broker.rtc.writer import ChannelWriter, FlushScheduler
@@ -37,11 +37,9 @@ def test_every_python_user_of_a_shared_limit_takes_it_from_the_one_module() -> N
     assert client_module.Reconnect() == client_module.Reconnect(
         limits.RECONNECT_FIRST_DELAY, limits.RECONNECT_MAX_DELAY, limits.RECONNECT_ATTEMPT_TIMEOUT
     )
-    # Still defined where they are used, until those modules import them: kept equal here.
-    assert link_module.REFUSAL_GRACE == limits.REFUSAL_GRACE
-    assert link_module.ICE_SERVERS_TIMEOUT == limits.ICE_SERVERS_TIMEOUT
-    assert session_module.MAX_CANDIDATES == limits.MAX_CANDIDATES
-    assert session_module.MAX_CANDIDATE_BYTES == limits.MAX_CANDIDATE_BYTES
+    assert inspect.signature(session_module.Session).parameters[
+        "max_candidates"
+    ].default == limits.MAX_CANDIDATES
 
 
 def test_the_limits_module_exports_only_numbers_the_browser_build_can_take() -> None:

@@ -31,6 +31,7 @@ from webrtc_broker.client.errors import (
     ServerFullError,
 )
 from webrtc_broker.config import IceServer
+from webrtc_broker.limits import ICE_SERVERS_TIMEOUT, REFUSAL_GRACE
 from webrtc_broker.rtc import FrameHandler, Session, SessionClosed, rtc_ice_servers
 from webrtc_broker.rtc.handshake import Handshake, PeerState, Signal
 from webrtc_broker.rtc.signaling import candidate_from_json
@@ -38,12 +39,6 @@ from webrtc_broker.wire import FrameError, decode_as, frame_type
 from webrtc_broker.wire import broker_pb2 as pb
 
 log = logging.getLogger(__name__)
-
-REFUSAL_GRACE = 1.0
-"""Seconds to wait, after a session closed during set-up, for the server's reason."""
-
-ICE_SERVERS_TIMEOUT = 3.0
-"""Seconds the coordinator's ``/ice-servers`` may take to answer."""
 
 _ICE_SERVER_LIST = TypeAdapter(list[IceServer])
 

@@ -29,6 +29,7 @@ from aiortc import (
     RTCPeerConnection,
 )
 
+from webrtc_broker.limits import MAX_CANDIDATE_BYTES, MAX_CANDIDATES
 from webrtc_broker.rtc.aiortc_internals import acknowledged_tsn, install_gathering
 from webrtc_broker.rtc.candidates import CandidatePolicy
 from webrtc_broker.rtc.signaling import (
@@ -47,12 +48,6 @@ UNRELIABLE = "unreliable"
 FrameHandler = Callable[[bytes, bool], None]
 """Called with each received frame and whether it came on the reliable channel."""
 
-
-MAX_CANDIDATES = 64
-"""Remote candidates one session takes. A browser trickles one per local address, protocol
-and TURN server: a few, a few dozen on a machine with many interfaces."""
-MAX_CANDIDATE_BYTES = 1024
-"""Largest candidate payload (a candidate line is one or two hundred bytes)."""
 
 
 class SessionClosed(Exception):
