@@ -47,6 +47,7 @@ SUMMARY = {
     "latency_p99_ms": OPTIONAL_NUMBER,
     "server_cpu_us_per_delivery": OPTIONAL_NUMBER,
     "server_cpu_percent": OPTIONAL_NUMBER,
+    "frames_per_message": OPTIONAL_NUMBER,
     "delivered_per_s": OPTIONAL_NUMBER,
     "loss_percent": OPTIONAL_NUMBER,
     "workers_cpu_us_per_delivery": OPTIONAL_NUMBER,
@@ -68,7 +69,9 @@ SWEEP = {
     "loadavg_before": [NUMBER],
     "loadavg_after": [NUMBER],
     "options": dict,
-    "runs": [{"setting": SETTING, "number": int, "dense": dict}],
+    "runs": [
+        {"setting": SETTING, "number": int, "dense": dict, "frames_per_message": OPTIONAL_NUMBER}
+    ],
     "summary": [SUMMARY],
     "targets": [TARGET],
     "error": type(None),
@@ -104,6 +107,10 @@ def test_sweep_alternates_the_settings_and_reports_medians_targets_and_a_plot(
     for run in report["runs"]:
         dense = run["dense"]
         assert dense["bots_connected"] == 3
+        if run["setting"]["window"] == 0:  # nothing shares a message: the servers' own count
+            assert run["frames_per_message"] == pytest.approx(1.0, abs=0.02)
+        else:
+            assert run["frames_per_message"] >= 1.0
         assert dense["delivered"] > 0, f"{run['setting']['name']} delivered nothing"
         assert dense["batch_window"] == run["setting"]["window"]
 
@@ -178,18 +185,19 @@ IDLE = BatchSetting("idle", "idle", 0.01)
 
 def test_medians_per_setting_and_the_targets_they_meet() -> None:
     runs = [
-        BatchRun(UNBATCHED, 1, _dense(2.0, 9.0, 40.0)),
-        BatchRun(WINDOW, 1, _dense(15.0, 20.0, 13.0)),
-        BatchRun(IDLE, 1, _dense(3.0, 8.0, 14.0)),
-        BatchRun(UNBATCHED, 2, _dense(4.0, 11.0, 36.0)),
-        BatchRun(WINDOW, 2, _dense(17.0, 24.0, 12.0)),
-        BatchRun(IDLE, 2, _dense(5.0, 9.5, 15.0)),
+        BatchRun(UNBATCHED, 1, _dense(2.0, 9.0, 40.0), 1.0),
+        BatchRun(WINDOW, 1, _dense(15.0, 20.0, 13.0), 4.0),
+        BatchRun(IDLE, 1, _dense(3.0, 8.0, 14.0), 2.0),
+        BatchRun(UNBATCHED, 2, _dense(4.0, 11.0, 36.0), 1.0),
+        BatchRun(WINDOW, 2, _dense(17.0, 24.0, 12.0), 5.0),
+        BatchRun(IDLE, 2, _dense(5.0, 9.5, 15.0), None),
     ]
     summary = summarise(runs, [UNBATCHED, WINDOW, IDLE])
     assert [(row.setting, row.runs) for row in summary] == [(UNBATCHED, 2), (WINDOW, 2), (IDLE, 2)]
     idle = summary[2]
     assert (idle.latency_p50_ms, idle.latency_p99_ms) == (4.0, 8.75)
     assert idle.server_cpu_us_per_delivery == 14.5
+    assert [row.frames_per_message for row in summary] == [1.0, 4.5, 2.0]  # unknown left out
     p50, p99, cpu = check_targets(summary)
     assert (p50.value, p50.limit, p50.met) == (4.0, 5.0, True)  # unbatched 3.0 + 2 ms
     assert (p99.value, p99.limit, p99.met) == (8.75, 10.0, True)
@@ -200,7 +208,7 @@ def test_medians_per_setting_and_the_targets_they_meet() -> None:
 
 
 def test_no_targets_without_idle_unbatched_and_the_same_window() -> None:
-    runs = [BatchRun(s, 1, _dense(1.0, 2.0, 3.0)) for s in (UNBATCHED, WINDOW, IDLE)]
+    runs = [BatchRun(s, 1, _dense(1.0, 2.0, 3.0), 1.0) for s in (UNBATCHED, WINDOW, IDLE)]
     other_window = BatchSetting("20", "window", 0.02)
     assert check_targets(summarise(runs, [UNBATCHED, WINDOW])) == []
     assert check_targets(summarise(runs, [WINDOW, IDLE])) == []

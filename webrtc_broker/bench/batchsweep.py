@@ -74,6 +74,7 @@ def summarise(runs: list[BatchRun], settings: list[BatchSetting]) -> list[BatchS
     summary = []
     for setting in settings:
         mine = [run.dense for run in runs if run.setting == setting]
+        ratios = [run.frames_per_message for run in runs if run.setting == setting]
 
         def mid(value: Callable[[RunResult], float | None]) -> float | None:
             return median(value(run) for run in mine)  # noqa: B023 (used at once)
@@ -86,6 +87,7 @@ def summarise(runs: list[BatchRun], settings: list[BatchSetting]) -> list[BatchS
                 latency_p99_ms=mid(lambda r: r.latency_ms.p99),
                 server_cpu_us_per_delivery=mid(_cpu_per_delivery),
                 server_cpu_percent=mid(lambda r: r.server.cpu_percent),
+                frames_per_message=median(ratios),
                 delivered_per_s=mid(lambda r: r.delivered_per_s),
                 loss_percent=mid(lambda r: r.loss_percent),
                 workers_cpu_us_per_delivery=mid(lambda r: r.cpu.workers_us_per_delivery),
@@ -155,8 +157,8 @@ def runs_table(sweep: BatchSweep) -> Table:
             f"Runs, in order: {options['bots']} bots x {options['rate']:g} Hz x "
             f"{options['size']} B, {options['duration']:g} s window"
         ),
-        caption="server CPU µs per delivery and % of a core; other: load on the machine "
-        "outside the bench (% of a core)",
+        caption="server CPU µs per delivery and % of a core; frames the servers sent per "
+        "data-channel message; other: load on the machine outside the bench (% of a core)",
     )
     for heading in (
         "round",
@@ -165,6 +167,7 @@ def runs_table(sweep: BatchSweep) -> Table:
         "p99 ms",
         "µs/deliv",
         "CPU %",
+        "frames/msg",
         "deliv/s",
         "loss %",
         "other %",
@@ -179,6 +182,7 @@ def runs_table(sweep: BatchSweep) -> Table:
             _num(dense.latency_ms.p99, 1),
             _num(dense.server.cpu_us_per_delivery, 1),
             _num(dense.server.cpu_percent),
+            _num(run.frames_per_message, 2),
             _num(dense.delivered_per_s),
             _num(dense.loss_percent, 2),
             _num(dense.cpu.other_percent),
@@ -195,6 +199,7 @@ def summary_table(sweep: BatchSweep) -> Table:
         "p99 ms",
         "server µs/deliv",
         "server CPU %",
+        "frames/msg",
         "delivered/s",
         "loss %",
         "bots µs/deliv",
@@ -210,6 +215,7 @@ def summary_table(sweep: BatchSweep) -> Table:
             _num(row.latency_p99_ms, 1),
             _num(row.server_cpu_us_per_delivery, 1),
             _num(row.server_cpu_percent),
+            _num(row.frames_per_message, 2),
             _num(row.delivered_per_s),
             _num(row.loss_percent, 2),
             _num(row.workers_cpu_us_per_delivery, 1),
@@ -284,11 +290,12 @@ async def run_batch_sweep(options: BenchOptions, argv: list[str]) -> int:
             run_dir,
         )
         dense = await runner.run(options.bots, None)
-        sweep.runs.append(BatchRun(setting, number, dense))
+        sweep.runs.append(BatchRun(setting, number, dense, runner.frames_per_message))
         return (
             f"round {number} {setting.label}: p50 {_num(dense.latency_ms.p50, 1)} ms, "
             f"p99 {_num(dense.latency_ms.p99, 1)} ms, "
             f"{_num(dense.server.cpu_us_per_delivery, 1)} µs server CPU per delivery, "
+            f"{_num(runner.frames_per_message, 2)} frames per message, "
             f"{_num(dense.delivered_per_s)}/s delivered"
         )
 

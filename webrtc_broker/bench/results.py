@@ -310,6 +310,9 @@ class BatchRun:
     number: int
     """1-based round; every setting runs once per round."""
     dense: RunResult
+    frames_per_message: float | None
+    """Frames the servers sent per data-channel message during the window (1: none
+    shared a message); ``None`` when their metrics were not readable."""
 
 
 @dataclass(frozen=True)
@@ -323,6 +326,7 @@ class BatchSummary:
     server_cpu_us_per_delivery: float | None
     """Comm servers' CPU time per message a bot received."""
     server_cpu_percent: float | None
+    frames_per_message: float | None
     delivered_per_s: float | None
     loss_percent: float | None
     workers_cpu_us_per_delivery: float | None

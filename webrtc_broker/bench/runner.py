@@ -28,6 +28,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 from rich.progress import Progress, TaskID
 
 from webrtc_broker.bench.baseline import SETUP_TIMEOUT
@@ -115,6 +116,9 @@ class Runner:
         self.options = options
         self.progress = progress
         self.log_dir = log_dir
+        self.frames_per_message: float | None = None
+        """Of the last run's window: frames the servers sent per data-channel message
+        (1 unbatched, more the fuller the batches); ``None`` when not readable."""
 
     # -- baseline ---------------------------------------------------------
 
@@ -296,6 +300,10 @@ class Runner:
             finally:
                 self.progress.update(task, description=f"{bots} bots: stopping")
                 await stop_workers(workers, graceful=finished)
+        writers = status_delta["writers"]
+        self.frames_per_message = (
+            writers["frames"] / writers["messages"] if writers["messages"] else None
+        )
         run = summarise(
             options=options,
             cluster=cluster,
@@ -391,9 +399,11 @@ def _watched(cluster: ClusterHandle, workers: list[Worker]) -> list[Watched]:
 
 
 async def _server_counters(cluster: ClusterHandle) -> dict[str, Counter[str]]:
-    """The servers' delivery and drop counters, summed (empty for servers we cannot see)."""
+    """The servers' delivery, drop and writer counters, summed (empty for servers we
+    cannot see)."""
     deliveries: Counter[str] = Counter()
     drops: Counter[str] = Counter()
+    writers: Counter[str] = Counter()
     for server in cluster.servers:
         if server.status_url is None:
             continue
@@ -408,7 +418,34 @@ async def _server_counters(cluster: ClusterHandle) -> dict[str, Counter[str]]:
         if isinstance(mux, dict):
             counted = {k: v for k, v in mux.items() if k.startswith(("dropped", "refused"))}
             drops.update({f"udp mux {k}": int(v) for k, v in counted.items()})
-    return {"deliveries": deliveries, "drops": drops}
+        writers.update(await _writer_counters(server.status_url.removesuffix("/status")))
+    return {"deliveries": deliveries, "drops": drops, "writers": writers}
+
+
+WRITER_METRICS = {
+    "frames": "webrtc_broker_commserver_frames_sent_total",
+    "messages": "webrtc_broker_commserver_writer_messages_sent_total",
+}
+"""Frames handed to writers and the data-channel messages that carried them: their
+ratio is how many frames a batch held on average."""
+
+
+async def _writer_counters(base: str) -> Counter[str]:
+    """A server's :data:`WRITER_METRICS`, summed over their labels (empty when unreadable)."""
+    found: Counter[str] = Counter()
+    try:
+        async with httpx.AsyncClient(timeout=5.0) as http:
+            response = await http.get(f"{base}/metrics")
+            response.raise_for_status()
+    except httpx.HTTPError:
+        return found
+    for line in response.text.splitlines():
+        name, _, rest = line.partition("{")
+        for key, metric in WRITER_METRICS.items():
+            if name == metric:
+                with contextlib.suppress(ValueError):
+                    found[key] += int(float(rest.rsplit(" ", 1)[-1]))
+    return found
 
 
 def _us_per(cpu_percent: float | None, seconds: float, count: int) -> float | None:
