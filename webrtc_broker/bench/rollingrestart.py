@@ -46,6 +46,7 @@ from webrtc_broker.bench.localcluster import (
     wait_rejoined,
 )
 from webrtc_broker.bench.restartclients import CLOSE_BUDGET, DRAIN, WorkerPlan
+from webrtc_broker.bench.sampling import cpu_seconds, machine_busy_seconds
 from webrtc_broker.cluster import spawn, stop
 
 WORKER_MODULE = "webrtc_broker.bench.restartclients"
@@ -619,6 +620,62 @@ async def rolling_restart(
 # -- the command ----------------------------------------------------------------------
 
 
+CENSUS_INTERVAL = 1.0
+"""Seconds between CPU readings: a coordinator stopped meanwhile loses at most that."""
+
+
+@dataclass
+class CpuCensus:
+    """CPU seconds each process spent during the stream, by role, read from /proc.
+
+    Processes come and go (a restarted coordinator is a new process), so each is
+    read every :data:`CENSUS_INTERVAL` from when it is first seen until it is gone.
+    """
+
+    first: dict[int, float] = field(default_factory=dict)
+    last: dict[int, float] = field(default_factory=dict)
+    roles: dict[int, str] = field(default_factory=dict)
+    machine_start: float = 0.0
+    machine_end: float = 0.0
+
+    def read(self, processes: dict[int, str]) -> None:
+        for pid, role in processes.items():
+            seconds = cpu_seconds(pid)
+            if seconds is None:
+                continue
+            self.first.setdefault(pid, seconds)
+            self.last[pid] = seconds
+            self.roles[pid] = role
+        self.machine_end = machine_busy_seconds()
+
+    async def follow(self, processes: Callable[[], dict[int, str]], end: float) -> None:
+        self.machine_start = machine_busy_seconds()
+        while True:
+            self.read(processes())
+            if time.time() >= end:
+                return
+            await asyncio.sleep(min(CENSUS_INTERVAL, max(0.0, end - time.time())))
+
+    def percent(self, elapsed: float) -> dict[str, float]:
+        """% of one core by role, and ``machine``: the whole machine's busy time."""
+        used: dict[str, float] = {}
+        for pid, role in self.roles.items():
+            used[role] = used.get(role, 0.0) + self.last[pid] - self.first[pid]
+        shares = {role: 100.0 * seconds / elapsed for role, seconds in sorted(used.items())}
+        shares["machine"] = 100.0 * (self.machine_end - self.machine_start) / elapsed
+        return shares
+
+
+def cluster_processes(cluster: ClusterHandle, load: ClientLoad) -> dict[int, str]:
+    """Every process of the run now, with its role."""
+    found = {pid: "client workers" for pid in load.pids}
+    found.update({s.pid: "comm servers" for s in cluster.servers if s.pid is not None})
+    found.update(
+        {c.process.pid: "coordinators" for c in cluster.coordinators if c.process is not None}
+    )
+    return found
+
+
 async def _report_intervals(
     tally: Tally, start: float, end: float, interval: float, out: Callable[[str], None]
 ) -> None:
@@ -659,18 +716,26 @@ async def run_restart_bench(options: RestartBenchOptions, out: Callable[[str], N
                 )
                 start = await load.begin(options.connect_rate, options.duration)
                 end = start + options.duration
-                ticker = asyncio.create_task(
-                    _report_intervals(load.tally, start, end, options.interval, out)
-                )
+                census = CpuCensus()
+                watchers = [
+                    asyncio.create_task(
+                        _report_intervals(load.tally, start, end, options.interval, out)
+                    ),
+                    asyncio.create_task(
+                        census.follow(lambda: cluster_processes(cluster, load), end)
+                    ),
+                ]
                 try:
                     timings = await _restarts(cluster, options, start, out)
-                    await ticker
+                    await asyncio.gather(*watchers)
                 finally:
-                    ticker.cancel()
-                    await asyncio.gather(ticker, return_exceptions=True)
+                    for watcher in watchers:
+                        watcher.cancel()
+                    await asyncio.gather(*watchers, return_exceptions=True)
                 report = await load.finish(options.duration)
                 pids = [*load.pids, *(process.pid for process in cluster.processes)]
-    return _conclude(options, report, timings=timings, start=start, pids=pids, out=out)
+    cpu = census.percent(options.duration)
+    return _conclude(options, report, timings=timings, start=start, pids=pids, cpu=cpu, out=out)
 
 
 async def _restarts(
@@ -702,6 +767,7 @@ def _conclude(
     timings: list[RestartTiming],
     start: float,
     pids: list[int],
+    cpu: dict[str, float],
     out: Callable[[str], None],
 ) -> int:
     signals = [t.signalled_at for t in timings]
@@ -713,6 +779,10 @@ def _conclude(
             f"{t.stopped:.2f} s, ready again after {t.ready:.2f} s, every comm server "
             f"registered after {t.rejoined:.2f} s"
         )
+    out(
+        "CPU over the stream, % of one core: "
+        + ", ".join(f"{role} {share:.0f}" for role, share in cpu.items())
+    )
     problems = report.problems()
     out(f"result: {'FAIL: ' + '; '.join(problems) if problems else 'PASS'}")
     if options.json_path is not None:
@@ -726,6 +796,7 @@ def _conclude(
             "failed_under_way_at_a_signal": len(report.in_flight(signals)),
             "problems": problems,
             "pids": pids,
+            "cpu_percent": cpu,
         }
         options.json_path.write_text(json.dumps(data, indent=2) + "\n")
     return 1 if problems else 0
