@@ -29,6 +29,12 @@ the pods of one namespace, talking to the real API server as the admin:
   endpoint controllers refuse the pods' loopback address (they log it and
   retry), so no Endpoints or EndpointSlice lists them: the listeners read
   the pods this kubelet runs instead;
+* a headless Service (the coordinators' peers) gets such a listener too,
+  forwarding to a running pod whether ready or not when the Service
+  publishes not-ready addresses; a ``<prefix>COORDINATOR_DNS`` naming it
+  (the A records comm servers resolve to find every coordinator replica)
+  becomes ``<prefix>COORDINATOR_URLS`` with that listener, one replica's
+  worth: the tests running pods here ask for ``coordinator.replicas: 1``;
 * it runs the container's ``httpGet`` probes at their ``periodSeconds``; the
   readiness probe (with its ``failureThreshold``) drives the ``Ready`` and
   ``ContainersReady`` conditions, written through ``pods/status`` with phase
@@ -44,7 +50,8 @@ resources, volumes or the service account, give pods distinct IPs, or
 restart containers (a failed liveness probe is counted in
 :attr:`Pod.liveness_failures`, a container that exits unasked is recorded
 in :attr:`ProcessKubelet.errors`; tests assert both stay empty). Services
-are resolved only in arguments, not by a resolver the processes could ask.
+are resolved only in arguments and the coordinator discovery variable, not by a
+resolver the processes could ask.
 """
 
 from __future__ import annotations
@@ -186,6 +193,8 @@ class ServiceProxy:
     port: int
     selector: dict[str, str]
     target: str | int
+    not_ready_too: bool = False
+    """A headless Service's ``publishNotReadyAddresses``: pods count before they are ready."""
     server: asyncio.Server | None = None
 
     @property
@@ -485,7 +494,7 @@ class ProcessKubelet:
         (container,) = containers
         pod = Pod(obj, container)
         pod.ports = {p["name"]: free_port() for p in container.get("ports", [])}
-        pod.env = await self._env(pod)
+        pod.env = self._found_by_dns(await self._env(pod), await self._peer_routes())
         pod.argv = self._argv(pod, await self._routes())
         return pod
 
@@ -523,15 +532,62 @@ class ProcessKubelet:
             name = service["metadata"]["name"]
             for port in service["spec"]["ports"]:
                 proxy = await self._proxy(name, port["port"], selector, port["targetPort"])
-                ns = self.namespace
-                for host in (
-                    name,
-                    f"{name}.{ns}",
-                    f"{name}.{ns}.svc",
-                    f"{name}.{ns}.svc.cluster.local",
-                ):
+                for host in self._dns_names(name):
                     routes[f"{host}:{port['port']}"] = proxy.local_port
         return routes
+
+    async def _peer_routes(self) -> dict[str, ServiceProxy]:
+        """Headless Services with a selector: every name cluster DNS gives one -> a listener
+        per port, forwarding to a running pod it selects (ready or not, when it publishes
+        not-ready addresses)."""
+        answer = await self.api.get(f"/api/v1/namespaces/{self.namespace}/services")
+        answer.raise_for_status()
+        routes: dict[str, ServiceProxy] = {}
+        for service in answer.json()["items"]:
+            spec = service["spec"]
+            selector = spec.get("selector") or {}
+            if not selector or spec.get("clusterIP") != "None":
+                continue
+            name = service["metadata"]["name"]
+            not_ready_too = bool(spec.get("publishNotReadyAddresses"))
+            for port in spec["ports"]:
+                proxy = await self._proxy(
+                    name, port["port"], selector, port["targetPort"], not_ready_too=not_ready_too
+                )
+                for host in self._dns_names(name):
+                    routes[f"{host}:{port['port']}"] = proxy
+        return routes
+
+    def _dns_names(self, service: str) -> tuple[str, ...]:
+        ns = self.namespace
+        return (
+            service,
+            f"{service}.{ns}",
+            f"{service}.{ns}.svc",
+            f"{service}.{ns}.svc.cluster.local",
+        )
+
+    @staticmethod
+    def _found_by_dns(env: dict[str, str], peers: dict[str, ServiceProxy]) -> dict[str, str]:
+        """``<prefix>COORDINATOR_DNS`` naming a headless Service (with ``..._DNS_PORT``)
+        becomes ``<prefix>COORDINATOR_URLS``: that Service's listener.
+
+        Process pods all live on 127.0.0.1, so there is no A record per pod to give
+        them: the comm server gets one URL, a listener that forwards to a running
+        coordinator pod. That is every replica only while there is one, which is what
+        the tests running pods here ask for (``coordinator.replicas: 1``).
+        """
+        found = dict(env)
+        for key, host in env.items():
+            if not key.endswith("COORDINATOR_DNS"):
+                continue
+            port = found.pop(f"{key}_PORT", "9090")
+            proxy = peers.get(f"{host}:{port}")
+            assert proxy is not None, f"{key}={host} names no headless Service here"
+            del found[key]
+            urls = [f"ws://127.0.0.1:{proxy.local_port}"]
+            found[f"{key.removesuffix('DNS')}URLS"] = json.dumps(urls)
+        return found
 
     def _argv(self, pod: Pod, routes: dict[str, int]) -> list[str]:
         assert pod.container["command"] == ENTRYPOINT, (
@@ -555,11 +611,17 @@ class ProcessKubelet:
     # -- Services ---------------------------------------------------------------------------
 
     async def _proxy(
-        self, service: str, port: int, selector: dict[str, str], target: str | int
+        self,
+        service: str,
+        port: int,
+        selector: dict[str, str],
+        target: str | int,
+        *,
+        not_ready_too: bool = False,
     ) -> ServiceProxy:
         key = (service, port)
         if key not in self.proxies:
-            proxy = ServiceProxy(service, port, selector, target)
+            proxy = ServiceProxy(service, port, selector, target, not_ready_too)
 
             async def forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
                 await self._forward(proxy, reader, writer)
@@ -569,12 +631,13 @@ class ProcessKubelet:
         return self.proxies[key]
 
     def endpoints(self, proxy: ServiceProxy) -> list[Pod]:
-        """The ready pods a Service selects (its ready endpoints)."""
+        """The pods a Service selects that it routes to: ready ones (its ready endpoints),
+        or every running one for a headless Service that publishes not-ready addresses."""
         return [
             pod
             for pod in self.pods.values()
             if pod.running
-            and pod.ready
+            and (pod.ready or proxy.not_ready_too)
             and pod.terminating is None
             and selects(proxy.selector, pod.labels)
         ]

@@ -43,11 +43,10 @@ from tests.k8s.support import install_crd, run_kubectl
 from tests.k8s.test_install_e2e import (  # noqa: F401 - fixtures: admin, release
     GONE_TIMEOUT,
     OPERATOR_SELECTOR,
-    READY_TIMEOUT,
     RUNNING_TIMEOUT,
-    SCHEDULE_TIMEOUT,
     Release,
     admin,
+    brokers_ready,
     chart_values,
     component,
     on_the_node,
@@ -59,10 +58,7 @@ from tests.k8s.workloads import (
     cluster_status,
     describe,
     list_pods,
-    pod_ready,
-    pod_scheduled,
     wait_for,
-    wait_pods,
     wait_running,
 )
 
@@ -298,38 +294,6 @@ def install_ha(installed: Release, image: str, workdir: Path) -> str:
     return str(cluster["metadata"]["name"])
 
 
-def wait_brokers_ready(
-    api: httpx.Client, namespace: str, name: str, phases: Phases
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Both coordinator pods and both comm servers scheduled, then Ready."""
-    parts = ((COORDINATOR, REPLICAS), (COMMSERVER, SERVERS))
-    for part, count in parts:
-        wait_pods(
-            api,
-            namespace,
-            component(name, part),
-            count,
-            condition=pod_scheduled,
-            timeout=SCHEDULE_TIMEOUT + RUNNING_TIMEOUT,  # the operator makes them first
-            what="scheduled",
-        )
-    phases.mark("broker pods scheduled")
-    coordinators, servers = (
-        wait_pods(
-            api,
-            namespace,
-            component(name, part),
-            count,
-            condition=pod_ready,
-            timeout=READY_TIMEOUT,
-            what="Ready",
-        )
-        for part, count in parts
-    )
-    phases.mark("both coordinators and both comm servers Ready")
-    return coordinators, servers
-
-
 def test_two_coordinators_survive_a_rollout_under_helm_tests(
     broker_image: str,  # the node's fixture too: the image is imported there
     admin: httpx.Client,  # noqa: F811 - the fixture imported above
@@ -344,7 +308,7 @@ def test_two_coordinators_survive_a_rollout_under_helm_tests(
     operator_ready(admin, namespace, selector, phases)
 
     # 1. Both coordinators Ready (each once a comm server linked to it), both linked to.
-    coordinators, servers = wait_brokers_ready(admin, namespace, name, phases)
+    coordinators, servers = brokers_ready(admin, namespace, name, phases, servers=SERVERS)
     on_the_node([*coordinators, *servers], broker_image)
     status = wait_running(admin, namespace, name, timeout=RUNNING_TIMEOUT)
     assert (status["coordinators"], status["readyCoordinators"]) == (REPLICAS, REPLICAS), status

@@ -10,7 +10,8 @@ them:
    ``kubectl patch`` (the image, the toleration): the operator runs in a pod
    with deploy/'s ServiceAccount and ClusterRole, becomes Ready through its
    probe and reconciles the example BrokerCluster (with the image and the
-   tolerations): the coordinator and both comm servers run in containers and
+   tolerations): the coordinator's replicas (as many as its spec asks for) and
+   both comm servers run in containers and
    become Ready, and ``kubectl get bkc`` shows ``2 2 Running`` with the
    coordinator's endpoint.
 2. ``helm install`` of the chart with the image, pull policy and tolerations
@@ -122,11 +123,26 @@ def on_the_node(pods: list[dict[str, Any]], image: str) -> None:
             assert status["restartCount"] == 0, (name, status)
 
 
+def coordinator_replicas(admin: httpx.Client, namespace: str, name: str) -> int:
+    """``spec.coordinator.replicas`` as the API server stored it (the CRD's default
+    when the BrokerCluster leaves it out; 2 in deploy/'s example and the chart's values)."""
+    answer = admin.get(f"{clusters_path(namespace)}/{name}")
+    answer.raise_for_status()
+    return int(answer.json()["spec"]["coordinator"]["replicas"])
+
+
 def brokers_ready(
-    admin: httpx.Client, namespace: str, name: str, phases: Phases, also: tuple[str, ...] = ()
-) -> list[dict[str, Any]]:
-    """The coordinator's pod and both comm servers' scheduled, then Ready (two phases)."""
-    parts = (("coordinator", 1), ("commserver", SERVERS))
+    admin: httpx.Client,
+    namespace: str,
+    name: str,
+    phases: Phases,
+    *,
+    also: tuple[str, ...] = (),
+    servers: int = SERVERS,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The coordinator pods (as many as the spec asks for) and the comm servers
+    scheduled, then Ready (two phases); the Ready coordinators and comm servers."""
+    parts = (("coordinator", coordinator_replicas(admin, namespace, name)), ("commserver", servers))
     for part, count in parts:
         wait_pods(
             admin,
@@ -139,9 +155,8 @@ def brokers_ready(
             namespaces=also,
         )
     phases.mark("broker pods made and scheduled")
-    pods: list[dict[str, Any]] = []
-    for part, count in parts:
-        pods += wait_pods(
+    coordinators, comm_servers = (
+        wait_pods(
             admin,
             namespace,
             component(name, part),
@@ -151,8 +166,10 @@ def brokers_ready(
             what="Ready",
             namespaces=also,
         )
+        for part, count in parts
+    )
     phases.mark("broker pods Ready")
-    return pods
+    return coordinators, comm_servers
 
 
 def operator_ready(
@@ -227,13 +244,16 @@ def test_kubectl_apply_deploy_runs_the_broker_on_the_node(
     cluster_file.write_text(yaml.safe_dump(body))
     out = kubectl("apply", "-n", namespace, "-f", str(cluster_file))
     assert f"brokercluster.{GROUP}/{name} created" in out, out
-    pods = brokers_ready(admin, namespace, name, phases, also=(OPERATOR_NAMESPACE,))
-    on_the_node(pods, broker_image)
+    coordinators, servers = brokers_ready(
+        admin, namespace, name, phases, also=(OPERATOR_NAMESPACE,)
+    )
+    on_the_node([*coordinators, *servers], broker_image)
     status = wait_running(
         admin, namespace, name, timeout=RUNNING_TIMEOUT, namespaces=(OPERATOR_NAMESPACE,)
     )
     phases.mark("BrokerCluster Running")
     assert status["readyServers"] == SERVERS, status
+    assert status["readyCoordinators"] == len(coordinators) >= 1, status
 
     # Server-side printing of the CRD's columns, as a user sees the cluster.
     table = kubectl("get", "bkc", "-n", namespace)
@@ -348,11 +368,12 @@ def test_helm_install_and_helm_test_round_trip_on_the_node(
         admin, namespace, f"app.kubernetes.io/instance={release.name},{OPERATOR_SELECTOR}", phases
     )
     on_the_node([operator], broker_image)
-    pods = brokers_ready(admin, namespace, name, phases)
-    on_the_node(pods, broker_image)
+    coordinators, servers = brokers_ready(admin, namespace, name, phases)
+    on_the_node([*coordinators, *servers], broker_image)
     status = wait_running(admin, namespace, name, timeout=RUNNING_TIMEOUT)
     phases.mark("BrokerCluster Running")
     assert status["readyServers"] == SERVERS, status
+    assert status["readyCoordinators"] == len(coordinators) >= 1, status
 
     # The chart's test pod: two clients through the coordinator, a message round trip.
     # Without --logs: the pod is deleted once it succeeds (hook-succeeded), before

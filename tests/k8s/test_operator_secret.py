@@ -149,6 +149,8 @@ async def test_client_tokens_and_no_secret_of_the_users_run_and_admit_no_rogue(
     answer = ns.admin.post(ns.path("", "secrets"), json=secret("tokens", secret=JWT_KEY))
     assert answer.status_code == 201, answer.text
     spec = {
+        # One coordinator: the process kubelet's peers Service leads to one replica.
+        "coordinator": {"replicas": 1},
         "commServers": {"replicas": 2, "drainSeconds": 1},
         "auth": {"clients": {"mode": "JWT", "secretRef": {"name": "tokens"}}},
     }
@@ -203,4 +205,9 @@ async def test_client_tokens_and_no_secret_of_the_users_run_and_admit_no_rogue(
 
 
 async def ready(kubelet: ProcessKubelet, pod: Pod) -> bool:
+    """The probes pass and the kubelet has seen it (its Services route to the pod only
+    then: a coordinator turns ready only once a comm server linked to it, a probe
+    period or so after it started)."""
+    if not pod.ready:
+        return False
     return await kubelet.probe(pod, "livenessProbe") and await kubelet.probe(pod, "readinessProbe")

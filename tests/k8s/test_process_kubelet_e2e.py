@@ -55,6 +55,9 @@ async def test_process_kubelet_runs_the_operators_pods(
     namespace = operator_identity.clusters_namespace
     plane = operator_identity.plane
     spec = {
+        # One coordinator: process pods share 127.0.0.1, so its peers Service leads to one
+        # replica (see processkubelet); replicas of their own are test_coordinator_ha_e2e's.
+        "coordinator": {"replicas": 1},
         "commServers": {"replicas": 2, "drainSeconds": 2, "batchWindowMilliseconds": 5},
         "auth": {"mode": "SharedSecret", "secretRef": {"name": "broker-auth", "key": "token"}},
         # Loopback only: nothing may leave this machine, even once servers use ICE servers.
@@ -121,9 +124,13 @@ def check_resolved(
     ]
     assert servers[0].env["WEBRTC_BROKER_COMMSERVER_SERVER_SECRET"] == SECRET
     assert servers[0].env["WEBRTC_BROKER_COMMSERVER_BATCH_WINDOW"] == "0.005"
-    # The comm servers dial the coordinator's Service, which leads to its pod.
+    # The comm servers find the coordinator through its peers Service (the A records
+    # become that Service's listener here); clients dial its client Service.
+    peers = kubelet.service_url("demo-coordinator-peers", COORDINATOR_PORT)
+    urls = json.loads(servers[0].env["WEBRTC_BROKER_COMMSERVER_COORDINATOR_URLS"])
+    assert urls == [peers], servers[0].env
+    assert "WEBRTC_BROKER_COMMSERVER_COORDINATOR_DNS" not in servers[0].env
     url = kubelet.service_url("demo-coordinator", COORDINATOR_PORT)
-    assert url in servers[0].argv
     assert "demo-commserver-0" in servers[0].argv  # --name $(POD_NAME)
     assert servers[0].grace_seconds == 2 + 5
     return url
