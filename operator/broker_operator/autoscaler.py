@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import aiohttp
 
 from broker_operator.spec import AutoscalingSpec
 
@@ -103,11 +103,10 @@ def decide(
     return Decision(replicas=bounded, wanted=wanted, reason=reason, history=tuple(kept))
 
 
-async def read_load(url: str, client: httpx.AsyncClient | None = None) -> Load:
-    """GET the coordinator's ``/status``; raises ``httpx.HTTPError`` if it cannot."""
-    if client is None:
-        async with httpx.AsyncClient(timeout=STATUS_TIMEOUT) as own:
-            return await read_load(url, own)
-    response = await client.get(url, timeout=STATUS_TIMEOUT)
-    response.raise_for_status()
-    return Load.from_status(response.json())
+async def read_load(url: str) -> Load:
+    """GET the coordinator's ``/status`` (with aiohttp, kopf's HTTP client: the
+    operator's only one); raises ``aiohttp.ClientError`` or ``TimeoutError`` if it cannot."""
+    timeout = aiohttp.ClientTimeout(total=STATUS_TIMEOUT)
+    async with aiohttp.ClientSession(timeout=timeout) as session, session.get(url) as response:
+        response.raise_for_status()
+        return Load.from_status(await response.json(content_type=None))

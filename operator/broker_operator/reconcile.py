@@ -49,7 +49,6 @@ from functools import partial
 from typing import Any
 
 import aiohttp
-import httpx
 
 from broker_operator import API_VERSION, KIND
 from broker_operator.applying import merge_patch, patch_for, with_last_applied
@@ -901,7 +900,7 @@ class Reconciler:
         url = self.status_url(ref)
         try:
             load = await read_load(url)
-        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+        except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError) as exc:
             before["lastError"] = f"cannot read the coordinator's load from {url}: {exc}"[:300]
             return before
         now = self.clock()
