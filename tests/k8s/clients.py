@@ -67,8 +67,8 @@ def broker_cluster_body(image: str, replicas: int) -> dict[str, Any]:
     """A BrokerCluster for the node: its taint tolerated, the image imported there (no
     registry), the coordinator on a NodePort, comm servers at their pod addresses.
 
-    Requests are small so that three comm servers and a coordinator fit the node
-    beside whatever else runs on this 2-core machine.
+    Requests are small so that three comm servers and the coordinator's replicas (the
+    default two) fit the node beside whatever else runs on this 2-core machine.
     """
     small = {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}}
     return {

@@ -402,15 +402,21 @@ async def start_managed_turn(
     # sets the address of the load balancer in front of it.
     await patch_cluster(broker, {"turn": {"urls": urls}})
 
-    async def handed_out() -> bool:
-        # Read from the pod, not /ice-servers: the coordinator rate-limits credentials per
-        # address, and every client here reaches it from the node's address.
-        pods = await broker.pods("coordinator")
-        if len(pods) != 1 or not ready(pods[0]) or pods[0]["metadata"].get("deletionTimestamp"):
-            return False
-        (container,) = pods[0]["spec"]["containers"]
+    def turn_urls(pod: dict[str, Any]) -> str | None:
+        (container,) = pod["spec"]["containers"]
         env = {e["name"]: e.get("value") for e in container["env"]}
-        return env.get("WEBRTC_BROKER_COORDINATOR_TURN_URLS") == json.dumps(urls)
+        return env.get("WEBRTC_BROKER_COORDINATOR_TURN_URLS")
+
+    async def handed_out() -> bool:
+        # Read from the pods, not /ice-servers: the coordinator rate-limits credentials per
+        # address, and every client here reaches it from the node's address. Every replica
+        # the spec asks for runs with the URLs, and none of before the rollout is left.
+        wanted = int((await cluster(broker))["spec"]["coordinator"]["replicas"])
+        pods = await broker.pods("coordinator")
+        pods = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+        return len(pods) == wanted and all(
+            ready(p) and turn_urls(p) == json.dumps(urls) for p in pods
+        )
 
     await until(handed_out, timeout=180, interval=1)
     await broker.find_node_port()
