@@ -119,6 +119,33 @@ async def test_idle_schedulers_of_one_loop_do_not_hold_each_other_back() -> None
     assert [channel.sent for channel in channels] == [[topic(i)] for i in range(3)]
 
 
+async def test_a_failing_flush_leaves_the_other_schedulers_flushing() -> None:
+    """A writer raising something unexpected fails its own flush (asyncio reports it);
+    the schedulers still waiting, and their later rounds, are flushed all the same."""
+
+    class Broken(Channel):
+        def send(self, data: bytes) -> None:
+            raise RuntimeError("broken channel")
+
+    loop = asyncio.get_running_loop()
+    reported: asyncio.Future[object] = loop.create_future()
+    loop.set_exception_handler(lambda _loop, context: reported.set_result(context["exception"]))
+    try:
+        batched(FlushScheduler(NEVER, "idle"), Broken()).send(topic(0))
+        first, second = Channel(), Channel()
+        batched(FlushScheduler(NEVER, "idle"), first).send(topic(1))
+        async with asyncio.timeout(GIVE_UP):
+            error = await reported
+            await first.first_send
+        batched(FlushScheduler(NEVER, "idle"), second).send(topic(2))  # a later round
+        async with asyncio.timeout(GIVE_UP):
+            await second.first_send
+    finally:
+        loop.set_exception_handler(None)
+    assert "broken channel" in str(error)
+    assert (first.sent, second.sent) == ([topic(1)], [topic(2)])
+
+
 async def test_while_work_is_queued_frames_wait_for_it_up_to_the_window(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

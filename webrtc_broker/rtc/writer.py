@@ -148,10 +148,13 @@ class _IdleFlusher:
         else:
             now = loop.time()
             due = [scheduler for scheduler in self._waiting if scheduler.deadline <= now]
-        for scheduler in due:
-            scheduler.flush()  # which forgets it here
-        if self._waiting:  # behind the work queued now
-            self._check = loop.call_soon(self._flush_when_idle, loop)
+        try:
+            for scheduler in due:
+                scheduler.flush()  # which forgets it here
+        finally:
+            # Even after an error: a scheduler waiting here starts no check of its own.
+            if self._waiting:  # behind the work queued now
+                self._check = loop.call_soon(self._flush_when_idle, loop)
 
 
 _IDLE_FLUSHERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _IdleFlusher] = (
