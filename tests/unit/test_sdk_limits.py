@@ -37,9 +37,10 @@ def test_every_python_user_of_a_shared_limit_takes_it_from_the_one_module() -> N
     assert client_module.Reconnect() == client_module.Reconnect(
         limits.RECONNECT_FIRST_DELAY, limits.RECONNECT_MAX_DELAY, limits.RECONNECT_ATTEMPT_TIMEOUT
     )
-    assert inspect.signature(session_module.Session).parameters[
-        "max_candidates"
-    ].default == limits.MAX_CANDIDATES
+    assert (
+        inspect.signature(session_module.Session).parameters["max_candidates"].default
+        == limits.MAX_CANDIDATES
+    )
 
 
 def test_the_limits_module_exports_only_numbers_the_browser_build_can_take() -> None:

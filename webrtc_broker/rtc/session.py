@@ -49,7 +49,6 @@ FrameHandler = Callable[[bytes, bool], None]
 """Called with each received frame and whether it came on the reliable channel."""
 
 
-
 class SessionClosed(Exception):
     """The session closed before it was established."""
 
