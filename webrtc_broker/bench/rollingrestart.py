@@ -40,6 +40,7 @@ from typing import IO, Any
 from webrtc_broker.bench.localcluster import (
     ClusterError,
     ClusterHandle,
+    fetch_json,
     local_cluster,
     start_coordinator,
     stop_coordinator,
@@ -666,6 +667,17 @@ class CpuCensus:
         return shares
 
 
+async def server_sessions(cluster: ClusterHandle) -> dict[str, int]:
+    """The comm servers' session outcomes (``established:client``, ``failed:<reason>``,
+    ...), summed: why the servers ended the sessions the clients saw end."""
+    total: Counter[str] = Counter()
+    for server in cluster.servers:
+        status = await fetch_json(server.status_url) if server.status_url else None
+        sessions = (status or {}).get("stats", {}).get("sessions", {})
+        total.update({str(key): int(value) for key, value in sessions.items()})
+    return dict(sorted(total.items()))
+
+
 def cluster_processes(cluster: ClusterHandle, load: ClientLoad) -> dict[int, str]:
     """Every process of the run now, with its role."""
     found = {pid: "client workers" for pid in load.pids}
@@ -733,9 +745,19 @@ async def run_restart_bench(options: RestartBenchOptions, out: Callable[[str], N
                         watcher.cancel()
                     await asyncio.gather(*watchers, return_exceptions=True)
                 report = await load.finish(options.duration)
+                sessions = await server_sessions(cluster)
                 pids = [*load.pids, *(process.pid for process in cluster.processes)]
     cpu = census.percent(options.duration)
-    return _conclude(options, report, timings=timings, start=start, pids=pids, cpu=cpu, out=out)
+    return _conclude(
+        options,
+        report,
+        timings=timings,
+        start=start,
+        pids=pids,
+        cpu=cpu,
+        sessions=sessions,
+        out=out,
+    )
 
 
 async def _restarts(
@@ -768,6 +790,7 @@ def _conclude(
     start: float,
     pids: list[int],
     cpu: dict[str, float],
+    sessions: dict[str, int],
     out: Callable[[str], None],
 ) -> int:
     signals = [t.signalled_at for t in timings]
@@ -783,6 +806,7 @@ def _conclude(
         "CPU over the stream, % of one core: "
         + ", ".join(f"{role} {share:.0f}" for role, share in cpu.items())
     )
+    out("comm servers' sessions: " + ", ".join(f"{key} {n}" for key, n in sessions.items()))
     problems = report.problems()
     out(f"result: {'FAIL: ' + '; '.join(problems) if problems else 'PASS'}")
     if options.json_path is not None:
@@ -797,6 +821,7 @@ def _conclude(
             "problems": problems,
             "pids": pids,
             "cpu_percent": cpu,
+            "server_sessions": sessions,
         }
         options.json_path.write_text(json.dumps(data, indent=2) + "\n")
     return 1 if problems else 0
