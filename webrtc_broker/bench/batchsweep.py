@@ -157,8 +157,9 @@ def runs_table(sweep: BatchSweep) -> Table:
             f"Runs, in order: {options['bots']} bots x {options['rate']:g} Hz x "
             f"{options['size']} B, {options['duration']:g} s window"
         ),
-        caption="server CPU µs per delivery and % of a core; frames the servers sent per "
-        "data-channel message; other: load on the machine outside the bench (% of a core)",
+        caption="server CPU µs per delivery and % of a core; frames per data-channel message "
+        "the servers made (sent or dropped); other: load on the machine outside the bench "
+        "(% of a core)",
     )
     for heading in (
         "round",

@@ -311,8 +311,9 @@ class BatchRun:
     """1-based round; every setting runs once per round."""
     dense: RunResult
     frames_per_message: float | None
-    """Frames the servers sent per data-channel message during the window (1: none
-    shared a message); ``None`` when their metrics were not readable."""
+    """Frames per data-channel message the servers' writers made (sent or dropped)
+    during the window (1: none shared a message); ``None`` when their metrics were not
+    readable."""
 
 
 @dataclass(frozen=True)

@@ -117,8 +117,8 @@ class Runner:
         self.progress = progress
         self.log_dir = log_dir
         self.frames_per_message: float | None = None
-        """Of the last run's window: frames the servers sent per data-channel message
-        (1 unbatched, more the fuller the batches); ``None`` when not readable."""
+        """Of the last run's window: frames per data-channel message the servers' writers
+        made (1 unbatched, more the fuller the batches); ``None`` when not readable."""
 
     # -- baseline ---------------------------------------------------------
 
@@ -301,9 +301,8 @@ class Runner:
                 self.progress.update(task, description=f"{bots} bots: stopping")
                 await stop_workers(workers, graceful=finished)
         writers = status_delta["writers"]
-        self.frames_per_message = (
-            writers["frames"] / writers["messages"] if writers["messages"] else None
-        )
+        messages = writers["messages"] + writers["dropped"]
+        self.frames_per_message = writers["frames"] / messages if messages else None
         run = summarise(
             options=options,
             cluster=cluster,
@@ -425,9 +424,11 @@ async def _server_counters(cluster: ClusterHandle) -> dict[str, Counter[str]]:
 WRITER_METRICS = {
     "frames": "webrtc_broker_commserver_frames_sent_total",
     "messages": "webrtc_broker_commserver_writer_messages_sent_total",
+    "dropped": "webrtc_broker_commserver_writer_messages_dropped_total",
 }
-"""Frames handed to writers and the data-channel messages that carried them: their
-ratio is how many frames a batch held on average."""
+"""Frames handed to writers, and the data-channel messages the writers made of them:
+sent, or dropped from a full unreliable queue (an overloaded server drops many). The
+ratio is how many frames a message held on average."""
 
 
 async def _writer_counters(base: str) -> Counter[str]:
