@@ -57,7 +57,7 @@ def test_coordinator_restart_bench_smoke(tmp_path: Path) -> None:
     for restart in report["restarts"]:
         assert restart["signal"] == "SIGTERM"
         assert 0 < restart["stopped"] <= restart["ready"] <= restart["rejoined"]
-    # coordinators, comm servers and the client worker
-    assert len(report["pids"]) == 5
+    # coordinators, comm servers, the witnesses' worker and the stream's
+    assert len(report["pids"]) == 6
     for pid in report["pids"]:
         assert not pid_alive(pid), f"{pid} outlived the bench"

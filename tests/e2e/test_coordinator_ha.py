@@ -95,11 +95,11 @@ async def test_a_killed_replica_costs_nothing_and_rejoins(tmp_path: Path) -> Non
                 connects = list(load.tally.connects)
     print("\n".join(report.lines(DURATION, RATE, [killed_at])))
     assert_nothing_lost(report, [killed_at])
-    # While replica 0 was down, every new client came in through replica 1; those that
-    # tried replica 0 first moved on to it.
+    # Every client that came while replica 0 was down got in through replica 1; those
+    # that tried replica 0 first moved on to it.
     survivor = cluster.coordinators[1].url
-    during = [c for c in connects if killed_at < c.started and c.ended < restarted_at]
-    assert during, "no connect began and ended during the outage"
+    during = [c for c in connects if killed_at < c.started < restarted_at]
+    assert len(during) >= RATE * OUTAGE - 1
     assert {c.url for c in during} == {survivor}
     assert any(c.retried for c in during)
 

@@ -1,11 +1,13 @@
-"""The clients of ``bench coordinator-restart``, in a worker process of their own.
+"""The clients of ``bench coordinator-restart``, in worker processes of their own.
 
 Run by :mod:`webrtc_broker.bench.rollingrestart` as ``python -m
 webrtc_broker.bench.restartclients --plan JSON``: the clients' WebRTC set-ups
 must not share an event loop with the orchestrator's timing, and one process
-cannot set up 20 sessions a second beside its established ones on this
-machine's cores. Every client is given every coordinator URL and no
-reconnects: a session that ends must show, not be replaced.
+cannot set up 20 sessions a second. The witnesses get a worker of their own,
+the stream one or more: a WebRTC set-up holds its event loop for tens of
+milliseconds, and the witnesses' sessions must not wait behind the stream's.
+Every client is given every coordinator URL and no reconnects: a session
+that ends must show, not be replaced.
 
 * **Witnesses** (long-lived) publish sequence-numbered reliable messages on
   :data:`WITNESS_TOPIC` and count, by sender, every other witness's message
@@ -18,10 +20,11 @@ reconnects: a session that ends must show, not be replaced.
 
 JSON lines with the orchestrator:
 
-* stdout ``{"event": "ready"}`` once this worker's witnesses heard every other;
+* stdout ``{"event": "ready"}`` once this worker's witnesses (if any) heard
+  every other;
 * stdin ``{"start": T0, "connect_rate": R, "stream_end": T1}``: connect ``i``
-  of the stream is due at ``T0 + i / R`` (while before ``T1``); this worker
-  takes the ``i`` with ``i mod workers`` = its index; witnesses publish from T0;
+  of the stream is due at ``T0 + i / R`` (while before ``T1``); stream worker
+  ``k`` of ``n`` takes the ``i`` with ``i mod n = k``; witnesses publish from T0;
 * stdout ``connect`` (``ok``, the ``error`` kind, the coordinator URLs it
   gave up on in ``tried``) and ``closed`` (``lost``: why the session ended
   before its planned close, or null) per stream client, then
@@ -78,8 +81,9 @@ NEXT_URL_RECORD = "no session through the coordinator at"
 @dataclass(frozen=True)
 class WorkerPlan:
     urls: list[str]
-    worker: int
-    workers: int
+    stream_worker: int | None
+    """This worker's index among the stream's workers; ``None``: it runs no stream."""
+    stream_workers: int
     witnesses: list[int]
     """Global indexes of this worker's witnesses."""
     witness_total: int
@@ -283,7 +287,8 @@ async def _stream_client(plan: WorkerPlan, index: int, due: float) -> None:
 async def _stream(plan: WorkerPlan, start: float, rate: float, end: float) -> None:
     """This worker's share of the stream: connect ``i`` at ``start + i / rate``."""
     tasks: set[asyncio.Task[None]] = set()
-    index = plan.worker
+    assert plan.stream_worker is not None
+    index = plan.stream_worker
     try:
         while (due := start + index / rate) < end:
             delay = due - time.time()
@@ -292,7 +297,7 @@ async def _stream(plan: WorkerPlan, start: float, rate: float, end: float) -> No
             task = asyncio.create_task(_stream_client(plan, index, due))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
-            index += plan.workers
+            index += plan.stream_workers
         while tasks:
             await asyncio.gather(*list(tasks), return_exceptions=True)
     finally:
@@ -348,9 +353,13 @@ async def run_worker(plan: WorkerPlan) -> None:
             for w in witnesses
         ]
         tasks += publishers
-        await _stream(
-            plan, float(start["start"]), float(start["connect_rate"]), float(start["stream_end"])
-        )
+        if plan.stream_worker is not None:
+            await _stream(
+                plan,
+                float(start["start"]),
+                float(start["connect_rate"]),
+                float(start["stream_end"]),
+            )
         _emit("stream-done")
         if await _command(commands) is None:  # or the stop command
             return

@@ -80,6 +80,7 @@ class LoadOptions:
     connect_timeout: float = 20.0
     """Each connect's budget (the SDK's default), every coordinator URL included."""
     workers: int = 2
+    """Worker processes of the stream (the witnesses have one of their own)."""
 
     def __post_init__(self) -> None:
         if self.witnesses < 2 or self.witness_rate <= 0 or self.stream_rate < 0:
@@ -280,20 +281,24 @@ class ClientLoad:
         self._readers: list[asyncio.Task[None]] = []
 
     def plans(self) -> list[WorkerPlan]:
-        count = self.options.workers
+        """The witnesses' worker, then the stream's: the witnesses' sessions must not wait
+        behind the CPU that WebRTC set-ups take in a stream worker's event loop."""
+        options = self.options
+        count = options.workers
+        witnesses = list(range(options.witnesses))
         return [
             WorkerPlan(
                 urls=self.urls,
-                worker=index,
-                workers=count,
-                witnesses=list(range(index, self.options.witnesses, count)),
-                witness_total=self.options.witnesses,
-                witness_rate=self.options.witness_rate,
-                stream_rate=self.options.stream_rate,
-                hold=self.options.hold,
-                connect_timeout=self.options.connect_timeout,
+                stream_worker=slot,
+                stream_workers=count,
+                witnesses=witnesses if slot is None else [],
+                witness_total=options.witnesses,
+                witness_rate=options.witness_rate,
+                stream_rate=options.stream_rate,
+                hold=options.hold,
+                connect_timeout=options.connect_timeout,
             )
-            for index in range(count)
+            for slot in [None, *range(count)]
         ]
 
     @classmethod
@@ -680,7 +685,7 @@ async def server_sessions(cluster: ClusterHandle) -> dict[str, int]:
 
 def cluster_processes(cluster: ClusterHandle, load: ClientLoad) -> dict[int, str]:
     """Every process of the run now, with its role."""
-    found = {pid: "client workers" for pid in load.pids}
+    found = {pid: "client workers" for pid in load.pids}  # the witnesses' and the stream's
     found.update({s.pid: "comm servers" for s in cluster.servers if s.pid is not None})
     found.update(
         {c.process.pid: "coordinators" for c in cluster.coordinators if c.process is not None}
@@ -721,7 +726,7 @@ async def run_restart_bench(options: RestartBenchOptions, out: Callable[[str], N
                     f"coordinator-restart: {options.coordinators} coordinators, "
                     f"{options.servers} comm servers, {options.connect_rate:g} connects/s for "
                     f"{options.duration:g} s holding {options.hold:g} s, {options.witnesses} "
-                    f"witnesses at {options.witness_rate:g} msg/s, {load_options.workers} client "
+                    f"witnesses at {options.witness_rate:g} msg/s, {load_options.workers} stream "
                     f"workers, restart by "
                     f"{'none' if options.no_restart else 'SIGKILL' if options.kill else 'SIGTERM'}"
                     f" (log: {log_path})"
