@@ -130,9 +130,12 @@ class Cluster:
     ) -> Proc:
         """Start a comm server; with ``wait`` return once the coordinator lists it."""
         port = free_port()
+        # --coordinator-url is repeatable (one link per URL): a test that names its
+        # own (a fault proxy in front of the coordinator) gets only that one.
+        own_url = "--coordinator-url" in extra
         args = [
             "commserver",
-            "--coordinator-url", self.url,
+            *([] if own_url else ["--coordinator-url", self.url]),
             "--name", name,
             "--http-port", str(port),
             "--log-level", "debug",
