@@ -63,9 +63,12 @@ LAUNCH_ARGS = [
 ]
 
 
-def broker_cluster_body(image: str, replicas: int) -> dict[str, Any]:
+def broker_cluster_body(
+    image: str, replicas: int, *, coordinators: int | None = None
+) -> dict[str, Any]:
     """A BrokerCluster for the node: its taint tolerated, the image imported there (no
-    registry), the coordinator on a NodePort, comm servers at their pod addresses.
+    registry), the coordinator on a NodePort, comm servers at their pod addresses;
+    ``coordinators`` replicas of the coordinator (the operator's default when None).
 
     Requests are small so that three comm servers and the coordinator's replicas (the
     default two) fit the node beside whatever else runs on this 2-core machine.
@@ -83,6 +86,7 @@ def broker_cluster_body(image: str, replicas: int) -> dict[str, Any]:
                 "selector": "least-clients",
                 "tolerations": [dict(TOLERATION)],
                 "resources": copy.deepcopy(small),
+                **({} if coordinators is None else {"replicas": coordinators}),
             },
             "commServers": {
                 "replicas": replicas,

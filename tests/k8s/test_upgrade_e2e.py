@@ -209,7 +209,9 @@ async def test_rolling_upgrade_of_the_image_under_traffic(
                 control_plane, admin, namespace, node.address, tmp_path, node.socket
             )
             try:
-                answer = admin.post(path, json=broker_cluster_body(broker_image, replicas=2))
+                # One coordinator, as this test counts pods (HA has its own test).
+                body = broker_cluster_body(broker_image, replicas=2, coordinators=1)
+                answer = admin.post(path, json=body)
                 assert answer.status_code == 201, answer.text
                 await until(broker.find_node_port, timeout=120, interval=0.5)
                 aliases = await broker.wait_servers(2)
