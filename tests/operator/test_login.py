@@ -71,3 +71,23 @@ def test_no_credentials_at_all_is_a_login_error(
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.kube/config either
     with pytest.raises(kopf.LoginError):
         login.credentials(settings=kopf.OperatorSettings())
+
+
+def test_a_kubeconfig_token_file_is_read_at_every_login(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``tokenFile`` (a token that rotates on disk), which kopf's own login leaves out."""
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    token = tmp_path / "token"
+    token.write_text("first\n")
+    config = tmp_path / "kubeconfig"
+    config.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "contexts: [{name: c, context: {cluster: k, user: u}}]\n"
+        "clusters: [{name: k, cluster: {server: 'https://127.0.0.1:6443'}}]\n"
+        f"users: [{{name: u, user: {{tokenFile: '{token}'}}}}]\n"
+    )
+    monkeypatch.setenv("KUBECONFIG", str(config))
+    assert login.credentials(settings=kopf.OperatorSettings()).token == "first"
+    token.write_text("rotated\n")
+    assert login.credentials(settings=kopf.OperatorSettings()).token == "rotated"
