@@ -18,6 +18,9 @@ from webrtc_broker.tokens import JwtClientAuthenticator, client_authenticator, i
 
 SECRET = "a-test-key-that-is-32-bytes-long!"
 OTHER = "another-key-that-is-also-32-bytes"
+LATER = 30 * 86400
+"""Seconds ahead for times that must still be ahead when the test runs: these tokens are
+made when the tests are collected, which may be an hour before (a whole suite's run)."""
 
 
 def test_valid_token_proves_its_subject() -> None:
@@ -29,12 +32,14 @@ def test_valid_token_proves_its_subject() -> None:
     ("token", "reason"),
     [
         (issue_token(SECRET, "alice", 60, now=time.time() - 3600), "token expired"),
-        (issue_token(OTHER, "alice", 3600), "bad token signature"),
+        (issue_token(OTHER, "alice", LATER), "bad token signature"),
         (jwt.encode({"sub": "alice"}, SECRET, algorithm="HS256"), "'exp' claim"),
-        (jwt.encode({"exp": time.time() + 3600}, SECRET, algorithm="HS256"), "'sub' claim"),
-        (jwt.encode({"sub": "", "exp": time.time() + 3600}, SECRET, algorithm="HS256"), "subject"),
+        (jwt.encode({"exp": time.time() + LATER}, SECRET, algorithm="HS256"), "'sub' claim"),
+        (jwt.encode({"sub": "", "exp": time.time() + LATER}, SECRET, algorithm="HS256"), "subject"),
         (
-            jwt.encode({"sub": "a", "exp": time.time() + 3600, "nbf": time.time() + 1800}, SECRET),
+            jwt.encode(
+                {"sub": "a", "exp": time.time() + 2 * LATER, "nbf": time.time() + LATER}, SECRET
+            ),
             "not valid yet",
         ),
         ("not-a-jwt", "malformed token"),
