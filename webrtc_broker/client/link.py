@@ -241,11 +241,14 @@ class Link:
         self._reader = asyncio.get_running_loop().create_task(
             self._read_coordinator(), name=f"client-{self.alias}-coordinator"
         )
-        await self.ws.send(
-            pb.ConnectMessage(
-                type=pb.CONNECT, from_alias=self.alias, to_alias=self.server_alias
-            ).SerializeToString()
+        connect = pb.ConnectMessage(
+            type=pb.CONNECT, from_alias=self.alias, to_alias=self.server_alias
         )
+        try:
+            await self.ws.send(connect.SerializeToString())
+        except WebSocketException as exc:
+            # A BrokerError, so that a connect moves on to the next coordinator.
+            raise BrokerError(f"the coordinator connection closed before CONNECT: {exc}") from exc
         if answer_within is not None:
             try:
                 await asyncio.wait_for(self.answered.wait(), answer_within)
@@ -279,6 +282,12 @@ class Link:
             async for frame in self.ws:
                 if isinstance(frame, bytes):
                     await self._on_coordinator_frame(frame)
+        if self.handshake.state is not PeerState.ESTABLISHED and not self.refusal.done():
+            # The server drops a set-up it can no longer signal through this coordinator,
+            # and a client whose DTLS has not started would only hear of it at its
+            # timeout: fail now, so that a connect moves on to the next coordinator.
+            self.answered.set()
+            self.refusal.set_result(BrokerError("the coordinator connection closed during set-up"))
 
     async def _on_coordinator_frame(self, data: bytes) -> None:
         """Handle one frame; whatever it holds, the reader goes on to the next."""
