@@ -22,6 +22,7 @@ from rich.progress import Progress
 from webrtc_broker.bench.command import cancel_on_sigterm, log_directory, progress_display
 from webrtc_broker.bench.localcluster import ClusterError
 from webrtc_broker.bench.options import BenchOptions
+from webrtc_broker.bench.results import Machine
 from webrtc_broker.bench.runner import BenchError
 from webrtc_broker.bench.workers import WorkerError
 
@@ -40,6 +41,14 @@ def loadavg() -> list[float]:
 
 def load_text(values: list[float]) -> str:
     return " ".join(f"{v:.2f}" for v in values) or "unknown"
+
+
+def machine_line(machine: Machine, before: list[float], after: list[float]) -> str:
+    """The machine a comparison ran on and how busy it was, for the report's header."""
+    return (
+        f"machine: {machine.cpus} cores, Python {machine.python}, aiortc {machine.aiortc}; "
+        f"load average before {load_text(before)}, after {load_text(after)}"
+    )
 
 
 def median(values: Iterable[float | None]) -> float | None:

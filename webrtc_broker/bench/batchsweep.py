@@ -33,10 +33,11 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from webrtc_broker.bench.alternating import alternate, load_text, loadavg, median
+from webrtc_broker.bench.alternating import alternate, loadavg, machine_line, median
 from webrtc_broker.bench.command import machine_info, now_iso, options_json, stdout_console
 from webrtc_broker.bench.options import IDLE_SETTING, BenchOptions
 from webrtc_broker.bench.plot import PlotUnavailable, plot_batch_sweep
+from webrtc_broker.bench.report import num
 from webrtc_broker.bench.results import (
     BatchRun,
     BatchSetting,
@@ -146,10 +147,6 @@ def check_targets(summary: list[BatchSummary]) -> list[TargetCheck]:
     ]
 
 
-def _num(value: float | None, digits: int = 0) -> str:
-    return "-" if value is None else f"{value:,.{digits}f}"
-
-
 def runs_table(sweep: BatchSweep) -> Table:
     options = sweep.options
     table = Table(
@@ -179,14 +176,14 @@ def runs_table(sweep: BatchSweep) -> Table:
         table.add_row(
             str(run.number),
             run.setting.label,
-            _num(dense.latency_ms.p50, 1),
-            _num(dense.latency_ms.p99, 1),
-            _num(dense.server.cpu_us_per_delivery, 1),
-            _num(dense.server.cpu_percent),
-            _num(run.frames_per_message, 2),
-            _num(dense.delivered_per_s),
-            _num(dense.loss_percent, 2),
-            _num(dense.cpu.other_percent),
+            num(dense.latency_ms.p50, 1),
+            num(dense.latency_ms.p99, 1),
+            num(dense.server.cpu_us_per_delivery, 1),
+            num(dense.server.cpu_percent),
+            num(run.frames_per_message, 2),
+            num(dense.delivered_per_s),
+            num(dense.loss_percent, 2),
+            num(dense.cpu.other_percent),
         )
     return table
 
@@ -212,15 +209,15 @@ def summary_table(sweep: BatchSweep) -> Table:
         table.add_row(
             row.setting.label,
             str(row.runs),
-            _num(row.latency_p50_ms, 1),
-            _num(row.latency_p99_ms, 1),
-            _num(row.server_cpu_us_per_delivery, 1),
-            _num(row.server_cpu_percent),
-            _num(row.frames_per_message, 2),
-            _num(row.delivered_per_s),
-            _num(row.loss_percent, 2),
-            _num(row.workers_cpu_us_per_delivery, 1),
-            _num(row.other_cpu_percent),
+            num(row.latency_p50_ms, 1),
+            num(row.latency_p99_ms, 1),
+            num(row.server_cpu_us_per_delivery, 1),
+            num(row.server_cpu_percent),
+            num(row.frames_per_message, 2),
+            num(row.delivered_per_s),
+            num(row.loss_percent, 2),
+            num(row.workers_cpu_us_per_delivery, 1),
+            num(row.other_cpu_percent),
         )
     return table
 
@@ -232,25 +229,20 @@ def target_lines(targets: list[TargetCheck]) -> list[str]:
         if check.met is not None:
             verdict = "[green]met[/green]" if check.met else "[yellow]not met[/yellow]"
         lines.append(
-            f"{check.setting}: {check.name}: {_num(check.value, 1)} against at most "
-            f"{_num(check.limit, 1)}: {verdict}"
+            f"{check.setting}: {check.name}: {num(check.value, 1)} against at most "
+            f"{num(check.limit, 1)}: {verdict}"
         )
     return lines
 
 
 def print_sweep(console: Console, sweep: BatchSweep) -> None:
     options = sweep.options
-    machine = sweep.machine
     console.print(
         f"Batching sweep: {', '.join(options['batch_sweep'])}; {options['runs']} round(s), "
         f"alternating; {options['servers']} server(s), "
         f"{'reliable' if options['reliable'] else 'unreliable'}"
     )
-    console.print(
-        f"machine: {machine.cpus} cores, Python {machine.python}, aiortc {machine.aiortc}; "
-        f"load average before {load_text(sweep.loadavg_before)}, "
-        f"after {load_text(sweep.loadavg_after)}"
-    )
+    console.print(machine_line(sweep.machine, sweep.loadavg_before, sweep.loadavg_after))
     if sweep.runs:
         console.print(runs_table(sweep))
         console.print(summary_table(sweep))
@@ -293,11 +285,11 @@ async def run_batch_sweep(options: BenchOptions, argv: list[str]) -> int:
         dense = await runner.run(options.bots, None)
         sweep.runs.append(BatchRun(setting, number, dense, runner.frames_per_message))
         return (
-            f"round {number} {setting.label}: p50 {_num(dense.latency_ms.p50, 1)} ms, "
-            f"p99 {_num(dense.latency_ms.p99, 1)} ms, "
-            f"{_num(dense.server.cpu_us_per_delivery, 1)} µs server CPU per delivery, "
-            f"{_num(runner.frames_per_message, 2)} frames per message, "
-            f"{_num(dense.delivered_per_s)}/s delivered"
+            f"round {number} {setting.label}: p50 {num(dense.latency_ms.p50, 1)} ms, "
+            f"p99 {num(dense.latency_ms.p99, 1)} ms, "
+            f"{num(dense.server.cpu_us_per_delivery, 1)} µs server CPU per delivery, "
+            f"{num(runner.frames_per_message, 2)} frames per message, "
+            f"{num(dense.delivered_per_s)}/s delivered"
         )
 
     def finish(error: str | None) -> int:

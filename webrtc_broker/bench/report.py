@@ -11,7 +11,8 @@ from rich.table import Table
 from webrtc_broker.bench.results import Baseline, Report, RunResult
 
 
-def _num(value: float | None, digits: int = 0, unit: str = "") -> str:
+def num(value: float | None, digits: int = 0, unit: str = "") -> str:
+    """A figure for the bench's tables: thousands separated, ``-`` when unknown."""
     if value is None:
         return "-"
     return f"{value:,.{digits}f}{unit}"
@@ -32,10 +33,10 @@ def baseline_table(baseline: Baseline) -> Table:
     table.add_column("sent", justify="right")
     table.add_column("received", justify="right")
     table.add_row(
-        _num(baseline.messages_per_s),
-        _num(baseline.mb_per_s, 2),
-        _num(baseline.sent),
-        _num(baseline.received),
+        num(baseline.messages_per_s),
+        num(baseline.mb_per_s, 2),
+        num(baseline.sent),
+        num(baseline.received),
     )
     return table
 
@@ -73,39 +74,47 @@ def run_table(
     table.add_column("", style="dim")
     latency, connect, server = run.latency_ms, run.connect_s, run.server
     rows = [
-        ("offered deliveries/s", _num(run.offered_per_s), _ratio(run.offered_per_s, baseline)),
-        ("published x receivers /s", _num(run.published_per_s), ""),
-        ("delivered/s", _num(run.delivered_per_s), _ratio(run.delivered_per_s, baseline)),
+        (
+            "offered deliveries/s",
+            num(run.offered_per_s),
+            _ratio(run.offered_per_s, baseline),
+        ),
+        ("published x receivers /s", num(run.published_per_s), ""),
+        ("delivered/s", num(run.delivered_per_s), _ratio(run.delivered_per_s, baseline)),
         (
             "loss",
-            _num(run.loss_percent, 2, " %"),
+            num(run.loss_percent, 2, " %"),
             f"{run.arrived:,} of {run.published * (run.bots_connected - 1):,} arrived "
             f"by {run.late_after_s:g} s after the window",
         ),
-        ("latency p50", _num(latency.p50, 1, " ms"), f"{latency.samples:,} samples"),
-        ("latency p95", _num(latency.p95, 1, " ms"), ""),
-        ("latency p99", _num(latency.p99, 1, " ms"), f"max {_num(latency.max, 1, ' ms')}"),
+        ("latency p50", num(latency.p50, 1, " ms"), f"{latency.samples:,} samples"),
+        ("latency p95", num(latency.p95, 1, " ms"), ""),
+        (
+            "latency p99",
+            num(latency.p99, 1, " ms"),
+            f"max {num(latency.max, 1, ' ms')}",
+        ),
         (
             "connect p50 / p99",
-            f"{_num(connect.p50, 2)} / {_num(connect.p99, 2)} s",
+            f"{num(connect.p50, 2)} / {num(connect.p99, 2)} s",
             f"{connect.count} ok, {connect.failures} failed",
         ),
-        ("comm server CPU", _num(server.cpu_percent, 0, " %"), "of one core, all servers"),
-        ("comm server RSS", _num(server.rss_mb_max, 1, " MB"), "peak, all servers"),
+        ("comm server CPU", num(server.cpu_percent, 0, " %"), "of one core, all servers"),
+        ("comm server RSS", num(server.rss_mb_max, 1, " MB"), "peak, all servers"),
         (
             "memory per client",
-            _num(server.memory_per_client_mb, 3, " MB"),
-            f"{_num(server.rss_mb_before_clients, 1)} -> {_num(server.rss_mb_after_clients, 1)} MB",
+            num(server.memory_per_client_mb, 3, " MB"),
+            f"{num(server.rss_mb_before_clients, 1)} -> {num(server.rss_mb_after_clients, 1)} MB",
         ),
-        ("server deliveries/s", _num(server.deliveries_per_s), "server's own counter"),
+        ("server deliveries/s", num(server.deliveries_per_s), "server's own counter"),
         (
             "server CPU per delivery",
-            _num(server.cpu_us_per_delivery, 1, " µs"),
-            f"bot workers {_num(run.cpu.workers_us_per_delivery, 1, ' µs')}",
+            num(server.cpu_us_per_delivery, 1, " µs"),
+            f"bot workers {num(run.cpu.workers_us_per_delivery, 1, ' µs')}",
         ),
     ]
     if server.drops:
-        rows.append(("server drops", _num(sum(server.drops.values())), str(server.drops)))
+        rows.append(("server drops", num(sum(server.drops.values())), str(server.drops)))
     for name, value, note in rows:
         table.add_row(name, value, note)
     return table
@@ -116,7 +125,7 @@ def cpu_table(run: RunResult) -> Table:
         title=(
             f"CPU during the window ({run.cpu.cores} cores = {run.cpu.cores * 100} %; "
             f"machine busy {run.cpu.machine_percent:.0f} %, "
-            f"other load {_num(run.cpu.other_percent, 0, ' %')})"
+            f"other load {num(run.cpu.other_percent, 0, ' %')})"
         )
     )
     table.add_column("process")
@@ -127,8 +136,8 @@ def cpu_table(run: RunResult) -> Table:
         table.add_row(
             process.name,
             str(process.pid),
-            _num(process.cpu_percent, 0),
-            _num(process.rss_mb_max, 1),
+            num(process.cpu_percent, 0),
+            num(process.rss_mb_max, 1),
         )
     return table
 
@@ -153,16 +162,16 @@ def sweep_table(runs: list[RunResult], baseline: Baseline | None) -> Table:
         ratio = run.ceiling_ratio
         table.add_row(
             str(run.bots),
-            _num(run.offered_per_s),
-            _num(run.delivered_per_s),
+            num(run.offered_per_s),
+            num(run.delivered_per_s),
             "-" if ratio is None else f"{ratio:.2f}",
-            _num(run.loss_percent, 2),
-            _num(run.latency_ms.p50, 1),
-            _num(run.latency_ms.p99, 1),
-            _num(run.server.cpu_percent),
-            _num(run.server.cpu_us_per_delivery, 1),
-            _num(run.cpu.workers_percent),
-            _num(run.server.memory_per_client_mb, 3),
+            num(run.loss_percent, 2),
+            num(run.latency_ms.p50, 1),
+            num(run.latency_ms.p99, 1),
+            num(run.server.cpu_percent),
+            num(run.server.cpu_us_per_delivery, 1),
+            num(run.cpu.workers_percent),
+            num(run.server.memory_per_client_mb, 3),
         )
     return table
 

@@ -37,9 +37,10 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from webrtc_broker.bench.alternating import alternate, load_text, loadavg, median
+from webrtc_broker.bench.alternating import alternate, loadavg, machine_line, median
 from webrtc_broker.bench.command import machine_info, now_iso, options_json, stdout_console
 from webrtc_broker.bench.options import BenchOptions, UdpMode
+from webrtc_broker.bench.report import num
 from webrtc_broker.bench.results import (
     Comparison,
     MetricSummary,
@@ -183,10 +184,6 @@ def _ports(expected: tuple[int, int] | None) -> str:
     return f"port {low}" if low == high else f"ports {low}-{high}"
 
 
-def _num(value: float | None, digits: int = 0) -> str:
-    return "-" if value is None else f"{value:,.{digits}f}"
-
-
 def _sockets(census: list[ServerUdp]) -> str:
     """``sockets/ports`` summed over the servers."""
     if not census:
@@ -233,17 +230,17 @@ def runs_table(comparison: Comparison) -> Table:
             str(run.number),
             run.mode,
             f"{connect.connected}/{connect.bots}",
-            _num(connect.p50_s, 3),
-            _num(connect.p99_s, 3),
-            _num(connect.total_s, 2),
-            _num(connect.server_cpu_ms_per_connect, 2),
+            num(connect.p50_s, 3),
+            num(connect.p99_s, 3),
+            num(connect.total_s, 2),
+            num(connect.server_cpu_ms_per_connect, 2),
             _sockets(connect.servers_udp),
-            _num(dense.delivered_per_s),
-            _num(dense.loss_percent, 2),
-            _num(sum(dense.server.drops.values())),
-            _num(dense.server.cpu_us_per_delivery, 1),
-            _num(dense.server.cpu_percent),
-            _num(dense.cpu.other_percent),
+            num(dense.delivered_per_s),
+            num(dense.loss_percent, 2),
+            num(sum(dense.server.drops.values())),
+            num(dense.server.cpu_us_per_delivery, 1),
+            num(dense.server.cpu_percent),
+            num(dense.cpu.other_percent),
         )
     return table
 
@@ -269,8 +266,8 @@ def summary_table(comparison: Comparison) -> Table:
             verdict_text = "[yellow]WARN[/yellow]"
         table.add_row(
             f"{row.name} ({row.better} is better)",
-            _num(row.per_connection, places) + (unit if row.per_connection is not None else ""),
-            _num(row.single_port, places) + (unit if row.single_port is not None else ""),
+            num(row.per_connection, places) + (unit if row.per_connection is not None else ""),
+            num(row.single_port, places) + (unit if row.single_port is not None else ""),
             "-" if row.ratio is None else f"{row.ratio:.3f}",
             verdict_text,
         )
@@ -279,16 +276,13 @@ def summary_table(comparison: Comparison) -> Table:
 
 def print_comparison(console: Console, comparison: Comparison) -> None:
     options = comparison.options
-    machine = comparison.machine
     console.print(
         f"UDP port modes: {' vs '.join(MODES)}, {options['runs']} run(s) each, alternating; "
         f"{options['servers']} server(s), batch window {options['batch_window'] * 1000:g} ms, "
         f"{options['connect_concurrency']} concurrent connects per worker"
     )
     console.print(
-        f"machine: {machine.cpus} cores, Python {machine.python}, aiortc {machine.aiortc}; "
-        f"load average before {load_text(comparison.loadavg_before)}, "
-        f"after {load_text(comparison.loadavg_after)}"
+        machine_line(comparison.machine, comparison.loadavg_before, comparison.loadavg_after)
     )
     if comparison.runs:
         console.print(runs_table(comparison))
@@ -345,11 +339,11 @@ def _run_line(run: ModeRun) -> str:
     connect, dense = run.connect, run.dense
     return (
         f"run {run.number} {run.mode}: {connect.connected}/{connect.bots} connected, "
-        f"p50 {_num(connect.p50_s, 3)} s, p99 {_num(connect.p99_s, 3)} s, "
-        f"all {_num(connect.total_s, 2)} s, UDP sockets/ports {_sockets(connect.servers_udp)}; "
-        f"dense {_num(dense.delivered_per_s)}/s delivered, "
-        f"{_num(sum(dense.server.drops.values()))} dropped by the server, "
-        f"{_num(dense.server.cpu_us_per_delivery, 1)} µs server CPU per delivery"
+        f"p50 {num(connect.p50_s, 3)} s, p99 {num(connect.p99_s, 3)} s, "
+        f"all {num(connect.total_s, 2)} s, UDP sockets/ports {_sockets(connect.servers_udp)}; "
+        f"dense {num(dense.delivered_per_s)}/s delivered, "
+        f"{num(sum(dense.server.drops.values()))} dropped by the server, "
+        f"{num(dense.server.cpu_us_per_delivery, 1)} µs server CPU per delivery"
     )
 
 
