@@ -79,8 +79,9 @@ class Replicas:
         await eventually(ready, timeout=30)
 
     async def start_server(self, name: str, *urls: str) -> None:
-        """A comm server linked to ``urls`` besides A (the cluster adds A's URL)."""
-        extra = [arg for url in urls for arg in ("--coordinator-url", url)]
+        """A comm server linked to A and to ``urls``."""
+        links = (self.cluster.url, *urls)
+        extra = [arg for url in links for arg in ("--coordinator-url", url)]
         await self.cluster.start_server(name, *extra, "--load-report-interval", "0.2")
 
     async def status(self, url: str) -> dict[str, Any]:
