@@ -215,10 +215,7 @@ class CoordinatorLinks:
         if slot.state is LinkState.STOPPED:
             return  # for good
         slot.state = state
-        if self.registered():
-            self.connected.set()
-        else:
-            self.connected.clear()
+        self._update_connected()
 
     def _add(self, url: str) -> None:
         task = f"{LINK_TASK}:{url}" if self._tasks_named else LINK_TASK
@@ -247,11 +244,12 @@ class CoordinatorLinks:
         await self._supervisor.stop(slot.task)
         slot.state = LinkState.STOPPED
         slot.listed = set()
-        self._move_all()
+        self._update_connected()
         self._on_lost(slot)
         log.info("coordinator %s is gone from DNS: link closed", url)
 
-    def _move_all(self) -> None:
+    def _update_connected(self) -> None:
+        """Readiness follows the links: set while any one is registered."""
         if self.registered():
             self.connected.set()
         else:
