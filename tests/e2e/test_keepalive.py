@@ -36,23 +36,31 @@ async def flood(publisher: BrokerClient, receiver: BrokerClient) -> float:
     return echoed
 
 
+ATTEMPTS = 3
+"""Calibrations tried before the backlog test is called inconclusive (load can swing)."""
+
+
 async def test_a_publisher_backlog_is_not_mistaken_for_a_dead_server(cluster: Cluster) -> None:
     await start_mesh(cluster, "s1")
     async with connected(cluster, "bob", "carol") as (receiver, calibrator):
         await subscribe(receiver, ["flood"])
-        # How long the echo waits behind the backlog on this machine, measured by a
-        # client without keepalive; the keepalive under test gives up after half that.
-        baseline = await flood(calibrator, receiver)
-        keepalive = Keepalive(interval=baseline / 10, timeout=baseline / 2)
-        publisher = await BrokerClient.connect(cluster.url, "alice", keepalive=keepalive)
-        try:
-            alias = publisher.alias
-            echoed = await flood(publisher, receiver)
-            assert echoed > keepalive.timeout, "inconclusive: this backlog left too fast"
-            assert publisher.reconnects == 0, "the busy server was presumed dead"
-            assert publisher.alias == alias
-        finally:
-            await publisher.close()
+        for _ in range(ATTEMPTS):
+            # How long the echo waits behind the backlog on this machine, measured by a
+            # client without keepalive; the keepalive under test gives up after a third.
+            baseline = await flood(calibrator, receiver)
+            keepalive = Keepalive(interval=baseline / 15, timeout=baseline / 3)
+            publisher = await BrokerClient.connect(cluster.url, "alice", keepalive=keepalive)
+            try:
+                alias = publisher.alias
+                echoed = await flood(publisher, receiver)
+                assert publisher.reconnects == 0, "the busy server was presumed dead"
+                assert publisher.alias == alias
+            finally:
+                await publisher.close()
+            if echoed > keepalive.timeout:
+                break
+            # The machine sped up between calibration and test: measure again.
+        assert echoed > keepalive.timeout, "inconclusive: every backlog left too fast"
     print(
         f"\nkeepalive: PING echoed {echoed:.2f} s after a {BACKLOG} x {len(BODY)} B backlog "
         f"(baseline {baseline:.2f} s, keepalive timeout {keepalive.timeout:.2f} s); session kept"
