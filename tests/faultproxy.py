@@ -4,17 +4,28 @@ A real coordinator cannot be told to drop one server's WebSocket while it
 lives on; putting this proxy between that server and the coordinator can.
 Every byte is passed through unchanged, and :meth:`FaultProxy.cut` closes
 every connection open at that moment (new ones are accepted as before).
+With ``cut_when``, a connection is also closed, both ways, the moment what
+its client has sent so far (one chunk per read) satisfies that predicate,
+before that chunk is passed on: a failure at one exact step of a protocol.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 
 
 class FaultProxy:
-    def __init__(self, target_host: str, target_port: int) -> None:
+    def __init__(
+        self,
+        target_host: str,
+        target_port: int,
+        *,
+        cut_when: Callable[[list[bytes]], bool] | None = None,
+    ) -> None:
         self._target = (target_host, target_port)
+        self._cut_when = cut_when
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -39,7 +50,7 @@ class FaultProxy:
         self.connections += 1
         self._writers |= {writer, upstream_writer}
         pumps = [
-            asyncio.create_task(self._pump(reader, upstream_writer)),
+            asyncio.create_task(self._pump(reader, upstream_writer, self._cut_when)),
             asyncio.create_task(self._pump(upstream_reader, writer)),
         ]
         self._tasks.update(pumps)
@@ -55,9 +66,17 @@ class FaultProxy:
                 end.close()
 
     @staticmethod
-    async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pump(
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        cut_when: Callable[[list[bytes]], bool] | None = None,
+    ) -> None:
+        sent: list[bytes] = []
         with contextlib.suppress(ConnectionError):
             while data := await reader.read(65536):
+                sent.append(data)
+                if cut_when is not None and cut_when(sent):
+                    return  # the connection closes both ways, this chunk undelivered
                 writer.write(data)
                 await writer.drain()
 

@@ -16,6 +16,7 @@ import pytest
 from coordinator.counters import RefusalReason
 from tests.coordinator.harness import make_config, running_coordinator, wait_until
 from tests.e2e.helpers import TIMEOUT, receive
+from tests.faultproxy import FaultProxy
 from tests.support import Cluster, free_port
 from webrtc_broker.auth import AuthError, Identity
 from webrtc_broker.client import (
@@ -28,6 +29,9 @@ from webrtc_broker.client import (
 from webrtc_broker.client import client as client_module
 from webrtc_broker.client.client import coordinator_order
 
+BINARY_OPCODE = 0x2
+"""The opcode (low four bits of a frame's first byte, RFC 6455) of a binary WebSocket
+frame: how CONNECT travels."""
 FAST_RECONNECT = Reconnect(first_delay=0.05, max_delay=0.25, attempt_timeout=TIMEOUT)
 
 
@@ -154,3 +158,34 @@ async def test_every_coordinator_down_raises_the_last_error() -> None:
         await BrokerClient.connect(urls, "alice", timeout=TIMEOUT)
     assert urls[1] in str(failed.value)
     assert not isinstance(failed.value, AuthenticationError)
+
+
+async def test_a_single_url_outlives_a_coordinator_lost_during_the_set_up(
+    cluster: Cluster,
+) -> None:
+    """Behind a Service one URL is enough: the first WebSocket is closed the moment
+    the client sends CONNECT (its replica going away mid set-up), and the connect
+    goes round again through the same URL instead of failing."""
+    await cluster.start_coordinator()
+    await cluster.start_server("s1")
+    cuts: list[bytes] = []
+
+    def first_connect(sent: list[bytes]) -> bool:
+        """The chunk after a WebSocket upgrade is the client's CONNECT frame."""
+        upgrade = sent[0].startswith(b"GET ") and b"upgrade: websocket" in sent[0].lower()
+        if upgrade and len(sent) == 2 and not cuts:
+            cuts.append(sent[1])
+            return True
+        return False
+
+    proxy = await FaultProxy("127.0.0.1", cluster.coordinator_port, cut_when=first_connect).start()
+    try:
+        url = f"ws://127.0.0.1:{proxy.port}"
+        async with await BrokerClient.connect(url, "alice", timeout=TIMEOUT) as alice:
+            assert len(cuts) == 1, "the set-up was never cut"
+            assert cuts[0][0] & 0x0F == BINARY_OPCODE, "the cut chunk was not a WebSocket frame"
+            assert alice.coordinator_url == url
+            assert alice.server_alias == await cluster.alias_of("s1")
+            assert await alice.ping(timeout=TIMEOUT) > 0
+    finally:
+        await proxy.close()

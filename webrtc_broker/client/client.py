@@ -41,7 +41,7 @@ from webrtc_broker.client.errors import (
     NoServerAvailableError,
     PingTimeoutError,
 )
-from webrtc_broker.client.link import IceTransportPolicy, Link
+from webrtc_broker.client.link import CoordinatorLostError, IceTransportPolicy, Link
 from webrtc_broker.config import IceServer
 from webrtc_broker.limits import (
     BATCH_MAX_BYTES,
@@ -325,7 +325,24 @@ class BrokerClient:
 
     async def _first_link(self, server: int | None, *, answer_within: float) -> None:
         """The first session, through the first coordinator (in :func:`coordinator_order`)
-        that gives one; only refused credentials stop the search early."""
+        that gives one; only refused credentials stop the search early.
+
+        A round tries every URL once. When a round ends because a coordinator
+        connection closed during the set-up (a replica restarting), another round
+        follows after a short backoff, until the connect's own timeout: a single
+        URL behind a Service then reaches a live replica on the next try."""
+        backoff = Backoff(RECONNECT_FIRST_DELAY, RECONNECT_MAX_DELAY)
+        while True:
+            try:
+                await self._first_link_round(server, answer_within=answer_within)
+                return
+            except CoordinatorLostError as exc:
+                delay = backoff.next_delay()
+                log.info("%s; the next round of coordinators in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+
+    async def _first_link_round(self, server: int | None, *, answer_within: float) -> None:
+        """Each coordinator once, in :func:`coordinator_order`; the last error is raised."""
         order = coordinator_order(self._urls)
         for index, url in enumerate(order):
             last = index == len(order) - 1
@@ -363,8 +380,8 @@ class BrokerClient:
                     welcome_within=welcome_within,
                 )
                 return
-            except (AuthenticationError, NoServerAvailableError):
-                raise  # the same on every server
+            except (AuthenticationError, NoServerAvailableError, CoordinatorLostError):
+                raise  # the same on every server, or the coordinator's failure, not a server's
             except (BrokerError, TimeoutError) as exc:
                 attempt = self._failed_attempt
                 if attempt is None:

@@ -40,6 +40,16 @@ from webrtc_broker.wire import broker_pb2 as pb
 
 log = logging.getLogger(__name__)
 
+
+class CoordinatorLostError(BrokerError):
+    """The coordinator connection closed before the session was up.
+
+    Neither the server nor the credentials failed: another connection, to
+    another replica or to the same Service (which routes it to a live one),
+    can carry the set-up. Not exported: callers see a :class:`BrokerError`.
+    """
+
+
 _ICE_SERVER_LIST = TypeAdapter(list[IceServer])
 
 IceTransportPolicy = Literal["all", "relay"]
@@ -247,8 +257,9 @@ class Link:
         try:
             await self.ws.send(connect.SerializeToString())
         except WebSocketException as exc:
-            # A BrokerError, so that a connect moves on to the next coordinator.
-            raise BrokerError(f"the coordinator connection closed before CONNECT: {exc}") from exc
+            raise CoordinatorLostError(
+                f"the coordinator connection closed before CONNECT: {exc}"
+            ) from exc
         if answer_within is not None:
             try:
                 await asyncio.wait_for(self.answered.wait(), answer_within)
@@ -285,9 +296,11 @@ class Link:
         if self.handshake.state is not PeerState.ESTABLISHED and not self.refusal.done():
             # The server drops a set-up it can no longer signal through this coordinator,
             # and a client whose DTLS has not started would only hear of it at its
-            # timeout: fail now, so that a connect moves on to the next coordinator.
+            # timeout: fail now, so that a connect moves on to another coordinator.
             self.answered.set()
-            self.refusal.set_result(BrokerError("the coordinator connection closed during set-up"))
+            self.refusal.set_result(
+                CoordinatorLostError("the coordinator connection closed during set-up")
+            )
 
     async def _on_coordinator_frame(self, data: bytes) -> None:
         """Handle one frame; whatever it holds, the reader goes on to the next."""
