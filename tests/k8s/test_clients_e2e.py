@@ -35,7 +35,7 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 
 import pytest
@@ -102,6 +102,11 @@ async def connect(broker: KubeBroker, name: str, server: int | None = None) -> B
     return client
 
 
+def other_than(servers: Iterable[int], alias: int | None) -> int:
+    """A server alias that is not ``alias``."""
+    return next(other for other in servers if other != alias)
+
+
 @contextlib.asynccontextmanager
 async def closing(*clients: BrokerClient) -> AsyncIterator[None]:
     try:
@@ -147,9 +152,11 @@ async def test_outside_clients_exchange_messages_across_two_pods(broker: KubeBro
     names = {alias: name for name, alias in aliases.items()}
 
     alice = await connect(broker, "alice")
-    bob = await connect(broker, "bob")
+    # Bob asks for the other pod: with two coordinator replicas behind the Service,
+    # the replica bob reaches may not have heard of alice yet (servers report their
+    # client counts every few seconds), so least-clients alone could pick her pod.
+    bob = await connect(broker, "bob", server=other_than(names, alice.server_alias))
     async with closing(alice, bob):
-        # The coordinator's least-clients choice puts them on different pods.
         assert {alice.server_alias, bob.server_alias} == set(names), (alice, bob, names)
 
         async def one_client_each() -> bool:
@@ -171,8 +178,7 @@ async def test_outside_clients_exchange_messages_across_two_pods(broker: KubeBro
             page, took = await browser_client(browser, host, broker, console, "carol")
             print(f"carol (Chromium): connected in {took:.2f} s to server {page.server}")
             assert page.server in names
-            other = next(alias for alias in names if alias != page.server)
-            dave = await connect(broker, "dave", server=other)
+            dave = await connect(broker, "dave", server=other_than(names, page.server))
             async with closing(dave):
                 await browser_exchange(page, dave)
             await page.close()
