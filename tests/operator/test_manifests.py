@@ -413,6 +413,19 @@ def test_coordinator_deployment_carries_the_progress_deadline() -> None:
         assert deployment["spec"]["progressDeadlineSeconds"] == expected
 
 
+def test_a_stopping_coordinator_serves_until_the_proxies_know() -> None:
+    """A preStop sleep keeps a deleted replica answering while its endpoint is withdrawn,
+    inside a grace period that still leaves the process time to stop."""
+    ref = ClusterRef("demo", "default", "uid-1")
+    spec = parse_spec("demo", {"image": IMAGE})
+    (deployment,) = [m for m in desired_objects(ref, spec) if m["kind"] == "Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    sleep = container["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert 0 < sleep < pod["terminationGracePeriodSeconds"]
+    assert schemas.validate_official(deployment) == []
+
+
 def test_rbac_is_least_privilege() -> None:
     role = next(doc for doc in deploy_documents() if doc["kind"] == "ClusterRole")
     granted = {

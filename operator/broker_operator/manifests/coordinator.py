@@ -27,7 +27,16 @@ from broker_operator.spec import BrokerClusterSpec
 
 PREFIX = "WEBRTC_BROKER_COORDINATOR_"
 PORT_NAME = "http"
+LEAVE_SECONDS = 3
+"""Seconds a stopping replica keeps serving before it is told to stop (a preStop sleep).
+
+A pod being deleted is taken out of its Service's endpoints at once, but
+every node's proxy learns of it a moment later; until then new WebSockets
+still arrive. Were SIGTERM sent at once, the replica would refuse them
+(HTTP 503) and a client with one URL, the Service's, would see the refusal.
+"""
 GRACE_SECONDS = 15
+"""Room for :data:`LEAVE_SECONDS` and the coordinator's own drain (10 s by default)."""
 HOSTNAME_KEY = "kubernetes.io/hostname"
 
 ALIAS_SPACES = 1000
@@ -88,6 +97,7 @@ def container(ref: ClusterRef, spec: BrokerClusterSpec) -> Manifest:
         "env": env,
         "ports": [{"name": PORT_NAME, "containerPort": COORDINATOR_PORT, "protocol": "TCP"}],
         **pods.probes(PORT_NAME),
+        "lifecycle": {"preStop": {"sleep": {"seconds": LEAVE_SECONDS}}},
         "resources": spec.coordinator.resources.as_manifest(),
         "securityContext": pods.container_security_context(),
         "volumeMounts": [pods.tmp_mount()],
