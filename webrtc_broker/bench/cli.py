@@ -28,6 +28,8 @@ ATTACK_NAMES = (
 listed here so that ``--help`` does not import the bench."""
 UDP_MODES = ("per-connection", "single-port", "port-range")
 """The values of :class:`webrtc_broker.bench.options.UdpMode`, default first (same reason)."""
+SCENARIOS = ("dense", "world")
+"""The values of ``--scenario`` (:data:`webrtc_broker.bench.options.SCENARIOS`), default first."""
 BATCH_MODES = ("idle", "window")
 """The comm server's batch modes, default first (:data:`webrtc_broker.config.BatchMode`)."""
 
@@ -128,9 +130,39 @@ def _settings(_ctx: click.Context, _param: click.Parameter, value: str | None) -
     show_default=True,
     help="Clients of the connect stage, with --compare-udp-modes",
 )
+@click.option(
+    "--scenario",
+    type=click.Choice(SCENARIOS),
+    default=SCENARIOS[0],
+    show_default=True,
+    help="dense: every bot on one topic; world: avatars walking on a grid of cell topics",
+)
+@click.option(
+    "--avatars", default=60, show_default=True, help="World: avatars connected at the start"
+)
+@click.option("--grid", help="World: COLUMNSxROWS cells, e.g. 4x4 [about 4 avatars per cell]")
+@click.option(
+    "--speed", default=0.3, show_default=True, help="World: walking speed, cells per second"
+)
+@click.option(
+    "--chat-rate",
+    default=0.2,
+    show_default=True,
+    help="World: reliable chat messages per second per avatar (--rate: positions, unreliable)",
+)
+@click.option(
+    "--churn",
+    default=1.0,
+    show_default=True,
+    help="World: avatars leaving per second during traffic, and as many joining",
+)
 @click.pass_context
 def bench(ctx: click.Context, /, **flags: Any) -> None:
     """Measure the broker on the dense scenario: N bots, one topic, all publishing.
+
+    With --scenario world: avatars on a grid of cells, each subscribed to its
+    cell and the 8 around it, publishing positions and chat to its cell,
+    walking (re-subscribing at each boundary), leaving and joining.
 
     With a subcommand (``bench attack``), run that measurement instead.
     """
@@ -140,6 +172,7 @@ def bench(ctx: click.Context, /, **flags: Any) -> None:
     from webrtc_broker.bench.command import run_bench  # noqa: PLC0415
     from webrtc_broker.bench.options import BenchOptions, UdpMode  # noqa: PLC0415
     from webrtc_broker.bench.udpmodes import run_comparison  # noqa: PLC0415
+    from webrtc_broker.bench.world import run_world  # noqa: PLC0415
 
     try:
         options = BenchOptions(**{**flags, "udp_mode": UdpMode(flags["udp_mode"])})
@@ -149,6 +182,8 @@ def bench(ctx: click.Context, /, **flags: Any) -> None:
     command = run_comparison if options.compare_udp_modes else run_bench
     if options.batch_sweep:
         command = run_batch_sweep
+    if options.scenario == "world":
+        command = run_world
     try:
         code = asyncio.run(command(options, ["webrtc-broker", *sys.argv[1:]]))
     except (KeyboardInterrupt, asyncio.CancelledError):  # Ctrl-C, or SIGTERM (command.py)

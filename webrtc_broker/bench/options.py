@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
 from webrtc_broker.bench.payload import HEADER_SIZE
+from webrtc_broker.bench.worldgrid import Grid, grid_for, parse_grid
 from webrtc_broker.config import BatchMode
 
 IDLE_SETTING = "idle"
@@ -16,6 +18,10 @@ IDLE_SETTING = "idle"
 DEFAULT_TOPIC = "bench/dense"
 DEFAULT_CONNECT_BOTS = 200
 """Clients of the connect stage of ``--compare-udp-modes``."""
+SCENARIOS = ("dense", "world")
+"""``--scenario``: every bot on one topic, or avatars moving on a grid of cells."""
+AVATARS_PER_WORKER = 100
+"""Most avatars one world worker process holds by default."""
 
 
 class UdpMode(StrEnum):
@@ -42,6 +48,19 @@ def default_workers(servers: int, cpus: int | None = None) -> int:
     """
     cores = cpus if cpus is not None else (os.cpu_count() or 1)
     return max(1, cores - servers)
+
+
+def default_world_workers(avatars: int, servers: int, cpus: int | None = None) -> int:
+    """World worker processes: :func:`default_workers`, but at least one per
+    :data:`AVATARS_PER_WORKER` avatars.
+
+    One event loop drives every peer connection of its process (SCTP timers,
+    DTLS, the avatars' own ticks); past about a hundred connections per loop a
+    connect storm and the timers alone make it lag, while more processes than
+    cores still let the kernel spread that work. A worker near 100 % of a
+    core is then reported as the limit of the run.
+    """
+    return max(default_workers(servers, cpus), math.ceil(avatars / AVATARS_PER_WORKER))
 
 
 @dataclass(frozen=True)
@@ -88,6 +107,18 @@ class BenchOptions:
     batch_sweep: tuple[str, ...] = ()
     """Batching settings to alternate, ``runs`` times each: windows in ms (``0``:
     unbatched) and :data:`IDLE_SETTING`."""
+    scenario: str = "dense"
+    """One of :data:`SCENARIOS`."""
+    avatars: int = 60
+    """World: avatars connected at the start (churn keeps the number about level)."""
+    grid: str | None = None
+    """World: ``COLUMNSxROWS``; ``None`` derives it from ``avatars`` (:func:`grid_for`)."""
+    speed: float = 0.3
+    """World: how fast avatars walk, in cells per second."""
+    chat_rate: float = 0.2
+    """World: reliable chat messages per second per avatar (``rate`` is the position rate)."""
+    churn: float = 1.0
+    """World: avatars leaving per second during traffic, and as many new ones joining."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -125,6 +156,7 @@ class BenchOptions:
         if self.connect_bots < 2:
             problems.append("--connect-bots must be at least 2")
         problems += self._batch_sweep_problems()
+        problems += self._world_problems()
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -153,6 +185,39 @@ class BenchOptions:
         if self.sweep or self.compare_udp_modes:
             problems.append("--batch-sweep runs alone: drop --sweep and --compare-udp-modes")
         return problems
+
+    def _world_problems(self) -> list[str]:
+        if self.scenario not in SCENARIOS:
+            return [f"--scenario must be one of {', '.join(SCENARIOS)}"]
+        if self.scenario != "world":
+            return []
+        problems = []
+        if self.avatars < 2:
+            problems.append("--avatars must be at least 2")
+        if self.grid is not None:
+            try:
+                parse_grid(self.grid)
+            except ValueError as exc:
+                problems.append(str(exc))
+        if self.speed < 0 or self.chat_rate < 0 or self.churn < 0:
+            problems.append("--speed, --chat-rate and --churn must not be negative")
+        if self.sweep or self.compare_udp_modes or self.batch_sweep or self.plot_path:
+            problems.append(
+                "--scenario world runs alone: drop --sweep, --compare-udp-modes, "
+                "--batch-sweep and --plot"
+            )
+        return problems
+
+    @property
+    def world_grid(self) -> Grid:
+        return parse_grid(self.grid) if self.grid is not None else grid_for(self.avatars)
+
+    @property
+    def world_worker_count(self) -> int:
+        """Never more workers than avatars."""
+        if self.workers is not None:
+            return min(self.workers, self.avatars)
+        return min(self.avatars, default_world_workers(self.avatars, self.servers))
 
     @property
     def bot_counts(self) -> tuple[int, ...]:

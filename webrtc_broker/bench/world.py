@@ -1,0 +1,654 @@
+"""``webrtc-broker bench --scenario world``: avatars walking on a grid of cells.
+
+The world (:mod:`~webrtc_broker.bench.worldgrid`) is ``columns x rows`` cells,
+one topic each. Every avatar is a broker client in a worker process
+(:mod:`~webrtc_broker.bench.worldbots`): subscribed to its cell and the up to
+8 around it, publishing its position at ``--rate`` Hz (unreliable) and chat at
+``--chat-rate`` Hz (reliable) to its cell's topic, walking at ``--speed``
+cells per second and re-subscribing through the SDK whenever it crosses a
+cell boundary. ``--churn`` avatars a second leave and as many new ones
+connect while traffic flows.
+
+The run follows the dense scenario's (:mod:`~webrtc_broker.bench.runner`):
+baseline, cluster, a bounded connect storm, one wall-clock schedule for every
+worker (traffic from T0, warm-up until T1, the measured window until T2,
+late arrivals until T3), CPU sampled over the window, the servers' counters
+read at both ends.
+
+Which deliveries are expected while subscriptions move: a message sent at
+``t`` to topic ``T`` is expected at receiver ``R`` (not its sender) when
+``R``'s subscription to ``T`` was confirmed by the server (the SDK's
+confirming PING returned) at or before ``t``, and ``R`` did not ask to drop
+``T`` (nor begin to leave) before ``t + GUARD`` (2 s,
+:data:`~webrtc_broker.bench.worldgrid.GUARD`). Messages sent inside those
+transitions may or may not arrive, legitimately; an arrival the rule did not
+expect is counted apart ("arrivals while subscriptions changed") and never
+counts against, or for, the loss. Loss is ``1 - arrived / expected`` over the
+messages sent in the window; every arrival in the window gives a latency
+sample, whatever the rule says, since a delivered message's latency is real.
+A leaving avatar stops publishing a second before it closes, so its last
+messages are not lost with its connection. Reliable chat must lose nothing:
+a reliable message the rule expected and that did not come is a bug, and the
+report says so in red.
+
+Bots that cannot keep up show as skipped publishes and as worker processes
+near 100 % of a core; the report then says that the bots, not the broker,
+were the limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import os
+import shutil
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import IO, Any
+
+from rich.progress import Progress, TaskID
+
+from webrtc_broker.bench.bots import CLOSE_TIMEOUT, Schedule
+from webrtc_broker.bench.command import (
+    cancel_on_sigterm,
+    log_directory,
+    machine_info,
+    now_iso,
+    progress_display,
+    stdout_console,
+)
+from webrtc_broker.bench.latency import LatencyHistogram, percentile
+from webrtc_broker.bench.localcluster import (
+    ClusterError,
+    ClusterHandle,
+    external_cluster,
+    local_cluster,
+)
+from webrtc_broker.bench.options import BenchOptions
+from webrtc_broker.bench.results import (
+    Baseline,
+    ConnectSummary,
+    CpuShare,
+    LatencySummary,
+    ProcessUsage,
+    ServerSummary,
+)
+from webrtc_broker.bench.runner import (
+    LATE_AFTER,
+    LEAD_IN,
+    SAMPLE_EVERY,
+    SATURATED_PERCENT,
+    SETTLE,
+    BenchError,
+    Runner,
+    _server_counters,
+    _total_rss,
+    _us_per,
+    _watched,
+    servers_batch_mode,
+)
+from webrtc_broker.bench.sampling import Usage, WindowSampler
+from webrtc_broker.bench.workers import (
+    ConnectLog,
+    Worker,
+    WorkerError,
+    start_traffic,
+    stop_workers,
+    wait_ready,
+)
+from webrtc_broker.bench.worldbots import LEAVE_DRAIN, KindResult, WorldPlan, WorldWorkerResult
+from webrtc_broker.bench.worldgrid import GUARD, Interval, Publish, count_expected
+from webrtc_broker.bench.worldreport import (
+    KindSummary,
+    WorkerLoad,
+    WorldReport,
+    WorldRun,
+    print_world_report,
+    write_world_json,
+)
+from webrtc_broker.cluster import spawn
+
+WORLD_BOTS_MODULE = "webrtc_broker.bench.worldbots"
+CONNECT_STORM = 32
+"""Connects in flight across all workers at most (``--connect-concurrency`` is per
+worker): a thousand avatars connect in a bounded storm, not all at once."""
+SKIPPED_LIMIT = 0.01
+"""Share of scheduled publishes skipped above which the bots count as the limit."""
+
+
+async def run_world(options: BenchOptions, argv: list[str]) -> int:
+    """The world scenario, start to finish; the exit code of the command."""
+    report = WorldReport(argv, now_iso(), "", machine_info(), _options_json(options), None)
+    log_dir = log_directory(options)
+    progress = progress_display()
+    cancel_on_sigterm()
+    try:
+        with progress:
+            report.baseline = await Runner(options, progress, log_dir).baseline()
+            report.run = await WorldBench(options, progress, log_dir).run(report.baseline)
+    except (BenchError, ClusterError, WorkerError) as exc:
+        report.error = f"{exc} (logs in {log_dir})"
+    except asyncio.CancelledError:
+        report.error = "interrupted"
+        _finish(report, options)
+        raise
+    code = _finish(report, options)
+    if report.error is None and options.log_dir is None:
+        shutil.rmtree(log_dir, ignore_errors=True)
+    return code
+
+
+def _options_json(options: BenchOptions) -> dict[str, Any]:
+    data = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()}
+    data["workers"] = options.world_worker_count
+    grid = options.world_grid
+    data["grid"] = f"{grid.columns}x{grid.rows}"
+    return data
+
+
+def _finish(report: WorldReport, options: BenchOptions) -> int:
+    out = stdout_console()
+    report.finished_at = now_iso()
+    print_world_report(out, report)
+    if options.json_path is not None:
+        write_world_json(options.json_path, report)
+        out.print(f"JSON written to {options.json_path}")
+    return 0 if report.error is None else 1
+
+
+class WorldBench:
+    def __init__(self, options: BenchOptions, progress: Progress, log_dir: Path) -> None:
+        self.options = options
+        self.progress = progress
+        self.log_dir = log_dir
+
+    @contextlib.asynccontextmanager
+    async def _cluster(self, log_path: Path) -> AsyncIterator[ClusterHandle]:
+        options = self.options
+        if options.coordinator_url is not None:
+            yield await external_cluster(options.coordinator_url, options.servers)
+            return
+        with servers_batch_mode(options.batch_mode):
+            async with local_cluster(
+                options.servers,
+                options.batch_window,
+                log_path,
+                options.udp_mode,
+                peers=options.avatars * 2,  # the departed leave their ports behind a while
+            ) as cluster:
+                yield cluster
+
+    def plans(self, cluster: ClusterHandle) -> list[WorldPlan]:
+        options = self.options
+        workers = options.world_worker_count
+        grid = options.world_grid
+        servers = [server.alias for server in cluster.servers]
+        shares: list[list[tuple[int, int | None]]] = [[] for _ in range(workers)]
+        for index in range(options.avatars):
+            shares[index % workers].append((index, servers[index % len(servers)]))
+        concurrency = max(1, min(options.connect_concurrency, CONNECT_STORM // workers))
+        seed = int(time.time())
+        return [
+            WorldPlan(
+                coordinator_url=cluster.coordinator_url,
+                columns=grid.columns,
+                rows=grid.rows,
+                avatars=share,
+                worker=worker,
+                workers=workers,
+                first_join_id=options.avatars,
+                servers=servers,
+                rate=options.rate,
+                chat_rate=options.chat_rate,
+                size=options.size,
+                speed=options.speed,
+                churn=options.churn / workers,
+                connect_concurrency=concurrency,
+                connect_timeout=options.connect_timeout,
+                result_path=str(self.log_dir / f"world-worker-{worker + 1}.json"),
+                seed=seed,
+            )
+            for worker, share in enumerate(shares)
+        ]
+
+    async def run(self, baseline: Baseline | None) -> WorldRun:
+        options = self.options
+        log_path = self.log_dir / f"world-{options.avatars}-avatars.log"
+        task = self.progress.add_task(f"{options.avatars} avatars: starting", total=None)
+        try:
+            async with self._cluster(log_path) as cluster:
+                return await self._with_cluster(cluster, baseline, log_path, task)
+        finally:
+            self.progress.remove_task(task)
+
+    async def _with_cluster(
+        self, cluster: ClusterHandle, baseline: Baseline | None, log_path: Path, task: TaskID
+    ) -> WorldRun:
+        options = self.options
+        plans = self.plans(cluster)
+        server_pids = [s.pid for s in cluster.servers if s.pid is not None]
+        memory_before = _total_rss(server_pids)
+        connects = ConnectLog()
+        workers: list[Worker] = []
+        finished = False
+        with log_path.open("ab") as log:
+            try:
+                workers = await _start_workers(plans, log)
+                await self._connect(workers, plans, connects, task)
+                connected = sum(worker.connected for worker in workers)
+                if connected < 2:
+                    raise BenchError(
+                        f"only {connected} of {options.avatars} avatars connected: "
+                        f"{dict(connects.errors)}"
+                    )
+                await asyncio.sleep(SETTLE)
+                memory_after = _total_rss(server_pids)
+                start = time.time() + LEAD_IN
+                window_end = start + options.warmup + options.duration
+                schedule = Schedule(
+                    start, start + options.warmup, window_end, window_end + LATE_AFTER
+                )
+                await start_traffic(workers, schedule)
+                watched = _watched(cluster, workers)
+                usages, machine, counters = await self._window(cluster, watched, schedule, task)
+                self.progress.update(task, description="collecting results")
+                async with asyncio.timeout(CLOSE_TIMEOUT + 30):
+                    results = await _collect(workers)
+                finished = True
+            except TimeoutError as exc:
+                raise BenchError(
+                    f"the world workers did not answer in time (log: {log_path})"
+                ) from exc
+            finally:
+                self.progress.update(task, description="stopping")
+                await stop_workers(workers, graceful=finished)
+        return await asyncio.to_thread(
+            summarise,
+            options=options,
+            cluster=cluster,
+            plans=plans,
+            connected=connected,
+            baseline=baseline,
+            connects=connects,
+            results=results,
+            usages=usages,
+            machine=machine,
+            memory=(memory_before, memory_after),
+            counters=counters,
+            schedule=schedule,
+        )
+
+    async def _connect(
+        self, workers: list[Worker], plans: list[WorldPlan], connects: ConnectLog, task: TaskID
+    ) -> None:
+        options = self.options
+        self.progress.update(
+            task,
+            description=f"{options.avatars} avatars: connecting",
+            total=options.avatars,
+            completed=0,
+            unit=" avatars",
+        )
+        in_flight = sum(plan.connect_concurrency for plan in plans)
+        rounds = math.ceil(options.avatars / in_flight)
+        budget = 30.0 + options.connect_timeout * (rounds + 1)
+        try:
+            async with asyncio.timeout(budget):
+                await wait_ready(
+                    workers, connects, lambda: self.progress.update(task, completed=connects.done)
+                )
+        except TimeoutError as exc:
+            raise BenchError(f"avatars still connecting after {budget:.0f} s") from exc
+
+    async def _window(
+        self, cluster: ClusterHandle, watched: Any, schedule: Schedule, task: TaskID
+    ) -> tuple[list[Usage], float, dict[str, Counter[str]]]:
+        """Warm up, then sample the processes and the servers' counters over the window."""
+        total = schedule.traffic_end - time.time()
+        self.progress.update(task, total=total, completed=0, unit=" s")
+
+        async def phase(name: str, until: float, every: float, sample: Any = None) -> None:
+            while time.time() < until:
+                self.progress.update(
+                    task,
+                    description=f"{self.options.avatars} avatars: {name}",
+                    completed=total - (schedule.traffic_end - time.time()),
+                )
+                await asyncio.sleep(min(every, max(0.0, until - time.time())))
+                if sample is not None:
+                    sample()
+
+        await phase("warm-up", schedule.window_start, 0.25)
+        sampler = WindowSampler(watched)
+        sampler.start()
+        before = await _server_counters(cluster)
+        await phase(
+            f"measuring {self.options.duration:g} s",
+            schedule.window_end,
+            SAMPLE_EVERY,
+            sampler.sample,
+        )
+        usages, machine = sampler.stop()
+        after = await _server_counters(cluster)
+        await phase("late arrivals", schedule.traffic_end, 0.25)
+        return usages, machine, {key: after[key] - before[key] for key in after}
+
+
+async def _start_workers(plans: list[WorldPlan], log: IO[bytes]) -> list[Worker]:
+    workers = []
+    for index, plan in enumerate(plans):
+        process = await spawn(
+            *plan.to_argv(),
+            module=WORLD_BOTS_MODULE,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=log,
+        )
+        workers.append(Worker(index, process))
+    return workers
+
+
+async def _collect(workers: list[Worker]) -> list[WorldWorkerResult]:
+    async def result(worker: Worker) -> WorldWorkerResult:
+        while True:
+            event = await worker.event()
+            if event["event"] == "result":
+                text = await asyncio.to_thread(Path(str(event["path"])).read_text)
+                return WorldWorkerResult.from_json(json.loads(text))
+
+    return list(await asyncio.gather(*(result(worker) for worker in workers)))
+
+
+def _latency(histogram: LatencyHistogram) -> LatencySummary:
+    def ms(seconds: float | None) -> float | None:
+        return None if seconds is None else seconds * 1000.0
+
+    return LatencySummary(
+        p50=ms(histogram.percentile(0.50)),
+        p95=ms(histogram.percentile(0.95)),
+        p99=ms(histogram.percentile(0.99)),
+        mean=ms(histogram.mean),
+        max=ms(histogram.maximum if histogram.count else None),
+        samples=histogram.count,
+    )
+
+
+def _seconds_summary(seconds: list[float], errors: dict[str, int]) -> ConnectSummary:
+    return ConnectSummary(
+        p50=percentile(seconds, 0.50),
+        p99=percentile(seconds, 0.99),
+        max=max(seconds, default=None),
+        count=len(seconds),
+        failures=sum(errors.values()),
+        errors=errors,
+    )
+
+
+def _kind(
+    *,
+    what: str,
+    reliable: bool,
+    rate: float,
+    parts: list[KindResult],
+    intervals: list[tuple[int, str, Interval]],
+    schedule: Schedule,
+    offered_per_s: float,
+) -> KindSummary:
+    """One kind's figures from every worker's part of it."""
+    duration = schedule.window_end - schedule.window_start
+    latency = LatencyHistogram()
+    publishes: dict[str, list[Publish]] = {}
+    for part in parts:
+        latency.merge(part.latency)
+        for topic, sent in part.publishes.items():
+            publishes.setdefault(topic, []).extend(Publish(t, s) for t, s in sent)
+    published = sum(p.published for p in parts)
+    arrived = sum(p.arrived for p in parts)
+    transitional = sum(p.transitional for p in parts)
+    expected = count_expected(publishes, intervals, (schedule.window_start, schedule.window_end))
+    return KindSummary(
+        what=what,
+        reliable=reliable,
+        rate=rate,
+        offered_per_s=offered_per_s,
+        published_per_s=published / duration,
+        delivered_per_s=sum(p.received for p in parts) / duration,
+        expected=expected,
+        arrived=arrived,
+        transitional=transitional,
+        loss_percent=100.0 * (1.0 - arrived / expected) if expected else None,
+        expected_per_message=expected / published if published else None,
+        measured_per_message=(arrived + transitional) / published if published else None,
+        skipped=sum(p.skipped for p in parts),
+        latency_ms=_latency(latency),
+    )
+
+
+def summarise(
+    *,
+    options: BenchOptions,
+    cluster: ClusterHandle,
+    plans: list[WorldPlan],
+    connected: int,
+    baseline: Baseline | None,
+    connects: ConnectLog,
+    results: list[WorldWorkerResult],
+    usages: list[Usage],
+    machine: float,
+    memory: tuple[float | None, float | None],
+    counters: dict[str, Counter[str]],
+    schedule: Schedule,
+) -> WorldRun:
+    duration = options.duration
+    grid = options.world_grid
+    fanout = grid.expected_fanout(connected)
+    intervals = [
+        (receiver, topic, Interval(start, math.inf if end is None else end))
+        for result in results
+        for receiver, topic, start, end in result.intervals
+    ]
+    position = _kind(
+        what="positions",
+        reliable=False,
+        rate=options.rate,
+        parts=[r.position for r in results],
+        intervals=intervals,
+        schedule=schedule,
+        offered_per_s=connected * options.rate * fanout,
+    )
+    chat = _kind(
+        what="chat",
+        reliable=True,
+        rate=options.chat_rate,
+        parts=[r.chat for r in results],
+        intervals=intervals,
+        schedule=schedule,
+        offered_per_s=connected * options.chat_rate * fanout,
+    )
+    delivered_per_s = position.delivered_per_s + chat.delivered_per_s
+    delivered = delivered_per_s * duration
+    cpu = _cpu_share(usages, machine, duration, delivered)
+    server = _server_summary(
+        cluster=cluster,
+        usages=usages,
+        cpu=cpu,
+        memory=memory,
+        counters=counters,
+        duration=duration,
+        delivered=delivered,
+        connected=connected,
+    )
+    loads = [
+        WorkerLoad(
+            u.watched.name,
+            u.watched.pid,
+            len(plans[index].avatars),
+            u.cpu_percent,
+            u.cpu_percent is not None and u.cpu_percent >= SATURATED_PERCENT,
+        )
+        for index, u in enumerate(u for u in usages if u.watched.role == "worker")
+    ]
+    join_errors: Counter[str] = Counter()
+    for result in results:
+        join_errors.update(result.join_errors)
+    scheduled = (position.published_per_s + chat.published_per_s) * duration
+    skipped = position.skipped + chat.skipped
+    bots_limited = any(load.saturated for load in loads) or (
+        skipped > SKIPPED_LIMIT * (scheduled + skipped)
+    )
+    run = WorldRun(
+        avatars=options.avatars,
+        avatars_connected=connected,
+        grid=f"{grid.columns}x{grid.rows}",
+        servers=len(cluster.servers),
+        workers=len(plans),
+        speed=options.speed,
+        size=options.size,
+        batch_window=cluster.batch_window,
+        warmup=options.warmup,
+        duration=duration,
+        grid_fanout=fanout,
+        position=position,
+        chat=chat,
+        delivered_per_s=delivered_per_s,
+        ceiling_ratio=delivered_per_s / baseline.messages_per_s
+        if baseline and baseline.messages_per_s
+        else None,
+        subscription_changes_per_s=sum(r.subscription_changes for r in results) / duration,
+        subscription_change_ms=_latency(_histogram(r.change_seconds for r in results)),
+        subscription_change_failures=sum(r.change_failures for r in results),
+        connect_s=_seconds_summary(connects.seconds, dict(connects.errors)),
+        join_connect_s=_seconds_summary(
+            [s for r in results for s in r.join_seconds], dict(join_errors)
+        ),
+        joins=sum(r.joins for r in results),
+        leaves=sum(r.leaves for r in results),
+        churn_seconds=round(schedule.traffic_end - LEAVE_DRAIN - GUARD - schedule.start, 1),
+        sessions_lost=sum(r.sessions_lost for r in results),
+        inbox_dropped=sum(r.inbox_dropped for r in results),
+        server=server,
+        cpu=cpu,
+        worker_loads=loads,
+        processes=[
+            ProcessUsage(
+                u.watched.role,
+                u.watched.name,
+                u.watched.pid,
+                u.cpu_percent,
+                u.rss_mb_mean,
+                u.rss_mb_max,
+            )
+            for u in usages
+        ],
+        bots_limited=bots_limited,
+    )
+    run.warnings.extend(_warnings(run))
+    return run
+
+
+def _histogram(groups: Any) -> LatencyHistogram:
+    histogram = LatencyHistogram()
+    for group in groups:
+        for seconds in group:
+            histogram.add(seconds)
+    return histogram
+
+
+def _cpu_share(usages: list[Usage], machine: float, duration: float, delivered: float) -> CpuShare:
+    def cpu_of(role: str) -> float | None:
+        known = [
+            u.cpu_percent for u in usages if u.watched.role == role and u.cpu_percent is not None
+        ]
+        return sum(known) if known else None
+
+    ours = sum(u.cpu_percent for u in usages if u.cpu_percent is not None)
+    return CpuShare(
+        cores=os.cpu_count() or 1,
+        machine_percent=machine,
+        commservers_percent=cpu_of("commserver"),
+        workers_percent=cpu_of("worker"),
+        coordinator_percent=cpu_of("coordinator"),
+        workers_us_per_delivery=_us_per(cpu_of("worker"), duration, round(delivered)),
+        bench_percent=cpu_of("bench"),
+        other_percent=max(0.0, machine - ours),
+    )
+
+
+def _server_summary(
+    *,
+    cluster: ClusterHandle,
+    usages: list[Usage],
+    cpu: CpuShare,
+    memory: tuple[float | None, float | None],
+    counters: dict[str, Counter[str]],
+    duration: float,
+    delivered: float,
+    connected: int,
+) -> ServerSummary:
+    before, after = memory
+    rss = [u.rss_mb_max for u in usages if u.watched.role == "commserver" and u.rss_mb_max]
+    deliveries = counters["deliveries"].get("client")
+    return ServerSummary(
+        cpu_percent=cpu.commservers_percent,
+        rss_mb_max=sum(rss) if rss else None,
+        rss_mb_before_clients=before,
+        rss_mb_after_clients=after,
+        memory_per_client_mb=(
+            (after - before) / connected if before is not None and after is not None else None
+        ),
+        deliveries_per_s=(
+            deliveries / duration
+            if deliveries is not None and cluster.servers[0].status_url
+            else None
+        ),
+        cpu_us_per_delivery=_us_per(cpu.commservers_percent, duration, round(delivered)),
+        drops={k: v for k, v in counters["drops"].items() if v},
+    )
+
+
+def _warnings(run: WorldRun) -> list[str]:
+    """What makes this run's numbers describe something other than the broker."""
+    found = [
+        f"{load.name} used {load.cpu_percent:.0f}% of a core: its {load.avatars} avatars "
+        "were capped by the bot worker, not by the broker"
+        for load in run.worker_loads
+        if load.saturated and load.cpu_percent is not None
+    ]
+    found += [
+        f"{p.name} used {p.cpu_percent:.0f}% of a core: it was saturated"
+        for p in run.processes
+        if p.role == "commserver"
+        and p.cpu_percent is not None
+        and p.cpu_percent >= SATURATED_PERCENT
+    ]
+    skipped = run.position.skipped + run.chat.skipped
+    if skipped:
+        found.append(f"the workers skipped {skipped:,} publishes (behind schedule)")
+    if run.cpu.other_percent is not None and run.cpu.other_percent >= 25.0:
+        found.append(
+            f"other processes used {run.cpu.other_percent:.0f}% of a core during the window: "
+            "the machine was shared, numbers are noisy"
+        )
+    if run.connect_s.failures:
+        found.append(f"{run.connect_s.failures} avatars failed to connect: {run.connect_s.errors}")
+    if run.join_connect_s.failures:
+        found.append(
+            f"{run.join_connect_s.failures} joins under load failed: {run.join_connect_s.errors}"
+        )
+    if run.subscription_change_failures:
+        found.append(f"{run.subscription_change_failures} subscription changes were not confirmed")
+    if run.sessions_lost:
+        found.append(f"{run.sessions_lost} avatar sessions ended without the avatar leaving")
+    if run.inbox_dropped:
+        found.append(f"avatars' inboxes dropped {run.inbox_dropped:,} messages (bots too slow)")
+    if run.chat.expected and run.chat.arrived < run.chat.expected:
+        found.append(
+            f"reliable chat: {run.chat.expected - run.chat.arrived} expected message(s) "
+            "never arrived: a bug"
+        )
+    return found
