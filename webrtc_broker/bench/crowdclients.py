@@ -1,0 +1,304 @@
+"""The clients of ``bench crowd``, in worker processes of their own.
+
+Run by :mod:`webrtc_broker.bench.crowd` as ``python -m
+webrtc_broker.bench.crowdclients --plan JSON``. A worker holds whole topics
+(every member of a topic is in the same worker), so it can tell how many
+deliveries each message it published should have made, and so the loss,
+without asking the other workers.
+
+JSON lines with the orchestrator:
+
+* stdout ``{"event": "up"}`` once the worker reads its commands (Python and
+  aiortc imported), so the storm's clock starts only when every worker can
+  keep it;
+* stdin ``{"start": T0, "connect_rate": R, "deadline": T1}``: client ``i``
+  (global index) is due to connect at ``T0 + i / R``, at most
+  ``connect_concurrency`` of this worker's at once; one not started by T1 is
+  reported as failed (``not started``) so that the storm ends in bounded
+  time whatever the machine does;
+* stdout ``{"event": "connect", ...}`` per client (:func:`connect_event`),
+  then ``{"event": "ready", "connected": N}``;
+* stdin a :class:`~webrtc_broker.bench.bots.Schedule`: every client
+  publishes on its topic from T0 to T3 at the plan's rate and counts what
+  it receives, exactly as the dense bench's bots do (the same publish and
+  receive loops);
+* stdout ``{"event": "result", ..., "expected": E}``: the merged
+  :class:`~webrtc_broker.bench.bots.WorkerResult` and the deliveries the
+  window's publishes should have made; then, when stdin closes, the worker
+  closes its clients and exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from webrtc_broker.bench.bots import (
+    CLOSE_TIMEOUT,
+    Schedule,
+    WorkerResult,
+    _Bot,
+    _emit,
+    _publish,
+    _receive,
+    _stdin,
+)
+from webrtc_broker.bench.bots import WorkerPlan as TopicPlan
+from webrtc_broker.client import BrokerClient
+
+NOT_STARTED = "not started (storm deadline)"
+"""The error of a client whose connect was still waiting when the storm's time was up."""
+DETAIL_CHARS = 200
+
+
+@dataclass(frozen=True)
+class CrowdPlan:
+    coordinator_url: str
+    server: int | None
+    """Alias of the comm server every client is pinned to (``None``: the coordinator's pick)."""
+    clients: list[tuple[int, str]]
+    """(global client index, its topic) of this worker's clients."""
+    total_clients: int
+    rate: float
+    """Messages each client publishes per second in the steady phase."""
+    size: int
+    reliable: bool
+    connect_concurrency: int
+    """This worker's connects under way at once, at most."""
+    connect_timeout: float
+
+    def to_argv(self) -> list[str]:
+        return ["--plan", json.dumps(asdict(self))]
+
+    @classmethod
+    def from_json(cls, text: str) -> CrowdPlan:
+        data = json.loads(text)
+        data["clients"] = [(int(index), str(topic)) for index, topic in data["clients"]]
+        return cls(**data)
+
+    def topic_plan(self, topic: str) -> TopicPlan:
+        """What the dense bench's publish loop needs to know, for one topic."""
+        return TopicPlan(
+            coordinator_url=self.coordinator_url,
+            topic=topic,
+            bots=[],
+            total_bots=self.total_clients,
+            rate=self.rate,
+            size=self.size,
+            reliable=self.reliable,
+            connect_concurrency=self.connect_concurrency,
+            connect_timeout=self.connect_timeout,
+        )
+
+
+@dataclass(frozen=True)
+class Storm:
+    start: float
+    connect_rate: float
+    deadline: float
+
+    def due(self, index: int) -> float:
+        """Wall-clock time client ``index`` is due to connect."""
+        return self.start + index / self.connect_rate
+
+
+def connect_event(
+    *,
+    due: float,
+    started: float,
+    ended: float,
+    session: float | None = None,
+    subscribed: float | None = None,
+    error: str | None = None,
+    detail: str = "",
+) -> dict[str, Any]:
+    """A ``connect`` event as :class:`webrtc_broker.bench.workers.ConnectLog` reads it.
+
+    ``seconds`` (``session``) runs from the connect call to the session being
+    established (coordinator, ICE, DTLS, SCTP, both data channels, AUTH
+    confirmed by a PING echo); ``subscribed`` on to the echo of the PING after
+    SUBSCRIBE, the client's first round trip through its topic's subscription.
+    ``lag``: how late the connect started after it was due. A failure has the
+    ``error`` kind (counted) and one ``detail`` (its message, shortened).
+    """
+    event: dict[str, Any] = {
+        "ok": error is None,
+        "started": started,
+        "ended": ended,
+        "lag": max(0.0, started - due),
+    }
+    if error is None:
+        event.update(seconds=session, subscribed=subscribed)
+    else:
+        event.update(error=error, detail=(detail or error)[:DETAIL_CHARS])
+    return event
+
+
+@dataclass
+class _Member:
+    bot: _Bot
+    topic: str
+
+
+async def _storm(plan: CrowdPlan, storm: Storm) -> list[_Member]:
+    gate = asyncio.Semaphore(plan.connect_concurrency)
+
+    async def connect(index: int, topic: str) -> _Member | None:
+        due = storm.due(index)
+        await asyncio.sleep(max(0.0, due - time.time()))
+        async with gate:
+            started = time.time()
+            if started >= storm.deadline:
+                _emit(
+                    "connect",
+                    **connect_event(due=due, started=started, ended=started, error=NOT_STARTED),
+                )
+                return None
+            clock = time.perf_counter()
+            client: BrokerClient | None = None
+            try:
+                # No reconnect: a lost session must show in ``sessions_lost``.
+                client = await BrokerClient.connect(
+                    plan.coordinator_url,
+                    f"crowd-{index}",
+                    server=plan.server,
+                    timeout=plan.connect_timeout,
+                    reconnect=None,
+                )
+                session = time.perf_counter() - clock
+                await asyncio.wait_for(client.subscribe([topic]), plan.connect_timeout)
+            except Exception as exc:
+                # Whatever the SDK raises is a failed connect, counted by its type (a
+                # coordinator WebSocket closed mid-way escapes as the websockets library's).
+                kind = type(exc).__name__ if client is None else f"subscribe:{type(exc).__name__}"
+                if client is not None:
+                    await client.close()
+                _emit(
+                    "connect",
+                    **connect_event(
+                        due=due, started=started, ended=time.time(), error=kind, detail=str(exc)
+                    ),
+                )
+                return None
+            subscribed = time.perf_counter() - clock
+            _emit(
+                "connect",
+                **connect_event(
+                    due=due,
+                    started=started,
+                    ended=time.time(),
+                    session=session,
+                    subscribed=subscribed,
+                ),
+            )
+            return _Member(_Bot(index, client), topic)
+
+    members = await asyncio.gather(*(connect(index, topic) for index, topic in plan.clients))
+    return [member for member in members if member is not None]
+
+
+def merge_results(results: Iterable[WorkerResult]) -> WorkerResult:
+    """One result of several (topics of a worker, or workers): counts add, histograms merge."""
+    merged = WorkerResult()
+    for result in results:
+        merged.published += result.published
+        merged.received += result.received
+        merged.arrived += result.arrived
+        merged.skipped += result.skipped
+        merged.inbox_dropped += result.inbox_dropped
+        merged.sessions_lost += result.sessions_lost
+        merged.undecodable += result.undecodable
+        merged.latency.merge(result.latency)
+    return merged
+
+
+def expected_deliveries(published: dict[str, int], members: dict[str, int]) -> int:
+    """Deliveries the publishes should make: each reaches every other member of its topic."""
+    return sum(count * max(0, members.get(topic, 0) - 1) for topic, count in published.items())
+
+
+async def _traffic(
+    members: list[_Member], plan: CrowdPlan, schedule: Schedule
+) -> tuple[WorkerResult, int]:
+    """The steady phase: the merged result and the deliveries its window should have made."""
+    by_topic: dict[str, WorkerResult] = {}
+    sizes: dict[str, int] = {}
+    jobs = []
+    for member in members:
+        result = by_topic.setdefault(member.topic, WorkerResult())
+        sizes[member.topic] = sizes.get(member.topic, 0) + 1
+        topic_plan = plan.topic_plan(member.topic)
+        jobs += [
+            _publish(member.bot, topic_plan, schedule, result),
+            _receive(member.bot, schedule, result),
+        ]
+    tasks = [asyncio.create_task(job) for job in jobs]
+    try:
+        await asyncio.sleep(max(0.0, schedule.traffic_end - time.time()))
+        await asyncio.wait(tasks, timeout=0.2)  # receivers end at their next message
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    merged = merge_results(by_topic.values())
+    clients = [member.bot.client for member in members]
+    merged = replace(
+        merged,
+        inbox_dropped=sum(client.dropped for client in clients),
+        sessions_lost=sum(1 for client in clients if client.closed),
+    )
+    published = {topic: result.published for topic, result in by_topic.items()}
+    return merged, expected_deliveries(published, sizes)
+
+
+async def _command(commands: asyncio.StreamReader) -> dict[str, Any] | None:
+    line = await commands.readline()
+    if not line:
+        return None
+    data = json.loads(line)
+    return data if isinstance(data, dict) else None
+
+
+async def run_worker(plan: CrowdPlan) -> None:
+    commands = await _stdin()
+    _emit("up")
+    storm = await _command(commands)
+    if storm is None:
+        return
+    members = await _storm(plan, Storm(**{k: float(v) for k, v in storm.items()}))
+    try:
+        _emit("ready", connected=len(members))
+        steady = await _command(commands)
+        if steady is None:
+            return
+        schedule = Schedule(**{k: float(v) for k, v in steady.items()})
+        result, expected = await _traffic(members, plan, schedule)
+        _emit("result", **result.to_json(), expected=expected)
+        await commands.read()  # the orchestrator closes stdin once it has every result
+    finally:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                clients = [member.bot.client for member in members]
+                await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="A crowd bench client worker (started by it).")
+    parser.add_argument("--plan", required=True, help="CrowdPlan as JSON")
+    args = parser.parse_args(argv)
+    # Ctrl-C reaches the whole process group; the orchestrator stops workers itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    asyncio.run(run_worker(CrowdPlan.from_json(args.plan)))
+
+
+if __name__ == "__main__":
+    main()
