@@ -238,6 +238,7 @@ class CommServersSpec(Placement):
     replicas: int = Field(2, ge=0, le=256)
     max_peers: int = Field(1000, ge=1, le=100000)
     batch_window_milliseconds: int = Field(10, ge=0, le=1000)
+    batch_mode: Literal["Idle", "Window"] = "Idle"
     drain_seconds: int = Field(10, ge=0, le=3600)
     http_port: int = Field(DEFAULT_HTTP_PORT, ge=1024, le=65535)
     network: NetworkSpec = NetworkSpec()

@@ -40,6 +40,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
             "replicas": 5,
             "maxPeers": 2000,
             "batchWindowMilliseconds": 0,
+            "batchMode": "Window",
             "drainSeconds": 30,
             "httpPort": 9200,
             "network": {"mode": "HostNetwork"},
@@ -222,6 +223,7 @@ def test_comm_servers_follow_the_spec() -> None:
     assert env_of(hubs)["WEBRTC_BROKER_COMMSERVER_ROLE"] == "hub"
     assert env["WEBRTC_BROKER_COMMSERVER_MAX_PEERS"] == "2000"
     assert env["WEBRTC_BROKER_COMMSERVER_BATCH_WINDOW"] == "0"
+    assert env["WEBRTC_BROKER_COMMSERVER_BATCH_MODE"] == "window"
     assert env["WEBRTC_BROKER_COMMSERVER_DRAIN_SECONDS"] == "30"
     assert env["WEBRTC_BROKER_COMMSERVER_SERVER_SECRET"] == {
         "secretKeyRef": {"name": "broker", "key": "token"}

@@ -134,6 +134,7 @@ def container(ref: ClusterRef, spec: BrokerClusterSpec, role: str) -> Manifest:
         pods.env_value(f"{PREFIX}ROLE", role),
         pods.env_value(f"{PREFIX}MAX_PEERS", str(servers.max_peers)),
         pods.env_value(f"{PREFIX}BATCH_WINDOW", batch_window(servers.batch_window_milliseconds)),
+        pods.env_value(f"{PREFIX}BATCH_MODE", servers.batch_mode.lower()),
         pods.env_value(f"{PREFIX}DRAIN_SECONDS", str(servers.drain_seconds)),
         pods.env_value(f"{PREFIX}LOG_LEVEL", servers.log_level),
         *pods.server_secret_env(ref, spec, f"{PREFIX}SERVER_SECRET"),
