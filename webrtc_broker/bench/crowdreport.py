@@ -94,7 +94,9 @@ class SteadyResult:
     expected: int
     """Deliveries the window's publishes should make (each to every other topic member)."""
     arrived: int
-    """Of those, the ones that arrived (by the end of traffic)."""
+    """Of those, the ones that arrived by ``late_after_s`` after the window (traffic goes on
+    until then): a later one counts as lost."""
+    late_after_s: float
     offered_per_s: float
     delivered_per_s: float
     """Messages received during the window, per second."""
@@ -102,8 +104,11 @@ class SteadyResult:
     latency_ms: LatencySummary
     server_cpu_percent: float | None
     server_us_per_client_s: float | None
-    """Server CPU µs per connected client per second of the window."""
+    """Server CPU µs per connected client per second of the window, beyond its CPU with no
+    client (``empty_server_cpu_percent``)."""
     server_us_per_delivery: float | None
+    empty_server_cpu_percent: float | None
+    """The server's CPU with no client yet (while the client workers start)."""
     idle_server_cpu_percent: float | None
     """The server's CPU with every client connected and silent (keepalives only)."""
     idle_server_us_per_client_s: float | None
@@ -165,11 +170,17 @@ class CrowdReport:
 # -- what limited the run -------------------------------------------------------------
 
 
-def _busy(processes: list[ProcessPhases], phase: Callable[[ProcessPhases], float | None]) -> str:
-    """``name N %`` for every process in ``phase``, busiest first."""
-    known = [(phase(p), p.name) for p in processes if phase(p) is not None]
-    ordered = sorted(known, key=lambda item: -(item[0] or 0.0))
-    return ", ".join(f"{name} {value:.0f} %" for value, name in ordered)
+def _busy(
+    processes: list[ProcessPhases], phase: Callable[[ProcessPhases], float | None], machine: float
+) -> str:
+    """``name N %`` for every process in ``phase``, busiest first, then the rest of the
+    machine's busy time: other processes (other load on a shared machine)."""
+    known = [(value, p.name) for p in processes if (value := phase(p)) is not None]
+    ordered = sorted(known, key=lambda item: -item[0])
+    other = max(0.0, machine - sum(value for value, _ in known))
+    return ", ".join(
+        [f"{name} {value:.0f} %" for value, name in ordered] + [f"other {other:.0f} %"]
+    )
 
 
 def _saturation(
@@ -194,7 +205,7 @@ def _saturation(
     if machine is not None and machine >= SATURATED_PERCENT * cores:
         found.append(
             f"{phase_name}: the machine's {cores} cores were {machine:.0f} % busy "
-            f"({_busy(run.processes, phase)}): the processes competed for cores"
+            f"({_busy(run.processes, phase, machine)}): the processes competed for cores"
         )
     return found
 
@@ -229,7 +240,10 @@ def _steady_limits(run: CrowdRun, cores: int) -> list[str]:
     )
     if steady.loss_percent is not None and steady.loss_percent >= LOSS_PERCENT:
         drops = f"; the server dropped {steady.server_drops}" if steady.server_drops else ""
-        found.append(f"steady: {steady.loss_percent:.1f} % of the deliveries were lost{drops}")
+        found.append(
+            f"steady: {steady.loss_percent:.1f} % of the deliveries did not arrive within "
+            f"{steady.late_after_s:g} s of the window's end{drops}"
+        )
     if steady.sessions_lost:
         found.append(f"steady: {steady.sessions_lost} sessions ended during traffic")
     if steady.skipped_publishes:
@@ -379,6 +393,7 @@ def _steady_rows() -> list[Row]:
             lambda r: num(steady(r).server_us_per_client_s, 1, " µs"),
         ),
         ("server CPU per delivery", lambda r: num(steady(r).server_us_per_delivery, 1, " µs")),
+        ("server CPU with no client", lambda r: num(steady(r).empty_server_cpu_percent, 1, " %")),
         (
             "server CPU idle (all connected)",
             lambda r: (

@@ -174,18 +174,20 @@ def steady_result(
     options: CrowdOptions,
     connected: int,
     results: list[tuple[WorkerResult, int]],
-    idle: Phase,
-    steady: Phase,
+    phases: tuple[Phase, Phase, Phase],
     server_drops: dict[str, int],
 ) -> SteadyResult:
+    """``phases``: with no client, idle with all connected, steady traffic."""
     merged = merge_results(result for result, _ in results)
     expected = sum(count for _, count in results)
     duration = options.duration
-    server_cpu = steady.cpu_percent("commserver")
-    idle_cpu = idle.cpu_percent("commserver")
+    empty_cpu, idle_cpu, server_cpu = (p.cpu_percent("commserver") for p in phases)
 
     def us_per_client_s(cpu: float | None) -> float | None:
-        return None if cpu is None else per_client(cpu / 100.0 * 1e6, connected)
+        """µs of server CPU per client-second beyond what the server spends with none."""
+        if cpu is None:
+            return None
+        return per_client(max(0.0, cpu - (empty_cpu or 0.0)) / 100.0 * 1e6, connected)
 
     return SteadyResult(
         duration=duration,
@@ -193,6 +195,7 @@ def steady_result(
         published=merged.published,
         expected=expected,
         arrived=merged.arrived,
+        late_after_s=LATE_AFTER,
         offered_per_s=expected / duration,
         delivered_per_s=merged.received / duration,
         loss_percent=100.0 * (1.0 - merged.arrived / expected) if expected else None,
@@ -204,17 +207,28 @@ def steady_result(
             if server_cpu is None or not merged.received
             else server_cpu / 100.0 * duration / merged.received * 1e6
         ),
+        empty_server_cpu_percent=empty_cpu,
         idle_server_cpu_percent=idle_cpu,
         idle_server_us_per_client_s=us_per_client_s(idle_cpu),
         sessions_lost=merged.sessions_lost,
         inbox_dropped=merged.inbox_dropped,
         skipped_publishes=merged.skipped,
         server_drops=server_drops,
-        machine_percent=steady.machine,
+        machine_percent=phases[2].machine,
     )
 
 
 # -- /proc ----------------------------------------------------------------------------
+
+
+def cluster_watched(cluster: ClusterHandle) -> list[Watched]:
+    """The server and the coordinator, as the samplers watch them."""
+    watched = []
+    if cluster.servers[0].pid is not None:
+        watched.append(Watched("commserver", "comm server", cluster.servers[0].pid))
+    if cluster.coordinator_pid is not None:
+        watched.append(Watched("coordinator", "coordinator", cluster.coordinator_pid))
+    return watched
 
 
 def open_fds(pid: int) -> int | None:
@@ -351,10 +365,11 @@ async def crowd_cluster(
 
 
 async def start_clients(
-    cluster: ClusterHandle, options: CrowdOptions, log: IO[bytes]
-) -> list[Worker]:
+    cluster: ClusterHandle, options: CrowdOptions, log: IO[bytes], workers: list[Worker]
+) -> None:
+    """Start the client workers into ``workers`` (so that whoever passed it can stop those
+    started before a failure) and wait until each one reads its commands."""
     server = cluster.servers[0]
-    workers = []
     for index, share in enumerate(
         assign(options.clients, options.topic_size, options.worker_count)
     ):
@@ -384,7 +399,6 @@ async def start_clients(
                     pass
     except TimeoutError as exc:
         raise CrowdError(f"the client workers did not start within {UP_TIMEOUT:.0f} s") from exc
-    return workers
 
 
 async def collect_results(workers: list[Worker]) -> list[tuple[WorkerResult, int]]:
@@ -417,22 +431,24 @@ class CrowdRunner:
                 workers: list[Worker] = []
                 finished = False
                 try:
-                    workers = await start_clients(cluster, self.options, output)
-                    await self._phases(cluster, workers)
+                    # The server's CPU with no client yet: what the per-client costs exclude.
+                    _, empty = await sampled(
+                        cluster_watched(cluster),
+                        start_clients(cluster, self.options, output, workers),
+                    )
+                    await self._phases(cluster, workers, empty)
                     finished = True
                 finally:
                     self.show("stopping the clients")
                     await stop_workers(workers, graceful=finished)
 
-    async def _phases(self, cluster: ClusterHandle, workers: list[Worker]) -> None:
+    async def _phases(self, cluster: ClusterHandle, workers: list[Worker], empty: Phase) -> None:
         options, run = self.options, self.run
         server_pid = cluster.servers[0].pid
         if server_pid is None:
             raise CrowdError("the comm server's process is not known")
         coordinator_pid = cluster.coordinator_pid
-        watched = [Watched("commserver", "comm server", server_pid)]
-        if coordinator_pid is not None:
-            watched.append(Watched("coordinator", "coordinator", coordinator_pid))
+        watched = cluster_watched(cluster)
         watched += [Watched("worker", f"worker-{w.index + 1}", w.process.pid) for w in workers]
         watched.append(Watched("bench", "bench", os.getpid()))
 
@@ -467,8 +483,7 @@ class CrowdRunner:
             options=options,
             connected=connected,
             results=results,
-            idle=idle,
-            steady=steady,
+            phases=(empty, idle, steady),
             server_drops=drops,
         )
         run.processes = phases_by_process(watched, storm, idle, steady)
