@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 from rich.console import Console
 
+from webrtc_broker.bench.bots import WorkerPlan as TopicPlan
 from webrtc_broker.bench.bots import WorkerResult
 from webrtc_broker.bench.crowd import CrowdOptions, crowd_command
 from webrtc_broker.bench.crowdclients import (
@@ -89,8 +90,8 @@ def test_the_storm_deadline_follows_the_last_due_connect() -> None:
 
 
 def test_a_plan_survives_its_command_line() -> None:
-    plan = CrowdPlan("ws://127.0.0.1:1", 3, [(0, "crowd/0"), (1, "crowd/0")], 2, 1.0, 100,
-                     True, 8, 30.0)  # fmt: skip
+    common = TopicPlan("ws://127.0.0.1:1", "", [], 2, 1.0, 100, True, 8, 30.0)
+    plan = CrowdPlan([(0, "crowd/0"), (1, "crowd/0")], 3, common)
     assert CrowdPlan.from_json(plan.to_argv()[1]) == plan
     topic = plan.topic_plan("crowd/0")
     assert (topic.topic, topic.total_bots, topic.rate, topic.reliable) == ("crowd/0", 2, 1.0, True)

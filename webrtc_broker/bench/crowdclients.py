@@ -61,19 +61,15 @@ DETAIL_CHARS = 200
 
 @dataclass(frozen=True)
 class CrowdPlan:
-    coordinator_url: str
-    server: int | None
-    """Alias of the comm server every client is pinned to (``None``: the coordinator's pick)."""
     clients: list[tuple[int, str]]
     """(global client index, its topic) of this worker's clients."""
-    total_clients: int
-    rate: float
-    """Messages each client publishes per second in the steady phase."""
-    size: int
-    reliable: bool
-    connect_concurrency: int
-    """This worker's connects under way at once, at most."""
-    connect_timeout: float
+    server: int | None
+    """Alias of the comm server every client is pinned to (``None``: the coordinator's pick)."""
+    common: TopicPlan
+    """What every client shares, as the dense bench's bots have it: the coordinator, the
+    publish rate, size and channel, the connect bounds (its ``connect_concurrency`` is
+    this worker's), ``total_bots`` (all workers' clients, for the publish phases).
+    Its ``topic`` and ``bots`` are unused: each client has its topic in ``clients``."""
 
     def to_argv(self) -> list[str]:
         return ["--plan", json.dumps(asdict(self))]
@@ -81,22 +77,15 @@ class CrowdPlan:
     @classmethod
     def from_json(cls, text: str) -> CrowdPlan:
         data = json.loads(text)
-        data["clients"] = [(int(index), str(topic)) for index, topic in data["clients"]]
-        return cls(**data)
+        return cls(
+            clients=[(int(index), str(topic)) for index, topic in data["clients"]],
+            server=data["server"],
+            common=TopicPlan.from_json(json.dumps(data["common"])),
+        )
 
     def topic_plan(self, topic: str) -> TopicPlan:
         """What the dense bench's publish loop needs to know, for one topic."""
-        return TopicPlan(
-            coordinator_url=self.coordinator_url,
-            topic=topic,
-            bots=[],
-            total_bots=self.total_clients,
-            rate=self.rate,
-            size=self.size,
-            reliable=self.reliable,
-            connect_concurrency=self.connect_concurrency,
-            connect_timeout=self.connect_timeout,
-        )
+        return replace(self.common, topic=topic)
 
 
 @dataclass(frozen=True)
@@ -149,7 +138,8 @@ class _Member:
 
 
 async def _storm(plan: CrowdPlan, storm: Storm) -> list[_Member]:
-    gate = asyncio.Semaphore(plan.connect_concurrency)
+    common = plan.common
+    gate = asyncio.Semaphore(common.connect_concurrency)
 
     async def connect(index: int, topic: str) -> _Member | None:
         due = storm.due(index)
@@ -167,14 +157,14 @@ async def _storm(plan: CrowdPlan, storm: Storm) -> list[_Member]:
             try:
                 # No reconnect: a lost session must show in ``sessions_lost``.
                 client = await BrokerClient.connect(
-                    plan.coordinator_url,
+                    common.coordinator_url,
                     f"crowd-{index}",
                     server=plan.server,
-                    timeout=plan.connect_timeout,
+                    timeout=common.connect_timeout,
                     reconnect=None,
                 )
                 session = time.perf_counter() - clock
-                await asyncio.wait_for(client.subscribe([topic]), plan.connect_timeout)
+                await asyncio.wait_for(client.subscribe([topic]), common.connect_timeout)
             except Exception as exc:
                 # Whatever the SDK raises is a failed connect, counted by its type (a
                 # coordinator WebSocket closed mid-way escapes as the websockets library's).

@@ -20,6 +20,7 @@ from typing import IO, Any, TypeVar
 
 from webrtc_broker.bench.alternating import loadavg
 from webrtc_broker.bench.bots import CLOSE_TIMEOUT, Schedule, WorkerResult
+from webrtc_broker.bench.bots import WorkerPlan as TopicPlan
 from webrtc_broker.bench.command import (
     cancel_on_sigterm,
     machine_info,
@@ -374,15 +375,19 @@ async def start_clients(
         assign(options.clients, options.topic_size, options.worker_count)
     ):
         plan = CrowdPlan(
-            coordinator_url=cluster.coordinator_url,
-            server=server.alias,
             clients=share,
-            total_clients=options.clients,
-            rate=options.rate,
-            size=options.size,
-            reliable=options.reliable,
-            connect_concurrency=options.connect_concurrency,
-            connect_timeout=options.connect_timeout,
+            server=server.alias,
+            common=TopicPlan(
+                coordinator_url=cluster.coordinator_url,
+                topic="",
+                bots=[],
+                total_bots=options.clients,
+                rate=options.rate,
+                size=options.size,
+                reliable=options.reliable,
+                connect_concurrency=options.connect_concurrency,
+                connect_timeout=options.connect_timeout,
+            ),
         )
         process = await spawn(
             *plan.to_argv(),
