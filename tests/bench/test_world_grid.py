@@ -208,4 +208,4 @@ def test_world_options_are_checked_and_size_their_workers() -> None:
         {"scenario": "world", "sweep": (2, 4)},
     ):
         with pytest.raises(ValueError):
-            BenchOptions(**bad)  # type: ignore[arg-type]
+            BenchOptions(**bad)
