@@ -52,6 +52,7 @@ from webrtc_broker.bench.bots import (
     _stdin,
 )
 from webrtc_broker.bench.bots import WorkerPlan as TopicPlan
+from webrtc_broker.bench.restartclients import _command
 from webrtc_broker.client import BrokerClient
 
 NOT_STARTED = "not started (storm deadline)"
@@ -247,14 +248,6 @@ async def _traffic(
     )
     published = {topic: result.published for topic, result in by_topic.items()}
     return merged, expected_deliveries(published, sizes)
-
-
-async def _command(commands: asyncio.StreamReader) -> dict[str, Any] | None:
-    line = await commands.readline()
-    if not line:
-        return None
-    data = json.loads(line)
-    return data if isinstance(data, dict) else None
 
 
 async def run_worker(plan: CrowdPlan) -> None:
