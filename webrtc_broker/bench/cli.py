@@ -98,6 +98,12 @@ def _settings(_ctx: click.Context, _param: click.Parameter, value: str | None) -
     show_default=True,
     help="Length of the raw aiortc pair measurement; 0 skips it",
 )
+@click.option(
+    "--native/--no-native",
+    default=True,
+    show_default=True,
+    help="Also measure a pair of Chromium's peer connections (needs chromium and Playwright)",
+)
 @click.option("--connect-concurrency", default=8, show_default=True, help="Per worker")
 @click.option(
     "--log-dir",

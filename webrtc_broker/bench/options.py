@@ -90,6 +90,8 @@ class BenchOptions:
     plot_path: Path | None = None
     baseline_seconds: float = 3.0
     """Length of the raw aiortc measurement; 0 skips it."""
+    native: bool = True
+    """Also measure a Chromium (libwebrtc) pair, as long as ``baseline_seconds``."""
     connect_concurrency: int = 8
     """Connections each worker sets up at once."""
     connect_timeout: float = 30.0
