@@ -123,6 +123,8 @@ export class Link {
   private signalling: Promise<void> = Promise.resolve();
   private answered = false;
   private established = false;
+  /** Closed by its owner: the coordinator connection's close is then no news. */
+  private released = false;
   /** Resolves when the server answers CONNECT, with an offer or a refusal. */
   private readonly serverAnswered: Promise<void>;
   private markAnswered!: () => void;
@@ -160,6 +162,14 @@ export class Link {
         this.signalling = this.signalling.then(() => this.onCoordinatorFrame(frame));
       }
     });
+    // An error is followed by a close; whichever comes first fails the set-up.
+    const lost = (): void => {
+      // After the frames that came before it: a refusal the coordinator relayed
+      // just before closing says more than the close does.
+      this.signalling = this.signalling.then(() => this.onCoordinatorLost());
+    };
+    ws.addEventListener("close", lost, { once: true });
+    ws.addEventListener("error", lost, { once: true });
   }
 
   /**
@@ -214,6 +224,12 @@ export class Link {
     confirm: () => Promise<unknown>,
     answerWithinMs?: number,
   ): Promise<void> {
+    if (this.ws.readyState !== WebSocket.OPEN) {
+      // A CONNECT into a closed socket would be dropped without a word, and the
+      // set-up would wait out its timeout: fail now, so that a connect moves on
+      // to the next coordinator.
+      throw new BrokerError("the coordinator connection closed before CONNECT");
+    }
     this.sendCoordinator(
       encode(ConnectMessageSchema, {
         type: MessageType.CONNECT,
@@ -330,6 +346,23 @@ export class Link {
     return undefined;
   }
 
+  /**
+   * The coordinator WebSocket closed (or failed). The server drops a set-up
+   * it can no longer signal through this coordinator, and a session whose
+   * DTLS has not started would only hear of it at its timeout: fail the
+   * set-up now, so that a connect moves on to the next coordinator. An
+   * established session carries on: its data channels do not need the
+   * coordinator.
+   */
+  private onCoordinatorLost(): void {
+    if (this.established || this.refused || this.released) {
+      return;
+    }
+    this.refused = true;
+    this.markAnswered();
+    this.refuse(new BrokerError("the coordinator connection closed during set-up"));
+  }
+
   private onRefused(message: { reason: ConnectionRefusedReason; data: Uint8Array }): void {
     if (this.refused) {
       return;
@@ -364,6 +397,7 @@ export class Link {
   }
 
   close(reason: string): void {
+    this.released = true;
     this.session.close(reason);
     this.ws.close();
   }

@@ -43,7 +43,7 @@ import {
   WebRtcMessageSchema,
   WelcomeMessageSchema,
 } from "../src/wire.js";
-import { FakeChannel, FakePeerConnection, FakeWebSocket, installGlobal } from "./fakes.js";
+import { FakeChannel, FakePeerConnection, FakeWebSocket, installGlobal, settle } from "./fakes.js";
 
 const CLIENT_ALIAS = 7;
 const SERVER = 3;
@@ -526,6 +526,25 @@ describe("BrokerClient against fake browser APIs", () => {
     assert.equal(await ended, "server silent; presumed dead");
   });
 
+  test("a coordinator that closes once the session is up changes nothing", async (t) => {
+    const [client, far] = await connected(t);
+    const events: string[] = [];
+    client.on("reconnecting", (reason) => events.push(`reconnecting: ${reason}`));
+    client.on("close", (reason) => events.push(`close: ${reason}`));
+    far.ws.close();
+    await settle();
+    assert.equal(client.closed, false);
+    assert.equal(far.reliable.readyState, "open", "the data channels carry on");
+    const pinging = client.ping();
+    await far.echoPings(1);
+    assert.ok((await pinging) >= 0);
+    client.publish("room", "still here");
+    await settle(); // frames published in one task leave together after it
+    assert.equal(ofType(far.reliable.sent, MessageType.TOPIC).length, 1);
+    assert.deepEqual(events, []);
+    client.close();
+  });
+
   test("reconnects after losing its server: another server, subscriptions restored", async (t) => {
     const connecting = BrokerClient.connect("ws://c.test", "tok", {
       ...OPTIONS,
@@ -603,6 +622,102 @@ describe("BrokerClient against fake browser APIs", () => {
       const connecting = BrokerClient.connect(["ws://a.test", "ws://b.test"], "tok", OPTIONS);
       await assert.rejects(connecting, AuthenticationError);
       assert.equal(FakeWebSocket.all.length, 1);
+    });
+
+    // A set-up timeout that waiting out would fail the test by the runner's own
+    // timeout: these set-ups must fail (or move on) when the coordinator goes.
+    const LONG = { ...OPTIONS, timeout: 600_000 };
+
+    test("one that closes during the set-up is left at once for the next", async (t) => {
+      const connecting = BrokerClient.connect(["ws://a.test", "ws://b.test"], "tok", LONG);
+      const first = await Far.welcome(0);
+      await first.connect();
+      first.signal(MessageType.WEBRTC_OFFER, JSON.stringify({ type: "offer", sdp: "v=0" }));
+      await until(() => ofType(first.ws.sent, MessageType.WEBRTC_ANSWER)[0], "the answer");
+      first.ws.close(); // the replica went away before the session was up
+      const second = await Far.welcome(1);
+      await second.accept();
+      const client = await connecting;
+      t.after(() => client.close());
+      assert.deepEqual(
+        FakeWebSocket.all.map((ws) => ws.url),
+        ["ws://a.test/connect?token=tok", "ws://b.test/connect?token=tok"],
+      );
+      assert.equal(client.coordinatorUrl, "ws://b.test");
+      assert.equal(FakePeerConnection.all[0]?.connectionState, "closed", "the first set-up let go");
+      client.close();
+    });
+
+    test("the only one closing during the set-up fails the connect with a BrokerError", async () => {
+      const connecting = BrokerClient.connect("ws://a.test", "tok", LONG);
+      const far = await Far.welcome(0);
+      await far.connect();
+      far.ws.close();
+      await assert.rejects(connecting, (error: unknown) => {
+        assert.equal((error as Error).constructor, BrokerError);
+        assert.equal((error as Error).message, "the coordinator connection closed during set-up");
+        return true;
+      });
+      assert.equal(FakeWebSocket.all.length, 1);
+    });
+
+    test("one that closes before CONNECT could be sent is left for the next", async (t) => {
+      const connecting = BrokerClient.connect(["ws://a.test", "ws://b.test"], "tok", LONG);
+      const first = await Far.welcome(0);
+      first.ws.close(); // right after WELCOME, before the client could answer it
+      const second = await Far.welcome(1);
+      await second.accept();
+      const client = await connecting;
+      t.after(() => client.close());
+      assert.deepEqual(ofType(first.ws.sent, MessageType.CONNECT), [], "no CONNECT into it");
+      assert.equal(client.coordinatorUrl, "ws://b.test");
+      client.close();
+    });
+
+    test("a close before CONNECT on the only one is a BrokerError", async () => {
+      const connecting = BrokerClient.connect("ws://a.test", "tok", LONG);
+      const far = await Far.welcome(0);
+      far.ws.close();
+      await assert.rejects(connecting, (error: unknown) => {
+        assert.equal((error as Error).constructor, BrokerError);
+        assert.equal((error as Error).message, "the coordinator connection closed before CONNECT");
+        return true;
+      });
+    });
+
+    test("a refusal relayed just before the close is what the connect reports", async () => {
+      const connecting = BrokerClient.connect(["ws://a.test", "ws://b.test"], "tok", LONG);
+      const far = await Far.welcome(0);
+      await far.connect();
+      far.refuse(ConnectionRefusedReason.AUTH_FAILED, "bad token");
+      far.ws.close();
+      await assert.rejects(connecting, AuthenticationError);
+      assert.equal(FakeWebSocket.all.length, 1, "refused credentials are not tried elsewhere");
+    });
+
+    test("a reconnect also leaves one that closes during the set-up for the next", async (t) => {
+      const connecting = BrokerClient.connect(["ws://a.test", "ws://b.test"], "tok", {
+        ...LONG,
+        reconnect: { firstDelay: 1, maxDelay: 1, attemptTimeout: 600_000 },
+      });
+      const first = await Far.welcome(0);
+      await first.accept();
+      const client = await connecting;
+      t.after(() => client.close());
+      const reconnected = new Promise((resolve) => client.on("reconnected", resolve));
+      first.reliable.fire("close");
+      const viaB = await Far.welcome(1); // the lost link's coordinator comes last
+      await viaB.connect();
+      viaB.ws.close();
+      const viaA = await Far.welcome(2);
+      await viaA.accept();
+      assert.equal(await reconnected, client);
+      assert.deepEqual(
+        FakeWebSocket.all.map((ws) => new URL(ws.url).host),
+        ["a.test", "b.test", "a.test"],
+      );
+      assert.equal(client.coordinatorUrl, "ws://a.test");
+      client.close();
     });
 
     test("when every coordinator fails, the last error is thrown", async () => {

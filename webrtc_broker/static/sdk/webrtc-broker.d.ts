@@ -287,7 +287,9 @@ export declare class BrokerClient {
 	 * and moves on to the next when one cannot take it: a refusal that says
 	 * "not now" (HTTP 503 or 429), a coordinator that cannot be reached or does
 	 * not WELCOME within half of `options.timeout`, one with no comm server, or
-	 * one whose servers all fail the set-up. Refused credentials (HTTP 401/403,
+	 * one whose servers all fail the set-up (a coordinator WebSocket that closes
+	 * before the session is up fails it at once: the server drops a set-up it
+	 * can no longer signal). Refused credentials (HTTP 401/403,
 	 * or a server's AUTH refusal) are final: every replica checks them alike.
 	 * When every URL fails, the last error is thrown. Reconnects go through the
 	 * same list, the URL of the lost link last; `coordinatorUrl` is the one in use.

@@ -4009,6 +4009,11 @@ var Link = class _Link {
         this.signalling = this.signalling.then(() => this.onCoordinatorFrame(frame));
       }
     });
+    const lost = () => {
+      this.signalling = this.signalling.then(() => this.onCoordinatorLost());
+    };
+    ws.addEventListener("close", lost, { once: true });
+    ws.addEventListener("error", lost, { once: true });
   }
   ws;
   alias;
@@ -4023,6 +4028,8 @@ var Link = class _Link {
   signalling = Promise.resolve();
   answered = false;
   established = false;
+  /** Closed by its owner: the coordinator connection's close is then no news. */
+  released = false;
   /** Resolves when the server answers CONNECT, with an offer or a refusal. */
   serverAnswered;
   markAnswered;
@@ -4068,6 +4075,9 @@ var Link = class _Link {
    * AUTH on the same ordered channel can only be echoed once it was accepted.
    */
   async establish(auth, confirm, answerWithinMs) {
+    if (this.ws.readyState !== WebSocket.OPEN) {
+      throw new BrokerError("the coordinator connection closed before CONNECT");
+    }
     this.sendCoordinator(
       encode(ConnectMessageSchema, {
         type: 2 /* CONNECT */,
@@ -4175,6 +4185,22 @@ var Link = class _Link {
     }
     return void 0;
   }
+  /**
+   * The coordinator WebSocket closed (or failed). The server drops a set-up
+   * it can no longer signal through this coordinator, and a session whose
+   * DTLS has not started would only hear of it at its timeout: fail the
+   * set-up now, so that a connect moves on to the next coordinator. An
+   * established session carries on: its data channels do not need the
+   * coordinator.
+   */
+  onCoordinatorLost() {
+    if (this.established || this.refused || this.released) {
+      return;
+    }
+    this.refused = true;
+    this.markAnswered();
+    this.refuse(new BrokerError("the coordinator connection closed during set-up"));
+  }
   onRefused(message) {
     if (this.refused) {
       return;
@@ -4206,6 +4232,7 @@ var Link = class _Link {
     }
   }
   close(reason) {
+    this.released = true;
     this.session.close(reason);
     this.ws.close();
   }
@@ -4507,7 +4534,9 @@ var BrokerClient = class _BrokerClient {
    * and moves on to the next when one cannot take it: a refusal that says
    * "not now" (HTTP 503 or 429), a coordinator that cannot be reached or does
    * not WELCOME within half of `options.timeout`, one with no comm server, or
-   * one whose servers all fail the set-up. Refused credentials (HTTP 401/403,
+   * one whose servers all fail the set-up (a coordinator WebSocket that closes
+   * before the session is up fails it at once: the server drops a set-up it
+   * can no longer signal). Refused credentials (HTTP 401/403,
    * or a server's AUTH refusal) are final: every replica checks them alike.
    * When every URL fails, the last error is thrown. Reconnects go through the
    * same list, the URL of the lost link last; `coordinatorUrl` is the one in use.
