@@ -178,15 +178,17 @@ def test_a_saturated_worker_is_named_as_the_bottleneck_not_the_server() -> None:
 def test_failures_late_starts_and_descriptors_are_reported() -> None:
     run = CrowdRun(
         "per-connection", 1000, 10, 100, 1,
-        storm=_storm(900, errors={"ConnectTimeoutError": 100},
-                     error_details={"ConnectTimeoutError": "no session within 30 s"},
+        storm=_storm(890, errors={"ConnectTimeoutError": 100, NOT_STARTED: 10},
+                     error_details={"ConnectTimeoutError": "no session within 30 s",
+                                    NOT_STARTED: NOT_STARTED},
                      lag_p99_s=3.0, lag_max_s=4.0),
-        descriptors=Descriptors(10, 1810, 20000, 0, 1800, 1800),
+        descriptors=Descriptors(10, 1790, 20000, 0, 1780, 1780),
         server=Footprint(80.0, 380.0, 341.0),
     )  # fmt: skip
     text = "\n".join(limits(run, cores=2))
-    assert "100 of 1000 clients did not connect: 100 ConnectTimeoutError (no session" in text
+    assert "110 of 1000 clients did not connect: 100 ConnectTimeoutError (no session" in text
     assert "up to 4.0 s after they were due" in text
+    assert "(not started" not in text
     assert "2.0 per client" in text and "reached at about 9,995 clients" in text
     assert "341 KB per client" in text
     assert "nothing saturated" not in text

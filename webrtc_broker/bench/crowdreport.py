@@ -210,6 +210,11 @@ def _saturation(
     return found
 
 
+def _detail(kind: str, detail: str) -> str:
+    """`` (message)`` when the message says more than the kind."""
+    return f" ({detail})" if detail and detail != kind else ""
+
+
 def _storm_limits(run: CrowdRun, cores: int) -> list[str]:
     storm = run.storm
     if storm is None:
@@ -217,7 +222,7 @@ def _storm_limits(run: CrowdRun, cores: int) -> list[str]:
     found = []
     if storm.failures:
         kinds = ", ".join(
-            f"{count} {kind} ({storm.error_details.get(kind, '')})"
+            f"{count} {kind}" + _detail(kind, storm.error_details.get(kind, ""))
             for kind, count in sorted(storm.errors.items(), key=lambda item: -item[1])
         )
         found.append(f"{storm.failures} of {storm.clients} clients did not connect: {kinds}")
@@ -225,8 +230,9 @@ def _storm_limits(run: CrowdRun, cores: int) -> list[str]:
     if storm.lag_max_s is not None and storm.lag_max_s >= LATE_START_S:
         found.append(
             f"storm: connects started up to {storm.lag_max_s:.1f} s after they were due "
-            f"(p99 {num(storm.lag_p99_s, 1)} s): the connects under way filled the "
-            "concurrency bound, so --connect-rate was not kept"
+            f"(p99 {num(storm.lag_p99_s, 1)} s): connects took so long (p99 "
+            f"{num(storm.session_p99_s, 1)} s) that the ones under way filled the "
+            "concurrency bound, and --connect-rate was not kept"
         )
     return found
 
