@@ -117,6 +117,11 @@ WORLD_BOTS_MODULE = "webrtc_broker.bench.worldbots"
 CONNECT_STORM = 32
 """Connects in flight across all workers at most (``--connect-concurrency`` is per
 worker): a thousand avatars connect in a bounded storm, not all at once."""
+CHAT_DRAIN = 5.0
+"""Seconds after traffic ends that reliable chat may still arrive (publishing has
+stopped, backlogs drain): what has not come by then is lost."""
+BUSY_MACHINE = 0.9
+"""Share of all cores busy above which the machine, not one process, is the limit."""
 SKIPPED_LIMIT = 0.01
 """Share of scheduled publishes skipped above which the bots count as the limit."""
 
@@ -212,6 +217,7 @@ class WorldBench:
                 connect_timeout=options.connect_timeout,
                 result_path=str(self.log_dir / f"world-worker-{worker + 1}.json"),
                 seed=seed,
+                chat_drain=CHAT_DRAIN,
             )
             for worker, share in enumerate(shares)
         ]
@@ -257,7 +263,7 @@ class WorldBench:
                 watched = _watched(cluster, workers)
                 usages, machine, counters = await self._window(cluster, watched, schedule, task)
                 self.progress.update(task, description="collecting results")
-                async with asyncio.timeout(CLOSE_TIMEOUT + 30):
+                async with asyncio.timeout(CHAT_DRAIN + CLOSE_TIMEOUT + 30):
                     results = await _collect(workers)
                 finished = True
             except TimeoutError as exc:
@@ -425,6 +431,7 @@ def _kind(
         expected_per_message=expected / published if published else None,
         measured_per_message=(arrived + transitional) / published if published else None,
         skipped=sum(p.skipped for p in parts),
+        late=sum(p.late for p in parts),
         latency_ms=_latency(latency),
     )
 
@@ -484,22 +491,18 @@ def summarise(
         connected=connected,
     )
     loads = [
-        WorkerLoad(
-            u.watched.name,
-            u.watched.pid,
-            len(plans[index].avatars),
-            u.cpu_percent,
-            u.cpu_percent is not None and u.cpu_percent >= SATURATED_PERCENT,
-        )
-        for index, u in enumerate(u for u in usages if u.watched.role == "worker")
+        _worker_load(usage, plans[index], results[index])
+        for index, usage in enumerate(u for u in usages if u.watched.role == "worker")
     ]
     join_errors: Counter[str] = Counter()
     for result in results:
         join_errors.update(result.join_errors)
     scheduled = (position.published_per_s + chat.published_per_s) * duration
     skipped = position.skipped + chat.skipped
-    bots_limited = any(load.saturated for load in loads) or (
-        skipped > SKIPPED_LIMIT * (scheduled + skipped)
+    bots_limited = (
+        any(load.saturated or load.behind for load in loads)
+        or skipped > SKIPPED_LIMIT * (scheduled + skipped)
+        or cpu.machine_percent >= BUSY_MACHINE * cpu.cores * 100.0
     )
     run = WorldRun(
         avatars=options.avatars,
@@ -549,6 +552,20 @@ def summarise(
     )
     run.warnings.extend(_warnings(run))
     return run
+
+
+def _worker_load(usage: Usage, plan: WorldPlan, result: WorldWorkerResult) -> WorkerLoad:
+    published = result.position.published + result.chat.published
+    skipped = result.position.skipped + result.chat.skipped
+    return WorkerLoad(
+        name=usage.watched.name,
+        pid=usage.watched.pid,
+        avatars=len(plan.avatars),
+        cpu_percent=usage.cpu_percent,
+        saturated=usage.cpu_percent is not None and usage.cpu_percent >= SATURATED_PERCENT,
+        skipped=skipped,
+        behind=skipped > SKIPPED_LIMIT * (published + skipped),
+    )
 
 
 def _histogram(groups: Any) -> LatencyHistogram:
@@ -628,7 +645,15 @@ def _warnings(run: WorldRun) -> list[str]:
     ]
     skipped = run.position.skipped + run.chat.skipped
     if skipped:
-        found.append(f"the workers skipped {skipped:,} publishes (behind schedule)")
+        found.append(
+            f"the workers skipped {skipped:,} publishes: behind schedule, they could not "
+            "publish at the rate asked"
+        )
+    if run.cpu.machine_percent >= BUSY_MACHINE * run.cpu.cores * 100.0:
+        found.append(
+            f"the machine was {run.cpu.machine_percent:.0f} % busy of {run.cpu.cores * 100} %: "
+            "bots and servers competed for the cores, so the bots' share limited the load"
+        )
     if run.cpu.other_percent is not None and run.cpu.other_percent >= 25.0:
         found.append(
             f"other processes used {run.cpu.other_percent:.0f}% of a core during the window: "
@@ -647,8 +672,14 @@ def _warnings(run: WorldRun) -> list[str]:
     if run.inbox_dropped:
         found.append(f"avatars' inboxes dropped {run.inbox_dropped:,} messages (bots too slow)")
     if run.chat.expected and run.chat.arrived < run.chat.expected:
+        missing = run.chat.expected - run.chat.arrived
         found.append(
-            f"reliable chat: {run.chat.expected - run.chat.arrived} expected message(s) "
-            "never arrived: a bug"
+            f"reliable chat: {missing} expected message(s) had not arrived {CHAT_DRAIN:g} s "
+            "after traffic ended"
+            + (
+                f" ({run.sessions_lost} sessions died, which loses what was bound to or from them)"
+                if run.sessions_lost
+                else ": a bug"
+            )
         )
     return found

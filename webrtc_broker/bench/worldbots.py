@@ -20,6 +20,14 @@ Each avatar (one :class:`~webrtc_broker.client.BrokerClient`) runs four jobs:
   (:func:`~.worldgrid.covered`) once :data:`~.worldgrid.GUARD` seconds have
   passed, so the subscription changes that decide it are known.
 
+When traffic ends nothing is published any more, but chat arrivals are still
+counted for ``chat_drain`` seconds: a reliable message held up in a backlog
+is then told from one that was lost. Late positions are lost, as in the
+dense scenario.
+
+The workers run niced (:data:`WORKER_NICENESS`): there may be more of them
+than cores, and the servers under test must not be time-sliced with them.
+
 Churn: ``churn`` times a second the worker sends a random avatar away (it
 stops publishing, waits :data:`LEAVE_DRAIN` so its last messages leave,
 then closes) and connects a new one at a random place, while the others
@@ -35,6 +43,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import random
 import signal
 import struct
@@ -63,6 +72,8 @@ LEAVE_DRAIN = 1.0
 """Seconds a leaving avatar stays connected, silent, before it closes: what it
 published last has left its buffers by then."""
 CLASSIFY_EVERY = 0.25
+WORKER_NICENESS = 10
+"""Scheduling weight about a tenth of a normal process's (see :func:`main`)."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +98,9 @@ class WorldPlan:
     connect_timeout: float
     result_path: str
     seed: int
+    chat_drain: float
+    """Seconds after traffic ends during which reliable chat may still arrive: nothing is
+    published any more, so a backlog drains and a late message is told from a lost one."""
 
     @property
     def grid(self) -> Grid:
@@ -117,6 +131,8 @@ class KindResult:
     while the receiver's subscription to the topic was changing)."""
     skipped: int = 0
     """Publishes a late worker skipped inside the window."""
+    late: int = 0
+    """Arrivals after traffic ended (chat only: it is waited for, see ``chat_drain``)."""
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
     publishes: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
     """Per topic, every publish in the window: (send time, sender)."""
@@ -138,6 +154,7 @@ class KindResult:
             arrived=int(data["arrived"]),
             transitional=int(data["transitional"]),
             skipped=int(data["skipped"]),
+            late=int(data["late"]),
             latency=LatencyHistogram.from_json(data["latency"]),
             publishes={
                 topic: [(float(t), int(s)) for t, s in sent]
@@ -412,14 +429,16 @@ class World:
             while True:
                 message = await avatar.client.receive()
                 now = time.time()
-                if now >= self._end:
-                    return
+                if now >= self._end and not message.reliable:
+                    continue  # late positions are lost; only chat is waited for
                 try:
                     sent_at = decode_body(message.body)[0]
                 except struct.error:
                     result.undecodable += 1
                     continue
                 kind = result.chat if message.reliable else result.position
+                if now >= self._end and self.in_window(sent_at):
+                    kind.late += 1
                 if self.in_window(now):
                     kind.latency.add(now - sent_at)
                     kind.received += 1
@@ -505,15 +524,17 @@ class World:
         period = 1.0 / self.plan.rate
         for avatar in list(self.avatars):
             self.start_avatar(avatar, schedule.start + self.rng.uniform(0, period))
-        self.spawn(self.classifier())
+        classifier = self.spawn(self.classifier())
         self.spawn(self.churn())
         try:
             await asyncio.sleep(max(0.0, schedule.traffic_end - time.time()))
+            # Silence: everything but the receivers and the classifier stops.
+            keep = {avatar.jobs[-1] for avatar in self.avatars if avatar.jobs} | {classifier}
+            await _cancel([task for task in self.tasks if task not in keep])
+            self.classify(time.time())
+            await asyncio.sleep(max(0.0, schedule.traffic_end + self.plan.chat_drain - time.time()))
         finally:
-            tasks = list(self.tasks)
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await _cancel(list(self.tasks))
         self.classify(math.inf)
         return self._finish(schedule)
 
@@ -536,6 +557,12 @@ class World:
                 await asyncio.gather(
                     *(a.client.close() for a in self.avatars), return_exceptions=True
                 )
+
+
+async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def _stdin() -> asyncio.StreamReader:
@@ -569,6 +596,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     # Ctrl-C reaches the whole process group; the orchestrator stops workers itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # More workers than cores: the kernel would share the cores evenly among all
+    # runnable processes, and a comm server among ten busy workers gets a tenth of a
+    # core. Niced, the workers take what the servers and the coordinator leave.
+    os.nice(WORKER_NICENESS)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     asyncio.run(run_worker(WorldPlan.from_json(args.plan)))
 

@@ -58,6 +58,8 @@ class KindSummary:
     """(arrived + transitional) / published: the fan-out the receivers saw."""
     skipped: int
     """Publishes the workers skipped in the window (behind schedule)."""
+    late: int
+    """Of ``arrived``, those that came after traffic ended (chat, during its drain)."""
     latency_ms: LatencySummary
 
 
@@ -71,6 +73,11 @@ class WorkerLoad:
     """Average over the window, in % of one core."""
     saturated: bool
     """At or above the saturation threshold: its avatars' figures are capped by it."""
+    skipped: int
+    """Publishes it skipped in the window, being late."""
+    behind: bool
+    """It skipped more than 1 % of its publishes: it could not keep up (CPU-starved or
+    saturated), whatever its CPU share says."""
 
 
 @dataclass
@@ -175,6 +182,7 @@ def world_table(run: WorldRun, batch_mode: str | None) -> Table:
     both("latency p99", lambda k: num(k.latency_ms.p99, 1, " ms"))
     both("latency samples", lambda k: f"{k.latency_ms.samples:,}")
     both("publishes skipped (workers late)", lambda k: f"{k.skipped:,}")
+    both("arrived after traffic ended", lambda k: f"{k.late:,}")
     return table
 
 
@@ -231,14 +239,18 @@ def workers_table(run: WorldRun) -> Table:
     table.add_column("pid", justify="right")
     table.add_column("avatars", justify="right")
     table.add_column("CPU % of a core", justify="right")
+    table.add_column("publishes skipped", justify="right")
     table.add_column("")
     for load in run.worker_loads:
+        flags = (("saturated", load.saturated), ("behind", load.behind))
+        state = [name for name, flag in flags if flag]
         table.add_row(
             load.name,
             str(load.pid),
             str(load.avatars),
             num(load.cpu_percent, 0),
-            "[red]saturated[/red]" if load.saturated else "",
+            f"{load.skipped:,}",
+            "[red]" + ", ".join(state) + "[/red]" if state else "",
         )
     return table
 
@@ -266,15 +278,17 @@ def verdict(run: WorldRun) -> str:
     parts = []
     if run.bots_limited:
         parts.append(
-            "[yellow]the bots were the limit[/yellow]: worker CPU or skipped publishes show "
-            "the load generator could not keep up, so the broker's figures are a lower bound"
+            "[yellow]the bots were the limit[/yellow]: worker CPU, skipped publishes or a "
+            "fully busy machine show the load generator could not keep up, so the broker's "
+            "figures are a lower bound"
         )
     else:
         parts.append("the bots kept up (no saturated worker, no skipped publishes)")
     if run.chat.expected and run.chat.arrived < run.chat.expected:
+        cause = f"{run.sessions_lost} sessions died" if run.sessions_lost else "a bug"
         parts.append(
             f"[red]RELIABLE CHAT LOST {run.chat.expected - run.chat.arrived} message(s): "
-            "a bug[/red]"
+            f"{cause}[/red]"
         )
     else:
         parts.append("reliable chat lost nothing")
