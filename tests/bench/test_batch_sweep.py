@@ -75,6 +75,9 @@ SWEEP = {
     "summary": [SUMMARY],
     "targets": [TARGET],
     "error": type(None),
+    "baseline": type(None),  # --baseline-seconds 0: no yardstick at all
+    "native": type(None),
+    "native_note": type(None),
 }
 
 

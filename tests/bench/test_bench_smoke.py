@@ -27,6 +27,7 @@ BASELINE = {
     "received": int,
     "messages_per_s": NUMBER,
     "mb_per_s": NUMBER,
+    "stack": str,
 }
 LATENCY = {
     "p50": OPTIONAL_NUMBER,
@@ -101,6 +102,7 @@ RUN = {
     "cpu": CPU,
     "processes": [PROCESS],
     "warnings": [str],
+    "native_ratio": OPTIONAL_NUMBER,
 }
 MACHINE = {
     "cpus": int,
@@ -119,6 +121,8 @@ REPORT = {
     "baseline": BASELINE,
     "runs": [RUN],
     "error": type(None),
+    "native": BASELINE,
+    "native_note": type(None),
 }
 
 
@@ -174,11 +178,16 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert run["latency_ms"]["samples"] == run["delivered"]
     assert run["offered_per_s"] == 4 * 5.0 * 3
     assert report["baseline"]["received"] > 0
+    assert report["baseline"]["stack"] == "aiortc"
+    assert report["native"]["stack"] == "chromium"  # Chromium is installed for the tests
+    assert report["native"]["received"] > 0
+    assert run["native_ratio"] == run["delivered_per_s"] / report["native"]["messages_per_s"]
     roles = sorted(p["role"] for p in run["processes"])
     assert roles == sorted(
         ["bench", "coordinator"] + ["commserver"] * 2 + ["worker"] * run["workers"]
     )
     assert "delivered/s" in completed.stdout  # the table was printed
+    assert "x Chromium pair" in completed.stdout
     for process in run["processes"]:
         if process["role"] != "bench":
             assert not pid_alive(process["pid"]), f"{process['name']} outlived the bench"

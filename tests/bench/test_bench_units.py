@@ -216,7 +216,7 @@ def test_report_and_plot_render(tmp_path: Path) -> None:
     text = buffer.getvalue()
     assert "delivered/s" in text
     assert "Sweep" in text
-    assert "x ceiling" in text
+    assert "x aiortc pair" in text
     png = tmp_path / "sweep.png"
     plot_sweep(runs, report.baseline, png)
     assert png.read_bytes().startswith(b"\x89PNG")

@@ -34,10 +34,16 @@ from rich.progress import Progress
 from rich.table import Table
 
 from webrtc_broker.bench.alternating import alternate, loadavg, machine_line, median
-from webrtc_broker.bench.command import machine_info, now_iso, options_json, stdout_console
+from webrtc_broker.bench.command import (
+    machine_info,
+    measure_yardsticks,
+    now_iso,
+    options_json,
+    stdout_console,
+)
 from webrtc_broker.bench.options import IDLE_SETTING, BenchOptions
 from webrtc_broker.bench.plot import PlotUnavailable, plot_batch_sweep
-from webrtc_broker.bench.report import num
+from webrtc_broker.bench.report import delivered_table, num, print_yardsticks, ratio
 from webrtc_broker.bench.results import (
     BatchRun,
     BatchSetting,
@@ -243,9 +249,14 @@ def print_sweep(console: Console, sweep: BatchSweep) -> None:
         f"{'reliable' if options['reliable'] else 'unreliable'}"
     )
     console.print(machine_line(sweep.machine, sweep.loadavg_before, sweep.loadavg_after))
+    print_yardsticks(console, sweep.baseline, sweep.native, sweep.native_note)
     if sweep.runs:
         console.print(runs_table(sweep))
         console.print(summary_table(sweep))
+        rows = [(row.setting.label, row.delivered_per_s) for row in sweep.summary]
+        console.print(
+            delivered_table("Delivered (medians) per yardstick", rows, sweep.baseline, sweep.native)
+        )
     for line in target_lines(sweep.targets):
         console.print(line)
     for run in sweep.runs:
@@ -275,6 +286,10 @@ async def run_batch_sweep(options: BenchOptions, argv: list[str]) -> int:
     )
 
     async def run_one(setting: BatchSetting, number: int, log_dir: Path, progress: Progress) -> str:
+        if number == 1 and setting == settings[0]:  # before any cluster starts
+            yardsticks = await measure_yardsticks(options, progress, log_dir)
+            sweep.baseline, sweep.native = yardsticks.aiortc, yardsticks.chromium
+            sweep.native_note = yardsticks.chromium_note
         run_dir = log_dir / f"{number}-{setting.name}"
         run_dir.mkdir(parents=True, exist_ok=True)
         runner = Runner(
@@ -282,7 +297,8 @@ async def run_batch_sweep(options: BenchOptions, argv: list[str]) -> int:
             progress,
             run_dir,
         )
-        dense = await runner.run(options.bots, None)
+        dense = await runner.run(options.bots, sweep.baseline)
+        dense = replace(dense, native_ratio=ratio(dense.delivered_per_s, sweep.native))
         sweep.runs.append(BatchRun(setting, number, dense, runner.frames_per_message))
         return (
             f"round {number} {setting.label}: p50 {num(dense.latency_ms.p50, 1)} ms, "

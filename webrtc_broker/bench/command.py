@@ -1,4 +1,8 @@
-"""``webrtc-broker bench``: baseline, one run per bot count, then table, JSON and plot.
+"""``webrtc-broker bench``: the yardsticks, one run per bot count, then table, JSON and plot.
+
+The yardsticks are the aiortc pair and the Chromium pair, each in its own
+process before any cluster starts; a missing or failing Chromium pair is a
+note in the report, never the end of the run.
 
 Progress goes to stderr and disappears when done; the tables go to stdout.
 The JSON file is written even when a run fails or Ctrl-C stops the bench, with
@@ -15,7 +19,7 @@ import shutil
 import signal
 import sys
 import tempfile
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
@@ -34,10 +38,11 @@ from rich.progress import (
 from rich.text import Text
 
 from webrtc_broker.bench.localcluster import ClusterError
+from webrtc_broker.bench.nativepair import measure_in_subprocess
 from webrtc_broker.bench.options import BenchOptions
 from webrtc_broker.bench.plot import PlotUnavailable, plot_sweep
-from webrtc_broker.bench.report import print_report, write_json
-from webrtc_broker.bench.results import Machine, Report, ServerUdp
+from webrtc_broker.bench.report import print_report, ratio, write_json
+from webrtc_broker.bench.results import Baseline, Machine, Report, ServerUdp
 from webrtc_broker.bench.runner import BenchError, Runner
 from webrtc_broker.bench.workers import WorkerError
 
@@ -120,6 +125,34 @@ def progress_display() -> Progress:
     )
 
 
+@dataclass(frozen=True)
+class Yardsticks:
+    """What one connection moves on this machine now, on each stack."""
+
+    aiortc: Baseline | None
+    chromium: Baseline | None
+    chromium_note: str | None
+    """Why ``chromium`` is missing (not installed, failed); ``None`` when measured or skipped."""
+
+
+async def measure_yardsticks(
+    options: BenchOptions, progress: Progress, log_dir: Path
+) -> Yardsticks:
+    """The aiortc pair, then the Chromium pair (unless ``--no-native``), as long as
+    ``--baseline-seconds`` each; ``--baseline-seconds 0`` skips both."""
+    aiortc = await Runner(options, progress, log_dir).baseline()
+    if not options.native or options.baseline_seconds == 0:
+        return Yardsticks(aiortc, None, None)
+    chromium, note = await measure_in_subprocess(
+        options.size,
+        options.reliable,
+        options.baseline_seconds,
+        progress,
+        log_dir / "native-pair.log",
+    )
+    return Yardsticks(aiortc, chromium, note)
+
+
 def cancel_on_sigterm() -> None:
     """SIGTERM stops the bench like Ctrl-C does: cancelled, so every process is stopped."""
     main = asyncio.current_task()
@@ -137,11 +170,14 @@ async def run_bench(options: BenchOptions, argv: list[str]) -> int:
     sockets: list[list[ServerUdp]] = []
     try:
         with progress:
+            yardsticks = await measure_yardsticks(options, progress, log_dir)
+            report.baseline = yardsticks.aiortc
+            report.native, report.native_note = yardsticks.chromium, yardsticks.chromium_note
             runner = Runner(options, progress, log_dir)
-            report.baseline = await runner.baseline()
             for bots in options.bot_counts:
                 run, servers_udp = await runner.measure(bots, report.baseline)
-                report.runs.append(run)
+                native_ratio = ratio(run.delivered_per_s, report.native)
+                report.runs.append(replace(run, native_ratio=native_ratio))
                 sockets.append(servers_udp)
     except (BenchError, ClusterError, WorkerError) as exc:
         report.error = f"{exc} (logs in {log_dir})"
@@ -170,7 +206,7 @@ def _finish(
     plot_path = options.plot_path or (DEFAULT_PLOT if options.sweep else None)
     if plot_path is not None and report.runs:
         try:
-            plot_sweep(report.runs, report.baseline, plot_path, options.batch_mode)
+            plot_sweep(report.runs, report.baseline, plot_path, options.batch_mode, report.native)
             out.print(f"plot written to {plot_path}")
         except PlotUnavailable as exc:
             print(exc, file=sys.stderr)

@@ -34,9 +34,14 @@ def _pyplot() -> ModuleType:
 
 
 def plot_sweep(
-    runs: list[RunResult], baseline: Baseline | None, path: Path, batch_mode: str | None = None
+    runs: list[RunResult],
+    baseline: Baseline | None,
+    path: Path,
+    batch_mode: str | None = None,
+    native: Baseline | None = None,
 ) -> None:
-    """``batch_mode``: the servers' batch mode, when the bench started them."""
+    """``batch_mode``: the servers' batch mode, when the bench started them; ``baseline``
+    and ``native``: the aiortc and Chromium pairs, drawn as lines when measured."""
     pyplot = _pyplot()
     runs = sorted(runs, key=lambda run: run.bots)
     bots = [run.bots for run in runs]
@@ -46,6 +51,10 @@ def plot_sweep(
     if baseline is not None:
         rate_axes.axhline(
             baseline.messages_per_s, color="red", linestyle=":", label="raw aiortc pair ceiling"
+        )
+    if native is not None:
+        rate_axes.axhline(
+            native.messages_per_s, color="purple", linestyle="-.", label="Chromium pair"
         )
     rate_axes.set_ylabel("deliveries / s")
     rate_axes.set_ylim(bottom=0)

@@ -1,4 +1,10 @@
-"""The human output (rich tables) and the machine output (``--json``)."""
+"""The human output (rich tables) and the machine output (``--json``).
+
+The broker's delivered rate is read against two yardsticks measured in the
+same run: the aiortc pair (one Python connection, the broker's own stack) and
+the Chromium pair (libwebrtc, the native stack), as "x aiortc pair" and
+"x Chromium pair".
+"""
 
 from __future__ import annotations
 
@@ -18,26 +24,81 @@ def num(value: float | None, digits: int = 0, unit: str = "") -> str:
     return f"{value:,.{digits}f}{unit}"
 
 
-def _ratio(value: float | None, baseline: Baseline | None) -> str:
-    """``value`` as a multiple of the baseline's messages/s."""
-    if value is None or baseline is None or not baseline.messages_per_s:
-        return ""
-    return f"{value / baseline.messages_per_s:.2f}x ceiling"
+PAIR_NAMES = {"aiortc": "aiortc pair", "chromium": "Chromium pair"}
+"""How the report names each yardstick (by :attr:`Baseline.stack`)."""
+STACK_NAMES = {"aiortc": "aiortc (Python)", "chromium": "Chromium (libwebrtc)"}
 
 
-def baseline_table(baseline: Baseline) -> Table:
+def ratio(value: float | None, yardstick: Baseline | None) -> float | None:
+    """``value`` as a multiple of the yardstick's messages/s; ``None`` without either."""
+    if value is None or yardstick is None or not yardstick.messages_per_s:
+        return None
+    return value / yardstick.messages_per_s
+
+
+def ratios_text(value: float | None, *yardsticks: Baseline | None) -> str:
+    """``value`` against each measured yardstick: ``0.52x aiortc pair, 0.07x Chromium pair``."""
+    parts = []
+    for yardstick in yardsticks:
+        multiple = ratio(value, yardstick)
+        if yardstick is not None and multiple is not None:
+            parts.append(f"{multiple:.2f}x {PAIR_NAMES[yardstick.stack]}")
+    return ", ".join(parts)
+
+
+def baseline_table(baseline: Baseline, native: Baseline | None = None) -> Table:
+    """The yardsticks: one peer-connection pair of each stack, same size and channel kind."""
     kind = "reliable" if baseline.reliable else "unreliable"
-    table = Table(title=f"Raw aiortc ceiling: one pair, {baseline.size} B, {kind}")
-    table.add_column("messages/s", justify="right")
-    table.add_column("MB/s", justify="right")
-    table.add_column("sent", justify="right")
-    table.add_column("received", justify="right")
-    table.add_row(
-        num(baseline.messages_per_s),
-        num(baseline.mb_per_s, 2),
-        num(baseline.sent),
-        num(baseline.received),
-    )
+    table = Table(title=f"Yardsticks: one peer-connection pair, {baseline.size} B, {kind}")
+    table.add_column("stack")
+    for heading in ("messages/s", "MB/s", "sent", "received"):
+        table.add_column(heading, justify="right")
+    for pair in (baseline, native):
+        if pair is not None:
+            table.add_row(
+                STACK_NAMES[pair.stack],
+                num(pair.messages_per_s),
+                num(pair.mb_per_s, 2),
+                num(pair.sent),
+                num(pair.received),
+            )
+    return table
+
+
+def native_note_line(note: str) -> str:
+    """The one line a report prints instead of the Chromium pair."""
+    return f"[yellow]note:[/yellow] {note}; ratios are to the aiortc pair only"
+
+
+def print_yardsticks(
+    console: Console, baseline: Baseline | None, native: Baseline | None, note: str | None
+) -> None:
+    """The yardsticks' table (whichever was measured) and why the Chromium pair is missing."""
+    first = baseline or native
+    if first is not None:
+        console.print(baseline_table(first, native if first is baseline else None))
+    if note is not None:
+        console.print(native_note_line(note))
+
+
+def delivered_table(
+    title: str,
+    rows: list[tuple[str, float | None]],
+    baseline: Baseline | None,
+    native: Baseline | None,
+) -> Table:
+    """Delivered rates (label, messages/s) as multiples of both yardsticks."""
+    table = Table(title=title)
+    table.add_column("")
+    for heading in ("delivered/s", "x aiortc pair", "x Chromium pair"):
+        table.add_column(heading, justify="right")
+    for label, delivered in rows:
+        table.add_row(
+            label,
+            num(delivered),
+            num(ratio(delivered, baseline), 2),
+            num(ratio(delivered, native), 2),
+        )
     return table
 
 
@@ -57,8 +118,10 @@ def run_table(
     baseline: Baseline | None,
     udp_mode: str | None = None,
     batch_mode: str | None = None,
+    native: Baseline | None = None,
 ) -> Table:
-    """``udp_mode`` and ``batch_mode``: the servers' modes, when the bench started them."""
+    """``udp_mode`` and ``batch_mode``: the servers' modes, when the bench started them;
+    ``baseline`` and ``native``: the aiortc and Chromium pairs, when measured."""
     kind = "reliable" if run.reliable else "unreliable"
     batching = batching_text(run.batch_window, batch_mode)
     table = Table(
@@ -77,10 +140,14 @@ def run_table(
         (
             "offered deliveries/s",
             num(run.offered_per_s),
-            _ratio(run.offered_per_s, baseline),
+            ratios_text(run.offered_per_s, baseline, native),
         ),
         ("published x receivers /s", num(run.published_per_s), ""),
-        ("delivered/s", num(run.delivered_per_s), _ratio(run.delivered_per_s, baseline)),
+        (
+            "delivered/s",
+            num(run.delivered_per_s),
+            ratios_text(run.delivered_per_s, baseline, native),
+        ),
         (
             "loss",
             num(run.loss_percent, 2, " %"),
@@ -142,13 +209,14 @@ def cpu_table(run: RunResult) -> Table:
     return table
 
 
-def sweep_table(runs: list[RunResult], baseline: Baseline | None) -> Table:
+def sweep_table(runs: list[RunResult]) -> Table:
     table = Table(title="Sweep")
     for heading in (
         "bots",
         "offered/s",
         "delivered/s",
-        "x ceiling",
+        "x aiortc pair",
+        "x Chromium pair",
         "loss %",
         "p50 ms",
         "p99 ms",
@@ -159,12 +227,12 @@ def sweep_table(runs: list[RunResult], baseline: Baseline | None) -> Table:
     ):
         table.add_column(heading, justify="right")
     for run in runs:
-        ratio = run.ceiling_ratio
         table.add_row(
             str(run.bots),
             num(run.offered_per_s),
             num(run.delivered_per_s),
-            "-" if ratio is None else f"{ratio:.2f}",
+            num(run.ceiling_ratio, 2),
+            num(run.native_ratio, 2),
             num(run.loss_percent, 2),
             num(run.latency_ms.p50, 1),
             num(run.latency_ms.p99, 1),
@@ -177,8 +245,7 @@ def sweep_table(runs: list[RunResult], baseline: Baseline | None) -> Table:
 
 
 def print_report(console: Console, report: Report) -> None:
-    if report.baseline is not None:
-        console.print(baseline_table(report.baseline))
+    print_yardsticks(console, report.baseline, report.native, report.native_note)
     udp_mode = report.options.get("udp_mode")
     batch_mode = report.options.get("batch_mode")
     for run in report.runs:
@@ -188,13 +255,14 @@ def print_report(console: Console, report: Report) -> None:
                 report.baseline,
                 None if udp_mode is None else str(udp_mode),
                 None if batch_mode is None else str(batch_mode),
+                report.native,
             )
         )
         console.print(cpu_table(run))
         for warning in run.warnings:
             console.print(f"[yellow]warning:[/yellow] {warning}")
     if len(report.runs) > 1:
-        console.print(sweep_table(report.runs, report.baseline))
+        console.print(sweep_table(report.runs))
     if report.error:
         console.print(f"[red]error:[/red] {report.error}")
 

@@ -10,16 +10,25 @@ see into).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from webrtc_broker.config import BatchMode
 
 SCHEMA_VERSION = 1
 
+Stack = Literal["aiortc", "chromium"]
+"""Whose WebRTC a yardstick pair ran on: aiortc (Python, the broker's own) or
+Chromium's libwebrtc (the native stack browsers use)."""
+
 
 @dataclass(frozen=True)
 class Baseline:
-    """The raw aiortc ceiling: one peer-connection pair, one channel, as fast as it goes."""
+    """A yardstick: one peer-connection pair, one channel, as fast as it goes.
+
+    ``stack`` says whose: the raw aiortc pair (the ceiling of one Python connection)
+    or a pair of Chromium's peer connections (what the native stack moves on the
+    same machine).
+    """
 
     size: int
     reliable: bool
@@ -30,6 +39,7 @@ class Baseline:
     """Messages that arrived during the measured seconds."""
     messages_per_s: float
     mb_per_s: float
+    stack: Stack = "aiortc"
 
 
 @dataclass(frozen=True)
@@ -136,7 +146,7 @@ class RunResult:
     window's end. Messages are matched by their send time, so a backlog that drains
     into or out of the window does not distort it."""
     ceiling_ratio: float | None
-    """delivered_per_s / baseline.messages_per_s."""
+    """delivered_per_s / baseline.messages_per_s (the aiortc pair)."""
     published: int
     """Publishes in the window (each one is due at bots_connected - 1 receivers)."""
     delivered: int
@@ -158,6 +168,8 @@ class RunResult:
     processes: list[ProcessUsage]
     warnings: list[str] = field(default_factory=list)
     """What may make the numbers unrepresentative (saturated workers, other load, ...)."""
+    native_ratio: float | None = None
+    """delivered_per_s / the Chromium pair's messages_per_s; ``None`` when not measured."""
 
 
 @dataclass(frozen=True)
@@ -183,6 +195,11 @@ class Report:
     schema: int = SCHEMA_VERSION
     error: str | None = None
     """Why the bench stopped early; the runs before it are still reported."""
+    native: Baseline | None = None
+    """The Chromium pair (``stack`` ``chromium``), beside ``baseline`` (aiortc)."""
+    native_note: str | None = None
+    """Why the Chromium pair was not measured (not installed, failed); ``None`` when it
+    was, or when it was skipped on purpose."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -366,6 +383,12 @@ class BatchSweep:
     schema: int = SCHEMA_VERSION
     error: str | None = None
     """Why the sweep stopped early; the runs before it are still reported."""
+    baseline: Baseline | None = None
+    """The aiortc pair, measured before the first round."""
+    native: Baseline | None = None
+    """The Chromium pair, measured before the first round."""
+    native_note: str | None = None
+    """Why the Chromium pair was not measured; ``None`` when it was or was skipped."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
