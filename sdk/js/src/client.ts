@@ -39,7 +39,7 @@ import {
   RECONNECT_MAX_DELAY_MS,
 } from "./gen/limits.js";
 import type { Attempt, SignallingDrops } from "./link.js";
-import { fetchIceServers, Link, withinTimeout } from "./link.js";
+import { CoordinatorLostError, fetchIceServers, Link, withinTimeout } from "./link.js";
 import { SilenceClock } from "./liveness.js";
 import { ReceivedMessage } from "./message.js";
 import { compressedSubscriptionFrame, subscriptionFrame } from "./subscription.js";
@@ -153,6 +153,11 @@ const KEEPALIVE_FRAME = encode(PingMessageSchema, { type: MessageType.PING, time
 
 function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** `ms` +-20%: clients that failed together must not retry in lockstep. */
+function jittered(ms: number): number {
+  return Math.round(ms * (0.8 + 0.4 * Math.random()));
 }
 
 /** The coordinator URLs as a list: one URL as a string, or several (replicas). */
@@ -270,9 +275,11 @@ export class BrokerClient {
    * and moves on to the next when one cannot take it: a refusal that says
    * "not now" (HTTP 503 or 429), a coordinator that cannot be reached or does
    * not WELCOME within half of `options.timeout`, one with no comm server, or
-   * one whose servers all fail the set-up (a coordinator WebSocket that closes
-   * before the session is up fails it at once: the server drops a set-up it
-   * can no longer signal). Refused credentials (HTTP 401/403,
+   * one whose servers all fail the set-up. A coordinator WebSocket that closes
+   * before the session is up fails the set-up at once (the server drops a
+   * set-up it can no longer signal); when the last URL of a round fails so,
+   * the client goes round the list again after a short backoff, until
+   * `options.timeout`. Refused credentials (HTTP 401/403,
    * or a server's AUTH refusal) are final: every replica checks them alike.
    * When every URL fails, the last error is thrown. Reconnects go through the
    * same list, the URL of the lost link last; `coordinatorUrl` is the one in use.
@@ -294,9 +301,44 @@ export class BrokerClient {
    * The first session, through the first coordinator (in
    * {@link coordinatorOrder}) that gives one; only refused credentials stop
    * the search early.
+   *
+   * A round tries every URL once. When a round ends because a coordinator
+   * connection closed during the set-up (a replica restarting), another round
+   * follows after a short backoff, until the connect's own timeout: a single
+   * URL behind a Service then reaches a live replica on the next try.
    */
   private async firstLink(server: number | undefined, timeoutMs: number): Promise<void> {
     const deadline = performance.now() + timeoutMs;
+    let wait = RECONNECT_FIRST_DELAY_MS;
+    for (;;) {
+      try {
+        await this.firstLinkRound(server, timeoutMs, deadline);
+        return;
+      } catch (error) {
+        if (!(error instanceof CoordinatorLostError) || this.endReason) {
+          throw error;
+        }
+        const pause = jittered(wait);
+        if (performance.now() + pause >= deadline) {
+          throw new ConnectTimeoutError(
+            `no session within ${timeoutMs / 1000} s (${error.message})`,
+          );
+        }
+        console.info(
+          `webrtc-broker: ${error.message}; the next round of coordinators in ${pause} ms`,
+        );
+        await delay(pause);
+        wait = Math.min(RECONNECT_MAX_DELAY_MS, wait * 2);
+      }
+    }
+  }
+
+  /** Each coordinator once, in {@link coordinatorOrder}; the last one's error is thrown. */
+  private async firstLinkRound(
+    server: number | undefined,
+    timeoutMs: number,
+    deadline: number,
+  ): Promise<void> {
     const order = coordinatorOrder(this.urls);
     for (const [index, url] of order.entries()) {
       const last = index === order.length - 1;
@@ -353,6 +395,7 @@ export class BrokerClient {
         const tried = made.attempt?.link;
         if (
           tried === undefined || // the coordinator failed, not a server
+          error instanceof CoordinatorLostError || // the same
           error instanceof AuthenticationError || // the same on every server
           error instanceof NoServerAvailableError
         ) {
@@ -552,10 +595,9 @@ export class BrokerClient {
           console.info(`webrtc-broker: reconnect through ${url} failed (${String(error)})`);
         }
       }
-      // +-20% jitter: the clients of a dead server must not retry in lockstep.
-      const jittered = Math.round(wait * (0.8 + 0.4 * Math.random()));
-      console.info(`webrtc-broker: no coordinator gave a session; next round in ${jittered} ms`);
-      await delay(jittered);
+      const pause = jittered(wait);
+      console.info(`webrtc-broker: no coordinator gave a session; next round in ${pause} ms`);
+      await delay(pause);
       wait = Math.min(policy.maxDelay, wait * 2);
     }
     return false;

@@ -72,6 +72,14 @@ export interface LinkOptions {
   dropped?: SignallingDrops | undefined;
 }
 
+/**
+ * The coordinator connection closed before the session was up. Neither the
+ * server nor the credentials failed: another connection, to another replica
+ * or to the same URL (a Service routes it to a live replica), can carry the
+ * set-up. Not exported from the SDK: callers see a {@link BrokerError}.
+ */
+export class CoordinatorLostError extends BrokerError {}
+
 /** The coordinator's base URL as a WebSocket URL without a trailing slash. */
 export function coordinatorBase(url: string): string {
   const base = url.replace(/\/+$/, "");
@@ -227,8 +235,8 @@ export class Link {
     if (this.ws.readyState !== WebSocket.OPEN) {
       // A CONNECT into a closed socket would be dropped without a word, and the
       // set-up would wait out its timeout: fail now, so that a connect moves on
-      // to the next coordinator.
-      throw new BrokerError("the coordinator connection closed before CONNECT");
+      // to another coordinator.
+      throw new CoordinatorLostError("the coordinator connection closed before CONNECT");
     }
     this.sendCoordinator(
       encode(ConnectMessageSchema, {
@@ -350,7 +358,7 @@ export class Link {
    * The coordinator WebSocket closed (or failed). The server drops a set-up
    * it can no longer signal through this coordinator, and a session whose
    * DTLS has not started would only hear of it at its timeout: fail the
-   * set-up now, so that a connect moves on to the next coordinator. An
+   * set-up now, so that a connect moves on to another coordinator. An
    * established session carries on: its data channels do not need the
    * coordinator.
    */
@@ -360,7 +368,7 @@ export class Link {
     }
     this.refused = true;
     this.markAnswered();
-    this.refuse(new BrokerError("the coordinator connection closed during set-up"));
+    this.refuse(new CoordinatorLostError("the coordinator connection closed during set-up"));
   }
 
   private onRefused(message: { reason: ConnectionRefusedReason; data: Uint8Array }): void {

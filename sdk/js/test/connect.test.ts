@@ -12,6 +12,7 @@ import {
   AuthenticationError,
   BrokerError,
   ClosedError,
+  ConnectTimeoutError,
   DisconnectedError,
   MessageTooLargeError,
   NoServerAvailableError,
@@ -57,6 +58,18 @@ async function until<T>(probe: () => T | undefined | null | false, what: string)
       return value;
     }
     await new Promise((resolve) => setImmediate(resolve));
+  }
+  throw new Error(`never happened: ${what}`);
+}
+
+/** Like {@link until}, for what comes after a timer (a backoff): polls for up to 10 s. */
+async function eventually<T>(probe: () => T | undefined | null | false, what: string): Promise<T> {
+  for (let turn = 0; turn < 2000; turn += 1) {
+    const value = probe();
+    if (value !== undefined && value !== null && value !== false) {
+      return value;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 5));
   }
   throw new Error(`never happened: ${what}`);
 }
@@ -630,7 +643,8 @@ describe("BrokerClient against fake browser APIs", () => {
 
     test("one that closes during the set-up is left at once for the next", async (t) => {
       const connecting = BrokerClient.connect(["ws://a.test", "ws://b.test"], "tok", LONG);
-      const first = await Far.welcome(0);
+      // Its other server is not tried through it: the coordinator failed, not the server.
+      const first = await Far.welcome(0, [SERVER, 4]);
       await first.connect();
       first.signal(MessageType.WEBRTC_OFFER, JSON.stringify({ type: "offer", sdp: "v=0" }));
       await until(() => ofType(first.ws.sent, MessageType.WEBRTC_ANSWER)[0], "the answer");
@@ -648,41 +662,58 @@ describe("BrokerClient against fake browser APIs", () => {
       client.close();
     });
 
-    test("the only one closing during the set-up fails the connect with a BrokerError", async () => {
+    test("the only one, closing before CONNECT and then during the set-up, is tried again", async (t) => {
       const connecting = BrokerClient.connect("ws://a.test", "tok", LONG);
-      const far = await Far.welcome(0);
-      await far.connect();
-      far.ws.close();
-      await assert.rejects(connecting, (error: unknown) => {
-        assert.equal((error as Error).constructor, BrokerError);
-        assert.equal((error as Error).message, "the coordinator connection closed during set-up");
-        return true;
-      });
-      assert.equal(FakeWebSocket.all.length, 1);
-    });
-
-    test("one that closes before CONNECT could be sent is left for the next", async (t) => {
-      const connecting = BrokerClient.connect(["ws://a.test", "ws://b.test"], "tok", LONG);
       const first = await Far.welcome(0);
-      first.ws.close(); // right after WELCOME, before the client could answer it
-      const second = await Far.welcome(1);
-      await second.accept();
+      first.ws.close(); // right after WELCOME
+      // After a short backoff (a Service would route the next try to a live replica).
+      const second = await Far.welcome(
+        await eventually(() => FakeWebSocket.all[1] && 1, "a retry"),
+      );
+      await second.connect();
+      second.ws.close();
+      const third = await Far.welcome(await eventually(() => FakeWebSocket.all[2] && 2, "a retry"));
+      await third.accept();
       const client = await connecting;
       t.after(() => client.close());
       assert.deepEqual(ofType(first.ws.sent, MessageType.CONNECT), [], "no CONNECT into it");
-      assert.equal(client.coordinatorUrl, "ws://b.test");
+      assert.deepEqual(
+        FakeWebSocket.all.map((ws) => ws.url),
+        Array(3).fill("ws://a.test/connect?token=tok"),
+      );
+      assert.equal(client.coordinatorUrl, "ws://a.test");
       client.close();
     });
 
-    test("a close before CONNECT on the only one is a BrokerError", async () => {
-      const connecting = BrokerClient.connect("ws://a.test", "tok", LONG);
-      const far = await Far.welcome(0);
-      far.ws.close();
+    test("coordinators that keep closing during the set-up end in ConnectTimeoutError", async () => {
+      // Rounds after 80, 160, 320 ms ... (Math.random gives 0), until the 1 s timeout.
+      const connecting = BrokerClient.connect("ws://a.test", "tok", { ...OPTIONS, timeout: 1000 });
+      let closed = 0;
+      let stopped = false;
+      const closing = (async () => {
+        for (;;) {
+          const next = await eventually(
+            () => (stopped ? -1 : FakeWebSocket.all[closed] && closed),
+            "another try",
+          );
+          if (next < 0) {
+            return;
+          }
+          const far = await Far.welcome(next);
+          await far.connect();
+          far.ws.close();
+          closed += 1;
+        }
+      })();
       await assert.rejects(connecting, (error: unknown) => {
-        assert.equal((error as Error).constructor, BrokerError);
-        assert.equal((error as Error).message, "the coordinator connection closed before CONNECT");
+        assert.ok(error instanceof ConnectTimeoutError);
+        // Cut short by the timeout before or during its last round.
+        assert.match(error.message, /^no session within 1 s/);
         return true;
       });
+      stopped = true;
+      await closing.catch(() => {}); // a last try cut short leaves its CONNECT unsent
+      assert.ok(closed >= 2, `went round again: ${closed} tries`);
     });
 
     test("a refusal relayed just before the close is what the connect reports", async () => {

@@ -287,9 +287,11 @@ export declare class BrokerClient {
 	 * and moves on to the next when one cannot take it: a refusal that says
 	 * "not now" (HTTP 503 or 429), a coordinator that cannot be reached or does
 	 * not WELCOME within half of `options.timeout`, one with no comm server, or
-	 * one whose servers all fail the set-up (a coordinator WebSocket that closes
-	 * before the session is up fails it at once: the server drops a set-up it
-	 * can no longer signal). Refused credentials (HTTP 401/403,
+	 * one whose servers all fail the set-up. A coordinator WebSocket that closes
+	 * before the session is up fails the set-up at once (the server drops a
+	 * set-up it can no longer signal); when the last URL of a round fails so,
+	 * the client goes round the list again after a short backoff, until
+	 * `options.timeout`. Refused credentials (HTTP 401/403,
 	 * or a server's AUTH refusal) are final: every replica checks them alike.
 	 * When every URL fails, the last error is thrown. Reconnects go through the
 	 * same list, the URL of the lost link last; `coordinatorUrl` is the one in use.
@@ -299,8 +301,15 @@ export declare class BrokerClient {
 	 * The first session, through the first coordinator (in
 	 * {@link coordinatorOrder}) that gives one; only refused credentials stop
 	 * the search early.
+	 *
+	 * A round tries every URL once. When a round ends because a coordinator
+	 * connection closed during the set-up (a replica restarting), another round
+	 * follows after a short backoff, until the connect's own timeout: a single
+	 * URL behind a Service then reaches a live replica on the next try.
 	 */
 	private firstLink;
+	/** Each coordinator once, in {@link coordinatorOrder}; the last one's error is thrown. */
+	private firstLinkRound;
 	/**
 	 * The first session through the coordinator at `url`: on `server` only, if
 	 * given; otherwise on the coordinator's choice, or on the next server it

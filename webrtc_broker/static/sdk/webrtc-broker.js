@@ -3959,6 +3959,8 @@ var Session = class {
 // src/link.ts
 var utf8Decoder = new TextDecoder();
 var utf8Encoder2 = new TextEncoder();
+var CoordinatorLostError = class extends BrokerError {
+};
 function coordinatorBase(url) {
   const base = url.replace(/\/+$/, "");
   return base.replace(/^http(s?):\/\//, "ws$1://");
@@ -4076,7 +4078,7 @@ var Link = class _Link {
    */
   async establish(auth, confirm, answerWithinMs) {
     if (this.ws.readyState !== WebSocket.OPEN) {
-      throw new BrokerError("the coordinator connection closed before CONNECT");
+      throw new CoordinatorLostError("the coordinator connection closed before CONNECT");
     }
     this.sendCoordinator(
       encode(ConnectMessageSchema, {
@@ -4189,7 +4191,7 @@ var Link = class _Link {
    * The coordinator WebSocket closed (or failed). The server drops a set-up
    * it can no longer signal through this coordinator, and a session whose
    * DTLS has not started would only hear of it at its timeout: fail the
-   * set-up now, so that a connect moves on to the next coordinator. An
+   * set-up now, so that a connect moves on to another coordinator. An
    * established session carries on: its data channels do not need the
    * coordinator.
    */
@@ -4199,7 +4201,7 @@ var Link = class _Link {
     }
     this.refused = true;
     this.markAnswered();
-    this.refuse(new BrokerError("the coordinator connection closed during set-up"));
+    this.refuse(new CoordinatorLostError("the coordinator connection closed during set-up"));
   }
   onRefused(message) {
     if (this.refused) {
@@ -4438,6 +4440,9 @@ var KEEPALIVE_FRAME = encode(PingMessageSchema, { type: 6 /* PING */, time: -1 }
 function delay(ms) {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
+function jittered(ms) {
+  return Math.round(ms * (0.8 + 0.4 * Math.random()));
+}
 function coordinatorUrls(urls) {
   const listed = typeof urls === "string" ? [urls] : [...urls];
   if (listed.length === 0 || !listed.every((url) => typeof url === "string" && url !== "")) {
@@ -4534,9 +4539,11 @@ var BrokerClient = class _BrokerClient {
    * and moves on to the next when one cannot take it: a refusal that says
    * "not now" (HTTP 503 or 429), a coordinator that cannot be reached or does
    * not WELCOME within half of `options.timeout`, one with no comm server, or
-   * one whose servers all fail the set-up (a coordinator WebSocket that closes
-   * before the session is up fails it at once: the server drops a set-up it
-   * can no longer signal). Refused credentials (HTTP 401/403,
+   * one whose servers all fail the set-up. A coordinator WebSocket that closes
+   * before the session is up fails the set-up at once (the server drops a
+   * set-up it can no longer signal); when the last URL of a round fails so,
+   * the client goes round the list again after a short backoff, until
+   * `options.timeout`. Refused credentials (HTTP 401/403,
    * or a server's AUTH refusal) are final: every replica checks them alike.
    * When every URL fails, the last error is thrown. Reconnects go through the
    * same list, the URL of the lost link last; `coordinatorUrl` is the one in use.
@@ -4553,9 +4560,39 @@ var BrokerClient = class _BrokerClient {
    * The first session, through the first coordinator (in
    * {@link coordinatorOrder}) that gives one; only refused credentials stop
    * the search early.
+   *
+   * A round tries every URL once. When a round ends because a coordinator
+   * connection closed during the set-up (a replica restarting), another round
+   * follows after a short backoff, until the connect's own timeout: a single
+   * URL behind a Service then reaches a live replica on the next try.
    */
   async firstLink(server, timeoutMs) {
     const deadline = performance.now() + timeoutMs;
+    let wait = RECONNECT_FIRST_DELAY_MS;
+    for (; ; ) {
+      try {
+        await this.firstLinkRound(server, timeoutMs, deadline);
+        return;
+      } catch (error) {
+        if (!(error instanceof CoordinatorLostError) || this.endReason) {
+          throw error;
+        }
+        const pause = jittered(wait);
+        if (performance.now() + pause >= deadline) {
+          throw new ConnectTimeoutError(
+            `no session within ${timeoutMs / 1e3} s (${error.message})`
+          );
+        }
+        console.info(
+          `webrtc-broker: ${error.message}; the next round of coordinators in ${pause} ms`
+        );
+        await delay(pause);
+        wait = Math.min(RECONNECT_MAX_DELAY_MS, wait * 2);
+      }
+    }
+  }
+  /** Each coordinator once, in {@link coordinatorOrder}; the last one's error is thrown. */
+  async firstLinkRound(server, timeoutMs, deadline) {
     const order = coordinatorOrder(this.urls);
     for (const [index, url] of order.entries()) {
       const last = index === order.length - 1;
@@ -4604,6 +4641,7 @@ var BrokerClient = class _BrokerClient {
       } catch (error) {
         const tried = made.attempt?.link;
         if (tried === void 0 || // the coordinator failed, not a server
+        error instanceof CoordinatorLostError || // the same
         error instanceof AuthenticationError || // the same on every server
         error instanceof NoServerAvailableError) {
           throw error;
@@ -4776,9 +4814,9 @@ var BrokerClient = class _BrokerClient {
           console.info(`webrtc-broker: reconnect through ${url} failed (${String(error)})`);
         }
       }
-      const jittered = Math.round(wait * (0.8 + 0.4 * Math.random()));
-      console.info(`webrtc-broker: no coordinator gave a session; next round in ${jittered} ms`);
-      await delay(jittered);
+      const pause = jittered(wait);
+      console.info(`webrtc-broker: no coordinator gave a session; next round in ${pause} ms`);
+      await delay(pause);
       wait = Math.min(policy.maxDelay, wait * 2);
     }
     return false;
