@@ -26,6 +26,7 @@ from webrtc_broker.bench.crowdreport import (
     Descriptors,
     Footprint,
     ProcessPhases,
+    SteadyResult,
     StormResult,
     crowd_table,
     limits,
@@ -41,6 +42,7 @@ from webrtc_broker.bench.crowdrun import (
     topic_of,
 )
 from webrtc_broker.bench.options import UdpMode
+from webrtc_broker.bench.results import LatencySummary
 from webrtc_broker.bench.sampling import Usage, Watched
 
 
@@ -229,3 +231,27 @@ def test_the_command_parses_its_options() -> None:
     refused = runner.invoke(crowd_command, ["--clients", "1"])
     assert refused.exit_code == 2 and "--clients >= 2" in refused.output
     assert UdpMode("single-port") in CrowdOptions(udp_modes=(UdpMode.SINGLE_PORT,)).udp_modes
+
+
+def _steady(loss: float, skipped: int) -> SteadyResult:
+    return SteadyResult(
+        duration=30.0, rate=1.0, published=30000, expected=270000, arrived=270000,
+        late_after_s=2.0, offered_per_s=9000.0, delivered_per_s=9000.0, loss_percent=loss,
+        latency_ms=LatencySummary(30.0, 60.0, 90.0, 35.0, 120.0, 270000),
+        server_cpu_percent=72.0, server_us_per_client_s=720.0, server_us_per_delivery=80.0,
+        empty_server_cpu_percent=0.0, idle_server_cpu_percent=40.0,
+        idle_server_us_per_client_s=400.0, sessions_lost=0, inbox_dropped=0,
+        skipped_publishes=skipped, server_drops={}, machine_percent=150.0,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(("loss", "skipped", "caveat"), [(0.0, 0, False), (4.3, 0, True),
+                                                          (0.0, 876, True)])  # fmt: skip
+def test_the_cpu_projection_is_qualified_when_the_load_did_not_get_through(
+    loss: float, skipped: int, caveat: bool
+) -> None:
+    run = CrowdRun("single-port", 1000, 10, 100, 1, storm=_storm(1000))
+    run.steady = _steady(loss, skipped)
+    (line,) = [text for text in limits(run, cores=2) if text.startswith("server CPU:")]
+    assert "one core carries about 1,389 such clients" in line
+    assert ("an overestimate" in line) is caveat

@@ -260,16 +260,29 @@ def _steady_limits(run: CrowdRun, cores: int) -> list[str]:
     return found
 
 
+def delivered_all(steady: SteadyResult) -> bool:
+    """Whether the steady phase carried what it offered: no loss to speak of and no
+    publish skipped by clients that fell behind."""
+    loss = steady.loss_percent or 0.0
+    return loss < LOSS_PERCENT and not steady.skipped_publishes
+
+
 def _headroom(run: CrowdRun) -> list[str]:
     """Where the measured per-client costs would run out on one server."""
     found = []
     steady, server, fds = run.steady, run.server, run.descriptors
     if steady is not None and steady.server_us_per_client_s:
-        found.append(
+        text = (
             f"server CPU: {steady.server_us_per_client_s:.0f} µs per client-second at "
             f"{steady.rate:g} Hz in topics of {run.topic_size}: one core carries about "
             f"{1e6 / steady.server_us_per_client_s:,.0f} such clients"
         )
+        if not delivered_all(steady):
+            text += (
+                " (an overestimate: the server did not get the whole offered load "
+                "through, so its CPU per client is understated)"
+            )
+        found.append(text)
     if server is not None and server.kb_per_client:
         found.append(
             f"server memory: {server.kb_per_client:.0f} KB per client, about "
