@@ -122,6 +122,8 @@ CHAT_DRAIN = 5.0
 stopped, backlogs drain): what has not come by then is lost."""
 BUSY_MACHINE = 0.9
 """Share of all cores busy above which the machine, not one process, is the limit."""
+COLLECT_TIMEOUT = 60.0
+"""Seconds beyond the chat drain and the close time a worker gets to report."""
 SKIPPED_LIMIT = 0.01
 """Share of scheduled publishes skipped above which the bots count as the limit."""
 
@@ -263,8 +265,9 @@ class WorldBench:
                 watched = _watched(cluster, workers)
                 usages, machine, counters = await self._window(cluster, watched, schedule, task)
                 self.progress.update(task, description="collecting results")
-                async with asyncio.timeout(CHAT_DRAIN + CLOSE_TIMEOUT + 30):
-                    results = await _collect(workers)
+                answers = await _collect(workers, CHAT_DRAIN + CLOSE_TIMEOUT + COLLECT_TIMEOUT)
+                if not any(answers):
+                    raise BenchError(f"no world worker reported its results (log: {log_path})")
                 finished = True
             except TimeoutError as exc:
                 raise BenchError(
@@ -278,10 +281,10 @@ class WorldBench:
             options=options,
             cluster=cluster,
             plans=plans,
+            answers=answers,
             connected=connected,
             baseline=baseline,
             connects=connects,
-            results=results,
             usages=usages,
             machine=machine,
             memory=(memory_before, memory_after),
@@ -359,13 +362,21 @@ async def _start_workers(plans: list[WorldPlan], log: IO[bytes]) -> list[Worker]
     return workers
 
 
-async def _collect(workers: list[Worker]) -> list[WorldWorkerResult]:
-    async def result(worker: Worker) -> WorldWorkerResult:
-        while True:
-            event = await worker.event()
-            if event["event"] == "result":
-                text = await asyncio.to_thread(Path(str(event["path"])).read_text)
-                return WorldWorkerResult.from_json(json.loads(text))
+async def _collect(workers: list[Worker], timeout: float) -> list[WorldWorkerResult | None]:
+    """Each worker's result, ``None`` for one that died or did not report within
+    ``timeout``: a worker starved by an overloaded machine costs its share of the
+    figures (and a warning), not the whole run."""
+
+    async def result(worker: Worker) -> WorldWorkerResult | None:
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    event = await worker.event()
+                    if event["event"] == "result":
+                        text = await asyncio.to_thread(Path(str(event["path"])).read_text)
+                        return WorldWorkerResult.from_json(json.loads(text))
+        except (TimeoutError, WorkerError, OSError, ValueError):
+            return None
 
     return list(await asyncio.gather(*(result(worker) for worker in workers)))
 
@@ -441,16 +452,17 @@ def summarise(
     options: BenchOptions,
     cluster: ClusterHandle,
     plans: list[WorldPlan],
+    answers: list[WorldWorkerResult | None],
     connected: int,
     baseline: Baseline | None,
     connects: ConnectLog,
-    results: list[WorldWorkerResult],
     usages: list[Usage],
     machine: float,
     memory: tuple[float | None, float | None],
     counters: dict[str, Counter[str]],
     schedule: Schedule,
 ) -> WorldRun:
+    results = [answer for answer in answers if answer is not None]
     duration = options.duration
     grid = options.world_grid
     fanout = grid.expected_fanout(connected)
@@ -491,7 +503,7 @@ def summarise(
         connected=connected,
     )
     loads = [
-        _worker_load(usage, plans[index], results[index])
+        _worker_load(usage, plans[index], answers[index])
         for index, usage in enumerate(u for u in usages if u.watched.role == "worker")
     ]
     join_errors: Counter[str] = Counter()
@@ -554,9 +566,9 @@ def summarise(
     return run
 
 
-def _worker_load(usage: Usage, plan: WorldPlan, result: WorldWorkerResult) -> WorkerLoad:
-    published = result.position.published + result.chat.published
-    skipped = result.position.skipped + result.chat.skipped
+def _worker_load(usage: Usage, plan: WorldPlan, result: WorldWorkerResult | None) -> WorkerLoad:
+    published = 0 if result is None else result.position.published + result.chat.published
+    skipped = 0 if result is None else result.position.skipped + result.chat.skipped
     return WorkerLoad(
         name=usage.watched.name,
         pid=usage.watched.pid,
@@ -565,6 +577,7 @@ def _worker_load(usage: Usage, plan: WorldPlan, result: WorldWorkerResult) -> Wo
         saturated=usage.cpu_percent is not None and usage.cpu_percent >= SATURATED_PERCENT,
         skipped=skipped,
         behind=skipped > SKIPPED_LIMIT * (published + skipped),
+        reported=result is not None,
     )
 
 
@@ -635,6 +648,12 @@ def _warnings(run: WorldRun) -> list[str]:
         "were capped by the bot worker, not by the broker"
         for load in run.worker_loads
         if load.saturated and load.cpu_percent is not None
+    ]
+    found += [
+        f"{load.name} did not report: its {load.avatars} avatars' traffic is missing from "
+        "the figures (their deliveries to others are not)"
+        for load in run.worker_loads
+        if not load.reported
     ]
     found += [
         f"{p.name} used {p.cpu_percent:.0f}% of a core: it was saturated"

@@ -560,9 +560,12 @@ class World:
 
 
 async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel ``tasks`` and wait for them, but not forever: a peer connection torn down
+    mid-handshake may take its time, and the result must still be written."""
     for task in tasks:
         task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    if tasks:
+        await asyncio.wait(tasks, timeout=CLOSE_TIMEOUT)
 
 
 async def _stdin() -> asyncio.StreamReader:

@@ -78,6 +78,8 @@ class WorkerLoad:
     behind: bool
     """It skipped more than 1 % of its publishes: it could not keep up (CPU-starved or
     saturated), whatever its CPU share says."""
+    reported: bool = True
+    """It reported its results in time (an overloaded machine may starve one)."""
 
 
 @dataclass
@@ -242,7 +244,11 @@ def workers_table(run: WorldRun) -> Table:
     table.add_column("publishes skipped", justify="right")
     table.add_column("")
     for load in run.worker_loads:
-        flags = (("saturated", load.saturated), ("behind", load.behind))
+        flags = (
+            ("saturated", load.saturated),
+            ("behind", load.behind),
+            ("did not report", not load.reported),
+        )
         state = [name for name, flag in flags if flag]
         table.add_row(
             load.name,
