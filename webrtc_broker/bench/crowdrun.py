@@ -18,6 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
+from rich.console import Console
+from rich.progress import Progress, TaskID
+
 from webrtc_broker.bench.alternating import loadavg
 from webrtc_broker.bench.bots import CLOSE_TIMEOUT, Schedule, WorkerResult
 from webrtc_broker.bench.bots import WorkerPlan as TopicPlan
@@ -419,14 +422,32 @@ async def collect_results(workers: list[Worker]) -> list[tuple[WorkerResult, int
     return list(await asyncio.gather(*(one(worker) for worker in workers)))
 
 
+@dataclass(frozen=True)
+class ProgressLine:
+    """One run's line of the progress display."""
+
+    progress: Progress
+    task: TaskID
+    label: str
+
+    def show(self, text: str, done: int | None = None, total: int | None = None) -> None:
+        """``text``, with a bar of ``done`` clients of ``total`` when given."""
+        self.progress.update(
+            self.task,
+            description=f"{self.label}: {text}",
+            completed=done or 0,
+            total=total,
+            unit=" clients",
+        )
+
+
 class CrowdRunner:
     """One run of one UDP mode on its own cluster, filling in a :class:`CrowdRun`."""
 
-    def __init__(self, options: CrowdOptions, run: CrowdRun, show: Any) -> None:
+    def __init__(self, options: CrowdOptions, run: CrowdRun, line: ProgressLine) -> None:
         self.options = options
         self.run = run
-        self.show = show
-        """``show(text, done=None, total=None)``: the progress line."""
+        self.show = line.show
 
     async def measure(self, log_dir: Path) -> None:
         log = log_dir / f"crowd-{self.run.udp_mode}.log"
@@ -563,30 +584,14 @@ async def run_crowd(options: CrowdOptions, argv: list[str]) -> int:
                     options.worker_count,
                 )
                 report.runs.append(run)
-                task = progress.add_task(f"UDP {mode}", total=None)
-
-                def show(
-                    text: str,
-                    done: int | None = None,
-                    total: int | None = None,
-                    task: Any = task,
-                    mode: UdpMode = mode,
-                ) -> None:
-                    progress.update(
-                        task,
-                        description=f"UDP {mode}: {text}",
-                        completed=done or 0,
-                        total=total,
-                        unit=" clients",
-                    )
-
+                line = ProgressLine(progress, progress.add_task(f"UDP {mode}"), f"UDP {mode}")
                 try:
-                    await CrowdRunner(options, run, show).measure(log_dir)
+                    await CrowdRunner(options, run, line).measure(log_dir)
                 except (CrowdError, ClusterError, WorkerError) as exc:
                     run.error = f"{exc} (logs in {log_dir})"
                 finally:
                     run.limits = limits(run, cores)
-                    progress.remove_task(task)
+                    progress.remove_task(line.task)
     except asyncio.CancelledError:
         if report.runs and report.runs[-1].error is None:
             report.runs[-1].error = "interrupted"
@@ -598,7 +603,7 @@ async def run_crowd(options: CrowdOptions, argv: list[str]) -> int:
     return code
 
 
-def _finish(report: CrowdReport, options: CrowdOptions, out: Any) -> int:
+def _finish(report: CrowdReport, options: CrowdOptions, out: Console) -> int:
     report.finished_at = now_iso()
     report.loadavg_after = loadavg()
     print_crowd(out, report)
