@@ -171,7 +171,7 @@ class WorldWorkerResult:
     """Every subscription interval overlapping the window: (receiver, topic, start,
     end; ``None`` while it lasted to the end)."""
     subscription_changes: int = 0
-    """Subscription replacements sent inside the window."""
+    """Subscription replacements sent inside the window (confirmed or not)."""
     change_seconds: list[float] = field(default_factory=list)
     """From sending a replacement to the server's confirmation, for each one in the window."""
     change_failures: int = 0
@@ -410,6 +410,8 @@ class World:
                 return
             for topic in holding - wanted:
                 avatar.held[topic][-1].end = asked
+            if self.in_window(asked):
+                result.subscription_changes += 1
             try:
                 await asyncio.wait_for(confirmation, self.plan.connect_timeout)
             except (BrokerError, TimeoutError):
@@ -420,7 +422,6 @@ class World:
             for topic in wanted - holding:
                 avatar.held.setdefault(topic, []).append(Interval(confirmed))
             if self.in_window(asked):
-                result.subscription_changes += 1
                 result.change_seconds.append(confirmed - asked)
 
     async def receive(self, avatar: Avatar) -> None:
