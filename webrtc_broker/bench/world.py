@@ -69,7 +69,7 @@ from webrtc_broker.bench.localcluster import (
     external_cluster,
     local_cluster,
 )
-from webrtc_broker.bench.options import BenchOptions
+from webrtc_broker.bench.options import BenchOptions, default_workers
 from webrtc_broker.bench.results import (
     Baseline,
     ConnectSummary,
@@ -221,6 +221,7 @@ class WorldBench:
                 result_path=str(self.log_dir / f"world-worker-{worker + 1}.json"),
                 seed=seed,
                 chat_drain=CHAT_DRAIN,
+                niced=workers > default_workers(options.servers),
             )
             for worker, share in enumerate(shares)
         ]

@@ -25,8 +25,10 @@ counted for ``chat_drain`` seconds: a reliable message held up in a backlog
 is then told from one that was lost. Late positions are lost, as in the
 dense scenario.
 
-The workers run niced (:data:`WORKER_NICENESS`): there may be more of them
-than cores, and the servers under test must not be time-sliced with them.
+When there are more workers than cores left beside the servers, they run
+niced (:data:`WORKER_NICENESS`): the servers under test must not be
+time-sliced evenly with them. (With no more workers than those cores they
+run at normal priority, as the dense scenario's bots do.)
 
 Churn: ``churn`` times a second the worker sends a random avatar away (it
 stops publishing, waits :data:`LEAVE_DRAIN` so its last messages leave,
@@ -99,6 +101,8 @@ class WorldPlan:
     result_path: str
     seed: int
     chat_drain: float
+    niced: bool
+    """Run at :data:`WORKER_NICENESS`: the workers outnumber the cores left to them."""
     """Seconds after traffic ends during which reliable chat may still arrive: nothing is
     published any more, so a backlog drains and a late message is told from a lost one."""
 
@@ -600,12 +604,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     # Ctrl-C reaches the whole process group; the orchestrator stops workers itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # More workers than cores: the kernel would share the cores evenly among all
-    # runnable processes, and a comm server among ten busy workers gets a tenth of a
-    # core. Niced, the workers take what the servers and the coordinator leave.
-    os.nice(WORKER_NICENESS)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-    asyncio.run(run_worker(WorldPlan.from_json(args.plan)))
+    plan = WorldPlan.from_json(args.plan)
+    if plan.niced:
+        # More workers than cores: the kernel would share the cores evenly among all
+        # runnable processes, and a comm server among ten busy workers gets a tenth of
+        # a core. Niced, the workers take what the servers and the coordinator leave.
+        os.nice(WORKER_NICENESS)
+    asyncio.run(run_worker(plan))
 
 
 if __name__ == "__main__":
