@@ -291,9 +291,9 @@ def verdict(run: WorldRun) -> str:
     parts = []
     if run.bots_limited:
         parts.append(
-            "[yellow]the bots were the limit[/yellow]: worker CPU, skipped publishes or a "
-            "fully busy machine show the load generator could not keep up, so the broker's "
-            "figures are a lower bound"
+            "[yellow]the bots were the limit[/yellow]: a saturated worker or skipped "
+            "publishes show the load generator could not keep up, so the broker's figures "
+            "are a lower bound"
         )
     else:
         parts.append("the bots kept up (no saturated worker, no skipped publishes)")
