@@ -27,9 +27,13 @@ counts against, or for, the loss. Loss is ``1 - arrived / expected`` over the
 messages sent in the window; every arrival in the window gives a latency
 sample, whatever the rule says, since a delivered message's latency is real.
 A leaving avatar stops publishing a second before it closes, so its last
-messages are not lost with its connection. Reliable chat must lose nothing:
-a reliable message the rule expected and that did not come is a bug, and the
-report says so in red.
+messages are not lost with its connection. After traffic, reliable chat gets
+:data:`CHAT_DRAIN` seconds more to arrive (nothing is published then), so a
+backlog is not taken for loss. Reliable chat must lose nothing: a reliable
+message the rule expected and that did not come is a bug, and the report says
+so in red, unless the run cannot tell late from lost (a worker behind
+schedule, a session that died, or p99 latency above ``GUARD``, when an
+unsubscription may overtake a message the rule expected); then it says that.
 
 Bots that cannot keep up show as skipped publishes and as worker processes
 near 100 % of a core; the report then says that the bots, not the broker,
