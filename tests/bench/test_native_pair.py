@@ -115,6 +115,9 @@ def test_without_chromium_the_report_says_so_in_one_line_and_keeps_the_aiortc_ra
     assert len(lines) == 1
     assert "apt-get install chromium" in lines[0]
     assert "aiortc pair only" in lines[0]
+    monkeypatch.setattr(nativepair, "playwright_installed", lambda: False)
+    text = _printed(None, nativepair.unavailable())
+    assert "pip install 'webrtc-broker[bench]'" in text  # printed as is, not as markup
     assert "3.60x aiortc pair" in text
     assert "Chromium (libwebrtc)" not in text
     assert "x Chromium pair" in text  # the sweep's column, empty

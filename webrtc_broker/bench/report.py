@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from webrtc_broker.bench.results import Baseline, Report, RunResult
@@ -66,8 +67,9 @@ def baseline_table(baseline: Baseline, native: Baseline | None = None) -> Table:
 
 
 def native_note_line(note: str) -> str:
-    """The one line a report prints instead of the Chromium pair."""
-    return f"[yellow]note:[/yellow] {note}; ratios are to the aiortc pair only"
+    """The one line a report prints instead of the Chromium pair (``note`` as is: an
+    install hint's ``[bench]`` is not markup)."""
+    return f"[yellow]note:[/yellow] {escape(note)}; ratios are to the aiortc pair only"
 
 
 def print_yardsticks(
