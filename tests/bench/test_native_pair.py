@@ -19,6 +19,7 @@ from rich.progress import Progress
 
 from tests.bench.test_bench_units import _summary
 from webrtc_broker.bench import nativepair
+from webrtc_broker.bench.plot import plot_sweep
 from webrtc_broker.bench.report import delivered_table, print_report
 from webrtc_broker.bench.results import Baseline, Machine, Report
 
@@ -140,3 +141,10 @@ def test_the_batch_sweep_table_has_both_ratios_and_dashes_for_a_missing_pair() -
     unbatched = next(line for line in aiortc_only.splitlines() if "unbatched" in line)
     assert "4.00" in unbatched and "0.50" not in unbatched
     assert unbatched.rstrip(" │|").endswith("-")
+
+
+def test_the_sweep_plot_draws_both_pairs(tmp_path: Path) -> None:
+    run = _summary([0.01] * 10, received=360, published=100, arrived=360)
+    png = tmp_path / "sweep.png"
+    plot_sweep([run, replace(run, bots=10)], AIORTC, png, native=CHROMIUM)
+    assert png.read_bytes().startswith(b"\x89PNG")
