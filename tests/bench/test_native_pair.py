@@ -9,9 +9,11 @@ A missing Chromium is simulated through the module's own detection.
 
 from __future__ import annotations
 
+import asyncio
 import io
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from rich.console import Console
@@ -22,6 +24,7 @@ from webrtc_broker.bench import nativepair
 from webrtc_broker.bench.plot import plot_sweep
 from webrtc_broker.bench.report import delivered_table, print_report
 from webrtc_broker.bench.results import Baseline, Machine, Report
+from webrtc_broker.cluster import spawn
 
 
 @pytest.mark.parametrize("reliable", [True, False], ids=["reliable", "unreliable"])
@@ -66,6 +69,21 @@ async def test_a_missing_chromium_is_a_note_not_a_failure(
     assert result is None
     assert note == nativepair.unavailable()
     assert not log.exists()  # nothing was started
+
+
+async def test_a_failing_measurement_is_a_note_with_its_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def spawn_elsewhere(*args: str, **kwargs: Any) -> asyncio.subprocess.Process:
+        return await spawn(*args, **{**kwargs, "module": "webrtc_broker.bench.no_such"})
+
+    monkeypatch.setattr(nativepair, "spawn", spawn_elsewhere)
+    log = tmp_path / "native-pair.log"
+    result, note = await nativepair.measure_in_subprocess(100, False, 1.0, Progress(), log)
+    assert result is None
+    assert note is not None
+    assert "Chromium pair not measured: it failed (exit 1)" in note
+    assert "No module named webrtc_broker.bench.no_such" in note
 
 
 AIORTC = Baseline(100, False, 1.0, 1000, 1000, 50.0, 0.005)

@@ -144,14 +144,23 @@ async def measure_in_subprocess(
             async with asyncio.timeout(START_TIMEOUT + WARMUP + seconds):
                 output, _ = await process.communicate()
         except TimeoutError:
-            return None, f"Chromium pair not measured: it did not finish in time (see {log})"
+            return None, "Chromium pair not measured: it did not finish in time"
         finally:
             await stop([process])
             progress.remove_task(task)
     if process.returncode != 0:
-        return None, f"Chromium pair not measured: it failed (exit {process.returncode}; see {log})"
+        return None, (
+            f"Chromium pair not measured: it failed (exit {process.returncode}): {last_line(log)}"
+        )
     data: dict[str, Any] = json.loads(output.decode().strip().splitlines()[-1])
     return Baseline(**data), None
+
+
+def last_line(log: Path) -> str:
+    """The last line of the measurement's stderr: the error a failure ended with (the log
+    itself goes with the bench's temporary folder)."""
+    lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    return lines[-1].strip() if lines else "no output"
 
 
 def main(argv: list[str] | None = None) -> None:
