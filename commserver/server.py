@@ -643,11 +643,27 @@ class CommServer:
 
     # -- load reports -------------------------------------------------------
 
+    @property
+    def client_load(self) -> int:
+        """Clients as load reports count them: established ones and those being set up.
+
+        A replica forgets the CONNECTs it relayed here when a report arrives, so
+        a report must already count every client whose CONNECT reached this
+        server: one counting only established clients, sent while a set-up was
+        under way, would let the next client be sent here as if this server
+        had none."""
+        return sum(
+            1
+            for peer in self.peers.values()
+            if (peer.role == pb.CLIENT and peer.established)
+            or (peer.pending and self._from_client(peer))
+        )
+
     def _load_report(self) -> bytes:
-        """PING to the coordinator itself, ``time`` = established clients (docs/protocol.md,
+        """PING to the coordinator itself, ``time`` = :attr:`client_load` (docs/protocol.md,
         "Load reports"): each replica relays only its own clients' CONNECTs, so none
         could count this server's clients otherwise."""
-        return pb.PingMessage(type=pb.PING, time=float(self.client_count)).SerializeToString()
+        return pb.PingMessage(type=pb.PING, time=float(self.client_load)).SerializeToString()
 
     async def _report_load(self) -> None:
         """Tell every registered replica the client count, every ``load_report_interval``."""

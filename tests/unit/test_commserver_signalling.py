@@ -201,6 +201,22 @@ async def test_pending_sessions_do_not_count_against_max_peers() -> None:
         assert sum(1 for p in cs.peers.values() if p.pending) == 5
 
 
+async def test_load_reports_count_client_set_ups_under_way() -> None:
+    """A replica forgets the CONNECTs it relayed when a report arrives: the report must
+    count a client whose set-up is under way, or the next client follows it here."""
+    async with offline_server(CommServerConfig(name="s1")) as (cs, _sent):
+
+        def reported() -> float:
+            return pb.PingMessage.FromString(cs._load_report()).time
+
+        assert reported() == 0
+        await connect(cs, 2000)
+        await connect(cs, 2001)
+        assert [peer.pending for peer in cs.peers.values()] == [True, True]
+        assert cs.client_count == 0  # established: none yet
+        assert reported() == 2
+
+
 async def test_a_broken_candidate_held_before_the_answer_does_not_fail_the_answer(
     server: tuple[CommServer, list[bytes]],
 ) -> None:
