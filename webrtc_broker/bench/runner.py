@@ -117,8 +117,9 @@ class Runner:
         self.progress = progress
         self.log_dir = log_dir
         self.frames_per_message: float | None = None
-        """Of the last run's window: frames per data-channel message the servers' writers
-        made (1 unbatched, more the fuller the batches); ``None`` when not readable."""
+        """Of the last run, from before its traffic to after it: frames per data-channel
+        message the servers' writers made (1 unbatched, more the fuller the batches);
+        ``None`` when not readable."""
 
     # -- baseline ---------------------------------------------------------
 
@@ -285,6 +286,10 @@ class Runner:
                 schedule = Schedule(
                     start, start + options.warmup, window_end, window_end + LATE_AFTER
                 )
+                # Frames per message are counted from before the traffic to after it
+                # (below), when no writer holds a frame: counters read while traffic
+                # flows see frames queued on one side of the read and sent on the other.
+                writers_before = await _all_writer_counters(cluster)
                 await start_traffic(workers, schedule)
                 usages, machine, status_delta = await self._window(
                     cluster, watched, schedule, task, bots
@@ -292,6 +297,8 @@ class Runner:
                 self.progress.update(task, description=f"{bots} bots: collecting results")
                 async with asyncio.timeout(CLOSE_TIMEOUT + 20):
                     results = await collect(workers)
+                writers = await _all_writer_counters(cluster)
+                writers.subtract(writers_before)
                 finished = True
             except TimeoutError as exc:
                 raise BenchError(
@@ -300,7 +307,6 @@ class Runner:
             finally:
                 self.progress.update(task, description=f"{bots} bots: stopping")
                 await stop_workers(workers, graceful=finished)
-        writers = status_delta["writers"]
         messages = writers["messages"] + writers["dropped"]
         self.frames_per_message = writers["frames"] / messages if messages else None
         run = summarise(
@@ -398,11 +404,9 @@ def _watched(cluster: ClusterHandle, workers: list[Worker]) -> list[Watched]:
 
 
 async def _server_counters(cluster: ClusterHandle) -> dict[str, Counter[str]]:
-    """The servers' delivery, drop and writer counters, summed (empty for servers we
-    cannot see)."""
+    """The servers' delivery and drop counters, summed (empty for servers we cannot see)."""
     deliveries: Counter[str] = Counter()
     drops: Counter[str] = Counter()
-    writers: Counter[str] = Counter()
     for server in cluster.servers:
         if server.status_url is None:
             continue
@@ -417,8 +421,16 @@ async def _server_counters(cluster: ClusterHandle) -> dict[str, Counter[str]]:
         if isinstance(mux, dict):
             counted = {k: v for k, v in mux.items() if k.startswith(("dropped", "refused"))}
             drops.update({f"udp mux {k}": int(v) for k, v in counted.items()})
-        writers.update(await _writer_counters(server.status_url.removesuffix("/status")))
-    return {"deliveries": deliveries, "drops": drops, "writers": writers}
+    return {"deliveries": deliveries, "drops": drops}
+
+
+async def _all_writer_counters(cluster: ClusterHandle) -> Counter[str]:
+    """Every server's :data:`WRITER_METRICS`, summed (servers we cannot see add nothing)."""
+    writers: Counter[str] = Counter()
+    for server in cluster.servers:
+        if server.status_url is not None:
+            writers.update(await _writer_counters(server.status_url.removesuffix("/status")))
+    return writers
 
 
 WRITER_METRICS = {
