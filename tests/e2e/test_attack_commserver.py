@@ -356,7 +356,10 @@ async def test_costly_frames_are_paid_from_the_senders_budget(cluster: Cluster) 
     # The burst plus 1000 per second (the defaults), and a few of the pair's own PINGs;
     # a subscription of 64 KiB costs 65 frames, so few of them are among these.
     assert handled <= 5000 + 1000 * elapsed + 50
-    assert limited > batches * 50_000  # unreliable batches may be lost whole, never counted
+    # Unreliable batches may be lost whole (more of them on a busy machine), and a lost
+    # one is never counted: what must hold is that those that arrived were refused.
+    assert limited > 50_000, "no batch of PINGs arrived to be refused"
+    assert limited > 10 * handled
     await assert_servers_unharmed(cluster, aliases)
 
 
