@@ -24,9 +24,10 @@ import math
 import os
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import httpx
 from rich.progress import Progress, TaskID
@@ -62,7 +63,9 @@ from webrtc_broker.bench.sampling import (
     rss_bytes,
 )
 from webrtc_broker.bench.workers import (
+    BOTS_MODULE,
     ConnectLog,
+    Plan,
     Worker,
     collect,
     make_plans,
@@ -77,12 +80,16 @@ from webrtc_broker.config import BatchMode
 LEAD_IN = 0.5
 """Seconds between sending the schedule and T0, so every worker has it in time."""
 SETTLE = 0.5
+"""Seconds after the last connect before the servers' memory is read."""
 LATE_AFTER = 2.0
 """Seconds after the window during which its messages may still arrive (traffic goes on)."""
-"""Seconds after the last connect before the servers' memory is read."""
 SAMPLE_EVERY = 0.5
 SATURATED_PERCENT = 90.0
 NOISY_PERCENT = 25.0
+
+
+R = TypeVar("R")
+"""What a scenario's workers report at the end of a traffic phase."""
 
 
 class BenchError(Exception):
@@ -216,9 +223,13 @@ class Runner:
         finished = False
         with log_path.open("ab") as log:
             try:
-                workers = await start_workers(self._plans(cluster, bots), log)
+                plans = self._plans(cluster, bots)
+                workers = await start_workers(plans, log)
                 cpu_before = _total_cpu(server_pids)
-                await self._connect(workers, bots, connects, task)
+                phase = TrafficPhase(
+                    self.options, self.progress, task, cluster, Clients(bots, "bots", "bot")
+                )
+                await phase.connect(workers, plans, connects)
                 cpu_after = _total_cpu(server_pids)
                 connected = sum(worker.connected for worker in workers)
                 await asyncio.sleep(SETTLE)
@@ -261,8 +272,108 @@ class Runner:
         task: TaskID,
     ) -> tuple[RunResult, list[ServerUdp]]:
         options = self.options
-        worker_count = options.workers_for(bots)
-        plans = self._plans(cluster, bots)
+        phase = TrafficPhase(options, self.progress, task, cluster, Clients(bots, "bots", "bot"))
+        traffic = await phase.run(
+            self._plans(cluster, bots), BOTS_MODULE, log_path, _collect_bots, count_frames=True
+        )
+        writers = traffic.writers
+        messages = writers["messages"] + writers["dropped"]
+        self.frames_per_message = writers["frames"] / messages if messages else None
+        run = summarise(
+            options=options,
+            cluster=cluster,
+            bots=bots,
+            connected=traffic.connected,
+            workers=options.workers_for(bots),
+            baseline=baseline,
+            connects=traffic.connects,
+            results=traffic.results,
+            usages=traffic.usages,
+            machine=traffic.machine,
+            memory=traffic.memory,
+            status_delta=traffic.counters,
+        )
+        return run, traffic.servers_udp
+
+
+async def _collect_bots(workers: list[Worker]) -> list[WorkerResult]:
+    async with asyncio.timeout(CLOSE_TIMEOUT + 20):
+        return await collect(workers)
+
+
+@dataclass(frozen=True)
+class Clients:
+    """Who a traffic phase connects, as its progress line and its errors name them."""
+
+    count: int
+    noun: str
+    """Their plural: ``bots``, ``avatars``."""
+    kind: str
+    """What kind of worker processes carry them, for errors: ``bot``, ``world``."""
+
+    @property
+    def label(self) -> str:
+        return f"{self.count} {self.noun}"
+
+
+@dataclass
+class Traffic(Generic[R]):
+    """What one traffic phase saw; ``results`` are the scenario's own worker reports."""
+
+    connects: ConnectLog
+    connected: int
+    """Clients connected when traffic began."""
+    memory: tuple[float | None, float | None]
+    """The servers' RSS in MB before the clients came and once they had settled."""
+    servers_udp: list[ServerUdp]
+    schedule: Schedule
+    usages: list[Usage]
+    machine: float
+    counters: dict[str, Counter[str]]
+    """The servers' delivery and drop counters over the window."""
+    writers: Counter[str]
+    """The servers' :data:`WRITER_METRICS` over the traffic (empty unless counted)."""
+    results: R
+
+
+class TrafficPhase:
+    """The orchestration every traffic scenario shares: start the workers, connect
+    their clients, settle, hand out one wall-clock schedule, sample the window,
+    collect the workers' results, and stop the workers whatever happens.
+
+    What differs between scenarios comes in as arguments: the plans and the module
+    the workers run, and how their results are collected.
+    """
+
+    def __init__(
+        self,
+        options: BenchOptions,
+        progress: Progress,
+        task: TaskID,
+        cluster: ClusterHandle,
+        clients: Clients,
+    ) -> None:
+        self.options = options
+        self.progress = progress
+        self.task = task
+        self.cluster = cluster
+        self.clients = clients
+
+    def show(self, doing: str) -> None:
+        self.progress.update(self.task, description=f"{self.clients.label}: {doing}")
+
+    async def run(
+        self,
+        plans: Sequence[Plan],
+        module: str,
+        log_path: Path,
+        collect_results: Callable[[list[Worker]], Awaitable[R]],
+        *,
+        count_frames: bool = False,
+    ) -> Traffic[R]:
+        """The whole phase; ``count_frames`` also reads the servers' writer counters
+        before and after the traffic (an HTTP scrape of every server)."""
+        options, cluster, clients = self.options, self.cluster, self.clients
         server_pids = [s.pid for s in cluster.servers if s.pid is not None]
         memory_before = _total_rss(server_pids)
         connects = ConnectLog()
@@ -270,12 +381,12 @@ class Runner:
         finished = False
         with log_path.open("ab") as log:
             try:
-                workers = await start_workers(plans, log)
-                await self._connect(workers, bots, connects, task)
+                workers = await start_workers(plans, log, module)
+                await self.connect(workers, plans, connects)
                 connected = sum(worker.connected for worker in workers)
                 if connected < 2:
                     raise BenchError(
-                        f"only {connected} of {bots} bots connected: {connects.errors}"
+                        f"only {connected} of {clients.label} connected: {dict(connects.errors)}"
                     )
                 await asyncio.sleep(SETTLE)
                 memory_after = _total_rss(server_pids)
@@ -289,96 +400,92 @@ class Runner:
                 # Frames per message are counted from before the traffic to after it
                 # (below), when no writer holds a frame: counters read while traffic
                 # flows see frames queued on one side of the read and sent on the other.
-                writers_before = await _all_writer_counters(cluster)
+                writers_before = await _all_writer_counters(cluster) if count_frames else None
                 await start_traffic(workers, schedule)
-                usages, machine, status_delta = await self._window(
-                    cluster, watched, schedule, task, bots
-                )
-                self.progress.update(task, description=f"{bots} bots: collecting results")
-                async with asyncio.timeout(CLOSE_TIMEOUT + 20):
-                    results = await collect(workers)
-                writers = await _all_writer_counters(cluster)
-                writers.subtract(writers_before)
+                usages, machine, counters = await self.window(watched, schedule)
+                self.show("collecting results")
+                results = await collect_results(workers)
+                writers: Counter[str] = Counter()
+                if writers_before is not None:
+                    writers = await _all_writer_counters(cluster)
+                    writers.subtract(writers_before)
                 finished = True
             except TimeoutError as exc:
                 raise BenchError(
-                    f"the bot workers did not answer in time (log: {log_path})"
+                    f"the {clients.kind} workers did not answer in time (log: {log_path})"
                 ) from exc
             finally:
-                self.progress.update(task, description=f"{bots} bots: stopping")
+                self.show("stopping")
                 await stop_workers(workers, graceful=finished)
-        messages = writers["messages"] + writers["dropped"]
-        self.frames_per_message = writers["frames"] / messages if messages else None
-        run = summarise(
-            options=options,
-            cluster=cluster,
-            bots=bots,
-            connected=connected,
-            workers=worker_count,
-            baseline=baseline,
+        return Traffic(
             connects=connects,
-            results=results,
+            connected=connected,
+            memory=(memory_before, memory_after),
+            servers_udp=servers_udp,
+            schedule=schedule,
             usages=usages,
             machine=machine,
-            memory=(memory_before, memory_after),
-            status_delta=status_delta,
+            counters=counters,
+            writers=writers,
+            results=results,
         )
-        return run, servers_udp
 
-    async def _connect(
-        self, workers: list[Worker], bots: int, connects: ConnectLog, task: TaskID
+    async def connect(
+        self, workers: list[Worker], plans: Sequence[Plan], connects: ConnectLog
     ) -> None:
-        options = self.options
+        """Until every worker has connected its clients, in rounds of the plans'
+        connects in flight, each given the connect timeout."""
+        clients = self.clients
         self.progress.update(
-            task, description=f"{bots} bots: connecting", total=bots, completed=0, unit=" bots"
+            self.task,
+            description=f"{clients.label}: connecting",
+            total=clients.count,
+            completed=0,
+            unit=f" {clients.noun}",
         )
-        rounds = math.ceil(bots / (options.connect_concurrency * len(workers)))
-        budget = 30.0 + options.connect_timeout * (rounds + 1)
+        in_flight = sum(plan.connect_concurrency for plan in plans)
+        rounds = math.ceil(clients.count / in_flight)
+        budget = 30.0 + self.options.connect_timeout * (rounds + 1)
         try:
             async with asyncio.timeout(budget):
                 await wait_ready(
-                    workers, connects, lambda: self.progress.update(task, completed=connects.done)
+                    workers,
+                    connects,
+                    lambda: self.progress.update(self.task, completed=connects.done),
                 )
         except TimeoutError as exc:
-            raise BenchError(f"bots still connecting after {budget:.0f} s") from exc
+            raise BenchError(f"{clients.noun} still connecting after {budget:.0f} s") from exc
 
-    async def _window(
-        self,
-        cluster: ClusterHandle,
-        watched: list[Watched],
-        schedule: Schedule,
-        task: TaskID,
-        bots: int,
+    async def window(
+        self, watched: list[Watched], schedule: Schedule
     ) -> tuple[list[Usage], float, dict[str, Counter[str]]]:
         """Warm up, then sample the processes and the servers' counters over the window."""
-        options = self.options
         total = schedule.traffic_end - time.time()
-        self.progress.update(task, total=total, completed=0, unit=" s")
+        self.progress.update(self.task, total=total, completed=0, unit=" s")
 
-        def show(phase: str) -> None:
-            self.progress.update(
-                task,
-                description=f"{bots} bots: {phase}",
-                completed=total - (schedule.traffic_end - time.time()),
-            )
+        async def stage(
+            name: str, until: float, every: float, sample: Callable[[], object] | None = None
+        ) -> None:
+            while time.time() < until:
+                self.progress.update(
+                    self.task,
+                    description=f"{self.clients.label}: {name}",
+                    completed=total - (schedule.traffic_end - time.time()),
+                )
+                await asyncio.sleep(min(every, max(0.0, until - time.time())))
+                if sample is not None:
+                    sample()
 
-        while time.time() < schedule.window_start:
-            show("warm-up")
-            await asyncio.sleep(min(0.25, max(0.0, schedule.window_start - time.time())))
+        await stage("warm-up", schedule.window_start, 0.25)
         sampler = WindowSampler(watched)
         sampler.start()
-        before = await _server_counters(cluster)
-        while time.time() < schedule.window_end:
-            show(f"measuring {options.duration:.0f} s")
-            await asyncio.sleep(min(SAMPLE_EVERY, max(0.0, schedule.window_end - time.time())))
-            sampler.sample()
+        before = await _server_counters(self.cluster)
+        measuring = f"measuring {self.options.duration:g} s"
+        await stage(measuring, schedule.window_end, SAMPLE_EVERY, sampler.sample)
         usages, machine = sampler.stop()
-        after = await _server_counters(cluster)
-        while time.time() < schedule.traffic_end:
-            show("late arrivals")
-            await asyncio.sleep(min(0.25, max(0.0, schedule.traffic_end - time.time())))
-        delta = {key: after[key] - before[key] for key in after}
-        return usages, machine, delta
+        after = await _server_counters(self.cluster)
+        await stage("late arrivals", schedule.traffic_end, 0.25)
+        return usages, machine, {key: after[key] - before[key] for key in after}
 
 
 def _total_cpu(pids: list[int]) -> float | None:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from webrtc_broker.bench.bots import CLOSE_TIMEOUT, Schedule, WorkerPlan, WorkerResult
 from webrtc_broker.cluster import spawn, stop
@@ -118,12 +118,25 @@ def make_plans(
     ]
 
 
-async def start_workers(plans: list[WorkerPlan], log: IO[bytes]) -> list[Worker]:
+class Plan(Protocol):
+    """What a worker process is started with: the dense bots' plan or another scenario's."""
+
+    @property
+    def connect_concurrency(self) -> int: ...
+
+    def to_argv(self) -> list[str]: ...
+
+
+async def start_workers(
+    plans: Sequence[Plan], log: IO[bytes], module: str = BOTS_MODULE
+) -> list[Worker]:
+    """One worker process per plan, running ``module``; every one speaks the line protocol
+    of :mod:`webrtc_broker.bench.bots`."""
     workers = []
     for index, plan in enumerate(plans):
         process = await spawn(
             *plan.to_argv(),
-            module=BOTS_MODULE,
+            module=module,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=log,

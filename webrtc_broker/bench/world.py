@@ -53,7 +53,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import asdict
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from rich.progress import Progress, TaskID
 
@@ -83,27 +83,19 @@ from webrtc_broker.bench.results import (
     ServerSummary,
 )
 from webrtc_broker.bench.runner import (
-    LATE_AFTER,
-    LEAD_IN,
-    SAMPLE_EVERY,
     SATURATED_PERCENT,
-    SETTLE,
     BenchError,
+    Clients,
     Runner,
-    _server_counters,
-    _total_rss,
+    TrafficPhase,
     _us_per,
-    _watched,
     servers_batch_mode,
 )
-from webrtc_broker.bench.sampling import Usage, WindowSampler
+from webrtc_broker.bench.sampling import Usage
 from webrtc_broker.bench.workers import (
     ConnectLog,
     Worker,
     WorkerError,
-    start_traffic,
-    stop_workers,
-    wait_ready,
 )
 from webrtc_broker.bench.worldbots import LEAVE_DRAIN, KindResult, WorldPlan, WorldWorkerResult
 from webrtc_broker.bench.worldgrid import GUARD, Interval, Publish, count_expected
@@ -117,7 +109,6 @@ from webrtc_broker.bench.worldreport import (
     print_world_report,
     write_world_json,
 )
-from webrtc_broker.cluster import spawn
 
 WORLD_BOTS_MODULE = "webrtc_broker.bench.worldbots"
 CONNECT_STORM = 32
@@ -246,127 +237,31 @@ class WorldBench:
     ) -> WorldRun:
         options = self.options
         plans = self.plans(cluster)
-        server_pids = [s.pid for s in cluster.servers if s.pid is not None]
-        memory_before = _total_rss(server_pids)
-        connects = ConnectLog()
-        workers: list[Worker] = []
-        finished = False
-        with log_path.open("ab") as log:
-            try:
-                workers = await _start_workers(plans, log)
-                await self._connect(workers, plans, connects, task)
-                connected = sum(worker.connected for worker in workers)
-                if connected < 2:
-                    raise BenchError(
-                        f"only {connected} of {options.avatars} avatars connected: "
-                        f"{dict(connects.errors)}"
-                    )
-                await asyncio.sleep(SETTLE)
-                memory_after = _total_rss(server_pids)
-                start = time.time() + LEAD_IN
-                window_end = start + options.warmup + options.duration
-                schedule = Schedule(
-                    start, start + options.warmup, window_end, window_end + LATE_AFTER
-                )
-                await start_traffic(workers, schedule)
-                watched = _watched(cluster, workers)
-                usages, machine, counters = await self._window(cluster, watched, schedule, task)
-                self.progress.update(task, description="collecting results")
-                answers = await _collect(workers, CHAT_DRAIN + CLOSE_TIMEOUT + COLLECT_TIMEOUT)
-                if not any(answers):
-                    raise BenchError(f"no world worker reported its results (log: {log_path})")
-                finished = True
-            except TimeoutError as exc:
-                raise BenchError(
-                    f"the world workers did not answer in time (log: {log_path})"
-                ) from exc
-            finally:
-                self.progress.update(task, description="stopping")
-                await stop_workers(workers, graceful=finished)
+
+        async def collect_answers(workers: list[Worker]) -> list[WorldWorkerResult | None]:
+            answers = await _collect(workers, CHAT_DRAIN + CLOSE_TIMEOUT + COLLECT_TIMEOUT)
+            if not any(answers):
+                raise BenchError(f"no world worker reported its results (log: {log_path})")
+            return answers
+
+        clients = Clients(options.avatars, "avatars", "world")
+        phase = TrafficPhase(options, self.progress, task, cluster, clients)
+        traffic = await phase.run(plans, WORLD_BOTS_MODULE, log_path, collect_answers)
         return await asyncio.to_thread(
             summarise,
             options=options,
             cluster=cluster,
             plans=plans,
-            answers=answers,
-            connected=connected,
+            answers=traffic.results,
+            connected=traffic.connected,
             baseline=baseline,
-            connects=connects,
-            usages=usages,
-            machine=machine,
-            memory=(memory_before, memory_after),
-            counters=counters,
-            schedule=schedule,
+            connects=traffic.connects,
+            usages=traffic.usages,
+            machine=traffic.machine,
+            memory=traffic.memory,
+            counters=traffic.counters,
+            schedule=traffic.schedule,
         )
-
-    async def _connect(
-        self, workers: list[Worker], plans: list[WorldPlan], connects: ConnectLog, task: TaskID
-    ) -> None:
-        options = self.options
-        self.progress.update(
-            task,
-            description=f"{options.avatars} avatars: connecting",
-            total=options.avatars,
-            completed=0,
-            unit=" avatars",
-        )
-        in_flight = sum(plan.connect_concurrency for plan in plans)
-        rounds = math.ceil(options.avatars / in_flight)
-        budget = 30.0 + options.connect_timeout * (rounds + 1)
-        try:
-            async with asyncio.timeout(budget):
-                await wait_ready(
-                    workers, connects, lambda: self.progress.update(task, completed=connects.done)
-                )
-        except TimeoutError as exc:
-            raise BenchError(f"avatars still connecting after {budget:.0f} s") from exc
-
-    async def _window(
-        self, cluster: ClusterHandle, watched: Any, schedule: Schedule, task: TaskID
-    ) -> tuple[list[Usage], float, dict[str, Counter[str]]]:
-        """Warm up, then sample the processes and the servers' counters over the window."""
-        total = schedule.traffic_end - time.time()
-        self.progress.update(task, total=total, completed=0, unit=" s")
-
-        async def phase(name: str, until: float, every: float, sample: Any = None) -> None:
-            while time.time() < until:
-                self.progress.update(
-                    task,
-                    description=f"{self.options.avatars} avatars: {name}",
-                    completed=total - (schedule.traffic_end - time.time()),
-                )
-                await asyncio.sleep(min(every, max(0.0, until - time.time())))
-                if sample is not None:
-                    sample()
-
-        await phase("warm-up", schedule.window_start, 0.25)
-        sampler = WindowSampler(watched)
-        sampler.start()
-        before = await _server_counters(cluster)
-        await phase(
-            f"measuring {self.options.duration:g} s",
-            schedule.window_end,
-            SAMPLE_EVERY,
-            sampler.sample,
-        )
-        usages, machine = sampler.stop()
-        after = await _server_counters(cluster)
-        await phase("late arrivals", schedule.traffic_end, 0.25)
-        return usages, machine, {key: after[key] - before[key] for key in after}
-
-
-async def _start_workers(plans: list[WorldPlan], log: IO[bytes]) -> list[Worker]:
-    workers = []
-    for index, plan in enumerate(plans):
-        process = await spawn(
-            *plan.to_argv(),
-            module=WORLD_BOTS_MODULE,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=log,
-        )
-        workers.append(Worker(index, process))
-    return workers
 
 
 async def _collect(workers: list[Worker], timeout: float) -> list[WorldWorkerResult | None]:
