@@ -9,9 +9,11 @@ see into).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from webrtc_broker.bench.latency import LatencyHistogram, percentile
 from webrtc_broker.config import BatchMode
 
 SCHEMA_VERSION = 1
@@ -53,6 +55,22 @@ class LatencySummary:
     max: float | None
     samples: int
 
+    @classmethod
+    def of(cls, histogram: LatencyHistogram) -> LatencySummary:
+        """The summary of ``histogram`` (whose samples are in seconds)."""
+        return cls(
+            p50=_ms(histogram.percentile(0.50)),
+            p95=_ms(histogram.percentile(0.95)),
+            p99=_ms(histogram.percentile(0.99)),
+            mean=_ms(histogram.mean),
+            max=_ms(histogram.maximum if histogram.count else None),
+            samples=histogram.count,
+        )
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * 1000.0
+
 
 @dataclass(frozen=True)
 class ConnectSummary:
@@ -66,6 +84,18 @@ class ConnectSummary:
     failures: int
     errors: dict[str, int]
     """Failed connects by exception type."""
+
+    @classmethod
+    def of(cls, seconds: Sequence[float], errors: dict[str, int]) -> ConnectSummary:
+        """The summary of the successful connects' ``seconds`` and the failures' ``errors``."""
+        return cls(
+            p50=percentile(seconds, 0.50),
+            p99=percentile(seconds, 0.99),
+            max=max(seconds, default=None),
+            count=len(seconds),
+            failures=sum(errors.values()),
+            errors=errors,
+        )
 
 
 @dataclass(frozen=True)

@@ -575,8 +575,73 @@ def _us_per(cpu_percent: float | None, seconds: float, count: int) -> float | No
     return cpu_percent / 100.0 * seconds / count * 1e6
 
 
-def _ms(seconds: float | None) -> float | None:
-    return None if seconds is None else seconds * 1000.0
+def cpu_share(usages: list[Usage], machine: float, duration: float, delivered: int) -> CpuShare:
+    """Who used the CPU over the window: ``machine`` % busy in all, ``delivered`` messages."""
+
+    def cpu_of(role: str) -> float | None:
+        values = [u.cpu_percent for u in usages if u.watched.role == role]
+        known = [v for v in values if v is not None]
+        return sum(known) if known else None
+
+    ours = sum(u.cpu_percent for u in usages if u.cpu_percent is not None)
+    return CpuShare(
+        cores=os.cpu_count() or 1,
+        machine_percent=machine,
+        commservers_percent=cpu_of("commserver"),
+        workers_percent=cpu_of("worker"),
+        coordinator_percent=cpu_of("coordinator"),
+        workers_us_per_delivery=_us_per(cpu_of("worker"), duration, delivered),
+        bench_percent=cpu_of("bench"),
+        other_percent=max(0.0, machine - ours),
+    )
+
+
+def server_summary(
+    *,
+    cluster: ClusterHandle,
+    usages: list[Usage],
+    cpu: CpuShare,
+    memory: tuple[float | None, float | None],
+    counters: dict[str, Counter[str]],
+    duration: float,
+    delivered: int,
+    connected: int,
+) -> ServerSummary:
+    """The comm servers' side of the window: CPU, memory, their own counters."""
+    before, after = memory
+    rss = [u.rss_mb_max for u in usages if u.watched.role == "commserver"]
+    known_rss = [mb for mb in rss if mb is not None]
+    deliveries = counters["deliveries"].get("client")
+    return ServerSummary(
+        cpu_percent=cpu.commservers_percent,
+        rss_mb_max=sum(known_rss) if known_rss else None,
+        rss_mb_before_clients=before,
+        rss_mb_after_clients=after,
+        memory_per_client_mb=(
+            (after - before) / connected if before is not None and after is not None else None
+        ),
+        deliveries_per_s=(
+            deliveries / duration
+            if deliveries is not None and cluster.servers[0].status_url
+            else None
+        ),
+        cpu_us_per_delivery=_us_per(cpu.commservers_percent, duration, delivered),
+        drops={k: v for k, v in counters["drops"].items() if v},
+    )
+
+
+def process_usages(usages: list[Usage]) -> list[ProcessUsage]:
+    return [
+        ProcessUsage(
+            u.watched.role,
+            u.watched.name,
+            u.watched.pid,
+            u.cpu_percent,
+            u.rss_mb_mean,
+            u.rss_mb_max,
+        )
+        for u in usages
+    ]
 
 
 def summarise(
@@ -607,41 +672,16 @@ def summarise(
     expected = published * receivers
     loss = 100.0 * (1.0 - arrived / expected) if expected else 0.0
 
-    def cpu_of(role: str) -> float | None:
-        values = [u.cpu_percent for u in usages if u.watched.role == role]
-        known = [v for v in values if v is not None]
-        return sum(known) if known else None
-
-    ours = sum(u.cpu_percent for u in usages if u.cpu_percent is not None)
-    share = CpuShare(
-        cores=os.cpu_count() or 1,
-        machine_percent=machine,
-        commservers_percent=cpu_of("commserver"),
-        workers_percent=cpu_of("worker"),
-        coordinator_percent=cpu_of("coordinator"),
-        workers_us_per_delivery=_us_per(cpu_of("worker"), duration, delivered),
-        bench_percent=cpu_of("bench"),
-        other_percent=max(0.0, machine - ours),
-    )
-    before, after = memory
-    server_usages = [u for u in usages if u.watched.role == "commserver"]
-    server_rss = [u.rss_mb_max for u in server_usages if u.rss_mb_max is not None]
-    server_deliveries = status_delta["deliveries"].get("client")
-    server = ServerSummary(
-        cpu_percent=share.commservers_percent,
-        rss_mb_max=sum(server_rss) if server_rss else None,
-        rss_mb_before_clients=before,
-        rss_mb_after_clients=after,
-        memory_per_client_mb=(
-            (after - before) / connected if before is not None and after is not None else None
-        ),
-        deliveries_per_s=(
-            server_deliveries / duration
-            if server_deliveries is not None and cluster.servers[0].status_url
-            else None
-        ),
-        cpu_us_per_delivery=_us_per(share.commservers_percent, duration, delivered),
-        drops={k: v for k, v in status_delta["drops"].items() if v},
+    share = cpu_share(usages, machine, duration, delivered)
+    server = server_summary(
+        cluster=cluster,
+        usages=usages,
+        cpu=share,
+        memory=memory,
+        counters=status_delta,
+        duration=duration,
+        delivered=delivered,
+        connected=connected,
     )
     run = RunResult(
         bots=bots,
@@ -668,35 +708,11 @@ def summarise(
         skipped_publishes=sum(r.skipped for r in results),
         inbox_dropped=sum(r.inbox_dropped for r in results),
         sessions_lost=sum(r.sessions_lost for r in results),
-        latency_ms=LatencySummary(
-            p50=_ms(latency.percentile(0.50)),
-            p95=_ms(latency.percentile(0.95)),
-            p99=_ms(latency.percentile(0.99)),
-            mean=_ms(latency.mean),
-            max=_ms(latency.maximum if latency.count else None),
-            samples=latency.count,
-        ),
-        connect_s=ConnectSummary(
-            p50=percentile(connects.seconds, 0.50),
-            p99=percentile(connects.seconds, 0.99),
-            max=max(connects.seconds, default=None),
-            count=len(connects.seconds),
-            failures=sum(connects.errors.values()),
-            errors=dict(connects.errors),
-        ),
+        latency_ms=LatencySummary.of(latency),
+        connect_s=ConnectSummary.of(connects.seconds, dict(connects.errors)),
         server=server,
         cpu=share,
-        processes=[
-            ProcessUsage(
-                u.watched.role,
-                u.watched.name,
-                u.watched.pid,
-                u.cpu_percent,
-                u.rss_mb_mean,
-                u.rss_mb_max,
-            )
-            for u in usages
-        ],
+        processes=process_usages(usages),
     )
     run.warnings.extend(_warnings(run))
     return run

@@ -46,7 +46,6 @@ import asyncio
 import contextlib
 import json
 import math
-import os
 import shutil
 import time
 from collections import Counter
@@ -66,7 +65,7 @@ from webrtc_broker.bench.command import (
     progress_display,
     stdout_console,
 )
-from webrtc_broker.bench.latency import LatencyHistogram, percentile
+from webrtc_broker.bench.latency import LatencyHistogram
 from webrtc_broker.bench.localcluster import (
     ClusterError,
     ClusterHandle,
@@ -77,10 +76,7 @@ from webrtc_broker.bench.options import BenchOptions, default_workers
 from webrtc_broker.bench.results import (
     Baseline,
     ConnectSummary,
-    CpuShare,
     LatencySummary,
-    ProcessUsage,
-    ServerSummary,
 )
 from webrtc_broker.bench.runner import (
     SATURATED_PERCENT,
@@ -88,7 +84,9 @@ from webrtc_broker.bench.runner import (
     Clients,
     Runner,
     TrafficPhase,
-    _us_per,
+    cpu_share,
+    process_usages,
+    server_summary,
     servers_batch_mode,
 )
 from webrtc_broker.bench.sampling import Usage
@@ -283,31 +281,6 @@ async def _collect(workers: list[Worker], timeout: float) -> list[WorldWorkerRes
     return list(await asyncio.gather(*(result(worker) for worker in workers)))
 
 
-def _latency(histogram: LatencyHistogram) -> LatencySummary:
-    def ms(seconds: float | None) -> float | None:
-        return None if seconds is None else seconds * 1000.0
-
-    return LatencySummary(
-        p50=ms(histogram.percentile(0.50)),
-        p95=ms(histogram.percentile(0.95)),
-        p99=ms(histogram.percentile(0.99)),
-        mean=ms(histogram.mean),
-        max=ms(histogram.maximum if histogram.count else None),
-        samples=histogram.count,
-    )
-
-
-def _seconds_summary(seconds: list[float], errors: dict[str, int]) -> ConnectSummary:
-    return ConnectSummary(
-        p50=percentile(seconds, 0.50),
-        p99=percentile(seconds, 0.99),
-        max=max(seconds, default=None),
-        count=len(seconds),
-        failures=sum(errors.values()),
-        errors=errors,
-    )
-
-
 def _kind(
     *,
     what: str,
@@ -345,7 +318,7 @@ def _kind(
         measured_per_message=(arrived + transitional) / published if published else None,
         skipped=sum(p.skipped for p in parts),
         late=sum(p.late for p in parts),
-        latency_ms=_latency(latency),
+        latency_ms=LatencySummary.of(latency),
     )
 
 
@@ -393,15 +366,15 @@ def summarise(
     )
     delivered_per_s = position.delivered_per_s + chat.delivered_per_s
     delivered = delivered_per_s * duration
-    cpu = _cpu_share(usages, machine, duration, delivered)
-    server = _server_summary(
+    cpu = cpu_share(usages, machine, duration, round(delivered))
+    server = server_summary(
         cluster=cluster,
         usages=usages,
         cpu=cpu,
         memory=memory,
         counters=counters,
         duration=duration,
-        delivered=delivered,
+        delivered=round(delivered),
         connected=connected,
     )
     loads = [
@@ -435,10 +408,10 @@ def summarise(
         if baseline and baseline.messages_per_s
         else None,
         subscription_changes_per_s=sum(r.subscription_changes for r in results) / duration,
-        subscription_change_ms=_latency(_histogram(r.change_seconds for r in results)),
+        subscription_change_ms=LatencySummary.of(_histogram(r.change_seconds for r in results)),
         subscription_change_failures=sum(r.change_failures for r in results),
-        connect_s=_seconds_summary(connects.seconds, dict(connects.errors)),
-        join_connect_s=_seconds_summary(
+        connect_s=ConnectSummary.of(connects.seconds, dict(connects.errors)),
+        join_connect_s=ConnectSummary.of(
             [s for r in results for s in r.join_seconds], dict(join_errors)
         ),
         joins=sum(r.joins for r in results),
@@ -449,17 +422,7 @@ def summarise(
         server=server,
         cpu=cpu,
         worker_loads=loads,
-        processes=[
-            ProcessUsage(
-                u.watched.role,
-                u.watched.name,
-                u.watched.pid,
-                u.cpu_percent,
-                u.rss_mb_mean,
-                u.rss_mb_max,
-            )
-            for u in usages
-        ],
+        processes=process_usages(usages),
         bots_limited=bots_limited,
     )
     run.warnings.extend(_warnings(run))
@@ -487,58 +450,6 @@ def _histogram(groups: Any) -> LatencyHistogram:
         for seconds in group:
             histogram.add(seconds)
     return histogram
-
-
-def _cpu_share(usages: list[Usage], machine: float, duration: float, delivered: float) -> CpuShare:
-    def cpu_of(role: str) -> float | None:
-        known = [
-            u.cpu_percent for u in usages if u.watched.role == role and u.cpu_percent is not None
-        ]
-        return sum(known) if known else None
-
-    ours = sum(u.cpu_percent for u in usages if u.cpu_percent is not None)
-    return CpuShare(
-        cores=os.cpu_count() or 1,
-        machine_percent=machine,
-        commservers_percent=cpu_of("commserver"),
-        workers_percent=cpu_of("worker"),
-        coordinator_percent=cpu_of("coordinator"),
-        workers_us_per_delivery=_us_per(cpu_of("worker"), duration, round(delivered)),
-        bench_percent=cpu_of("bench"),
-        other_percent=max(0.0, machine - ours),
-    )
-
-
-def _server_summary(
-    *,
-    cluster: ClusterHandle,
-    usages: list[Usage],
-    cpu: CpuShare,
-    memory: tuple[float | None, float | None],
-    counters: dict[str, Counter[str]],
-    duration: float,
-    delivered: float,
-    connected: int,
-) -> ServerSummary:
-    before, after = memory
-    rss = [u.rss_mb_max for u in usages if u.watched.role == "commserver" and u.rss_mb_max]
-    deliveries = counters["deliveries"].get("client")
-    return ServerSummary(
-        cpu_percent=cpu.commservers_percent,
-        rss_mb_max=sum(rss) if rss else None,
-        rss_mb_before_clients=before,
-        rss_mb_after_clients=after,
-        memory_per_client_mb=(
-            (after - before) / connected if before is not None and after is not None else None
-        ),
-        deliveries_per_s=(
-            deliveries / duration
-            if deliveries is not None and cluster.servers[0].status_url
-            else None
-        ),
-        cpu_us_per_delivery=_us_per(cpu.commservers_percent, duration, round(delivered)),
-        drops={k: v for k, v in counters["drops"].items() if v},
-    )
 
 
 def _warnings(run: WorldRun) -> list[str]:
