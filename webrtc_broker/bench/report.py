@@ -15,7 +15,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from webrtc_broker.bench.results import Baseline, Report, RunResult
+from webrtc_broker.bench.results import (
+    Baseline,
+    CpuShare,
+    ProcessUsage,
+    Report,
+    ReportHead,
+    RunResult,
+)
 
 
 def num(value: float | None, digits: int = 0, unit: str = "") -> str:
@@ -189,19 +196,20 @@ def run_table(
     return table
 
 
-def cpu_table(run: RunResult) -> Table:
+def cpu_table(cpu: CpuShare, processes: list[ProcessUsage]) -> Table:
+    """Every watched process's CPU and peak memory over the window (any scenario)."""
     table = Table(
         title=(
-            f"CPU during the window ({run.cpu.cores} cores = {run.cpu.cores * 100} %; "
-            f"machine busy {run.cpu.machine_percent:.0f} %, "
-            f"other load {num(run.cpu.other_percent, 0, ' %')})"
+            f"CPU during the window ({cpu.cores} cores = {cpu.cores * 100} %; "
+            f"machine busy {cpu.machine_percent:.0f} %, "
+            f"other load {num(cpu.other_percent, 0, ' %')})"
         )
     )
     table.add_column("process")
     table.add_column("pid", justify="right")
     table.add_column("CPU % of a core", justify="right")
     table.add_column("RSS MB (peak)", justify="right")
-    for process in run.processes:
+    for process in processes:
         table.add_row(
             process.name,
             str(process.pid),
@@ -260,7 +268,7 @@ def print_report(console: Console, report: Report) -> None:
                 report.native,
             )
         )
-        console.print(cpu_table(run))
+        console.print(cpu_table(run.cpu, run.processes))
         for warning in run.warnings:
             console.print(f"[yellow]warning:[/yellow] {warning}")
     if len(report.runs) > 1:
@@ -269,5 +277,6 @@ def print_report(console: Console, report: Report) -> None:
         console.print(f"[red]error:[/red] {report.error}")
 
 
-def write_json(path: Path, report: Report) -> None:
+def write_json(path: Path, report: ReportHead) -> None:
+    """Any scenario's report, as its ``--json`` file."""
     path.write_text(json.dumps(report.to_json(), indent=2) + "\n")

@@ -213,7 +213,9 @@ class Machine:
 
 
 @dataclass
-class Report:
+class ReportHead:
+    """What every scenario's ``--json`` file opens with: how and where it was run."""
+
     command: list[str]
     started_at: str
     """ISO 8601, UTC."""
@@ -221,6 +223,13 @@ class Report:
     machine: Machine
     options: dict[str, Any]
     baseline: Baseline | None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Report(ReportHead):
     runs: list[RunResult]
     schema: int = SCHEMA_VERSION
     error: str | None = None
@@ -230,9 +239,6 @@ class Report:
     native_note: str | None = None
     """Why the Chromium pair was not measured (not installed, failed); ``None`` when it
     was, or when it was skipped on purpose."""
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 # -- the UDP port mode comparison (``--compare-udp-modes``) ---------------

@@ -73,6 +73,7 @@ from webrtc_broker.bench.localcluster import (
     local_cluster,
 )
 from webrtc_broker.bench.options import BenchOptions, default_workers
+from webrtc_broker.bench.report import write_json
 from webrtc_broker.bench.results import (
     Baseline,
     ConnectSummary,
@@ -105,7 +106,6 @@ from webrtc_broker.bench.worldreport import (
     beyond_guard,
     chat_loss_is_a_bug,
     print_world_report,
-    write_world_json,
 )
 
 WORLD_BOTS_MODULE = "webrtc_broker.bench.worldbots"
@@ -158,7 +158,7 @@ def _finish(report: WorldReport, options: BenchOptions) -> int:
     report.finished_at = now_iso()
     print_world_report(out, report)
     if options.json_path is not None:
-        write_world_json(options.json_path, report)
+        write_json(options.json_path, report)
         out.print(f"JSON written to {options.json_path}")
     return 0 if report.error is None else 1
 

@@ -7,15 +7,13 @@ docstrings are the JSON schema, beside the dense scenario's
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from webrtc_broker.bench.report import baseline_table, batching_text, num
+from webrtc_broker.bench.report import baseline_table, batching_text, cpu_table, num
 from webrtc_broker.bench.results import (
     Baseline,
     ConnectSummary,
@@ -23,6 +21,7 @@ from webrtc_broker.bench.results import (
     LatencySummary,
     Machine,
     ProcessUsage,
+    ReportHead,
     ServerSummary,
 )
 from webrtc_broker.bench.worldgrid import GUARD
@@ -130,20 +129,11 @@ class WorldRun:
 
 
 @dataclass
-class WorldReport:
-    command: list[str]
-    started_at: str
-    finished_at: str
-    machine: Machine
-    options: dict[str, Any]
-    baseline: Baseline | None
+class WorldReport(ReportHead):
     run: WorldRun | None = None
     error: str | None = None
     scenario: str = "world"
     schema_version: int = WORLD_SCHEMA_VERSION
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def machine_text(machine: Machine) -> str:
@@ -262,24 +252,6 @@ def workers_table(run: WorldRun) -> Table:
     return table
 
 
-def cpu_table(run: WorldRun) -> Table:
-    cpu = run.cpu
-    table = Table(
-        title=(
-            f"CPU during the window ({cpu.cores} cores = {cpu.cores * 100} %; "
-            f"machine busy {cpu.machine_percent:.0f} %, "
-            f"other load {num(cpu.other_percent, 0, ' %')})"
-        )
-    )
-    for heading in ("process", "pid", "CPU % of a core", "RSS MB (peak)"):
-        table.add_column(heading, justify="left" if heading == "process" else "right")
-    for process in run.processes:
-        table.add_row(
-            process.name, str(process.pid), num(process.cpu_percent), num(process.rss_mb_max, 1)
-        )
-    return table
-
-
 def chat_loss_is_a_bug(run: WorldRun) -> bool:
     """Whether missing reliable chat means the broker lost it. A bot worker behind
     schedule may not have read what waits in its sockets, and a session that died
@@ -333,13 +305,9 @@ def print_world_report(console: Console, report: WorldReport) -> None:
         console.print(world_table(run, None if batch_mode is None else str(batch_mode)))
         console.print(totals_table(run, report.baseline))
         console.print(workers_table(run))
-        console.print(cpu_table(run))
+        console.print(cpu_table(run.cpu, run.processes))
         for warning in run.warnings:
             console.print(f"[yellow]warning:[/yellow] {warning}")
         console.print(verdict(run))
     if report.error:
         console.print(f"[red]error:[/red] {report.error}")
-
-
-def write_world_json(path: Path, report: WorldReport) -> None:
-    path.write_text(json.dumps(report.to_json(), indent=2) + "\n")
