@@ -44,6 +44,7 @@ from webrtc_broker.bench.crowdrun import (
 from webrtc_broker.bench.options import UdpMode
 from webrtc_broker.bench.results import LatencySummary
 from webrtc_broker.bench.sampling import Usage, Watched
+from webrtc_broker.cli import main as cli_main
 
 
 def test_every_client_is_assigned_once_and_a_topic_lives_in_one_worker() -> None:
@@ -231,6 +232,17 @@ def test_the_command_parses_its_options() -> None:
     refused = runner.invoke(crowd_command, ["--clients", "1"])
     assert refused.exit_code == 2 and "--clients >= 2" in refused.output
     assert UdpMode("single-port") in CrowdOptions(udp_modes=(UdpMode.SINGLE_PORT,)).udp_modes
+
+
+def test_webrtc_broker_bench_crowd_is_the_command() -> None:
+    """Reached as ``webrtc-broker bench crowd``, options and refusals included."""
+    runner = CliRunner()
+    listed = runner.invoke(cli_main, ["bench", "--help"]).output
+    assert "crowd" in listed
+    help_text = runner.invoke(cli_main, ["bench", "crowd", "--help"]).output
+    assert "--topic-size" in help_text and "bench crowd [OPTIONS]" in help_text
+    refused = runner.invoke(cli_main, ["bench", "crowd", "--clients", "1"])
+    assert refused.exit_code == 2 and "--clients >= 2" in refused.output
 
 
 def _steady(loss: float, skipped: int) -> SteadyResult:

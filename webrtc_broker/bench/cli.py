@@ -244,6 +244,23 @@ def attack(attacks: str, **flags: Any) -> None:
     raise SystemExit(code)
 
 
+@bench.command(
+    "crowd",
+    add_help_option=False,
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+)
+@click.pass_context
+def crowd(ctx: click.Context) -> None:
+    """1,000 clients on one comm server: connect storm, memory, CPU and descriptors per client.
+
+    Its options (``crowd --help``) live with it: importing them here would make every
+    ``webrtc-broker`` command pay for the bench's configuration models.
+    """
+    from webrtc_broker.bench.crowd import crowd_command  # noqa: PLC0415
+
+    crowd_command.main(args=ctx.args, prog_name=ctx.command_path)
+
+
 @bench.command("coordinator-restart")
 @click.option("--coordinators", default=2, show_default=True, help="Coordinator replicas")
 @click.option(
