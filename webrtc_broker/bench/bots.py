@@ -44,8 +44,9 @@ import signal
 import struct
 import sys
 import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from webrtc_broker.bench.latency import LatencyHistogram
 from webrtc_broker.bench.payload import decode_body, encode_body
@@ -167,20 +168,42 @@ async def _connect_all(plan: WorkerPlan) -> list[_Bot]:
     return [bot for bot in bots if bot is not None]
 
 
-async def _publish(bot: _Bot, plan: WorkerPlan, schedule: Schedule, result: WorkerResult) -> None:
-    period = 1.0 / plan.rate
-    next_at = schedule.start + period * bot.index / plan.total_bots
-    sequence = 0
-    while next_at < schedule.traffic_end:
+class SkipCount(Protocol):
+    skipped: int
+    """Publish ticks skipped inside the window."""
+
+
+async def ticks(
+    period: float,
+    first: float,
+    schedule: Schedule,
+    counts: SkipCount,
+    going: Callable[[], bool] = lambda: True,
+) -> AsyncIterator[float]:
+    """The send times of a fixed schedule from ``first`` until traffic ends (or ``going``
+    says to stop). Ticks more than a period late are skipped and counted in ``counts``
+    when they fall in the window: an overloaded worker publishes less, it does not burst
+    to catch up."""
+    next_at = first
+    while next_at < schedule.traffic_end and going():
         delay = next_at - time.time()
         if delay > 0:
             await asyncio.sleep(delay)
         elif delay < -period:
             missed = int(-delay / period)
             if schedule.window_start <= next_at < schedule.window_end:
-                result.skipped += missed
+                counts.skipped += missed
             next_at += missed * period
             continue
+        yield next_at
+        next_at += period
+
+
+async def _publish(bot: _Bot, plan: WorkerPlan, schedule: Schedule, result: WorkerResult) -> None:
+    period = 1.0 / plan.rate
+    first = schedule.start + period * bot.index / plan.total_bots
+    sequence = 0
+    async for _ in ticks(period, first, schedule, result):
         now = time.time()
         if now >= schedule.traffic_end:
             return
@@ -192,7 +215,6 @@ async def _publish(bot: _Bot, plan: WorkerPlan, schedule: Schedule, result: Work
         if schedule.window_start <= now < schedule.window_end:
             result.published += 1
         sequence += 1
-        next_at += period
 
 
 async def _receive(bot: _Bot, schedule: Schedule, result: WorkerResult) -> None:
@@ -243,15 +265,22 @@ async def _stdin() -> asyncio.StreamReader:
     return reader
 
 
+async def next_schedule(commands: asyncio.StreamReader) -> Schedule | None:
+    """The schedule the orchestrator sends on stdin; ``None`` when it closed stdin instead."""
+    line = await commands.readline()
+    if not line:
+        return None
+    return Schedule(**{k: float(v) for k, v in json.loads(line).items()})
+
+
 async def run_worker(plan: WorkerPlan) -> None:
     commands = await _stdin()
     bots = await _connect_all(plan)
     try:
         _emit("ready", connected=len(bots))
-        line = await commands.readline()
-        if not line:
+        schedule = await next_schedule(commands)
+        if schedule is None:
             return  # the orchestrator gave up
-        schedule = Schedule(**{k: float(v) for k, v in json.loads(line).items()})
         result = await _traffic(bots, plan, schedule)
         _emit("result", **result.to_json())
     finally:

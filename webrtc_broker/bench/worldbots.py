@@ -49,14 +49,13 @@ import os
 import random
 import signal
 import struct
-import sys
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from webrtc_broker.bench.bots import CLOSE_TIMEOUT, Schedule
+from webrtc_broker.bench.bots import CLOSE_TIMEOUT, Schedule, _emit, _stdin, next_schedule, ticks
 from webrtc_broker.bench.latency import LatencyHistogram
 from webrtc_broker.bench.payload import decode_body, encode_body
 from webrtc_broker.bench.worldgrid import (
@@ -242,11 +241,6 @@ class _Arrival:
     kind: KindResult
 
 
-def _emit(event: str, **fields: Any) -> None:
-    sys.stdout.write(json.dumps({"event": event, **fields}) + "\n")
-    sys.stdout.flush()
-
-
 class World:
     """One worker's avatars and their jobs; every task it starts is in :attr:`tasks`."""
 
@@ -327,70 +321,53 @@ class World:
             self.spawn(self.receive(avatar)),
         ]
 
-    async def _tick(
-        self, period: float, first: float, kind: KindResult, avatar: Avatar
-    ) -> AsyncIterator[float]:
-        """Yield the send times of a fixed schedule; ticks more than a period late are
-        skipped and counted (an overloaded worker publishes less, it does not burst)."""
-        assert self.schedule is not None
-        end = self.schedule.traffic_end
-        next_at = first
-        while next_at < end and not avatar.leaving:
-            delay = next_at - time.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            elif delay < -period:
-                missed = int(-delay / period)
-                if self.in_window(next_at):
-                    kind.skipped += missed
-                next_at += missed * period
-                continue
-            yield next_at
-            next_at += period
-
     async def positions(self, avatar: Avatar, first: float) -> None:
-        plan = self.plan
-        kind = self.result.position
         last = max(first, time.time())
-        sequence = 0
-        async for _ in self._tick(1.0 / plan.rate, first, kind, avatar):
-            now = time.time()
-            if now >= self._end or avatar.leaving:
-                return
+
+        def walk(now: float) -> str:
+            nonlocal last
             avatar.walker.step(now - last, self.grid, self.rng)
             last = now
             cell = avatar.walker.cell(self.grid)
             if cell != avatar.cell:
                 avatar.cell = cell
                 avatar.moved.set()
-            topic = topic_of(cell)
-            try:
-                avatar.client.publish(
-                    topic, encode_body(now, avatar.id, sequence, plan.size), reliable=False
-                )
-            except ClosedError:
-                return
-            sequence += 1
-            if self.in_window(now):
-                kind.record(topic, now, avatar.id)
+            return topic_of(cell)
+
+        period = 1.0 / self.plan.rate
+        await self._publish(avatar, self.result.position, period, first, walk, reliable=False)
 
     async def chat(self, avatar: Avatar) -> None:
-        plan = self.plan
-        if plan.chat_rate <= 0:
+        if self.plan.chat_rate <= 0:
             return
-        kind = self.result.chat
-        period = 1.0 / plan.chat_rate
+        period = 1.0 / self.plan.chat_rate
         first = max(time.time(), self._start) + self.rng.uniform(0, period)
+        await self._publish(
+            avatar, self.result.chat, period, first, lambda _: topic_of(avatar.cell), reliable=True
+        )
+
+    async def _publish(
+        self,
+        avatar: Avatar,
+        kind: KindResult,
+        period: float,
+        first: float,
+        topic_at: Callable[[float], str],
+        *,
+        reliable: bool,
+    ) -> None:
+        """Publish on the tick schedule to the topic ``topic_at`` the send time says,
+        until traffic ends or the avatar leaves; the window's publishes go in ``kind``."""
         sequence = 0
-        async for _ in self._tick(period, first, kind, avatar):
+        assert self.schedule is not None
+        async for _ in ticks(period, first, self.schedule, kind, lambda: not avatar.leaving):
             now = time.time()
             if now >= self._end or avatar.leaving:
                 return
-            topic = topic_of(avatar.cell)
+            topic = topic_at(now)
+            body = encode_body(now, avatar.id, sequence, self.plan.size)
             try:
-                avatar.client.publish(
-                    topic, encode_body(now, avatar.id, sequence, plan.size), reliable=True
-                )
+                avatar.client.publish(topic, body, reliable=reliable)
             except ClosedError:
                 return
             sequence += 1
@@ -574,23 +551,15 @@ async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
         await asyncio.wait(tasks, timeout=CLOSE_TIMEOUT)
 
 
-async def _stdin() -> asyncio.StreamReader:
-    reader = asyncio.StreamReader()
-    loop = asyncio.get_running_loop()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    return reader
-
-
 async def run_worker(plan: WorldPlan) -> None:
     commands = await _stdin()
     world = World(plan)
     try:
         await world.connect_initial()
         _emit("ready", connected=len(world.avatars))
-        line = await commands.readline()
-        if not line:
+        schedule = await next_schedule(commands)
+        if schedule is None:
             return  # the orchestrator gave up
-        schedule = Schedule(**{k: float(v) for k, v in json.loads(line).items()})
         result = await world.traffic(schedule)
         text = json.dumps(result.to_json())
         await asyncio.to_thread(Path(plan.result_path).write_text, text)
