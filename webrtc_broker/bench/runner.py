@@ -118,6 +118,22 @@ def servers_batch_mode(mode: BatchMode) -> Iterator[None]:
             os.environ[BATCH_MODE_VARIABLE] = before
 
 
+@contextlib.asynccontextmanager
+async def bench_cluster(
+    options: BenchOptions, log_path: Path, *, peers: int
+) -> AsyncIterator[ClusterHandle]:
+    """The cluster under test: the one at ``--coordinator-url``, or a local one started
+    (and stopped) here, sized for ``peers`` peer connections at once."""
+    if options.coordinator_url is not None:
+        yield await external_cluster(options.coordinator_url, options.servers)
+        return
+    with servers_batch_mode(options.batch_mode):
+        async with local_cluster(
+            options.servers, options.batch_window, log_path, options.udp_mode, peers=peers
+        ) as cluster:
+            yield cluster
+
+
 class Runner:
     def __init__(self, options: BenchOptions, progress: Progress, log_dir: Path) -> None:
         self.options = options
@@ -171,7 +187,7 @@ class Runner:
         log_path = self.log_dir / f"run-{bots}-bots.log"
         task = self.progress.add_task(f"{bots} bots: starting the cluster", total=None)
         try:
-            async with self._cluster(bots, log_path) as cluster:
+            async with bench_cluster(self.options, log_path, peers=bots) as cluster:
                 return await self._with_cluster(cluster, bots, baseline, log_path, task)
         finally:
             self.progress.remove_task(task)
@@ -181,22 +197,10 @@ class Runner:
         log_path = self.log_dir / f"connect-{bots}-bots.log"
         task = self.progress.add_task(f"{bots} bots: starting the cluster", total=None)
         try:
-            async with self._cluster(bots, log_path) as cluster:
+            async with bench_cluster(self.options, log_path, peers=bots) as cluster:
                 return await self._connect_only(cluster, bots, log_path, task)
         finally:
             self.progress.remove_task(task)
-
-    @contextlib.asynccontextmanager
-    async def _cluster(self, bots: int, log_path: Path) -> AsyncIterator[ClusterHandle]:
-        options = self.options
-        if options.coordinator_url is not None:
-            yield await external_cluster(options.coordinator_url, options.servers)
-            return
-        with servers_batch_mode(options.batch_mode):
-            async with local_cluster(
-                options.servers, options.batch_window, log_path, options.udp_mode, peers=bots
-            ) as cluster:
-                yield cluster
 
     def _plans(self, cluster: ClusterHandle, bots: int) -> list[WorkerPlan]:
         options = self.options

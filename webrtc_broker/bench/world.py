@@ -43,13 +43,11 @@ were the limit.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import math
 import shutil
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -69,8 +67,6 @@ from webrtc_broker.bench.latency import LatencyHistogram
 from webrtc_broker.bench.localcluster import (
     ClusterError,
     ClusterHandle,
-    external_cluster,
-    local_cluster,
 )
 from webrtc_broker.bench.options import BenchOptions, default_workers
 from webrtc_broker.bench.report import write_json
@@ -84,15 +80,15 @@ from webrtc_broker.bench.runner import (
     BenchError,
     Clients,
     Runner,
+    Traffic,
     TrafficPhase,
+    bench_cluster,
     cpu_share,
     process_usages,
     server_summary,
-    servers_batch_mode,
 )
 from webrtc_broker.bench.sampling import Usage
 from webrtc_broker.bench.workers import (
-    ConnectLog,
     Worker,
     WorkerError,
 )
@@ -169,22 +165,6 @@ class WorldBench:
         self.progress = progress
         self.log_dir = log_dir
 
-    @contextlib.asynccontextmanager
-    async def _cluster(self, log_path: Path) -> AsyncIterator[ClusterHandle]:
-        options = self.options
-        if options.coordinator_url is not None:
-            yield await external_cluster(options.coordinator_url, options.servers)
-            return
-        with servers_batch_mode(options.batch_mode):
-            async with local_cluster(
-                options.servers,
-                options.batch_window,
-                log_path,
-                options.udp_mode,
-                peers=options.avatars * 2,  # the departed leave their ports behind a while
-            ) as cluster:
-                yield cluster
-
     def plans(self, cluster: ClusterHandle) -> list[WorldPlan]:
         options = self.options
         workers = options.world_worker_count
@@ -225,7 +205,9 @@ class WorldBench:
         log_path = self.log_dir / f"world-{options.avatars}-avatars.log"
         task = self.progress.add_task(f"{options.avatars} avatars: starting", total=None)
         try:
-            async with self._cluster(log_path) as cluster:
+            # The departed leave their ports behind a while.
+            peers = options.avatars * 2
+            async with bench_cluster(options, log_path, peers=peers) as cluster:
                 return await self._with_cluster(cluster, baseline, log_path, task)
         finally:
             self.progress.remove_task(task)
@@ -245,21 +227,7 @@ class WorldBench:
         clients = Clients(options.avatars, "avatars", "world")
         phase = TrafficPhase(options, self.progress, task, cluster, clients)
         traffic = await phase.run(plans, WORLD_BOTS_MODULE, log_path, collect_answers)
-        return await asyncio.to_thread(
-            summarise,
-            options=options,
-            cluster=cluster,
-            plans=plans,
-            answers=traffic.results,
-            connected=traffic.connected,
-            baseline=baseline,
-            connects=traffic.connects,
-            usages=traffic.usages,
-            machine=traffic.machine,
-            memory=traffic.memory,
-            counters=traffic.counters,
-            schedule=traffic.schedule,
-        )
+        return await asyncio.to_thread(summarise, options, cluster, plans, traffic, baseline)
 
 
 async def _collect(workers: list[Worker], timeout: float) -> list[WorldWorkerResult | None]:
@@ -323,20 +291,14 @@ def _kind(
 
 
 def summarise(
-    *,
     options: BenchOptions,
     cluster: ClusterHandle,
     plans: list[WorldPlan],
-    answers: list[WorldWorkerResult | None],
-    connected: int,
+    traffic: Traffic[list[WorldWorkerResult | None]],
     baseline: Baseline | None,
-    connects: ConnectLog,
-    usages: list[Usage],
-    machine: float,
-    memory: tuple[float | None, float | None],
-    counters: dict[str, Counter[str]],
-    schedule: Schedule,
 ) -> WorldRun:
+    answers, connected, usages = traffic.results, traffic.connected, traffic.usages
+    schedule = traffic.schedule
     results = [answer for answer in answers if answer is not None]
     duration = options.duration
     grid = options.world_grid
@@ -366,13 +328,13 @@ def summarise(
     )
     delivered_per_s = position.delivered_per_s + chat.delivered_per_s
     delivered = delivered_per_s * duration
-    cpu = cpu_share(usages, machine, duration, round(delivered))
+    cpu = cpu_share(usages, traffic.machine, duration, round(delivered))
     server = server_summary(
         cluster=cluster,
         usages=usages,
         cpu=cpu,
-        memory=memory,
-        counters=counters,
+        memory=traffic.memory,
+        counters=traffic.counters,
         duration=duration,
         delivered=round(delivered),
         connected=connected,
@@ -410,7 +372,7 @@ def summarise(
         subscription_changes_per_s=sum(r.subscription_changes for r in results) / duration,
         subscription_change_ms=LatencySummary.of(_histogram(r.change_seconds for r in results)),
         subscription_change_failures=sum(r.change_failures for r in results),
-        connect_s=ConnectSummary.of(connects.seconds, dict(connects.errors)),
+        connect_s=ConnectSummary.of(traffic.connects.seconds, dict(traffic.connects.errors)),
         join_connect_s=ConnectSummary.of(
             [s for r in results for s in r.join_seconds], dict(join_errors)
         ),
