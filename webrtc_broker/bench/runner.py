@@ -223,26 +223,18 @@ class Runner:
         server_pids = [s.pid for s in cluster.servers if s.pid is not None]
         memory_before = _total_rss(server_pids)
         connects = ConnectLog()
-        workers: list[Worker] = []
-        finished = False
-        with log_path.open("ab") as log:
-            try:
-                plans = self._plans(cluster, bots)
-                workers = await start_workers(plans, log)
-                cpu_before = _total_cpu(server_pids)
-                phase = TrafficPhase(
-                    self.options, self.progress, task, cluster, Clients(bots, "bots", "bot")
-                )
-                await phase.connect(workers, plans, connects)
-                cpu_after = _total_cpu(server_pids)
-                connected = sum(worker.connected for worker in workers)
-                await asyncio.sleep(SETTLE)
-                memory_after = _total_rss(server_pids)
-                servers_udp = udp_census(cluster.servers)
-                finished = True
-            finally:
-                self.progress.update(task, description=f"{bots} bots: stopping")
-                await stop_workers(workers, graceful=finished)
+        plans = self._plans(cluster, bots)
+        phase = TrafficPhase(
+            self.options, self.progress, task, cluster, Clients(bots, "bots", "bot")
+        )
+        async with phase.workers(plans, BOTS_MODULE, log_path) as workers:
+            cpu_before = _total_cpu(server_pids)
+            await phase.connect(workers, plans, connects)
+            cpu_after = _total_cpu(server_pids)
+            connected = sum(worker.connected for worker in workers)
+            await asyncio.sleep(SETTLE)
+            memory_after = _total_rss(server_pids)
+            servers_udp = udp_census(cluster.servers)
         cpu_ms = (
             (cpu_after - cpu_before) * 1000.0 / connected
             if cpu_before is not None and cpu_after is not None and connected
@@ -381,46 +373,32 @@ class TrafficPhase:
         server_pids = [s.pid for s in cluster.servers if s.pid is not None]
         memory_before = _total_rss(server_pids)
         connects = ConnectLog()
-        workers: list[Worker] = []
-        finished = False
-        with log_path.open("ab") as log:
-            try:
-                workers = await start_workers(plans, log, module)
-                await self.connect(workers, plans, connects)
-                connected = sum(worker.connected for worker in workers)
-                if connected < 2:
-                    raise BenchError(
-                        f"only {connected} of {clients.label} connected: {dict(connects.errors)}"
-                    )
-                await asyncio.sleep(SETTLE)
-                memory_after = _total_rss(server_pids)
-                servers_udp = udp_census(cluster.servers)
-                watched = _watched(cluster, workers)
-                start = time.time() + LEAD_IN
-                window_end = start + options.warmup + options.duration
-                schedule = Schedule(
-                    start, start + options.warmup, window_end, window_end + LATE_AFTER
-                )
-                # Frames per message are counted from before the traffic to after it
-                # (below), when no writer holds a frame: counters read while traffic
-                # flows see frames queued on one side of the read and sent on the other.
-                writers_before = await _all_writer_counters(cluster) if count_frames else None
-                await start_traffic(workers, schedule)
-                usages, machine, counters = await self.window(watched, schedule)
-                self.show("collecting results")
-                results = await collect_results(workers)
-                writers: Counter[str] = Counter()
-                if writers_before is not None:
-                    writers = await _all_writer_counters(cluster)
-                    writers.subtract(writers_before)
-                finished = True
-            except TimeoutError as exc:
+        async with self.workers(plans, module, log_path) as workers:
+            await self.connect(workers, plans, connects)
+            connected = sum(worker.connected for worker in workers)
+            if connected < 2:
                 raise BenchError(
-                    f"the {clients.kind} workers did not answer in time (log: {log_path})"
-                ) from exc
-            finally:
-                self.show("stopping")
-                await stop_workers(workers, graceful=finished)
+                    f"only {connected} of {clients.label} connected: {dict(connects.errors)}"
+                )
+            await asyncio.sleep(SETTLE)
+            memory_after = _total_rss(server_pids)
+            servers_udp = udp_census(cluster.servers)
+            watched = _watched(cluster, workers)
+            start = time.time() + LEAD_IN
+            window_end = start + options.warmup + options.duration
+            schedule = Schedule(start, start + options.warmup, window_end, window_end + LATE_AFTER)
+            # Frames per message are counted from before the traffic to after it
+            # (below), when no writer holds a frame: counters read while traffic
+            # flows see frames queued on one side of the read and sent on the other.
+            writers_before = await _all_writer_counters(cluster) if count_frames else None
+            await start_traffic(workers, schedule)
+            usages, machine, counters = await self.window(watched, schedule)
+            self.show("collecting results")
+            results = await collect_results(workers)
+            writers: Counter[str] = Counter()
+            if writers_before is not None:
+                writers = await _all_writer_counters(cluster)
+                writers.subtract(writers_before)
         return Traffic(
             connects=connects,
             connected=connected,
@@ -433,6 +411,28 @@ class TrafficPhase:
             writers=writers,
             results=results,
         )
+
+    @contextlib.asynccontextmanager
+    async def workers(
+        self, plans: Sequence[Plan], module: str, log_path: Path
+    ) -> AsyncIterator[list[Worker]]:
+        """The worker processes, one per plan, their stderr in ``log_path``. They are
+        stopped on the way out: gently after a run that went through (they close their
+        clients), at once after an error."""
+        workers: list[Worker] = []
+        finished = False
+        with log_path.open("ab") as log:
+            try:
+                workers = await start_workers(plans, log, module)
+                yield workers
+                finished = True
+            except TimeoutError as exc:
+                raise BenchError(
+                    f"the {self.clients.kind} workers did not answer in time (log: {log_path})"
+                ) from exc
+            finally:
+                self.show("stopping")
+                await stop_workers(workers, graceful=finished)
 
     async def connect(
         self, workers: list[Worker], plans: Sequence[Plan], connects: ConnectLog

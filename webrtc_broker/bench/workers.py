@@ -99,9 +99,6 @@ def make_plans(
     connect_timeout: float,
 ) -> list[WorkerPlan]:
     """Bot ``i`` goes to server ``i mod servers`` (even spread) and worker ``i mod workers``."""
-    shares: list[list[tuple[int, int | None]]] = [[] for _ in range(workers)]
-    for index in range(bots):
-        shares[index % workers].append((index, servers[index % len(servers)]))
     return [
         WorkerPlan(
             coordinator_url=coordinator_url,
@@ -114,8 +111,17 @@ def make_plans(
             connect_concurrency=connect_concurrency,
             connect_timeout=connect_timeout,
         )
-        for share in shares
+        for share in spread(bots, workers, servers)
     ]
+
+
+def spread(clients: int, workers: int, servers: list[int]) -> list[list[tuple[int, int | None]]]:
+    """Each worker's share of clients ``0 .. clients - 1``: client ``i`` goes to worker
+    ``i mod workers``, pinned to server ``servers[i mod len(servers)]``."""
+    shares: list[list[tuple[int, int | None]]] = [[] for _ in range(workers)]
+    for index in range(clients):
+        shares[index % workers].append((index, servers[index % len(servers)]))
+    return shares
 
 
 class Plan(Protocol):

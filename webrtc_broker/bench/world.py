@@ -91,6 +91,7 @@ from webrtc_broker.bench.sampling import Usage
 from webrtc_broker.bench.workers import (
     Worker,
     WorkerError,
+    spread,
 )
 from webrtc_broker.bench.worldbots import LEAVE_DRAIN, KindResult, WorldPlan, WorldWorkerResult
 from webrtc_broker.bench.worldgrid import GUARD, Interval, Publish, count_expected
@@ -170,9 +171,6 @@ class WorldBench:
         workers = options.world_worker_count
         grid = options.world_grid
         servers = [server.alias for server in cluster.servers]
-        shares: list[list[tuple[int, int | None]]] = [[] for _ in range(workers)]
-        for index in range(options.avatars):
-            shares[index % workers].append((index, servers[index % len(servers)]))
         concurrency = max(1, min(options.connect_concurrency, CONNECT_STORM // workers))
         seed = int(time.time())
         return [
@@ -197,7 +195,7 @@ class WorldBench:
                 chat_drain=CHAT_DRAIN,
                 niced=workers > default_workers(options.servers),
             )
-            for worker, share in enumerate(shares)
+            for worker, share in enumerate(spread(options.avatars, workers, servers))
         ]
 
     async def run(self, baseline: Baseline | None) -> WorldRun:
