@@ -44,7 +44,7 @@ import signal
 import struct
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -121,7 +121,7 @@ class _Bot:
     client: BrokerClient
 
 
-def _emit(event: str, **fields: Any) -> None:
+def emit(event: str, **fields: Any) -> None:
     """One JSON line to the orchestrator (a short write to a pipe it always reads)."""
     sys.stdout.write(json.dumps({"event": event, **fields}) + "\n")
     sys.stdout.flush()
@@ -149,7 +149,7 @@ async def _connect_all(plan: WorkerPlan) -> list[_Bot]:
                     reconnect=None,
                 )
             except (BrokerError, OSError) as exc:
-                _emit("connect", ok=False, error=type(exc).__name__, **ended())
+                emit("connect", ok=False, error=type(exc).__name__, **ended())
                 return None
             seconds = time.perf_counter() - started
             times = ended()
@@ -159,9 +159,9 @@ async def _connect_all(plan: WorkerPlan) -> list[_Bot]:
                 await asyncio.wait_for(client.ping(), plan.connect_timeout)
             except (BrokerError, TimeoutError) as exc:
                 await client.close()
-                _emit("connect", ok=False, error=f"subscribe:{type(exc).__name__}", **times)
+                emit("connect", ok=False, error=f"subscribe:{type(exc).__name__}", **times)
                 return None
-            _emit("connect", ok=True, seconds=seconds, **times)
+            emit("connect", ok=True, seconds=seconds, **times)
             return _Bot(index, client)
 
     bots = await asyncio.gather(*(connect(index, server) for index, server in plan.bots))
@@ -238,13 +238,12 @@ async def _receive(bot: _Bot, schedule: Schedule, result: WorkerResult) -> None:
                 result.received += 1
 
 
-async def _traffic(bots: list[_Bot], plan: WorkerPlan, schedule: Schedule) -> WorkerResult:
-    result = WorkerResult()
-    tasks = [
-        asyncio.create_task(job)
-        for bot in bots
-        for job in (_publish(bot, plan, schedule, result), _receive(bot, schedule, result))
-    ]
+async def run_traffic(
+    jobs: list[Coroutine[Any, Any, None]], bots: list[_Bot], schedule: Schedule
+) -> tuple[int, int]:
+    """Run the bots' publish and receive ``jobs`` until traffic ends; then the messages
+    their inboxes dropped and the sessions that closed meanwhile."""
+    tasks = [asyncio.create_task(job) for job in jobs]
     try:
         await asyncio.sleep(max(0.0, schedule.traffic_end - time.time()))
         # Receivers return at their first message after the window; idle ones wait here.
@@ -253,50 +252,86 @@ async def _traffic(bots: list[_Bot], plan: WorkerPlan, schedule: Schedule) -> Wo
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-    result.inbox_dropped = sum(bot.client.dropped for bot in bots)
-    result.sessions_lost = sum(1 for bot in bots if bot.client.closed)
+    dropped = sum(bot.client.dropped for bot in bots)
+    return dropped, sum(1 for bot in bots if bot.client.closed)
+
+
+async def _traffic(bots: list[_Bot], plan: WorkerPlan, schedule: Schedule) -> WorkerResult:
+    result = WorkerResult()
+    jobs = [
+        job
+        for bot in bots
+        for job in (_publish(bot, plan, schedule, result), _receive(bot, schedule, result))
+    ]
+    result.inbox_dropped, result.sessions_lost = await run_traffic(jobs, bots, schedule)
     return result
 
 
-async def _stdin() -> asyncio.StreamReader:
+async def close_clients(clients: Iterable[BrokerClient]) -> None:
+    """Close every client, giving up after :data:`CLOSE_TIMEOUT` (the process ends anyway)."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(CLOSE_TIMEOUT):
+            await asyncio.gather(*(client.close() for client in clients), return_exceptions=True)
+
+
+async def read_stdin() -> asyncio.StreamReader:
+    """The orchestrator's commands: this process's stdin, read without blocking the loop."""
     reader = asyncio.StreamReader()
     loop = asyncio.get_running_loop()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     return reader
 
 
-async def next_schedule(commands: asyncio.StreamReader) -> Schedule | None:
-    """The schedule the orchestrator sends on stdin; ``None`` when it closed stdin instead."""
+async def next_command(commands: asyncio.StreamReader) -> dict[str, Any] | None:
+    """The orchestrator's next JSON command; ``None`` when it closed stdin instead."""
     line = await commands.readline()
     if not line:
         return None
-    return Schedule(**{k: float(v) for k, v in json.loads(line).items()})
+    data = json.loads(line)
+    return data if isinstance(data, dict) else None
+
+
+async def next_times(commands: asyncio.StreamReader) -> dict[str, float] | None:
+    """The next command, all of whose values are wall-clock times or rates."""
+    command = await next_command(commands)
+    return None if command is None else {k: float(v) for k, v in command.items()}
+
+
+async def next_schedule(commands: asyncio.StreamReader) -> Schedule | None:
+    """The schedule the orchestrator sends on stdin; ``None`` when it closed stdin instead."""
+    times = await next_times(commands)
+    return None if times is None else Schedule(**times)
 
 
 async def run_worker(plan: WorkerPlan) -> None:
-    commands = await _stdin()
+    commands = await read_stdin()
     bots = await _connect_all(plan)
     try:
-        _emit("ready", connected=len(bots))
+        emit("ready", connected=len(bots))
         schedule = await next_schedule(commands)
         if schedule is None:
             return  # the orchestrator gave up
         result = await _traffic(bots, plan, schedule)
-        _emit("result", **result.to_json())
+        emit("result", **result.to_json())
     finally:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(CLOSE_TIMEOUT):
-                await asyncio.gather(*(bot.client.close() for bot in bots), return_exceptions=True)
+        await close_clients(bot.client for bot in bots)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="A bench bot worker (started by the bench).")
-    parser.add_argument("--plan", required=True, help="WorkerPlan as JSON")
+def worker_plan(argv: list[str] | None, description: str, plan: str) -> str:
+    """The ``--plan`` JSON a worker process was started with, once the process is set up
+    as every bench worker is: Ctrl-C ignored, warnings logged."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--plan", required=True, help=f"{plan} as JSON")
     args = parser.parse_args(argv)
     # Ctrl-C reaches the whole process group; the orchestrator stops workers itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-    asyncio.run(run_worker(WorkerPlan.from_json(args.plan)))
+    return str(args.plan)
+
+
+def main(argv: list[str] | None = None) -> None:
+    text = worker_plan(argv, "A bench bot worker (started by the bench).", "WorkerPlan")
+    asyncio.run(run_worker(WorkerPlan.from_json(text)))
 
 
 if __name__ == "__main__":

@@ -30,29 +30,28 @@ JSON lines with the orchestrator:
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import contextlib
 import json
-import logging
-import signal
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from webrtc_broker.bench.bots import (
-    CLOSE_TIMEOUT,
     Schedule,
     WorkerResult,
     _Bot,
-    _emit,
     _publish,
     _receive,
-    _stdin,
+    close_clients,
+    emit,
+    next_schedule,
+    next_times,
+    read_stdin,
+    run_traffic,
+    worker_plan,
 )
 from webrtc_broker.bench.bots import WorkerPlan as TopicPlan
-from webrtc_broker.bench.restartclients import _command
 from webrtc_broker.client import BrokerClient
 
 NOT_STARTED = "not started (storm deadline)"
@@ -148,7 +147,7 @@ async def _storm(plan: CrowdPlan, storm: Storm) -> list[_Member]:
         async with gate:
             started = time.time()
             if started >= storm.deadline:
-                _emit(
+                emit(
                     "connect",
                     **connect_event(due=due, started=started, ended=started, error=NOT_STARTED),
                 )
@@ -172,7 +171,7 @@ async def _storm(plan: CrowdPlan, storm: Storm) -> list[_Member]:
                 kind = type(exc).__name__ if client is None else f"subscribe:{type(exc).__name__}"
                 if client is not None:
                     await client.close()
-                _emit(
+                emit(
                     "connect",
                     **connect_event(
                         due=due, started=started, ended=time.time(), error=kind, detail=str(exc)
@@ -180,7 +179,7 @@ async def _storm(plan: CrowdPlan, storm: Storm) -> list[_Member]:
                 )
                 return None
             subscribed = time.perf_counter() - clock
-            _emit(
+            emit(
                 "connect",
                 **connect_event(
                     due=due,
@@ -231,56 +230,34 @@ async def _traffic(
             _publish(member.bot, topic_plan, schedule, result),
             _receive(member.bot, schedule, result),
         ]
-    tasks = [asyncio.create_task(job) for job in jobs]
-    try:
-        await asyncio.sleep(max(0.0, schedule.traffic_end - time.time()))
-        await asyncio.wait(tasks, timeout=0.2)  # receivers end at their next message
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-    merged = merge_results(by_topic.values())
-    clients = [member.bot.client for member in members]
-    merged = replace(
-        merged,
-        inbox_dropped=sum(client.dropped for client in clients),
-        sessions_lost=sum(1 for client in clients if client.closed),
-    )
+    dropped, lost = await run_traffic(jobs, [member.bot for member in members], schedule)
+    merged = replace(merge_results(by_topic.values()), inbox_dropped=dropped, sessions_lost=lost)
     published = {topic: result.published for topic, result in by_topic.items()}
     return merged, expected_deliveries(published, sizes)
 
 
 async def run_worker(plan: CrowdPlan) -> None:
-    commands = await _stdin()
-    _emit("up")
-    storm = await _command(commands)
+    commands = await read_stdin()
+    emit("up")
+    storm = await next_times(commands)
     if storm is None:
         return
-    members = await _storm(plan, Storm(**{k: float(v) for k, v in storm.items()}))
+    members = await _storm(plan, Storm(**storm))
     try:
-        _emit("ready", connected=len(members))
-        steady = await _command(commands)
-        if steady is None:
+        emit("ready", connected=len(members))
+        schedule = await next_schedule(commands)
+        if schedule is None:
             return
-        schedule = Schedule(**{k: float(v) for k, v in steady.items()})
         result, expected = await _traffic(members, plan, schedule)
-        _emit("result", **result.to_json(), expected=expected)
+        emit("result", **result.to_json(), expected=expected)
         await commands.read()  # the orchestrator closes stdin once it has every result
     finally:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(CLOSE_TIMEOUT):
-                clients = [member.bot.client for member in members]
-                await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
+        await close_clients(member.bot.client for member in members)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="A crowd bench client worker (started by it).")
-    parser.add_argument("--plan", required=True, help="CrowdPlan as JSON")
-    args = parser.parse_args(argv)
-    # Ctrl-C reaches the whole process group; the orchestrator stops workers itself.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-    asyncio.run(run_worker(CrowdPlan.from_json(args.plan)))
+    text = worker_plan(argv, "A crowd bench client worker (started by it).", "CrowdPlan")
+    asyncio.run(run_worker(CrowdPlan.from_json(text)))
 
 
 if __name__ == "__main__":

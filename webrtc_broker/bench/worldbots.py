@@ -38,16 +38,13 @@ keep publishing: connects under load.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import collections
 import contextlib
 import json
-import logging
 import math
 import os
 import random
-import signal
 import struct
 import time
 from collections.abc import Callable, Coroutine
@@ -55,7 +52,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from webrtc_broker.bench.bots import CLOSE_TIMEOUT, Schedule, _emit, _stdin, next_schedule, ticks
+from webrtc_broker.bench.bots import (
+    CLOSE_TIMEOUT,
+    Schedule,
+    emit,
+    next_schedule,
+    read_stdin,
+    ticks,
+    worker_plan,
+)
 from webrtc_broker.bench.latency import LatencyHistogram
 from webrtc_broker.bench.payload import decode_body, encode_body
 from webrtc_broker.bench.worldgrid import (
@@ -300,10 +305,10 @@ class World:
                     await self.connect(avatar_id, server)
                 except (BrokerError, OSError, TimeoutError) as exc:
                     ended = wall + time.perf_counter() - started
-                    _emit("connect", ok=False, error=type(exc).__name__, started=wall, ended=ended)
+                    emit("connect", ok=False, error=type(exc).__name__, started=wall, ended=ended)
                     return
                 seconds = time.perf_counter() - started
-                _emit("connect", ok=True, seconds=seconds, started=wall, ended=wall + seconds)
+                emit("connect", ok=True, seconds=seconds, started=wall, ended=wall + seconds)
 
         await asyncio.gather(*(one(avatar_id, server) for avatar_id, server in self.plan.avatars))
 
@@ -552,30 +557,25 @@ async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
 
 
 async def run_worker(plan: WorldPlan) -> None:
-    commands = await _stdin()
+    commands = await read_stdin()
     world = World(plan)
     try:
         await world.connect_initial()
-        _emit("ready", connected=len(world.avatars))
+        emit("ready", connected=len(world.avatars))
         schedule = await next_schedule(commands)
         if schedule is None:
             return  # the orchestrator gave up
         result = await world.traffic(schedule)
         text = json.dumps(result.to_json())
         await asyncio.to_thread(Path(plan.result_path).write_text, text)
-        _emit("result", path=plan.result_path)
+        emit("result", path=plan.result_path)
     finally:
         await world.close()
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="A world bench worker (started by the bench).")
-    parser.add_argument("--plan", required=True, help="WorldPlan as JSON")
-    args = parser.parse_args(argv)
-    # Ctrl-C reaches the whole process group; the orchestrator stops workers itself.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-    plan = WorldPlan.from_json(args.plan)
+    text = worker_plan(argv, "A world bench worker (started by the bench).", "WorldPlan")
+    plan = WorldPlan.from_json(text)
     if plan.niced:
         # More workers than cores: the kernel would share the cores evenly among all
         # runnable processes, and a comm server among ten busy workers gets a tenth of
