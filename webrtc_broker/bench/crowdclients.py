@@ -71,6 +71,10 @@ class CrowdPlan:
     this worker's), ``total_bots`` (all workers' clients, for the publish phases).
     Its ``topic`` and ``bots`` are unused: each client has its topic in ``clients``."""
 
+    @property
+    def connect_concurrency(self) -> int:
+        return self.common.connect_concurrency
+
     def to_argv(self) -> list[str]:
         return ["--plan", json.dumps(asdict(self))]
 

@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Iterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -45,22 +45,29 @@ from webrtc_broker.bench.crowdreport import (
     print_crowd,
     write_crowd,
 )
-from webrtc_broker.bench.latency import LatencyHistogram, percentile
+from webrtc_broker.bench.latency import percentile
 from webrtc_broker.bench.localcluster import ClusterError, ClusterHandle, local_cluster
 from webrtc_broker.bench.options import UdpMode
 from webrtc_broker.bench.results import LatencySummary
 from webrtc_broker.bench.rollingrestart import server_sessions
-from webrtc_broker.bench.runner import LATE_AFTER, LEAD_IN, SAMPLE_EVERY, _server_counters
+from webrtc_broker.bench.runner import (
+    LATE_AFTER,
+    LEAD_IN,
+    SAMPLE_EVERY,
+    _server_counters,
+    environment,
+)
 from webrtc_broker.bench.sampling import MB, Usage, Watched, WindowSampler, rss_bytes, udp_ports
 from webrtc_broker.bench.workers import (
     ConnectLog,
     Worker,
     WorkerError,
+    collect_events,
     start_traffic,
+    start_workers,
     stop_workers,
     wait_ready,
 )
-from webrtc_broker.cluster import spawn
 
 CLIENTS_MODULE = "webrtc_broker.bench.crowdclients"
 TOPIC_PREFIX = "crowd/"
@@ -159,20 +166,6 @@ def footprint(before: float | None, after: float | None, clients: int) -> Footpr
     return Footprint(before, after, per_client(grown, clients))
 
 
-def summary_ms(latency: LatencyHistogram) -> LatencySummary:
-    def ms(seconds: float | None) -> float | None:
-        return None if seconds is None else seconds * 1000.0
-
-    return LatencySummary(
-        p50=ms(latency.percentile(0.50)),
-        p95=ms(latency.percentile(0.95)),
-        p99=ms(latency.percentile(0.99)),
-        mean=ms(latency.mean),
-        max=ms(latency.maximum if latency.count else None),
-        samples=latency.count,
-    )
-
-
 def steady_result(
     *,
     options: CrowdOptions,
@@ -203,7 +196,7 @@ def steady_result(
         offered_per_s=expected / duration,
         delivered_per_s=merged.received / duration,
         loss_percent=100.0 * (1.0 - merged.arrived / expected) if expected else None,
-        latency_ms=summary_ms(merged.latency),
+        latency_ms=LatencySummary.of(merged.latency),
         server_cpu_percent=server_cpu,
         server_us_per_client_s=us_per_client_s(server_cpu),
         server_us_per_delivery=(
@@ -342,21 +335,6 @@ def phases_by_process(
 # -- one run --------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def environment(values: dict[str, str]) -> Iterator[None]:
-    """``values`` in this process's environment (children inherit it), restored after."""
-    before = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in before.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
 @contextlib.asynccontextmanager
 async def crowd_cluster(
     options: CrowdOptions, mode: UdpMode, log: Path
@@ -371,35 +349,22 @@ async def crowd_cluster(
 async def start_clients(
     cluster: ClusterHandle, options: CrowdOptions, log: IO[bytes], workers: list[Worker]
 ) -> None:
-    """Start the client workers into ``workers`` (so that whoever passed it can stop those
-    started before a failure) and wait until each one reads its commands."""
-    server = cluster.servers[0]
-    for index, share in enumerate(
-        assign(options.clients, options.topic_size, options.worker_count)
-    ):
-        plan = CrowdPlan(
-            clients=share,
-            server=server.alias,
-            common=TopicPlan(
-                coordinator_url=cluster.coordinator_url,
-                topic="",
-                bots=[],
-                total_bots=options.clients,
-                rate=options.rate,
-                size=options.size,
-                reliable=options.reliable,
-                connect_concurrency=options.connect_concurrency,
-                connect_timeout=options.connect_timeout,
-            ),
-        )
-        process = await spawn(
-            *plan.to_argv(),
-            module=CLIENTS_MODULE,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=log,
-        )
-        workers.append(Worker(index, process))
+    """Start the client workers into ``workers`` (so that whoever passed it stops them
+    should they not come up) and wait until each one reads its commands."""
+    common = TopicPlan(
+        coordinator_url=cluster.coordinator_url,
+        topic="",
+        bots=[],
+        total_bots=options.clients,
+        rate=options.rate,
+        size=options.size,
+        reliable=options.reliable,
+        connect_concurrency=options.connect_concurrency,
+        connect_timeout=options.connect_timeout,
+    )
+    shares = assign(options.clients, options.topic_size, options.worker_count)
+    plans = [CrowdPlan(share, cluster.servers[0].alias, common) for share in shares]
+    workers += await start_workers(plans, log, CLIENTS_MODULE)
     try:
         async with asyncio.timeout(UP_TIMEOUT):
             for worker in workers:
@@ -409,17 +374,10 @@ async def start_clients(
         raise CrowdError(f"the client workers did not start within {UP_TIMEOUT:.0f} s") from exc
 
 
-async def collect_results(workers: list[Worker]) -> list[tuple[WorkerResult, int]]:
-    """Each worker's steady-phase result and the deliveries it expected."""
-
-    async def one(worker: Worker) -> tuple[WorkerResult, int]:
-        while True:
-            event = await worker.event()
-            if event["event"] == "result":
-                expected = int(event.pop("expected"))
-                return WorkerResult.from_json(event), expected
-
-    return list(await asyncio.gather(*(one(worker) for worker in workers)))
+def crowd_result(event: dict[str, Any]) -> tuple[WorkerResult, int]:
+    """A worker's steady-phase result and the deliveries it expected."""
+    expected = int(event.pop("expected"))
+    return WorkerResult.from_json(event), expected
 
 
 @dataclass(frozen=True)
@@ -555,7 +513,7 @@ class CrowdRunner:
         self.show("steady: late arrivals, results")
         try:
             async with asyncio.timeout(LATE_AFTER + CLOSE_TIMEOUT + 20):
-                results = await collect_results(workers)
+                results = await collect_events(workers, crowd_result)
         except TimeoutError as exc:
             raise CrowdError("the client workers did not report their results in time") from exc
         return results, steady, {k: v for k, v in drops.items() if v}

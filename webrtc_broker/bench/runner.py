@@ -100,22 +100,26 @@ BATCH_MODE_VARIABLE = "WEBRTC_BROKER_COMMSERVER_BATCH_MODE"
 
 
 @contextlib.contextmanager
-def servers_batch_mode(mode: BatchMode) -> Iterator[None]:
-    """Comm servers started inside get batch mode ``mode``.
-
-    The local cluster's command line gives them the window, not the mode; they
-    inherit this process's environment, where every comm-server setting can be
-    given. The previous value comes back on the way out.
-    """
-    before = os.environ.get(BATCH_MODE_VARIABLE)
-    os.environ[BATCH_MODE_VARIABLE] = mode
+def environment(values: dict[str, str]) -> Iterator[None]:
+    """``values`` in this process's environment, where the cluster's processes started
+    inside inherit them (every server setting can be given there); the previous values
+    come back on the way out."""
+    before = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
     try:
         yield
     finally:
-        if before is None:
-            os.environ.pop(BATCH_MODE_VARIABLE, None)
-        else:
-            os.environ[BATCH_MODE_VARIABLE] = before
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def servers_batch_mode(mode: BatchMode) -> contextlib.AbstractContextManager[None]:
+    """Comm servers started inside get batch mode ``mode`` (the local cluster's command
+    line gives them the window, not the mode)."""
+    return environment({BATCH_MODE_VARIABLE: mode})
 
 
 @contextlib.asynccontextmanager

@@ -12,12 +12,14 @@ import json
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any, Protocol
+from typing import IO, Any, Protocol, TypeVar
 
 from webrtc_broker.bench.bots import CLOSE_TIMEOUT, Schedule, WorkerPlan, WorkerResult
 from webrtc_broker.cluster import spawn, stop
 
 BOTS_MODULE = "webrtc_broker.bench.bots"
+
+T = TypeVar("T")
 
 
 class WorkerError(Exception):
@@ -174,11 +176,17 @@ async def start_traffic(workers: list[Worker], schedule: Schedule) -> None:
 
 
 async def collect(workers: list[Worker]) -> list[WorkerResult]:
-    async def result(worker: Worker) -> WorkerResult:
+    return await collect_events(workers, WorkerResult.from_json)
+
+
+async def collect_events(workers: list[Worker], read: Callable[[dict[str, Any]], T]) -> list[T]:
+    """Every worker's ``result`` event, as ``read`` makes it into the scenario's result."""
+
+    async def result(worker: Worker) -> T:
         while True:
             event = await worker.event()
             if event["event"] == "result":
-                return WorkerResult.from_json(event)
+                return read(event)
 
     return list(await asyncio.gather(*(result(worker) for worker in workers)))
 
