@@ -48,7 +48,7 @@ from webrtc_broker.bench.crowdreport import (
 from webrtc_broker.bench.latency import percentile
 from webrtc_broker.bench.localcluster import ClusterError, ClusterHandle, local_cluster
 from webrtc_broker.bench.options import UdpMode
-from webrtc_broker.bench.results import LatencySummary
+from webrtc_broker.bench.results import ConnectSummary, LatencySummary
 from webrtc_broker.bench.rollingrestart import server_sessions
 from webrtc_broker.bench.runner import (
     LATE_AFTER,
@@ -140,17 +140,18 @@ def storm_result(
         return None if seconds is None or not connected else seconds * 1000.0 / connected
 
     total = connects.total_seconds
+    session = ConnectSummary.of(connects.seconds, dict(connects.errors))
     return StormResult(
         clients=clients,
         connected=connected,
-        failures=sum(connects.errors.values()),
-        errors=dict(connects.errors),
+        failures=session.failures,
+        errors=session.errors,
         error_details=dict(connects.details),
         seconds=total,
         connects_per_s=connected / total if total else None,
-        session_p50_s=percentile(connects.seconds, 0.50),
-        session_p99_s=percentile(connects.seconds, 0.99),
-        session_max_s=max(connects.seconds, default=None),
+        session_p50_s=session.p50,
+        session_p99_s=session.p99,
+        session_max_s=session.max,
         subscribed_p50_s=percentile(connects.subscribed, 0.50),
         subscribed_p99_s=percentile(connects.subscribed, 0.99),
         lag_p99_s=percentile(connects.lags, 0.99),
