@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from rich.table import Table
 
 from webrtc_broker.bench.alternating import machine_line
 from webrtc_broker.bench.report import num
-from webrtc_broker.bench.results import LatencySummary, Machine
+from webrtc_broker.bench.results import LatencySummary, Provenance
 
 SATURATED_PERCENT = 90.0
 """A process at this much of one core (or the machine at this share of all cores)
@@ -153,18 +153,11 @@ class CrowdRun:
 
 
 @dataclass
-class CrowdReport:
-    command: list[str]
-    started_at: str
-    finished_at: str
-    machine: Machine
+class CrowdReport(Provenance):
     loadavg_before: list[float]
     loadavg_after: list[float]
     options: dict[str, Any]
     runs: list[CrowdRun] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 # -- what limited the run -------------------------------------------------------------

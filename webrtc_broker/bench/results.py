@@ -213,19 +213,25 @@ class Machine:
 
 
 @dataclass
-class ReportHead:
-    """What every scenario's ``--json`` file opens with: how and where it was run."""
+class Provenance:
+    """What every ``--json`` file opens with: the command, when it ran, on what machine."""
 
     command: list[str]
     started_at: str
     """ISO 8601, UTC."""
     finished_at: str
     machine: Machine
-    options: dict[str, Any]
-    baseline: Baseline | None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass
+class ReportHead(Provenance):
+    """What every traffic scenario's ``--json`` file opens with: how and where it was run."""
+
+    options: dict[str, Any]
+    baseline: Baseline | None
 
 
 @dataclass
