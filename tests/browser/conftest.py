@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -21,17 +20,9 @@ from playwright.async_api import Error as PlaywrightError
 
 from tests.browser.pages import ConsoleLog, PageHost
 from tests.support import Cluster
+from webrtc_broker.bench.nativepair import CHROMIUM, HEADLESS_ARGS
 
-CHROMIUM = Path("/usr/bin/chromium")
-LAUNCH_ARGS = [
-    "--no-sandbox",  # root in a container: the sandbox cannot start
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+LAUNCH_ARGS = list(HEADLESS_ARGS)
 
 
 async def _leave(browser: Browser, cluster: Cluster) -> None:

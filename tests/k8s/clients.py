@@ -42,6 +42,7 @@ from tests.k8s.node import TOLERATION
 from tests.k8s.support import OperatorIdentity, installed_identity, run_kubectl
 from tests.operator.support import until
 from tests.support import ROOT, free_port
+from webrtc_broker.bench.nativepair import CHROMIUM, HEADLESS_ARGS
 from webrtc_broker.client import BrokerClient, ReceivedMessage
 
 NAME = "edge"
@@ -49,18 +50,7 @@ HTTP_PORT = 7590
 DRAIN_SECONDS = 4
 LOG_TAIL = 3000
 
-CHROMIUM = Path("/usr/bin/chromium")
-# As tests/browser launches it: root in a container has no sandbox; no QUIC, GPU or
-# background traffic.
-LAUNCH_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+LAUNCH_ARGS = list(HEADLESS_ARGS)
 
 
 def broker_cluster_body(

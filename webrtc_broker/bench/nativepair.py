@@ -45,7 +45,7 @@ from webrtc_broker.cluster import spawn, stop
 CHROMIUM = Path("/usr/bin/chromium")
 """Debian's chromium package; a ``chromium`` on ``PATH`` is used when this is absent."""
 PAGE_SCRIPT = files("webrtc_broker") / "static" / "bench" / "native-pair.js"
-LAUNCH_ARGS = (
+HEADLESS_ARGS = (
     "--no-sandbox",  # root in a container: the sandbox cannot start
     "--disable-gpu",
     "--disable-quic",
@@ -53,6 +53,11 @@ LAUNCH_ARGS = (
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+)
+"""Chromium headless with nothing of its own on the network: no GPU, no QUIC, no
+background traffic (the browser tests launch it so too)."""
+LAUNCH_ARGS = (
+    *HEADLESS_ARGS,
     # Plain host candidates: the page's two peers need no mDNS to find each other.
     "--disable-features=WebRtcHideLocalIpsWithMdns",
 )
