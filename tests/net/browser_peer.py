@@ -23,9 +23,10 @@ from typing import Any
 
 from playwright.async_api import Browser, Page, async_playwright
 
-from tests.browser.conftest import CHROMIUM, LAUNCH_ARGS
+from tests.browser.conftest import LAUNCH_ARGS
 from tests.browser.pages import PageHost
 from tests.net.peer import serve_commands
+from webrtc_broker.bench.nativepair import CHROMIUM
 
 # Every peer connection the page makes is kept, so its selected pair can be read.
 _KEEP_CONNECTIONS = """
