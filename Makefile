@@ -28,7 +28,7 @@ test: lint sdk-check sdk-test chromium deps-system
 # The in-process tests (pytest marker `unit`, set by folder in tests/conftest.py;
 # also -m e2e, browser, k8s, helm): the quick loop while changing code.
 unit: $(STAMP)
-	$(VENV)/bin/pytest -m unit -q
+	$(VENV)/bin/pytest -m unit -q -n 3  # three processes: much of a unit test is waiting out a timeout
 
 lint: $(STAMP) sdk-lint
 	$(VENV)/bin/ruff check .

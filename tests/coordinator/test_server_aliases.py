@@ -57,9 +57,10 @@ async def test_another_servers_alias_is_refused() -> None:
         (SERVER_ALIASES.start - 1, "one"),  # the coordinator's own range
         (SERVER_ALIASES.stop, "one"),  # beyond what JavaScript holds exactly
         ("12x", "one"),
-        (random_server_alias(), ""),  # an alias without the id that proves it
-        (random_server_alias(), "x" * 65),
+        (SERVER_ALIASES.start, ""),  # an alias without the id that proves it
+        (SERVER_ALIASES.stop - 1, "x" * 65),
     ],
+    ids=["below-the-range", "above-the-range", "not-a-number", "no-id", "id-too-long"],
 )
 async def test_a_malformed_proposal_is_refused(alias: int | str, server_id: str) -> None:
     async with running_coordinator() as coord:
