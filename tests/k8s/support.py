@@ -55,9 +55,28 @@ def run_kubectl(plane: ControlPlane, home: Path, *args: str, check: bool = True)
 def install_crd(plane: ControlPlane, home: Path) -> None:
     """``deploy/crd.yaml`` applied and Established (applying it again changes nothing)."""
     run_kubectl(plane, home, "apply", "-f", str(CRD_FILE))
-    run_kubectl(
-        plane, home, "wait", "--for=condition=Established", f"crd/{PLURAL}.{GROUP}", "--timeout=60s"
-    )
+    wait_established(plane, home)
+
+
+CONDITIONS_NOT_YET = ".status.conditions accessor error: <nil>"
+"""What kubectl 1.33's ``wait --for=condition=...`` says, and exits 1 on, when the object
+has no conditions at all yet: a CRD in the moment before the API server's controller
+first writes its status."""
+
+
+def wait_established(plane: ControlPlane, home: Path, timeout: float = 60.0) -> None:
+    """``kubectl wait --for=condition=Established`` on the project's CRD, asked again
+    while the CRD has no conditions yet (which kubectl reports as an error, not a wait)."""
+    wait = ("wait", "--for=condition=Established", f"crd/{PLURAL}.{GROUP}")
+
+    def established() -> str | None:
+        out = run_kubectl(plane, home, *wait, f"--timeout={timeout:g}s", check=False)
+        if CONDITIONS_NOT_YET in out:
+            return None
+        assert "condition met" in out, f"kubectl {' '.join(wait)}:\n{out}"
+        return out
+
+    poll(established, timeout=timeout, what="the CRD Established", interval=0.5)
 
 
 T = TypeVar("T")

@@ -21,7 +21,7 @@ from broker_operator import GROUP, PLURAL, VERSION
 from tests.k8s import hostnet
 from tests.k8s.build import KUBERNETES_VERSION
 from tests.k8s.cluster import ControlPlane
-from tests.k8s.support import poll, run_kubectl
+from tests.k8s.support import poll, run_kubectl, wait_established
 from tests.operator.support import CRD_FILE, EXAMPLE_FILE, broker_cluster, load_yaml
 
 pytestmark = pytest.mark.timeout(120)
@@ -54,14 +54,7 @@ def crd_installed(control_plane: ControlPlane, tmp_path_factory: pytest.TempPath
     home = tmp_path_factory.mktemp("kubectl-home")
     out = run_kubectl(control_plane, home, "apply", "-f", str(CRD_FILE))
     assert f"customresourcedefinition.apiextensions.k8s.io/{PLURAL}.{GROUP}" in out
-    run_kubectl(
-        control_plane,
-        home,
-        "wait",
-        "--for=condition=Established",
-        f"crd/{PLURAL}.{GROUP}",
-        "--timeout=60s",
-    )
+    wait_established(control_plane, home)
 
 
 def test_server_is_the_pinned_release(admin: httpx.Client) -> None:

@@ -31,7 +31,7 @@ import pytest
 
 from broker_operator import GROUP, PLURAL, VERSION
 from tests.k8s.cluster import ControlPlane
-from tests.k8s.support import RBAC_FILE, run_kubectl, unique
+from tests.k8s.support import RBAC_FILE, run_kubectl, unique, wait_established
 from tests.operator.support import DEPLOY, EXAMPLE_FILE, OperatorProcess, load_yaml, until
 
 pytestmark = pytest.mark.timeout(300)
@@ -102,7 +102,7 @@ def apply_deploy(kubectl: Kubectl) -> None:
         assert line in out, out
     # Applying again changes nothing (the last-applied annotation matches the file).
     assert "unchanged" in kubectl("apply", "-f", str(RBAC_FILE))
-    kubectl("wait", "--for=condition=Established", f"crd/{PLURAL}.{GROUP}", "--timeout=60s")
+    wait_established(kubectl.plane, kubectl.home)
 
 
 async def operator_pod_pending(admin: httpx.Client) -> None:
