@@ -116,7 +116,9 @@ class WorkerResult:
 
 
 @dataclass
-class _Bot:
+class Bot:
+    """One bot: its index among all bots (which staggers its publishes) and its client."""
+
     index: int
     client: BrokerClient
 
@@ -127,10 +129,10 @@ def emit(event: str, **fields: Any) -> None:
     sys.stdout.flush()
 
 
-async def _connect_all(plan: WorkerPlan) -> list[_Bot]:
+async def _connect_all(plan: WorkerPlan) -> list[Bot]:
     gate = asyncio.Semaphore(plan.connect_concurrency)
 
-    async def connect(index: int, server: int | None) -> _Bot | None:
+    async def connect(index: int, server: int | None) -> Bot | None:
         async with gate:
             started = time.perf_counter()
             wall = time.time()
@@ -162,7 +164,7 @@ async def _connect_all(plan: WorkerPlan) -> list[_Bot]:
                 emit("connect", ok=False, error=f"subscribe:{type(exc).__name__}", **times)
                 return None
             emit("connect", ok=True, seconds=seconds, **times)
-            return _Bot(index, client)
+            return Bot(index, client)
 
     bots = await asyncio.gather(*(connect(index, server) for index, server in plan.bots))
     return [bot for bot in bots if bot is not None]
@@ -199,7 +201,9 @@ async def ticks(
         next_at += period
 
 
-async def _publish(bot: _Bot, plan: WorkerPlan, schedule: Schedule, result: WorkerResult) -> None:
+async def publish_loop(
+    bot: Bot, plan: WorkerPlan, schedule: Schedule, result: WorkerResult
+) -> None:
     period = 1.0 / plan.rate
     first = schedule.start + period * bot.index / plan.total_bots
     sequence = 0
@@ -217,7 +221,7 @@ async def _publish(bot: _Bot, plan: WorkerPlan, schedule: Schedule, result: Work
         sequence += 1
 
 
-async def _receive(bot: _Bot, schedule: Schedule, result: WorkerResult) -> None:
+async def receive_loop(bot: Bot, schedule: Schedule, result: WorkerResult) -> None:
     client = bot.client
     latency = result.latency
     with contextlib.suppress(ClosedError):
@@ -239,7 +243,7 @@ async def _receive(bot: _Bot, schedule: Schedule, result: WorkerResult) -> None:
 
 
 async def run_traffic(
-    jobs: list[Coroutine[Any, Any, None]], bots: list[_Bot], schedule: Schedule
+    jobs: list[Coroutine[Any, Any, None]], bots: list[Bot], schedule: Schedule
 ) -> tuple[int, int]:
     """Run the bots' publish and receive ``jobs`` until traffic ends; then the messages
     their inboxes dropped and the sessions that closed meanwhile."""
@@ -256,12 +260,12 @@ async def run_traffic(
     return dropped, sum(1 for bot in bots if bot.client.closed)
 
 
-async def _traffic(bots: list[_Bot], plan: WorkerPlan, schedule: Schedule) -> WorkerResult:
+async def _traffic(bots: list[Bot], plan: WorkerPlan, schedule: Schedule) -> WorkerResult:
     result = WorkerResult()
     jobs = [
         job
         for bot in bots
-        for job in (_publish(bot, plan, schedule, result), _receive(bot, schedule, result))
+        for job in (publish_loop(bot, plan, schedule, result), receive_loop(bot, schedule, result))
     ]
     result.inbox_dropped, result.sessions_lost = await run_traffic(jobs, bots, schedule)
     return result

@@ -38,16 +38,16 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from webrtc_broker.bench.bots import (
+    Bot,
     Schedule,
     WorkerResult,
-    _Bot,
-    _publish,
-    _receive,
     close_clients,
     emit,
     next_schedule,
     next_times,
+    publish_loop,
     read_stdin,
+    receive_loop,
     run_traffic,
     worker_plan,
 )
@@ -137,7 +137,7 @@ def connect_event(
 
 @dataclass
 class _Member:
-    bot: _Bot
+    bot: Bot
     topic: str
 
 
@@ -193,7 +193,7 @@ async def _storm(plan: CrowdPlan, storm: Storm) -> list[_Member]:
                     subscribed=subscribed,
                 ),
             )
-            return _Member(_Bot(index, client), topic)
+            return _Member(Bot(index, client), topic)
 
     members = await asyncio.gather(*(connect(index, topic) for index, topic in plan.clients))
     return [member for member in members if member is not None]
@@ -231,8 +231,8 @@ async def _traffic(
         sizes[member.topic] = sizes.get(member.topic, 0) + 1
         topic_plan = plan.topic_plan(member.topic)
         jobs += [
-            _publish(member.bot, topic_plan, schedule, result),
-            _receive(member.bot, schedule, result),
+            publish_loop(member.bot, topic_plan, schedule, result),
+            receive_loop(member.bot, schedule, result),
         ]
     dropped, lost = await run_traffic(jobs, [member.bot for member in members], schedule)
     merged = replace(merge_results(by_topic.values()), inbox_dropped=dropped, sessions_lost=lost)

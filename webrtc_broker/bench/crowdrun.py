@@ -54,8 +54,8 @@ from webrtc_broker.bench.runner import (
     LATE_AFTER,
     LEAD_IN,
     SAMPLE_EVERY,
-    _server_counters,
     environment,
+    server_counters,
 )
 from webrtc_broker.bench.sampling import MB, Usage, Watched, WindowSampler, rss_bytes, udp_ports
 from webrtc_broker.bench.workers import (
@@ -506,11 +506,11 @@ class CrowdRunner:
         self.show(f"steady: warm-up {options.warmup:g} s")
         await asyncio.sleep(max(0.0, schedule.window_start - time.time()))
         self.show(f"steady: measuring {options.duration:g} s")
-        counters = await _server_counters(cluster)
+        counters = await server_counters(cluster)
         _, steady = await sampled(
             watched, asyncio.sleep(max(0.0, schedule.window_end - time.time()))
         )
-        drops = (await _server_counters(cluster))["drops"] - counters["drops"]
+        drops = (await server_counters(cluster))["drops"] - counters["drops"]
         self.show("steady: late arrivals, results")
         try:
             async with asyncio.timeout(LATE_AFTER + CLOSE_TIMEOUT + 20):

@@ -487,11 +487,11 @@ class TrafficPhase:
         await stage("warm-up", schedule.window_start, 0.25)
         sampler = WindowSampler(watched)
         sampler.start()
-        before = await _server_counters(self.cluster)
+        before = await server_counters(self.cluster)
         measuring = f"measuring {self.options.duration:g} s"
         await stage(measuring, schedule.window_end, SAMPLE_EVERY, sampler.sample)
         usages, machine = sampler.stop()
-        after = await _server_counters(self.cluster)
+        after = await server_counters(self.cluster)
         await stage("late arrivals", schedule.traffic_end, 0.25)
         return usages, machine, {key: after[key] - before[key] for key in after}
 
@@ -518,7 +518,7 @@ def _watched(cluster: ClusterHandle, workers: list[Worker]) -> list[Watched]:
     return watched
 
 
-async def _server_counters(cluster: ClusterHandle) -> dict[str, Counter[str]]:
+async def server_counters(cluster: ClusterHandle) -> dict[str, Counter[str]]:
     """The servers' delivery and drop counters, summed (empty for servers we cannot see)."""
     deliveries: Counter[str] = Counter()
     drops: Counter[str] = Counter()
