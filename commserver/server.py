@@ -601,9 +601,12 @@ class CommServer:
         Every interval each established session is checked for signs of life
         (a message, or an SCTP acknowledgement of ours). A server link that
         carried nothing from us gets a PING, so a live server is never silent
-        for long; a client that has been silent for a quarter of
-        ``client_timeout`` gets one too, which a live client's SCTP stack
-        acknowledges even if its application ignores it. A session silent for
+        for long; a client that has been silent for ``client_probe_after`` (or a
+        quarter of ``client_timeout``) gets one too, which a live client's SCTP
+        stack acknowledges even if its application ignores it. That probe comes
+        before the SDK's own keepalive would PING (``KEEPALIVE_INTERVAL``), so an
+        idle session's keepalive is one DATA packet and its SACK every few
+        seconds, not a PING, its echo and two SACKs. A session silent for
         longer than its timeout is closed: its subscriptions go at once, and a
         client whose process died stops counting against ``max_peers``.
         """
@@ -635,7 +638,7 @@ class CommServer:
             if peer.session.sent == peer.sent_at_check:
                 peer.send(KEEPALIVE_PING)
             peer.sent_at_check = peer.session.sent
-        elif peer.silence.silent_for >= timeout / 4:
+        elif peer.silence.silent_for >= min(config.client_probe_after, timeout / 4):
             # Only clients that announced capabilities (this broker's SDKs) are known
             # to ignore a PING from the server; a client of the original protocol might
             # echo it, and the server echoes every client PING: they would play ping-pong.

@@ -153,6 +153,7 @@ def coordinator(**flags: Any) -> None:
 @click.option("--publish-rate", type=float, help="Frames/s per client, 0=unlimited [1000]")
 @click.option("--publish-burst", type=int, help="Frames a client may burst [5000]")
 @click.option("--client-timeout", type=float, help="Seconds a silent client lives [10]")
+@click.option("--client-probe-after", type=float, help="Seconds until a quiet client is probed [2]")
 @click.option("--peer-timeout", type=float, help="Seconds a silent server link lives [5]")
 @click.option("--keepalive-interval", type=float, help="Seconds between liveness checks [1]")
 @click.option("--establish-timeout", type=float, help="Seconds to set up a session [15]")

@@ -422,6 +422,13 @@ class CommServerConfig(ClientAuthSettings):
         description="Seconds of silence (no message, no acknowledgement of ours) after which "
         "a client session is dead; quiet clients are probed with a PING",
     )
+    client_probe_after: float = Field(
+        2.0,
+        gt=0,
+        description="Seconds of silence after which a client that announced capabilities gets "
+        "a PING (a quarter of client_timeout if that is shorter). Below the SDKs' keepalive "
+        "interval (3 s), so an idle client hears this probe before it would PING itself",
+    )
     drain_seconds: float = Field(
         10.0, ge=0, description="On SIGTERM, seconds to hand clients over before exiting"
     )

@@ -74,12 +74,17 @@ PING_TIMEOUT = 10.0
 """How long ``ping`` waits for its echo by default: far above any round trip a live
 session has, well below what a caller waiting on a stalled server tolerates."""
 
-KEEPALIVE_INTERVAL = 1.0
-"""How long a client hears nothing from its server before it sends a PING."""
+KEEPALIVE_INTERVAL = 3.0
+"""How long a client hears nothing from its server before it sends a PING (and again
+at each tick of silence after that). A comm server probes a quiet client first, after
+a quarter of its ``client_timeout`` (2.5 s by default), and hearing that probe is
+enough: an idle session then costs one probe and its SCTP acknowledgement every
+few seconds instead of a PING and its echo every two."""
 
 KEEPALIVE_TIMEOUT = 4.0
 """How long a client hears nothing from its server before it presumes it dead and
-reconnects."""
+reconnects. The keepalive looks every quarter of this (or every ``KEEPALIVE_INTERVAL``,
+if shorter), so a dead server is given up 5-6 s after it was last heard."""
 
 RECONNECT_FIRST_DELAY = 0.1
 """The wait before the second round of reconnect attempts (the first is immediate); it

@@ -78,6 +78,8 @@ def test_the_worker_count_never_exceeds_the_topics() -> None:
         {"duration": 0},
         {"workers": 0},
         {"udp_modes": ()},
+        {"keepalive_interval": 0},
+        {"keepalive_interval": 4.0},  # the keepalive timeout: every idle server would die
     ],
 )
 def test_options_refuse_what_cannot_run(bad: dict[str, object]) -> None:
@@ -94,7 +96,7 @@ def test_the_storm_deadline_follows_the_last_due_connect() -> None:
 
 def test_a_plan_survives_its_command_line() -> None:
     common = TopicPlan("ws://127.0.0.1:1", "", [], 2, 1.0, 100, True, 8, 30.0)
-    plan = CrowdPlan([(0, "crowd/0"), (1, "crowd/0")], 3, common)
+    plan = CrowdPlan([(0, "crowd/0"), (1, "crowd/0")], 3, 2.5, common)
     assert CrowdPlan.from_json(plan.to_argv()[1]) == plan
     topic = plan.topic_plan("crowd/0")
     assert (topic.topic, topic.total_bots, topic.rate, topic.reliable) == ("crowd/0", 2, 1.0, True)
@@ -208,13 +210,13 @@ def test_the_table_shows_a_dash_for_phases_a_failed_run_did_not_reach() -> None:
         CrowdRun("per-connection", 1000, 10, 100, 1, storm=_storm(1000)),
         CrowdRun("single-port", 1000, 10, 100, 1, error="the cluster did not come up"),
     ]
-    options = {"rate": 1.0, "size": 100, "connect_rate": 20.0, "connect_concurrency": 16,
-               "duration": 30.0}  # fmt: skip
+    options = CrowdOptions(keepalive_interval=2.5).to_json()
     console = Console(width=200, record=True)
     console.print(crowd_table(runs, options))
     text = console.export_text()
     assert "1,000 of 1,000" in text
     assert "12.0 ms" in text  # the server's CPU per connect
+    assert "keepalive every 2.5 s" in " ".join(text.split())  # the title may wrap
     row = next(line for line in text.splitlines() if "delivered/s" in line)
     assert row.count("-") >= 2  # neither run has a steady phase
 

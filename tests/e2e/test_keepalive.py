@@ -1,8 +1,11 @@
-"""The SDK's keepalive gives up dead servers, not busy ones.
+"""The SDK's keepalive gives up dead servers, not busy ones, and costs little when idle.
 
 A publisher with a large reliable backlog hears nothing for as long as the
 backlog takes to leave: its keepalive PING waits behind it. The server's SCTP
 acknowledgements of that backlog are what keeps the session alive then.
+
+An idle session hears the server's probe before its own keepalive would PING,
+so it does not PING at all.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import os
 import signal
 import time
 
-from tests.e2e.helpers import TIMEOUT, connected, start_mesh, subscribe
+from tests.e2e.helpers import TIMEOUT, connected, counter, start_mesh, subscribe
 from tests.support import Cluster, eventually
 from webrtc_broker.client import BrokerClient, Keepalive
 
@@ -23,7 +26,10 @@ BACKLOG_TIMEOUT = 120.0
 """How long the PING behind the backlog may take: well beyond the SDK's 10 s default,
 since a machine busy with other work takes several times as long as an idle one."""
 KEEPALIVE = Keepalive(interval=0.1, timeout=0.5)
-"""For a frozen server: quick to give up (the default is 1 s / 4 s)."""
+"""For a frozen server: quick to give up (the default is 3 s / 4 s)."""
+IDLE_SECONDS = 12.0
+"""Four of the server's probes (one after every 2 s of silence, looked at every second),
+where a client PINGing on its own after 3 s of silence would send three PINGs."""
 
 
 async def flood(publisher: BrokerClient, receiver: BrokerClient) -> float:
@@ -130,3 +136,18 @@ async def test_a_new_client_passes_over_a_frozen_server(cluster: Cluster) -> Non
     finally:
         os.kill(frozen.pid, signal.SIGCONT)
     print(f"\nkeepalive: two new clients on the live server after {took:.2f} s")
+
+
+async def test_an_idle_client_hears_the_servers_probes_and_sends_no_ping(cluster: Cluster) -> None:
+    await start_mesh(cluster, "s1")
+    client = await BrokerClient.connect(cluster.url, "idle")  # the default keepalive
+    try:
+        alias = client.alias
+        before = counter(await cluster.server_status("s1"), "frames_in", "client/ping")
+        await asyncio.sleep(IDLE_SECONDS)
+        pings = counter(await cluster.server_status("s1"), "frames_in", "client/ping") - before
+        assert client.reconnects == 0 and client.alias == alias, "the idle session was lost"
+        # One PING may cross a probe on its way (the two clocks are not in phase).
+        assert pings <= 1, f"{pings} keepalive PINGs in {IDLE_SECONDS:g} s of idling"
+    finally:
+        await client.close()

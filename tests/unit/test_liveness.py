@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from tests.support import eventually
+from webrtc_broker.client import Keepalive
 from webrtc_broker.rtc import Session
 from webrtc_broker.rtc.liveness import SilenceClock
 
@@ -25,9 +26,8 @@ def test_any_progress_starts_the_count_again() -> None:
     silence = clock()
     for second in range(1, 4):
         silence.tick(0, 100.0 + second)
-    assert silence.quiet
+    assert silence.silent_for == 3.0
     assert not silence.tick(1, 104.0)
-    assert not silence.quiet
     assert silence.silent_for == 0.0
     verdicts = [silence.tick(1, 104.0 + second) for second in range(1, 6)]
     assert verdicts == [False, False, False, False, True]
@@ -45,9 +45,15 @@ def test_late_ticks_count_one_interval_each() -> None:
 def test_progress_may_be_any_comparable_value() -> None:
     silence = clock()
     assert not silence.tick((0, 7), 101.0)  # changed from 0: life
-    assert not silence.quiet
+    assert silence.silent_for == 0.0
     assert not silence.tick((0, 7), 102.0)
-    assert silence.quiet
+    assert silence.silent_for == 1.0
+
+
+def test_the_keepalive_looks_at_least_four_times_within_its_timeout() -> None:
+    assert Keepalive(interval=3.0, timeout=4.0).tick == 1.0
+    assert Keepalive(interval=0.5, timeout=4.0).tick == 0.5
+    assert Keepalive(interval=3.0, timeout=60.0).tick == 3.0
 
 
 async def test_peer_acknowledgements_count_as_progress() -> None:

@@ -49,6 +49,7 @@ import click
 from webrtc_broker import logs
 from webrtc_broker.bench.options import UdpMode, default_workers
 from webrtc_broker.bench.payload import HEADER_SIZE
+from webrtc_broker.limits import KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT
 
 UDP_MODES = tuple(mode.value for mode in UdpMode)
 
@@ -73,6 +74,8 @@ class CrowdOptions:
     """Client worker processes; ``None``: a core each beside the server's, at least one."""
     udp_modes: tuple[UdpMode, ...] = (UdpMode.PER_CONNECTION,)
     batch_window: float = 0.01
+    keepalive_interval: float = KEEPALIVE_INTERVAL
+    """How long a client hears nothing before it PINGs: what idle clients cost."""
     json_path: Path | None = None
     log_dir: Path | None = None
 
@@ -90,6 +93,11 @@ class CrowdOptions:
             problems.append("need --duration > 0, --warmup >= 0 and --idle >= 0")
         if self.workers is not None and self.workers < 1:
             problems.append("--workers must be at least 1")
+        if not 0 < self.keepalive_interval < KEEPALIVE_TIMEOUT:
+            problems.append(
+                f"need 0 < --keepalive-interval < {KEEPALIVE_TIMEOUT:g} (the clients' keepalive "
+                "timeout: a longer interval would take a live server for dead)"
+            )
         if not self.udp_modes:
             problems.append("name at least one --udp-mode")
         if problems:
@@ -150,6 +158,12 @@ class CrowdOptions:
 )
 @click.option(
     "--batch-window", default=0.01, show_default=True, help="The server's flush window (s)"
+)
+@click.option(
+    "--keepalive-interval",
+    default=KEEPALIVE_INTERVAL,
+    show_default=True,
+    help="Seconds a client hears nothing before it PINGs (the SDK's default)",
 )
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write results here")
 @click.option(

@@ -52,7 +52,7 @@ from webrtc_broker.bench.bots import (
     worker_plan,
 )
 from webrtc_broker.bench.bots import WorkerPlan as TopicPlan
-from webrtc_broker.client import BrokerClient
+from webrtc_broker.client import BrokerClient, Keepalive
 
 NOT_STARTED = "not started (storm deadline)"
 """The error of a client whose connect was still waiting when the storm's time was up."""
@@ -65,6 +65,8 @@ class CrowdPlan:
     """(global client index, its topic) of this worker's clients."""
     server: int | None
     """Alias of the comm server every client is pinned to (``None``: the coordinator's pick)."""
+    keepalive_interval: float
+    """Every client's :attr:`Keepalive.interval`: how often an idle one PINGs."""
     common: TopicPlan
     """What every client shares, as the dense bench's bots have it: the coordinator, the
     publish rate, size and channel, the connect bounds (its ``connect_concurrency`` is
@@ -84,6 +86,7 @@ class CrowdPlan:
         return cls(
             clients=[(int(index), str(topic)) for index, topic in data["clients"]],
             server=data["server"],
+            keepalive_interval=float(data["keepalive_interval"]),
             common=TopicPlan.from_json(json.dumps(data["common"])),
         )
 
@@ -166,6 +169,7 @@ async def _storm(plan: CrowdPlan, storm: Storm) -> list[_Member]:
                     server=plan.server,
                     timeout=common.connect_timeout,
                     reconnect=None,
+                    keepalive=Keepalive(interval=plan.keepalive_interval),
                 )
                 session = time.perf_counter() - clock
                 await asyncio.wait_for(client.subscribe([topic]), common.connect_timeout)

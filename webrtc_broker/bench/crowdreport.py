@@ -429,7 +429,8 @@ def crowd_table(runs: list[CrowdRun], options: dict[str, Any]) -> Table:
             f"{first.clients:,} clients on one comm server: topics of {first.topic_size}, "
             f"{options['rate']:g} Hz x {options['size']} B, connects at "
             f"{options['connect_rate']:g}/s (at most {options['connect_concurrency']} at once "
-            f"per worker), {first.workers} client worker(s), {options['duration']:g} s steady"
+            f"per worker), {first.workers} client worker(s), {options['duration']:g} s steady, "
+            f"keepalive every {options['keepalive_interval']:g} s"
         )
     )
     table.add_column("metric")

@@ -364,7 +364,8 @@ async def start_clients(
         connect_timeout=options.connect_timeout,
     )
     shares = assign(options.clients, options.topic_size, options.worker_count)
-    plans = [CrowdPlan(share, cluster.servers[0].alias, common) for share in shares]
+    server = cluster.servers[0].alias
+    plans = [CrowdPlan(share, server, options.keepalive_interval, common) for share in shares]
     workers += await start_workers(plans, log, CLIENTS_MODULE)
     try:
         async with asyncio.timeout(UP_TIMEOUT):

@@ -121,6 +121,12 @@ class Keepalive:
     timeout: float = KEEPALIVE_TIMEOUT
     """Seconds of hearing nothing after which the server is presumed dead."""
 
+    @property
+    def tick(self) -> float:
+        """How often the silence is looked at: fine enough to PING on time and to give
+        the server up within about a quarter of ``timeout`` after it."""
+        return min(self.interval, self.timeout / 4)
+
 
 @dataclass(frozen=True, slots=True)
 class Reconnect:
@@ -521,18 +527,19 @@ class BrokerClient:
         if self._keepalive is None:
             await closed.wait()
             return
-        interval = self._keepalive.interval
-        silence = SilenceClock(interval=interval, timeout=self._keepalive.timeout)
+        keepalive = self._keepalive
+        silence = SilenceClock(interval=keepalive.tick, timeout=keepalive.timeout)
         silence.tick(link.session.peer_progress, time.monotonic())
         while not closed.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(closed.wait(), interval)
+                await asyncio.wait_for(closed.wait(), keepalive.tick)
                 return
             if silence.tick(link.session.peer_progress, time.monotonic()):
                 await link.session.close("server silent; presumed dead")
                 return
-            if silence.quiet:
-                # Quiet for a while (a publisher hears nothing): ask for an echo.
+            if silence.silent_for >= keepalive.interval:
+                # Quiet for a while (a publisher hears nothing, and the server did
+                # not probe us): ask for an echo.
                 self._send_ping_probe(link)
 
     def _send_ping_probe(self, link: Link) -> None:

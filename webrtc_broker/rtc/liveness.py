@@ -53,8 +53,3 @@ class SilenceClock:
             self.silent_for += min(now - self._last_tick, self.interval)
         self._last_progress, self._last_tick = progress, now
         return self.silent_for > self.timeout
-
-    @property
-    def quiet(self) -> bool:
-        """Nothing heard since the previous tick: time to ask for an echo."""
-        return self.silent_for > 0.0

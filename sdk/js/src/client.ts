@@ -40,7 +40,7 @@ import {
 } from "./gen/limits.js";
 import type { Attempt, SignallingDrops } from "./link.js";
 import { CoordinatorLostError, fetchIceServers, Link, withinTimeout } from "./link.js";
-import { SilenceClock } from "./liveness.js";
+import { keepaliveTick, SilenceClock } from "./liveness.js";
 import { ReceivedMessage } from "./message.js";
 import { compressedSubscriptionFrame, subscriptionFrame } from "./subscription.js";
 import {
@@ -70,7 +70,10 @@ export { MAX_FRAME_BYTES, PING_TIMEOUT_MS };
 
 /** How the client tells a live server from a dead one (milliseconds). */
 export interface KeepaliveOptions {
-  /** Hearing nothing for this long, the client sends a PING (default 1000). */
+  /**
+   * Hearing nothing for this long, the client sends a PING (default 3000). A
+   * comm server probes an idle client sooner, so an idle session hears that.
+   */
   interval?: number;
   /** Hearing nothing for this long, the server is presumed dead (default 4000). */
   timeout?: number;
@@ -547,16 +550,18 @@ export class BrokerClient {
       if (keepalive === false || link.session.closed) {
         return;
       }
-      const silence = new SilenceClock(keepalive.interval, keepalive.timeout);
+      const tick = keepaliveTick(keepalive.interval, keepalive.timeout);
+      const silence = new SilenceClock(tick, keepalive.timeout);
       silence.tick(link.session.peerProgress, performance.now());
       timer = setInterval(() => {
         if (silence.tick(link.session.peerProgress, performance.now())) {
           link.session.close("server silent; presumed dead");
-        } else if (silence.quiet) {
-          // Quiet for a while (a publisher hears nothing): ask for an echo.
+        } else if (silence.silentFor >= keepalive.interval) {
+          // Quiet for a while (a publisher hears nothing, and the server did not
+          // probe us): ask for an echo.
           link.session.send(KEEPALIVE_FRAME, true);
         }
-      }, keepalive.interval);
+      }, tick);
     });
   }
 

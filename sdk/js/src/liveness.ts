@@ -1,8 +1,8 @@
 /**
  * Telling a dead server from a busy one (the Python SDK does the same).
  *
- * The keepalive ticks every `interval` and declares the server dead after
- * `timeout` of silence. Two things make a live server look silent:
+ * The keepalive ticks every `keepaliveTick(interval, timeout)`, PINGs after
+ * `interval` of silence and declares the server dead after `timeout` of it. Two things make a live server look silent:
  *
  * - Our own backlog: a PING probe queued behind our own reliable frames is
  *   echoed only after they are through. Buffer space the browser frees for
@@ -34,9 +34,12 @@ export class SilenceClock {
     this.lastTick = now;
     return this.silentFor > this.timeout;
   }
+}
 
-  /** Nothing heard since the previous tick: time to ask for an echo. */
-  get quiet(): boolean {
-    return this.silentFor > 0;
-  }
+/**
+ * How often the keepalive looks at the silence (ms): fine enough to PING on
+ * time and to give the server up within a quarter of `timeout` after it.
+ */
+export function keepaliveTick(interval: number, timeout: number): number {
+  return Math.min(interval, timeout / 4);
 }

@@ -507,12 +507,13 @@ describe("BrokerClient against fake browser APIs", () => {
     client.close();
   });
 
-  test("keepalive: a quiet server is asked for an echo, a silent one presumed dead", async (t) => {
+  test("keepalive: a server quiet for the interval is asked for an echo, a silent one presumed dead", async (t) => {
     // Fake clocks: the keepalive's interval timer and performance.now(), moved together.
     let now = 0;
     t.mock.method(performance, "now", () => now);
     t.mock.timers.enable({ apis: ["setInterval"] });
-    const [client, far] = await connected(t, { keepalive: { interval: 1000, timeout: 4000 } });
+    // The defaults: a PING after 3 s of silence, looked at every second.
+    const [client, far] = await connected(t, { keepalive: { interval: 3000, timeout: 4000 } });
     const ended = new Promise((resolve) => client.on("close", resolve));
     const keepalives = (): number =>
       ofType(far.reliable.sent, MessageType.PING).filter(
@@ -524,7 +525,10 @@ describe("BrokerClient against fake browser APIs", () => {
       await new Promise((resolve) => setImmediate(resolve));
     };
     await second();
-    assert.equal(keepalives(), 1, "one quiet second: a PING that only asks for an echo");
+    await second();
+    assert.equal(keepalives(), 0, "two quiet seconds: a live server probes before this");
+    await second();
+    assert.equal(keepalives(), 1, "three quiet seconds: a PING that only asks for an echo");
     for (let index = 0; index < 3; index += 1) {
       far.deliver(topicFw("room", "alive"), false); // any frame is a sign of life
       await second();
@@ -534,6 +538,7 @@ describe("BrokerClient against fake browser APIs", () => {
     for (let index = 0; index < 4; index += 1) {
       await second();
     }
+    assert.equal(keepalives(), 3, "asked again at 3 s and 4 s of silence");
     assert.equal(client.closed, false, "4 s of silence is not more than the timeout");
     await second();
     assert.equal(await ended, "server silent; presumed dead");

@@ -166,7 +166,10 @@ export declare class ReceivedMessage {
 export declare const CLIENT_CAPABILITIES: number;
 /** How the client tells a live server from a dead one (milliseconds). */
 export interface KeepaliveOptions {
-	/** Hearing nothing for this long, the client sends a PING (default 1000). */
+	/**
+	 * Hearing nothing for this long, the client sends a PING (default 3000). A
+	 * comm server probes an idle client sooner, so an idle session hears that.
+	 */
 	interval?: number;
 	/** Hearing nothing for this long, the server is presumed dead (default 4000). */
 	timeout?: number;

@@ -97,7 +97,7 @@ var BATCH_ENTRY_OVERHEAD = 4;
 var BATCH_MAX_BYTES = 1160;
 var CONNECT_TIMEOUT_MS = 2e4;
 var ICE_SERVERS_TIMEOUT_MS = 3e3;
-var KEEPALIVE_INTERVAL_MS = 1e3;
+var KEEPALIVE_INTERVAL_MS = 3e3;
 var KEEPALIVE_TIMEOUT_MS = 4e3;
 var MAX_CANDIDATES = 64;
 var MAX_CANDIDATE_BYTES = 1024;
@@ -4371,11 +4371,10 @@ var SilenceClock = class {
     this.lastTick = now;
     return this.silentFor > this.timeout;
   }
-  /** Nothing heard since the previous tick: time to ask for an echo. */
-  get quiet() {
-    return this.silentFor > 0;
-  }
 };
+function keepaliveTick(interval, timeout) {
+  return Math.min(interval, timeout / 4);
+}
 
 // src/message.ts
 var utf82 = new TextDecoder();
@@ -4772,15 +4771,16 @@ var BrokerClient = class _BrokerClient {
       if (keepalive === false || link.session.closed) {
         return;
       }
-      const silence = new SilenceClock(keepalive.interval, keepalive.timeout);
+      const tick = keepaliveTick(keepalive.interval, keepalive.timeout);
+      const silence = new SilenceClock(tick, keepalive.timeout);
       silence.tick(link.session.peerProgress, performance.now());
       timer = setInterval(() => {
         if (silence.tick(link.session.peerProgress, performance.now())) {
           link.session.close("server silent; presumed dead");
-        } else if (silence.quiet) {
+        } else if (silence.silentFor >= keepalive.interval) {
           link.session.send(KEEPALIVE_FRAME, true);
         }
-      }, keepalive.interval);
+      }, tick);
     });
   }
   /**
