@@ -430,7 +430,7 @@ def crowd_table(runs: list[CrowdRun], options: dict[str, Any]) -> Table:
             f"{options['rate']:g} Hz x {options['size']} B, connects at "
             f"{options['connect_rate']:g}/s (at most {options['connect_concurrency']} at once "
             f"per worker), {first.workers} client worker(s), {options['duration']:g} s steady, "
-            f"keepalive every {options['keepalive_interval']:g} s"
+            f"a client PINGs after {options['keepalive_interval']:g} s of silence"
         )
     )
     table.add_column("metric")
