@@ -76,10 +76,10 @@ session has, well below what a caller waiting on a stalled server tolerates."""
 
 KEEPALIVE_INTERVAL = 3.0
 """How long a client hears nothing from its server before it sends a PING (and again
-at each tick of silence after that). A comm server probes a quiet client first, after
-a quarter of its ``client_timeout`` (2.5 s by default), and hearing that probe is
-enough: an idle session then costs one probe and its SCTP acknowledgement every
-few seconds instead of a PING and its echo every two."""
+at each tick of silence after that). A comm server probes a quiet client sooner, after
+2 s of silence (its ``client_probe_after``), and hearing that probe is enough: an idle
+session then costs one probe and its SCTP acknowledgement every few seconds instead of
+a PING, its echo and their acknowledgements."""
 
 KEEPALIVE_TIMEOUT = 4.0
 """How long a client hears nothing from its server before it presumes it dead and

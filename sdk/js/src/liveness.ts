@@ -2,7 +2,8 @@
  * Telling a dead server from a busy one (the Python SDK does the same).
  *
  * The keepalive ticks every `keepaliveTick(interval, timeout)`, PINGs after
- * `interval` of silence and declares the server dead after `timeout` of it. Two things make a live server look silent:
+ * `interval` of silence and declares the server dead after `timeout` of it.
+ * Two things make a live server look silent:
  *
  * - Our own backlog: a PING probe queued behind our own reliable frames is
  *   echoed only after they are through. Buffer space the browser frees for
