@@ -24,6 +24,7 @@ from webrtc_broker.bench.results import Baseline, Machine, Report, RunResult
 from webrtc_broker.bench.runner import summarise
 from webrtc_broker.bench.sampling import Usage, Watched, cpu_seconds, rss_bytes
 from webrtc_broker.bench.workers import ConnectLog, make_plans
+from webrtc_broker.bench.world import closed_by_servers
 
 
 def test_nearest_rank_percentile() -> None:
@@ -220,3 +221,15 @@ def test_report_and_plot_render(tmp_path: Path) -> None:
     png = tmp_path / "sweep.png"
     plot_sweep(runs, report.baseline, png)
     assert png.read_bytes().startswith(b"\x89PNG")
+
+
+def test_sessions_the_servers_closed_leave_out_the_ones_clients_closed() -> None:
+    outcomes = {
+        "established:client": 60,
+        "closed:channel_closed": 20,  # avatars that left
+        "closed:slow_peer": 3,
+        "closed:peer_silent": 1,
+        "failed:establish_timeout": 2,  # never a session: not lost
+    }
+    assert closed_by_servers(outcomes) == {"slow_peer": 3, "peer_silent": 1}
+    assert closed_by_servers({"closed:channel_closed": 5}) == {}

@@ -49,13 +49,13 @@ from webrtc_broker.bench.latency import percentile
 from webrtc_broker.bench.localcluster import ClusterError, ClusterHandle, local_cluster
 from webrtc_broker.bench.options import UdpMode
 from webrtc_broker.bench.results import ConnectSummary, LatencySummary
-from webrtc_broker.bench.rollingrestart import server_sessions
 from webrtc_broker.bench.runner import (
     LATE_AFTER,
     LEAD_IN,
     SAMPLE_EVERY,
     environment,
     server_counters,
+    server_sessions,
 )
 from webrtc_broker.bench.sampling import MB, Usage, Watched, WindowSampler, rss_bytes, udp_ports
 from webrtc_broker.bench.workers import (

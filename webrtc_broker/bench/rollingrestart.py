@@ -40,13 +40,13 @@ from typing import IO, Any
 from webrtc_broker.bench.localcluster import (
     ClusterError,
     ClusterHandle,
-    fetch_json,
     local_cluster,
     start_coordinator,
     stop_coordinator,
     wait_rejoined,
 )
 from webrtc_broker.bench.restartclients import CLOSE_BUDGET, DRAIN, WorkerPlan
+from webrtc_broker.bench.runner import server_sessions
 from webrtc_broker.bench.sampling import cpu_seconds, machine_busy_seconds
 from webrtc_broker.cluster import spawn, stop
 
@@ -670,17 +670,6 @@ class CpuCensus:
         shares = {role: 100.0 * seconds / elapsed for role, seconds in sorted(used.items())}
         shares["machine"] = 100.0 * (self.machine_end - self.machine_start) / elapsed
         return shares
-
-
-async def server_sessions(cluster: ClusterHandle) -> dict[str, int]:
-    """The comm servers' session outcomes (``established:client``, ``failed:<reason>``,
-    ...), summed: why the servers ended the sessions the clients saw end."""
-    total: Counter[str] = Counter()
-    for server in cluster.servers:
-        status = await fetch_json(server.status_url) if server.status_url else None
-        sessions = (status or {}).get("stats", {}).get("sessions", {})
-        total.update({str(key): int(value) for key, value in sessions.items()})
-    return dict(sorted(total.items()))
 
 
 def cluster_processes(cluster: ClusterHandle, load: ClientLoad) -> dict[int, str]:

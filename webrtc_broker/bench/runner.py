@@ -539,6 +539,17 @@ async def server_counters(cluster: ClusterHandle) -> dict[str, Counter[str]]:
     return {"deliveries": deliveries, "drops": drops}
 
 
+async def server_sessions(cluster: ClusterHandle) -> dict[str, int]:
+    """The comm servers' session outcomes (``established:client``, ``failed:<reason>``,
+    ...), summed: why the servers ended the sessions the clients saw end."""
+    total: Counter[str] = Counter()
+    for server in cluster.servers:
+        status = await fetch_json(server.status_url) if server.status_url else None
+        sessions = (status or {}).get("stats", {}).get("sessions", {})
+        total.update({str(key): int(value) for key, value in sessions.items()})
+    return dict(sorted(total.items()))
+
+
 async def _all_writer_counters(cluster: ClusterHandle) -> Counter[str]:
     """Every server's :data:`WRITER_METRICS`, summed (servers we cannot see add nothing)."""
     writers: Counter[str] = Counter()

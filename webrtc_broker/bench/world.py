@@ -54,6 +54,7 @@ from typing import Any
 
 from rich.progress import Progress, TaskID
 
+from commserver.lifecycle import CloseReason
 from webrtc_broker.bench.bots import CLOSE_TIMEOUT, Schedule
 from webrtc_broker.bench.command import (
     cancel_on_sigterm,
@@ -85,6 +86,7 @@ from webrtc_broker.bench.runner import (
     bench_cluster,
     cpu_share,
     process_usages,
+    server_sessions,
     server_summary,
 )
 from webrtc_broker.bench.sampling import Usage
@@ -225,7 +227,21 @@ class WorldBench:
         clients = Clients(options.avatars, "avatars", "world")
         phase = TrafficPhase(options, self.progress, task, cluster, clients)
         traffic = await phase.run(plans, WORLD_BOTS_MODULE, log_path, collect_answers)
-        return await asyncio.to_thread(summarise, options, cluster, plans, traffic, baseline)
+        ended = closed_by_servers(await server_sessions(cluster))
+        return await asyncio.to_thread(
+            summarise, options, cluster, plans, traffic, baseline, closed=ended
+        )
+
+
+def closed_by_servers(sessions: dict[str, int]) -> dict[str, int]:
+    """Established sessions the comm servers ended for a reason of their own (a silent
+    or slow avatar, a failed connection), by reason, from :func:`server_sessions`'
+    outcomes. An avatar that leaves closes its session itself (``channel_closed``)."""
+    return {
+        key.removeprefix("closed:"): count
+        for key, count in sessions.items()
+        if key.startswith("closed:") and key != f"closed:{CloseReason.CHANNEL_CLOSED}"
+    }
 
 
 async def _collect(workers: list[Worker], timeout: float) -> list[WorldWorkerResult | None]:
@@ -294,6 +310,8 @@ def summarise(
     plans: list[WorldPlan],
     traffic: Traffic[list[WorldWorkerResult | None]],
     baseline: Baseline | None,
+    *,
+    closed: dict[str, int],
 ) -> WorldRun:
     answers, connected, usages = traffic.results, traffic.connected, traffic.usages
     schedule = traffic.schedule
@@ -378,6 +396,7 @@ def summarise(
         leaves=sum(r.leaves for r in results),
         churn_seconds=round(schedule.traffic_end - LEAVE_DRAIN - GUARD - schedule.start, 1),
         sessions_lost=sum(r.sessions_lost for r in results),
+        closed_by_servers=closed,
         inbox_dropped=sum(r.inbox_dropped for r in results),
         server=server,
         cpu=cpu,
@@ -458,7 +477,11 @@ def _warnings(run: WorldRun) -> list[str]:
     if run.subscription_change_failures:
         found.append(f"{run.subscription_change_failures} subscription changes were not confirmed")
     if run.sessions_lost:
-        found.append(f"{run.sessions_lost} avatar sessions ended without the avatar leaving")
+        why = ", ".join(f"{reason} {count}" for reason, count in run.closed_by_servers.items())
+        found.append(
+            f"{run.sessions_lost} avatar sessions ended without the avatar leaving"
+            + (f" (the servers closed sessions: {why})" if why else "")
+        )
     if run.inbox_dropped:
         found.append(f"avatars' inboxes dropped {run.inbox_dropped:,} messages (bots too slow)")
     if beyond_guard(run):

@@ -118,6 +118,9 @@ class WorldRun:
     churn_seconds: float
     """Seconds of traffic during which avatars came and went."""
     sessions_lost: int
+    closed_by_servers: dict[str, int]
+    """Sessions the comm servers ended themselves, by reason (``slow_peer``, ``peer_silent``,
+    ...): why sessions were lost, seen from the servers."""
     inbox_dropped: int
     server: ServerSummary
     cpu: CpuShare
@@ -219,6 +222,9 @@ def totals_table(run: WorldRun, baseline: Baseline | None) -> Table:
         ("comm server RSS", num(server.rss_mb_max, 1, " MB"), "peak, all servers"),
         ("sessions lost", str(run.sessions_lost), f"inboxes dropped {run.inbox_dropped:,}"),
     ]
+    if run.closed_by_servers:
+        closed = ", ".join(f"{reason} {n:,}" for reason, n in run.closed_by_servers.items())
+        rows.append(("closed by the servers", num(sum(run.closed_by_servers.values())), closed))
     if server.drops:
         rows.append(("server drops", num(sum(server.drops.values())), str(server.drops)))
     for name, value, note in rows:
