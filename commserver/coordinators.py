@@ -16,8 +16,9 @@ the same alias and id. What that asks of the server:
 * **Ready while one link is registered** (:attr:`CoordinatorLinks.connected`).
 
 The replica set is a fixed list of URLs, or a DNS name (a headless Service)
-whose A records are re-resolved every few seconds with ``loop.getaddrinfo``:
-a new address gets a link, a vanished one loses its link.
+whose A records (AAAA records if it has none) are re-resolved every few
+seconds with ``loop.getaddrinfo``: a new address gets a link, a vanished one
+loses its link.
 """
 
 from __future__ import annotations
@@ -102,11 +103,27 @@ class LinkSlot:
 
 
 async def resolve_addresses(host: str, port: int) -> list[str]:
-    """The IPv4 addresses of ``host``, without blocking the loop."""
-    infos = await asyncio.get_running_loop().getaddrinfo(
-        host, port, family=socket.AF_INET, type=socket.SOCK_STREAM
-    )
+    """The addresses of ``host``, without blocking the loop: its IPv4 ones, or its
+    IPv6 ones when it has none (an IPv6-only cluster). Never both: a dual-stack
+    replica has one of each, and two links to one replica would keep replacing
+    each other's registration."""
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(host, port, family=socket.AF_INET, type=socket.SOCK_STREAM)
+    except socket.gaierror as no_ipv4:
+        try:
+            infos = await loop.getaddrinfo(
+                host, port, family=socket.AF_INET6, type=socket.SOCK_STREAM
+            )
+        except socket.gaierror:
+            raise no_ipv4 from None
     return sorted({str(info[4][0]) for info in infos})
+
+
+def coordinator_url(address: str, port: int) -> str:
+    """The WebSocket URL of the replica at ``address`` (IPv6 in brackets)."""
+    host = f"[{address}]" if ":" in address else address
+    return f"ws://{host}:{port}"
 
 
 class CoordinatorLinks:
@@ -290,7 +307,7 @@ class CoordinatorLinks:
         """Make the DNS-found links those of ``addresses`` (static URLs stay)."""
         if self._stopped:
             return
-        wanted = {f"ws://{address}:{self._dns_port}" for address in addresses}
+        wanted = {coordinator_url(address, self._dns_port) for address in addresses}
         for url in wanted - set(self.slots):
             self._add(url)
         for url in set(self.slots) - wanted - set(self._static):

@@ -131,8 +131,9 @@ class Cluster:
         """Start a comm server; with ``wait`` return once the coordinator lists it."""
         port = free_port()
         # --coordinator-url is repeatable (one link per URL): a test that names its
-        # own (a fault proxy in front of the coordinator) gets only that one.
-        own_url = "--coordinator-url" in extra
+        # own (a fault proxy in front of the coordinator), or has the server find the
+        # coordinator by its DNS name, gets only that.
+        own_url = "--coordinator-url" in extra or "--coordinator-dns" in extra
         args = [
             "commserver",
             *([] if own_url else ["--coordinator-url", self.url]),

@@ -132,7 +132,8 @@ def coordinator(**flags: Any) -> None:
     help="Coordinator WebSocket URL; repeat it for every replica [ws://127.0.0.1:9090]",
 )
 @click.option(
-    "--coordinator-dns", help="Host name whose A records are the coordinator replicas [none]"
+    "--coordinator-dns",
+    help="Host name whose A (else AAAA) records are the coordinator replicas [none]",
 )
 @click.option("--coordinator-dns-port", type=int, help="Port of those replicas [9090]")
 @click.option("--coordinator-dns-interval", type=float, help="Seconds between lookups [10]")

@@ -335,8 +335,9 @@ class CommServerConfig(ClientAuthSettings):
     )
     coordinator_dns: str | None = Field(
         None,
-        description="Host name whose A records are the coordinator replicas (a headless"
-        " Service): one link per address, re-resolved every coordinator_dns_interval",
+        description="Host name whose A records (its AAAA records if it has no A record) are"
+        " the coordinator replicas (a headless Service): one link per address, re-resolved"
+        " every coordinator_dns_interval",
     )
     coordinator_dns_port: int = Field(
         9090, ge=1, le=65535, description="Port of the replicas found by coordinator_dns"

@@ -80,6 +80,7 @@ class RunningCoordinator:
     app: FastAPI
     server: CoordinatorServer
     port: int
+    host: str = "127.0.0.1"
     _stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
 
     @property
@@ -89,7 +90,8 @@ class RunningCoordinator:
 
     def url(self, path: str, query: Mapping[str, str] | None = None, scheme: str = "ws") -> str:
         suffix = f"?{urlencode(query)}" if query else ""
-        return f"{scheme}://127.0.0.1:{self.port}{path}{suffix}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{self.port}{path}{suffix}"
 
     async def open(
         self,
@@ -165,7 +167,7 @@ async def running_coordinator(
         if task.done():
             task.result()  # surfaces the startup error
             raise AssertionError("coordinator exited during startup")
-        running = RunningCoordinator(app=app, server=server, port=server.port)
+        running = RunningCoordinator(app=app, server=server, port=server.port, host=config.host)
         async with running._stack:
             yield running
     finally:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator
 from functools import partial
 from typing import Any
@@ -19,7 +20,13 @@ from typing import Any
 import pytest
 
 from commserver.coordinator_link import CoordinatorLink
-from commserver.coordinators import CoordinatorLinks, LinkSlot, LinkState
+from commserver.coordinators import (
+    CoordinatorLinks,
+    LinkSlot,
+    LinkState,
+    coordinator_url,
+    resolve_addresses,
+)
 from commserver.server import CommServer
 from coordinator.registry import MAX_CLIENT_ALIAS, AliasAllocator, Registry
 from tests.coordinator.harness import make_config, running_coordinator
@@ -30,7 +37,7 @@ from tests.e2e.helpers import (
     subscribe,
     until_routed,
 )
-from tests.support import Cluster, Proc, eventually, free_port
+from tests.support import STARTUP_TIMEOUT, Cluster, Proc, eventually, free_port
 from webrtc_broker.client import BrokerClient
 from webrtc_broker.config import CommServerConfig
 from webrtc_broker.supervise import Supervisor
@@ -384,6 +391,36 @@ def fake_links(
         resolver=never_resolves,
     )
     return links, made, lost, supervisor
+
+
+async def test_a_server_finds_an_ipv6_coordinator_by_name(cluster: Cluster) -> None:
+    """A name with only IPv6 addresses (here the literal ``::1``, which has no IPv4
+    one) still gives the server its coordinator, through a bracketed URL."""
+    async with running_coordinator(make_config(host="::1")) as coordinator:
+        await cluster.start_server(
+            "s1", "--coordinator-dns", "::1", "--coordinator-dns-port", str(coordinator.port),
+            wait=False,
+        )  # fmt: skip
+
+        async def registered() -> int | None:
+            servers = (await coordinator.status())["servers"]
+            return int(servers[0]["alias"]) if servers else None
+
+        alias = await eventually(registered, timeout=STARTUP_TIMEOUT)
+        status = await cluster.server_status("s1")
+        links = {link["url"]: link["state"] for link in status["coordinators"]}
+        assert links == {f"ws://[::1]:{coordinator.port}": "registered"}
+        async with client(coordinator.url(""), "alice", alias) as alice:
+            await alice.ping()
+
+
+async def test_a_dns_name_resolves_to_ipv4_or_else_ipv6_never_both() -> None:
+    assert await resolve_addresses("127.0.0.1", 9090) == ["127.0.0.1"]
+    assert await resolve_addresses("::1", 9090) == ["::1"]
+    with pytest.raises(socket.gaierror):
+        await resolve_addresses("no-such-name.invalid", 9090)
+    assert coordinator_url("10.0.0.1", 9090) == "ws://10.0.0.1:9090"
+    assert coordinator_url("fd00::7", 9090) == "ws://[fd00::7]:9090"
 
 
 async def test_links_follow_the_dns_name() -> None:
