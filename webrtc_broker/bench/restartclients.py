@@ -49,12 +49,12 @@ import json
 import logging
 import signal
 import struct
-import sys
 import time
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from webrtc_broker.bench.bots import emit, next_command, read_stdin
 from webrtc_broker.client import BrokerClient, BrokerError, ClosedError
 
 WITNESS_TOPIC = "ha/witness"
@@ -127,11 +127,6 @@ def watch_url_changes() -> None:
 
 def _body(kind: int, sender: int, sequence: int) -> bytes:
     return BODY.pack(kind, sender, sequence).ljust(BODY_SIZE, b"\0")
-
-
-def _emit(event: str, **fields: Any) -> None:
-    sys.stdout.write(json.dumps({"event": event, **fields}) + "\n")
-    sys.stdout.flush()
 
 
 async def _connect(urls: list[str], name: str, timeout: float) -> BrokerClient:
@@ -243,10 +238,10 @@ async def _stream_client(plan: WorkerPlan, index: int, due: float) -> None:
         # WebSocket closed between WELCOME and CONNECT escapes it as the websockets
         # library's ConnectionClosedError, not as a BrokerError.
         kind, detail = _error_kind(exc)
-        _emit("connect", ok=False, error=kind, detail=detail, tried=tried, **report,
+        emit("connect", ok=False, error=kind, detail=detail, tried=tried, **report,
               ended=time.time())  # fmt: skip
         return
-    _emit("connect", ok=True, url=client.coordinator_url, tried=tried, server=client.server_alias,
+    emit("connect", ok=True, url=client.coordinator_url, tried=tried, server=client.server_alias,
           **report, ended=time.time())  # fmt: skip
     published = 0
     received = 0
@@ -280,7 +275,7 @@ async def _stream_client(plan: WorkerPlan, index: int, due: float) -> None:
         listener.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await listener
-    _emit("closed", index=index, lost=lost, published=published, received=received,
+    emit("closed", index=index, lost=lost, published=published, received=received,
           ended=time.time())  # fmt: skip
 
 
@@ -316,32 +311,16 @@ async def _witnesses(plan: WorkerPlan) -> list[Witness]:
     return list(await asyncio.gather(*(one(index) for index in plan.witnesses)))
 
 
-async def _stdin() -> asyncio.StreamReader:
-    reader = asyncio.StreamReader()
-    loop = asyncio.get_running_loop()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    return reader
-
-
-async def _command(commands: asyncio.StreamReader) -> dict[str, Any] | None:
-    """The orchestrator's next command; ``None`` once it is gone (the worker ends)."""
-    line = await commands.readline()
-    if not line:
-        return None
-    data = json.loads(line)
-    return data if isinstance(data, dict) else None
-
-
 async def run_worker(plan: WorkerPlan) -> None:
     """Witnesses first, then the stream when told; see the module docstring."""
-    commands = await _stdin()
+    commands = await read_stdin()
     witnesses = await _witnesses(plan)
     tasks: list[asyncio.Task[None]] = [asyncio.create_task(w.receive()) for w in witnesses]
     probes = [asyncio.create_task(w.probe()) for w in witnesses]
     try:
         await asyncio.gather(*(w.met.wait() for w in witnesses))
-        _emit("ready")
-        start = await _command(commands)
+        emit("ready")
+        start = await next_command(commands)
         if start is None:
             return
         for probe in probes:
@@ -360,13 +339,13 @@ async def run_worker(plan: WorkerPlan) -> None:
                 float(start["connect_rate"]),
                 float(start["stream_end"]),
             )
-        _emit("stream-done")
-        if await _command(commands) is None:  # or the stop command
+        emit("stream-done")
+        if await next_command(commands) is None:  # or the stop command
             return
         for publisher in publishers:
             publisher.cancel()
         await asyncio.sleep(DRAIN)
-        _emit("result", witnesses=[w.result() for w in witnesses])
+        emit("result", witnesses=[w.result() for w in witnesses])
     finally:
         for task in [*tasks, *probes]:
             task.cancel()
