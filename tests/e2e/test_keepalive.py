@@ -29,7 +29,7 @@ KEEPALIVE = Keepalive(interval=0.1, timeout=0.5)
 """For a frozen server: quick to give up (the default is 3 s / 4 s)."""
 IDLE_SECONDS = 12.0
 """Four of the server's probes (one after every 2 s of silence, looked at every second),
-where a client PINGing on its own after 3 s of silence would send three PINGs."""
+where the client of before (a PING after each second of silence, echoed) sent six."""
 
 
 async def flood(publisher: BrokerClient, receiver: BrokerClient) -> float:
@@ -147,7 +147,10 @@ async def test_an_idle_client_hears_the_servers_probes_and_sends_no_ping(cluster
         await asyncio.sleep(IDLE_SECONDS)
         pings = counter(await cluster.server_status("s1"), "frames_in", "client/ping") - before
         assert client.reconnects == 0 and client.alias == alias, "the idle session was lost"
-        # One PING may cross a probe on its way (the two clocks are not in phase).
-        assert pings <= 1, f"{pings} keepalive PINGs in {IDLE_SECONDS:g} s of idling"
+        print(f"\n{pings} keepalive PINGs in {IDLE_SECONDS:g} s of idling")
+        # A PING may cross a probe on its way now and then (the two clocks are not in
+        # phase, and a busy machine makes either tick late); PINGing on its own, the
+        # client would have sent one every 2 s.
+        assert pings <= 2, f"{pings} keepalive PINGs in {IDLE_SECONDS:g} s of idling"
     finally:
         await client.close()
