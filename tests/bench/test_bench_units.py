@@ -25,6 +25,7 @@ from webrtc_broker.bench.runner import summarise
 from webrtc_broker.bench.sampling import Usage, Watched, cpu_seconds, rss_bytes
 from webrtc_broker.bench.workers import ConnectLog, make_plans
 from webrtc_broker.bench.world import closed_by_servers
+from webrtc_broker.bench.worldbots import WorldWorkerResult
 
 
 def test_nearest_rank_percentile() -> None:
@@ -233,3 +234,8 @@ def test_sessions_the_servers_closed_leave_out_the_ones_clients_closed() -> None
     }
     assert closed_by_servers(outcomes) == {"slow_peer": 3, "peer_silent": 1}
     assert closed_by_servers({"closed:channel_closed": 5}) == {}
+
+
+def test_a_world_worker_result_keeps_why_its_sessions_were_lost() -> None:
+    result = WorldWorkerResult(sessions_lost=3, lost_because={"server silent": 2, "failed": 1})
+    assert WorldWorkerResult.from_json(result.to_json()) == result

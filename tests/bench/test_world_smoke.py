@@ -56,6 +56,7 @@ def test_world_smoke(tmp_path: Path) -> None:
     assert run["leaves"] >= 1
     assert run["grid_fanout"] > 0
     assert "channel_closed" not in run["closed_by_servers"], "a leaving avatar is not lost"
+    assert sum(run["lost_because"].values()) == run["sessions_lost"]
     assert report["baseline"]["received"] > 0
     assert len(run["worker_loads"]) == run["workers"]
     assert "reliable chat lost nothing" in completed.stdout

@@ -104,6 +104,7 @@ from webrtc_broker.bench.worldreport import (
     WorldRun,
     beyond_guard,
     chat_loss_is_a_bug,
+    lost_sessions_text,
     print_world_report,
 )
 
@@ -360,8 +361,10 @@ def summarise(
         for index, usage in enumerate(u for u in usages if u.watched.role == "worker")
     ]
     join_errors: Counter[str] = Counter()
+    lost_because: Counter[str] = Counter()
     for result in results:
         join_errors.update(result.join_errors)
+        lost_because.update(result.lost_because)
     scheduled = (position.published_per_s + chat.published_per_s) * duration
     skipped = position.skipped + chat.skipped
     bots_limited = any(
@@ -396,6 +399,7 @@ def summarise(
         leaves=sum(r.leaves for r in results),
         churn_seconds=round(schedule.traffic_end - LEAVE_DRAIN - GUARD - schedule.start, 1),
         sessions_lost=sum(r.sessions_lost for r in results),
+        lost_because=dict(lost_because.most_common()),
         closed_by_servers=closed,
         inbox_dropped=sum(r.inbox_dropped for r in results),
         server=server,
@@ -477,10 +481,9 @@ def _warnings(run: WorldRun) -> list[str]:
     if run.subscription_change_failures:
         found.append(f"{run.subscription_change_failures} subscription changes were not confirmed")
     if run.sessions_lost:
-        why = ", ".join(f"{reason} {count}" for reason, count in run.closed_by_servers.items())
         found.append(
-            f"{run.sessions_lost} avatar sessions ended without the avatar leaving"
-            + (f" (the servers closed sessions: {why})" if why else "")
+            f"{run.sessions_lost} avatar sessions ended without the avatar leaving: "
+            + lost_sessions_text(run)
         )
     if run.inbox_dropped:
         found.append(f"avatars' inboxes dropped {run.inbox_dropped:,} messages (bots too slow)")

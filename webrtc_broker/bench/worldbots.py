@@ -192,6 +192,8 @@ class WorldWorkerResult:
     """Avatars that left during traffic."""
     sessions_lost: int = 0
     """Avatars whose session ended without them leaving."""
+    lost_because: dict[str, int] = field(default_factory=dict)
+    """Why those sessions ended, as their clients tell it (``close_reason``)."""
     inbox_dropped: int = 0
     undecodable: int = 0
     live_at_end: int = 0
@@ -535,7 +537,9 @@ class World:
                         end = None if span.end == math.inf else span.end
                         result.intervals.append((avatar.id, topic, span.start, end))
         result.inbox_dropped = sum(a.client.dropped for a in self.avatars)
-        result.sessions_lost = sum(1 for a in self.avatars if a.client.closed and not a.leaving)
+        lost = [a.client.close_reason for a in self.avatars if a.client.closed and not a.leaving]
+        result.sessions_lost = len(lost)
+        result.lost_because = dict(collections.Counter(lost))
         result.live_at_end = sum(1 for a in self.avatars if not a.client.closed)
         return result
 

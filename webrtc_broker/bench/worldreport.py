@@ -118,6 +118,8 @@ class WorldRun:
     churn_seconds: float
     """Seconds of traffic during which avatars came and went."""
     sessions_lost: int
+    lost_because: dict[str, int]
+    """Why the lost sessions ended, as their clients tell it, by reason."""
     closed_by_servers: dict[str, int]
     """Sessions the comm servers ended themselves, by reason (``slow_peer``, ``peer_silent``,
     ...): why sessions were lost, seen from the servers."""
@@ -137,6 +139,17 @@ class WorldReport(ReportHead):
     error: str | None = None
     scenario: str = "world"
     schema_version: int = WORLD_SCHEMA_VERSION
+
+
+def lost_sessions_text(run: WorldRun) -> str:
+    """Why sessions were lost, from both ends: what the clients said, and what the
+    servers closed themselves (none: the clients or the network ended them)."""
+
+    def counts(reasons: dict[str, int]) -> str:
+        return ", ".join(f"{reason} ({n:,})" for reason, n in reasons.items())
+
+    servers = counts(run.closed_by_servers) or "none"
+    return f"clients: {counts(run.lost_because) or '-'}; closed by the servers: {servers}"
 
 
 def machine_text(machine: Machine) -> str:
@@ -222,9 +235,8 @@ def totals_table(run: WorldRun, baseline: Baseline | None) -> Table:
         ("comm server RSS", num(server.rss_mb_max, 1, " MB"), "peak, all servers"),
         ("sessions lost", str(run.sessions_lost), f"inboxes dropped {run.inbox_dropped:,}"),
     ]
-    if run.closed_by_servers:
-        closed = ", ".join(f"{reason} {n:,}" for reason, n in run.closed_by_servers.items())
-        rows.append(("closed by the servers", num(sum(run.closed_by_servers.values())), closed))
+    if run.sessions_lost:
+        rows.append(("why sessions were lost", "", lost_sessions_text(run)))
     if server.drops:
         rows.append(("server drops", num(sum(server.drops.values())), str(server.drops)))
     for name, value, note in rows:
