@@ -61,8 +61,8 @@ def metric(text: str, series: str) -> float:
     return float(match.group(1))
 
 
-async def coordinator_metrics(cluster: Cluster) -> str:
-    response = await cluster.http.get(f"{cluster.http_url}/metrics")
+async def coordinator_metrics(cluster: Cluster, http: httpx.AsyncClient | None = None) -> str:
+    response = await (http or cluster.http).get(f"{cluster.http_url}/metrics")
     response.raise_for_status()
     return response.text
 
@@ -78,9 +78,7 @@ async def metrics_despite_handshake_limit(cluster: Cluster, tries: int = 3) -> t
     for closed in range(tries):
         try:
             async with httpx.AsyncClient(trust_env=False, timeout=TIMEOUT) as http:
-                response = await http.get(f"{cluster.http_url}/metrics")
-                response.raise_for_status()
-                return response.text, closed
+                return await coordinator_metrics(cluster, http), closed
         except (httpx.ReadError, httpx.RemoteProtocolError) as exc:
             print(f"\n/metrics closed unanswered ({type(exc).__name__}); trying again")
     raise AssertionError(f"/metrics closed unanswered {tries} times")
